@@ -1,0 +1,151 @@
+/**
+ * Configuration: one declarative table. Each entry names its environment variable, type, default and one line of
+ * documentation; the README's config table is generated from the same list (`npm run admin -- config-doc`).
+ * A bad value stops start-up with an error naming the variable. Entries marked `secret` are never logged.
+ */
+import path from 'node:path';
+
+type Kind = 'string' | 'int' | 'bool' | 'duration' | 'list' | 'enum';
+
+interface Entry<K extends Kind = Kind> {
+  env: string;
+  kind: K;
+  default: string;
+  doc: string;
+  min?: number;
+  max?: number;
+  choices?: readonly string[];
+  secret?: boolean;
+}
+
+export const CONFIG_TABLE = {
+  host: { env: 'PIGEON_HOST', kind: 'string', default: 'localhost', doc: 'Address the HTTPS listener binds to.' },
+  port: { env: 'PIGEON_PORT', kind: 'int', default: '8443', min: 0, max: 65535, doc: 'HTTPS port (0 picks a free one).' },
+  dataDir: { env: 'PIGEON_DATA_DIR', kind: 'string', default: 'data', doc: 'Directory for the SQLite file and generated keys.' },
+  tlsCert: { env: 'PIGEON_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain; empty generates a self-signed dev certificate in certs/.' },
+  tlsKey: { env: 'PIGEON_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for PIGEON_TLS_CERT.', secret: true },
+  demo: { env: 'PIGEON_DEMO', kind: 'bool', default: 'true', doc: 'Seed the demo tenant when the store has no users.' },
+  logLevel: { env: 'PIGEON_LOG_LEVEL', kind: 'enum', default: 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], doc: 'pino log level.' },
+  logPretty: { env: 'PIGEON_LOG_PRETTY', kind: 'bool', default: 'false', doc: 'Human-readable logs (development only; JSON otherwise).' },
+  issuer: { env: 'PIGEON_ISSUER', kind: 'string', default: '', doc: 'JWT issuer (`iss`); empty means https://<host>:<port>.' },
+  audience: { env: 'PIGEON_AUDIENCE', kind: 'string', default: 'pigeon-api', doc: 'JWT audience (`aud`) the API accepts.' },
+  accessTokenTtl: { env: 'PIGEON_ACCESS_TOKEN_TTL', kind: 'duration', default: '1h', min: 60, max: 86400, doc: 'Access token lifetime.' },
+  refreshTokenTtl: { env: 'PIGEON_REFRESH_TOKEN_TTL', kind: 'duration', default: '90d', min: 3600, max: 365 * 86400, doc: 'Refresh token lifetime.' },
+  refreshRetryGrace: { env: 'PIGEON_REFRESH_RETRY_GRACE', kind: 'duration', default: '10s', min: 0, max: 300, doc: 'Window in which replaying the just-rotated refresh token returns the same successor (lost responses).' },
+  signingKeyFile: { env: 'PIGEON_SIGNING_KEY_FILE', kind: 'string', default: '', doc: 'Ed25519 private key (PKCS#8 PEM) that signs access tokens; empty means <data dir>/keys/jwt-signing-key.pem, generated if missing.' },
+  secretFile: { env: 'PIGEON_SECRET_FILE', kind: 'string', default: '', doc: 'Server secret for HMACs (refresh and sync tokens); empty means <data dir>/keys/server-secret, generated if missing.' },
+  oauthClients: { env: 'PIGEON_OAUTH_CLIENTS', kind: 'list', default: 'pigeon-app,pigeon-cli', doc: 'Comma-separated public OAuth client ids allowed at the token endpoint.' },
+  passwordGrant: { env: 'PIGEON_PASSWORD_GRANT', kind: 'bool', default: 'true', doc: 'Allow the OAuth password grant.' },
+  loginFailuresPerUser: { env: 'PIGEON_LOGIN_FAILURES_PER_USER', kind: 'int', default: '10', min: 1, max: 10000, doc: 'Failed password grants per username per window before 429.' },
+  tokenRequestsPerIp: { env: 'PIGEON_TOKEN_REQUESTS_PER_IP', kind: 'int', default: '300', min: 1, max: 1000000, doc: 'Token-endpoint requests per client address per window before 429.' },
+  rateLimitWindow: { env: 'PIGEON_RATE_LIMIT_WINDOW', kind: 'duration', default: '15m', min: 1, max: 86400, doc: 'Window of the token-endpoint rate limits.' },
+  trustProxy: { env: 'PIGEON_TRUST_PROXY', kind: 'string', default: 'false', doc: "Express 'trust proxy' setting (false, true, a hop count or a subnet list)." },
+  maxRequestBytes: { env: 'PIGEON_MAX_REQUEST_BYTES', kind: 'int', default: '1048576', min: 1024, max: 100 * 1024 * 1024, doc: 'Largest JSON or form request body.' },
+  maxJsonDepth: { env: 'PIGEON_MAX_JSON_DEPTH', kind: 'int', default: '32', min: 2, max: 1000, doc: 'Deepest nesting of a JSON request body.' },
+  shutdownTimeout: { env: 'PIGEON_SHUTDOWN_TIMEOUT', kind: 'duration', default: '30s', min: 1, max: 3600, doc: 'Longest wait for in-flight requests on SIGTERM before connections are cut.' },
+  headersTimeout: { env: 'PIGEON_HEADERS_TIMEOUT', kind: 'duration', default: '10s', min: 1, max: 600, doc: 'Time a client has to send its request headers.' },
+  requestTimeout: { env: 'PIGEON_REQUEST_TIMEOUT', kind: 'duration', default: '5m', min: 1, max: 86400, doc: 'Time a client has to send a whole request.' },
+  keepAliveTimeout: { env: 'PIGEON_KEEPALIVE_TIMEOUT', kind: 'duration', default: '65s', min: 1, max: 3600, doc: 'Idle keep-alive socket lifetime.' },
+  changeHistory: { env: 'PIGEON_CHANGE_HISTORY', kind: 'duration', default: '30d', min: 3600, max: 3650 * 86400, doc: 'How long tombstones are kept; sync tokens older than this get 410.' },
+  maxDevicesPerUser: { env: 'PIGEON_MAX_DEVICES_PER_USER', kind: 'int', default: '100', min: 1, max: 100000, doc: 'Devices one user may register.' },
+} as const satisfies Record<string, Entry>;
+
+type Table = typeof CONFIG_TABLE;
+type ValueOf<E> = E extends { kind: 'int' | 'duration' }
+  ? number
+  : E extends { kind: 'bool' }
+    ? boolean
+    : E extends { kind: 'list' }
+      ? string[]
+      : string;
+
+export type Config = { -readonly [K in keyof Table]: ValueOf<Table[K]> };
+
+export class ConfigError extends Error {
+  constructor(
+    readonly env: string,
+    message: string,
+  ) {
+    super(`${env}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Durations are written `90d`, `1h`, `15m`, `10s` or plain seconds; the value is in seconds. */
+export function parseDuration(text: string): number | undefined {
+  const m = /^(\d{1,9})([smhd]?)$/.exec(text.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * DURATION_UNITS[m[2] || 's']!;
+}
+
+function parseValue(key: string, entry: Entry, raw: string): unknown {
+  const fail = (why: string): never => {
+    throw new ConfigError(entry.env, entry.secret ? why : `${why} (got ${JSON.stringify(raw)})`);
+  };
+  switch (entry.kind) {
+    case 'string':
+      return raw;
+    case 'list':
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
+    case 'bool': {
+      const v = raw.trim().toLowerCase();
+      if (['1', 'true', 'yes', 'on'].includes(v)) return true;
+      if (['0', 'false', 'no', 'off'].includes(v)) return false;
+      return fail('expected true or false');
+    }
+    case 'enum':
+      if (!entry.choices?.includes(raw)) fail(`expected one of ${entry.choices?.join(', ')}`);
+      return raw;
+    case 'int':
+    case 'duration': {
+      const n = entry.kind === 'int' ? (/^-?\d{1,15}$/.test(raw.trim()) ? Number(raw) : undefined) : parseDuration(raw);
+      if (n === undefined) return fail(entry.kind === 'int' ? 'expected a whole number' : 'expected a duration like 30s, 15m, 1h or 90d');
+      if (entry.min !== undefined && n < entry.min) fail(`must be at least ${entry.min}`);
+      if (entry.max !== undefined && n > entry.max) fail(`must be at most ${entry.max}`);
+      return n;
+    }
+  }
+  return fail(`unknown kind for ${key}`);
+}
+
+/** Builds the config from an environment; unknown `PIGEON_*` variables are errors too (a typo must not pass silently). */
+export function loadConfig(env: Record<string, string | undefined> = process.env, overrides: Partial<Config> = {}): Config {
+  const known = new Set(Object.values(CONFIG_TABLE).map((e) => e.env));
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('PIGEON_') && !known.has(name)) throw new ConfigError(name, 'unknown setting');
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, entry] of Object.entries(CONFIG_TABLE) as [string, Entry][]) {
+    const raw = env[entry.env];
+    out[key] = parseValue(key, entry, raw === undefined || raw === '' ? entry.default : raw);
+  }
+  const config = { ...(out as Config), ...overrides };
+  config.dataDir = path.resolve(config.dataDir);
+  return config;
+}
+
+/** The config as it may be logged: secrets masked. */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, entry] of Object.entries(CONFIG_TABLE) as [keyof Config, Entry][]) {
+    out[key] = entry.secret && config[key] ? '[redacted]' : config[key];
+  }
+  return out;
+}
+
+/** Markdown table for the README. */
+export function configMarkdown(): string {
+  const rows = (Object.values(CONFIG_TABLE) as Entry[]).map(
+    (e) => `| \`${e.env}\` | ${e.kind} | \`${e.default}\` | ${e.doc} |`,
+  );
+  return ['| variable | type | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+export function issuerOf(config: Config): string {
+  return config.issuer || `https://${config.host}:${config.port}`;
+}

@@ -1,0 +1,142 @@
+/**
+ * Typed errors. Every failure a client can see is one of these: it carries its HTTP status and the stable
+ * `code` of protocol.md §9. Services throw them; `http/problem.ts` is the one place that turns them into
+ * RFC 9457 problem+json (or, for the OAuth endpoints, RFC 6749 §5.2 error bodies).
+ */
+
+export type ErrorCode =
+  | 'invalidRequest'
+  | 'invalidToken'
+  | 'unauthorized'
+  | 'deviceNotRegistered'
+  | 'deviceBlocked'
+  | 'deviceQuarantined'
+  | 'deviceWiped'
+  | 'wipeRequested'
+  | 'deviceLimitReached'
+  | 'forbidden'
+  | 'notFound'
+  | 'folderNotFound'
+  | 'itemNotFound'
+  | 'methodNotAllowed'
+  | 'folderProtected'
+  | 'resyncRequired'
+  | 'conflict'
+  | 'payloadTooLarge'
+  | 'unsupportedMediaType'
+  | 'rateLimited'
+  | 'internal'
+  | 'unavailable'
+  | 'insufficientStorage';
+
+export interface FieldError {
+  field: string;
+  message: string;
+}
+
+const TITLES: Record<ErrorCode, string> = {
+  invalidRequest: 'Invalid request',
+  invalidToken: 'Invalid sync token',
+  unauthorized: 'Unauthorized',
+  deviceNotRegistered: 'Device not registered',
+  deviceBlocked: 'Device blocked',
+  deviceQuarantined: 'Device quarantined',
+  deviceWiped: 'Device wiped',
+  wipeRequested: 'Wipe requested',
+  deviceLimitReached: 'Device limit reached',
+  forbidden: 'Forbidden',
+  notFound: 'Not found',
+  folderNotFound: 'Folder not found',
+  itemNotFound: 'Item not found',
+  methodNotAllowed: 'Method not allowed',
+  folderProtected: 'Folder protected',
+  resyncRequired: 'Resync required',
+  conflict: 'Conflict',
+  payloadTooLarge: 'Payload too large',
+  unsupportedMediaType: 'Unsupported media type',
+  rateLimited: 'Too many requests',
+  internal: 'Internal error',
+  unavailable: 'Service unavailable',
+  insufficientStorage: 'Insufficient storage',
+};
+
+/** An error the client is meant to see, rendered as problem+json. */
+export class ApiError extends Error {
+  readonly title: string;
+  constructor(
+    readonly status: number,
+    readonly code: ErrorCode,
+    detail: string,
+    /** Extra members of the problem body (e.g. `errors`, `reason`, `wipe`). */
+    readonly extra: Record<string, unknown> = {},
+    /** Response headers the error implies (e.g. `Retry-After`, `Allow`, `WWW-Authenticate`). */
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(detail);
+    this.name = 'ApiError';
+    this.title = TITLES[code];
+  }
+}
+
+/** Named constructors, so call sites read as the protocol does and statuses never drift from codes. */
+export const errors = {
+  invalidRequest: (detail: string, fieldErrors?: FieldError[]) =>
+    new ApiError(400, 'invalidRequest', detail, fieldErrors ? { errors: fieldErrors } : {}),
+  invalidToken: (detail = 'The sync token is not valid for this request.') =>
+    new ApiError(400, 'invalidToken', detail),
+  unauthorized: (detail = 'A valid access token is required.', bearerError = 'invalid_token') =>
+    new ApiError(401, 'unauthorized', detail, {}, {
+      'WWW-Authenticate': bearerError
+        ? `Bearer realm="pigeon", error="${bearerError}"`
+        : 'Bearer realm="pigeon"',
+    }),
+  forbidden: (detail = 'You are not allowed to do this.') => new ApiError(403, 'forbidden', detail),
+  notFound: (detail = 'No such resource.') => new ApiError(404, 'notFound', detail),
+  methodNotAllowed: (allowed: string[]) =>
+    new ApiError(405, 'methodNotAllowed', `Allowed methods: ${allowed.join(', ')}.`, {}, {
+      Allow: allowed.join(', '),
+    }),
+  payloadTooLarge: (limitBytes: number) =>
+    new ApiError(413, 'payloadTooLarge', `The request body exceeds ${limitBytes} bytes.`),
+  unsupportedMediaType: (expected: string) =>
+    new ApiError(415, 'unsupportedMediaType', `The request body must be ${expected}.`),
+  rateLimited: (retryAfterSeconds: number) =>
+    new ApiError(429, 'rateLimited', `Too many requests; retry after ${retryAfterSeconds} s.`, {}, {
+      'Retry-After': String(retryAfterSeconds),
+    }),
+  unavailable: (detail: string, retryAfterSeconds = 5) =>
+    new ApiError(503, 'unavailable', detail, {}, { 'Retry-After': String(retryAfterSeconds) }),
+  insufficientStorage: () =>
+    new ApiError(507, 'insufficientStorage', 'The server is out of storage space; the change was not made.'),
+};
+
+/**
+ * RFC 6749 §5.2 token-endpoint error. Kept separate from ApiError because OAuth clients parse `error`,
+ * not `code`; the same single error handler renders both.
+ */
+export class OAuthError extends Error {
+  constructor(
+    readonly status: number,
+    readonly error:
+      | 'invalid_request'
+      | 'invalid_client'
+      | 'invalid_grant'
+      | 'unauthorized_client'
+      | 'unsupported_grant_type'
+      | 'invalid_scope'
+      | 'unsupported_token_type',
+    readonly description: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(description);
+    this.name = 'OAuthError';
+  }
+}
+
+export const oauthErrors = {
+  invalidRequest: (d: string) => new OAuthError(400, 'invalid_request', d),
+  invalidClient: (d: string) => new OAuthError(401, 'invalid_client', d),
+  invalidGrant: (d: string) => new OAuthError(400, 'invalid_grant', d),
+  unsupportedGrantType: (d: string) => new OAuthError(400, 'unsupported_grant_type', d),
+  invalidScope: (d: string) => new OAuthError(400, 'invalid_scope', d),
+};
