@@ -115,7 +115,7 @@ function parseValue(key: string, entry: Entry, raw: string): unknown {
 
 /** Builds the config from an environment; unknown `PIGEON_*` variables are errors too (a typo must not pass silently). */
 export function loadConfig(env: Record<string, string | undefined> = process.env, overrides: Partial<Config> = {}): Config {
-  const known = new Set(Object.values(CONFIG_TABLE).map((e) => e.env));
+  const known = new Set<string>(Object.values(CONFIG_TABLE).map((e) => e.env));
   for (const name of Object.keys(env)) {
     if (name.startsWith('PIGEON_') && !known.has(name)) throw new ConfigError(name, 'unknown setting');
   }

@@ -71,7 +71,7 @@ CREATE TABLE refresh_tokens (
   scope        TEXT NOT NULL,
   token_hash   BLOB NOT NULL UNIQUE,
   created_at   INTEGER NOT NULL,
-  expires_at   INTEGER NOT NULL,  -- the family's end: rotation does not extend a sign-in past 90 days
+  expires_at   INTEGER NOT NULL,  -- sliding: each rotation issues a successor valid for the full lifetime
   rotated_at   INTEGER,           -- set when this token was exchanged for `replaced_by`
   replaced_by  TEXT,
   revoked_at   INTEGER,

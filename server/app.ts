@@ -1,0 +1,101 @@
+/**
+ * createApp(deps): builds the whole HTTP application from its dependencies. Nothing here is module-level state, so
+ * every test builds its own app over its own store, clock and keys.
+ */
+import express from 'express';
+import helmet from 'helmet';
+import compression from 'compression';
+import type { Logger } from 'pino';
+import { issuerOf, type Config } from './config';
+import type { Clock } from './clock';
+import type { Store } from './store/types';
+import type { KeyMaterial } from './auth/keys';
+import { createAccessTokens } from './auth/accessTokens';
+import { createAuthService } from './auth/service';
+import { authenticate } from './auth/authenticate';
+import { authRoutes } from './auth/routes';
+import { sessionRoutes } from './session/routes';
+import { opsRoutes } from './http/ops';
+import { createMetrics, requestId, requestLogger } from './http/requestContext';
+import { errorHandler, notFoundHandler } from './http/problem';
+
+export interface AppDeps {
+  config: Config;
+  store: Store;
+  keys: KeyMaterial;
+  clock: Clock;
+  log: Logger;
+}
+
+function trustProxySetting(value: string): boolean | number | string {
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  if (/^\d+$/.test(value)) return Number(value);
+  return value;
+}
+
+export function createApp(deps: AppDeps) {
+  const { config, store, keys, clock, log } = deps;
+  const issuer = issuerOf(config);
+  const accessTokens = createAccessTokens({
+    keys,
+    clock,
+    issuer,
+    audience: config.audience,
+    ttlSeconds: config.accessTokenTtl,
+  });
+  const auth = createAuthService({
+    store,
+    clock,
+    accessTokens,
+    serverSecret: keys.serverSecret,
+    refreshTtlSeconds: config.refreshTokenTtl,
+    refreshRetryGraceSeconds: config.refreshRetryGrace,
+    clients: config.oauthClients,
+    passwordGrant: config.passwordGrant,
+  });
+  const metrics = createMetrics();
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', trustProxySetting(config.trustProxy));
+  app.set('etag', false); // API responses carry their own validators where they mean something
+  app.set('query parser', 'simple'); // no nested objects from `a[b]=c`: a query value is a string or string[]
+
+  app.use(requestId);
+  app.use(requestLogger(log));
+  app.use(metrics.middleware);
+  app.use(
+    helmet({
+      hsts: { maxAge: 63072000, includeSubDomains: true, preload: false }, // two years (Mozilla)
+      contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+    }),
+  );
+  app.use(compression({ threshold: 1024 }));
+
+  app.use(opsRoutes(store, metrics.registry));
+  app.use(
+    authRoutes({
+      auth,
+      accessTokens,
+      keys,
+      issuer,
+      maxRequestBytes: config.maxRequestBytes,
+      loginFailuresPerUser: config.loginFailuresPerUser,
+      tokenRequestsPerIp: config.tokenRequestsPerIp,
+      rateLimitWindowSeconds: config.rateLimitWindow,
+      passwordGrant: config.passwordGrant,
+    }),
+  );
+
+  // Every /v1 path, known or not, needs a token: unauthenticated callers learn nothing about which routes exist.
+  app.use('/v1', authenticate(store, accessTokens));
+  app.use(sessionRoutes(store, config));
+
+  app.use(notFoundHandler);
+  app.use(errorHandler(log));
+
+  return { app, auth, accessTokens, metrics };
+}
+
+export type PigeonApp = ReturnType<typeof createApp>;

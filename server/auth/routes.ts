@@ -1,0 +1,129 @@
+/**
+ * The OAuth endpoints and the issuer's discovery documents.
+ */
+import { Router, type RequestHandler } from 'express';
+import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions } from 'express-rate-limit';
+import { errors, oauthErrors } from '../errors';
+import { formBody } from '../http/body';
+import { route } from '../http/routes';
+import type { AuthService } from './service';
+import type { AccessTokens } from './accessTokens';
+import { bearerToken } from './authenticate';
+import type { KeyMaterial } from './keys';
+
+export interface AuthRoutesOptions {
+  auth: AuthService;
+  accessTokens: AccessTokens;
+  keys: KeyMaterial;
+  issuer: string;
+  maxRequestBytes: number;
+  loginFailuresPerUser: number;
+  tokenRequestsPerIp: number;
+  rateLimitWindowSeconds: number;
+  passwordGrant: boolean;
+}
+
+/** Token responses must never be cached (RFC 6749 §5.1). */
+const noStore: RequestHandler = (_req, res, next) => {
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Pragma', 'no-cache');
+  next();
+};
+
+export function authRoutes(o: AuthRoutesOptions): Router {
+  const router = Router();
+  const windowMs = o.rateLimitWindowSeconds * 1000;
+  const limited: RateLimitOptions['handler'] = (req, _res, next, options) => {
+    const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime() ?? Date.now() + options.windowMs;
+    next(errors.rateLimited(Math.max(1, Math.ceil((reset - Date.now()) / 1000))));
+  };
+  // Per client address: generous, so a NAT full of legitimate users is not locked out.
+  const perAddress = rateLimit({
+    windowMs,
+    limit: o.tokenRequestsPerIp,
+    standardHeaders: 'draft-6',
+    legacyHeaders: false,
+    keyGenerator: (req) => ipKeyGenerator(req.ip ?? 'unknown'),
+    handler: limited,
+  });
+  // Per username: only failures count, so a password-guessing run on one account stops after a few tries.
+  const perUser = rateLimit({
+    windowMs,
+    limit: o.loginFailuresPerUser,
+    standardHeaders: false,
+    legacyHeaders: false,
+    skipSuccessfulRequests: true,
+    skip: (req) => req.body?.grant_type !== 'password' || typeof req.body?.username !== 'string',
+    keyGenerator: (req) => `user:${String(req.body.username).toLowerCase()}`,
+    handler: limited,
+  });
+
+  route(router, '/oauth2/token', {
+    post: [
+      noStore,
+      perAddress,
+      ...formBody(o.maxRequestBytes),
+      perUser,
+      async (req, res) => {
+        const params = req.body as Record<string, unknown>;
+        switch (params.grant_type) {
+          case 'password':
+            res.json(await o.auth.passwordGrant(params));
+            return;
+          case 'refresh_token':
+            res.json(await o.auth.refreshGrant(params));
+            return;
+          case undefined:
+          case '':
+            throw oauthErrors.invalidRequest('grant_type is required');
+          default:
+            throw oauthErrors.unsupportedGrantType(`unsupported grant_type ${JSON.stringify(String(params.grant_type)).slice(0, 60)}`);
+        }
+      },
+    ],
+  });
+
+  route(router, '/oauth2/revoke', {
+    post: [
+      noStore,
+      perAddress,
+      ...formBody(o.maxRequestBytes),
+      async (req, res) => {
+        const params = req.body as Record<string, unknown>;
+        let sid: string | undefined;
+        const token = typeof params.token === 'string' ? params.token : '';
+        if (!token.startsWith('prt_') && bearerToken(`Bearer ${token}`)) {
+          sid = await o.accessTokens.verify(token).then((c) => c.sid, () => undefined);
+        }
+        o.auth.revoke(params, sid);
+        res.status(200).json({});
+      },
+    ],
+  });
+
+  route(router, '/.well-known/openid-configuration', {
+    get: (_req, res) => {
+      res.json({
+        issuer: o.issuer,
+        token_endpoint: `${o.issuer}/oauth2/token`,
+        revocation_endpoint: `${o.issuer}/oauth2/revoke`,
+        jwks_uri: `${o.issuer}/.well-known/jwks.json`,
+        grant_types_supported: [...(o.passwordGrant ? ['password'] : []), 'refresh_token'],
+        response_types_supported: [],
+        token_endpoint_auth_methods_supported: ['none'],
+        scopes_supported: ['mail', 'admin'],
+        id_token_signing_alg_values_supported: ['EdDSA'],
+        subject_types_supported: ['public'],
+      });
+    },
+  });
+
+  route(router, '/.well-known/jwks.json', {
+    get: (_req, res) => {
+      res.setHeader('Cache-Control', 'public, max-age=300');
+      res.json({ keys: [o.keys.publicJwk] });
+    },
+  });
+
+  return router;
+}

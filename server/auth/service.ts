@@ -1,0 +1,186 @@
+/**
+ * The OAuth 2.0 grants (RFC 6749): `password` and `refresh_token`, rotation with reuse detection, revocation.
+ *
+ * Refresh tokens are `prt_<id>.<mac>`: `mac` is an HMAC of the id under the server secret, and only a SHA-256 of the
+ * whole token is stored. A forged token is rejected without a lookup, a stolen database yields no usable token, and
+ * the server can re-derive a token it issued from its id — which is what lets a retry of the just-rotated token
+ * (a response lost on a mobile network) receive the *same* successor instead of tripping reuse detection.
+ */
+import crypto from 'node:crypto';
+import { oauthErrors } from '../errors';
+import { newId } from '../ids';
+import type { Clock } from '../clock';
+import type { Store, User, RefreshTokenRecord } from '../store/types';
+import type { AccessTokens } from './accessTokens';
+import { verifyPassword } from './passwords';
+
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
+
+export interface TokenResponse {
+  access_token: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  refresh_token: string;
+  refresh_token_expires_in: number;
+  scope: string;
+}
+
+export interface AuthServiceOptions {
+  store: Store;
+  clock: Clock;
+  accessTokens: AccessTokens;
+  serverSecret: Buffer;
+  refreshTtlSeconds: number;
+  refreshRetryGraceSeconds: number;
+  clients: string[];
+  passwordGrant: boolean;
+}
+
+function scopesFor(user: User): string[] {
+  return user.role === 'admin' ? ['mail', 'admin'] : ['mail'];
+}
+
+export function createAuthService(opts: AuthServiceOptions) {
+  const { store, clock, accessTokens } = opts;
+
+  const mac = (id: string) => crypto.createHmac('sha256', opts.serverSecret).update(`refresh:${id}`).digest('base64url');
+  const tokenFor = (id: string) => `prt_${id}.${mac(id)}`;
+  const hash = (token: string) => crypto.createHash('sha256').update(token).digest();
+
+  /** Parses and checks the MAC; undefined for anything this server did not issue. */
+  function idOf(token: string): string | undefined {
+    const m = /^prt_([A-Za-z0-9_-]{16})\.([A-Za-z0-9_-]{43})$/.exec(token);
+    if (!m) return undefined;
+    const expected = Buffer.from(mac(m[1]!));
+    const given = Buffer.from(m[2]!);
+    return given.length === expected.length && crypto.timingSafeEqual(given, expected) ? m[1] : undefined;
+  }
+
+  function checkClient(clientId: unknown): string {
+    if (typeof clientId !== 'string' || clientId === '') throw oauthErrors.invalidRequest('client_id is required');
+    if (!opts.clients.includes(clientId)) throw oauthErrors.invalidClient('unknown client_id');
+    return clientId;
+  }
+
+  function checkDeviceId(deviceId: unknown): string | null {
+    if (deviceId === undefined || deviceId === '') return null;
+    if (typeof deviceId !== 'string' || !DEVICE_ID_PATTERN.test(deviceId)) {
+      throw oauthErrors.invalidRequest('device_id must be 16 to 64 characters of A-Z, a-z, 0-9, _ and -');
+    }
+    return deviceId;
+  }
+
+  function grantedScope(user: User, requested: unknown): string {
+    const allowed = scopesFor(user);
+    if (requested === undefined || requested === '') return allowed.join(' ');
+    if (typeof requested !== 'string') throw oauthErrors.invalidRequest('scope must be a string');
+    const wanted = requested.split(' ').filter(Boolean);
+    const extra = wanted.filter((s) => !allowed.includes(s));
+    if (extra.length) throw oauthErrors.invalidScope(`scope not allowed: ${extra.join(' ')}`);
+    return [...new Set(wanted)].join(' ');
+  }
+
+  async function respond(user: User, rec: Pick<RefreshTokenRecord, 'id' | 'familyId' | 'deviceId' | 'scope' | 'expiresAt'>): Promise<TokenResponse> {
+    const access = await accessTokens.issue({
+      sub: user.id,
+      tid: user.tenantId,
+      did: rec.deviceId ?? undefined,
+      scope: rec.scope,
+      sv: user.sessionVersion,
+      sid: rec.familyId,
+      role: user.role,
+    });
+    return {
+      access_token: access,
+      token_type: 'Bearer',
+      expires_in: accessTokens.ttlSeconds,
+      refresh_token: tokenFor(rec.id),
+      refresh_token_expires_in: Math.max(0, Math.floor((rec.expiresAt - clock.now()) / 1000)),
+      scope: rec.scope,
+    };
+  }
+
+  function newRefresh(user: User, familyId: string, clientId: string, deviceId: string | null, scope: string) {
+    const now = clock.now();
+    const id = newId();
+    const rec = { id, familyId, userId: user.id, deviceId, clientId, scope, createdAt: now, expiresAt: now + opts.refreshTtlSeconds * 1000 };
+    store.refreshTokens.insert({ ...rec, tokenHash: hash(tokenFor(id)) });
+    return rec;
+  }
+
+  return {
+    async passwordGrant(params: Record<string, unknown>): Promise<TokenResponse> {
+      if (!opts.passwordGrant) throw oauthErrors.unsupportedGrantType('the password grant is disabled');
+      const clientId = checkClient(params.client_id);
+      const { username, password } = params;
+      if (typeof username !== 'string' || username === '' || typeof password !== 'string' || password === '') {
+        throw oauthErrors.invalidRequest('username and password are required');
+      }
+      const deviceId = checkDeviceId(params.device_id);
+      const user = store.users.byUsername(username);
+      // Always run the hash check, so unknown users cost as much as wrong passwords (no user enumeration by timing).
+      const ok = await verifyPassword(password, user?.passwordHash ?? null);
+      if (!user || !ok || user.disabled) throw oauthErrors.invalidGrant('invalid username or password');
+      const scope = grantedScope(user, params.scope);
+      const rec = newRefresh(user, newId(), clientId, deviceId, scope);
+      return respond(user, rec);
+    },
+
+    async refreshGrant(params: Record<string, unknown>): Promise<TokenResponse> {
+      const clientId = checkClient(params.client_id);
+      const token = params.refresh_token;
+      if (typeof token !== 'string' || token === '') throw oauthErrors.invalidRequest('refresh_token is required');
+      const deviceId = checkDeviceId(params.device_id);
+      const id = idOf(token);
+      const now = clock.now();
+      const rec = id ? store.refreshTokens.byHash(hash(token)) : undefined;
+      if (!rec || rec.id !== id) throw oauthErrors.invalidGrant('unknown refresh token');
+      if (rec.clientId !== clientId) throw oauthErrors.invalidGrant('refresh token was issued to another client');
+      if (rec.revokedAt !== null) throw oauthErrors.invalidGrant('refresh token revoked');
+      if (rec.expiresAt <= now) throw oauthErrors.invalidGrant('refresh token expired');
+      if (deviceId !== null && rec.deviceId !== null && deviceId !== rec.deviceId) {
+        throw oauthErrors.invalidGrant('refresh token is bound to another device');
+      }
+      const user = store.users.byId(rec.userId);
+      if (!user || user.disabled) throw oauthErrors.invalidGrant('account unavailable');
+
+      if (rec.rotatedAt !== null) {
+        const successor = rec.replacedBy ? store.refreshTokens.byId(rec.replacedBy) : undefined;
+        const withinGrace = now - rec.rotatedAt <= opts.refreshRetryGraceSeconds * 1000;
+        if (withinGrace && successor && successor.rotatedAt === null && successor.revokedAt === null) {
+          return respond(user, successor); // the client lost our answer: give it the same successor again
+        }
+        // A rotated token came back: someone holds a copy. End the whole sign-in (RFC 6819 §5.2.2.3).
+        store.refreshTokens.revokeFamily(rec.familyId, 'reuse detected', now);
+        throw oauthErrors.invalidGrant('refresh token reuse detected; sign in again');
+      }
+
+      const next = store.transaction(() => {
+        const successor = newRefresh(user, rec.familyId, clientId, rec.deviceId, rec.scope);
+        if (!store.refreshTokens.markRotated(rec.id, successor.id, now)) {
+          throw oauthErrors.invalidGrant('refresh token already used');
+        }
+        return successor;
+      });
+      return respond(user, next);
+    },
+
+    /** RFC 7009: unknown or foreign tokens are not an error (the answer is 200 either way). */
+    revoke(params: Record<string, unknown>, accessSid?: string): void {
+      checkClient(params.client_id);
+      const token = params.token;
+      if (typeof token !== 'string' || token === '') throw oauthErrors.invalidRequest('token is required');
+      const id = idOf(token);
+      if (id) {
+        const rec = store.refreshTokens.byHash(hash(token));
+        if (rec && rec.clientId === params.client_id) store.refreshTokens.revokeFamily(rec.familyId, 'revoked by client', clock.now());
+        return;
+      }
+      // An access token (already verified by the caller): end the sign-in it came from. The JWT itself lives on
+      // until its `exp` (at most the access-token lifetime); that is the documented cost of stateless tokens.
+      if (accessSid) store.refreshTokens.revokeFamily(accessSid, 'revoked by client', clock.now());
+    },
+  };
+}
+
+export type AuthService = ReturnType<typeof createAuthService>;

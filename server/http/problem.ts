@@ -1,0 +1,86 @@
+/**
+ * The one place where errors become HTTP responses: ApiError → RFC 9457 problem+json, OAuthError → RFC 6749 §5.2,
+ * body-parser failures → the matching typed error, anything else → 500 `internal` with only the request id.
+ */
+import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
+import type { Logger } from 'pino';
+import { ApiError, OAuthError, errors } from '../errors';
+
+export const PROBLEM_TYPE_BASE = 'urn:pigeon:problem:';
+
+/** body-parser and raw-body report their failures with a `type`; map each to the protocol's code. */
+function fromBodyParser(err: { type?: string; limit?: number; status?: number }): ApiError | undefined {
+  switch (err.type) {
+    case 'entity.too.large':
+      return errors.payloadTooLarge(err.limit ?? 0);
+    case 'entity.parse.failed':
+      return errors.invalidRequest('The request body is not valid JSON.');
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return errors.unsupportedMediaType('UTF-8 encoded');
+    case 'entity.verify.failed':
+    case 'request.size.invalid':
+    case 'request.aborted':
+    case 'stream.encoding.set':
+    case 'parameters.too.many':
+      return errors.invalidRequest('The request body could not be read.');
+    default:
+      return undefined;
+  }
+}
+
+export function sendProblem(res: Response, err: ApiError, requestId: string): void {
+  for (const [name, value] of Object.entries(err.headers)) res.setHeader(name, value);
+  res
+    .status(err.status)
+    .type('application/problem+json')
+    .send(
+      JSON.stringify({
+        type: PROBLEM_TYPE_BASE + err.code,
+        title: err.title,
+        status: err.status,
+        detail: err.message,
+        code: err.code,
+        requestId,
+        ...err.extra,
+      }),
+    );
+}
+
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err, req, res, next) => {
+    if (res.headersSent) {
+      // Too late for a problem body (a stream broke midway): end the connection so the client sees the failure.
+      log.error({ err, requestId: req.id }, 'error after response started');
+      req.socket.destroy();
+      return next;
+    }
+    res.setHeader('Cache-Control', 'no-store');
+    if (err instanceof OAuthError) {
+      if (err.status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="pigeon"');
+      res.status(err.status).json({ error: err.error, error_description: err.description, ...err.extra });
+      return;
+    }
+    const mapped =
+      err instanceof ApiError ? err : fromBodyParser(err as { type?: string });
+    if (mapped) {
+      sendProblem(res, mapped, req.id);
+      return;
+    }
+    if ((err as { code?: string }).code === 'SQLITE_FULL') {
+      sendProblem(res, errors.insufficientStorage(), req.id);
+      return;
+    }
+    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
+      sendProblem(res, errors.unavailable('The store is busy; retry shortly.', 1), req.id);
+      return;
+    }
+    log.error({ err, requestId: req.id }, 'unhandled error');
+    sendProblem(res, new ApiError(500, 'internal', 'An internal error occurred; quote the request id when reporting it.'), req.id);
+  };
+}
+
+/** The last route: nothing matched. */
+export const notFoundHandler: RequestHandler = (req) => {
+  throw errors.notFound(`No route for ${req.method} ${req.path}.`);
+};

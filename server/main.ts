@@ -1,0 +1,82 @@
+/**
+ * Entry point: read config, open and migrate the store, seed the demo tenant when empty, start HTTPS, drain on
+ * SIGTERM/SIGINT. Run with `npm start`.
+ */
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { loadConfig, ConfigError, redactedConfig, issuerOf, type Config } from './config';
+import { createLogger } from './logger';
+import { openSqliteStore } from './store/sqlite';
+import { loadKeys } from './auth/keys';
+import { loadCertificate } from './tls';
+import { createApp } from './app';
+import { listenHttps } from './httpsServer';
+import { systemClock } from './clock';
+import { seedDemo } from './demo/seed';
+import { databaseFile } from './paths';
+
+function walkthrough(base: string, certFile: string | undefined, demo: boolean): string {
+  const cacert = certFile ? `--cacert ${path.relative(process.cwd(), certFile)} ` : '';
+  const lines = [`Pigeon is listening on ${base}`];
+  if (demo) {
+    lines.push(
+      '',
+      'Try it (demo user alice):',
+      `  TOKEN=$(curl -s ${cacert}${base}/oauth2/token -d grant_type=password -d client_id=pigeon-app \\`,
+      `      -d username=alice -d password=alice-demo-pass | node -pe 'JSON.parse(require("fs").readFileSync(0)).access_token')`,
+      `  curl -s ${cacert}-H "Authorization: Bearer $TOKEN" ${base}/v1/session`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`pigeon: bad configuration: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config);
+  log.info({ config: redactedConfig(config) }, 'starting');
+
+  const store = openSqliteStore(databaseFile(config));
+  if (store.migrations.applied.length) log.info({ applied: store.migrations.applied }, 'migrations applied');
+  const seeded = config.demo && store.users.count() === 0;
+  if (seeded) {
+    const t0 = performance.now();
+    const result = await seedDemo(store, { clock: systemClock, log: (msg, extra) => log.info(extra ?? {}, msg) });
+    log.info({ messages: result.messages, ms: Math.round(performance.now() - t0) }, 'demo tenant seeded');
+  }
+
+  const keys = await loadKeys(config);
+  const tls = await loadCertificate(config);
+  if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
+  const { app } = createApp({ config, store, keys, clock: systemClock, log });
+  const https = await listenHttps(app, tls, config);
+  const base = config.issuer || `https://${config.host}:${https.port}`;
+  log.info({ url: base, issuer: issuerOf(config), port: https.port, readyMs: Math.round(performance.now()) }, 'ready');
+  process.stderr.write(`\n${walkthrough(base, config.tlsCert ? undefined : tls.certFile, config.demo)}\n\n`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'draining');
+    const { forced } = await https.drain(config.shutdownTimeout * 1000);
+    store.close();
+    log.info({ forced }, 'stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+main().catch((err) => {
+  process.stderr.write(`pigeon: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,74 @@
+/**
+ * Builds a real app over a real SQLite file in a temporary directory, with a manual clock and a silent logger.
+ * Each test file gets its own; nothing is shared between files.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import request from 'supertest';
+import { createApp } from '../../server/app';
+import { loadConfig, type Config } from '../../server/config';
+import { ManualClock } from '../../server/clock';
+import { loadKeys, type KeyMaterial } from '../../server/auth/keys';
+import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
+import { createUserAdmin } from '../../server/admin/users';
+
+export interface TestContext {
+  dir: string;
+  config: Config;
+  store: SqliteStore;
+  keys: KeyMaterial;
+  clock: ManualClock;
+  app: ReturnType<typeof createApp>['app'];
+  users: ReturnType<typeof createUserAdmin>;
+  logLines: string[];
+  close(): void;
+}
+
+export function tempDir(prefix = 'pigeon-test-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<string, string> = {}): Promise<TestContext> {
+  const dir = tempDir();
+  const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_LOG_LEVEL: 'info', ...env }, overrides);
+  const store = openSqliteStore(path.join(dir, 'pigeon.db'));
+  const keys = await loadKeys(config);
+  const clock = new ManualClock(Date.now());
+  const logLines: string[] = [];
+  const log = pino({ level: 'info', redact: { paths: ['authorization', '*.authorization', 'password', '*.password'] } }, {
+    write: (line: string) => void logLines.push(line),
+  });
+  const { app } = createApp({ config, store, keys, clock, log });
+  return {
+    dir,
+    config,
+    store,
+    keys,
+    clock,
+    app,
+    users: createUserAdmin(store, clock),
+    logLines,
+    close() {
+      store.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export const CLIENT_ID = 'pigeon-app';
+
+export async function passwordGrant(ctx: TestContext, username: string, password: string, extra: Record<string, string> = {}) {
+  return request(ctx.app)
+    .post('/oauth2/token')
+    .type('form')
+    .send({ grant_type: 'password', client_id: CLIENT_ID, username, password, ...extra });
+}
+
+/** Signs in and returns the token response body (fails the test when the grant fails). */
+export async function signIn(ctx: TestContext, username: string, password: string, extra: Record<string, string> = {}) {
+  const res = await passwordGrant(ctx, username, password, extra);
+  if (res.status !== 200) throw new Error(`sign-in failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body as { access_token: string; refresh_token: string; expires_in: number; scope: string };
+}
