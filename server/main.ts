@@ -12,7 +12,6 @@ import { loadCertificate } from './tls';
 import { createApp } from './app';
 import { listenHttps } from './httpsServer';
 import { systemClock } from './clock';
-import { seedDemo } from './demo/seed';
 import { databaseFile } from './paths';
 
 function walkthrough(base: string, certFile: string | undefined, demo: boolean): string {
@@ -49,7 +48,9 @@ async function main(): Promise<void> {
   const seeded = config.demo && store.users.count() === 0;
   if (seeded) {
     const t0 = performance.now();
-    const result = await seedDemo(store, { clock: systemClock, log: (msg, extra) => log.info(extra ?? {}, msg) });
+    // Loaded only when seeding: the fixtures and the MIME parser stay out of every other start.
+    const { seedDemo } = await import('./demo/seed');
+    const result = await seedDemo(store, { clock: systemClock, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
     log.info({ messages: result.messages, ms: Math.round(performance.now() - t0) }, 'demo tenant seeded');
   }
 

@@ -1,0 +1,97 @@
+/**
+ * Runs the real server process (`server/main.ts` through tsx) on an ephemeral port over a temporary data dir, and
+ * reads its JSON log lines so tests can wait for "ready" and inspect what it logged.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { loadCertificate } from '../../server/tls';
+import { tempDir } from './testApp';
+
+export const ROOT = path.resolve(__dirname, '../..');
+
+export interface RunningServer {
+  proc: ChildProcess;
+  port: number;
+  dataDir: string;
+  cert: string;
+  logs: Array<Record<string, unknown>>;
+  stderr: string[];
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  stop(): Promise<void>;
+}
+
+/** A development certificate from the same generator `npm start` uses, in its own temporary folder. */
+export async function devCertificate(dir: string): Promise<{ certFile: string; keyFile: string; cert: string }> {
+  const { certFile } = await loadCertificate({ tlsCert: '', tlsKey: '' }, path.join(dir, 'certs'));
+  return { certFile, keyFile: path.join(dir, 'certs', 'dev-key.pem'), cert: fs.readFileSync(certFile, 'utf8') };
+}
+
+export async function startServer(env: Record<string, string> = {}, timeoutMs = 60_000): Promise<RunningServer> {
+  const dataDir = env.PIGEON_DATA_DIR ?? tempDir('pigeon-e2e-');
+  const { certFile, keyFile, cert } = await devCertificate(dataDir);
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      PIGEON_PORT: '0',
+      PIGEON_HOST: '127.0.0.1',
+      PIGEON_DATA_DIR: dataDir,
+      PIGEON_DEMO: 'false',
+      PIGEON_TLS_CERT: certFile,
+      PIGEON_TLS_KEY: keyFile,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const logs: Array<Record<string, unknown>> = [];
+  const stderr: string[] = [];
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal, at: Date.now() })),
+  );
+  let buffered = '';
+  const ready = new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server not ready in ${timeoutMs} ms: ${stderr.join('')}`)), timeoutMs);
+    proc.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString('utf8');
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        try {
+          const entry = JSON.parse(line);
+          logs.push(entry);
+          if (entry.msg === 'ready') {
+            clearTimeout(timer);
+            resolve(entry.port);
+          }
+        } catch {
+          /* not a log line */
+        }
+      }
+    });
+    proc.stderr!.on('data', (chunk: Buffer) => stderr.push(chunk.toString('utf8')));
+    void exited.then(({ code }) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before ready: ${stderr.join('')}`));
+    });
+  });
+  const port = await ready;
+  return {
+    proc,
+    port,
+    dataDir,
+    cert,
+    logs,
+    stderr,
+    exited,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill('SIGTERM');
+        await exited;
+      }
+      if (!env.PIGEON_DATA_DIR) fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
