@@ -141,7 +141,7 @@ export function redactedConfig(config: Config): Record<string, unknown> {
 /** Markdown table for the README. */
 export function configMarkdown(): string {
   const rows = (Object.values(CONFIG_TABLE) as Entry[]).map(
-    (e) => `| \`${e.env}\` | ${e.kind} | \`${e.default}\` | ${e.doc} |`,
+    (e) => `| \`${e.env}\` | ${e.kind} | ${e.default === '' ? '(empty)' : '`' + e.default + '`'} | ${e.doc} |`,
   );
   return ['| variable | type | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }
