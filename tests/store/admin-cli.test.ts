@@ -1,0 +1,64 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { runAdmin } from '../../server/cli/admin';
+import { openSqliteStore } from '../../server/store/sqlite';
+import { verifyPassword } from '../../server/auth/passwords';
+import { tempDir } from '../helpers/testApp';
+
+let dir: string;
+let saved: NodeJS.ProcessEnv;
+beforeEach(() => {
+  dir = tempDir('pigeon-cli-');
+  saved = process.env;
+  process.env = { PIGEON_DATA_DIR: dir };
+});
+afterEach(() => {
+  process.env = saved;
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function admin(...argv: string[]) {
+  const out: string[] = [];
+  const code = await runAdmin(argv, (l) => out.push(l));
+  return { code, out: out.join('\n') };
+}
+
+test('add-user, list-users, set-password, revoke-sessions', async () => {
+  expect((await admin('add-user', '--username', 'dave', '--password', 'dave-password-1', '--admin')).out).toMatch(/^added admin dave/);
+  expect((await admin('add-user', '--username', 'erin', '--password', 'erin-password-1')).code).toBe(0);
+  const list = (await admin('list-users')).out.split('\n');
+  expect(list.map((l) => l.split('\t').slice(1, 3))).toEqual([['dave', 'admin'], ['erin', 'user']]);
+
+  const store = openSqliteStore(path.join(dir, 'pigeon.db'));
+  const erin = store.users.byUsername('erin')!;
+  expect(store.folders.listByUser(erin.id).map((f) => f.kind)).toContain('inbox');
+  store.refreshTokens.insert({ id: 'r1', familyId: 'f1', userId: erin.id, deviceId: null, clientId: 'pigeon-app', scope: 'mail', tokenHash: Buffer.from('h1'), createdAt: 0, expiresAt: Date.now() + 1e9 });
+  store.close();
+
+  expect((await admin('set-password', '--username', 'erin', '--password', 'erin-password-2')).out).toContain('1 refresh token(s) revoked');
+  const after = openSqliteStore(path.join(dir, 'pigeon.db'));
+  const erin2 = after.users.byUsername('erin')!;
+  expect(await verifyPassword('erin-password-2', erin2.passwordHash)).toBe(true);
+  expect(erin2.sessionVersion).toBe(erin.sessionVersion + 1);
+  expect(after.refreshTokens.byId('r1')!.revokedAt).not.toBeNull();
+  after.close();
+
+  expect((await admin('revoke-sessions', '--username', 'erin')).code).toBe(0);
+});
+
+test('bad input is refused with a clear message and changes nothing', async () => {
+  await expect(admin('add-user', '--username', 'x', '--password', 'short')).rejects.toThrow(/at least 8/);
+  await expect(admin('add-user', '--username', 'bad name', '--password', 'long-enough-1')).rejects.toThrow(/username/);
+  await expect(admin('set-password', '--username', 'ghost', '--password', 'long-enough-1')).rejects.toThrow(/no user named/);
+  await expect(admin('add-user', '--bogus')).rejects.toThrow();
+  expect((await admin('frobnicate')).code).toBe(64);
+  expect((await admin('list-users')).out).toBe('');
+});
+
+test('a password can come from PIGEON_ADMIN_PASSWORD instead of the command line', async () => {
+  process.env.PIGEON_ADMIN_PASSWORD = 'from-env-password';
+  expect((await admin('add-user', '--username', 'frank')).code).toBe(0);
+  const store = openSqliteStore(path.join(dir, 'pigeon.db'));
+  expect(await verifyPassword('from-env-password', store.users.byUsername('frank')!.passwordHash)).toBe(true);
+  store.close();
+});
