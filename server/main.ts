@@ -13,6 +13,7 @@ import { createApp } from './app';
 import { listenHttps } from './httpsServer';
 import { systemClock } from './clock';
 import { databaseFile } from './paths';
+import { seedDemo } from './demo/seed';
 
 function walkthrough(base: string, certFile: string | undefined, demo: boolean): string {
   const cacert = certFile ? `--cacert ${path.relative(process.cwd(), certFile)} ` : '';
@@ -48,8 +49,6 @@ async function main(): Promise<void> {
   const seeded = config.demo && store.users.count() === 0;
   if (seeded) {
     const t0 = performance.now();
-    // Loaded only when seeding: the fixtures and the MIME parser stay out of every other start.
-    const { seedDemo } = await import('./demo/seed');
     const result = await seedDemo(store, { clock: systemClock, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
     log.info({ messages: result.messages, ms: Math.round(performance.now() - t0) }, 'demo tenant seeded');
   }

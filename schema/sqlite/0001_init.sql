@@ -1,5 +1,6 @@
 -- 0001: the foundation schema. Never edit this file once landed; add 0002_*.sql instead.
--- Times are integer milliseconds since the epoch (UTC). Ids are opaque text (ULID-like, sortable).
+-- Times are integer milliseconds since the epoch (UTC). Ids are opaque random text (see server/ids.ts); ordering
+-- never relies on them except as the tie-breaker of a sort key.
 
 CREATE TABLE tenants (
   id          TEXT PRIMARY KEY,

@@ -6,6 +6,7 @@ import crypto from 'node:crypto';
 import type { Statement } from 'better-sqlite3';
 import { openDatabase, migrate, type Db, type MigrationReport } from './db';
 import { newId } from '../../ids';
+import { deviceRepositories } from './devices';
 import {
   WELL_KNOWN_FOLDERS,
   type AttachmentRecord,
@@ -24,6 +25,13 @@ import {
 } from '../types';
 
 type Row = Record<string, unknown>;
+
+/** At most `max` characters (code points), never splitting a surrogate pair. */
+function truncateChars(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const cut = text.slice(0, max);
+  return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
 
 export interface SqliteStore extends Store {
   readonly migrations: MigrationReport;
@@ -234,7 +242,15 @@ export function openSqliteStore(file: string): SqliteStore {
           'UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL',
         ).run(now, reason, userId).changes;
       },
+      revokeForDevice(userId, deviceId, reason, now) {
+        return sql(
+          `UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ?
+           WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL`,
+        ).run(now, reason, userId, deviceId).changes;
+      },
     },
+
+    ...deviceRepositories(sql),
 
     mailboxes: {
       create(userId, now) {
@@ -283,7 +299,8 @@ export function openSqliteStore(file: string): SqliteStore {
           const id = newId();
           const mimeBlobId = item.mime ? putBlob(item.mime, now) : null;
           const attachments = item.attachments ?? [];
-          const isRead = item.isRead ?? false;
+          // Only mail is ever unread: events and contacts never count towards a folder's unread badge.
+          const isRead = item.type === 'email' ? (item.isRead ?? false) : true;
           const bodySize = Buffer.byteLength(item.bodyHtml ?? item.bodyText ?? '', 'utf8');
           sql(
             `INSERT INTO items (id, user_id, folder_id, type, received_at, modseq, change_key, is_read, is_flagged,
@@ -310,7 +327,7 @@ export function openSqliteStore(file: string): SqliteStore {
             JSON.stringify(item.cc ?? []),
             JSON.stringify(item.replyTo ?? []),
             item.sentAt ?? null,
-            (item.preview ?? '').slice(0, 256),
+            truncateChars(item.preview ?? '', 256),
             attachments.some((a) => !a.isInline) ? 1 : 0,
             bodySize,
             item.conversationId ?? null,
