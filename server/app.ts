@@ -12,7 +12,12 @@ import type { Store } from './store/types';
 import type { KeyMaterial } from './auth/keys';
 import { createAccessTokens } from './auth/accessTokens';
 import { createAuthService } from './auth/service';
-import { authenticate } from './auth/authenticate';
+import { authenticate, requireAdmin } from './auth/authenticate';
+import { DeviceSignals } from './devices/signals';
+import { createDeviceService } from './devices/service';
+import { deviceGate } from './devices/gate';
+import { deviceRoutes } from './devices/routes';
+import { adminRoutes } from './admin/routes';
 import { authRoutes } from './auth/routes';
 import { sessionRoutes } from './session/routes';
 import { opsRoutes } from './http/ops';
@@ -25,6 +30,8 @@ export interface AppDeps {
   keys: KeyMaterial;
   clock: Clock;
   log: Logger;
+  /** Where device cut-offs are announced (the push module listens); a fresh one when not given. */
+  deviceSignals?: DeviceSignals;
 }
 
 function trustProxySetting(value: string): boolean | number | string {
@@ -44,6 +51,14 @@ export function createApp(deps: AppDeps) {
     audience: config.audience,
     ttlSeconds: config.accessTokenTtl,
   });
+  const deviceSignals = deps.deviceSignals ?? new DeviceSignals();
+  const devices = createDeviceService({
+    store,
+    clock,
+    signals: deviceSignals,
+    maxDevicesPerUser: config.maxDevicesPerUser,
+    inactivityMs: config.deviceInactivity * 1000,
+  });
   const auth = createAuthService({
     store,
     clock,
@@ -53,6 +68,7 @@ export function createApp(deps: AppDeps) {
     refreshRetryGraceSeconds: config.refreshRetryGrace,
     clients: config.oauthClients,
     passwordGrant: config.passwordGrant,
+    deviceCheck: devices.grantCheck,
   });
   const metrics = createMetrics();
 
@@ -88,14 +104,20 @@ export function createApp(deps: AppDeps) {
     }),
   );
 
-  // Every /v1 path, known or not, needs a token: unauthenticated callers learn nothing about which routes exist.
-  app.use('/v1', authenticate(store, accessTokens));
-  app.use(sessionRoutes(store, config));
+  const limits = { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth };
+  // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
+  // callers learn nothing about which routes exist.
+  app.use('/v1', authenticate(store, accessTokens), deviceGate(devices));
+  app.use(sessionRoutes(store, config, devices));
+  app.use(deviceRoutes(store, devices, limits));
+
+  app.use('/admin', authenticate(store, accessTokens), requireAdmin);
+  app.use(adminRoutes(store, devices, clock, limits));
 
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics };
+  return { app, auth, accessTokens, metrics, devices, deviceSignals };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'itemNotFound'
   | 'methodNotAllowed'
   | 'folderProtected'
+  | 'wipePending'
   | 'resyncRequired'
   | 'conflict'
   | 'payloadTooLarge'
@@ -50,6 +51,7 @@ const TITLES: Record<ErrorCode, string> = {
   itemNotFound: 'Item not found',
   methodNotAllowed: 'Method not allowed',
   folderProtected: 'Folder protected',
+  wipePending: 'Wipe pending',
   resyncRequired: 'Resync required',
   conflict: 'Conflict',
   payloadTooLarge: 'Payload too large',
@@ -92,6 +94,20 @@ export const errors = {
     }),
   forbidden: (detail = 'You are not allowed to do this.') => new ApiError(403, 'forbidden', detail),
   notFound: (detail = 'No such resource.') => new ApiError(404, 'notFound', detail),
+  deviceNotRegistered: () =>
+    new ApiError(403, 'deviceNotRegistered', 'This device is not registered for this user; POST /v1/devices first.'),
+  wipeRequested: (wipe: { scope: 'account' }) =>
+    new ApiError(403, 'wipeRequested', 'An administrator has requested that this account be removed from the device.', { wipe }),
+  deviceWiped: (detail = 'This device has been wiped; an administrator must remove it before it can sync again.') =>
+    new ApiError(403, 'deviceWiped', detail),
+  deviceBlocked: (accessStateReason: string) =>
+    new ApiError(403, 'deviceBlocked', 'This device is blocked.', { accessStateReason }),
+  deviceQuarantined: (accessStateReason: string) =>
+    new ApiError(403, 'deviceQuarantined', 'This device is quarantined until an administrator approves it.', { accessStateReason }),
+  deviceLimitReached: (max: number) =>
+    new ApiError(403, 'deviceLimitReached', `A user may register at most ${max} devices; remove one first.`),
+  wipePending: () =>
+    new ApiError(409, 'wipePending', 'A remote wipe is pending for this device; it cannot be removed until the device acknowledges it.'),
   methodNotAllowed: (allowed: string[]) =>
     new ApiError(405, 'methodNotAllowed', `Allowed methods: ${allowed.join(', ')}.`, {}, {
       Allow: allowed.join(', '),

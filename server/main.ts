@@ -56,7 +56,17 @@ async function main(): Promise<void> {
   const keys = await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
-  const { app } = createApp({ config, store, keys, clock: systemClock, log });
+  const { app, devices } = createApp({ config, store, keys, clock: systemClock, log });
+  // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
+  const purge = setInterval(() => {
+    try {
+      const purged = devices.purgeInactive();
+      if (purged.length) log.info({ purged: purged.map((d) => ({ id: d.id, userId: d.userId })) }, 'inactive devices purged');
+    } catch (err) {
+      log.error({ err }, 'device purge failed');
+    }
+  }, config.devicePurgeInterval * 1000);
+  purge.unref();
   const https = await listenHttps(app, tls, config);
   const base = config.issuer || `https://${config.host}:${https.port}`;
   log.info({ url: base, issuer: issuerOf(config), port: https.port, readyMs: Math.round(performance.now()) }, 'ready');
@@ -67,6 +77,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'draining');
+    clearInterval(purge);
     const { forced } = await https.drain(config.shutdownTimeout * 1000);
     store.close();
     log.info({ forced }, 'stopped');

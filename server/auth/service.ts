@@ -17,6 +17,7 @@ import { verifyPassword } from './passwords';
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
 
 export interface TokenResponse {
+  wipe?: { scope: 'account' };
   access_token: string;
   token_type: 'Bearer';
   expires_in: number;
@@ -34,6 +35,11 @@ export interface AuthServiceOptions {
   refreshRetryGraceSeconds: number;
   clients: string[];
   passwordGrant: boolean;
+  /**
+   * Device rules for device-bound grants: a blocked or wiped device gets no tokens (`refuse`), and a device with a
+   * pending wipe still gets them but learns of the wipe (`wipe`), even when its access token had expired.
+   */
+  deviceCheck?: (userId: string, deviceId: string) => { wipe?: { scope: 'account' }; refuse?: string };
 }
 
 function scopesFor(user: User): string[] {
@@ -80,7 +86,18 @@ export function createAuthService(opts: AuthServiceOptions) {
     return [...new Set(wanted)].join(' ');
   }
 
+  function checkDevice(user: User, deviceId: string | null, familyId?: string): { wipe?: { scope: 'account' } } {
+    if (deviceId === null || !opts.deviceCheck) return {};
+    const verdict = opts.deviceCheck(user.id, deviceId);
+    if (verdict.refuse) {
+      if (familyId) store.refreshTokens.revokeFamily(familyId, verdict.refuse, clock.now());
+      throw oauthErrors.invalidGrant(verdict.refuse);
+    }
+    return verdict.wipe ? { wipe: verdict.wipe } : {};
+  }
+
   async function respond(user: User, rec: Pick<RefreshTokenRecord, 'id' | 'familyId' | 'deviceId' | 'scope' | 'expiresAt'>): Promise<TokenResponse> {
+    const device = checkDevice(user, rec.deviceId, rec.familyId);
     const access = await accessTokens.issue({
       sub: user.id,
       tid: user.tenantId,
@@ -91,6 +108,7 @@ export function createAuthService(opts: AuthServiceOptions) {
       role: user.role,
     });
     return {
+      ...device,
       access_token: access,
       token_type: 'Bearer',
       expires_in: accessTokens.ttlSeconds,

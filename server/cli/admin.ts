@@ -6,6 +6,7 @@
  *   set-password --username U [--password P]      (revokes every session of U)
  *   revoke-sessions --username U
  *   list-users
+ *   purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
  *   config-doc                                     (the config table as Markdown)
  *
  * A password not given with --password is read from PIGEON_ADMIN_PASSWORD or, failing that, from standard input,
@@ -17,6 +18,8 @@ import { openSqliteStore } from '../store/sqlite';
 import { systemClock } from '../clock';
 import { createUserAdmin, UserAdminError } from '../admin/users';
 import { databaseFile } from '../paths';
+import { createDeviceService } from '../devices/service';
+import { DeviceSignals } from '../devices/signals';
 
 const USAGE = `usage: npm run admin -- <command> [options]
 commands:
@@ -24,6 +27,7 @@ commands:
   set-password --username U [--password P]
   revoke-sessions --username U
   list-users
+  purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
   config-doc`;
 
 async function readPassword(given: string | undefined): Promise<string> {
@@ -84,6 +88,19 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
       case 'revoke-sessions': {
         const username = needUser();
         out(`${admin.revokeSessionsOf(username)} refresh token(s) of ${username} revoked; access tokens end now`);
+        return 0;
+      }
+      case 'purge-devices': {
+        const devices = createDeviceService({
+          store,
+          clock: systemClock,
+          signals: new DeviceSignals(),
+          maxDevicesPerUser: config.maxDevicesPerUser,
+          inactivityMs: config.deviceInactivity * 1000,
+        });
+        const purged = devices.purgeInactive();
+        for (const d of purged) out(`purged ${d.id}\t${d.deviceId}\tuser ${d.userId}`);
+        out(`${purged.length} inactive device(s) purged`);
         return 0;
       }
       case 'list-users': {

@@ -7,6 +7,7 @@ import type { Config } from '../config';
 import { route } from '../http/routes';
 import { errors } from '../errors';
 import type { Store } from '../store/types';
+import type { DeviceService } from '../devices/service';
 
 export const WINDOW = { defaultWindow: 500, maxWindow: 1000, maxChangesPerPage: 512 } as const;
 
@@ -22,7 +23,7 @@ export function sessionLimits(config: Config) {
   };
 }
 
-export function sessionRoutes(store: Store, config: Config): Router {
+export function sessionRoutes(store: Store, config: Config, devices: DeviceService): Router {
   const router = Router();
   const limits = sessionLimits(config);
   route(router, '/v1/session', {
@@ -39,7 +40,11 @@ export function sessionRoutes(store: Store, config: Config): Router {
           email: user.email,
           role: user.role,
         },
-        device: auth.deviceId ? { deviceId: auth.deviceId } : null,
+        // The calling device's record when X-Device-Id names a registered one; null before registration.
+        device: (() => {
+          const d = req.deviceIdHeader ? store.devices.byUserAndDeviceId(user.id, req.deviceIdHeader) : undefined;
+          return d ? devices.view(d, user.tenantId) : null;
+        })(),
         scopes: auth.scopes,
         accessTokenExpiresAt: new Date(auth.expiresAt).toISOString(),
         limits,

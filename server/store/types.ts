@@ -178,6 +178,75 @@ export interface Item {
   createdAt: number;
 }
 
+export type AccessState = 'allowed' | 'blocked' | 'quarantined';
+export type WipeState = 'none' | 'pending' | 'acknowledged' | 'failed';
+export const DEVICE_RULE_FIELDS = ['deviceType', 'deviceModel', 'deviceOS', 'userAgent', 'clientType'] as const;
+export type DeviceRuleField = (typeof DEVICE_RULE_FIELDS)[number];
+
+/** What an app says about itself when it registers (all optional, all free text). */
+export interface DeviceDescription {
+  friendlyName: string | null;
+  deviceType: string | null;
+  deviceModel: string | null;
+  deviceOS: string | null;
+  clientType: string | null;
+  clientVersion: string | null;
+  userAgent: string | null;
+  capabilities: string[];
+}
+
+export interface DeviceRecord extends DeviceDescription {
+  /** The record id: a device id alone is not unique across users. */
+  id: string;
+  userId: string;
+  deviceId: string;
+  adminDecision: AccessState | null;
+  wipeState: WipeState;
+  wipeRequestedAt: number | null;
+  wipeRequestedBy: string | null;
+  wipeAcknowledgedAt: number | null;
+  /** Bumped by an admin "resync": sync tokens carrying an older epoch answer 410 deviceReset. */
+  epoch: number;
+  firstSyncTime: number;
+  lastSyncAttemptTime: number | null;
+  lastSuccessSyncTime: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface DeviceFilter {
+  tenantId: string;
+  userId?: string;
+  clientType?: string;
+  deviceModel?: string;
+}
+
+export interface DeviceAccessRule {
+  id: string;
+  tenantId: string;
+  field: DeviceRuleField;
+  match: 'exact' | 'prefix';
+  value: string;
+  accessState: AccessState;
+  description: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type DeviceAccessRuleInput = Pick<DeviceAccessRule, 'field' | 'match' | 'value' | 'accessState' | 'description'>;
+
+export interface AuditEntry {
+  seq: number;
+  tenantId: string;
+  at: number;
+  actorId: string | null;
+  actorName: string;
+  action: string;
+  targetType: string;
+  targetId: string | null;
+  details: Record<string, unknown>;
+}
+
 export interface ConnectionPragmas {
   journalMode: string;
   synchronous: number;
@@ -219,6 +288,42 @@ export interface Store {
     markRotated(id: string, replacedBy: string, now: number): boolean;
     revokeFamily(familyId: string, reason: string, now: number): number;
     revokeAllForUser(userId: string, reason: string, now: number): number;
+    /** Every live refresh token bound to this device of this user. */
+    revokeForDevice(userId: string, deviceId: string, reason: string, now: number): number;
+  };
+
+  devices: {
+    byId(id: string): DeviceRecord | undefined;
+    byUserAndDeviceId(userId: string, deviceId: string): DeviceRecord | undefined;
+    listByUser(userId: string): DeviceRecord[];
+    countByUser(userId: string): number;
+    /** Devices of a tenant with their owner's username, for the admin inventory. */
+    list(filter: DeviceFilter): Array<DeviceRecord & { username: string }>;
+    create(userId: string, deviceId: string, description: DeviceDescription, now: number): DeviceRecord;
+    updateDescription(id: string, description: DeviceDescription, now: number): void;
+    setAdminDecision(id: string, decision: AccessState | null, now: number): void;
+    setWipe(id: string, state: WipeState, fields: { requestedAt?: number; requestedBy?: string; acknowledgedAt?: number }, now: number): void;
+    bumpEpoch(id: string, now: number): void;
+    /** Last-seen times; callers coalesce, this only writes. */
+    touch(id: string, attemptAt: number, successAt: number | null): void;
+    delete(id: string): void;
+    /** Devices whose last activity is before `cutoff`, except those with a wipe pending. */
+    inactiveSince(cutoff: number): DeviceRecord[];
+  };
+
+  deviceAccess: {
+    rules(tenantId: string): DeviceAccessRule[];
+    rule(tenantId: string, id: string): DeviceAccessRule | undefined;
+    createRule(tenantId: string, input: DeviceAccessRuleInput, now: number): DeviceAccessRule;
+    updateRule(tenantId: string, id: string, input: DeviceAccessRuleInput, now: number): DeviceAccessRule | undefined;
+    deleteRule(tenantId: string, id: string): boolean;
+    defaultState(tenantId: string): AccessState;
+    setDefaultState(tenantId: string, state: AccessState, now: number): void;
+  };
+
+  audit: {
+    append(entry: Omit<AuditEntry, 'seq'>): AuditEntry;
+    list(tenantId: string, options: { limit: number; beforeSeq?: number }): AuditEntry[];
   };
 
   mailboxes: {

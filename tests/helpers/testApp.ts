@@ -21,6 +21,7 @@ export interface TestContext {
   keys: KeyMaterial;
   clock: ManualClock;
   app: ReturnType<typeof createApp>['app'];
+  built: ReturnType<typeof createApp>;
   users: ReturnType<typeof createUserAdmin>;
   logLines: string[];
   close(): void;
@@ -40,7 +41,8 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
   const log = pino({ level: 'info', redact: { paths: ['authorization', '*.authorization', 'password', '*.password'] } }, {
     write: (line: string) => void logLines.push(line),
   });
-  const { app } = createApp({ config, store, keys, clock, log });
+  const built = createApp({ config, store, keys, clock, log });
+  const { app } = built;
   return {
     dir,
     config,
@@ -48,6 +50,7 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
     keys,
     clock,
     app,
+    built,
     users: createUserAdmin(store, clock),
     logLines,
     close() {

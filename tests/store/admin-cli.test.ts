@@ -62,3 +62,19 @@ test('a password can come from PIGEON_ADMIN_PASSWORD instead of the command line
   expect(await verifyPassword('from-env-password', store.users.byUsername('frank')!.passwordHash)).toBe(true);
   store.close();
 });
+
+test('purge-devices ends partnerships unseen for the inactivity period', async () => {
+  await admin('add-user', '--username', 'gina', '--password', 'gina-password-1');
+  const store = openSqliteStore(path.join(dir, 'pigeon.db'));
+  const gina = store.users.byUsername('gina')!;
+  const old = store.devices.create(gina.id, 'old-device-0000000001', { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] }, Date.now() - 31 * 86400_000);
+  const recent = store.devices.create(gina.id, 'new-device-0000000001', { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] }, Date.now());
+  store.close();
+  const { out } = await admin('purge-devices');
+  expect(out).toContain(`purged ${old.id}`);
+  expect(out).toContain('1 inactive device(s) purged');
+  const after = openSqliteStore(path.join(dir, 'pigeon.db'));
+  expect(after.devices.byId(old.id)).toBeUndefined();
+  expect(after.devices.byId(recent.id)).toBeDefined();
+  after.close();
+});

@@ -1,0 +1,23 @@
+/**
+ * Request validation with zod: every bad field becomes one `{field, message}` entry of a 400 invalidRequest, so a
+ * client learns everything wrong with its request at once.
+ */
+import { z } from 'zod';
+import { errors } from '../errors';
+
+export function parse<T extends z.ZodType>(schema: T, input: unknown, what = 'request body'): z.infer<T> {
+  const result = schema.safeParse(input);
+  if (result.success) return result.data;
+  const fieldErrors = result.error.issues.map((i) => ({
+    field: i.path.length ? i.path.join('.') : '(root)',
+    message: i.message,
+  }));
+  throw errors.invalidRequest(`The ${what} is not valid.`, fieldErrors);
+}
+
+/** A short free-text field: trimmed, no control characters, bounded. */
+export const text = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters');

@@ -1,0 +1,227 @@
+/**
+ * Devices, device access rules, tenant settings and the audit log: the SQLite half of protocol.md §3.
+ */
+import type { Statement } from 'better-sqlite3';
+import { newId } from '../../ids';
+import type {
+  AccessState,
+  AuditEntry,
+  DeviceAccessRule,
+  DeviceDescription,
+  DeviceRecord,
+  Store,
+  WipeState,
+} from '../types';
+
+type Row = Record<string, unknown>;
+export type Sql = (text: string) => Statement;
+
+const str = (v: unknown) => (v as string | null) ?? null;
+const num = (v: unknown) => (v as number | null) ?? null;
+
+function toDevice(r: Row): DeviceRecord {
+  return {
+    id: r.id as string,
+    userId: r.user_id as string,
+    deviceId: r.device_id as string,
+    friendlyName: str(r.friendly_name),
+    deviceType: str(r.device_type),
+    deviceModel: str(r.device_model),
+    deviceOS: str(r.device_os),
+    clientType: str(r.client_type),
+    clientVersion: str(r.client_version),
+    userAgent: str(r.user_agent),
+    capabilities: JSON.parse(r.capabilities as string),
+    adminDecision: str(r.admin_decision) as AccessState | null,
+    wipeState: r.wipe_state as WipeState,
+    wipeRequestedAt: num(r.wipe_requested_at),
+    wipeRequestedBy: str(r.wipe_requested_by),
+    wipeAcknowledgedAt: num(r.wipe_acknowledged_at),
+    epoch: r.epoch as number,
+    firstSyncTime: r.first_sync_time as number,
+    lastSyncAttemptTime: num(r.last_sync_attempt_time),
+    lastSuccessSyncTime: num(r.last_success_sync_time),
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+function toRule(r: Row): DeviceAccessRule {
+  return {
+    id: r.id as string,
+    tenantId: r.tenant_id as string,
+    field: r.field as DeviceAccessRule['field'],
+    match: r.match as DeviceAccessRule['match'],
+    value: r.value as string,
+    accessState: r.access_state as AccessState,
+    description: r.description as string,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+function toAudit(r: Row): AuditEntry {
+  return {
+    seq: r.seq as number,
+    tenantId: r.tenant_id as string,
+    at: r.at as number,
+    actorId: str(r.actor_id),
+    actorName: r.actor_name as string,
+    action: r.action as string,
+    targetType: r.target_type as string,
+    targetId: str(r.target_id),
+    details: JSON.parse(r.details as string),
+  };
+}
+
+const descriptionParams = (d: DeviceDescription) => [
+  d.friendlyName,
+  d.deviceType,
+  d.deviceModel,
+  d.deviceOS,
+  d.clientType,
+  d.clientVersion,
+  d.userAgent,
+  JSON.stringify(d.capabilities),
+];
+
+export function deviceRepositories(sql: Sql): Pick<Store, 'devices' | 'deviceAccess' | 'audit'> {
+  const devices: Store['devices'] = {
+    byId(id) {
+      const r = sql('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
+      return r && toDevice(r);
+    },
+    byUserAndDeviceId(userId, deviceId) {
+      const r = sql('SELECT * FROM devices WHERE user_id = ? AND device_id = ?').get(userId, deviceId) as Row | undefined;
+      return r && toDevice(r);
+    },
+    listByUser(userId) {
+      return (sql('SELECT * FROM devices WHERE user_id = ? ORDER BY first_sync_time, id').all(userId) as Row[]).map(toDevice);
+    },
+    countByUser(userId) {
+      return (sql('SELECT count(*) AS n FROM devices WHERE user_id = ?').get(userId) as { n: number }).n;
+    },
+    list(filter) {
+      const rows = sql(
+        `SELECT d.*, u.username FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE u.tenant_id = @tenantId
+           AND (@userId IS NULL OR d.user_id = @userId)
+           AND (@clientType IS NULL OR d.client_type = @clientType)
+           AND (@deviceModel IS NULL OR d.device_model = @deviceModel)
+         ORDER BY u.username, d.first_sync_time, d.id`,
+      ).all({
+        tenantId: filter.tenantId,
+        userId: filter.userId ?? null,
+        clientType: filter.clientType ?? null,
+        deviceModel: filter.deviceModel ?? null,
+      }) as Row[];
+      return rows.map((r) => ({ ...toDevice(r), username: r.username as string }));
+    },
+    create(userId, deviceId, d, now) {
+      const id = newId();
+      sql(
+        `INSERT INTO devices (id, user_id, device_id, friendly_name, device_type, device_model, device_os, client_type,
+           client_version, user_agent, capabilities, first_sync_time, last_sync_attempt_time, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(id, userId, deviceId, ...descriptionParams(d), now, now, now, now);
+      return devices.byId(id)!;
+    },
+    updateDescription(id, d, now) {
+      sql(
+        `UPDATE devices SET friendly_name = ?, device_type = ?, device_model = ?, device_os = ?, client_type = ?,
+           client_version = ?, user_agent = ?, capabilities = ?, updated_at = ? WHERE id = ?`,
+      ).run(...descriptionParams(d), now, id);
+    },
+    setAdminDecision(id, decision, now) {
+      sql('UPDATE devices SET admin_decision = ?, updated_at = ? WHERE id = ?').run(decision, now, id);
+    },
+    setWipe(id, state, f, now) {
+      sql(
+        `UPDATE devices SET wipe_state = ?,
+           wipe_requested_at = coalesce(?, wipe_requested_at), wipe_requested_by = coalesce(?, wipe_requested_by),
+           wipe_acknowledged_at = coalesce(?, wipe_acknowledged_at), updated_at = ? WHERE id = ?`,
+      ).run(state, f.requestedAt ?? null, f.requestedBy ?? null, f.acknowledgedAt ?? null, now, id);
+    },
+    bumpEpoch(id, now) {
+      sql('UPDATE devices SET epoch = epoch + 1, updated_at = ? WHERE id = ?').run(now, id);
+    },
+    touch(id, attemptAt, successAt) {
+      sql(
+        `UPDATE devices SET last_sync_attempt_time = ?, last_success_sync_time = coalesce(?, last_success_sync_time)
+         WHERE id = ?`,
+      ).run(attemptAt, successAt, id);
+    },
+    delete(id) {
+      sql('DELETE FROM devices WHERE id = ?').run(id);
+    },
+    inactiveSince(cutoff) {
+      return (
+        sql(
+          `SELECT * FROM devices WHERE coalesce(last_sync_attempt_time, first_sync_time) < ? AND wipe_state <> 'pending'`,
+        ).all(cutoff) as Row[]
+      ).map(toDevice);
+    },
+  };
+
+  const deviceAccess: Store['deviceAccess'] = {
+    rules(tenantId) {
+      return (sql('SELECT * FROM device_access_rules WHERE tenant_id = ? ORDER BY created_at, id').all(tenantId) as Row[]).map(toRule);
+    },
+    rule(tenantId, id) {
+      const r = sql('SELECT * FROM device_access_rules WHERE tenant_id = ? AND id = ?').get(tenantId, id) as Row | undefined;
+      return r && toRule(r);
+    },
+    createRule(tenantId, input, now) {
+      const id = newId();
+      sql(
+        `INSERT INTO device_access_rules (id, tenant_id, field, match, value, access_state, description, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(id, tenantId, input.field, input.match, input.value, input.accessState, input.description, now, now);
+      return deviceAccess.rule(tenantId, id)!;
+    },
+    updateRule(tenantId, id, input, now) {
+      const res = sql(
+        `UPDATE device_access_rules SET field = ?, match = ?, value = ?, access_state = ?, description = ?, updated_at = ?
+         WHERE tenant_id = ? AND id = ?`,
+      ).run(input.field, input.match, input.value, input.accessState, input.description, now, tenantId, id);
+      return res.changes ? deviceAccess.rule(tenantId, id) : undefined;
+    },
+    deleteRule(tenantId, id) {
+      return sql('DELETE FROM device_access_rules WHERE tenant_id = ? AND id = ?').run(tenantId, id).changes === 1;
+    },
+    defaultState(tenantId) {
+      const r = sql('SELECT default_device_access_state AS s FROM tenant_settings WHERE tenant_id = ?').get(tenantId) as
+        | { s: AccessState }
+        | undefined;
+      return r?.s ?? 'allowed';
+    },
+    setDefaultState(tenantId, state, now) {
+      sql(
+        `INSERT INTO tenant_settings (tenant_id, default_device_access_state, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (tenant_id) DO UPDATE SET default_device_access_state = excluded.default_device_access_state,
+           updated_at = excluded.updated_at`,
+      ).run(tenantId, state, now);
+    },
+  };
+
+  const audit: Store['audit'] = {
+    append(e) {
+      const r = sql(
+        `INSERT INTO audit_log (tenant_id, at, actor_id, actor_name, action, target_type, target_id, details)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+      ).get(e.tenantId, e.at, e.actorId, e.actorName, e.action, e.targetType, e.targetId, JSON.stringify(e.details)) as Row;
+      return toAudit(r);
+    },
+    list(tenantId, { limit, beforeSeq }) {
+      return (
+        sql('SELECT * FROM audit_log WHERE tenant_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?').all(
+          tenantId,
+          beforeSeq ?? Number.MAX_SAFE_INTEGER,
+          limit,
+        ) as Row[]
+      ).map(toAudit);
+    },
+  };
+
+  return { devices, deviceAccess, audit };
+}
