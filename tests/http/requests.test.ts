@@ -137,9 +137,16 @@ describe('errors are problem+json', () => {
     expect(res.body).toMatchObject({ type: 'urn:pigeon:problem:notFound', title: 'Not found', status: 404, code: 'notFound' });
   });
 
-  test('unknown /v1 route with a token → 404; without one → 401', async () => {
-    expect((await request(ctx.app).get('/v1/nope').set('Authorization', `Bearer ${token}`)).status).toBe(404);
+  test('unknown /v1 route: 401 without a token, 403 from an unregistered device, 404 from a registered one', async () => {
     expect((await request(ctx.app).get('/v1/nope')).status).toBe(401);
+    const deviceId = 'requests-test-device-1';
+    const bound = (await signIn(ctx, 'alice', 'alice-password-1', { device_id: deviceId })).access_token;
+    const unregistered = await request(ctx.app).get('/v1/nope').set('Authorization', `Bearer ${bound}`).set('X-Device-Id', deviceId);
+    expect(unregistered.body.code).toBe('deviceNotRegistered');
+    await request(ctx.app).post('/v1/devices').set('Authorization', `Bearer ${bound}`).set('X-Device-Id', deviceId).send({}).expect(201);
+    const res = await request(ctx.app).get('/v1/nope').set('Authorization', `Bearer ${bound}`).set('X-Device-Id', deviceId);
+    expect(res.status).toBe(404);
+    expect(res.body.code).toBe('notFound');
   });
 
   test('wrong method → 405 with Allow', async () => {
