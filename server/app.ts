@@ -87,7 +87,13 @@ export function createApp(deps: AppDeps) {
       contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
     }),
   );
-  app.use(compression({ threshold: 1024 }));
+  // compression's default filter skips YAML (not in its compressible list); the API description is large and text.
+  app.use(
+    compression({
+      threshold: 1024,
+      filter: (req, res) => /yaml/.test(String(res.getHeader('Content-Type') ?? '')) || compression.filter(req, res),
+    }),
+  );
 
   app.use(opsRoutes(store, metrics.registry));
   app.use(

@@ -174,7 +174,8 @@ export function createAuthService(opts: AuthServiceOptions) {
       }
 
       const next = store.transaction(() => {
-        const successor = newRefresh(user, rec.familyId, clientId, rec.deviceId, rec.scope);
+        // A device_id on the refresh binds a sign-in that was not yet bound (protocol.md §2); a bound one stays bound.
+        const successor = newRefresh(user, rec.familyId, clientId, rec.deviceId ?? deviceId, rec.scope);
         if (!store.refreshTokens.markRotated(rec.id, successor.id, now)) {
           throw oauthErrors.invalidGrant('refresh token already used');
         }

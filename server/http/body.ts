@@ -85,10 +85,19 @@ export function formBody(limitBytes: number): RequestHandler[] {
     parameterLimit: 50,
     type: () => true,
     verify: (_req, _res, buf) => {
+      let text: string;
       try {
-        fatalUtf8.decode(buf);
+        text = fatalUtf8.decode(buf);
       } catch {
         throw errors.invalidRequest('The request body is not valid UTF-8.');
+      }
+      // Percent-escapes must decode to valid UTF-8 too (`%FF` would otherwise become U+FFFD silently).
+      for (const part of text.split(/[&=]/)) {
+        try {
+          decodeURIComponent(part.replace(/\+/g, ' '));
+        } catch {
+          throw errors.invalidRequest('The request body has a percent-escape that is not valid UTF-8.');
+        }
       }
     },
   });

@@ -263,3 +263,14 @@ describe('rate limits on the token endpoint', () => {
     }
   });
 });
+
+describe('device binding through refresh', () => {
+  test('a device_id on a refresh binds a sign-in that was not bound; once bound it stays bound', async () => {
+    const s = await signIn(ctx, ALICE.username, ALICE.password);
+    const bound = await refresh(s.refresh_token, { device_id: 'laptop-0123456789abcdef' });
+    expect(bound.status).toBe(200);
+    const claims = JSON.parse(Buffer.from(bound.body.access_token.split('.')[1], 'base64url').toString());
+    expect(claims.did).toBe('laptop-0123456789abcdef');
+    expect((await refresh(bound.body.refresh_token, { device_id: 'other-0123456789abcdef' })).body.error).toBe('invalid_grant');
+  });
+});

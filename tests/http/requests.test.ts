@@ -245,3 +245,23 @@ describe('operational endpoints and session', () => {
     expect(all).not.toContain('alice-password-1');
   });
 });
+
+describe('form bodies: percent-escapes', () => {
+  test('a percent-escape that is not UTF-8 is 400, not U+FFFD', async () => {
+    const res = await request(ctx.app)
+      .post('/oauth2/token')
+      .set('Content-Type', 'application/x-www-form-urlencoded')
+      .send('grant_type=password&client_id=pigeon-app&username=alice&password=%FF%FE');
+    expect(res.status).toBe(400);
+    const ok = await request(ctx.app)
+      .post('/oauth2/token')
+      .set('Content-Type', 'application/x-www-form-urlencoded')
+      .send('grant_type=password&client_id=pigeon-app&username=alice&password=alice-password-1&x=%C3%A9');
+    expect(ok.status).toBe(200);
+  });
+
+  test('the API description is gzipped too', async () => {
+    const res = await request(ctx.app).get('/openapi.yaml').set('Accept-Encoding', 'gzip');
+    expect(res.headers['content-encoding']).toBe('gzip');
+  });
+});
