@@ -30,6 +30,8 @@ CREATE INDEX users_tenant ON users (tenant_id);
 CREATE TABLE mailboxes (
   user_id         TEXT PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
   highest_modseq  INTEGER NOT NULL DEFAULT 0,
+  -- Change-log rows up to this modseq have been purged (history horizon): older sync tokens answer 410.
+  purged_modseq   INTEGER NOT NULL DEFAULT 0,
   epoch           TEXT NOT NULL,
   created_at      INTEGER NOT NULL
 ) STRICT;
@@ -91,6 +93,10 @@ CREATE TABLE folders (
   total_count   INTEGER NOT NULL DEFAULT 0,
   unread_count  INTEGER NOT NULL DEFAULT 0,
   modseq        INTEGER NOT NULL,   -- last hierarchy-visible change (name, parent, counts)
+  created_modseq INTEGER NOT NULL,  -- when it was created: hierarchy sync tells created from updated
+  -- Last change to the folder's items (arrival, edit, move in or out, delete): a sync poll whose token is at or
+  -- past it has nothing to replay, which makes the no-change poll one row read.
+  content_modseq INTEGER NOT NULL DEFAULT 0,
   created_at    INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX folders_user ON folders (user_id, modseq);
@@ -112,6 +118,7 @@ CREATE TABLE items (
   type                 TEXT NOT NULL CHECK (type IN ('email', 'event', 'contact')),
   received_at          INTEGER NOT NULL,  -- sort key with id: the window is the newest (received_at, id)
   modseq               INTEGER NOT NULL,  -- last change to this item
+  placed_modseq        INTEGER NOT NULL,  -- when it entered its current folder (created or moved in)
   change_key           TEXT NOT NULL,
   is_read              INTEGER NOT NULL DEFAULT 0 CHECK (is_read IN (0, 1)),
   is_flagged           INTEGER NOT NULL DEFAULT 0 CHECK (is_flagged IN (0, 1)),
@@ -132,6 +139,7 @@ CREATE TABLE items (
   mime_blob_id         TEXT REFERENCES blobs(id),
   body_text            TEXT,
   body_html            TEXT,
+  attachments_json     TEXT NOT NULL DEFAULT '[]',  -- the attachment list as sync shows it (one read per page)
   data_json            TEXT NOT NULL DEFAULT '{}',  -- type-specific fields of events and contacts
   created_at           INTEGER NOT NULL
 ) STRICT;

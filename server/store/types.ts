@@ -80,7 +80,15 @@ export type NewRefreshToken = Omit<RefreshTokenRecord, 'rotatedAt' | 'replacedBy
 export interface Mailbox {
   userId: string;
   highestModseq: number;
+  purgedModseq: number;
   epoch: string;
+}
+
+export interface IdempotentResult {
+  requestHash: string;
+  status: number;
+  body: string;
+  createdAt: number;
 }
 
 export interface Folder {
@@ -92,6 +100,8 @@ export interface Folder {
   totalCount: number;
   unreadCount: number;
   modseq: number;
+  createdModseq: number;
+  contentModseq: number;
   createdAt: number;
 }
 
@@ -149,6 +159,37 @@ export interface NewItem {
   data?: Record<string, unknown>;
 }
 
+/** The window's sort key: newest first by receivedAt, ties broken by id. */
+export interface SortKey {
+  receivedAt: number;
+  id: string;
+}
+
+export interface AttachmentSummary {
+  id: string;
+  name: string;
+  contentType: string;
+  size: number;
+  isInline: boolean;
+  contentId: string | null;
+}
+
+/** What an app may change on an item (protocol.md §6). */
+export interface ItemPatch {
+  isRead?: boolean;
+  isFlagged?: boolean;
+  categories?: string[];
+  inferenceClassification?: 'focused' | 'other';
+}
+
+/** One entry of a folder's history after a modseq, for incremental sync. */
+export interface FolderChange {
+  modseq: number;
+  objectId: string;
+  /** `item`: the item is in the folder now (created, moved in or edited); else it left the folder. */
+  kind: 'item' | 'deleted' | 'movedOut';
+}
+
 export interface Item {
   id: string;
   userId: string;
@@ -174,6 +215,8 @@ export interface Item {
   conversationId: string | null;
   internetMessageId: string | null;
   mimeBlobId: string | null;
+  attachments: AttachmentSummary[];
+  placedModseq: number;
   data: Record<string, unknown>;
   createdAt: number;
 }
@@ -330,17 +373,52 @@ export interface Store {
     /** Creates the user's mailbox and its well-known folders. */
     create(userId: string, now: number): Mailbox;
     get(userId: string): Mailbox | undefined;
+    /** A new epoch: every sync token of the mailbox answers 410 mailboxReset (e.g. after restoring a backup). */
+    resetEpoch(userId: string): Mailbox;
+    /** Deletes change-log rows (tombstones) older than `before`; returns how many went. */
+    purgeHistory(before: number): number;
   };
 
   folders: {
     listByUser(userId: string): Folder[];
+    byId(userId: string, id: string): Folder | undefined;
     byKind(userId: string, kind: FolderKind): Folder | undefined;
+    create(userId: string, input: { displayName: string; parentId: string | null }, now: number): Folder;
+    update(userId: string, id: string, input: { displayName?: string; parentId?: string | null }, now: number): Folder;
+    /** Deletes a folder, its subfolders and their items, each leaving its tombstone. */
+    delete(userId: string, id: string, now: number): { folders: number; items: number };
+    /** Folders changed after the cursor (modseq, id), in that order. */
+    changedSince(userId: string, after: { modseq: number; id: string }, limit: number): Folder[];
+    /** Folder tombstones after a modseq, in order. */
+    deletedSince(userId: string, afterModseq: number, limit: number): Array<{ modseq: number; id: string }>;
+    highestModseq(userId: string): number;
   };
 
   items: {
     /** Stores an item (its blobs and attachments too), stamps the next modseq and logs the change. */
     create(item: NewItem, now: number): Item;
     byId(userId: string, id: string): Item | undefined;
+    byIds(userId: string, ids: string[]): Item[];
+    body(userId: string, id: string): { text: string | null; html: string | null } | undefined;
     attachments(itemId: string): AttachmentRecord[];
+    update(userId: string, id: string, patch: ItemPatch, now: number): Item;
+    move(userId: string, id: string, folderId: string, now: number): Item;
+    delete(userId: string, id: string, now: number): void;
+  };
+
+  /** The reads incremental sync is made of; each is an index range scan. */
+  sync: {
+    /** The folder's history after (modseq, id) among items with sort key ≥ `lower`, in modseq order. */
+    changes(folderId: string, after: number, lower: SortKey, limit: number): FolderChange[];
+    /** The sort key of the `size`-th newest item, or undefined when the folder has fewer items. */
+    boundary(folderId: string, size: number): SortKey | undefined;
+    /** Items with `from` ≤ key < `to`, ascending (evictions) or descending (pull-ins). */
+    range(folderId: string, from: SortKey, to: SortKey, order: 'asc' | 'desc', limit: number): Item[];
+  };
+
+  idempotency: {
+    get(userId: string, key: string): IdempotentResult | undefined;
+    put(userId: string, key: string, result: IdempotentResult): void;
+    purge(before: number): number;
   };
 }

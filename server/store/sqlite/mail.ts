@@ -1,0 +1,493 @@
+/**
+ * Mailboxes, folders and items in SQLite, and the reads incremental sync is made of.
+ *
+ * The invariant every write here keeps: a change takes the mailbox's next modseq, logs one `changes` row with it,
+ * and moves the affected folders' counters (`modseq` when counts or names change, `content_modseq` for any change to
+ * their items), all in the caller's transaction. Sync derives everything from that committed state.
+ */
+import crypto from 'node:crypto';
+import { newId } from '../../ids';
+import type { Sql } from './devices';
+import {
+  WELL_KNOWN_FOLDERS,
+  type AttachmentRecord,
+  type Folder,
+  type FolderChange,
+  type FolderKind,
+  type Item,
+  type ItemPatch,
+  type Mailbox,
+  type NewItem,
+  type SortKey,
+  type Store,
+} from '../types';
+
+type Row = Record<string, unknown>;
+
+/** Every item column but the bodies: sync pages never need them, and they are most of a row's bytes. */
+const ITEM_COLUMNS = `id, user_id, folder_id, type, received_at, modseq, placed_modseq, change_key, is_read, is_flagged,
+  importance, categories, inference, subject, from_json, to_json, cc_json, reply_to_json, sent_at, preview,
+  has_attachments, body_size, conversation_id, internet_message_id, mime_blob_id, attachments_json, data_json, created_at`;
+
+/** At most `max` characters, never splitting a surrogate pair. */
+function truncateChars(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const cut = text.slice(0, max);
+  return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
+
+function toFolder(r: Row): Folder {
+  return {
+    id: r.id as string,
+    userId: r.user_id as string,
+    parentId: (r.parent_id as string | null) ?? null,
+    displayName: r.display_name as string,
+    kind: r.kind as FolderKind,
+    totalCount: r.total_count as number,
+    unreadCount: r.unread_count as number,
+    modseq: r.modseq as number,
+    createdModseq: r.created_modseq as number,
+    contentModseq: r.content_modseq as number,
+    createdAt: r.created_at as number,
+  };
+}
+
+function toItem(r: Row): Item {
+  return {
+    id: r.id as string,
+    userId: r.user_id as string,
+    folderId: r.folder_id as string,
+    type: r.type as Item['type'],
+    receivedAt: r.received_at as number,
+    modseq: r.modseq as number,
+    placedModseq: r.placed_modseq as number,
+    changeKey: r.change_key as string,
+    isRead: r.is_read === 1,
+    isFlagged: r.is_flagged === 1,
+    importance: r.importance as Item['importance'],
+    categories: JSON.parse(r.categories as string),
+    inferenceClassification: r.inference as Item['inferenceClassification'],
+    subject: r.subject as string,
+    from: r.from_json ? JSON.parse(r.from_json as string) : null,
+    to: JSON.parse(r.to_json as string),
+    cc: JSON.parse(r.cc_json as string),
+    replyTo: JSON.parse(r.reply_to_json as string),
+    sentAt: (r.sent_at as number | null) ?? null,
+    preview: r.preview as string,
+    hasAttachments: r.has_attachments === 1,
+    bodySize: r.body_size as number,
+    conversationId: (r.conversation_id as string | null) ?? null,
+    internetMessageId: (r.internet_message_id as string | null) ?? null,
+    mimeBlobId: (r.mime_blob_id as string | null) ?? null,
+    attachments: JSON.parse(r.attachments_json as string),
+    data: JSON.parse(r.data_json as string),
+    createdAt: r.created_at as number,
+  };
+}
+
+export function mailRepositories(
+  sql: Sql,
+  transaction: <T>(fn: () => T) => T,
+): Pick<Store, 'mailboxes' | 'folders' | 'items' | 'sync' | 'idempotency'> {
+  /** Takes the mailbox's next modseq: unique and strictly increasing, in the caller's transaction. */
+  const nextModseq = (userId: string): number => {
+    const r = sql('UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE user_id = ? RETURNING highest_modseq').get(
+      userId,
+    ) as { highest_modseq: number } | undefined;
+    if (!r) throw new Error(`no mailbox for user ${userId}`);
+    return r.highest_modseq;
+  };
+
+  const log = (
+    userId: string,
+    modseq: number,
+    at: number,
+    objectType: 'item' | 'folder',
+    objectId: string,
+    op: 'created' | 'updated' | 'moved' | 'deleted',
+    folderId: string | null,
+    fromFolderId: string | null = null,
+    receivedAt: number | null = null,
+  ) => {
+    sql(
+      `INSERT INTO changes (user_id, modseq, at, object_type, object_id, op, folder_id, from_folder_id, received_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(userId, modseq, at, objectType, objectId, op, folderId, fromFolderId, receivedAt);
+  };
+
+  /** Moves a folder's counters for a change to its items. Counts are part of the hierarchy; contents are not. */
+  const touchFolder = (folderId: string, modseq: number, dTotal: number, dUnread: number) => {
+    if (dTotal !== 0 || dUnread !== 0) {
+      sql(
+        `UPDATE folders SET total_count = total_count + ?, unread_count = unread_count + ?, modseq = ?, content_modseq = ?
+         WHERE id = ?`,
+      ).run(dTotal, dUnread, modseq, modseq, folderId);
+    } else {
+      sql('UPDATE folders SET content_modseq = ? WHERE id = ?').run(modseq, folderId);
+    }
+  };
+
+  const putBlob = (bytes: Buffer, now: number): string => {
+    const id = crypto.createHash('sha256').update(bytes).digest('hex');
+    sql('INSERT INTO blobs (id, size, data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING').run(
+      id,
+      bytes.length,
+      bytes,
+      now,
+    );
+    return id;
+  };
+
+  const folderRow = (userId: string, id: string) =>
+    sql('SELECT * FROM folders WHERE id = ? AND user_id = ?').get(id, userId) as Row | undefined;
+  const itemRow = (userId: string, id: string) =>
+    sql(`SELECT ${ITEM_COLUMNS} FROM items WHERE id = ? AND user_id = ?`).get(id, userId) as Row | undefined;
+
+  const mailboxes: Store['mailboxes'] = {
+    create(userId, now) {
+      return transaction(() => {
+        const epoch = crypto.randomBytes(8).toString('hex');
+        sql('INSERT INTO mailboxes (user_id, highest_modseq, epoch, created_at) VALUES (?, 0, ?, ?)').run(userId, epoch, now);
+        for (const f of WELL_KNOWN_FOLDERS) {
+          const modseq = nextModseq(userId);
+          const id = newId();
+          sql(
+            `INSERT INTO folders (id, user_id, parent_id, display_name, kind, modseq, created_modseq, created_at)
+             VALUES (?, ?, NULL, ?, ?, ?, ?, ?)`,
+          ).run(id, userId, f.displayName, f.kind, modseq, modseq, now);
+          log(userId, modseq, now, 'folder', id, 'created', null);
+        }
+        return mailboxes.get(userId)!;
+      });
+    },
+    get(userId) {
+      const r = sql('SELECT * FROM mailboxes WHERE user_id = ?').get(userId) as Row | undefined;
+      return (
+        r && {
+          userId: r.user_id as string,
+          highestModseq: r.highest_modseq as number,
+          purgedModseq: r.purged_modseq as number,
+          epoch: r.epoch as string,
+        }
+      );
+    },
+    resetEpoch(userId): Mailbox {
+      sql('UPDATE mailboxes SET epoch = ? WHERE user_id = ?').run(crypto.randomBytes(8).toString('hex'), userId);
+      return mailboxes.get(userId)!;
+    },
+    purgeHistory(before) {
+      return transaction(() => {
+        // Remember, per mailbox, the newest modseq that goes: tokens at or below it can no longer be served.
+        sql(
+          `UPDATE mailboxes SET purged_modseq = max(purged_modseq,
+             (SELECT max(modseq) FROM changes c WHERE c.user_id = mailboxes.user_id AND c.at < ?))
+           WHERE EXISTS (SELECT 1 FROM changes c WHERE c.user_id = mailboxes.user_id AND c.at < ?)`,
+        ).run(before, before);
+        return sql('DELETE FROM changes WHERE at < ?').run(before).changes;
+      });
+    },
+  };
+
+  const folders: Store['folders'] = {
+    listByUser(userId) {
+      return (sql('SELECT * FROM folders WHERE user_id = ? ORDER BY created_modseq, id').all(userId) as Row[]).map(toFolder);
+    },
+    byId(userId, id) {
+      const r = folderRow(userId, id);
+      return r && toFolder(r);
+    },
+    byKind(userId, kind) {
+      const r = sql('SELECT * FROM folders WHERE user_id = ? AND kind = ? ORDER BY created_modseq LIMIT 1').get(userId, kind) as
+        | Row
+        | undefined;
+      return r && toFolder(r);
+    },
+    create(userId, input, now) {
+      return transaction(() => {
+        const modseq = nextModseq(userId);
+        const id = newId();
+        sql(
+          `INSERT INTO folders (id, user_id, parent_id, display_name, kind, modseq, created_modseq, created_at)
+           VALUES (?, ?, ?, ?, 'mail', ?, ?, ?)`,
+        ).run(id, userId, input.parentId, input.displayName, modseq, modseq, now);
+        log(userId, modseq, now, 'folder', id, 'created', input.parentId);
+        return folders.byId(userId, id)!;
+      });
+    },
+    update(userId, id, input, now) {
+      return transaction(() => {
+        const modseq = nextModseq(userId);
+        sql(
+          `UPDATE folders SET display_name = coalesce(?, display_name),
+             parent_id = CASE WHEN ? THEN ? ELSE parent_id END, modseq = ? WHERE id = ? AND user_id = ?`,
+        ).run(input.displayName ?? null, input.parentId !== undefined ? 1 : 0, input.parentId ?? null, modseq, id, userId);
+        log(userId, modseq, now, 'folder', id, 'updated', input.parentId ?? null);
+        return folders.byId(userId, id)!;
+      });
+    },
+    delete(userId, id, now) {
+      return transaction(() => {
+        // The folder and every descendant, deepest first, so no child outlives its parent.
+        const ids = (
+          sql(
+            `WITH RECURSIVE tree(id, depth) AS (
+               SELECT id, 0 FROM folders WHERE id = ? AND user_id = ?
+               UNION ALL SELECT f.id, t.depth + 1 FROM folders f JOIN tree t ON f.parent_id = t.id)
+             SELECT id FROM tree ORDER BY depth DESC`,
+          ).all(id, userId) as { id: string }[]
+        ).map((r) => r.id);
+        let itemCount = 0;
+        for (const folderId of ids) {
+          const rows = sql('SELECT id, received_at FROM items WHERE folder_id = ?').all(folderId) as { id: string; received_at: number }[];
+          for (const r of rows) {
+            log(userId, nextModseq(userId), now, 'item', r.id, 'deleted', folderId, null, r.received_at);
+          }
+          sql('DELETE FROM items WHERE folder_id = ?').run(folderId);
+          itemCount += rows.length;
+          const modseq = nextModseq(userId);
+          sql('DELETE FROM folders WHERE id = ?').run(folderId);
+          log(userId, modseq, now, 'folder', folderId, 'deleted', null);
+        }
+        return { folders: ids.length, items: itemCount };
+      });
+    },
+    changedSince(userId, after, limit) {
+      return (
+        sql(
+          `SELECT * FROM folders WHERE user_id = ? AND (modseq, id) > (?, ?) ORDER BY modseq, id LIMIT ?`,
+        ).all(userId, after.modseq, after.id, limit) as Row[]
+      ).map(toFolder);
+    },
+    deletedSince(userId, afterModseq, limit) {
+      return (
+        sql(
+          `SELECT modseq, object_id FROM changes
+           WHERE user_id = ? AND modseq > ? AND object_type = 'folder' AND op = 'deleted' ORDER BY modseq LIMIT ?`,
+        ).all(userId, afterModseq, limit) as { modseq: number; object_id: string }[]
+      ).map((r) => ({ modseq: r.modseq, id: r.object_id }));
+    },
+    highestModseq(userId) {
+      return (sql('SELECT coalesce(max(modseq), 0) AS m FROM folders WHERE user_id = ?').get(userId) as { m: number }).m;
+    },
+  };
+
+  const items: Store['items'] = {
+    create(item: NewItem, now) {
+      return transaction(() => {
+        const folder = sql('SELECT user_id FROM folders WHERE id = ?').get(item.folderId) as Row | undefined;
+        if (!folder || folder.user_id !== item.userId) throw new Error('folder does not belong to the item owner');
+        const modseq = nextModseq(item.userId);
+        const id = newId();
+        const mimeBlobId = item.mime ? putBlob(item.mime, now) : null;
+        const attachments = item.attachments ?? [];
+        // Only mail is ever unread: events and contacts never count towards a folder's unread badge.
+        const isRead = item.type === 'email' ? (item.isRead ?? false) : true;
+        const bodySize = Buffer.byteLength(item.bodyHtml ?? item.bodyText ?? '', 'utf8');
+        const summaries = attachments.map((a, i) => ({
+          id: `att${i + 1}`,
+          name: a.name,
+          contentType: a.contentType,
+          size: a.content.length,
+          isInline: a.isInline,
+          contentId: a.contentId,
+        }));
+        sql(
+          `INSERT INTO items (id, user_id, folder_id, type, received_at, modseq, placed_modseq, change_key, is_read,
+             is_flagged, importance, categories, inference, subject, from_json, to_json, cc_json, reply_to_json, sent_at,
+             preview, has_attachments, body_size, conversation_id, internet_message_id, mime_blob_id, body_text,
+             body_html, attachments_json, data_json, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(
+          id,
+          item.userId,
+          item.folderId,
+          item.type,
+          item.receivedAt,
+          modseq,
+          modseq,
+          String(modseq),
+          isRead ? 1 : 0,
+          item.isFlagged ? 1 : 0,
+          item.importance ?? 'normal',
+          JSON.stringify(item.categories ?? []),
+          item.inferenceClassification ?? 'focused',
+          item.subject,
+          item.from ? JSON.stringify(item.from) : null,
+          JSON.stringify(item.to ?? []),
+          JSON.stringify(item.cc ?? []),
+          JSON.stringify(item.replyTo ?? []),
+          item.sentAt ?? null,
+          truncateChars(item.preview ?? '', 256),
+          attachments.some((a) => !a.isInline) ? 1 : 0,
+          bodySize,
+          item.conversationId ?? null,
+          item.internetMessageId ?? null,
+          mimeBlobId,
+          item.bodyText ?? null,
+          item.bodyHtml ?? null,
+          JSON.stringify(summaries),
+          JSON.stringify(item.data ?? {}),
+          now,
+        );
+        attachments.forEach((a, position) => {
+          const blobId = putBlob(a.content, now);
+          sql(
+            `INSERT INTO attachments (id, item_id, blob_id, name, content_type, size, is_inline, content_id, position)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          ).run(summaries[position]!.id, id, blobId, a.name, a.contentType, a.content.length, a.isInline ? 1 : 0, a.contentId, position);
+        });
+        log(item.userId, modseq, now, 'item', id, 'created', item.folderId, null, item.receivedAt);
+        touchFolder(item.folderId, modseq, 1, isRead ? 0 : 1);
+        return items.byId(item.userId, id)!;
+      });
+    },
+    byId(userId, id) {
+      const r = itemRow(userId, id);
+      return r && toItem(r);
+    },
+    byIds(userId, ids) {
+      if (ids.length === 0) return [];
+      // json_each keeps this one prepared statement whatever the number of ids.
+      return (
+        sql(`SELECT ${ITEM_COLUMNS} FROM items WHERE user_id = ? AND id IN (SELECT value FROM json_each(?))`).all(
+          userId,
+          JSON.stringify(ids),
+        ) as Row[]
+      ).map(toItem);
+    },
+    body(userId, id) {
+      const r = sql('SELECT body_text, body_html FROM items WHERE id = ? AND user_id = ?').get(id, userId) as Row | undefined;
+      return r && { text: (r.body_text as string | null) ?? null, html: (r.body_html as string | null) ?? null };
+    },
+    attachments(itemId): AttachmentRecord[] {
+      return (sql('SELECT * FROM attachments WHERE item_id = ? ORDER BY position').all(itemId) as Row[]).map((r) => ({
+        id: r.id as string,
+        blobId: r.blob_id as string,
+        name: r.name as string,
+        contentType: r.content_type as string,
+        size: r.size as number,
+        isInline: r.is_inline === 1,
+        contentId: (r.content_id as string | null) ?? null,
+      }));
+    },
+    update(userId, id, patch: ItemPatch, now) {
+      return transaction(() => {
+        const current = items.byId(userId, id);
+        if (!current) throw new Error('no such item');
+        const next = {
+          isRead: current.type === 'email' ? (patch.isRead ?? current.isRead) : current.isRead,
+          isFlagged: patch.isFlagged ?? current.isFlagged,
+          categories: patch.categories ?? current.categories,
+          inference: patch.inferenceClassification ?? current.inferenceClassification,
+        };
+        const unchanged =
+          next.isRead === current.isRead &&
+          next.isFlagged === current.isFlagged &&
+          next.inference === current.inferenceClassification &&
+          JSON.stringify(next.categories) === JSON.stringify(current.categories);
+        if (unchanged) return current; // nothing to sync: no modseq, no write
+        const modseq = nextModseq(userId);
+        sql(
+          `UPDATE items SET is_read = ?, is_flagged = ?, categories = ?, inference = ?, modseq = ?, change_key = ?
+           WHERE id = ?`,
+        ).run(next.isRead ? 1 : 0, next.isFlagged ? 1 : 0, JSON.stringify(next.categories), next.inference, modseq, String(modseq), id);
+        log(userId, modseq, now, 'item', id, 'updated', current.folderId, null, current.receivedAt);
+        touchFolder(current.folderId, modseq, 0, current.isRead === next.isRead ? 0 : next.isRead ? -1 : 1);
+        return items.byId(userId, id)!;
+      });
+    },
+    move(userId, id, folderId, now) {
+      return transaction(() => {
+        const current = items.byId(userId, id);
+        if (!current) throw new Error('no such item');
+        if (current.folderId === folderId) return current;
+        const modseq = nextModseq(userId);
+        sql('UPDATE items SET folder_id = ?, modseq = ?, placed_modseq = ?, change_key = ? WHERE id = ?').run(
+          folderId,
+          modseq,
+          modseq,
+          String(modseq),
+          id,
+        );
+        log(userId, modseq, now, 'item', id, 'moved', folderId, current.folderId, current.receivedAt);
+        const unread = current.isRead ? 0 : 1;
+        touchFolder(current.folderId, modseq, -1, -unread);
+        touchFolder(folderId, modseq, 1, unread);
+        return items.byId(userId, id)!;
+      });
+    },
+    delete(userId, id, now) {
+      transaction(() => {
+        const current = items.byId(userId, id);
+        if (!current) throw new Error('no such item');
+        const modseq = nextModseq(userId);
+        sql('DELETE FROM items WHERE id = ?').run(id);
+        log(userId, modseq, now, 'item', id, 'deleted', current.folderId, null, current.receivedAt);
+        touchFolder(current.folderId, modseq, -1, current.isRead ? 0 : -1);
+      });
+    },
+  };
+
+  const sync: Store['sync'] = {
+    changes(folderId, after, lower, limit): FolderChange[] {
+      // Three index range scans merged in modseq order: items in the folder now, and items that left it
+      // (deleted, moved out). Anything below the device's window is filtered out in SQL.
+      return (
+        sql(
+          `SELECT modseq, object_id, kind FROM (
+             SELECT modseq, id AS object_id, 'item' AS kind FROM items
+               WHERE folder_id = @f AND modseq > @m AND (received_at, id) >= (@r, @i)
+             UNION ALL
+             SELECT modseq, object_id, 'deleted' FROM changes
+               WHERE folder_id = @f AND modseq > @m AND op = 'deleted' AND object_type = 'item'
+                 AND (received_at, object_id) >= (@r, @i)
+             UNION ALL
+             SELECT modseq, object_id, 'movedOut' FROM changes
+               WHERE from_folder_id = @f AND modseq > @m AND (received_at, object_id) >= (@r, @i))
+           ORDER BY modseq LIMIT @n`,
+        ).all({ f: folderId, m: after, r: lower.receivedAt, i: lower.id, n: limit }) as Row[]
+      ).map((r) => ({ modseq: r.modseq as number, objectId: r.object_id as string, kind: r.kind as FolderChange['kind'] }));
+    },
+    boundary(folderId, size) {
+      const r = sql(
+        'SELECT received_at, id FROM items WHERE folder_id = ? ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET ?',
+      ).get(folderId, size - 1) as Row | undefined;
+      return r && { receivedAt: r.received_at as number, id: r.id as string };
+    },
+    range(folderId, from, to, order, limit) {
+      const text =
+        order === 'asc'
+          ? `SELECT ${ITEM_COLUMNS} FROM items WHERE folder_id = ? AND (received_at, id) >= (?, ?) AND (received_at, id) < (?, ?)
+             ORDER BY received_at, id LIMIT ?`
+          : `SELECT ${ITEM_COLUMNS} FROM items WHERE folder_id = ? AND (received_at, id) >= (?, ?) AND (received_at, id) < (?, ?)
+             ORDER BY received_at DESC, id DESC LIMIT ?`;
+      return (sql(text).all(folderId, from.receivedAt, from.id, to.receivedAt, to.id, limit) as Row[]).map(toItem);
+    },
+  };
+
+  const idempotency: Store['idempotency'] = {
+    get(userId, key) {
+      const r = sql('SELECT * FROM idempotency WHERE user_id = ? AND key = ?').get(userId, key) as Row | undefined;
+      return (
+        r && {
+          requestHash: r.request_hash as string,
+          status: r.status as number,
+          body: r.body as string,
+          createdAt: r.created_at as number,
+        }
+      );
+    },
+    put(userId, key, v) {
+      sql(
+        `INSERT INTO idempotency (user_id, key, request_hash, status, body, created_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (user_id, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
+           body = excluded.body, created_at = excluded.created_at`,
+      ).run(userId, key, v.requestHash, v.status, v.body, v.createdAt);
+    },
+    purge(before) {
+      return sql('DELETE FROM idempotency WHERE created_at < ?').run(before).changes;
+    },
+  };
+
+  return { mailboxes, folders, items, sync, idempotency };
+}
