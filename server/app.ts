@@ -18,6 +18,11 @@ import { createDeviceService } from './devices/service';
 import { deviceGate } from './devices/gate';
 import { deviceRoutes } from './devices/routes';
 import { adminRoutes } from './admin/routes';
+import { createTokenCodec } from './sync/tokens';
+import { createItemSync } from './sync/itemSync';
+import { createFolderSync } from './sync/folderSync';
+import { createMailService } from './mail/service';
+import { syncRoutes } from './sync/routes';
 import { authRoutes } from './auth/routes';
 import { sessionRoutes } from './session/routes';
 import { opsRoutes } from './http/ops';
@@ -116,6 +121,11 @@ export function createApp(deps: AppDeps) {
   app.use('/v1', authenticate(store, accessTokens), deviceGate(devices));
   app.use(sessionRoutes(store, config, devices));
   app.use(deviceRoutes(store, devices, limits));
+  const codec = createTokenCodec(keys.serverSecret);
+  const syncItems = createItemSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 });
+  const syncFolders = createFolderSync({ store, codec });
+  const mail = createMailService({ store, clock });
+  app.use(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits }));
 
   app.use('/admin', authenticate(store, accessTokens), requireAdmin);
   app.use(adminRoutes(store, devices, clock, limits));
@@ -123,7 +133,7 @@ export function createApp(deps: AppDeps) {
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics, devices, deviceSignals };
+  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, syncItems, syncFolders };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

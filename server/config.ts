@@ -47,6 +47,8 @@ export const CONFIG_TABLE = {
   requestTimeout: { env: 'PIGEON_REQUEST_TIMEOUT', kind: 'duration', default: '5m', min: 1, max: 86400, doc: 'Time a client has to send a whole request.' },
   keepAliveTimeout: { env: 'PIGEON_KEEPALIVE_TIMEOUT', kind: 'duration', default: '65s', min: 1, max: 3600, doc: 'Idle keep-alive socket lifetime.' },
   changeHistory: { env: 'PIGEON_CHANGE_HISTORY', kind: 'duration', default: '30d', min: 3600, max: 3650 * 86400, doc: 'How long tombstones are kept; sync tokens older than this get 410.' },
+  windowTrimAfter: { env: 'PIGEON_WINDOW_TRIM_AFTER', kind: 'duration', default: '24h', min: 1, max: 365 * 86400, doc: 'An item window extended by loadMore is trimmed back to 500 after this long.' },
+  historyPurgeInterval: { env: 'PIGEON_HISTORY_PURGE_INTERVAL', kind: 'duration', default: '1h', min: 1, max: 86400, doc: 'How often tombstones older than PIGEON_CHANGE_HISTORY (and day-old idempotency records) are purged.' },
   deviceInactivity: { env: 'PIGEON_DEVICE_INACTIVITY', kind: 'duration', default: '30d', min: 3600, max: 3650 * 86400, doc: 'A device unseen this long loses its partnership (record, sync state and tokens are purged).' },
   devicePurgeInterval: { env: 'PIGEON_DEVICE_PURGE_INTERVAL', kind: 'duration', default: '1h', min: 1, max: 86400, doc: 'How often the server looks for inactive devices to purge.' },
   maxDevicesPerUser: { env: 'PIGEON_MAX_DEVICES_PER_USER', kind: 'int', default: '100', min: 1, max: 100000, doc: 'Devices one user may register.' },

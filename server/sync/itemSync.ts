@@ -1,0 +1,237 @@
+/**
+ * Per-folder item sync (protocol.md §5).
+ *
+ * A token names a held set: "every item of folder F with sort key ≥ L, with its values as of modseq M" (plus the
+ * window size S). Each request moves that set toward the folder's current window W' = the S' newest items:
+ *
+ *   Phase A — replay: the folder's history after M among keys ≥ L, in modseq order. An item in F now is `updated`
+ *     when the device already held it (it was placed in F at or before M) and `created` otherwise; an item that left
+ *     F is `removed` (`deleted` / `moved`) unless it is back in F (then its newer entry follows). Below L nothing is
+ *     sent: the device never held it — a mass delete far below the window costs the device nothing.
+ *   Phase B — re-window: once the history is drained, L moves to W's boundary L': items in [L, L') are `evicted`
+ *     oldest first, items in [L', L) are `created` newest first.
+ *
+ * Every page ends at a position that is again exactly such a held set, so a page's token is a complete description
+ * of the device: a lost response is retried with the previous token, and nothing is stored per device. All reads run
+ * in one transaction (a WAL snapshot), so a page never mixes two states. A poll whose folder has not changed since M
+ * reads two rows and writes nothing.
+ */
+import type { Clock } from '../clock';
+import { errors } from '../errors';
+import type { DeviceRecord, Folder, Item, SortKey, Store } from '../store/types';
+import { MAX_KEY, MIN_KEY, compareKeys, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
+import { itemPatchView, itemView, truncateUtf8, type ItemView } from './views';
+
+export const DEFAULT_WINDOW = 500;
+export const WINDOW_STEP = 500;
+export const MAX_WINDOW = 1000;
+export const DEFAULT_MAX_CHANGES = 100;
+export const MAX_CHANGES = 512;
+/** A page also ends once its entries add up to about this many bytes of JSON. */
+export const PAGE_BYTE_BUDGET = 512 * 1024;
+
+const UNWINDOWED = new Set(['calendar', 'contacts']);
+
+export interface ItemSyncRequest {
+  userId: string;
+  device: DeviceRecord;
+  folder: Folder;
+  token?: string;
+  maxChanges: number;
+  loadMore: boolean;
+  bodyBytes: number;
+}
+
+export interface RemovedEntry {
+  id: string;
+  reason: 'deleted' | 'moved' | 'evicted';
+}
+
+export interface ItemSyncPage {
+  token: string;
+  moreAvailable: boolean;
+  hierarchyState: string;
+  window: { size: number; max: number | null; itemsInFolder: number; hasOlder: boolean };
+  created: ItemView[];
+  updated: ItemView[];
+  removed: RemovedEntry[];
+}
+
+const keyOf = (item: Pick<Item, 'receivedAt' | 'id'>): SortKey => ({ receivedAt: item.receivedAt, id: item.id });
+
+export interface WindowSizes {
+  initial: number;
+  step: number;
+  max: number;
+}
+
+export const PROTOCOL_WINDOW: WindowSizes = { initial: DEFAULT_WINDOW, step: WINDOW_STEP, max: MAX_WINDOW };
+
+export function createItemSync(deps: {
+  store: Store;
+  clock: Clock;
+  codec: TokenCodec;
+  trimAfterMs: number;
+  /** The protocol's 500 / +500 / 1000; tests use small windows to exercise every edge with few items. */
+  window?: WindowSizes;
+}) {
+  const { store, clock, codec } = deps;
+  const W = deps.window ?? PROTOCOL_WINDOW;
+
+  function withBody(view: ItemView, item: Item, bodyBytes: number): ItemView {
+    if (bodyBytes <= 0 || item.type !== 'email') return view;
+    const body = store.items.body(item.userId, item.id);
+    const html = body?.html ?? null;
+    const { content, truncated } = truncateUtf8(html ?? body?.text ?? '', bodyBytes);
+    return { ...view, body: { contentType: html !== null ? 'html' : 'text', content, truncated } };
+  }
+
+  return function syncItems(req: ItemSyncRequest): ItemSyncPage {
+    return store.transaction(() => {
+      const { userId, device, folder } = req;
+      const mailbox = store.mailboxes.get(userId);
+      if (!mailbox) throw errors.notFound('No mailbox.');
+      const now = clock.now();
+      const windowed = !UNWINDOWED.has(folder.kind);
+
+      // The position the device claims, checked against what this mailbox can still serve.
+      let pos: ItemToken;
+      let initial = false;
+      if (req.token !== undefined) {
+        pos = codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, folderId: folder.id });
+        if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
+        if (pos.de !== device.epoch) throw resyncRequired('deviceReset');
+        // A token from the future means this store is older than the state the device saw (a restored backup).
+        if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
+        if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+      } else {
+        initial = true;
+        pos = {
+          k: 'i', u: userId, d: device.id, f: folder.id, e: mailbox.epoch, de: device.epoch,
+          m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0,
+        };
+      }
+
+      // The window this response works toward: extended by loadMore, trimmed back once extended for too long.
+      let size = pos.s;
+      let extendedAt = pos.x;
+      if (windowed) {
+        if (req.loadMore) {
+          size = Math.min(size + W.step, W.max);
+          extendedAt = size > W.initial ? now : 0;
+        } else if (size > W.initial && now - extendedAt >= deps.trimAfterMs) {
+          size = W.initial;
+          extendedAt = 0;
+        }
+      }
+
+      const created: ItemView[] = [];
+      const updated: ItemView[] = [];
+      const removed: RemovedEntry[] = [];
+      let bytes = 0;
+      const room = () => req.maxChanges - created.length - updated.length - removed.length;
+      const full = () => room() <= 0 || bytes >= PAGE_BYTE_BUDGET;
+      const add = (list: unknown[], entry: unknown) => {
+        list.push(entry);
+        bytes += JSON.stringify(entry).length;
+      };
+
+      const removedIds = new Set<string>();
+      let lower: SortKey = { receivedAt: pos.l[0], id: pos.l[1] };
+      let modseq = pos.m;
+      let more = false;
+      const heldAt = pos.m; // "placed at or before this" = the device holds it (when its key is ≥ lower)
+      const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
+
+      if (!quiet && !initial) {
+        // Phase A: replay the folder's history after M, in modseq order.
+        let cursor = pos.m;
+        scan: for (;;) {
+          const batch = store.sync.changes(folder.id, cursor, lower, req.maxChanges + 1);
+          if (batch.length === 0) break;
+          const present = new Map(store.items.byIds(userId, [...new Set(batch.map((c) => c.objectId))]).map((i) => [i.id, i]));
+          for (const change of batch) {
+            if (full()) {
+              more = true;
+              break scan;
+            }
+            cursor = change.modseq;
+            const item = present.get(change.objectId);
+            const inFolder = item !== undefined && item.folderId === folder.id;
+            if (change.kind === 'item') {
+              if (!inFolder || item.modseq !== change.modseq) continue; // superseded by a later entry
+              if (item.placedModseq <= heldAt) add(updated, itemPatchView(item));
+              else add(created, withBody(itemView(item), item, req.bodyBytes));
+            } else if (!inFolder && !removedIds.has(change.objectId)) {
+              // Gone from the folder. (Back in it? Then its own later entry carries it: no removal for a held item.)
+              removedIds.add(change.objectId);
+              add(removed, { id: change.objectId, reason: change.kind === 'deleted' ? 'deleted' : 'moved' });
+            }
+          }
+          if (batch.length <= req.maxChanges) break;
+        }
+        modseq = more ? cursor : mailbox.highestModseq;
+      } else {
+        modseq = mailbox.highestModseq;
+      }
+
+      // Phase B: move the lower bound to the window's boundary.
+      if (!quiet && !more) {
+        const target: SortKey = windowed && folder.totalCount > size ? store.sync.boundary(folder.id, size) ?? MIN_KEY : MIN_KEY;
+        if (compareKeys(lower, target) < 0) {
+          // Evictions that cancel a `created` of this same page take no room: fetch enough rows to fill the page
+          // or drain the range, so "not more" really means the range was drained.
+          const out = store.sync.range(folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length);
+          for (const item of out) {
+            if (full()) {
+              more = true;
+              lower = keyOf(item);
+              break;
+            }
+            // Sent in this very page by phase A (an old message arriving as the window fills)? Then the device
+            // never needs it: drop that entry rather than naming the id twice in one page.
+            const createdAt = created.findIndex((c) => c.id === item.id);
+            if (createdAt >= 0) {
+              created.splice(createdAt, 1);
+              continue;
+            }
+            const updatedAt = updated.findIndex((u) => u.id === item.id);
+            if (updatedAt >= 0) updated.splice(updatedAt, 1);
+            add(removed, { id: item.id, reason: 'evicted' });
+          }
+          if (!more) lower = target;
+        } else if (compareKeys(target, lower) < 0) {
+          const into = store.sync.range(folder.id, target, lower, 'desc', Math.max(room(), 0) + 1);
+          for (const item of into) {
+            if (full()) {
+              more = true;
+              break;
+            }
+            add(created, withBody(itemView(item), item, req.bodyBytes));
+            lower = keyOf(item);
+          }
+          if (!more) lower = target;
+        }
+      }
+
+      const token: ItemToken = {
+        k: 'i', u: userId, d: device.id, f: folder.id, e: mailbox.epoch, de: device.epoch,
+        m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1,
+      };
+      return {
+        token: codec.encode(token),
+        moreAvailable: more,
+        hierarchyState: String(store.folders.highestModseq(userId)),
+        window: {
+          size: windowed ? size : folder.totalCount,
+          max: windowed ? W.max : null,
+          itemsInFolder: folder.totalCount,
+          hasOlder: windowed && folder.totalCount > size,
+        },
+        created,
+        updated,
+        removed,
+      };
+    });
+  };
+}

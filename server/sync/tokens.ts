@@ -1,0 +1,105 @@
+/**
+ * Sync tokens: self-contained, versioned and integrity-protected. An item token *is* the device's position — "I hold
+ * every item of folder F whose sort key is ≥ L, as of modseq M, with a window of S" — so the server keeps no
+ * per-device sync state: presenting a token twice is naturally safe, two devices never interfere, and a no-change
+ * poll writes nothing. Tokens carry the mailbox and device epochs: a reset or a restored backup makes them 410.
+ *
+ * Wire form: `<version>.<base64url(JSON payload)>.<base64url(HMAC-SHA256 truncated to 128 bits)>`.
+ */
+import crypto from 'node:crypto';
+import { ApiError, errors } from '../errors';
+import type { SortKey } from '../store/types';
+
+export const TOKEN_VERSION = 'p1';
+
+interface Common {
+  /** user id */
+  u: string;
+  /** device record id */
+  d: string;
+  /** mailbox epoch */
+  e: string;
+  /** device epoch */
+  de: number;
+  /** modseq the position reflects */
+  m: number;
+}
+
+export interface ItemToken extends Common {
+  k: 'i';
+  /** folder id */
+  f: string;
+  /** lower bound of the held set: sort key (receivedAt, id), inclusive */
+  l: [number, string];
+  /** window size (0 = no window: every item) */
+  s: number;
+  /** when the window was extended beyond the default (ms), 0 when it is not */
+  x: number;
+  /** 1 when the page that issued it had nothing more (the held set *is* the window), 0 mid-sync */
+  z: 0 | 1;
+}
+
+export interface HierarchyToken extends Common {
+  k: 'h';
+  /** cursor within modseq m: folders with (modseq, id) > (m, c) are still to send */
+  c: string;
+}
+
+export type SyncToken = ItemToken | HierarchyToken;
+
+/** No item has a key below this: a device holding "≥ MIN" holds the whole folder. */
+export const MIN_KEY: SortKey = { receivedAt: -1, id: '' };
+/** No item has a key at or above this: a device holding "≥ MAX" holds nothing. */
+export const MAX_KEY: SortKey = { receivedAt: Number.MAX_SAFE_INTEGER, id: '' };
+
+export function resyncRequired(reason: 'tokenExpired' | 'mailboxReset' | 'deviceReset'): ApiError {
+  const detail = {
+    tokenExpired: 'The sync token is older than the change history kept; drop this data and sync from no token.',
+    mailboxReset: 'The mailbox was reset since this token was issued; drop this data and sync from no token.',
+    deviceReset: "This device's sync state was reset; drop this data and sync from no token.",
+  }[reason];
+  return new ApiError(410, 'resyncRequired', detail, { reason });
+}
+
+export function createTokenCodec(serverSecret: Buffer) {
+  // A key of its own, so a sync token can never be confused with any other MAC the server makes.
+  const key = crypto.createHmac('sha256', serverSecret).update('pigeon sync token key').digest();
+  const mac = (text: string) => crypto.createHmac('sha256', key).update(text).digest().subarray(0, 16).toString('base64url');
+
+  return {
+    encode(token: SyncToken): string {
+      const body = `${TOKEN_VERSION}.${Buffer.from(JSON.stringify(token)).toString('base64url')}`;
+      return `${body}.${mac(body)}`;
+    },
+
+    /** Throws 400 invalidToken for anything this server did not issue, or issued for another user, device or kind. */
+    decode<K extends SyncToken['k']>(text: string, kind: K, expect: { userId: string; deviceRecordId: string; folderId?: string }): Extract<SyncToken, { k: K }> {
+      const parts = text.split('.');
+      if (parts.length !== 3 || text.length > 2048) throw errors.invalidToken();
+      const [version, payload, sig] = parts as [string, string, string];
+      if (version !== TOKEN_VERSION) throw errors.invalidToken('This sync token is of a version this server does not issue.');
+      const expected = Buffer.from(mac(`${version}.${payload}`));
+      const given = Buffer.from(sig);
+      if (given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) throw errors.invalidToken();
+      let token: SyncToken;
+      try {
+        token = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
+      } catch {
+        throw errors.invalidToken();
+      }
+      if (token.k !== kind) throw errors.invalidToken('This token belongs to another kind of sync.');
+      if (token.u !== expect.userId || token.d !== expect.deviceRecordId) {
+        throw errors.invalidToken('This sync token was issued to another user or device.');
+      }
+      if (token.k === 'i' && token.f !== expect.folderId) throw errors.invalidToken('This sync token belongs to another folder.');
+      return token as Extract<SyncToken, { k: K }>;
+    },
+  };
+}
+
+export type TokenCodec = ReturnType<typeof createTokenCodec>;
+
+export function compareKeys(a: SortKey, b: SortKey): number {
+  if (a.receivedAt !== b.receivedAt) return a.receivedAt < b.receivedAt ? -1 : 1;
+  return a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}

@@ -1,0 +1,96 @@
+/**
+ * The wire shapes of folders and items (protocol.md §4, §5). One place, so sync pages, item reads and conflict
+ * answers always agree field for field — the convergence invariant compares exactly these objects.
+ */
+import type { Folder, Item } from '../store/types';
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+export function folderView(f: Folder) {
+  return { id: f.id, parentId: f.parentId, displayName: f.displayName, kind: f.kind, totalCount: f.totalCount, unreadCount: f.unreadCount };
+}
+
+export type ItemView = Record<string, unknown> & { id: string };
+
+/** Fields common to every type: what an app may change, and the change key that names the version. */
+function common(item: Item) {
+  return {
+    id: item.id,
+    folderId: item.folderId,
+    type: item.type,
+    receivedAt: iso(item.receivedAt),
+    categories: item.categories,
+    changeKey: item.changeKey,
+  };
+}
+
+export function itemView(item: Item): ItemView {
+  switch (item.type) {
+    case 'email':
+      return {
+        ...common(item),
+        conversationId: item.conversationId,
+        internetMessageId: item.internetMessageId,
+        subject: item.subject,
+        from: item.from,
+        to: item.to,
+        cc: item.cc,
+        replyTo: item.replyTo,
+        sentAt: iso(item.sentAt),
+        preview: item.preview,
+        isRead: item.isRead,
+        isFlagged: item.isFlagged,
+        importance: item.importance,
+        inferenceClassification: item.inferenceClassification,
+        hasAttachments: item.hasAttachments,
+        attachments: item.attachments,
+        bodySize: item.bodySize,
+      };
+    case 'event':
+      return {
+        ...common(item),
+        subject: item.subject,
+        start: item.data.start ?? null,
+        end: item.data.end ?? null,
+        timeZone: item.data.timeZone ?? null,
+        location: item.data.location ?? null,
+        organizer: item.data.organizer ?? null,
+        attendees: item.data.attendees ?? [],
+        isAllDay: item.data.isAllDay ?? false,
+        isCancelled: item.data.isCancelled ?? false,
+        isFlagged: item.isFlagged,
+      };
+    case 'contact':
+      return {
+        ...common(item),
+        displayName: item.subject,
+        givenName: item.data.givenName ?? null,
+        surname: item.data.surname ?? null,
+        emailAddresses: item.data.emailAddresses ?? [],
+        phones: item.data.phones ?? [],
+        company: item.data.company ?? null,
+        jobTitle: item.data.jobTitle ?? null,
+        isFlagged: item.isFlagged,
+      };
+  }
+}
+
+/** An `updated` entry: the id and every property an app can change (a superset of what changed). */
+export function itemPatchView(item: Item): ItemView {
+  const patch: ItemView = { id: item.id, isFlagged: item.isFlagged, categories: item.categories, changeKey: item.changeKey };
+  if (item.type === 'email') {
+    patch.isRead = item.isRead;
+    patch.inferenceClassification = item.inferenceClassification;
+  }
+  return patch;
+}
+
+/** At most `maxBytes` of UTF-8, cut on a character boundary. */
+export function truncateUtf8(text: string, maxBytes: number): { content: string; truncated: boolean } {
+  const bytes = Buffer.from(text, 'utf8');
+  if (bytes.length <= maxBytes) return { content: text, truncated: false };
+  let end = maxBytes;
+  // Step back over continuation bytes (10xxxxxx) so no character is split.
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return { content: bytes.subarray(0, end).toString('utf8'), truncated: true };
+}
