@@ -67,6 +67,19 @@ async function main(): Promise<void> {
     }
   }, config.devicePurgeInterval * 1000);
   purge.unref();
+  // Tombstones older than the history horizon go (their tokens then answer 410 tokenExpired), and so do
+  // idempotency records older than a day.
+  const history = setInterval(() => {
+    try {
+      const now = Date.now();
+      const tombstones = store.mailboxes.purgeHistory(now - config.changeHistory * 1000);
+      const replays = store.idempotency.purge(now - 24 * 3600_000);
+      if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
+    } catch (err) {
+      log.error({ err }, 'history purge failed');
+    }
+  }, config.historyPurgeInterval * 1000);
+  history.unref();
   const https = await listenHttps(app, tls, config);
   const base = config.issuer || `https://${config.host}:${https.port}`;
   log.info({ url: base, issuer: issuerOf(config), port: https.port, readyMs: Math.round(performance.now()) }, 'ready');
@@ -78,6 +91,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'draining');
     clearInterval(purge);
+    clearInterval(history);
     const { forced } = await https.drain(config.shutdownTimeout * 1000);
     store.close();
     log.info({ forced }, 'stopped');

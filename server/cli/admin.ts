@@ -7,6 +7,7 @@
  *   revoke-sessions --username U
  *   list-users
  *   purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
+ *   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
  *   config-doc                                     (the config table as Markdown)
  *
  * A password not given with --password is read from PIGEON_ADMIN_PASSWORD or, failing that, from standard input,
@@ -28,6 +29,7 @@ commands:
   revoke-sessions --username U
   list-users
   purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
+  reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
   config-doc`;
 
 async function readPassword(given: string | undefined): Promise<string> {
@@ -101,6 +103,14 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         const purged = devices.purgeInactive();
         for (const d of purged) out(`purged ${d.id}\t${d.deviceId}\tuser ${d.userId}`);
         out(`${purged.length} inactive device(s) purged`);
+        return 0;
+      }
+      case 'reset-mailbox': {
+        const username = needUser();
+        const user = store.users.byUsername(username);
+        if (!user) throw new UserAdminError(`no user named ${JSON.stringify(username)}`);
+        store.mailboxes.resetEpoch(user.id);
+        out(`mailbox of ${username} reset: every device resyncs from scratch on its next sync`);
         return 0;
       }
       case 'list-users': {

@@ -42,7 +42,14 @@ export function deviceGate(devices: DeviceService): RequestHandler {
       req.deviceIdHeader = header;
       auth.deviceId = header;
     }
-    if (UNGATED.has(key)) return next();
+    if (UNGATED.has(key)) {
+      // Registration and session need no registered device; but a registered one is still held to its state on
+      // the session call (a pending wipe must reach the device on every /v1 call). Registration decides for itself.
+      if (key !== 'POST /devices' && req.deviceIdHeader !== undefined && devices.isRegistered(auth.userId, req.deviceIdHeader)) {
+        req.device = devices.gate(auth.userId, auth.tenantId, req.deviceIdHeader);
+      }
+      return next();
+    }
     if (req.deviceIdHeader === undefined) throw errors.deviceNotRegistered();
     const device = devices.gate(auth.userId, auth.tenantId, req.deviceIdHeader, { allowPendingWipe: key === WIPE_ACK });
     req.device = device;

@@ -121,6 +121,10 @@ export function createDeviceService(opts: DeviceServiceOptions) {
       return device;
     },
 
+    isRegistered(userId: string, deviceId: string): boolean {
+      return store.devices.byUserAndDeviceId(userId, deviceId) !== undefined;
+    },
+
     /** Coalesced last-seen write: at most one per device per TOUCH_INTERVAL_MS. Returns whether it wrote. */
     touch(device: DeviceRecord, success: boolean): boolean {
       const now = clock.now();

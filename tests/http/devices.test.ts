@@ -225,6 +225,8 @@ describe('remote wipe', () => {
     const res = await as(d).get('/v1/devices');
     expect(res.status).toBe(403);
     expect(res.body).toMatchObject({ code: 'wipeRequested', wipe: { scope: 'account' } });
+    // The session call, which needs no registration, still tells a registered device of its wipe.
+    expect((await as(d).get('/v1/session')).body).toMatchObject({ code: 'wipeRequested', wipe: { scope: 'account' } });
     const r = await refresh(d);
     expect(r.status).toBe(200);
     expect(r.body.wipe).toEqual({ scope: 'account' });

@@ -78,3 +78,15 @@ test('purge-devices ends partnerships unseen for the inactivity period', async (
   expect(after.devices.byId(recent.id)).toBeDefined();
   after.close();
 });
+
+test('reset-mailbox gives the mailbox a new epoch', async () => {
+  await admin('add-user', '--username', 'hank', '--password', 'hank-password-1');
+  const before = openSqliteStore(path.join(dir, 'pigeon.db'));
+  const epoch = before.mailboxes.get(before.users.byUsername('hank')!.id)!.epoch;
+  before.close();
+  expect((await admin('reset-mailbox', '--username', 'hank')).code).toBe(0);
+  const after = openSqliteStore(path.join(dir, 'pigeon.db'));
+  expect(after.mailboxes.get(after.users.byUsername('hank')!.id)!.epoch).not.toBe(epoch);
+  after.close();
+  await expect(admin('reset-mailbox', '--username', 'nobody')).rejects.toThrow(/no user/);
+});
