@@ -97,6 +97,12 @@ function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
       }
     }
 
+    // Folder counters are maintained incrementally by every change; they must equal a recount.
+    for (const f of w.store.folders.listByUser(w.user.id)) {
+      const actual = w.store.db.prepare('SELECT count(*) AS total, coalesce(sum(is_read = 0), 0) AS unread FROM items WHERE folder_id = ?').get(f.id);
+      expect({ folder: f.kind, total: f.totalCount, unread: f.unreadCount }).toEqual({ folder: f.kind, ...(actual as object) });
+    }
+
     for (const replica of [a, b, pa]) {
       const last = replica.syncToEnd(finalMaxChanges);
       const fresh = new Replica(w, replica.folderId, w.device('device-new-000000000'));
