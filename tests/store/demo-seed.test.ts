@@ -103,8 +103,11 @@ describe('demo seed', () => {
     expect(first.some((a) => !a.isInline)).toBe(true);
 
     const inline = store.db
-      .prepare('SELECT item_id AS itemId FROM attachments WHERE is_inline = 1 AND content_id IS NOT NULL LIMIT 1')
-      .get() as { itemId: string } | undefined;
+      .prepare(
+        `SELECT a.item_id AS itemId FROM attachments a JOIN items i ON i.id = a.item_id
+         WHERE i.user_id = ? AND a.is_inline = 1 AND a.content_id IS NOT NULL LIMIT 1`,
+      )
+      .get(userId('alice')) as { itemId: string } | undefined;
     expect(inline).toBeDefined();
     const item = store.items.byId(userId('alice'), inline!.itemId)!;
     const att = store.items.attachments(item.id).find((a) => a.isInline)!;
