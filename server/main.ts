@@ -13,6 +13,7 @@ import { createApp } from './app';
 import { listenHttps } from './httpsServer';
 import { systemClock } from './clock';
 import { databaseFile } from './paths';
+import { LAST_SEEN_FLUSH_MS } from './devices/service';
 import { seedDemo } from './demo/seed';
 
 function walkthrough(base: string, certFile: string | undefined, demo: boolean): string {
@@ -67,6 +68,14 @@ async function main(): Promise<void> {
     }
   }, config.devicePurgeInterval * 1000);
   purge.unref();
+  const lastSeen = setInterval(() => {
+    try {
+      devices.flushLastSeen();
+    } catch (err) {
+      log.error({ err }, 'last-seen flush failed');
+    }
+  }, LAST_SEEN_FLUSH_MS);
+  lastSeen.unref();
   // Tombstones older than the history horizon go (their tokens then answer 410 tokenExpired), and so do
   // idempotency records older than a day.
   const history = setInterval(() => {
@@ -91,8 +100,10 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'draining');
     clearInterval(purge);
+    clearInterval(lastSeen);
     clearInterval(history);
     const { forced } = await https.drain(config.shutdownTimeout * 1000);
+    devices.flushLastSeen();
     store.close();
     log.info({ forced }, 'stopped');
     process.exit(0);

@@ -11,8 +11,12 @@ import type { CutReason, DeviceSignals } from './signals';
 
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
 
-/** Last-seen times are written at most this often per device: a sync poll must not cost a write. */
-export const TOUCH_INTERVAL_MS = 60_000;
+/**
+ * Last-seen times are buffered in memory and written by `flushLastSeen` (a timer, once a minute, in one
+ * transaction for all devices): no request — a sync poll least of all — costs a write for them. A crash loses at
+ * most a minute of last-seen precision, never data.
+ */
+export const LAST_SEEN_FLUSH_MS = 60_000;
 
 export const WIPE = { scope: 'account' } as const;
 
@@ -36,8 +40,18 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 
 export function createDeviceService(opts: DeviceServiceOptions) {
   const { store, clock, signals } = opts;
-  /** record id → when its last-seen times were last written (per app instance; a restart just writes once more). */
-  const lastTouch = new Map<string, number>();
+  /** record id → last-seen times not yet written. */
+  const pendingSeen = new Map<string, { attempt: number; success: number | null }>();
+
+  function flushLastSeen(): number {
+    if (pendingSeen.size === 0) return 0;
+    const batch = [...pendingSeen.entries()];
+    pendingSeen.clear();
+    store.transaction(() => {
+      for (const [id, seen] of batch) store.devices.touch(id, seen.attempt, seen.success);
+    });
+    return batch.length;
+  }
 
   function access(device: DeviceRecord, tenantId: string): EffectiveAccess {
     return effectiveAccess(device, store.deviceAccess.rules(tenantId), store.deviceAccess.defaultState(tenantId));
@@ -84,7 +98,7 @@ export function createDeviceService(opts: DeviceServiceOptions) {
       store.refreshTokens.revokeForDevice(device.userId, device.deviceId, `device ${reason}`, clock.now());
       store.devices.delete(device.id);
     });
-    lastTouch.delete(device.id);
+    pendingSeen.delete(device.id);
     cut(device, reason);
   }
 
@@ -125,15 +139,14 @@ export function createDeviceService(opts: DeviceServiceOptions) {
       return store.devices.byUserAndDeviceId(userId, deviceId) !== undefined;
     },
 
-    /** Coalesced last-seen write: at most one per device per TOUCH_INTERVAL_MS. Returns whether it wrote. */
-    touch(device: DeviceRecord, success: boolean): boolean {
+    /** Notes that the device was seen (buffered; see LAST_SEEN_FLUSH_MS). */
+    touch(device: DeviceRecord, success: boolean): void {
       const now = clock.now();
-      const last = lastTouch.get(device.id);
-      if (last !== undefined && now - last < TOUCH_INTERVAL_MS) return false;
-      lastTouch.set(device.id, now);
-      store.devices.touch(device.id, now, success ? now : null);
-      return true;
+      const prior = pendingSeen.get(device.id);
+      pendingSeen.set(device.id, { attempt: now, success: success ? now : (prior?.success ?? null) });
     },
+
+    flushLastSeen,
 
     register(user: User, deviceId: string, description: DeviceDescription): { device: DeviceRecord; created: boolean } {
       return store.transaction(() => {
@@ -198,6 +211,7 @@ export function createDeviceService(opts: DeviceServiceOptions) {
     // ---- administration -------------------------------------------------------------------------------------
 
     inventory(actor: Actor, filter: { user?: string; clientType?: string; deviceModel?: string; accessState?: AccessState }) {
+      flushLastSeen(); // admins see current last-seen times
       let userId: string | undefined;
       if (filter.user !== undefined) {
         const u = store.users.byUsername(filter.user) ?? store.users.byId(filter.user);
@@ -260,6 +274,7 @@ export function createDeviceService(opts: DeviceServiceOptions) {
 
     /** Purges partnerships unseen for the inactivity period (never one with a wipe pending). */
     purgeInactive(): DeviceRecord[] {
+      flushLastSeen(); // a device seen a moment ago must not be purged on stale times
       const cutoff = clock.now() - opts.inactivityMs;
       const stale = store.devices.inactiveSince(cutoff);
       for (const device of stale) {

@@ -84,7 +84,8 @@ export function createMailService(deps: { store: Store; clock: Clock }) {
     update(userId: string, id: string, patch: ItemPatch, ifMatch?: string) {
       return store.transaction(() => {
         const current = item(userId, id);
-        if (ifMatch !== undefined && ifMatch !== current.changeKey) {
+        // `*` matches any current version (RFC 9110 §13.1.1): the item only has to exist.
+        if (ifMatch !== undefined && ifMatch !== '*' && ifMatch !== current.changeKey) {
           throw new ApiError(412, 'conflict', 'The item changed since that version; the server\'s version is attached.', { item: itemView(current) });
         }
         if (current.type !== 'email' && (patch.isRead !== undefined || patch.inferenceClassification !== undefined)) {

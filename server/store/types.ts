@@ -391,7 +391,8 @@ export interface Store {
     changedSince(userId: string, after: { modseq: number; id: string }, limit: number): Folder[];
     /** Folder tombstones after a modseq, in order. */
     deletedSince(userId: string, afterModseq: number, limit: number): Array<{ modseq: number; id: string }>;
-    highestModseq(userId: string): number;
+    /** Changes whenever any folder is created, renamed, moved, recounted or deleted (an opaque string). */
+    hierarchyState(userId: string): string;
   };
 
   items: {

@@ -30,7 +30,7 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
       let c = '';
       const initial = req.token === undefined;
       if (req.token !== undefined) {
-        const t = codec.decode(req.token, 'h', { userId: req.userId, deviceRecordId: req.device.id });
+        const t = codec.decode(req.token, 'h', { userId: req.userId, deviceRecordId: req.device.id, deviceId: req.device.deviceId });
         if (t.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
         if (t.de !== req.device.epoch) throw resyncRequired('deviceReset');
         if (t.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
@@ -59,7 +59,7 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
       }
       const last = page[page.length - 1];
       const token: HierarchyToken = {
-        k: 'h', u: req.userId, d: req.device.id, e: mailbox.epoch, de: req.device.epoch,
+        k: 'h', u: req.userId, d: req.device.id, di: req.device.deviceId, e: mailbox.epoch, de: req.device.epoch,
         m: more ? last!.modseq : mailbox.highestModseq,
         c: more ? last!.id : END_OF_MODSEQ,
       };

@@ -98,7 +98,7 @@ export function createItemSync(deps: {
       let pos: ItemToken;
       let initial = false;
       if (req.token !== undefined) {
-        pos = codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, folderId: folder.id });
+        pos = codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId: folder.id });
         if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
         if (pos.de !== device.epoch) throw resyncRequired('deviceReset');
         // A token from the future means this store is older than the state the device saw (a restored backup).
@@ -107,7 +107,7 @@ export function createItemSync(deps: {
       } else {
         initial = true;
         pos = {
-          k: 'i', u: userId, d: device.id, f: folder.id, e: mailbox.epoch, de: device.epoch,
+          k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
           m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0,
         };
       }
@@ -215,13 +215,13 @@ export function createItemSync(deps: {
       }
 
       const token: ItemToken = {
-        k: 'i', u: userId, d: device.id, f: folder.id, e: mailbox.epoch, de: device.epoch,
+        k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
         m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1,
       };
       return {
         token: codec.encode(token),
         moreAvailable: more,
-        hierarchyState: String(store.folders.highestModseq(userId)),
+        hierarchyState: store.folders.hierarchyState(userId),
         window: {
           size: windowed ? size : folder.totalCount,
           max: windowed ? W.max : null,

@@ -170,7 +170,8 @@ export function syncRoutes(d: SyncRouteDeps): Router {
             const label = typeof rawOpId === 'string' ? rawOpId : `#${index}`;
             try {
               const op = parse(Operation, raw, `operation ${label}`);
-              const key = `op:${op.opId}`;
+              // A space cannot occur in an Idempotency-Key header, so batch opIds never collide with header keys.
+              const key = `batch op ${op.opId}`;
               const hash = requestHash([op]);
               const prior = d.store.idempotency.get(userId, key);
               if (prior && d.clock.now() - prior.createdAt < IDEMPOTENCY_TTL_MS) {

@@ -15,8 +15,10 @@ export const TOKEN_VERSION = 'p1';
 interface Common {
   /** user id */
   u: string;
-  /** device record id */
+  /** device record id (a new partnership of the same device gets a new one) */
   d: string;
+  /** the app's X-Device-Id */
+  di: string;
   /** mailbox epoch */
   e: string;
   /** device epoch */
@@ -73,7 +75,11 @@ export function createTokenCodec(serverSecret: Buffer) {
     },
 
     /** Throws 400 invalidToken for anything this server did not issue, or issued for another user, device or kind. */
-    decode<K extends SyncToken['k']>(text: string, kind: K, expect: { userId: string; deviceRecordId: string; folderId?: string }): Extract<SyncToken, { k: K }> {
+    decode<K extends SyncToken['k']>(
+      text: string,
+      kind: K,
+      expect: { userId: string; deviceRecordId: string; deviceId: string; folderId?: string },
+    ): Extract<SyncToken, { k: K }> {
       const parts = text.split('.');
       if (parts.length !== 3 || text.length > 2048) throw errors.invalidToken();
       const [version, payload, sig] = parts as [string, string, string];
@@ -88,9 +94,11 @@ export function createTokenCodec(serverSecret: Buffer) {
         throw errors.invalidToken();
       }
       if (token.k !== kind) throw errors.invalidToken('This token belongs to another kind of sync.');
-      if (token.u !== expect.userId || token.d !== expect.deviceRecordId) {
+      if (token.u !== expect.userId || token.di !== expect.deviceId) {
         throw errors.invalidToken('This sync token was issued to another user or device.');
       }
+      // The same device, but its partnership was removed (or purged) and registered anew: its old state is gone.
+      if (token.d !== expect.deviceRecordId) throw resyncRequired('deviceReset');
       if (token.k === 'i' && token.f !== expect.folderId) throw errors.invalidToken('This sync token belongs to another folder.');
       return token as Extract<SyncToken, { k: K }>;
     },

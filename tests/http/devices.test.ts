@@ -406,17 +406,28 @@ describe('admin API', () => {
 });
 
 describe('last-seen times and inactivity', () => {
-  test('last-seen writes are coalesced to one per device per minute', async () => {
+  test('last-seen times cost no write per request: buffered, then one write per device per flush', async () => {
     const d = await registered('alice');
+    ctx.built.devices.flushLastSeen();
     const spy = jest.spyOn(ctx.store.devices, 'touch');
     try {
-      for (let i = 0; i < 10; i++) await as(d).get('/v1/devices').expect(200);
+      for (let i = 0; i < 10; i++) {
+        ctx.clock.advance(1_000);
+        await as(d).get('/v1/devices').expect(200);
+      }
+      expect(spy).toHaveBeenCalledTimes(0);
+      expect(ctx.built.devices.flushLastSeen()).toBe(1);
       expect(spy).toHaveBeenCalledTimes(1);
-      ctx.clock.advance(61_000);
-      await as(d).get('/v1/devices').expect(200);
-      expect(spy).toHaveBeenCalledTimes(2);
       const rec = ctx.store.devices.byId(d.id)!;
       expect(rec.lastSuccessSyncTime).toBe(ctx.clock.now());
+      expect(rec.lastSyncAttemptTime).toBe(ctx.clock.now());
+      // A failed call moves the attempt time only.
+      ctx.clock.advance(5_000);
+      await as(d).get('/v1/devices?x=1').set('X-Device-Id', d.deviceId).expect(200);
+      await as(d).post('/v1/devices/current/wipe-ack', { status: 'ok' }).expect(400);
+      ctx.built.devices.flushLastSeen();
+      expect(spy).toHaveBeenCalledTimes(2);
+      expect(ctx.built.devices.flushLastSeen()).toBe(0);
     } finally {
       spy.mockRestore();
     }

@@ -266,8 +266,11 @@ export function mailRepositories(
         ).all(userId, afterModseq, limit) as { modseq: number; object_id: string }[]
       ).map((r) => ({ modseq: r.modseq, id: r.object_id }));
     },
-    highestModseq(userId) {
-      return (sql('SELECT coalesce(max(modseq), 0) AS m FROM folders WHERE user_id = ?').get(userId) as { m: number }).m;
+    hierarchyState(userId) {
+      // Any change to a folder raises the newest folder modseq, except a deletion, which lowers the count; a deletion
+      // followed by a creation raises the modseq again. So the pair moves on every hierarchy change.
+      const r = sql('SELECT coalesce(max(modseq), 0) AS m, count(*) AS n FROM folders WHERE user_id = ?').get(userId) as { m: number; n: number };
+      return `${r.m}.${r.n}`;
     },
   };
 
