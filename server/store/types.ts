@@ -290,6 +290,17 @@ export interface AuditEntry {
   details: Record<string, unknown>;
 }
 
+/** What one committed transaction changed in one mailbox: the feed push is built on. */
+export interface CommittedChange {
+  userId: string;
+  /** The mailbox's highest modseq after the commit. */
+  modseq: number;
+  /** Folders whose items (and so whose sync state or counts) changed. */
+  folderIds: string[];
+  /** A folder was created, renamed, moved or deleted. */
+  hierarchyChanged: boolean;
+}
+
 export interface ConnectionPragmas {
   journalMode: string;
   synchronous: number;
@@ -300,6 +311,11 @@ export interface ConnectionPragmas {
 export interface Store {
   /** Runs `fn` in one transaction (nested calls join the outer one). Never pass an async function. */
   transaction<T>(fn: () => T): T;
+  /**
+   * Calls `listener` after every commit that changed mailboxes, once per mailbox, never before the commit and never
+   * for a rolled-back transaction. Returns the unsubscribe function. Listeners must not throw or write.
+   */
+  onCommit(listener: (changes: CommittedChange[]) => void): () => void;
   /** Throws when the store cannot answer (readiness). */
   ping(): void;
   /** Checkpoints the WAL and closes every connection. */

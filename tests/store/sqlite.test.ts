@@ -116,3 +116,27 @@ test('an item cannot be filed into another user\'s folder', () => {
   expect(store.folders.byKind(bob.id, 'inbox')!.totalCount).toBe(0);
   store.close();
 });
+
+test('onCommit announces each mailbox change after the commit, once per transaction, never for a rollback', () => {
+  const store = openSqliteStore(path.join(dir, 'p.db'));
+  const user = seedUser(store);
+  const inbox = store.folders.byKind(user.id, 'inbox')!;
+  const archive = store.folders.byKind(user.id, 'archive')!;
+  const seen: Array<{ changes: unknown; committed: boolean }> = [];
+  store.onCommit((changes) => seen.push({ changes, committed: !store.db.inTransaction }));
+  const item = store.transaction(() => {
+    const a = store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'a' }, NOW);
+    store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'b' }, NOW);
+    expect(seen).toHaveLength(0); // not before the commit
+    return a;
+  });
+  expect(seen).toEqual([{ changes: [{ userId: user.id, modseq: store.mailboxes.get(user.id)!.highestModseq, folderIds: [inbox.id], hierarchyChanged: false }], committed: true }]);
+  store.items.move(user.id, item.id, archive.id, NOW);
+  expect((seen[1]!.changes as Array<{ folderIds: string[] }>)[0]!.folderIds.sort()).toEqual([inbox.id, archive.id].sort());
+  expect(() => store.transaction(() => {
+    store.items.update(user.id, item.id, { isFlagged: true }, NOW);
+    throw new Error('rollback');
+  })).toThrow('rollback');
+  expect(seen).toHaveLength(2);
+  store.close();
+});

@@ -6,8 +6,9 @@ import type { Statement } from 'better-sqlite3';
 import { openDatabase, migrate, type Db, type MigrationReport } from './db';
 import { newId } from '../../ids';
 import { deviceRepositories } from './devices';
-import { mailRepositories } from './mail';
+import { mailRepositories, type ChangeRecorder } from './mail';
 import {
+  type CommittedChange,
   type ConnectionPragmas,
   type NewRefreshToken,
   type NewUser,
@@ -70,12 +71,41 @@ export function openSqliteStore(file: string): SqliteStore {
 
 
 
-  const transaction = <T>(fn: () => T): T => (db.inTransaction ? fn() : db.transaction(fn)());
+  // Changes made in the running transaction, announced to onCommit listeners once it commits.
+  const pending = new Map<string, { modseq: number; folderIds: Set<string>; hierarchyChanged: boolean }>();
+  const listeners = new Set<(changes: CommittedChange[]) => void>();
+  const record: ChangeRecorder = (userId, modseq, folderIds, hierarchy) => {
+    let p = pending.get(userId);
+    if (!p) pending.set(userId, (p = { modseq, folderIds: new Set(), hierarchyChanged: false }));
+    p.modseq = Math.max(p.modseq, modseq);
+    for (const f of folderIds) if (f) p.folderIds.add(f);
+    p.hierarchyChanged ||= hierarchy;
+  };
+  const transaction = <T>(fn: () => T): T => {
+    if (db.inTransaction) return fn();
+    let result: T;
+    try {
+      result = db.transaction(fn)();
+    } catch (err) {
+      pending.clear(); // rolled back: nothing happened
+      throw err;
+    }
+    if (pending.size) {
+      const changes = [...pending.entries()].map(([userId, p]) => ({ userId, modseq: p.modseq, folderIds: [...p.folderIds], hierarchyChanged: p.hierarchyChanged }));
+      pending.clear();
+      for (const listener of listeners) listener(changes);
+    }
+    return result;
+  };
 
   const store: SqliteStore = {
     db,
     migrations,
     transaction,
+    onCommit(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
     ping() {
       sql('SELECT 1').get();
     },
@@ -179,7 +209,7 @@ export function openSqliteStore(file: string): SqliteStore {
 
     ...deviceRepositories(sql),
 
-    ...mailRepositories(sql, transaction),
+    ...mailRepositories(sql, transaction, record),
   };
   return store;
 }

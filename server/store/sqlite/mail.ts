@@ -85,9 +85,13 @@ function toItem(r: Row): Item {
   };
 }
 
+/** Told of every change as it is made, so the store can announce it once the transaction commits. */
+export type ChangeRecorder = (userId: string, modseq: number, folderIds: Array<string | null>, hierarchy: boolean) => void;
+
 export function mailRepositories(
   sql: Sql,
   transaction: <T>(fn: () => T) => T,
+  record: ChangeRecorder,
 ): Pick<Store, 'mailboxes' | 'folders' | 'items' | 'sync' | 'idempotency'> {
   /** Takes the mailbox's next modseq: unique and strictly increasing, in the caller's transaction. */
   const nextModseq = (userId: string): number => {
@@ -113,6 +117,8 @@ export function mailRepositories(
       `INSERT INTO changes (user_id, modseq, at, object_type, object_id, op, folder_id, from_folder_id, received_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(userId, modseq, at, objectType, objectId, op, folderId, fromFolderId, receivedAt);
+    if (objectType === 'item') record(userId, modseq, [folderId, fromFolderId], false);
+    else record(userId, modseq, [objectId], true);
   };
 
   /** Moves a folder's counters for a change to its items. Counts are part of the hierarchy; contents are not. */
