@@ -108,7 +108,7 @@ export function createItemSync(deps: {
         initial = true;
         pos = {
           k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
-          m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0,
+          m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0, h: mailbox.highestModseq,
         };
       }
 
@@ -140,7 +140,11 @@ export function createItemSync(deps: {
       let lower: SortKey = { receivedAt: pos.l[0], id: pos.l[1] };
       let modseq = pos.m;
       let more = false;
-      const heldAt = pos.m; // "placed at or before this" = the device holds it (when its key is ≥ lower)
+      // "Placed at or before this" = the device holds it (when its key is ≥ lower). Mid-replay that is where the
+      // replay started, not where the last page stopped (see ItemToken.h).
+      const heldAt = pos.h ?? pos.m;
+      if (heldAt > pos.m) throw errors.invalidToken();
+      let replayUnfinished = false;
       const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
 
       if (!quiet && !initial) {
@@ -171,6 +175,7 @@ export function createItemSync(deps: {
           if (batch.length <= req.maxChanges) break;
         }
         modseq = more ? cursor : mailbox.highestModseq;
+        replayUnfinished = more;
       } else {
         modseq = mailbox.highestModseq;
       }
@@ -179,22 +184,21 @@ export function createItemSync(deps: {
       if (!quiet && !more) {
         const target: SortKey = windowed && folder.totalCount > size ? store.sync.boundary(folder.id, size) ?? MIN_KEY : MIN_KEY;
         if (compareKeys(lower, target) < 0) {
-          // Evictions that cancel a `created` of this same page take no room: fetch enough rows to fill the page
-          // or drain the range, so "not more" really means the range was drained.
-          const out = store.sync.range(folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length);
+          // Each row evicts (one entry of room) or replaces a `created`/`updated` entry of this page (net zero). So
+          // room + created + updated rows either fill the page or drain the range, and one more shows which: "not
+          // more" then really means drained.
+          const out = store.sync.range(folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length + updated.length);
           for (const item of out) {
             if (full()) {
               more = true;
               lower = keyOf(item);
               break;
             }
-            // Sent in this very page by phase A (an old message arriving as the window fills)? Then the device
-            // never needs it: drop that entry rather than naming the id twice in one page.
+            // Already in this page from phase A (an old message arriving as the window fills, or a held item moved
+            // out and back)? The eviction replaces that entry, so the id appears once. Even a `created` turns into
+            // `evicted`, not into nothing: the device may have held the item before (it left and came back).
             const createdAt = created.findIndex((c) => c.id === item.id);
-            if (createdAt >= 0) {
-              created.splice(createdAt, 1);
-              continue;
-            }
+            if (createdAt >= 0) created.splice(createdAt, 1);
             const updatedAt = updated.findIndex((u) => u.id === item.id);
             if (updatedAt >= 0) updated.splice(updatedAt, 1);
             add(removed, { id: item.id, reason: 'evicted' });
@@ -216,7 +220,7 @@ export function createItemSync(deps: {
 
       const token: ItemToken = {
         k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
-        m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1,
+        m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1, h: replayUnfinished ? heldAt : modseq,
       };
       return {
         token: codec.encode(token),

@@ -39,6 +39,12 @@ export interface ItemToken extends Common {
   x: number;
   /** 1 when the page that issued it had nothing more (the held set *is* the window), 0 mid-sync */
   z: 0 | 1;
+  /**
+   * Where the running history replay started: the device holds exactly the items placed at or before it (with keys
+   * ≥ L), plus what the replay has sent. Equal to `m` except between pages of one replay: an item created after the
+   * start and edited later arrives only at its later modseq, and must then still arrive as `created`.
+   */
+  h: number;
 }
 
 export interface HierarchyToken extends Common {

@@ -16,7 +16,8 @@ type Op =
   | { t: 'deleteFolder' }
   | { t: 'advance'; ms: number }
   | { t: 'sync'; pages: number; maxChanges: number; loadMore: boolean; lose: boolean }
-  | { t: 'otherDeviceSync' };
+  | { t: 'otherDeviceSync' }
+  | { t: 'burst'; folder: number; item: number };
 
 const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 6, arbitrary: fc.record({ t: fc.constant('deliver' as const), folder: fc.nat(2), age: fc.nat(40), read: fc.boolean() }) },
@@ -27,6 +28,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ t: fc.constant('advance' as const), ms: fc.constantFrom(60_000, TRIM_AFTER_MS / 2, TRIM_AFTER_MS + 1) }) },
   { weight: 4, arbitrary: fc.record({ t: fc.constant('sync' as const), pages: fc.integer({ min: 1, max: 4 }), maxChanges: fc.integer({ min: 1, max: 12 }), loadMore: fc.boolean(), lose: fc.boolean() }) },
   { weight: 1, arbitrary: fc.constant({ t: 'otherDeviceSync' as const }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('burst' as const), folder: fc.nat(2), item: fc.nat(60) }) },
 );
 
 function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
@@ -94,6 +96,17 @@ function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
         case 'otherDeviceSync':
           b.syncToEnd(7);
           break;
+        case 'burst':
+          // Several changes in one transaction, an item created and then edited within it.
+          w.store.transaction(() => {
+            base += 1000;
+            const x = w.deliver(folders()[o.folder]!, base);
+            w.deliver(folders()[o.folder]!, base - o.item * 500);
+            w.mail.update(w.user.id, x.id, { isFlagged: true });
+            const other = pick(o.item);
+            if (other) w.mail.update(w.user.id, other, { categories: ['burst'] });
+          });
+          break;
       }
     }
 
@@ -134,7 +147,9 @@ test(`convergence: a synced replica equals a brand-new device's initial sync (${
 // Counterexamples the property found during development, kept as fixed regression cases.
 const REGRESSIONS: Array<[number, Op[], number]> = [
   // An old message arriving when the folder exactly filled the window: one page created and evicted it.
+  // (Index 1: a held item moved out and back, then trimmed away: its re-sent `created` must become `evicted`.)
   [20, [{ t: 'sync', pages: 1, maxChanges: 5, loadMore: false, lose: false }, { t: 'deliver', folder: 1, age: 4, read: false }], 2],
+  [25, [{ t: 'sync', pages: 1, maxChanges: 9, loadMore: true, lose: false }, { t: 'move', item: 36, folder: 1 }, { t: 'move', item: 11, folder: 0 }, { t: 'advance', ms: 3600001 }, { t: 'deleteFolder' }, { t: 'sync', pages: 3, maxChanges: 7, loadMore: false, lose: true }, { t: 'read', item: 6 }], 15],
   [12, [{ t: 'move', item: 0, folder: 1 }, { t: 'sync', pages: 1, maxChanges: 4, loadMore: false, lose: false }, { t: 'deliver', folder: 1, age: 0, read: false }, { t: 'deliver', folder: 1, age: 0, read: false }, { t: 'deliver', folder: 1, age: 0, read: false }, { t: 'deliver', folder: 1, age: 4, read: false }], 5],
 ];
 

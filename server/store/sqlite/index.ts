@@ -111,6 +111,7 @@ export function openSqliteStore(file: string): SqliteStore {
     },
     close() {
       if (!db.open) return;
+      db.pragma('optimize'); // refresh planner statistics where SQLite thinks they are stale (cheap, recommended at close)
       db.pragma('wal_checkpoint(TRUNCATE)');
       db.close();
     },
