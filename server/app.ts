@@ -26,6 +26,7 @@ import { syncRoutes } from './sync/routes';
 import { authRoutes } from './auth/routes';
 import { sessionRoutes } from './session/routes';
 import { opsRoutes } from './http/ops';
+import { createPush, type PushOptions } from './push';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
 
@@ -37,6 +38,8 @@ export interface AppDeps {
   log: Logger;
   /** Where device cut-offs are announced (the push module listens); a fresh one when not given. */
   deviceSignals?: DeviceSignals;
+  /** Push timings and the ping range, for tests only (production uses the protocol's values and the config). */
+  push?: Partial<PushOptions>;
 }
 
 function trustProxySetting(value: string): boolean | number | string {
@@ -93,10 +96,15 @@ export function createApp(deps: AppDeps) {
     }),
   );
   // compression's default filter skips YAML (not in its compressible list); the API description is large and text.
+  // An event stream must never be compressed: gzip would hold each small event back until its buffer fills.
   app.use(
     compression({
       threshold: 1024,
-      filter: (req, res) => /yaml/.test(String(res.getHeader('Content-Type') ?? '')) || compression.filter(req, res),
+      filter: (req, res) => {
+        const type = String(res.getHeader('Content-Type') ?? '');
+        if (type.startsWith('text/event-stream')) return false;
+        return /yaml/.test(type) || compression.filter(req, res);
+      },
     }),
   );
 
@@ -125,7 +133,20 @@ export function createApp(deps: AppDeps) {
   const syncItems = createItemSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 });
   const syncFolders = createFolderSync({ store, codec });
   const mail = createMailService({ store, clock });
-  app.use(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits }));
+  // Push: fed by the store's commit hook; the item-sync route tells it how far each device synced (for ping).
+  const push = createPush({
+    store,
+    clock,
+    devices,
+    signals: deviceSignals,
+    codec,
+    log,
+    limits,
+    metrics: metrics.registry,
+    options: { maxChannelsPerUser: config.pushStreamsPerUser, ...deps.push },
+  });
+  app.use(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits, onItemsSynced: push.recordSync }));
+  app.use(push.router);
 
   app.use('/admin', authenticate(store, accessTokens), requireAdmin);
   app.use(adminRoutes(store, devices, clock, limits));
@@ -133,7 +154,7 @@ export function createApp(deps: AppDeps) {
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, syncItems, syncFolders };
+  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, syncItems, syncFolders, push };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

@@ -52,6 +52,7 @@ export const CONFIG_TABLE = {
   deviceInactivity: { env: 'PIGEON_DEVICE_INACTIVITY', kind: 'duration', default: '30d', min: 3600, max: 3650 * 86400, doc: 'A device unseen this long loses its partnership (record, sync state and tokens are purged).' },
   devicePurgeInterval: { env: 'PIGEON_DEVICE_PURGE_INTERVAL', kind: 'duration', default: '1h', min: 1, max: 86400, doc: 'How often the server looks for inactive devices to purge.' },
   maxDevicesPerUser: { env: 'PIGEON_MAX_DEVICES_PER_USER', kind: 'int', default: '100', min: 1, max: 100000, doc: 'Devices one user may register.' },
+  pushStreamsPerUser: { env: 'PIGEON_PUSH_STREAMS_PER_USER', kind: 'int', default: '10', min: 1, max: 100000, doc: 'Push channels (event streams and waiting pings) one user may hold open at once; one more is 429.' },
 } as const satisfies Record<string, Entry>;
 
 type Table = typeof CONFIG_TABLE;

@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   const keys = await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
-  const { app, devices } = createApp({ config, store, keys, clock: systemClock, log });
+  const { app, devices, push } = createApp({ config, store, keys, clock: systemClock, log });
   // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
   const purge = setInterval(() => {
     try {
@@ -102,6 +102,10 @@ async function main(): Promise<void> {
     clearInterval(purge);
     clearInterval(lastSeen);
     clearInterval(history);
+    // Event streams and waiting pings never finish on their own: end them first (pings answer `{"changed":[]}`),
+    // or the drain would wait the whole shutdown timeout for them.
+    const channels = push.close();
+    if (channels) log.info({ channels }, 'push channels closed');
     const { forced } = await https.drain(config.shutdownTimeout * 1000);
     devices.flushLastSeen();
     store.close();

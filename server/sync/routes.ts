@@ -11,7 +11,7 @@ import { jsonBody } from '../http/body';
 import { parse, text } from '../http/validate';
 import { idempotent, requestHash, IDEMPOTENCY_TTL_MS } from '../http/idempotency';
 import { callingDevice } from '../devices/gate';
-import type { Store } from '../store/types';
+import type { DeviceRecord, Store } from '../store/types';
 import type { MailService } from '../mail/service';
 import { DEFAULT_MAX_CHANGES, MAX_CHANGES, type createItemSync } from './itemSync';
 import type { createFolderSync } from './folderSync';
@@ -59,6 +59,8 @@ export interface SyncRouteDeps {
   syncItems: ReturnType<typeof createItemSync>;
   syncFolders: ReturnType<typeof createFolderSync>;
   limits: { maxRequestBytes: number; maxJsonDepth: number };
+  /** Told of every item-sync token issued (push keeps each device's last-synced modseq per folder, for ping). */
+  onItemsSynced?: (device: DeviceRecord, folderId: string, token: string) => void;
 }
 
 const userOf = (req: Request) => req.auth!.userId;
@@ -111,17 +113,18 @@ export function syncRoutes(d: SyncRouteDeps): Router {
       const q = parse(ItemSyncQuery, req.query, 'query');
       const folder = d.store.folders.byId(userOf(req), String(req.params.folderId));
       if (!folder) throw new ApiError(404, 'folderNotFound', 'No such folder.');
-      res.json(
-        d.syncItems({
-          userId: userOf(req),
-          device: callingDevice(req),
-          folder,
-          token: q.token,
-          maxChanges: q.maxChanges ?? DEFAULT_MAX_CHANGES,
-          loadMore: q.loadMore ?? false,
-          bodyBytes: q.bodyBytes ?? 0,
-        }),
-      );
+      const device = callingDevice(req);
+      const page = d.syncItems({
+        userId: userOf(req),
+        device,
+        folder,
+        token: q.token,
+        maxChanges: q.maxChanges ?? DEFAULT_MAX_CHANGES,
+        loadMore: q.loadMore ?? false,
+        bodyBytes: q.bodyBytes ?? 0,
+      });
+      d.onItemsSynced?.(device, folder.id, page.token); // in memory only: a sync still writes nothing
+      res.json(page);
     },
   });
 

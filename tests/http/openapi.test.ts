@@ -5,6 +5,8 @@
  * (d) GET /openapi.yaml serves it byte for byte.
  */
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import request from 'supertest';
 import YAML from 'yaml';
@@ -1643,6 +1645,83 @@ describe('(b) sync: 410 resyncRequired', () => {
     ctx.clock.advance(1000);
     ctx.store.mailboxes.purgeHistory(ctx.clock.now());
     await expectGone(beforePurge, 'tokenExpired');
+  });
+});
+
+// ---- push: the event stream and the long-poll ------------------------------------------------------------------
+
+describe('(b) push: GET /v1/events and POST /v1/ping', () => {
+  const EVENTS = '/v1/events';
+  const PING = '/v1/ping';
+
+  test('GET /v1/events: the stream\'s headers and its bare id and `changed` event are what the document says', async () => {
+    const u = await mailUser();
+    const inbox = u.folder('inbox');
+    const server = http.createServer(ctx.app);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      // supertest would wait for the end of a stream that never ends: read it from the socket instead.
+      const { res, text } = await new Promise<{ res: http.IncomingMessage; text: string }>((resolve, reject) => {
+        const req = http.get({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, path: EVENTS, headers: { ...u.headers, 'Accept-Encoding': 'gzip' }, agent: false }, (res) => {
+          let received = '';
+          const timer = setTimeout(() => reject(new Error(`no event in 3 s: ${JSON.stringify(received)}`)), 3000);
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            received += chunk;
+            if (received.startsWith('id: ') && !received.includes('event: ') && received.endsWith('\n\n')) deliver(u, inbox);
+            if (/event: changed\ndata: .*\n\n$/.test(received)) {
+              clearTimeout(timer);
+              req.destroy();
+              resolve({ res, text: received });
+            }
+          });
+        });
+        req.once('error', reject);
+      });
+      const fake = { status: res.statusCode, headers: res.headers, text, body: {} } as unknown as request.Response;
+      expectToMatchSpec(fake, 'get', EVENTS);
+      const data = JSON.parse(/data: (.*)\n/.exec(text)![1]!);
+      expect(validateAt(pointer('components', 'schemas', 'ChangedEvent'), data)).toEqual([]);
+      expectDocumentedMembers(data, 'ChangedEvent');
+      expect(data).toEqual({ folders: { [inbox]: { unreadCount: 1 } }, hierarchyChanged: false });
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    const head = await api().head(EVENTS).set(u.headers);
+    expect(head.status).toBe(200);
+    expectToMatchSpec(head, 'head', EVENTS);
+    const anonymous = await api().get(EVENTS);
+    expect(anonymous.status).toBe(401);
+    expectToMatchSpec(anonymous, 'get', EVENTS);
+  });
+
+  test('the documented stream pattern rejects what is not an event stream', () => {
+    const at = pointer('paths', EVENTS, 'get', 'responses', '200', 'content', 'text/event-stream', 'schema');
+    expect(validateAt(at, 'id: 4\n\nid: 5\nevent: changed\ndata: {"folders":{},"hierarchyChanged":true}\n\n: hb\n\n')).toEqual([]);
+    for (const bad of ['id: 4\n', 'event: changed\ndata: {}\n\n', 'id: x\n\n', 'id: 5\nevent: other\ndata: {}\n\n']) {
+      expect(validateAt(at, bad)).not.toEqual([]);
+    }
+  });
+
+  test('POST /v1/ping: 200, and 400 / 404 / 415 as documented', async () => {
+    const u = await mailUser();
+    const inbox = u.folder('inbox');
+    const ok = await api().post(PING).set(u.headers).send({ folderIds: [inbox], heartbeatSeconds: 60 });
+    expect(ok.status).toBe(200); // this device never synced the inbox: it counts as changed, at once
+    expect(ok.body).toEqual({ changed: [inbox] });
+    expectToMatchSpec(ok, 'post', PING);
+    expectDocumentedMembers(ok.body, 'PingResponse');
+    for (const body of [{ folderIds: [inbox], heartbeatSeconds: 1741 }, { folderIds: [inbox] }, { folderIds: 'inbox', heartbeatSeconds: 60 }]) {
+      const bad = await api().post(PING).set(u.headers).send(body);
+      expect(bad.status).toBe(400);
+      expectToMatchSpec(bad, 'post', PING);
+    }
+    const missing = await api().post(PING).set(u.headers).send({ folderIds: ['not-a-folder'], heartbeatSeconds: 60 });
+    expect(missing.status).toBe(404);
+    expectToMatchSpec(missing, 'post', PING);
+    const text = await api().post(PING).set(u.headers).type('text/plain').send('inbox');
+    expect(text.status).toBe(415);
+    expectToMatchSpec(text, 'post', PING);
   });
 });
 

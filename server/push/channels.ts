@@ -1,0 +1,152 @@
+/**
+ * Live push channels (event streams and pings) and the rules they share: one live channel per device (a newer one
+ * ends the older, so duplicate long-polls from a flaky network never pile up — Z-Push #55), a per-user cap, and the
+ * re-check of the caller's right to stay connected.
+ */
+import type { Logger } from 'pino';
+import { ApiError, errors } from '../errors';
+import type { Clock } from '../clock';
+import type { Store } from '../store/types';
+import type { DeviceService } from '../devices/service';
+import type { EventBus } from './bus';
+import type { SyncWatermarks } from './watermarks';
+
+export type EndReason =
+  | 'replaced' // a newer stream or ping of the same device
+  | 'cut' // the device was blocked, quarantined, wiped or removed
+  | 'revoked' // a re-check failed (an access rule, a password change, a disabled user)
+  | 'expired' // the access token reached its exp
+  | 'shutdown'
+  | 'clientGone'
+  | 'slowConsumer';
+
+export interface Channel {
+  readonly kind: 'stream' | 'ping';
+  readonly caller: Caller;
+  /** Ends the channel; safe to call more than once. */
+  end(reason: EndReason): void;
+}
+
+/** Who holds a channel: captured from the request when it opens, re-checked while it lives. */
+export interface Caller {
+  userId: string;
+  tenantId: string;
+  deviceId: string;
+  /** The device record: a removed and re-registered device is another record, and its old channels must end. */
+  recordId: string;
+  /** The access token's exp, in ms. */
+  expiresAt: number;
+  /** The user's session version when the channel opened (the token carried it; authentication checked it). */
+  sessionVersion: number;
+}
+
+export interface PushOptions {
+  /** Changes within this window after the first are sent as one event (protocol: about 1 s). */
+  coalesceMs: number;
+  /** An SSE comment at least this often keeps proxies and NATs from dropping an idle stream (protocol: ≤ 30 s). */
+  heartbeatMs: number;
+  /** Streams and pings one user may hold open at once. */
+  maxChannelsPerUser: number;
+  /** The allowed `heartbeatSeconds` of a ping (protocol: 60..1740); tests shorten it. */
+  pingSeconds: readonly [number, number];
+}
+
+export const DEFAULT_PUSH_OPTIONS: PushOptions = {
+  coalesceMs: 1000,
+  heartbeatMs: 25_000,
+  maxChannelsPerUser: 10,
+  pingSeconds: [60, 1740],
+};
+
+/** What a channel needs; built once in createPush. */
+export interface PushContext {
+  store: Store;
+  clock: Clock;
+  devices: DeviceService;
+  bus: EventBus;
+  registry: ChannelRegistry;
+  watermarks: SyncWatermarks;
+  log: Logger;
+  options: PushOptions;
+}
+
+/** A client over the cap is told to come back later; by then an old stream has usually timed out. */
+const CAP_RETRY_AFTER_SECONDS = 30;
+
+export class ChannelRegistry {
+  private readonly byDevice = new Map<string, Channel>();
+  private readonly perUser = new Map<string, number>();
+  private closed = false;
+
+  constructor(private readonly maxPerUser: number) {}
+
+  /**
+   * Makes `channel` its device's one live channel, ending the older one. Throws 429 when the user already holds
+   * the maximum (the device's own older channel does not count: it is about to end) and 503 after shutdown began.
+   * Checked before anything is written, so a refused request gets a proper problem response.
+   */
+  open(channel: Channel): void {
+    if (this.closed) throw errors.unavailable('The server is shutting down; reconnect shortly.');
+    const { userId, recordId } = channel.caller;
+    const older = this.byDevice.get(recordId);
+    const held = (this.perUser.get(userId) ?? 0) - (older ? 1 : 0);
+    if (held >= this.maxPerUser) throw errors.rateLimited(CAP_RETRY_AFTER_SECONDS);
+    older?.end('replaced'); // releases itself
+    this.byDevice.set(recordId, channel);
+    this.perUser.set(userId, (this.perUser.get(userId) ?? 0) + 1);
+  }
+
+  /** Called by a channel when it ends. A channel that was already replaced is no longer registered: no-op. */
+  release(channel: Channel): void {
+    const { userId, recordId } = channel.caller;
+    if (this.byDevice.get(recordId) !== channel) return;
+    this.byDevice.delete(recordId);
+    const n = (this.perUser.get(userId) ?? 1) - 1;
+    if (n > 0) this.perUser.set(userId, n);
+    else this.perUser.delete(userId);
+  }
+
+  /** Ends the live channel of a device record (a device cut). */
+  endDevice(recordId: string, reason: EndReason): void {
+    this.byDevice.get(recordId)?.end(reason);
+  }
+
+  /** Shutdown: ends every channel and refuses new ones, so a drain does not wait for streams that never end. */
+  closeAll(): number {
+    this.closed = true;
+    const all = [...this.byDevice.values()];
+    for (const channel of all) channel.end('shutdown');
+    return all.length;
+  }
+
+  count(kind?: Channel['kind']): number {
+    if (!kind) return this.byDevice.size;
+    let n = 0;
+    for (const c of this.byDevice.values()) if (c.kind === kind) n++;
+    return n;
+  }
+}
+
+/**
+ * Is the caller still allowed to hold a channel? The device gate again (access rules and the organisation default
+ * change without a cut signal), the same device record, and the user's session (a password change or "revoke
+ * sessions" ends every access token at once; a long-lived stream must not outlive that). Returns the error the
+ * gate would answer now, or undefined when all is well.
+ */
+export function recheck(ctx: PushContext, caller: Caller): ApiError | undefined {
+  try {
+    const device = ctx.devices.gate(caller.userId, caller.tenantId, caller.deviceId);
+    if (device.id !== caller.recordId) return errors.deviceNotRegistered();
+    const user = ctx.store.users.byId(caller.userId);
+    if (!user || user.disabled || user.sessionVersion !== caller.sessionVersion) {
+      return errors.unauthorized('The access token has been revoked.');
+    }
+    if (ctx.clock.now() >= caller.expiresAt) return errors.unauthorized('The access token has expired.');
+    return undefined;
+  } catch (err) {
+    if (err instanceof ApiError) return err;
+    // The store could not answer: end the channel (the client reconnects) rather than keep an unchecked one.
+    ctx.log.error({ err, userId: caller.userId }, 'push re-check failed');
+    return errors.unavailable('The server could not check this device; reconnect shortly.');
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Push (protocol.md §8), built once per app in createApp: the bus fed from the store's commit hook, the channel
+ * registry, the sync watermarks for ping, and the routes. Device cuts end a device's channel at once.
+ */
+import type { Logger } from 'pino';
+import { Gauge, type Registry } from 'prom-client';
+import type { Clock } from '../clock';
+import type { DeviceRecord, Store } from '../store/types';
+import type { DeviceService } from '../devices/service';
+import type { DeviceSignals } from '../devices/signals';
+import type { TokenCodec } from '../sync/tokens';
+import { InProcessBus, feedFromStore, type EventBus } from './bus';
+import { ChannelRegistry, DEFAULT_PUSH_OPTIONS, type PushContext, type PushOptions } from './channels';
+import { SyncWatermarks } from './watermarks';
+import { pushRoutes } from './routes';
+
+export type { EventBus } from './bus';
+export type { PushOptions } from './channels';
+
+export interface PushDeps {
+  store: Store;
+  clock: Clock;
+  devices: DeviceService;
+  signals: DeviceSignals;
+  codec: TokenCodec;
+  log: Logger;
+  limits: { maxRequestBytes: number; maxJsonDepth: number };
+  options?: Partial<PushOptions>;
+  /** A multi-node bus; the in-process one when not given. */
+  bus?: EventBus;
+  /** Where the channel gauge is registered (the app's metrics registry). */
+  metrics?: Registry;
+}
+
+export function createPush(deps: PushDeps) {
+  const options: PushOptions = { ...DEFAULT_PUSH_OPTIONS, ...deps.options };
+  const bus = deps.bus ?? new InProcessBus(deps.log);
+  const registry = new ChannelRegistry(options.maxChannelsPerUser);
+  const watermarks = new SyncWatermarks();
+  const ctx: PushContext = { store: deps.store, clock: deps.clock, devices: deps.devices, bus, registry, watermarks, log: deps.log, options };
+
+  const unfeed = feedFromStore(deps.store, bus);
+  const unsignal = deps.signals.onCut((cut) => {
+    registry.endDevice(cut.recordId, 'cut');
+    // A quarantined or blocked device keeps its sync tokens (it may be released); an ended partnership does not.
+    if (cut.reason === 'wiped' || cut.reason === 'removed' || cut.reason === 'purged') watermarks.forget(cut.recordId);
+  });
+
+  if (deps.metrics) {
+    new Gauge({
+      name: 'pigeon_push_channels',
+      help: 'Open push channels by kind (SSE streams, waiting pings).',
+      labelNames: ['kind'] as const,
+      registers: [deps.metrics],
+      collect() {
+        this.set({ kind: 'stream' }, registry.count('stream'));
+        this.set({ kind: 'ping' }, registry.count('ping'));
+      },
+    });
+  }
+
+  return {
+    router: pushRoutes(ctx, deps.limits),
+    bus,
+    watermarks,
+    options,
+    /** Open channels (all, or of one kind). */
+    count: (kind?: 'stream' | 'ping') => registry.count(kind),
+
+    /**
+     * The item-sync route reports every token it issues: its modseq is how far the device has now synced the
+     * folder. The token was just made by this server for this device and folder, so decoding cannot fail here.
+     */
+    recordSync(device: DeviceRecord, folderId: string, token: string): void {
+      const position = deps.codec.decode(token, 'i', { userId: device.userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId });
+      watermarks.record(device.id, folderId, position.m);
+    },
+
+    /** Shutdown: ends every stream and ping (pings answer `{"changed": []}`) and refuses new ones. */
+    close(): number {
+      unfeed();
+      unsignal();
+      return registry.closeAll();
+    },
+  };
+}
+
+export type Push = ReturnType<typeof createPush>;
