@@ -7,19 +7,21 @@ import type { Config } from '../config';
 import { route } from '../http/routes';
 import { errors } from '../errors';
 import type { Store } from '../store/types';
+import { DEFAULT_WINDOW, MAX_CHANGES, MAX_WINDOW } from '../sync/itemSync';
+import { DEFAULT_PUSH_OPTIONS } from '../push/channels';
 import type { DeviceService } from '../devices/service';
 
-export const WINDOW = { defaultWindow: 500, maxWindow: 1000, maxChangesPerPage: 512 } as const;
 
 export function sessionLimits(config: Config) {
   return {
-    maxChangesPerPage: WINDOW.maxChangesPerPage,
-    defaultWindow: WINDOW.defaultWindow,
-    maxWindow: WINDOW.maxWindow,
+    // The very constants that enforce these limits, so what the session advertises cannot drift from them.
+    maxChangesPerPage: MAX_CHANGES,
+    defaultWindow: DEFAULT_WINDOW,
+    maxWindow: MAX_WINDOW,
     changeHistoryDays: Math.floor(config.changeHistory / 86400),
     maxBatchOperations: 500,
     maxRequestBytes: config.maxRequestBytes,
-    pingSeconds: [60, 1740],
+    pingSeconds: [...DEFAULT_PUSH_OPTIONS.pingSeconds],
   };
 }
 
