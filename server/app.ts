@@ -22,6 +22,7 @@ import { createTokenCodec } from './sync/tokens';
 import { createItemSync } from './sync/itemSync';
 import { createFolderSync } from './sync/folderSync';
 import { createMailService } from './mail/service';
+import { createDelivery } from './mail/delivery';
 import { syncRoutes } from './sync/routes';
 import { authRoutes } from './auth/routes';
 import { sessionRoutes } from './session/routes';
@@ -133,6 +134,13 @@ export function createApp(deps: AppDeps) {
   const syncItems = createItemSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 });
   const syncFolders = createFolderSync({ store, codec });
   const mail = createMailService({ store, clock });
+  // The one delivery path: LMTP (main.ts), import (CLI and admin API) and local recipients of sent mail.
+  const delivery = createDelivery({
+    store,
+    clock,
+    duplicateWindowSeconds: config.duplicateWindow,
+    threadSubjectWindowSeconds: config.threadSubjectWindow,
+  });
   // Push: fed by the store's commit hook; the item-sync route tells it how far each device synced (for ping).
   const push = createPush({
     store,
@@ -154,7 +162,7 @@ export function createApp(deps: AppDeps) {
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, syncItems, syncFolders, push };
+  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

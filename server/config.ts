@@ -53,6 +53,16 @@ export const CONFIG_TABLE = {
   devicePurgeInterval: { env: 'PIGEON_DEVICE_PURGE_INTERVAL', kind: 'duration', default: '1h', min: 1, max: 86400, doc: 'How often the server looks for inactive devices to purge.' },
   maxDevicesPerUser: { env: 'PIGEON_MAX_DEVICES_PER_USER', kind: 'int', default: '100', min: 1, max: 100000, doc: 'Devices one user may register.' },
   pushStreamsPerUser: { env: 'PIGEON_PUSH_STREAMS_PER_USER', kind: 'int', default: '10', min: 1, max: 100000, doc: 'Push channels (event streams and waiting pings) one user may hold open at once; one more is 429.' },
+  mailHostname: { env: 'PIGEON_MAIL_HOSTNAME', kind: 'string', default: 'localhost', doc: 'Name this server uses in mail: LMTP greeting, Received headers, Message-IDs of sent mail, the sender of non-delivery reports.' },
+  lmtpEnabled: { env: 'PIGEON_LMTP_ENABLED', kind: 'bool', default: 'true', doc: 'Start the LMTP listener (RFC 2033) that MTAs deliver into.' },
+  lmtpHost: { env: 'PIGEON_LMTP_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the LMTP listener binds to (loopback: only a local MTA may deliver).' },
+  lmtpPort: { env: 'PIGEON_LMTP_PORT', kind: 'int', default: '2424', min: 0, max: 65535, doc: 'LMTP port (0 picks a free one).' },
+  maxMessageBytes: { env: 'PIGEON_MAX_MESSAGE_BYTES', kind: 'int', default: '52428800', min: 1024, max: 1024 * 1024 * 1024, doc: 'Largest message accepted by LMTP, import and send (LMTP answers 552 above it, HTTP 413).' },
+  duplicateWindow: { env: 'PIGEON_DUPLICATE_WINDOW', kind: 'duration', default: '24h', min: 0, max: 365 * 86400, doc: 'A second delivery of the same Message-ID into the same folder within this time is acknowledged but not stored.' },
+  threadSubjectWindow: { env: 'PIGEON_THREAD_SUBJECT_WINDOW', kind: 'duration', default: '7d', min: 0, max: 365 * 86400, doc: 'A reply without thread headers joins the newest conversation with the same subject received within this time.' },
+  smtpRelayUrl: { env: 'PIGEON_SMTP_RELAY_URL', kind: 'string', default: '', doc: 'Smarthost for remote recipients of sent mail (smtp://user:pass@host:587 or smtps://...); empty: remote recipients bounce with a non-delivery report.', secret: true },
+  outboxRetryBase: { env: 'PIGEON_OUTBOX_RETRY_BASE', kind: 'duration', default: '60s', min: 1, max: 86400, doc: 'First retry delay after a relay failure; each further retry doubles it (at most 1 h).' },
+  outboxGiveUpAfter: { env: 'PIGEON_OUTBOX_GIVE_UP_AFTER', kind: 'duration', default: '2d', min: 1, max: 30 * 86400, doc: 'A message the relay has not accepted after this long is given up: the sender gets a non-delivery report.' },
 } as const satisfies Record<string, Entry>;
 
 type Table = typeof CONFIG_TABLE;

@@ -157,6 +157,8 @@ export interface NewItem {
   attachments?: NewAttachment[];
   /** Type-specific fields of events and contacts. */
   data?: Record<string, unknown>;
+  /** Normalised subject of a message that carried no thread headers (subject threading looks it up). */
+  threadSubject?: string | null;
 }
 
 /** The window's sort key: newest first by receivedAt, ties broken by id. */
@@ -219,6 +221,29 @@ export interface Item {
   placedModseq: number;
   data: Record<string, unknown>;
   createdAt: number;
+}
+
+/** One search result: the item and its relevance (higher is better). */
+export interface SearchHit {
+  itemId: string;
+  score: number;
+}
+
+/** A sent message that still has remote recipients to relay through the smarthost. */
+export interface OutboxEntry {
+  id: string;
+  userId: string;
+  /** The message as composed (a blob, so it survives restarts and is shared with the Sent Items copy). */
+  blobId: string;
+  mailFrom: string;
+  /** Addresses still to relay. */
+  recipients: string[];
+  state: 'queued' | 'sent' | 'failed';
+  attempts: number;
+  nextAttemptAt: number;
+  lastError: string | null;
+  createdAt: number;
+  updatedAt: number;
 }
 
 export type AccessState = 'allowed' | 'blocked' | 'quarantined';
@@ -332,6 +357,8 @@ export interface Store {
     create(user: NewUser, now: number): User;
     byId(id: string): User | undefined;
     byUsername(username: string): User | undefined;
+    /** Users whose address is `email` (case-insensitive). */
+    byEmail(email: string): User[];
     list(): User[];
     count(): number;
     setPassword(id: string, passwordHash: string, now: number): void;
@@ -418,6 +445,19 @@ export interface Store {
     byIds(userId: string, ids: string[]): Item[];
     body(userId: string, id: string): { text: string | null; html: string | null } | undefined;
     attachments(itemId: string): AttachmentRecord[];
+    /**
+     * The id of an item in `folderId` that is the same message: the same Message-ID or, for a message without one,
+     * the same bytes (`mimeSha256`); only items created at or after `createdSince` count.
+     */
+    findDuplicate(
+      folderId: string,
+      key: { internetMessageId: string | null; mimeSha256: string },
+      createdSince: number,
+    ): string | undefined;
+    /** The conversation of the newest of the user's items whose Message-ID is one of `messageIds`. */
+    conversationByMessageIds(userId: string, messageIds: string[]): string | undefined;
+    /** The conversation of the newest item with this thread subject received within [from, to]. */
+    conversationBySubject(userId: string, threadSubject: string, from: number, to: number): string | undefined;
     update(userId: string, id: string, patch: ItemPatch, now: number): Item;
     move(userId: string, id: string, folderId: string, now: number): Item;
     delete(userId: string, id: string, now: number): void;
@@ -431,6 +471,37 @@ export interface Store {
     boundary(folderId: string, size: number): SortKey | undefined;
     /** Items with `from` ≤ key < `to`, ascending (evictions) or descending (pull-ins). */
     range(folderId: string, from: SortKey, to: SortKey, order: 'asc' | 'desc', limit: number): Item[];
+  };
+
+  /** Content-addressed blobs (raw messages, attachments), read in ranges so downloads stream. */
+  blobs: {
+    size(id: string): number | undefined;
+    /** Bytes [start, end) of the blob. */
+    read(id: string, start: number, end: number): Buffer;
+    /** Stores the bytes (once per content) and returns the blob id; only a row that references it keeps it. */
+    put(bytes: Buffer, now: number): string;
+  };
+
+  search: {
+    /** Items of `userId` matching every term (the last as a prefix), best first. */
+    query(userId: string, terms: string[], options: { folderId?: string; limit: number }): SearchHit[];
+  };
+
+  outbox: {
+    enqueue(entry: { userId: string; blobId: string; mailFrom: string; recipients: string[] }, now: number): OutboxEntry;
+    byId(id: string): OutboxEntry | undefined;
+    /** Queued entries whose next attempt is due, oldest first. */
+    due(now: number, limit: number): OutboxEntry[];
+    /** When the next queued entry is due, if any. */
+    nextDueAt(): number | undefined;
+    update(
+      id: string,
+      fields: Partial<Pick<OutboxEntry, 'recipients' | 'state' | 'attempts' | 'nextAttemptAt' | 'lastError'>>,
+      now: number,
+    ): OutboxEntry;
+    list(userId: string): OutboxEntry[];
+    /** Deletes finished entries last updated before `before`; returns how many. */
+    purge(before: number): number;
   };
 
   idempotency: {

@@ -7,6 +7,7 @@ import { openDatabase, migrate, type Db, type MigrationReport } from './db';
 import { newId } from '../../ids';
 import { deviceRepositories } from './devices';
 import { mailRepositories, type ChangeRecorder } from './mail';
+import { contentRepositories } from './content';
 import {
   type CommittedChange,
   type ConnectionPragmas,
@@ -155,6 +156,9 @@ export function openSqliteStore(file: string): SqliteStore {
         const r = sql('SELECT * FROM users WHERE username = ?').get(username) as Row | undefined;
         return r && toUser(r);
       },
+      byEmail(email) {
+        return (sql('SELECT * FROM users WHERE email = ? COLLATE NOCASE ORDER BY created_at').all(email) as Row[]).map(toUser);
+      },
       list() {
         return (sql('SELECT * FROM users ORDER BY username').all() as Row[]).map(toUser);
       },
@@ -211,6 +215,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...deviceRepositories(sql),
 
     ...mailRepositories(sql, transaction, record),
+    ...contentRepositories(sql),
   };
   return store;
 }

@@ -8,9 +8,12 @@
 import crypto from 'node:crypto';
 import { newId } from '../../ids';
 import type { Sql } from './devices';
+import { putBlob } from './content';
+import { htmlToPlain } from '../../content/text';
 import {
   WELL_KNOWN_FOLDERS,
   type AttachmentRecord,
+  type EmailAddress,
   type Folder,
   type FolderChange,
   type FolderKind,
@@ -133,15 +136,20 @@ export function mailRepositories(
     }
   };
 
-  const putBlob = (bytes: Buffer, now: number): string => {
-    const id = crypto.createHash('sha256').update(bytes).digest('hex');
-    sql('INSERT INTO blobs (id, size, data, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING').run(
-      id,
-      bytes.length,
-      bytes,
-      now,
+  /** Makes the item findable by search, in the caller's transaction (deletion is a trigger: cascades included). */
+  const indexForSearch = (id: string, item: NewItem) => {
+    const doc = sql('INSERT INTO search_docs (item_id, user_id) VALUES (?, ?) RETURNING doc_id').get(id, item.userId) as {
+      doc_id: number;
+    };
+    const people = (list: EmailAddress[] | undefined) => (list ?? []).map((a) => `${a.name} ${a.address}`).join(' ');
+    sql('INSERT INTO items_fts (rowid, owner, subject, sender, recipients, body) VALUES (?, ?, ?, ?, ?, ?)').run(
+      doc.doc_id,
+      item.userId,
+      item.subject,
+      item.from ? `${item.from.name} ${item.from.address}` : '',
+      `${people(item.to)} ${people(item.cc)}`,
+      item.bodyText ?? htmlToPlain(item.bodyHtml ?? ''),
     );
-    return id;
   };
 
   const folderRow = (userId: string, id: string) =>
@@ -287,7 +295,7 @@ export function mailRepositories(
         if (!folder || folder.user_id !== item.userId) throw new Error('folder does not belong to the item owner');
         const modseq = nextModseq(item.userId);
         const id = newId();
-        const mimeBlobId = item.mime ? putBlob(item.mime, now) : null;
+        const mimeBlobId = item.mime ? putBlob(sql, item.mime, now) : null;
         const attachments = item.attachments ?? [];
         // Only mail is ever unread: events and contacts never count towards a folder's unread badge.
         const isRead = item.type === 'email' ? (item.isRead ?? false) : true;
@@ -304,8 +312,8 @@ export function mailRepositories(
           `INSERT INTO items (id, user_id, folder_id, type, received_at, modseq, placed_modseq, change_key, is_read,
              is_flagged, importance, categories, inference, subject, from_json, to_json, cc_json, reply_to_json, sent_at,
              preview, has_attachments, body_size, conversation_id, internet_message_id, mime_blob_id, body_text,
-             body_html, attachments_json, data_json, created_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+             body_html, attachments_json, data_json, created_at, thread_subject)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(
           id,
           item.userId,
@@ -337,14 +345,16 @@ export function mailRepositories(
           JSON.stringify(summaries),
           JSON.stringify(item.data ?? {}),
           now,
+          item.threadSubject ?? null,
         );
         attachments.forEach((a, position) => {
-          const blobId = putBlob(a.content, now);
+          const blobId = putBlob(sql, a.content, now);
           sql(
             `INSERT INTO attachments (id, item_id, blob_id, name, content_type, size, is_inline, content_id, position)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
           ).run(summaries[position]!.id, id, blobId, a.name, a.contentType, a.content.length, a.isInline ? 1 : 0, a.contentId, position);
         });
+        if (item.type === 'email') indexForSearch(id, item);
         log(item.userId, modseq, now, 'item', id, 'created', item.folderId, null, item.receivedAt);
         touchFolder(item.folderId, modseq, 1, isRead ? 0 : 1);
         return items.byId(item.userId, id)!;
@@ -379,6 +389,38 @@ export function mailRepositories(
         isInline: r.is_inline === 1,
         contentId: (r.content_id as string | null) ?? null,
       }));
+    },
+    findDuplicate(folderId, key, createdSince) {
+      const r = (
+        key.internetMessageId
+          ? sql(
+              `SELECT i.id FROM items i JOIN folders f ON f.id = i.folder_id
+               WHERE i.user_id = f.user_id AND i.internet_message_id = ? AND i.folder_id = ? AND i.created_at >= ? LIMIT 1`,
+            ).get(key.internetMessageId, folderId, createdSince)
+          : sql('SELECT id FROM items WHERE folder_id = ? AND mime_blob_id = ? AND created_at >= ? LIMIT 1').get(
+              folderId,
+              key.mimeSha256,
+              createdSince,
+            )
+      ) as { id: string } | undefined;
+      return r?.id;
+    },
+    conversationByMessageIds(userId, messageIds) {
+      if (messageIds.length === 0) return undefined;
+      const r = sql(
+        `SELECT conversation_id FROM items
+         WHERE user_id = ? AND internet_message_id IN (SELECT value FROM json_each(?)) AND conversation_id IS NOT NULL
+         ORDER BY received_at DESC LIMIT 1`,
+      ).get(userId, JSON.stringify(messageIds)) as { conversation_id: string } | undefined;
+      return r?.conversation_id;
+    },
+    conversationBySubject(userId, threadSubject, from, to) {
+      const r = sql(
+        `SELECT conversation_id FROM items
+         WHERE user_id = ? AND thread_subject = ? AND received_at BETWEEN ? AND ? AND conversation_id IS NOT NULL
+         ORDER BY received_at DESC LIMIT 1`,
+      ).get(userId, threadSubject, from, to) as { conversation_id: string } | undefined;
+      return r?.conversation_id;
     },
     update(userId, id, patch: ItemPatch, now) {
       return transaction(() => {
