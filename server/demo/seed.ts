@@ -15,6 +15,7 @@ import type { Clock } from '../clock';
 import { hashPassword } from '../auth/passwords';
 import { mboxMessages } from '../content/mbox';
 import { computeConversationId, parseMessage, type ParsedMessage } from '../content/mime';
+import { emailFields } from '../mail/delivery';
 import { WELL_KNOWN_FOLDERS, type FolderKind, type NewItem, type Role, type Store } from '../store/types';
 
 export const DEFAULT_FIXTURES_DIR = path.resolve(__dirname, '../../fixtures/demo');
@@ -136,24 +137,11 @@ async function emailItems(mbox: Buffer, file: string): Promise<PendingItem[]> {
     }
     const state = demoState(raw);
     items.push({
-      type: 'email',
+      ...emailFields(raw, parsed),
       receivedAt: parsed.sentAt ?? FALLBACK_BASE - (raws.length - i) * 60_000,
-      subject: parsed.subject,
       isRead: state.has('read'),
       isFlagged: state.has('flagged'),
-      importance: parsed.importance,
-      from: parsed.from,
-      to: parsed.to,
-      cc: parsed.cc,
-      replyTo: parsed.replyTo,
-      sentAt: parsed.sentAt,
-      preview: parsed.preview,
-      bodyText: parsed.bodyText,
-      bodyHtml: parsed.bodyHtml,
       conversationId: computeConversationId(parsed),
-      internetMessageId: parsed.internetMessageId,
-      mime: raw,
-      attachments: parsed.attachments,
     });
   }
   return items;
