@@ -30,7 +30,13 @@ function freshDb(dir: string) {
   return db;
 }
 
-function inSqlite(dir: string) {
+interface BlobStore {
+  store(bytes: Buffer): string;
+  read(id: string, size: number): number;
+  close(): void;
+}
+
+function inSqlite(dir: string): BlobStore {
   const db = freshDb(dir);
   const putBlob = db.prepare('INSERT INTO blobs (id, size) VALUES (?, ?) ON CONFLICT DO NOTHING');
   const putChunk = db.prepare('INSERT INTO blob_chunks (blob_id, seq, data) VALUES (?, ?, ?)');
@@ -49,11 +55,11 @@ function inSqlite(dir: string) {
       for (let seq = 0; seq * BLOB_CHUNK_BYTES < size; seq++) n += (readChunk.get(id, seq) as Buffer).length;
       return n;
     },
-    close: () => db.close(),
+    close: () => void db.close(),
   };
 }
 
-function asFiles(dir: string) {
+function asFiles(dir: string): BlobStore {
   const db = freshDb(dir);
   const blobDir = path.join(dir, 'blobs');
   fs.mkdirSync(blobDir);
@@ -91,7 +97,7 @@ function asFiles(dir: string) {
   };
 }
 
-function measure(name: string, make: (dir: string) => ReturnType<typeof inSqlite>) {
+function measure(name: string, make: (dir: string) => BlobStore) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pigeon-blobbench-'));
   const s = make(dir);
   const small = Array.from({ length: MESSAGES }, (_, i) => crypto.randomBytes(SMALL - 8).toString('base64').slice(0, SMALL - 8) + String(i).padStart(8, '0'));
