@@ -34,6 +34,9 @@ export interface AccessTokenOptions {
 
 export class InvalidAccessToken extends Error {}
 
+/** Clock skew accepted between the issuer and this server, on `exp` and on `iat` (README, token section). */
+export const CLOCK_TOLERANCE_SECONDS = 5;
+
 export function createAccessTokens(opts: AccessTokenOptions) {
   const { keys, clock, issuer, audience, ttlSeconds } = opts;
   return {
@@ -61,11 +64,14 @@ export function createAccessTokens(opts: AccessTokenOptions) {
           typ: 'at+jwt',
           requiredClaims: ['exp', 'iat', 'sub', 'jti'],
           currentDate: new Date(clock.now()),
-          clockTolerance: 5,
+          clockTolerance: CLOCK_TOLERANCE_SECONDS,
         });
         if (typeof payload.tid !== 'string' || typeof payload.sv !== 'number' || typeof payload.scope !== 'string') {
           throw new InvalidAccessToken('missing claims');
         }
+        // jose checks `exp` with the tolerance but never an `iat` from the future: a token "issued" later than now
+        // plus the same tolerance comes from a clock (or a forger) we should not trust.
+        if ((payload.iat as number) > clock.now() / 1000 + CLOCK_TOLERANCE_SECONDS) throw new InvalidAccessToken('issued in the future');
         return payload as unknown as AccessClaims;
       } catch (err) {
         if (err instanceof InvalidAccessToken) throw err;

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { loadCertificate } from '../../server/tls';
 import { tempDir } from './testApp';
+import { assertNoSecretsInLogs } from './secrets';
 
 export const ROOT = path.resolve(__dirname, '../..');
 
@@ -92,6 +93,7 @@ export async function startServer(env: Record<string, string> = {}, timeoutMs = 
         await exited;
       }
       if (!env.PIGEON_DATA_DIR) fs.rmSync(dataDir, { recursive: true, force: true });
+      assertNoSecretsInLogs([...logs.map((l) => JSON.stringify(l)), ...stderr], [], 'the server process log');
     },
   };
 }

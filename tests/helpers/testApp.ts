@@ -5,7 +5,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import pino from 'pino';
 import request from 'supertest';
 import { createApp } from '../../server/app';
 import { loadConfig, type Config } from '../../server/config';
@@ -13,6 +12,8 @@ import { ManualClock } from '../../server/clock';
 import { loadKeys, type KeyMaterial } from '../../server/auth/keys';
 import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
 import { createUserAdmin } from '../../server/admin/users';
+import { createLogger } from '../../server/logger';
+import { assertNoSecretsInLogs } from './secrets';
 
 export interface TestContext {
   dir: string;
@@ -24,6 +25,8 @@ export interface TestContext {
   built: ReturnType<typeof createApp>;
   users: ReturnType<typeof createUserAdmin>;
   logLines: string[];
+  /** Passwords the tests used: the log scan at close() looks for each of them literally. */
+  secrets: Set<string>;
   close(): void;
 }
 
@@ -38,9 +41,9 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
   const keys = await loadKeys(config);
   const clock = new ManualClock(Date.now());
   const logLines: string[] = [];
-  const log = pino({ level: 'info', redact: { paths: ['authorization', '*.authorization', 'password', '*.password'] } }, {
-    write: (line: string) => void logLines.push(line),
-  });
+  // The production logger (its redaction included), writing into memory so close() can scan what was logged.
+  const log = createLogger({ logLevel: 'info', logPretty: false }, { write: (line: string) => void logLines.push(line) });
+  const secrets = new Set<string>();
   const built = createApp({ config, store, keys, clock, log });
   const { app } = built;
   return {
@@ -53,9 +56,11 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
     built,
     users: createUserAdmin(store, clock),
     logLines,
+    secrets,
     close() {
       store.close();
       fs.rmSync(dir, { recursive: true, force: true });
+      assertNoSecretsInLogs(logLines, secrets, 'the test app log');
     },
   };
 }
@@ -63,6 +68,7 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
 export const CLIENT_ID = 'pigeon-app';
 
 export async function passwordGrant(ctx: TestContext, username: string, password: string, extra: Record<string, string> = {}) {
+  ctx.secrets.add(password);
   return request(ctx.app)
     .post('/oauth2/token')
     .type('form')
