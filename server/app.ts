@@ -30,6 +30,7 @@ import { opsRoutes } from './http/ops';
 import { createPush, type PushOptions } from './push';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
+import { deviceRateLimit, eventLoopLag, loadShedder, type LagSource } from './http/overload';
 
 export interface AppDeps {
   config: Config;
@@ -41,6 +42,8 @@ export interface AppDeps {
   deviceSignals?: DeviceSignals;
   /** Push timings and the ping range, for tests only (production uses the protocol's values and the config). */
   push?: Partial<PushOptions>;
+  /** Where the load shedder reads event-loop delay; a live monitor when not given (tests inject their own). */
+  lag?: LagSource;
 }
 
 function trustProxySetting(value: string): boolean | number | string {
@@ -90,6 +93,8 @@ export function createApp(deps: AppDeps) {
   app.use(requestId);
   app.use(requestLogger(log));
   app.use(metrics.middleware);
+  const lag = deps.lag ?? eventLoopLag();
+  app.use(loadShedder({ maxLagMs: config.shedLagMs, lag }));
   app.use(
     helmet({
       hsts: { maxAge: 63072000, includeSubDomains: true, preload: false }, // two years (Mozilla)
@@ -127,7 +132,8 @@ export function createApp(deps: AppDeps) {
   const limits = { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth };
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist.
-  app.use('/v1', authenticate(store, accessTokens), deviceGate(devices));
+  const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
+  app.use('/v1', authenticate(store, accessTokens), deviceGate(devices), deviceLimit);
   app.use(sessionRoutes(store, config, devices));
   app.use(deviceRoutes(store, devices, limits));
   const codec = createTokenCodec(keys.serverSecret);
@@ -162,7 +168,7 @@ export function createApp(deps: AppDeps) {
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push };
+  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

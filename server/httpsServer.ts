@@ -6,6 +6,7 @@ import type { Socket } from 'node:net';
 import type { RequestListener } from 'node:http';
 import type { Config } from './config';
 import { TLS_PROFILE } from './tls';
+import { slowBodyGuard } from './http/overload';
 
 export interface HttpsHandle {
   server: https.Server;
@@ -17,7 +18,7 @@ export interface HttpsHandle {
 export async function listenHttps(
   handler: RequestListener,
   tls: { cert: string | Buffer; key: string | Buffer },
-  config: Pick<Config, 'host' | 'port' | 'headersTimeout' | 'requestTimeout' | 'keepAliveTimeout'>,
+  config: Pick<Config, 'host' | 'port' | 'headersTimeout' | 'requestTimeout' | 'keepAliveTimeout' | 'bodyMinRate'>,
 ): Promise<HttpsHandle> {
   const server = https.createServer(
     {
@@ -45,7 +46,9 @@ export async function listenHttps(
     sockets.add(s);
     s.once('close', () => sockets.delete(s));
   });
-  server.on('request', (_req, res) => {
+  const guardBody = slowBodyGuard({ minBytesPerSecond: config.bodyMinRate, graceMs: 10_000, checkEveryMs: 5_000 });
+  server.on('request', (req, res) => {
+    guardBody(req, res);
     inFlight++;
     if (draining) res.setHeader('Connection', 'close');
     res.once('close', () => {

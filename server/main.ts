@@ -57,7 +57,10 @@ async function main(): Promise<void> {
   const keys = await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
-  const { app, devices, push } = createApp({ config, store, keys, clock: systemClock, log });
+  const { app, devices, push, lag, deviceLimit } = createApp({ config, store, keys, clock: systemClock, log });
+  // Buckets of devices that went quiet are forgotten, so the limiter's memory follows active devices only.
+  const buckets = setInterval(() => deviceLimit.sweep(), 60_000);
+  buckets.unref();
   // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
   const purge = setInterval(() => {
     try {
@@ -102,6 +105,8 @@ async function main(): Promise<void> {
     clearInterval(purge);
     clearInterval(lastSeen);
     clearInterval(history);
+    clearInterval(buckets);
+    lag.stop();
     // Event streams and waiting pings never finish on their own: end them first (pings answer `{"changed":[]}`),
     // or the drain would wait the whole shutdown timeout for them.
     const channels = push.close();

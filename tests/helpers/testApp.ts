@@ -44,7 +44,9 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
   // The production logger (its redaction included), writing into memory so close() can scan what was logged.
   const log = createLogger({ logLevel: 'info', logPretty: false }, { write: (line: string) => void logLines.push(line) });
   const secrets = new Set<string>();
-  const built = createApp({ config, store, keys, clock, log });
+  // The shedder would read the test runner's own event loop (busy with other tests): in-process apps never shed.
+  // tests/reliability/overload.test.ts drives it with a lag source of its own.
+  const built = createApp({ config, store, keys, clock, log, lag: { lagMs: () => 0, stop() {} } });
   const { app } = built;
   return {
     dir,

@@ -1,0 +1,148 @@
+/**
+ * Overload (issue 8): one device over its rate gets 429 with Retry-After and does not slow the others down; a
+ * saturated process sheds new requests with 503 Retry-After (health probes excepted) and takes them again as soon
+ * as it has caught up; a burst at twice the sustainable rate over real HTTPS yields only 200/429, never another
+ * status, and latency is back to normal within seconds.
+ */
+import request from 'supertest';
+import autocannon from 'autocannon';
+import { buildTestApp, signIn, tempDir, type TestContext } from '../helpers/testApp';
+import { startServer, type RunningServer } from '../helpers/server';
+import type { LagSource } from '../../server/http/overload';
+import { createApp } from '../../server/app';
+import { createLogger } from '../../server/logger';
+import { openSqliteStore } from '../../server/store/sqlite';
+import { hashPassword } from '../../server/auth/passwords';
+import https from 'node:https';
+import path from 'node:path';
+
+const PW = 'password-for-tests';
+
+async function deviceHeaders(ctx: TestContext, app: TestContext['app'], deviceId: string) {
+  const t = await signIn(ctx, 'alice', PW, { device_id: deviceId });
+  const h = { Authorization: `Bearer ${t.access_token}`, 'X-Device-Id': deviceId };
+  await request(app).post('/v1/devices').set(h).send({}).expect(201);
+  return h;
+}
+
+describe('per-device rate limit', () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await buildTestApp({ deviceRateLimit: 5, deviceRateBurst: 10 });
+    await ctx.users.addUser({ username: 'alice', password: PW, role: 'user' });
+  });
+  afterAll(() => ctx.close());
+
+  test('past its burst a device gets 429 rateLimited with Retry-After; another device is unaffected', async () => {
+    const a = await deviceHeaders(ctx, ctx.app, 'rate-device-a-00001');
+    const b = await deviceHeaders(ctx, ctx.app, 'rate-device-b-00001');
+    const statuses: number[] = [];
+    let limited: request.Response | undefined;
+    for (let i = 0; i < 20; i++) {
+      const res = await request(ctx.app).get('/v1/folders/sync').set(a);
+      statuses.push(res.status);
+      if (res.status === 429) limited ??= res;
+    }
+    // Registration spent one token; the rest of the burst passes, then 429s (a few may refill meanwhile).
+    expect(statuses.slice(0, 8).every((s) => s === 200)).toBe(true);
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThanOrEqual(8);
+    expect(statuses.every((s) => s === 200 || s === 429)).toBe(true);
+    expect(limited!.headers['retry-after']).toMatch(/^\d+$/);
+    expect(limited!.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(limited!.body).toMatchObject({ status: 429, code: 'rateLimited' });
+    await request(ctx.app).get('/v1/folders/sync').set(b).expect(200);
+    // The bucket refills with time: after a second, the device may call again.
+    await new Promise((r) => setTimeout(r, 1100));
+    await request(ctx.app).get('/v1/folders/sync').set(a).expect(200);
+  });
+});
+
+describe('load shedding on event-loop lag', () => {
+  let ctx: TestContext;
+  let lagMs = 0;
+  const lag: LagSource = { lagMs: () => lagMs, stop: () => {} };
+  let app: TestContext['app'];
+  beforeAll(async () => {
+    ctx = await buildTestApp();
+    await ctx.users.addUser({ username: 'alice', password: PW, role: 'user' });
+    app = createApp({ config: ctx.config, store: ctx.store, keys: ctx.keys, clock: ctx.clock, log: createLogger({ logLevel: 'silent', logPretty: false }), lag }).app;
+  });
+  afterAll(() => ctx.close());
+
+  test('above the lag threshold new requests get 503 with Retry-After; health probes pass; recovery is immediate', async () => {
+    const h = await deviceHeaders(ctx, app, 'shed-device-0000001');
+    lagMs = ctx.config.shedLagMs + 1;
+    const shed = await request(app).get('/v1/folders/sync').set(h);
+    expect(shed.status).toBe(503);
+    expect(shed.headers['retry-after']).toBe('1');
+    expect(shed.body).toMatchObject({ status: 503, code: 'unavailable' });
+    await request(app).get('/healthz').expect(200);
+    lagMs = 0;
+    await request(app).get('/v1/folders/sync').set(h).expect(200);
+  });
+});
+
+describe('a burst at twice the sustainable rate over HTTPS', () => {
+  let server: RunningServer;
+  let headers: Record<string, string>;
+  beforeAll(async () => {
+    const dataDir = tempDir('pigeon-burst-');
+    const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
+    const tenant = store.tenants.create('T', Date.now());
+    const user = store.users.create(
+      { tenantId: tenant.id, username: 'alice', email: 'alice@x', displayName: 'Alice', role: 'user', passwordHash: await hashPassword(PW) },
+      Date.now(),
+    );
+    store.mailboxes.create(user.id, Date.now());
+    store.close();
+    server = await startServer({ PIGEON_DATA_DIR: dataDir, PIGEON_LMTP_ENABLED: 'false', PIGEON_DEVICE_RATE_LIMIT: '200', PIGEON_DEVICE_RATE_BURST: '200' });
+    const base = `https://127.0.0.1:${server.port}`;
+    const tls = { ca: server.cert, servername: 'localhost' };
+    const token = await httpsJson(`${base}/oauth2/token`, 'POST', tls, {}, `grant_type=password&client_id=pigeon-app&username=alice&password=${PW}&device_id=burst-device-000001`);
+    headers = { Authorization: `Bearer ${token.access_token}`, 'X-Device-Id': 'burst-device-000001' };
+    await httpsJson(`${base}/v1/devices`, 'POST', tls, headers, '{}');
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  const run = (opts: Partial<autocannon.Options>) =>
+    autocannon({
+      url: `https://127.0.0.1:${server.port}/v1/folders/sync`,
+      headers,
+      connections: 8,
+      duration: 2,
+      // The dev certificate is self-signed; autocannon has no CA option, and this traffic never leaves loopback.
+      tlsOptions: { rejectUnauthorized: false },
+      ...opts,
+    } as autocannon.Options);
+
+  test('only 200 and 429 come back, and latency is back to normal right after', async () => {
+    const sustainable = 200; // PIGEON_DEVICE_RATE_LIMIT for this device
+    const calm = await run({ overallRate: sustainable / 2 });
+    const burst = await run({ overallRate: sustainable * 2 });
+    const after = await run({ overallRate: sustainable / 2 });
+    const statusCounts = (r: autocannon.Result) => r.statusCodeStats as unknown as Record<string, { count: number }>;
+    const codes = Object.keys(statusCounts(burst)).map(Number);
+    const summary = JSON.stringify({ calm: [statusCounts(calm), calm.latency.p50], burst: [statusCounts(burst), burst.errors, burst.timeouts], after: [statusCounts(after), after.latency.p50] });
+    expect({ codes, summary }).toEqual({ codes: codes.filter((c) => c === 200 || c === 429), summary });
+    expect(statusCounts(burst)['429']?.count ?? 0).toBeGreaterThan(0);
+    expect({ failures: burst.errors + burst.timeouts, summary }).toEqual({ failures: 0, summary });
+    expect({ after: Object.keys(statusCounts(after)), summary }).toEqual({ after: ['200'], summary });
+    // Recovery: the calm run after the burst is within a small factor of the calm run before it.
+    expect({ recovered: after.latency.p50 <= Math.max(20, calm.latency.p50 * 5), summary }).toEqual({ recovered: true, summary });
+  }, 30_000);
+});
+
+function httpsJson(url: string, method: string, tls: { ca: string; servername: string }, headers: Record<string, string>, body: string): Promise<Record<string, string>> {
+  return new Promise((resolve, reject) => {
+    const isForm = body.includes('=') && !body.startsWith('{');
+    const req = https.request(url, { method, ...tls, headers: { ...headers, 'Content-Type': isForm ? 'application/x-www-form-urlencoded' : 'application/json' } }, (res) => {
+      let text = '';
+      res.on('data', (c) => (text += c));
+      res.on('end', () => (res.statusCode! < 300 ? resolve(JSON.parse(text || '{}')) : reject(new Error(`${res.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
