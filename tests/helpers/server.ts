@@ -14,6 +14,8 @@ export const ROOT = path.resolve(__dirname, '../..');
 export interface RunningServer {
   proc: ChildProcess;
   port: number;
+  /** The LMTP listener's port (logged as `lmtp listening` before `ready`); undefined when LMTP is disabled. */
+  lmtpPort: number | undefined;
   dataDir: string;
   cert: string;
   logs: Array<Record<string, unknown>>;
@@ -37,6 +39,8 @@ export async function startServer(env: Record<string, string> = {}, timeoutMs = 
       PATH: process.env.PATH,
       HOME: process.env.HOME,
       PIGEON_PORT: '0',
+      // Parallel test servers must not race for the fixed default LMTP port.
+      PIGEON_LMTP_PORT: '0',
       PIGEON_HOST: '127.0.0.1',
       PIGEON_DATA_DIR: dataDir,
       PIGEON_DEMO: 'false',
@@ -82,6 +86,7 @@ export async function startServer(env: Record<string, string> = {}, timeoutMs = 
   return {
     proc,
     port,
+    lmtpPort: logs.find((l) => l.msg === 'lmtp listening')?.port as number | undefined,
     dataDir,
     cert,
     logs,
