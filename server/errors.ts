@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'conflict'
   | 'payloadTooLarge'
   | 'unsupportedMediaType'
+  | 'rangeNotSatisfiable'
   | 'rateLimited'
   | 'internal'
   | 'unavailable'
@@ -56,6 +57,7 @@ const TITLES: Record<ErrorCode, string> = {
   conflict: 'Conflict',
   payloadTooLarge: 'Payload too large',
   unsupportedMediaType: 'Unsupported media type',
+  rangeNotSatisfiable: 'Range not satisfiable',
   rateLimited: 'Too many requests',
   internal: 'Internal error',
   unavailable: 'Service unavailable',

@@ -13,8 +13,9 @@ import { idempotent, requestHash, IDEMPOTENCY_TTL_MS } from '../http/idempotency
 import { callingDevice } from '../devices/gate';
 import type { DeviceRecord, Store } from '../store/types';
 import type { MailService } from '../mail/service';
-import { DEFAULT_MAX_CHANGES, MAX_CHANGES, type createItemSync } from './itemSync';
+import { DEFAULT_MAX_CHANGES, MAX_CHANGES, pageJson, type createItemSync } from './itemSync';
 import type { createFolderSync } from './folderSync';
+import { readItem } from '../content/routes';
 
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 
@@ -124,11 +125,12 @@ export function syncRoutes(d: SyncRouteDeps): Router {
         bodyBytes: q.bodyBytes ?? 0,
       });
       d.onItemsSynced?.(device, folder.id, page.token); // in memory only: a sync still writes nothing
-      res.json(page);
+      res.type('json').send(pageJson(page)); // res.json(page) would serialise every entry a second time
     },
   });
 
   route(router, '/v1/items/:itemId', {
+    get: readItem(d.store),
     patch: [
       ...json,
       idem,

@@ -3,6 +3,8 @@
  * answers always agree field for field — the convergence invariant compares exactly these objects.
  */
 import type { Folder, Item } from '../store/types';
+import { sanitizeEmailHtml, sanitizedHtmlPrefix } from '../content/sanitize';
+import { htmlToPlain } from '../content/text';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -27,8 +29,15 @@ function common(item: Item) {
 export function itemView(item: Item): ItemView {
   switch (item.type) {
     case 'email':
+      // Spelled out, not `...common(item)`: V8 builds a spread followed by this many properties on a slow path,
+      // ~20× slower, and this runs for every item of every sync page (bench, scenario 2).
       return {
-        ...common(item),
+        id: item.id,
+        folderId: item.folderId,
+        type: item.type,
+        receivedAt: iso(item.receivedAt),
+        categories: item.categories,
+        changeKey: item.changeKey,
         conversationId: item.conversationId,
         internetMessageId: item.internetMessageId,
         subject: item.subject,
@@ -93,4 +102,27 @@ export function truncateUtf8(text: string, maxBytes: number): { content: string;
   // Step back over continuation bytes (10xxxxxx) so no character is split.
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
   return { content: bytes.subarray(0, end).toString('utf8'), truncated: true };
+}
+
+export type BodyType = 'text' | 'html';
+export interface ItemBody {
+  contentType: BodyType;
+  content: string;
+  truncated: boolean;
+}
+
+/**
+ * The body an app may show: HTML (sanitised, see server/content/sanitize.ts) when the message has HTML and the app
+ * does not prefer text, else the text part (derived from the HTML for an HTML-only message). With `maxBytes` the
+ * content is cut to at most that many bytes of UTF-8 — after sanitising, so what is cut is what is shown.
+ */
+export function emailBody(body: { text: string | null; html: string | null } | undefined, prefer?: BodyType, maxBytes?: number): ItemBody {
+  const html = body?.html ?? null;
+  if (html !== null && prefer !== 'text') {
+    if (maxBytes === undefined) return { contentType: 'html', content: sanitizeEmailHtml(html), truncated: false };
+    return { contentType: 'html', ...sanitizedHtmlPrefix(html, maxBytes) };
+  }
+  const text = body?.text ?? (html !== null ? htmlToPlain(html) : '');
+  if (maxBytes === undefined) return { contentType: 'text', content: text, truncated: false };
+  return { contentType: 'text', ...truncateUtf8(text, maxBytes) };
 }
