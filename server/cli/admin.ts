@@ -8,19 +8,32 @@
  *   list-users
  *   purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
  *   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
+ *   import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
  *   config-doc                                     (the config table as Markdown)
  *
  * A password not given with --password is read from PIGEON_ADMIN_PASSWORD or, failing that, from standard input,
  * so it need not appear in shell history.
+ *
+ * `import` goes through the same delivery path as LMTP (server/mail/import.ts). It runs in this process, not the
+ * server's, so devices connected to a running server get no push event for imported mail: they see it on their next
+ * sync (apps sync at start and on a timer). Exit status: 0 when every message was stored or was a duplicate, 1 when
+ * some failed (each is listed), 2 when the user or folder does not exist.
  */
+import fs from 'node:fs';
 import { parseArgs } from 'node:util';
-import { loadConfig, configMarkdown, ConfigError } from '../config';
+import { performance } from 'node:perf_hooks';
+import cliProgress from 'cli-progress';
+import { loadConfig, configMarkdown, ConfigError, type Config } from '../config';
 import { openSqliteStore } from '../store/sqlite';
 import { systemClock } from '../clock';
 import { createUserAdmin, UserAdminError } from '../admin/users';
 import { databaseFile } from '../paths';
 import { createDeviceService } from '../devices/service';
 import { DeviceSignals } from '../devices/signals';
+import { createDelivery } from '../mail/delivery';
+import { createImporter, emlDirectorySource, mboxFileSource, type ImportCounts, type ImportReport, type ImportTarget } from '../mail/import';
+import { MboxFormatError } from '../content/mbox';
+import type { Store } from '../store/types';
 
 const USAGE = `usage: npm run admin -- <command> [options]
 commands:
@@ -30,6 +43,8 @@ commands:
   list-users
   purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
+  import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
+                                                 (U: username, address or id; folder: inbox by default)
   config-doc`;
 
 async function readPassword(given: string | undefined): Promise<string> {
@@ -40,6 +55,94 @@ async function readPassword(given: string | undefined): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
+}
+
+/** Progress on stderr: a bar on a terminal, otherwise (a log, a pipe) a line every 1,000 messages. */
+function importProgress(total: number, unit: 'bytes' | 'messages') {
+  if (process.stderr.isTTY) {
+    const bar = new cliProgress.SingleBar(
+      { format: 'importing [{bar}] {percentage}% | {processed} messages: {stored} stored, {duplicates} duplicates, {failed} failed', stream: process.stderr },
+      cliProgress.Presets.shades_classic,
+    );
+    bar.start(Math.max(total, 1), 0, { processed: 0, stored: 0, duplicates: 0, failed: 0 });
+    return {
+      update: (c: ImportCounts, done: number) => bar.update(done, { ...c }),
+      stop: () => bar.stop(),
+    };
+  }
+  let reported = 0;
+  return {
+    update: (c: ImportCounts, done: number) => {
+      if (Math.floor(c.processed / 1000) <= reported) return;
+      reported = Math.floor(c.processed / 1000);
+      const share = unit === 'bytes' ? ` (${Math.floor((100 * done) / Math.max(total, 1))}% of the file)` : '';
+      process.stderr.write(`imported ${c.processed} messages${share}: ${c.stored} stored, ${c.duplicates} duplicates, ${c.failed} failed\n`);
+    },
+    stop: () => {},
+  };
+}
+
+async function importCommand(
+  store: Store,
+  config: Config,
+  args: { user?: string; mbox?: string; eml?: string; folder?: string },
+  out: (line: string) => void,
+): Promise<number> {
+  if (!args.user) throw new UserAdminError('--user is required');
+  if (Boolean(args.mbox) === Boolean(args.eml)) throw new UserAdminError('give exactly one of --mbox FILE and --eml DIR');
+  const from = (args.mbox ?? args.eml)!;
+  if (!fs.existsSync(from)) throw new UserAdminError(`${from}: no such ${args.mbox ? 'file' : 'directory'}`);
+  const user = store.users.byUsername(args.user) ?? store.users.byId(args.user) ?? store.users.byEmail(args.user)[0];
+  if (!user) {
+    process.stderr.write(`pigeon admin: no user ${JSON.stringify(args.user)} (give a username, an address or a user id)\n`);
+    return 2;
+  }
+  const delivery = createDelivery({
+    store,
+    clock: systemClock,
+    duplicateWindowSeconds: config.duplicateWindow,
+    threadSubjectWindowSeconds: config.threadSubjectWindow,
+  });
+  const importer = createImporter({ store, clock: systemClock, delivery, maxMessageBytes: config.maxMessageBytes });
+  let target: ImportTarget;
+  try {
+    target = importer.resolveTarget(user, args.folder);
+  } catch (err) {
+    process.stderr.write(`pigeon admin: ${(err as Error).message} (--folder ${args.folder}: a folder kind such as inbox or archive, or a folder id)\n`);
+    return 2;
+  }
+
+  let done = 0;
+  let progress: ReturnType<typeof importProgress>;
+  let source: AsyncIterable<Buffer>;
+  if (args.mbox) {
+    progress = importProgress(fs.statSync(args.mbox).size, 'bytes');
+    source = mboxFileSource(args.mbox, (bytes) => (done = bytes));
+  } else {
+    const eml = emlDirectorySource(args.eml!);
+    progress = importProgress(eml.count, 'messages');
+    source = eml.messages;
+  }
+  const started = performance.now();
+  let report: ImportReport;
+  try {
+    report = await importer.importAll(target, source, { onProgress: (c) => progress.update(c, args.mbox ? done : c.processed) });
+  } catch (err) {
+    if (!(err instanceof MboxFormatError)) throw err;
+    process.stderr.write(`pigeon admin: ${args.mbox}: ${err.message}\n`);
+    return 1;
+  } finally {
+    progress.stop();
+  }
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  const failures = report.failed.slice(0, 100).map((f) => `message #${f.index + 1} failed: ${f.reason}`);
+  if (report.failed.length > failures.length) failures.push(`... and ${report.failed.length - failures.length} more`);
+  failures.forEach(out);
+  out(
+    `imported into ${user.username}/${target.folder.displayName}: ${report.stored} stored, ${report.duplicates} duplicates, ` +
+      `${report.failed.length} failed (${report.stored + report.duplicates + report.failed.length} messages in ${seconds} s)`,
+  );
+  return report.failed.length ? 1 : 0;
 }
 
 export async function runAdmin(argv: string[], out: (line: string) => void): Promise<number> {
@@ -56,6 +159,10 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
       admin: { type: 'boolean', default: false },
       'display-name': { type: 'string' },
       email: { type: 'string' },
+      user: { type: 'string' },
+      mbox: { type: 'string' },
+      eml: { type: 'string' },
+      folder: { type: 'string' },
     },
     strict: true,
   });
@@ -113,6 +220,8 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         out(`mailbox of ${username} reset: every device resyncs from scratch on its next sync`);
         return 0;
       }
+      case 'import':
+        return await importCommand(store, config, { user: values.user, mbox: values.mbox, eml: values.eml, folder: values.folder }, out);
       case 'list-users': {
         for (const u of admin.list()) out(`${u.id}\t${u.username}\t${u.role}\t${u.email}\t${u.disabled ? 'disabled' : 'active'}`);
         return 0;

@@ -9,9 +9,42 @@
  * byte to one char and back: 8-bit bytes in a message pass through unchanged.
  */
 
+/** The input is not an mbox file (it does not start with a separator line). */
+export class MboxFormatError extends Error {}
+
 const SEPARATOR = /^From /;
 const QUOTED_FROM = /^>+From /;
 const NEEDS_QUOTING = /^>*From /;
+
+/**
+ * The line-by-line state of a reader: feed it the file's lines (without their line ending) and it hands back each
+ * message once the next separator (or the end) shows where it stops. Shared by the in-memory and the streaming reader
+ * so they split every file the same way.
+ */
+function mboxSplitter() {
+  let current: string[] | null = null;
+  const finish = (): Buffer | undefined => {
+    if (!current) return undefined;
+    const lines = current;
+    current = null;
+    // The writer ends every message with one empty line; it belongs to the file format, not to the message.
+    if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
+    return Buffer.from(lines.length ? lines.join('\r\n') + '\r\n' : '', 'latin1');
+  };
+  return {
+    line(line: string): Buffer | undefined {
+      if (SEPARATOR.test(line)) {
+        const done = finish();
+        current = [];
+        return done;
+      }
+      if (current) current.push(QUOTED_FROM.test(line) ? line.slice(1) : line);
+      else if (line.trim() !== '') throw new MboxFormatError('not an mbox file: the first non-empty line is not a "From " separator');
+      return undefined;
+    },
+    end: finish,
+  };
+}
 
 /**
  * Splits an mboxrd file into its raw messages (CRLF line endings, `>From ` un-quoted). Text before the first separator
@@ -24,26 +57,39 @@ export function mboxMessages(buf: Buffer): Buffer[] {
   if (lines.length > 0 && lines[lines.length - 1] === '') lines.pop();
 
   const messages: Buffer[] = [];
-  let current: string[] | null = null;
-  const flush = (): void => {
-    if (!current) return;
-    // The writer ends every message with one empty line; it belongs to the file format, not to the message.
-    if (current.length > 0 && current[current.length - 1] === '') current.pop();
-    messages.push(Buffer.from(current.length ? current.join('\r\n') + '\r\n' : '', 'latin1'));
-  };
-
+  const splitter = mboxSplitter();
   for (const line of lines) {
-    if (SEPARATOR.test(line)) {
-      flush();
-      current = [];
-    } else if (current) {
-      current.push(QUOTED_FROM.test(line) ? line.slice(1) : line);
-    } else if (line.trim() !== '') {
-      throw new Error('not an mbox file: the first non-empty line is not a "From " separator');
+    const message = splitter.line(line);
+    if (message) messages.push(message);
+  }
+  const last = splitter.end();
+  if (last) messages.push(last);
+  return messages;
+}
+
+/**
+ * The same split as `mboxMessages`, for files too big to hold in memory: reads the file in chunks (a read stream) and
+ * yields each message as soon as the next separator is seen, so memory is bounded by the largest message, not by the
+ * file. A chunk may end anywhere, even between a CR and its LF: only complete lines are handed on.
+ */
+export async function* mboxMessageStream(chunks: AsyncIterable<Buffer | string>): AsyncGenerator<Buffer> {
+  const splitter = mboxSplitter();
+  let partial = '';
+  for await (const chunk of chunks) {
+    const lines = (partial + (typeof chunk === 'string' ? chunk : chunk.toString('latin1'))).split('\n');
+    partial = lines.pop()!;
+    for (const line of lines) {
+      const message = splitter.line(line.endsWith('\r') ? line.slice(0, -1) : line);
+      if (message) yield message;
     }
   }
-  flush();
-  return messages;
+  // A last line without a newline is still a line (the in-memory reader sees it the same way).
+  if (partial !== '') {
+    const message = splitter.line(partial);
+    if (message) yield message;
+  }
+  const last = splitter.end();
+  if (last) yield last;
 }
 
 /**
