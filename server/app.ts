@@ -18,12 +18,20 @@ import { createDeviceService } from './devices/service';
 import { deviceGate } from './devices/gate';
 import { deviceRoutes } from './devices/routes';
 import { adminRoutes } from './admin/routes';
+import { adminMessageRoutes } from './admin/messages';
+import { createImporter } from './mail/import';
+import { createSearchService } from './search/service';
+import { searchRoutes } from './search/routes';
 import { createTokenCodec } from './sync/tokens';
 import { createItemSync } from './sync/itemSync';
 import { createFolderSync } from './sync/folderSync';
 import { createMailService } from './mail/service';
 import { createDelivery } from './mail/delivery';
+import { createRelay } from './send/relay';
+import { createSendService } from './send/service';
+import { sendRoutes } from './send/routes';
 import { syncRoutes } from './sync/routes';
+import { contentRoutes } from './content/routes';
 import { authRoutes } from './auth/routes';
 import { sessionRoutes } from './session/routes';
 import { opsRoutes } from './http/ops';
@@ -160,15 +168,25 @@ export function createApp(deps: AppDeps) {
     options: { maxChannelsPerUser: config.pushStreamsPerUser, ...deps.push },
   });
   app.use(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits, onItemsSynced: push.recordSync }));
+  app.use(contentRoutes({ store, log }));
   app.use(push.router);
+  app.use(searchRoutes(createSearchService({ store })));
+
+  // Sent mail: local recipients through `delivery`, remote ones into the outbox for the relay worker (main.ts
+  // starts it; tests run its passes by hand).
+  const relay = createRelay({ store, clock, delivery, log, config });
+  const send = createSendService({ store, clock, delivery, config, onQueued: relay.kick });
+  app.use(sendRoutes({ store, clock, send, maxMessageBytes: config.maxMessageBytes, maxJsonDepth: config.maxJsonDepth }));
 
   app.use('/admin', authenticate(store, accessTokens), requireAdmin);
   app.use(adminRoutes(store, devices, clock, limits));
+  const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
+  app.use(adminMessageRoutes({ store, clock, importer, maxMessageBytes: config.maxMessageBytes }));
 
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit };
+  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

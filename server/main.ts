@@ -15,6 +15,7 @@ import { systemClock } from './clock';
 import { databaseFile } from './paths';
 import { LAST_SEEN_FLUSH_MS } from './devices/service';
 import { seedDemo } from './demo/seed';
+import { startLmtp } from './lmtp/server';
 
 function walkthrough(base: string, certFile: string | undefined, demo: boolean): string {
   const cacert = certFile ? `--cacert ${path.relative(process.cwd(), certFile)} ` : '';
@@ -57,7 +58,7 @@ async function main(): Promise<void> {
   const keys = await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
-  const { app, devices, push, lag, deviceLimit } = createApp({ config, store, keys, clock: systemClock, log });
+  const { app, devices, push, lag, deviceLimit, delivery, relay } = createApp({ config, store, keys, clock: systemClock, log });
   // Buckets of devices that went quiet are forgotten, so the limiter's memory follows active devices only.
   const buckets = setInterval(() => deviceLimit.sweep(), 60_000);
   buckets.unref();
@@ -92,8 +93,13 @@ async function main(): Promise<void> {
     }
   }, config.historyPurgeInterval * 1000);
   history.unref();
+  // Before HTTPS, so the `ready` line means both listeners are up (tests read the LMTP port from the log).
+  const lmtp = config.lmtpEnabled ? await startLmtp({ config, delivery, clock: systemClock, log }) : undefined;
+  if (lmtp) log.info({ host: config.lmtpHost, port: lmtp.port }, 'lmtp listening');
   const https = await listenHttps(app, tls, config);
   const base = config.issuer || `https://${config.host}:${https.port}`;
+  // The relay worker starts once the server is up; its first pass sends what an earlier run left queued.
+  relay.start();
   log.info({ url: base, issuer: issuerOf(config), port: https.port, readyMs: Math.round(performance.now()) }, 'ready');
   process.stderr.write(`\n${walkthrough(base, config.tlsCert ? undefined : tls.certFile, config.demo)}\n\n`);
 
@@ -109,9 +115,14 @@ async function main(): Promise<void> {
     lag.stop();
     // Event streams and waiting pings never finish on their own: end them first (pings answer `{"changed":[]}`),
     // or the drain would wait the whole shutdown timeout for them.
+    // The relay takes no new entries; the one in flight finishes (or is aborted at the timeout) before the store closes.
+    const relayStopped = relay.stop(config.shutdownTimeout * 1000);
     const channels = push.close();
     if (channels) log.info({ channels }, 'push channels closed');
-    const { forced } = await https.drain(config.shutdownTimeout * 1000);
+    // LMTP deliveries under way commit and get their replies before the store closes.
+    const [{ forced }, lmtpClosed] = await Promise.all([https.drain(config.shutdownTimeout * 1000), lmtp?.close(config.shutdownTimeout * 1000)]);
+    if (lmtpClosed?.forced) log.warn('lmtp deliveries still running at the shutdown timeout');
+    await relayStopped;
     devices.flushLastSeen();
     store.close();
     log.info({ forced }, 'stopped');
