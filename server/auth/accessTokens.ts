@@ -2,6 +2,12 @@
  * Access tokens: JWTs signed with Ed25519. Verification pins everything a forger could choose — the algorithm
  * (`EdDSA` only: no `none`, no HMAC confusion), the key, `iss`, `aud`, the header `typ` (`at+jwt`, RFC 9068, so an
  * ID token or other JWT is not accepted), and requires `exp`.
+ *
+ * Verified tokens are remembered (a bounded map keyed by the exact token text): an app presents the same token on
+ * every call for an hour, and the Ed25519 check was the largest single cost of a sync poll (bench, scenario 1). What
+ * a cached token skips is only what cannot change for the same bytes — signature, header and the fixed claims; the
+ * time checks (`exp`, `iat`, `nbf`) run on every call against the clock, and everything the server can revoke
+ * (session version, disabled user, device binding and state) is checked by the callers per request as before.
  */
 import crypto from 'node:crypto';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
@@ -22,6 +28,7 @@ export interface AccessClaims {
   jti: string;
   iat: number;
   exp: number;
+  nbf?: number;
 }
 
 export interface AccessTokenOptions {
@@ -30,6 +37,8 @@ export interface AccessTokenOptions {
   issuer: string;
   audience: string;
   ttlSeconds: number;
+  /** Verified tokens remembered at most (oldest forgotten first); 0 turns the memory off. */
+  verifiedCacheSize?: number;
 }
 
 export class InvalidAccessToken extends Error {}
@@ -37,10 +46,36 @@ export class InvalidAccessToken extends Error {}
 /** Clock skew accepted between the issuer and this server, on `exp` and on `iat` (README, token section). */
 export const CLOCK_TOLERANCE_SECONDS = 5;
 
+/** About one hour of distinct tokens of a busy server; each entry is a token's text and its claims (~1 KB). */
+export const VERIFIED_CACHE_SIZE = 10_000;
+
+/** The checks that depend on the time, with jose's semantics (whole seconds, the same tolerance). */
+function checkTimes(claims: AccessClaims, nowMs: number): void {
+  const now = Math.floor(nowMs / 1000);
+  if (claims.exp <= now - CLOCK_TOLERANCE_SECONDS) throw new InvalidAccessToken('expired');
+  if (claims.nbf !== undefined && claims.nbf > now + CLOCK_TOLERANCE_SECONDS) throw new InvalidAccessToken('invalid');
+  // jose checks `exp` with the tolerance but never an `iat` from the future: a token "issued" later than now plus
+  // the same tolerance comes from a clock (or a forger) we should not trust.
+  if (claims.iat > nowMs / 1000 + CLOCK_TOLERANCE_SECONDS) throw new InvalidAccessToken('issued in the future');
+}
+
 export function createAccessTokens(opts: AccessTokenOptions) {
   const { keys, clock, issuer, audience, ttlSeconds } = opts;
+  const capacity = opts.verifiedCacheSize ?? VERIFIED_CACHE_SIZE;
+  const verified = new Map<string, Readonly<AccessClaims>>();
+  const stats = { hits: 0, misses: 0 };
+
+  function remember(token: string, claims: Readonly<AccessClaims>): void {
+    if (capacity <= 0) return;
+    // Insertion order is age: past capacity the oldest entry goes (a token in use is simply verified again).
+    if (verified.size >= capacity) verified.delete(verified.keys().next().value!);
+    verified.set(token, claims);
+  }
+
   return {
     ttlSeconds,
+    /** Cache hits and misses so far (tests, metrics). */
+    stats: () => ({ ...stats, size: verified.size }),
     async issue(claims: Omit<AccessClaims, 'jti' | 'iat' | 'exp'>): Promise<string> {
       const iat = Math.floor(clock.now() / 1000);
       const body: Record<string, unknown> = { tid: claims.tid, scope: claims.scope, sv: claims.sv, sid: claims.sid, role: claims.role };
@@ -55,7 +90,20 @@ export function createAccessTokens(opts: AccessTokenOptions) {
         .setExpirationTime(iat + ttlSeconds)
         .sign(keys.signingKey);
     },
-    async verify(token: string): Promise<AccessClaims> {
+    async verify(token: string): Promise<Readonly<AccessClaims>> {
+      const known = verified.get(token);
+      if (known) {
+        stats.hits++;
+        try {
+          checkTimes(known, clock.now());
+        } catch (err) {
+          verified.delete(token);
+          throw err;
+        }
+        return known;
+      }
+      stats.misses++;
+      let claims: Readonly<AccessClaims>;
       try {
         const { payload } = await jwtVerify(token, keys.publicKey, {
           algorithms: ['EdDSA'],
@@ -69,10 +117,8 @@ export function createAccessTokens(opts: AccessTokenOptions) {
         if (typeof payload.tid !== 'string' || typeof payload.sv !== 'number' || typeof payload.scope !== 'string') {
           throw new InvalidAccessToken('missing claims');
         }
-        // jose checks `exp` with the tolerance but never an `iat` from the future: a token "issued" later than now
-        // plus the same tolerance comes from a clock (or a forger) we should not trust.
-        if ((payload.iat as number) > clock.now() / 1000 + CLOCK_TOLERANCE_SECONDS) throw new InvalidAccessToken('issued in the future');
-        return payload as unknown as AccessClaims;
+        claims = Object.freeze(payload as unknown as AccessClaims);
+        checkTimes(claims, clock.now());
       } catch (err) {
         if (err instanceof InvalidAccessToken) throw err;
         if (err instanceof joseErrors.JOSEError || err instanceof TypeError) {
@@ -80,6 +126,8 @@ export function createAccessTokens(opts: AccessTokenOptions) {
         }
         throw err;
       }
+      remember(token, claims);
+      return claims;
     },
   };
 }

@@ -27,9 +27,19 @@ export function bearerToken(header: string | undefined): string | undefined {
   return m?.[1];
 }
 
+/**
+ * Whether the query string could name `access_token`: the name itself, or any percent-escape (which could spell it).
+ * req.query parses the query string on every read (Express 5), and sync tokens make it long: a poll's URL is
+ * checked as text and parsed only when it might matter.
+ */
+function mayCarryAccessToken(url: string): boolean {
+  const q = url.indexOf('?');
+  return q >= 0 && (url.includes('access_token', q) || url.includes('%', q));
+}
+
 export function authenticate(store: Store, accessTokens: AccessTokens): RequestHandler {
   return async (req, _res, next) => {
-    if (req.query && Object.prototype.hasOwnProperty.call(req.query, 'access_token')) {
+    if (mayCarryAccessToken(req.url) && req.query && Object.prototype.hasOwnProperty.call(req.query, 'access_token')) {
       throw errors.unauthorized('Access tokens are accepted only in the Authorization header.');
     }
     const header = req.headers.authorization;

@@ -69,15 +69,31 @@ export function resyncRequired(reason: 'tokenExpired' | 'mailboxReset' | 'device
   return new ApiError(410, 'resyncRequired', detail, { reason });
 }
 
-export function createTokenCodec(serverSecret: Buffer) {
+/** Token texts whose MAC was checked (or that this process made), remembered with their payloads. */
+export const CHECKED_TOKENS_REMEMBERED = 10_000;
+
+export function createTokenCodec(serverSecret: Buffer, remembered = CHECKED_TOKENS_REMEMBERED) {
   // A key of its own, so a sync token can never be confused with any other MAC the server makes.
   const key = crypto.createHmac('sha256', serverSecret).update('pigeon sync token key').digest();
   const mac = (text: string) => crypto.createHmac('sha256', key).update(text).digest().subarray(0, 16).toString('base64url');
+  // An app presents the same token on every poll until something changes, and the token a page carries is decoded
+  // again at once (push records how far the device synced). A text that carried a valid MAC once always will, so
+  // its payload is remembered (bounded, oldest first out) and the MAC and the JSON are not redone: a no-change poll
+  // then computes no HMAC but the new token's. Who may use the token is still checked on every call.
+  const checked = new Map<string, Readonly<SyncToken>>();
+  const remember = (text: string, token: SyncToken) => {
+    if (remembered <= 0) return;
+    if (checked.size >= remembered) checked.delete(checked.keys().next().value!);
+    checked.set(text, Object.freeze(token));
+  };
 
   return {
     encode(token: SyncToken): string {
-      const body = `${TOKEN_VERSION}.${Buffer.from(JSON.stringify(token)).toString('base64url')}`;
-      return `${body}.${mac(body)}`;
+      const json = JSON.stringify(token);
+      const body = `${TOKEN_VERSION}.${Buffer.from(json).toString('base64url')}`;
+      const text = `${body}.${mac(body)}`;
+      remember(text, JSON.parse(json) as SyncToken); // a copy: the caller's object stays the caller's
+      return text;
     },
 
     /** Throws 400 invalidToken for anything this server did not issue, or issued for another user, device or kind. */
@@ -86,18 +102,21 @@ export function createTokenCodec(serverSecret: Buffer) {
       kind: K,
       expect: { userId: string; deviceRecordId: string; deviceId: string; folderId?: string },
     ): Extract<SyncToken, { k: K }> {
-      const parts = text.split('.');
-      if (parts.length !== 3 || text.length > 2048) throw errors.invalidToken();
-      const [version, payload, sig] = parts as [string, string, string];
-      if (version !== TOKEN_VERSION) throw errors.invalidToken('This sync token is of a version this server does not issue.');
-      const expected = Buffer.from(mac(`${version}.${payload}`));
-      const given = Buffer.from(sig);
-      if (given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) throw errors.invalidToken();
-      let token: SyncToken;
-      try {
-        token = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8'));
-      } catch {
-        throw errors.invalidToken();
+      let token = checked.get(text) as SyncToken | undefined;
+      if (!token) {
+        const parts = text.split('.');
+        if (parts.length !== 3 || text.length > 2048) throw errors.invalidToken();
+        const [version, payload, sig] = parts as [string, string, string];
+        if (version !== TOKEN_VERSION) throw errors.invalidToken('This sync token is of a version this server does not issue.');
+        const expected = Buffer.from(mac(`${version}.${payload}`));
+        const given = Buffer.from(sig);
+        if (given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) throw errors.invalidToken();
+        try {
+          token = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as SyncToken;
+        } catch {
+          throw errors.invalidToken();
+        }
+        remember(text, token);
       }
       if (token.k !== kind) throw errors.invalidToken('This token belongs to another kind of sync.');
       if (token.u !== expect.userId || token.di !== expect.deviceId) {
@@ -108,6 +127,9 @@ export function createTokenCodec(serverSecret: Buffer) {
       if (token.k === 'i' && token.f !== expect.folderId) throw errors.invalidToken('This sync token belongs to another folder.');
       return token as Extract<SyncToken, { k: K }>;
     },
+
+    /** How many checked tokens are remembered (tests). */
+    rememberedCount: () => checked.size,
   };
 }
 

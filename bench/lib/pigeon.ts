@@ -1,0 +1,152 @@
+/**
+ * Pigeon as the benchmark runs it: the real server process (`server/main.ts` through tsx, as `npm start` does) on a
+ * data dir of the runner's choosing, real HTTPS with a development certificate, the real SQLite file.
+ *
+ * Its JSON log goes straight to a file: parsing a hundred thousand request lines in the runner would steal CPU
+ * from the server being measured (both share the machine). The runner only looks for the `ready` and
+ * `lmtp listening` lines.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { devCertificate, ROOT } from '../../tests/helpers/server';
+import type { Target } from './http';
+
+/**
+ * Settings that keep the measurement about the work itself: the per-device rate limit and the load shedder would
+ * answer 429/503 to a load generator hammering from one device (they are measured by the overload tests, not
+ * here); token-endpoint limits would stop the refresh scenario; the window trim runs after 1 s so scenario 4 can
+ * measure it without waiting a day. Everything else is the production default, log level included.
+ */
+export const BENCH_ENV: Record<string, string> = {
+  PIGEON_HOST: '127.0.0.1',
+  PIGEON_PORT: '0',
+  PIGEON_DEMO: 'false',
+  PIGEON_LOG_LEVEL: 'info',
+  PIGEON_DEVICE_RATE_LIMIT: '0',
+  PIGEON_SHED_LAG_MS: '0',
+  PIGEON_TOKEN_REQUESTS_PER_IP: '1000000',
+  PIGEON_LOGIN_FAILURES_PER_USER: '10000',
+  PIGEON_WINDOW_TRIM_AFTER: '1',
+  PIGEON_LMTP_PORT: '0',
+  PIGEON_ACCESS_TOKEN_TTL: '2h',
+};
+
+export interface Pigeon extends Target {
+  proc: ChildProcess;
+  dataDir: string;
+  logFile: string;
+  /** The LMTP port from the `lmtp listening` line, when the server has an LMTP listener. */
+  lmtpPort?: number;
+  /** The server's own figure: milliseconds from process start to `ready` (performance.now() in the process). */
+  readyMs: number;
+  /** Milliseconds from spawn to the runner seeing `ready`. */
+  wallReadyMs: number;
+  certFile: string;
+  keyFile: string;
+  stop(): Promise<void>;
+}
+
+interface LogLine {
+  msg?: string;
+  port?: number;
+  readyMs?: number;
+}
+
+/** Lines of interest from the log file, read from `offset` on. */
+function scan(file: string, from: number): { lines: LogLine[]; offset: number } {
+  const fd = fs.openSync(file, 'r');
+  try {
+    const size = fs.fstatSync(fd).size;
+    if (size <= from) return { lines: [], offset: from };
+    const buf = Buffer.alloc(size - from);
+    fs.readSync(fd, buf, 0, buf.length, from);
+    const text = buf.toString('utf8');
+    const end = text.lastIndexOf('\n') + 1; // a line still being written is read next time
+    const lines: LogLine[] = [];
+    for (const line of text.slice(0, end).split('\n')) {
+      if (!line.includes('"ready"') && !line.includes('lmtp listening')) continue;
+      try {
+        lines.push(JSON.parse(line) as LogLine);
+      } catch {
+        /* not a log line */
+      }
+    }
+    return { lines, offset: from + Buffer.byteLength(text.slice(0, end)) };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+export async function startPigeon(dataDir: string, opts: { env?: Record<string, string>; timeoutMs?: number; cpuProfDir?: string } = {}): Promise<Pigeon> {
+  const { certFile, keyFile, cert } = await devCertificate(dataDir);
+  const logFile = path.join(dataDir, `pigeon-${Date.now()}.log`);
+  const out = fs.openSync(logFile, 'a');
+  const execArgv = opts.cpuProfDir ? [`--cpu-prof`, `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
+  const t0 = performance.now();
+  const proc = spawn(process.execPath, [...execArgv, '--import', 'tsx', 'server/main.ts'], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env },
+    stdio: ['ignore', out, out],
+  });
+  fs.closeSync(out);
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  let exitCode: number | null | undefined;
+  void exited.then((c) => (exitCode = c));
+
+  const deadline = t0 + (opts.timeoutMs ?? 120_000);
+  let offset = 0;
+  let lmtpPort: number | undefined;
+  let ready: LogLine | undefined;
+  while (!ready) {
+    if (exitCode !== undefined) throw new Error(`pigeon exited with ${exitCode} before ready:\n${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
+    if (performance.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`pigeon not ready in ${opts.timeoutMs ?? 120_000} ms`);
+    }
+    const r = scan(logFile, offset);
+    offset = r.offset;
+    for (const line of r.lines) {
+      if (line.msg === 'lmtp listening' && typeof line.port === 'number') lmtpPort = line.port;
+      if (line.msg === 'ready') ready = line;
+    }
+    if (!ready) await new Promise((res) => setTimeout(res, 5));
+  }
+  const wallReadyMs = performance.now() - t0;
+
+  return {
+    proc,
+    pid: proc.pid,
+    port: ready.port!,
+    cert,
+    certFile,
+    keyFile,
+    dataDir,
+    logFile,
+    lmtpPort,
+    readyMs: ready.readyMs ?? wallReadyMs,
+    wallReadyMs,
+    async stop() {
+      if (exitCode === undefined) {
+        proc.kill('SIGTERM');
+        const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
+        await exited;
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+/** CPU time (user + system) a process has used so far, in milliseconds. */
+export function cpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the command name may contain spaces
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime in USER_HZ (100 on Linux)
+}
+
+/** Resident set size of a process, in MiB (VmRSS: what the operator's machine actually holds for it). */
+export function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}

@@ -1,0 +1,206 @@
+/**
+ * Scenario 7: push. The server's RSS with 5,000 idle event streams (2,500 users × 2 devices), and delivery → event
+ * latency: messages delivered over LMTP to 100 of those users at 50 messages/s, timed from the start of the LMTP
+ * transaction to the `changed` event arriving on the user's stream. The latency includes the production coalescing
+ * window, because that is what an app sees.
+ *
+ * The ceiling holds the same number of streams open with Pigeon's exact response head, and writes Pigeon's exact
+ * event bytes to a user's stream the moment its LMTP sink has read a message for that user.
+ *
+ * The world (users, devices, tokens) is made in the store before start-up; access tokens are minted with the
+ * server's own key, so no 2,500 password grants are needed.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import nodemailer from 'nodemailer';
+import { openSqliteStore } from '../../server/store/sqlite';
+import { loadConfig } from '../../server/config';
+import { loadKeys } from '../../server/auth/keys';
+import { createAccessTokens } from '../../server/auth/accessTokens';
+import { systemClock } from '../../server/clock';
+import { startCeiling } from '../lib/ceiling';
+import type { BenchContext, Figure } from '../lib/figure';
+import type { Recorded, Target } from '../lib/http';
+import { rssMiB, startPigeon } from '../lib/pigeon';
+import { latencySummary, roundSummary } from '../lib/stats';
+import { message } from './ingest';
+
+const ISSUER = 'https://pigeon-bench.invalid';
+const CHANGERS = 100;
+const RATE = 50;
+const DESCRIPTION = { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface BenchUser {
+  key: string; // u<i>: the local part of the address, and the stream key the ceiling routes by
+  token: string;
+  devices: [string, string];
+}
+
+async function world(dataDir: string, users: number): Promise<BenchUser[]> {
+  const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
+  const now = Date.now();
+  const seeded: Array<{ id: string; tenantId: string; sv: number; key: string; devices: [string, string] }> = [];
+  store.transaction(() => {
+    const tenant = store.tenants.create('Bench', now);
+    for (let i = 0; i < users; i++) {
+      const user = store.users.create({ tenantId: tenant.id, username: `u${i}`, email: `u${i}@bench.example`, displayName: `U${i}`, role: 'user', passwordHash: null }, now);
+      store.mailboxes.create(user.id, now);
+      const devices = [0, 1].map((d) => store.devices.create(user.id, `bench-u${i}-d${d}-0123456789`, DESCRIPTION, now).deviceId) as [string, string];
+      seeded.push({ id: user.id, tenantId: tenant.id, sv: user.sessionVersion, key: `u${i}`, devices });
+    }
+  });
+  store.close();
+  const keys = await loadKeys(loadConfig({ PIGEON_DATA_DIR: dataDir }));
+  const tokens = createAccessTokens({ keys, clock: systemClock, issuer: ISSUER, audience: 'pigeon-api', ttlSeconds: 7200 });
+  return Promise.all(
+    seeded.map(async (u) => ({
+      key: u.key,
+      devices: u.devices,
+      token: await tokens.issue({ sub: u.id, tid: u.tenantId, scope: 'mail', sv: u.sv, sid: crypto.randomUUID(), role: 'user' }),
+    })),
+  );
+}
+
+interface Stream {
+  key: string;
+  onEvent?: (at: number, chunk: string) => void;
+  head?: Recorded;
+}
+
+function openStream(target: Target, u: BenchUser, device: 0 | 1): Promise<Stream> {
+  return new Promise((resolve, reject) => {
+    const s: Stream = { key: u.key };
+    const req = https.get(
+      {
+        host: '127.0.0.1', port: target.port, path: '/v1/events', ca: target.cert, servername: 'localhost', agent: false,
+        headers: { authorization: `Bearer ${u.token}`, 'x-device-id': u.devices[device], 'x-bench-stream': u.key },
+      },
+      (res) => {
+        if (res.statusCode !== 200) return reject(new Error(`event stream: ${res.statusCode}`));
+        res.setEncoding('utf8');
+        let first = true;
+        res.on('data', (chunk: string) => {
+          if (first) {
+            // The response head and first bytes, for the ceiling to send exactly the same.
+            const headers: Array<[string, string]> = [];
+            for (let i = 0; i < res.rawHeaders.length; i += 2) {
+              if (!['date', 'connection', 'keep-alive', 'transfer-encoding'].includes(res.rawHeaders[i]!.toLowerCase())) headers.push([res.rawHeaders[i]!, res.rawHeaders[i + 1]!]);
+            }
+            s.head = { status: 200, headers, body: Buffer.from(chunk), ms: 0 };
+            first = false;
+            resolve(s);
+          }
+          if (s.onEvent && chunk.includes('event: changed')) s.onEvent(performance.now(), chunk);
+        });
+      },
+    );
+    req.once('error', reject);
+  });
+}
+
+async function openAll(target: Target, users: BenchUser[]): Promise<Stream[]> {
+  const want: Array<[BenchUser, 0 | 1]> = [...users.map((u) => [u, 0] as [BenchUser, 0]), ...users.map((u) => [u, 1] as [BenchUser, 1])];
+  const streams: Stream[] = [];
+  for (let i = 0; i < want.length; i += 50) streams.push(...(await Promise.all(want.slice(i, i + 50).map(([u, d]) => openStream(target, u, d)))));
+  return streams;
+}
+
+/** Delivers to the changers at RATE per second for `seconds`; each delivery's time until its user's event. */
+async function latencies(lmtpPort: number, streams: Stream[], seconds: number): Promise<{ ms: number[]; missed: number; failed: number; event?: string }> {
+  const ms: number[] = [];
+  const waiting = new Map<string, number[]>();
+  let event: string | undefined;
+  for (const s of streams.slice(0, CHANGERS)) {
+    s.onEvent = (at, chunk) => {
+      event ??= chunk;
+      for (const sent of waiting.get(s.key) ?? []) ms.push(at - sent);
+      waiting.set(s.key, []);
+    };
+  }
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: lmtpPort, lmtp: true, pool: true, maxConnections: 4, maxMessages: Infinity, ignoreTLS: true, secure: false });
+  const sends: Array<Promise<boolean>> = [];
+  const start = performance.now();
+  for (let k = 0; k < RATE * seconds; k++) {
+    const wait = start + (k * 1000) / RATE - performance.now();
+    if (wait > 0) await sleep(wait);
+    const key = streams[k % CHANGERS]!.key;
+    const to = `${key}@bench.example`;
+    waiting.set(key, [...(waiting.get(key) ?? []), performance.now()]);
+    sends.push(transport.sendMail({ envelope: { from: 'sender@example.org', to: [to] }, raw: message(to, k) }).then((i) => i.accepted.length === 1, () => false));
+  }
+  const failed = (await Promise.all(sends)).filter((ok) => !ok).length;
+  await sleep(2_500); // the last coalescing windows close
+  transport.close();
+  for (const s of streams) s.onEvent = undefined;
+  return { ms, missed: [...waiting.values()].reduce((a, w) => a + w.length, 0), failed, event };
+}
+
+export async function pushFigures(ctx: BenchContext): Promise<Figure[]> {
+  const users = ctx.quick ? 500 : 2500;
+  const seconds = ctx.quick ? 8 : 20;
+  const rss: Figure = { id: 'push.rss', scenario: 7, label: `RSS with ${(users * 2).toLocaleString('en')} idle event streams`, unit: 'MiB', better: 'lower' };
+  const latency: Figure = { id: 'push.latency', scenario: 7, label: 'delivery → event latency (LMTP, 50 msg/s)', unit: 'ms', better: 'lower' };
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pigeon-bench-push-'));
+  try {
+    ctx.log(`  push world: ${users.toLocaleString('en')} users × 2 devices ...`);
+    const people = await world(dataDir, users);
+    const pigeon = await startPigeon(dataDir, { env: { PIGEON_ISSUER: ISSUER }, cpuProfDir: ctx.cpuProfDir });
+    let streams: Stream[] = [];
+    let pigeonEvent: string | undefined;
+    let pigeonLatency: Awaited<ReturnType<typeof latencies>> | undefined;
+    let pigeonRss: { idle: number; open: number };
+    try {
+      await sleep(2_000);
+      const idle = rssMiB(pigeon.proc.pid!);
+      const t0 = performance.now();
+      streams = await openAll(pigeon, people);
+      ctx.log(`  ${streams.length} streams open on pigeon in ${Math.round(performance.now() - t0)} ms`);
+      await sleep(3_000);
+      pigeonRss = { idle, open: rssMiB(pigeon.proc.pid!) };
+      if (pigeon.lmtpPort) {
+        pigeonLatency = await latencies(pigeon.lmtpPort, streams, seconds);
+        pigeonEvent = pigeonLatency.event;
+      }
+    } finally {
+      await pigeon.stop(); // its drain ends every stream
+    }
+
+    const ceiling = await startCeiling(pigeon);
+    try {
+      await ceiling.replay({ method: 'GET', path: '/v1/events', headers: {} }, streams[0]!.head!, { stream: true });
+      if (pigeonEvent) await ceiling.setEvent(pigeonEvent);
+      await sleep(1_000);
+      const idle = rssMiB(ceiling.proc.pid!);
+      const open = await openAll(ceiling, people);
+      await sleep(3_000);
+      const ceilingRss = { idle, open: rssMiB(ceiling.proc.pid!) };
+      rss.pigeon = roundSummary([pigeonRss.open]);
+      rss.ceiling = roundSummary([ceilingRss.open]);
+      rss.ratio = pigeonRss.open / ceilingRss.open;
+      const perStream = (r: { idle: number; open: number }) => Math.round(((r.open - r.idle) * 1024) / (users * 2));
+      rss.notes = { pigeonIdleMiB: Math.round(pigeonRss.idle), ceilingIdleMiB: Math.round(ceilingRss.idle), pigeonKiBPerStream: perStream(pigeonRss), ceilingKiBPerStream: perStream(ceilingRss) };
+
+      if (!pigeonLatency) {
+        latency.skipped = 'not available: the server logged no LMTP port';
+      } else {
+        if (pigeonLatency.failed || pigeonLatency.missed) throw new Error(`push: ${pigeonLatency.failed} deliveries failed, ${pigeonLatency.missed} got no event`);
+        const c = await latencies(ceiling.lmtpPort, open, seconds);
+        if (c.failed || c.missed) throw new Error(`push ceiling: ${c.failed} deliveries failed, ${c.missed} got no event`);
+        latency.pigeon = latencySummary([pigeonLatency.ms]);
+        latency.ceiling = latencySummary([c.ms]);
+        latency.ratio = latency.pigeon.median / latency.ceiling.median;
+        latency.notes = { deliveries: RATE * seconds, coalescingWindowMs: 1000 };
+      }
+    } finally {
+      await ceiling.stop();
+    }
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+  return [rss, latency];
+}
