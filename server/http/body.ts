@@ -35,6 +35,54 @@ function hasLoneSurrogateEscape(text: string): boolean {
   return false;
 }
 
+/**
+ * Whether some object names a member twice. RFC 8259 leaves the meaning of `{"a":1,"a":2}` to the parser (I-JSON
+ * forbids it), so one component could validate the first value while another uses the last: refused instead.
+ * Runs on text that may not be JSON at all; JSON.parse reports that afterwards.
+ */
+export function hasDuplicateKey(text: string): boolean {
+  const open: Array<Set<string> | null> = []; // one entry per open bracket: an object's names so far, or null for an array
+  let expectName = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 34 /* " */) {
+      const start = i;
+      // Skip to the closing quote: one not preceded by an odd run of backslashes.
+      for (;;) {
+        i = text.indexOf('"', i + 1);
+        if (i < 0) return false;
+        let slashes = 0;
+        while (text.charCodeAt(i - 1 - slashes) === 92) slashes++;
+        if (slashes % 2 === 0) break;
+      }
+      const names = open[open.length - 1];
+      if (expectName && names) {
+        let name: string;
+        try {
+          name = JSON.parse(text.slice(start, i + 1)) as string; // `"a"` and `"\u0061"` are the same name
+        } catch {
+          return false;
+        }
+        if (names.has(name)) return true;
+        names.add(name);
+      }
+      expectName = false;
+    } else if (c === 123 /* { */) {
+      open.push(new Set());
+      expectName = true;
+    } else if (c === 91 /* [ */) {
+      open.push(null);
+      expectName = false;
+    } else if (c === 125 /* } */ || c === 93 /* ] */) {
+      open.pop();
+      expectName = false;
+    } else if (c === 44 /* , */) {
+      expectName = open[open.length - 1] instanceof Set;
+    }
+  }
+  return false;
+}
+
 /** Checks the raw bytes; throws a typed 400 so the one error handler answers. */
 export function checkJsonText(buf: Buffer, maxDepth: number): void {
   let text: string;
@@ -45,6 +93,7 @@ export function checkJsonText(buf: Buffer, maxDepth: number): void {
   }
   if (hasLoneSurrogateEscape(text)) throw errors.invalidRequest('The request body contains an unpaired surrogate.');
   if (jsonDepth(text) > maxDepth) throw errors.invalidRequest(`The request body is nested deeper than ${maxDepth} levels.`);
+  if (hasDuplicateKey(text)) throw errors.invalidRequest('The request body names a member twice in one object.');
 }
 
 function hasBody(req: express.Request): boolean {

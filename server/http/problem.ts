@@ -25,6 +25,10 @@ function fromBodyParser(err: { type?: string; limit?: number; status?: number })
     case 'parameters.too.many':
       return errors.invalidRequest('The request body could not be read.');
     default:
+      // Client errors of express's own layers that carry no `type`: the router's URIError for a path segment whose
+      // percent-escapes are not UTF-8, and body-parser's for a gzip or deflate body that does not inflate.
+      if (err instanceof URIError && err.status === 400) return errors.invalidRequest('The request path has a percent-escape that is not valid UTF-8.');
+      if (err.status === 400) return errors.invalidRequest('The request could not be read.');
       return undefined;
   }
 }

@@ -1,0 +1,825 @@
+/**
+ * Security cases derived from schema/openapi.yaml, so a newly documented route is covered without anyone
+ * remembering to add it:
+ * - `specOperations()` — every operation with its path, query and header parameters and request body schema;
+ * - the id table — which parameter or body member of which operation carries which kind of id. It is the one thing
+ *   the document cannot say; `unclassifiedSlots()` names every parameter or id-like member it does not classify
+ *   (tests/security/bola.test.ts fails on any), so a future id-taking route cannot silently escape the isolation
+ *   property;
+ * - `validBody()` — a request body each operation accepts, with its ids taken from a resolver (so a test can swap
+ *   exactly one of them for a foreign one);
+ * - `hostileCases()` — the hostile-input corpus, per operation;
+ * - `shapedValue()` — fast-check arbitraries for values shaped like a schema but often wrong;
+ * - `buildWorld()` — the fixtures the cases run against: users in two tenants, each with a registered device,
+ *   folders, mail with attachments and sync tokens, and an administrator per tenant with an access rule.
+ */
+import fc from 'fast-check';
+import { HTTP_METHODS, loadSpec, pointer, resolvePointer } from './openapi';
+import type { TestContext } from './testApp';
+
+// The document is a free-form JSON tree here.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Json = any;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Operations
+
+export interface QueryParam {
+  name: string;
+  required: boolean;
+  schema: Json;
+}
+
+export interface SpecOperation {
+  /** `POST /v1/items/{itemId}/move` */
+  key: string;
+  method: string;
+  path: string;
+  /** `public`: no token; `user`: a user's token (and a registered device under /v1/); `admin`: an admin's token. */
+  access: 'public' | 'user' | 'admin';
+  pathParams: string[];
+  query: QueryParam[];
+  headers: string[];
+  body?: { mediaType: string; schemaPtr: string; schema: Json };
+}
+
+const deref = (doc: Json, node: Json): Json => {
+  while (node && typeof node.$ref === 'string') node = resolvePointer(doc, decodeURIComponent(node.$ref.slice(1)));
+  return node;
+};
+
+/** A schema with its `$ref`s followed at the top level (nested ones stay). */
+export function resolveSchema(schema: Json): Json {
+  const doc = loadSpec();
+  let s = schema;
+  // A $ref with siblings (`{$ref, maxLength}`) narrows the target: merge them.
+  while (s && typeof s.$ref === 'string') {
+    const { $ref, ...rest } = s;
+    s = { ...resolvePointer(doc, decodeURIComponent(($ref as string).slice(1))), ...rest };
+  }
+  return s;
+}
+
+let operationsCache: SpecOperation[] | undefined;
+
+export function specOperations(): SpecOperation[] {
+  if (operationsCache) return operationsCache;
+  const doc = loadSpec();
+  const out: SpecOperation[] = [];
+  for (const [path, item] of Object.entries<Json>(doc.paths)) {
+    for (const method of HTTP_METHODS) {
+      const op = item[method];
+      if (!op) continue;
+      const params = [...(item.parameters ?? []), ...(op.parameters ?? [])].map((p: Json) => deref(doc, p));
+      const security = op.security ?? doc.security;
+      let body: SpecOperation['body'];
+      if (op.requestBody) {
+        const rb = deref(doc, op.requestBody);
+        const [mediaType] = Object.keys(rb.content);
+        // Pointer to the schema inside the document, so Ajv resolves its $refs like any OpenAPI tool.
+        const rbPtr = op.requestBody.$ref ? decodeURIComponent(op.requestBody.$ref.slice(1)) : pointer('paths', path, method, 'requestBody');
+        body = { mediaType: mediaType!, schemaPtr: `${rbPtr}${pointer('content', mediaType!, 'schema')}`, schema: rb.content[mediaType!].schema };
+      }
+      out.push({
+        key: `${method.toUpperCase()} ${path}`,
+        method,
+        path,
+        access: Array.isArray(security) && security.length === 0 ? 'public' : path.startsWith('/admin/') ? 'admin' : 'user',
+        pathParams: params.filter((p: Json) => p.in === 'path').map((p: Json) => p.name),
+        query: params.filter((p: Json) => p.in === 'query').map((p: Json) => ({ name: p.name, required: !!p.required, schema: resolveSchema(p.schema) })),
+        headers: params.filter((p: Json) => p.in === 'header').map((p: Json) => p.name),
+        body,
+      });
+    }
+  }
+  operationsCache = out;
+  return out;
+}
+
+/** Operations that answer with a stream that stays open (never sent by the generic cases with valid credentials). */
+export const STREAMING = new Set(['GET /v1/events']);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The id table
+
+export type IdKind =
+  | 'folder'
+  | 'item'
+  /** the app-chosen `X-Device-Id` string */
+  | 'deviceId'
+  /** the server's device record id (the admin API's) */
+  | 'deviceRecord'
+  | 'rule'
+  /** a user id (the admin inventory filter also takes a username) */
+  | 'user'
+  | 'folderSyncToken'
+  | 'itemSyncToken';
+
+/** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
+export interface NotAnId {
+  notAnId: string;
+  value?: string;
+}
+export type Slot = IdKind | NotAnId;
+
+/**
+ * Per operation: `path:<name>`, `query:<name>`, `header:<name>` and `body:<dotted path>` (`*` for array items).
+ * Only the id-taking ones appear here; see NOT_ID_* below for the rest.
+ */
+export const ID_SLOTS: Record<string, Record<string, Slot>> = {
+  'DELETE /v1/devices/{deviceId}': { 'path:deviceId': 'deviceId' },
+  'GET /v1/folders/sync': { 'query:token': 'folderSyncToken' },
+  'POST /v1/folders': { 'body:parentId': 'folder' },
+  'PATCH /v1/folders/{folderId}': { 'path:folderId': 'folder', 'body:parentId': 'folder' },
+  'DELETE /v1/folders/{folderId}': { 'path:folderId': 'folder' },
+  'GET /v1/folders/{folderId}/items/sync': { 'path:folderId': 'folder', 'query:token': 'itemSyncToken' },
+  'GET /v1/items/{itemId}': { 'path:itemId': 'item' },
+  'PATCH /v1/items/{itemId}': { 'path:itemId': 'item' },
+  'DELETE /v1/items/{itemId}': { 'path:itemId': 'item' },
+  'POST /v1/items/{itemId}/move': { 'path:itemId': 'item', 'body:destinationFolderId': 'folder' },
+  'GET /v1/items/{itemId}/attachments/{attachmentId}': {
+    'path:itemId': 'item',
+    // Attachment ids number an item's parts (att1, att2...): the item id in the path is what names the owner.
+    'path:attachmentId': { notAnId: 'a part number within the item of the path', value: 'att1' },
+  },
+  'GET /v1/items/{itemId}/mime': { 'path:itemId': 'item' },
+  'POST /v1/batch': { 'body:operations.*.id': 'item', 'body:operations.*.destinationFolderId': 'folder' },
+  'POST /v1/messages/send': { 'body:inReplyTo': 'item' },
+  'POST /v1/ping': { 'body:folderIds.*': 'folder' },
+  'GET /v1/search': { 'query:folderId': 'folder' },
+  'GET /admin/v1/devices': { 'query:user': 'user' },
+  'GET /admin/v1/devices/{id}': { 'path:id': 'deviceRecord' },
+  'DELETE /admin/v1/devices/{id}': { 'path:id': 'deviceRecord' },
+  'POST /admin/v1/devices/{id}/{action}': {
+    'path:id': 'deviceRecord',
+    'path:action': { notAnId: 'one of the fixed device actions', value: 'allow' },
+  },
+  'GET /admin/v1/device-access-rules/{id}': { 'path:id': 'rule' },
+  'PUT /admin/v1/device-access-rules/{id}': { 'path:id': 'rule' },
+  'DELETE /admin/v1/device-access-rules/{id}': { 'path:id': 'rule' },
+  'POST /admin/v1/users/{id}/messages': { 'path:id': 'user', 'query:folderId': 'folder' },
+};
+
+/** Every `/v1` operation takes the calling device's id in this header. */
+export const DEVICE_HEADER = 'X-Device-Id';
+
+/** Query parameters that are not ids, by name (any operation). */
+export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bodyType', 'permanent', 'inline', 'q', 'limit', 'clientType', 'deviceModel', 'accessState', 'before']);
+
+/** Header parameters whose name ends in "id" but that name nothing another user owns. */
+export const NOT_ID_HEADERS: Record<string, string> = {
+  'X-Request-Id': "the caller's own correlation id, echoed back",
+  'Last-Event-ID': "a change counter of the caller's own mailbox",
+};
+
+/** Body members that look like ids but are not resource ids, by dotted path (any operation). */
+export const NOT_ID_BODY: Record<string, string> = {
+  'operations.*.opId': 'chosen by the app to make a batch operation idempotent',
+  'attachments.*.contentId': 'the MIME Content-ID the sender gives an inline image',
+  client_id: 'the OAuth client, not a user resource',
+  device_id: "binds the caller's own sign-in to its device id (device ids are per user)",
+  refresh_token: "the caller's own credential",
+  token: "the caller's own credential (revocation)",
+  token_type_hint: 'an enum',
+};
+
+const ID_LIKE = /(^id$|Id$|Ids$|_id$|^inReplyTo$|token)/;
+
+/** Every member path of a schema (`a.b`, `list.*.c`), through $ref, allOf/oneOf/anyOf and array items. */
+export function memberPaths(schema: Json, prefix = '', depth = 0): string[] {
+  const s = resolveSchema(schema);
+  if (!s || typeof s !== 'object' || depth > 8) return [];
+  const out: string[] = [];
+  for (const branch of [...(s.allOf ?? []), ...(s.oneOf ?? []), ...(s.anyOf ?? [])]) out.push(...memberPaths(branch, prefix, depth + 1));
+  for (const [name, sub] of Object.entries<Json>(s.properties ?? {})) {
+    const p = prefix ? `${prefix}.${name}` : name;
+    out.push(p, ...memberPaths(sub, p, depth + 1));
+  }
+  if (s.items) out.push(...memberPaths(s.items, prefix ? `${prefix}.*` : '*', depth + 1).concat(prefix ? [`${prefix}.*`] : []));
+  return [...new Set(out)];
+}
+
+/** The id-like slots of an operation the table does not classify (empty when it is complete). */
+export function unclassifiedSlots(op: SpecOperation): string[] {
+  const known = ID_SLOTS[op.key] ?? {};
+  const missing: string[] = [];
+  for (const p of op.pathParams) if (!known[`path:${p}`]) missing.push(`path:${p}`);
+  for (const q of op.query) if (!known[`query:${q.name}`] && !NOT_ID_QUERY.has(q.name)) missing.push(`query:${q.name}`);
+  for (const h of op.headers) {
+    if (/id$/i.test(h) && h !== DEVICE_HEADER && !NOT_ID_HEADERS[h] && !known[`header:${h}`]) missing.push(`header:${h}`);
+  }
+  if (op.body) {
+    for (const m of memberPaths(op.body.schema).filter((x) => !x.endsWith('.*'))) {
+      const last = m.split('.').filter((x) => x !== '*').pop() ?? m;
+      const idLike = ID_LIKE.test(last);
+      // An array of ids is classified by its items (`folderIds.*`).
+      if (idLike && !known[`body:${m}`] && !known[`body:${m}.*`] && !NOT_ID_BODY[m]) missing.push(`body:${m}`);
+    }
+  }
+  return missing;
+}
+
+/** Table entries that name an operation or slot the document no longer has (a stale table hides nothing, but lies). */
+export function staleSlots(): string[] {
+  const ops = new Map(specOperations().map((o) => [o.key, o]));
+  const stale: string[] = [];
+  for (const [key, slots] of Object.entries(ID_SLOTS)) {
+    const op = ops.get(key);
+    if (!op) {
+      stale.push(key);
+      continue;
+    }
+    const members = op.body ? memberPaths(op.body.schema) : [];
+    for (const slot of Object.keys(slots)) {
+      const [where, name] = [slot.slice(0, slot.indexOf(':')), slot.slice(slot.indexOf(':') + 1)];
+      const present =
+        where === 'path' ? op.pathParams.includes(name) : where === 'query' ? op.query.some((q) => q.name === name) : where === 'header' ? op.headers.includes(name) : members.includes(name);
+      if (!present) stale.push(`${key} ${slot}`);
+    }
+  }
+  return stale;
+}
+
+/** Every (operation, id slot) pair: the placements of the isolation property. */
+export function idPlacements(): Array<{ op: SpecOperation; slot: string; kind: IdKind }> {
+  const out: Array<{ op: SpecOperation; slot: string; kind: IdKind }> = [];
+  for (const op of specOperations()) {
+    for (const [slot, kind] of Object.entries(ID_SLOTS[op.key] ?? {})) if (typeof kind === 'string') out.push({ op, slot, kind });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Requests built from an operation
+
+/** Gives the id of a kind for a slot; a test swaps one slot's answer for a foreign id. */
+export type IdResolver = (kind: IdKind, slot: string) => string;
+
+export function fillPath(op: SpecOperation, id: IdResolver, override: Record<string, string> = {}): string {
+  return op.path.replace(/\{([^}]+)\}/g, (_m, name: string) => {
+    if (override[name] !== undefined) return override[name]!;
+    const slot = ID_SLOTS[op.key]?.[`path:${name}`];
+    if (!slot) throw new Error(`${op.key}: path parameter ${name} is not in the id table`);
+    return encodeURIComponent(typeof slot === 'string' ? id(slot, `path:${name}`) : slot.value ?? 'x');
+  });
+}
+
+/** Values for required query parameters that are not ids. */
+const REQUIRED_QUERY_VALUES: Record<string, string> = { q: 'quarterly' };
+
+/** The query an operation needs to succeed: its required parameters (ids from the resolver). */
+export function baseQuery(op: SpecOperation, id: IdResolver): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const q of op.query.filter((x) => x.required)) {
+    const slot = ID_SLOTS[op.key]?.[`query:${q.name}`];
+    const value = typeof slot === 'string' ? id(slot, `query:${q.name}`) : REQUIRED_QUERY_VALUES[q.name];
+    if (value === undefined) throw new Error(`${op.key}: no value for the required query parameter ${q.name}`);
+    out[q.name] = value;
+  }
+  return out;
+}
+
+export function queryString(q: Record<string, string>): string {
+  const s = new URLSearchParams(q).toString();
+  return s ? `?${s}` : '';
+}
+
+let serial = 0;
+/** A value unique within the process (folder names, opIds), so a valid body never collides with an earlier one. */
+export const unique = (prefix: string) => `${prefix}-${process.pid}-${++serial}`;
+
+/** A small message with one attachment, as an MTA or the admin import would hand it over. */
+export function rawMessage(opts: { id: string; to: string; subject: string; text?: string }): Buffer {
+  const pdf = Buffer.from(`%PDF-1.4 ${opts.subject}\n`).toString('base64');
+  return Buffer.from(
+    [
+      'From: Sender <sender@example.org>',
+      `To: <${opts.to}>`,
+      `Subject: ${opts.subject}`,
+      'Date: Tue, 04 Mar 2025 10:00:00 +0000',
+      `Message-ID: <${opts.id}>`,
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="b1"',
+      '',
+      '--b1',
+      'Content-Type: text/plain; charset=utf-8',
+      '',
+      opts.text ?? `The quarterly figures for ${opts.to}.`,
+      '--b1',
+      'Content-Type: application/pdf; name="figures.pdf"',
+      'Content-Disposition: attachment; filename="figures.pdf"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      pdf,
+      '--b1--',
+      '',
+    ].join('\r\n'),
+  );
+}
+
+export interface BodyContext {
+  id: IdResolver;
+  /** The caller's email address (a send goes to oneself, so it never leaves the server). */
+  email: string;
+  username: string;
+  password: string;
+}
+
+/**
+ * A body each operation accepts (given ids it can see). Form bodies are objects (sent form-encoded); the raw
+ * message import is a Buffer. A body operation missing here fails `validBody` loudly.
+ */
+const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
+  'POST /oauth2/token': (c) => ({ grant_type: 'password', client_id: 'pigeon-app', username: c.username, password: c.password }),
+  'POST /oauth2/revoke': () => ({ token: 'not-a-token-of-anyone', client_id: 'pigeon-app' }),
+  'POST /v1/devices': () => ({ friendlyName: 'Security suite phone' }),
+  'POST /v1/devices/current/wipe-ack': () => ({ status: 'ok' }),
+  'POST /v1/folders': (c) => ({ displayName: unique('Folder'), parentId: c.id('folder', 'body:parentId') }),
+  'PATCH /v1/folders/{folderId}': (c) => ({ displayName: unique('Renamed'), parentId: c.id('folder', 'body:parentId') }),
+  'PATCH /v1/items/{itemId}': () => ({ isFlagged: true, categories: ['Blue category'] }),
+  'POST /v1/items/{itemId}/move': (c) => ({ destinationFolderId: c.id('folder', 'body:destinationFolderId') }),
+  'POST /v1/batch': (c) => ({
+    operations: [{ opId: unique('op'), op: 'move', id: c.id('item', 'body:operations.*.id'), destinationFolderId: c.id('folder', 'body:operations.*.destinationFolderId') }],
+  }),
+  'POST /v1/messages/send': (c) => ({
+    to: [{ address: c.email }],
+    subject: 'Re: quarterly',
+    body: { contentType: 'text', content: 'Thanks.' },
+    inReplyTo: c.id('item', 'body:inReplyTo'),
+  }),
+  'POST /v1/ping': (c) => ({ folderIds: [c.id('folder', 'body:folderIds.*')], heartbeatSeconds: 60 }),
+  'POST /admin/v1/device-access-rules': () => ({ field: 'deviceModel', match: 'exact', value: unique('NoSuchModel'), accessState: 'allowed' }),
+  'PUT /admin/v1/device-access-rules/{id}': () => ({ field: 'deviceModel', match: 'prefix', value: unique('NoSuchModel'), accessState: 'allowed' }),
+  'PUT /admin/v1/device-access-default': () => ({ accessState: 'allowed' }),
+  'POST /admin/v1/users/{id}/messages': (c) => rawMessage({ id: `${unique('import')}@example.org`, to: c.email, subject: 'Imported quarterly' }),
+};
+
+export function validBody(op: SpecOperation, c: BodyContext): unknown {
+  if (!op.body) return undefined;
+  const make = VALID_BODIES[op.key];
+  if (!make) throw new Error(`${op.key} takes a ${op.body.mediaType} body but tests/helpers/specCases.ts has no valid body for it`);
+  return make(c);
+}
+
+/** Operations that wait (a long poll): a valid request with real ids would hold the test for the heartbeat. */
+export const WAITS = new Set(['POST /v1/ping']);
+
+// ---------------------------------------------------------------------------------------------------------------
+// The hostile corpus
+
+export interface HostileCase {
+  /** The operation key (or `<METHOD> <path>` of a method the path lacks). */
+  route: string;
+  name: string;
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  body?: string | Buffer;
+  /** Acceptable statuses (all 4xx). */
+  expect: number[];
+  /** Acceptable problem codes; absent: any code that matches the status. */
+  codes?: string[];
+}
+
+export interface CaseContext extends BodyContext {
+  /** Headers that authenticate as the operation requires (a user's device, or an admin). */
+  credentials(op: SpecOperation): Record<string, string>;
+  /** The largest request body any route accepts: a body this size plus one KiB is over every limit. */
+  maxBodyBytes: number;
+}
+
+const NOT_FOUND = ['itemNotFound', 'folderNotFound', 'notFound'];
+
+/** Path segments that must name nothing (all answer 404 after decoding). */
+const GARBAGE_IDS: Array<[string, string]> = [
+  ['path traversal', '..%2F..%2F..%2Fetc%2Fpasswd'],
+  ['dot segments', '%2E%2E'],
+  ['SQL-looking', encodeURIComponent("1' OR '1'='1' --")],
+  ['SQL union', encodeURIComponent('x UNION SELECT password_hash FROM users')],
+  ['a NUL', 'a%00b'],
+  ['5,000 characters', 'a'.repeat(5000)],
+  ['a wildcard', '%2A'],
+  ['non-ASCII', encodeURIComponent('ü€😀')],
+];
+/** Path segments whose percent-escapes are not UTF-8: 400. */
+const BAD_PERCENT: Array<[string, string]> = [
+  ['a truncated escape', '%E0%A4%A'],
+  ['a non-hex escape', '%ZZ'],
+  ['an overlong encoding', '%C0%AF'],
+  ['a lone continuation byte', '%80'],
+  ['a lone surrogate (CESU bytes)', '%ED%A0%80'],
+];
+
+/** Values that break a query parameter's schema. */
+function badQueryValues(schema: Json): Array<[string, string]> {
+  const s = resolveSchema(schema);
+  const out: Array<[string, string]> = [];
+  if (s.type === 'integer' || s.type === 'number') {
+    out.push(['text', 'abc'], ['1e309', '1e309'], ['a fraction', '1.5'], ['20 digits', '99999999999999999999'], ['-Infinity', '-Infinity']);
+    if (typeof s.minimum === 'number') out.push(['below the minimum', String(s.minimum - 1)]);
+    if (typeof s.maximum === 'number') out.push(['above the maximum', String(s.maximum + 1)]);
+  }
+  if (Array.isArray(s.enum)) out.push(['not in the enum', 'nope'], ['a bad percent-escape', '%ZZ'], ['a NUL', '1\u0000']);
+  if (s.type === 'string' && typeof s.maxLength === 'number') out.push(['over maxLength', 'x'.repeat(s.maxLength + 1)]);
+  if (s.type === 'string' && s.minLength === 1 && !s.enum) out.push(['empty', '']);
+  return out;
+}
+
+/** A wrong-typed stand-in for a schema's value. */
+function wrongType(schema: Json): unknown {
+  const s = resolveSchema(schema);
+  const types: string[] = Array.isArray(s.type) ? s.type : s.type ? [s.type] : s.enum ? [typeof s.enum[0]] : s.const !== undefined ? [typeof s.const] : [];
+  if (!types.includes('object')) return { nested: true };
+  return [1, 2];
+}
+
+function contentTypeOf(op: SpecOperation): string {
+  return op.body?.mediaType ?? 'application/json';
+}
+
+function encodeBody(op: SpecOperation, body: unknown): string | Buffer {
+  if (Buffer.isBuffer(body)) return body;
+  if (contentTypeOf(op) === 'application/x-www-form-urlencoded') return new URLSearchParams(body as Record<string, string>).toString();
+  return JSON.stringify(body);
+}
+
+/**
+ * The corpus: for each operation, bad credentials, other methods, garbage ids in every path parameter, values that
+ * break every query parameter, malformed or wrong bodies, wrong content types and encodings, and bad headers.
+ * Every case is invalid in exactly one way, so its expected answer is that one 4xx.
+ */
+export function hostileCases(c: CaseContext): HostileCase[] {
+  const cases: HostileCase[] = [];
+  const ops = specOperations();
+  const add = (op: SpecOperation, name: string, x: Partial<HostileCase> & { expect: number[] }) => {
+    const body = op.body ? validBody(op, c) : undefined;
+    cases.push({
+      route: op.key,
+      name: `${op.key}: ${name}`,
+      method: op.method,
+      url: fillPath(op, c.id) + queryString(baseQuery(op, c.id)),
+      headers: { ...c.credentials(op), ...(op.body ? { 'Content-Type': contentTypeOf(op) } : {}) },
+      body: body === undefined ? undefined : encodeBody(op, body),
+      ...x,
+    });
+  };
+
+  // Methods a path does not have: 405 with the path's own credentials.
+  const byPath = new Map<string, SpecOperation[]>();
+  for (const op of ops) byPath.set(op.path, [...(byPath.get(op.path) ?? []), op]);
+  for (const [path, pathOps] of byPath) {
+    for (const method of ['get', 'post', 'put', 'patch', 'delete']) {
+      if (pathOps.some((o) => o.method === method)) continue;
+      const op = pathOps[0]!;
+      cases.push({
+        route: `${method.toUpperCase()} ${path}`,
+        name: `${method.toUpperCase()} ${path}: a method the path does not have`,
+        method,
+        url: fillPath(op, c.id),
+        headers: c.credentials(op),
+        expect: [405],
+        codes: ['methodNotAllowed'],
+      });
+    }
+  }
+
+  for (const op of ops) {
+    const streaming = STREAMING.has(op.key);
+    if (op.access !== 'public') {
+      add(op, 'no token', { headers: op.body ? { 'Content-Type': contentTypeOf(op) } : {}, expect: [401], codes: ['unauthorized'] });
+      add(op, 'a token that is not a JWT', { headers: { ...c.credentials(op), Authorization: 'Bearer not.a.jwt' }, expect: [401], codes: ['unauthorized'] });
+      add(op, 'an 8 KiB bearer token', { headers: { ...c.credentials(op), Authorization: `Bearer ${'A'.repeat(8192)}` }, expect: [401], codes: ['unauthorized'] });
+    }
+    if (op.headers.includes(DEVICE_HEADER)) {
+      add(op, 'X-Device-Id with a path', { headers: { ...c.credentials(op), [DEVICE_HEADER]: '../../device-0123456789' }, expect: [400], codes: ['invalidRequest'] });
+      add(op, 'X-Device-Id of 65 characters', { headers: { ...c.credentials(op), [DEVICE_HEADER]: 'd'.repeat(65) }, expect: [400], codes: ['invalidRequest'] });
+    }
+    if (streaming) continue; // the remaining cases need the operation to run, and a stream would stay open
+
+    for (const param of op.pathParams) {
+      for (const [label, value] of GARBAGE_IDS) {
+        add(op, `${label} as ${param}`, { url: fillPath(op, c.id, { [param]: value }) + queryString(baseQuery(op, c.id)), expect: [404], codes: NOT_FOUND });
+      }
+      for (const [label, value] of BAD_PERCENT) {
+        add(op, `${label} in ${param}`, { url: fillPath(op, c.id, { [param]: value }) + queryString(baseQuery(op, c.id)), expect: [400], codes: ['invalidRequest'] });
+      }
+    }
+
+    for (const q of op.query) {
+      const slot = ID_SLOTS[op.key]?.[`query:${q.name}`];
+      // The operation's other required parameters stay valid; this one is given only as the case says.
+      const others = new URLSearchParams(baseQuery(op, c.id));
+      others.delete(q.name);
+      const withQuery = (raw: string) => `${fillPath(op, c.id)}?${[others.toString(), raw].filter(Boolean).join('&')}`;
+      for (const [label, value] of badQueryValues(q.schema)) {
+        add(op, `query ${q.name} ${label}`, { url: withQuery(`${q.name}=${value === '%ZZ' ? value : encodeURIComponent(value)}`), expect: [400], codes: ['invalidRequest'] });
+      }
+      // The app's "simple" query parser makes a repeated parameter an array (and `a[b]=c` a parameter named `a[b]`).
+      add(op, `query ${q.name} given twice`, { url: withQuery(`${q.name}=1&${q.name}=2`), expect: [400], codes: ['invalidRequest'] });
+      if (slot === 'folder') add(op, `query ${q.name} naming no folder`, { url: withQuery(`${q.name}=${encodeURIComponent("' OR 1=1 --")}`), expect: [404], codes: ['folderNotFound'] });
+      if (slot === 'folderSyncToken' || slot === 'itemSyncToken') {
+        add(op, `query ${q.name} forged`, { url: withQuery(`${q.name}=${'A'.repeat(40)}`), expect: [400], codes: ['invalidToken'] });
+        add(op, `query ${q.name} over 2 KiB`, { url: withQuery(`${q.name}=${'A'.repeat(3000)}`), expect: [400], codes: ['invalidRequest', 'invalidToken'] });
+      }
+    }
+    for (const q of op.query.filter((x) => x.required)) {
+      const rest = { ...baseQuery(op, c.id) };
+      delete rest[q.name];
+      add(op, `required query ${q.name} missing`, { url: fillPath(op, c.id) + queryString(rest), expect: [400], codes: ['invalidRequest'] });
+    }
+
+    if (op.body) bodyCases(op, c, add);
+    if (op.headers.includes('Idempotency-Key')) {
+      add(op, 'an Idempotency-Key of 201 characters', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'Idempotency-Key': 'k'.repeat(201) }, expect: [400], codes: ['invalidRequest'] });
+      add(op, 'an Idempotency-Key with a space', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'Idempotency-Key': 'a key' }, expect: [400], codes: ['invalidRequest'] });
+    }
+    if (op.headers.includes('If-Match')) {
+      add(op, 'an If-Match of 100 characters', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': `"${'x'.repeat(100)}"` }, expect: [400], codes: ['invalidRequest'] });
+      add(op, 'an If-Match that is stale', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': '"stale-change-key"' }, expect: [412], codes: ['conflict'] });
+    }
+    if (op.headers.includes('Range')) {
+      add(op, 'a range beyond the end', { headers: { ...c.credentials(op), Range: 'bytes=99999999-' }, expect: [416], codes: ['rangeNotSatisfiable'] });
+      add(op, 'a range of 20-digit numbers', { headers: { ...c.credentials(op), Range: 'bytes=99999999999999999999-99999999999999999999' }, expect: [416], codes: ['rangeNotSatisfiable'] });
+    }
+  }
+  return cases;
+}
+
+/** Bodies that are broken as bytes, as JSON, or against the schema; wrong media types and encodings; over-size. */
+function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, name: string, x: Partial<HostileCase> & { expect: number[] }) => void): void {
+  const type = contentTypeOf(op);
+  const valid = validBody(op, c);
+  const headers = (extra: Record<string, string> = {}) => ({ ...c.credentials(op), 'Content-Type': type, ...extra });
+  const bad = (name: string, body: string | Buffer, expect = [400], codes = ['invalidRequest'], extra: Record<string, string> = {}) =>
+    add(op, name, { headers: headers(extra), body, expect, codes });
+  const oversize = Buffer.alloc(c.maxBodyBytes + 1024, 0x61);
+
+  if (type === 'application/json') {
+    const text = JSON.stringify(valid);
+    const obj = valid as Record<string, unknown>;
+    const firstKey = Object.keys(obj)[0]!;
+    bad('an unterminated object', '{');
+    bad('a member without a value', '{"a":}');
+    bad('a trailing comma', text.replace(/}$/, ',}'));
+    bad('single quotes', text.replace(/"/g, "'"));
+    bad('NaN', `{"${firstKey}":NaN}`);
+    bad('the valid body cut in half', text.slice(0, Math.ceil(text.length / 2)));
+    bad('two bodies in a row', text + text);
+    bad('a raw control character', text.replace(/}$/, ',"x":"a\u0001b"}'));
+    bad('invalid UTF-8 bytes', Buffer.concat([Buffer.from(`{"${firstKey}":"`), Buffer.from([0xff, 0xfe, 0xc3]), Buffer.from('"}')]));
+    bad('an overlong UTF-8 slash', Buffer.concat([Buffer.from(`{"${firstKey}":"`), Buffer.from([0xc0, 0xaf]), Buffer.from('"}')]));
+    bad('a lone surrogate escape', `{"${firstKey}":"\\ud800"}`);
+    bad('a surrogate encoded as UTF-8 bytes', Buffer.concat([Buffer.from(`{"${firstKey}":"`), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('"}')]));
+    bad('a duplicate member', text.replace(/^\{/, `{${JSON.stringify(firstKey)}:${JSON.stringify(obj[firstKey])},`));
+    bad('a duplicate member spelt with an escape', text.replace(/^\{/, `{"\\u00${firstKey.charCodeAt(0).toString(16)}${firstKey.slice(1)}":${JSON.stringify(obj[firstKey])},`));
+    bad('nesting 10,000 deep', '['.repeat(10_000) + ']'.repeat(10_000));
+    bad('nesting 33 deep in a member', `{"${firstKey}":${'['.repeat(33)}${']'.repeat(33)}}`);
+    for (const scalar of ['1', '"text"', 'null', 'true', '[]', `[${text}]`]) bad(`${scalar.slice(0, 12)} instead of an object`, scalar);
+    bad('a 400-digit number', `{"${firstKey}":${'9'.repeat(400)}}`);
+    bad('1e400', `{"${firstKey}":1e400}`);
+    bad('__proto__ smuggling', text.replace(/^\{/, '{"__proto__":{"isAdmin":true},'));
+    bad('constructor.prototype smuggling', text.replace(/^\{/, '{"constructor":{"prototype":{"isAdmin":true}},'));
+    bad('an unknown member', text.replace(/^\{/, '{"unexpectedMember":1,'));
+    const schema = resolveSchema(op.body!.schema);
+    if ((schema.required?.length ?? 0) > 0 || schema.minProperties > 0) bad('an empty object', '{}');
+    for (const [name, propSchema] of Object.entries<Json>(schema.properties ?? {})) {
+      bad(`${name} of the wrong type`, JSON.stringify({ ...obj, [name]: wrongType(propSchema) }));
+      const s = resolveSchema(propSchema);
+      if (s.type === 'string' || (Array.isArray(s.type) && s.type.includes('string'))) {
+        bad(`${name} with a NUL`, JSON.stringify({ ...obj, [name]: `a\u0000b` }), [400, 404], ['invalidRequest', ...NOT_FOUND]);
+        if (typeof s.maxLength === 'number') bad(`${name} over maxLength`, JSON.stringify({ ...obj, [name]: 'x'.repeat(s.maxLength + 1) }));
+      }
+    }
+    bad('over the size limit', Buffer.concat([Buffer.from('{"x":"'), oversize, Buffer.from('"}')]), [413], ['payloadTooLarge']);
+    bad('text/plain', text, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
+    bad('form-encoded', 'a=1', [415], ['unsupportedMediaType'], { 'Content-Type': 'application/x-www-form-urlencoded' });
+    bad('multipart', '--x\r\n\r\n{}\r\n--x--', [415], ['unsupportedMediaType'], { 'Content-Type': 'multipart/form-data; boundary=x' });
+    bad('application/xml', '<a/>', [415], ['unsupportedMediaType'], { 'Content-Type': 'application/xml' });
+    bad('JSON in Latin-1', text, [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json; charset=iso-8859-1' });
+    bad('JSON in UTF-16', Buffer.from(text, 'utf16le'), [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json; charset=utf-16' });
+    bad('a gzip body that is not gzip', text, [400], ['invalidRequest'], { 'Content-Encoding': 'gzip' });
+    bad('an unknown Content-Encoding', text, [415], ['unsupportedMediaType'], { 'Content-Encoding': 'compress-9000' });
+  } else if (type === 'application/x-www-form-urlencoded') {
+    const form = new URLSearchParams(valid as Record<string, string>).toString();
+    // The OAuth endpoints answer RFC 6749 errors (`error`), or problem+json for what the HTTP layer refuses.
+    bad('a bad percent-escape', `${form}&x=%ZZ`);
+    bad('invalid UTF-8 bytes', Buffer.concat([Buffer.from(`${form}&x=`), Buffer.from([0xff, 0xfe])]));
+    bad('an escape of invalid UTF-8', `${form}&x=%FF%FE`);
+    bad('60 parameters', `${form}&${Array.from({ length: 60 }, (_, i) => `p${i}=1`).join('&')}`);
+    bad('over the size limit', Buffer.concat([Buffer.from(`${form}&x=`), oversize]), [413], ['payloadTooLarge']);
+    bad('JSON', JSON.stringify(valid), [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json' });
+    bad('every parameter given twice', `${form}&${form}`, [400], ['invalidRequest', 'invalid_request', 'unsupported_grant_type']);
+    bad('no parameters', '', [400], ['invalidRequest', 'invalid_request', 'unsupported_grant_type']);
+  } else {
+    // A raw message (the admin import): the wrong media type, nothing at all, or bytes over the message limit.
+    bad('text/plain', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
+    bad('no Content-Type', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': '' });
+    bad('an empty message', Buffer.alloc(0));
+    bad('over the size limit', oversize, [413], ['payloadTooLarge']);
+    bad('a gzip body that is not gzip', valid as Buffer, [400], ['invalidRequest'], { 'Content-Encoding': 'gzip' });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bodies for fast-check
+
+/**
+ * An arbitrary for values shaped like a JSON schema: mostly the right types (enums, lengths and ranges around their
+ * limits, ids from `pool`), sometimes a wrong type, a missing required member or an extra one.
+ */
+export function shapedValue(schema: Json, pool: string[], depth = 0): fc.Arbitrary<unknown> {
+  const s = resolveSchema(schema);
+  const wrong = fc.oneof(fc.constant(null), fc.integer(), fc.string({ maxLength: 8 }), fc.boolean(), fc.constant([]), fc.constant({}));
+  if (!s || depth > 5) return wrong;
+  const branches = [...(s.oneOf ?? []), ...(s.anyOf ?? [])];
+  if (branches.length) return fc.oneof(...branches.map((b: Json) => shapedValue(b, pool, depth + 1)));
+  if (s.const !== undefined) return fc.oneof({ weight: 5, arbitrary: fc.constant(s.const) }, { weight: 1, arbitrary: wrong });
+  if (Array.isArray(s.enum)) return fc.oneof({ weight: 5, arbitrary: fc.constantFrom(...s.enum) }, { weight: 1, arbitrary: wrong });
+  const types: string[] = Array.isArray(s.type) ? s.type : [s.type ?? 'object'];
+  const arbs: fc.Arbitrary<unknown>[] = [];
+  for (const t of types) {
+    if (t === 'null') arbs.push(fc.constant(null));
+    if (t === 'boolean') arbs.push(fc.boolean());
+    if (t === 'integer' || t === 'number') {
+      const min = typeof s.minimum === 'number' ? s.minimum : -1000;
+      const max = typeof s.maximum === 'number' ? s.maximum : 1000;
+      arbs.push(fc.integer({ min: min - 2, max: Math.min(max + 2, min + 5000) }), fc.constantFrom(min, max, min - 1, max + 1, 0.5, -0, 1e308));
+    }
+    if (t === 'string') {
+      const maxLength = typeof s.maxLength === 'number' ? s.maxLength : 40;
+      arbs.push(
+        fc.string({ maxLength: Math.min(maxLength + 2, 80) }),
+        fc.constantFrom(...(pool.length ? pool : ['x'])),
+        fc.string({ unit: 'binary', maxLength: 12 }),
+        fc.emailAddress(),
+        fc.constantFrom('', ' ', 'x'.repeat(maxLength + 1), 'a\u0000b', '\ud800', 'Ünïcödé 😀'),
+      );
+    }
+    if (t === 'array') {
+      const maxItems = Math.min(typeof s.maxItems === 'number' ? s.maxItems : 4, 4);
+      arbs.push(fc.array(shapedValue(s.items ?? {}, pool, depth + 1), { maxLength: maxItems }));
+    }
+    if (t === 'object') {
+      const props = Object.entries<Json>(s.properties ?? {});
+      const shape = Object.fromEntries(props.map(([name, sub]) => [name, shapedValue(sub, pool, depth + 1)]));
+      const required: string[] = s.required ?? [];
+      arbs.push(
+        fc
+          .tuple(
+            fc.record(shape, { requiredKeys: required.filter((r) => r in shape) }),
+            fc.option(fc.dictionary(fc.string({ minLength: 1, maxLength: 10 }), fc.jsonValue({ maxDepth: 1 }), { maxKeys: 2 }), { freq: 8 }),
+          )
+          .map(([known, extra]) => ({ ...(extra ?? {}), ...known })),
+        fc.record(shape, { requiredKeys: [] }),
+      );
+    }
+  }
+  return fc.oneof({ weight: 6, arbitrary: fc.oneof(...(arbs.length ? arbs : [wrong])) }, { weight: 1, arbitrary: wrong });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The world the cases run against
+
+export interface Party {
+  name: string;
+  role: 'user' | 'admin';
+  userId: string;
+  tenantId: string;
+  username: string;
+  email: string;
+  password: string;
+  /** An access token with no device binding. */
+  token: string;
+  /** Users only: the registered device and the token bound to it. */
+  device?: { deviceId: string; recordId: string; token: string };
+  /** The ids this party may use, by kind; an administrator's are those of its tenant. */
+  ids: Record<IdKind, string[]>;
+  /** Every string that identifies this party's data, for leak scans (never the shared tenant id). */
+  fingerprints: string[];
+}
+
+export interface PartyPlan {
+  name: string;
+  role: 'user' | 'admin';
+  tenant: 'A' | 'B';
+}
+
+type Agent = () => {
+  get(url: string): Json;
+  post(url: string): Json;
+};
+
+/** Bearer and device headers for an operation as this party (a user's device under /v1, the plain token elsewhere). */
+export function partyHeaders(p: Party, op?: SpecOperation): Record<string, string> {
+  if (p.device && (!op || op.path.startsWith('/v1/'))) return { Authorization: `Bearer ${p.device.token}`, [DEVICE_HEADER]: p.device.deviceId };
+  return { Authorization: `Bearer ${p.token}` };
+}
+
+/** Slots that take a folder the caller may change: its own mail folder, not the Inbox (well-known folders are protected). */
+const OWN_FOLDER_SLOTS = new Set(['path:folderId', 'body:destinationFolderId', 'body:operations.*.destinationFolderId']);
+
+/** The id a party would use in a slot: its first of the kind, except its own folder where a folder is changed or a target. */
+export function idFor(p: Party, kind: IdKind, slot: string): string {
+  if (kind === 'folder' && OWN_FOLDER_SLOTS.has(slot) && p.role === 'user') return p.ids.folder[1]!;
+  return ownId(p, kind);
+}
+
+/** The first id of a kind the party holds (throws when it has none: a world too small for the case). */
+export function ownId(p: Party, kind: IdKind): string {
+  const id = p.ids[kind][0];
+  if (id === undefined) throw new Error(`${p.name} holds no ${kind}`);
+  return id;
+}
+
+const emptyIds = (): Record<IdKind, string[]> => ({
+  folder: [],
+  item: [],
+  deviceId: [],
+  deviceRecord: [],
+  rule: [],
+  user: [],
+  folderSyncToken: [],
+  itemSyncToken: [],
+});
+
+async function token(api: Agent, form: Record<string, string>): Promise<string> {
+  const res = await api().post('/oauth2/token').type('form').send({ grant_type: 'password', client_id: 'pigeon-app', ...form });
+  if (res.status !== 200) throw new Error(`sign-in of ${form.username} failed: ${res.status} ${res.text}`);
+  return res.body.access_token as string;
+}
+
+async function expectStatus(pending: Promise<Json>, status: number, what: string): Promise<Json> {
+  const res = await pending;
+  if (res.status !== status) throw new Error(`${what}: ${res.status} ${res.text}`);
+  return res.body;
+}
+
+/**
+ * Users (and per tenant an administrator) as `plan` says. Each user: a registered device, a folder with a child,
+ * two messages with an attachment (`att1`) in the Inbox and one in the folder (all through the delivery path), and a
+ * folder-sync and an Inbox item-sync token. Each administrator: an access rule; its ids are its tenant's users'.
+ */
+export async function buildWorld(ctx: TestContext, api: Agent, plan: PartyPlan[]): Promise<Record<string, Party>> {
+  const tenants: Record<string, string | undefined> = {};
+  const parties: Record<string, Party> = {};
+  for (const { name, role, tenant } of plan) {
+    const password = `${name}-password-1`;
+    ctx.secrets.add(password);
+    tenants[tenant] ??= tenant === 'A' ? undefined : ctx.store.tenants.create(`Tenant ${tenant}`, ctx.clock.now()).id;
+    const user = await ctx.users.addUser({ username: name, password, role, email: `${name}@example.com`, tenantId: tenants[tenant] });
+    tenants[tenant] = user.tenantId;
+    const p: Party = { name, role, userId: user.id, tenantId: user.tenantId, username: name, email: `${name}@example.com`, password, token: await token(api, { username: name, password }), ids: emptyIds(), fingerprints: [] };
+    parties[name] = p;
+    if (role === 'user') await furnishUser(ctx, api, p);
+  }
+  for (const admin of Object.values(parties).filter((p) => p.role === 'admin')) {
+    const auth = { Authorization: `Bearer ${admin.token}` };
+    const rule = await expectStatus(
+      api().post('/admin/v1/device-access-rules').set(auth).send({ field: 'deviceModel', match: 'exact', value: `Model of ${admin.name}`, accessState: 'allowed' }),
+      201,
+      'creating a rule',
+    );
+    admin.ids.rule.push(rule.id);
+    for (const u of Object.values(parties).filter((x) => x.role === 'user' && x.tenantId === admin.tenantId)) {
+      admin.ids.user.push(u.userId);
+      admin.ids.deviceRecord.push(...u.ids.deviceRecord);
+      admin.ids.folder.push(...u.ids.folder); // the first is the first user's Inbox: the import target of ids.user[0]
+    }
+    admin.fingerprints.push(admin.userId, admin.email, rule.id);
+  }
+  return parties;
+}
+
+async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void> {
+  const deviceId = `sec-${p.name}-phone-000001`;
+  const bound = await token(api, { username: p.username, password: p.password, device_id: deviceId });
+  const headers = { Authorization: `Bearer ${bound}`, [DEVICE_HEADER]: deviceId };
+  const device = await expectStatus(api().post('/v1/devices').set(headers).send({ friendlyName: `${p.name}'s phone` }), 201, 'registering');
+  p.device = { deviceId, recordId: device.id, token: bound };
+
+  const folder = await expectStatus(api().post('/v1/folders').set(headers).send({ displayName: `Projects of ${p.name}` }), 201, 'creating a folder');
+  const child = await expectStatus(api().post('/v1/folders').set(headers).send({ displayName: 'Child', parentId: folder.id }), 201, 'creating a child folder');
+  const folders = await expectStatus(api().get('/v1/folders/sync').set(headers), 200, 'folder sync');
+  const inbox = (folders.created as Array<{ id: string; kind: string }>).find((f) => f.kind === 'inbox')!.id;
+
+  const itemIds: string[] = [];
+  const messageIds: string[] = [];
+  for (const [n, folderId] of [[1, inbox], [2, inbox], [3, folder.id]] as const) {
+    const messageId = `${p.name}-message-${n}@example.org`;
+    const prepared = await ctx.built.delivery.prepare(rawMessage({ id: messageId, to: p.email, subject: `Quarterly figures ${n} for ${p.name}` }));
+    const [stored] = ctx.built.delivery.deliver(prepared, [{ userId: p.userId, folderId }], { duplicates: 'import' });
+    itemIds.push(stored!.itemId);
+    messageIds.push(messageId);
+  }
+  const items = await expectStatus(api().get(`/v1/folders/${inbox}/items/sync`).set(headers), 200, 'item sync');
+
+  p.ids.folder.push(inbox, folder.id, child.id, ...(folders.created as Array<{ id: string }>).map((f) => f.id).filter((id) => ![inbox, folder.id, child.id].includes(id)));
+  p.ids.item.push(...itemIds);
+  p.ids.deviceId.push(deviceId);
+  p.ids.deviceRecord.push(device.id);
+  p.ids.user.push(p.userId);
+  p.ids.folderSyncToken.push(folders.token);
+  p.ids.itemSyncToken.push(items.token);
+  const conversations = itemIds.map((id) => ctx.store.items.byId(p.userId, id)!.conversationId).filter((c): c is string => c !== null);
+  p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds);
+}
