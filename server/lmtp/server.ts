@@ -126,7 +126,7 @@ export async function startLmtp(deps: LmtpDeps): Promise<LmtpHandle> {
     const targets: DeliveryTarget[] = owners.flat().map((u) => ({ userId: u.id }));
     let results;
     try {
-      results = delivery.deliver(prepared, targets, { duplicates: 'live' });
+      results = await delivery.deliverGrouped(prepared, targets, { duplicates: 'live' });
     } catch (err) {
       const failure = storeFailure(err);
       log.error({ ...summary, err }, 'lmtp delivery failed');

@@ -24,6 +24,9 @@ import { errors } from '../errors';
 import { computeConversationId, normalizeSubject, parseMessage, type ParsedMessage } from '../content/mime';
 import type { Folder, FolderKind, NewItem, Store, User } from '../store/types';
 
+/** Most messages one group commit takes (a bound on how long one transaction holds the write lock). */
+const MAX_GROUP = 64;
+
 export interface PreparedMessage {
   raw: Buffer;
   parsed: ParsedMessage;
@@ -158,6 +161,48 @@ export function createDelivery(deps: DeliveryDeps) {
   }
 
   /**
+   * Group commit for concurrent live deliveries (LMTP): messages handed in within the same turn of the event loop
+   * commit together, one transaction and so one fsync for all of them, and each caller's promise settles only after
+   * that commit. Under synchronous=FULL the fsync is most of a delivery's cost (about 7 ms of 8 for a 10 KB message
+   * here), so N connections delivering at once pay it about once instead of N times. If the group fails, each
+   * message is retried alone, so one bad message never takes the others' acknowledgements with it.
+   */
+  const queue: Array<{ args: Parameters<typeof deliver>; resolve: (r: DeliveryResult[]) => void; reject: (e: unknown) => void }> = [];
+  let flushScheduled = false;
+  function flush(): void {
+    flushScheduled = false;
+    const group = queue.splice(0, MAX_GROUP);
+    if (queue.length) scheduleFlush();
+    let results: DeliveryResult[][] | undefined;
+    if (group.length > 1) {
+      try {
+        results = store.transaction(() => group.map((entry) => deliver(...entry.args)));
+      } catch {
+        results = undefined; // retried one by one below
+      }
+    }
+    group.forEach((entry, i) => {
+      if (results) return entry.resolve(results[i]!);
+      try {
+        entry.resolve(deliver(...entry.args));
+      } catch (err) {
+        entry.reject(err);
+      }
+    });
+  }
+  function scheduleFlush(): void {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+  function deliverGrouped(...args: Parameters<typeof deliver>): Promise<DeliveryResult[]> {
+    return new Promise((resolve, reject) => {
+      queue.push({ args, resolve, reject });
+      scheduleFlush();
+    });
+  }
+
+  /**
    * The local users an address delivers to: the users with that address, else (plus addressing) the users with the
    * address minus its `+tag`. Disabled users receive nothing (an MTA should bounce rather than fill a closed box).
    */
@@ -167,7 +212,7 @@ export function createDelivery(deps: DeliveryDeps) {
     return found.filter((u) => !u.disabled && store.mailboxes.get(u.id));
   }
 
-  return { prepare, deliver, resolveRecipient };
+  return { prepare, deliver, deliverGrouped, resolveRecipient };
 }
 
 export type Delivery = ReturnType<typeof createDelivery>;

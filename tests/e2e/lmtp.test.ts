@@ -249,10 +249,10 @@ describe('LMTP failure replies and shutdown (in process)', () => {
         }
         return real.prepare(raw);
       },
-      deliver(prepared, targets, options) {
+      async deliverGrouped(prepared, targets, options) {
         if (failure === 'full') throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
         if (failure === 'broken') throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' });
-        return real.deliver(prepared, targets, options);
+        return real.deliverGrouped(prepared, targets, options);
       },
     };
     const log = createLogger({ logLevel: 'info', logPretty: false }, { write: (line: string) => void logLines.push(line) });

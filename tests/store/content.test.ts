@@ -199,3 +199,24 @@ test('migration 0004 moves blobs stored inline into chunks and counts their refe
   ]);
   db.close();
 });
+
+test('grouped deliveries in one turn commit once; a bad one in the group fails alone', async () => {
+  const alice = user('alice');
+  const d = delivery();
+  const commits: number[] = [];
+  const off = store.onCommit((changes) => commits.push(changes.length));
+  const messages = await Promise.all([1, 2, 3, 4, 5].map((i) => d.prepare(message({ id: `<group${i}@x>`, subject: `g${i}` }))));
+  const results = await Promise.all(messages.map((m) => d.deliverGrouped(m, [{ userId: alice.id }], { duplicates: 'live' })));
+  expect(results.map((r) => r[0]!.status)).toEqual(['stored', 'stored', 'stored', 'stored', 'stored']);
+  expect(commits).toEqual([1]); // one commit (one mailbox changed) for five messages
+
+  commits.length = 0;
+  const more = await Promise.all([6, 7].map((i) => d.prepare(message({ id: `<group${i}@x>` }))));
+  const outcomes = await Promise.allSettled([
+    d.deliverGrouped(more[0]!, [{ userId: alice.id }], { duplicates: 'live' }),
+    d.deliverGrouped(more[1]!, [{ userId: alice.id, folderId: 'no-such-folder' }], { duplicates: 'live' }),
+  ]);
+  off();
+  expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
+  expect(store.items.findDuplicate(store.folders.byKind(alice.id, 'inbox')!.id, { internetMessageId: '<group6@x>', mimeSha256: '' }, 0)).toBeDefined();
+});
