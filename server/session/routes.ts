@@ -9,6 +9,7 @@ import { errors } from '../errors';
 import type { Store } from '../store/types';
 import { DEFAULT_WINDOW, MAX_CHANGES, MAX_WINDOW } from '../sync/itemSync';
 import { DEFAULT_PUSH_OPTIONS } from '../push/channels';
+import { sendBodyLimit } from '../send/routes';
 import type { DeviceService } from '../devices/service';
 
 
@@ -21,6 +22,9 @@ export function sessionLimits(config: Config) {
     changeHistoryDays: Math.floor(config.changeHistory / 86400),
     maxBatchOperations: 500,
     maxRequestBytes: config.maxRequestBytes,
+    // Mail has limits of its own: a message (LMTP, import, send) and the send call's JSON body (base64 attachments).
+    maxMessageBytes: config.maxMessageBytes,
+    maxSendRequestBytes: sendBodyLimit(config.maxMessageBytes),
     pingSeconds: [...DEFAULT_PUSH_OPTIONS.pingSeconds],
   };
 }

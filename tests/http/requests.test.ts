@@ -228,6 +228,8 @@ describe('operational endpoints and session', () => {
       changeHistoryDays: 30,
       maxBatchOperations: 500,
       maxRequestBytes: 1048576,
+      maxMessageBytes: 52428800,
+      maxSendRequestBytes: Math.ceil((52428800 * 4) / 3) + 65536,
       pingSeconds: [60, 1740],
     });
   });
