@@ -2,9 +2,10 @@
  * `GET /v1/events`: one Server-Sent Events stream per device (protocol.md §8).
  *
  * An event says *that* folders changed, never what: `event: changed` with the changed folders' unread counts (the
- * badge) and whether the hierarchy moved; the app then syncs. Changes are gathered for `coalesceMs` after the first
- * one and sent as one event, so a burst (a batch, a thread of deliveries) costs the app one sync, not many. Counts
- * are read from the folder rows when the event is written — after the commits it covers — so they are exact.
+ * badge) and whether the hierarchy moved; the app then syncs. The first change after a quiet spell is sent at
+ * once; changes after it are gathered until `coalesceMs` after the previous event and sent as one, so a burst (a
+ * batch, a thread of deliveries) costs the app one sync, not many. Counts are read from the folder rows when the
+ * event is written — after the commits it covers — so they are exact.
  *
  * `id:` is the mailbox's highest modseq when the event was written: it only grows, and a reconnect that sends it
  * back as `Last-Event-ID` learns at once what changed meanwhile. On connect the stream also sends a bare `id:`
@@ -48,6 +49,8 @@ export class EventStream implements Channel {
   private pendingModseq = 0;
   private lastId = 0;
   private flushTimer?: NodeJS.Timeout;
+  /** Wall time of the last `changed` event (0: none yet), for the throttle in onChange. */
+  private lastSentAt = 0;
   private heartbeat?: NodeJS.Timeout;
   private expiry?: NodeJS.Timeout;
   private unsubscribe?: () => void;
@@ -99,8 +102,12 @@ export class EventStream implements Channel {
     for (const id of change.folderIds) this.pending.add(id);
     this.pendingHierarchy ||= change.hierarchyChanged;
     this.pendingModseq = Math.max(this.pendingModseq, change.modseq);
-    if (this.flushTimer) return; // the window is already open: this change rides along
-    this.flushTimer = setTimeout(() => this.flush(), this.ctx.options.coalesceMs);
+    if (this.flushTimer) return; // an event is already due: this change rides along
+    // Throttle, not debounce: the first change after a quiet spell goes out at once (after the commits of this turn
+    // of the event loop, so one burst is one event); later ones wait until `coalesceMs` after the last event. Apps
+    // hear of new mail in milliseconds and still sync at most about once a second under a stream of changes.
+    const wait = Math.max(0, this.lastSentAt + this.ctx.options.coalesceMs - Date.now());
+    this.flushTimer = setTimeout(() => this.flush(), wait);
     this.flushTimer.unref();
   }
 
@@ -119,6 +126,7 @@ export class EventStream implements Channel {
     const highest = Math.max(ctx.store.mailboxes.get(caller.userId)?.highestModseq ?? 0, this.pendingModseq);
     this.pending.clear();
     this.pendingHierarchy = false;
+    this.lastSentAt = Date.now();
     this.send(highest, { folders: counts(folders), hierarchyChanged });
   }
 

@@ -661,3 +661,34 @@ describe('POST /v1/ping', () => {
     expectToMatchSpec(r, 'post', '/v1/ping');
   });
 });
+
+describe('coalescing is a throttle: the first change goes out at once, later ones at most one window after it', () => {
+  const WINDOW_MS = 1500;
+  let slow: PigeonApp;
+  let slowPort: number;
+  let slowServer: http.Server;
+  beforeAll(async () => {
+    slow = appWith(ctx, { coalesceMs: WINDOW_MS, heartbeatMs: 60_000 });
+    ({ server: slowServer, port: slowPort } = await listen(slow.app));
+  });
+  afterAll(async () => {
+    slow.push.close();
+    await new Promise((r) => slowServer.close(r));
+  });
+
+  test('a delivery after a quiet spell is announced in well under the window; the next change waits for it', async () => {
+    const a = await device(ctx, slow.app, 'alice');
+    const s = await stream(a, {}, slowPort);
+    await s.until(() => s.bareIds[0], 1000, 'the bare id');
+    const t0 = Date.now();
+    deliver(a.userId);
+    const first = await s.event(0, WINDOW_MS);
+    expect(first.at - t0).toBeLessThan(WINDOW_MS / 3);
+    deliver(a.userId, 'archive');
+    deliver(a.userId, 'drafts');
+    const second = await s.event(1, WINDOW_MS * 3);
+    // The two later changes share one event, sent about a window after the first.
+    expect(second.at - first.at).toBeGreaterThanOrEqual(WINDOW_MS - 100);
+    expect(Object.keys(second.data.folders).sort()).toEqual([folderOf(a.userId, 'archive').id, folderOf(a.userId, 'drafts').id].sort());
+  });
+});
