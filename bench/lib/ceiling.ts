@@ -60,7 +60,7 @@ export async function startCeiling(tls: { certFile: string; keyFile: string; cer
     },
     async stop() {
       forget(target);
-      if (proc.exitCode !== null) return;
+      if (proc.exitCode !== null || proc.signalCode !== null) return; // already gone
       const exited = new Promise((resolve) => proc.once('exit', resolve));
       proc.kill('SIGTERM');
       await exited;

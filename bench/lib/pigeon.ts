@@ -79,14 +79,23 @@ function scan(file: string, from: number): { lines: LogLine[]; offset: number } 
   }
 }
 
-export async function startPigeon(dataDir: string, opts: { env?: Record<string, string>; timeoutMs?: number; cpuProfDir?: string } = {}): Promise<Pigeon> {
+export interface StartOptions {
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  /** Run with --cpu-prof, writing the profile here at exit. */
+  cpuProfDir?: string;
+  /** Another checkout of Pigeon to run (to measure two versions side by side); this one when not given. */
+  root?: string;
+}
+
+export async function startPigeon(dataDir: string, opts: StartOptions = {}): Promise<Pigeon> {
   const { certFile, keyFile, cert } = await devCertificate(dataDir);
   const logFile = path.join(dataDir, `pigeon-${Date.now()}.log`);
   const out = fs.openSync(logFile, 'a');
   const execArgv = opts.cpuProfDir ? [`--cpu-prof`, `--cpu-prof-dir=${opts.cpuProfDir}`] : [];
   const t0 = performance.now();
   const proc = spawn(process.execPath, [...execArgv, '--import', 'tsx', 'server/main.ts'], {
-    cwd: ROOT,
+    cwd: opts.root ?? ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env },
     stdio: ['ignore', out, out],
   });

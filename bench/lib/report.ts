@@ -32,11 +32,17 @@ const cpuText = (f: Figure) =>
 const ratioText = (f: Figure) => (f.ratio === undefined ? '–' : `${fmt(f.ratio)}×`);
 const targetText = (f: Figure) => (f.target ? `${f.target.met ? 'met' : 'MISSED'}: ${f.target.text}` : '');
 
+/** The label, with the size of the response when there is one (the same bytes on both sides). */
+function labelText(f: Figure): string {
+  const bytes = f.notes?.responseBytes;
+  return typeof bytes === 'number' ? `${f.label} (${bytes.toLocaleString('en')} B)` : f.label;
+}
+
 function rows(figures: Figure[]): string[][] {
   return figures.map((f) =>
     f.skipped
-      ? [String(f.scenario), f.label, `skipped — ${f.skipped}`, '', '', '', targetText(f)]
-      : [String(f.scenario), f.label, value(f.pigeon, f.unit), value(f.ceiling, f.unit), ratioText(f), cpuText(f), targetText(f)],
+      ? [String(f.scenario), labelText(f), `skipped — ${f.skipped}`, '', '', '', targetText(f)]
+      : [String(f.scenario), labelText(f), value(f.pigeon, f.unit), value(f.ceiling, f.unit), ratioText(f), cpuText(f), targetText(f)],
   );
 }
 
@@ -97,7 +103,7 @@ export function writeMarkdown(file: string, r: Results, preamble: string): void 
 }
 
 /** The change per figure between two runs (Pigeon's median, and the ratio against each run's own ceiling). */
-export function comparison(before: Results, after: Results): string {
+export function comparison(before: Pick<Results, 'figures'>, after: Pick<Results, 'figures'>): string {
   const old = new Map(before.figures.map((f) => [f.id, f]));
   const lines: string[][] = [['figure', 'before', 'after', 'change', 'ratio before → after']];
   for (const f of after.figures) {

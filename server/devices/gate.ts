@@ -45,8 +45,8 @@ export function deviceGate(devices: DeviceService): RequestHandler {
     if (UNGATED.has(key)) {
       // Registration and session need no registered device; but a registered one is still held to its state on
       // the session call (a pending wipe must reach the device on every /v1 call). Registration decides for itself.
-      if (key !== 'POST /devices' && req.deviceIdHeader !== undefined && devices.isRegistered(auth.userId, req.deviceIdHeader)) {
-        req.device = devices.gate(auth.userId, auth.tenantId, req.deviceIdHeader);
+      if (key !== 'POST /devices' && req.deviceIdHeader !== undefined) {
+        req.device = devices.gateIfRegistered(auth.userId, auth.tenantId, req.deviceIdHeader);
       }
       return next();
     }

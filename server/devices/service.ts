@@ -102,6 +102,22 @@ export function createDeviceService(opts: DeviceServiceOptions) {
     cut(device, reason);
   }
 
+  /** Whether a request may proceed for this device (its wipe and access state); the record when it may. */
+  function admit(device: DeviceRecord, tenantId: string, o: { allowPendingWipe?: boolean }): DeviceRecord {
+    if (device.wipeState === 'pending' && !o.allowPendingWipe) {
+      throw errors.wipeRequested(WIPE);
+    }
+    if (device.wipeState === 'acknowledged' || device.wipeState === 'failed') {
+      throw errors.deviceWiped();
+    }
+    if (device.wipeState === 'none') {
+      const a = access(device, tenantId);
+      if (a.state === 'blocked') throw errors.deviceBlocked(a.reason);
+      if (a.state === 'quarantined') throw errors.deviceQuarantined(a.reason);
+    }
+    return device;
+  }
+
   /** The admin's own tenant only: another tenant's device is simply not found. */
   function adminDevice(actor: Actor, id: string): DeviceRecord {
     const device = store.devices.byId(id);
@@ -121,22 +137,13 @@ export function createDeviceService(opts: DeviceServiceOptions) {
     gate(userId: string, tenantId: string, deviceId: string, o: { allowPendingWipe?: boolean } = {}): DeviceRecord {
       const device = store.devices.byUserAndDeviceId(userId, deviceId);
       if (!device) throw errors.deviceNotRegistered();
-      if (device.wipeState === 'pending' && !o.allowPendingWipe) {
-        throw errors.wipeRequested(WIPE);
-      }
-      if (device.wipeState === 'acknowledged' || device.wipeState === 'failed') {
-        throw errors.deviceWiped();
-      }
-      if (device.wipeState === 'none') {
-        const a = access(device, tenantId);
-        if (a.state === 'blocked') throw errors.deviceBlocked(a.reason);
-        if (a.state === 'quarantined') throw errors.deviceQuarantined(a.reason);
-      }
-      return device;
+      return admit(device, tenantId, o);
     },
 
-    isRegistered(userId: string, deviceId: string): boolean {
-      return store.devices.byUserAndDeviceId(userId, deviceId) !== undefined;
+    /** The gate for calls that need no registered device: undefined when it is not registered (one read, not two). */
+    gateIfRegistered(userId: string, tenantId: string, deviceId: string): DeviceRecord | undefined {
+      const device = store.devices.byUserAndDeviceId(userId, deviceId);
+      return device && admit(device, tenantId, {});
     },
 
     /** Notes that the device was seen (buffered; see LAST_SEEN_FLUSH_MS). */
