@@ -1,0 +1,466 @@
+/**
+ * Crash safety against the real server process (issue 8). Each cycle: workers make acknowledged writes with unique
+ * ids (LMTP deliveries, flag and category changes, moves, batches, folder creations) while a reader keeps a replica
+ * of several folders in sync; the process is killed with SIGKILL at a random moment with writes in flight; the file
+ * is checked with `PRAGMA integrity_check`; the server is restarted and must hold every acknowledged write, and every
+ * sync token issued before the kill must either bring its replica to exactly what a fresh sync holds or answer 410.
+ *
+ * "Acknowledged" is what a client may rely on: a 2xx response read in full, or LMTP's 250 for the recipient. A write
+ * in flight at the kill (sent, no answer) may or may not have happened, but a batch happens entirely or not at all,
+ * and a client's retry of it (same opIds) or an MTA's redelivery (same Message-ID) leaves exactly one effect.
+ */
+import https from 'node:https';
+import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import Database from 'better-sqlite3';
+import nodemailer from 'nodemailer';
+import { startServer, type RunningServer } from './server';
+import { openSqliteStore } from '../../server/store/sqlite';
+import { createUserAdmin } from '../../server/admin/users';
+import { systemClock } from '../../server/clock';
+
+export const ALICE = { username: 'alice', password: 'crash-password-0001', email: 'alice@example.com' };
+const DEVICE_ID = 'crash-harness-device-0001';
+
+/** Limits that would answer 429/503 to a test driving one device as fast as it can (the overload tests cover them). */
+export const UNLIMITED_ENV = { PIGEON_DEVICE_RATE_LIMIT: '0', PIGEON_SHED_LAG_MS: '0', PIGEON_TOKEN_REQUESTS_PER_IP: '1000000' };
+
+export interface Reply {
+  status: number;
+  body: any;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/** A keep-alive HTTPS client with its own connections, so concurrent workers do not queue behind each other. */
+export class Client {
+  private readonly agent: https.Agent;
+  constructor(
+    readonly port: number,
+    cert: string,
+    sockets = 1,
+  ) {
+    this.agent = new https.Agent({ keepAlive: true, maxSockets: sockets, ca: cert, servername: 'localhost' });
+  }
+
+  request(method: string, p: string, headers: Record<string, string> = {}, body?: string | object): Promise<Reply> {
+    const text = body === undefined || typeof body === 'string' ? body : JSON.stringify(body);
+    const all = { ...headers, ...(text !== undefined && typeof body === 'object' ? { 'content-type': 'application/json' } : {}) };
+    return new Promise((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port: this.port, method, path: p, headers: all, agent: this.agent }, (res) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (data += c));
+        res.on('end', () => {
+          try {
+            resolve({ status: res.statusCode!, body: data ? JSON.parse(data) : undefined, headers: res.headers });
+          } catch (err) {
+            reject(err);
+          }
+        });
+        res.on('error', reject);
+      });
+      req.once('error', reject);
+      req.end(text);
+    });
+  }
+
+  close() {
+    this.agent.destroy();
+  }
+}
+
+/** Creates alice with a seeded inbox and, per worker, two folders with a few items only that worker touches. */
+export async function seedCrashStore(dataDir: string, workers: number, inboxItems: number, itemsPerWorker: number) {
+  const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
+  const user = await createUserAdmin(store, systemClock).addUser({ ...ALICE, role: 'user' });
+  const inbox = store.folders.byKind(user.id, 'inbox')!;
+  const now = Date.now();
+  const item = (folderId: string, receivedAt: number, subject: string) =>
+    store.items.create({ userId: user.id, folderId, type: 'email', receivedAt, subject, from: { name: 'Seed', address: 'seed@example.org' }, preview: subject }, now);
+  store.transaction(() => {
+    for (let i = 0; i < inboxItems; i++) item(inbox.id, now - 86_400_000 - i * 60_000, `seeded ${i}`);
+  });
+  const owned = store.transaction(() =>
+    Array.from({ length: workers }, (_, w) => {
+      const a = store.folders.create(user.id, { displayName: `worker ${w} A`, parentId: null }, now);
+      const b = store.folders.create(user.id, { displayName: `worker ${w} B`, parentId: null }, now);
+      const items = Array.from({ length: itemsPerWorker }, (_, i) => item(a.id, now - i * 1000, `worker ${w} item ${i}`).id);
+      return { folders: [a.id, b.id] as [string, string], items };
+    }),
+  );
+  store.close();
+  return { inbox: inbox.id, owned };
+}
+
+/** What a worker's write may change about one of its items. */
+interface ItemState {
+  folderId: string;
+  tag: string | null;
+  flagged: boolean;
+}
+const stateOf = (view: any, folderId: string): ItemState => ({ folderId, tag: view.categories?.[0] ?? null, flagged: view.isFlagged });
+
+interface Change {
+  id: string;
+  before: ItemState;
+  after: ItemState;
+}
+type Write =
+  | { kind: 'lmtp'; messageId: string; raw: string }
+  | { kind: 'patch' | 'move'; changes: Change[] }
+  | { kind: 'batch'; changes: Change[]; operations: object[] }
+  | { kind: 'folder'; name: string };
+
+/** A replica as an app keeps it: the last final token and the items (or folders) held. */
+interface Replica {
+  token?: string;
+  held: Map<string, any>;
+}
+const copy = (r: Replica): Replica => ({ token: r.token, held: new Map(r.held) });
+
+export interface CrashOptions {
+  cycles: number;
+  workers: number;
+  windowMs: [number, number];
+  inboxItems?: number;
+  itemsPerWorker?: number;
+  dataDir: string;
+  log?: (line: string) => void;
+}
+
+export interface CrashReport {
+  cycles: number;
+  acked: Record<Write['kind'], number>;
+  ackedTotal: number;
+  /** Writes sent and unanswered when the process was killed. */
+  inFlightAtKill: number;
+  /** Of those, how many had taken effect (seen after the restart). */
+  inFlightApplied: number;
+  /** Acknowledged writes missing or wrong after a restart (must be empty). */
+  lost: string[];
+  /** Anything else that broke a promise: integrity, sync convergence, atomicity, idempotent replays. */
+  problems: string[];
+  tokensChecked: number;
+  tokens410: number;
+  /** Milliseconds from spawn to `ready` for each restart after a kill. */
+  restartMs: number[];
+}
+
+export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
+  const seed = await seedCrashStore(opts.dataDir, opts.workers, opts.inboxItems ?? 300, opts.itemsPerWorker ?? 8);
+  const log = opts.log ?? (() => undefined);
+  const env = { PIGEON_DATA_DIR: opts.dataDir, ...UNLIMITED_ENV };
+  const report: CrashReport = {
+    cycles: 0, acked: { lmtp: 0, patch: 0, move: 0, batch: 0, folder: 0 }, ackedTotal: 0, inFlightAtKill: 0, inFlightApplied: 0,
+    lost: [], problems: [], tokensChecked: 0, tokens410: 0, restartMs: [],
+  };
+  const syncedFolders = [seed.inbox, ...seed.owned.flatMap((o) => o.folders)];
+  const states = new Map<string, ItemState>();
+  for (const o of seed.owned) for (const id of o.items) states.set(id, { folderId: o.folders[0], tag: null, flagged: false });
+  const ackedMessageIds: string[] = [];
+  const ackedFolders = new Map<string, string>();
+
+  let server = await startServer(env);
+  let client = new Client(server.port, server.cert, opts.workers + 2);
+  const form = (fields: Record<string, string>) => new URLSearchParams({ client_id: 'pigeon-app', device_id: DEVICE_ID, ...fields }).toString();
+  const formHeaders = { 'content-type': 'application/x-www-form-urlencoded' };
+  const signIn = await client.request('POST', '/oauth2/token', formHeaders, form({ grant_type: 'password', username: ALICE.username, password: ALICE.password }));
+  if (signIn.status !== 200) throw new Error(`sign-in failed: ${signIn.status}`);
+  let refreshToken: string = signIn.body.refresh_token;
+  let headers: Record<string, string> = { authorization: `Bearer ${signIn.body.access_token}`, 'x-device-id': DEVICE_ID };
+  const registered = await client.request('POST', '/v1/devices', headers, { friendlyName: 'crash harness' });
+  if (registered.status !== 201) throw new Error(`device registration failed: ${registered.status}`);
+
+  // ---- sync, as an app does it ----
+  const FOLDERS = 'folders';
+  const syncPath = (key: string) => (key === FOLDERS ? '/v1/folders/sync' : `/v1/folders/${key}/items/sync`);
+  /** Applies pages from the replica's token until moreAvailable:false; a 410 is returned as such. */
+  async function sync(c: Client, key: string, start: Replica, maxChanges = 512): Promise<Replica | { gone: string }> {
+    const r = copy(start);
+    for (let pages = 0; ; pages++) {
+      if (pages > 200) throw new Error(`sync of ${key} did not finish in 200 pages`);
+      const q = new URLSearchParams({ maxChanges: String(maxChanges), ...(r.token ? { token: r.token } : {}) });
+      const res = await c.request('GET', `${syncPath(key)}?${q}`, headers);
+      if (res.status === 410) return { gone: String(res.body?.reason) };
+      if (res.status !== 200) throw new Error(`sync of ${key} answered ${res.status}: ${JSON.stringify(res.body)}`);
+      const page = res.body;
+      if (key === FOLDERS) {
+        for (const id of page.deleted) r.held.delete(id);
+      } else {
+        for (const gone of page.removed) r.held.delete(gone.id);
+      }
+      for (const item of page.created) r.held.set(item.id, item);
+      for (const item of page.updated) r.held.set(item.id, { ...r.held.get(item.id), ...item });
+      r.token = page.token;
+      if (!page.moreAvailable) return r;
+    }
+  }
+  const fresh = async (key: string) => {
+    const r = await sync(client, key, { held: new Map() });
+    if ('gone' in r) throw new Error(`a sync from no token answered 410 ${r.gone}`);
+    return r;
+  };
+  const difference = (label: string, got: Map<string, any>, want: Map<string, any>): string | undefined => {
+    for (const [id, v] of want) if (!isDeepStrictEqual(got.get(id), v)) return `${label}: ${id} is ${JSON.stringify(got.get(id))}, a fresh sync has ${JSON.stringify(v)}`;
+    for (const id of got.keys()) if (!want.has(id)) return `${label}: holds ${id}, which a fresh sync does not`;
+    return undefined;
+  };
+
+  const replicas = new Map<string, Replica>();
+  for (const key of [FOLDERS, ...syncedFolders]) replicas.set(key, await fresh(key));
+
+  for (let cycle = 1; cycle <= opts.cycles; cycle++) {
+    // The newest refresh token was acknowledged before the last kill: it must still work (no reuse detection).
+    const refreshed = await client.request('POST', '/oauth2/token', formHeaders, form({ grant_type: 'refresh_token', refresh_token: refreshToken }));
+    if (refreshed.status !== 200) throw new Error(`cycle ${cycle}: the acknowledged refresh token was refused (${refreshed.status} ${JSON.stringify(refreshed.body)})`);
+    refreshToken = refreshed.body.refresh_token;
+    headers = { ...headers, authorization: `Bearer ${refreshed.body.access_token}` };
+    const before = new Map([...replicas].map(([k, r]) => [k, copy(r)]));
+
+    // ---- writes until the kill ----
+    let stopping = false;
+    const pending: Array<Write | undefined> = [];
+    const lastAckedBatch: Array<object[] | undefined> = [];
+    const workerClients = seed.owned.map(() => new Client(server.port, server.cert));
+    const readerClient = new Client(server.port, server.cert);
+    let seq = 0;
+    const lmtpPort = server.lmtpPort!;
+
+    async function attempt(w: number, write: Write): Promise<void> {
+      const c = workerClients[w]!;
+      pending[w] = write;
+      if (write.kind === 'lmtp') {
+        const info = await deliver(lmtpPort, write.raw);
+        if (!info.accepted.includes(ALICE.email) || !/^250 /.test(info.response)) throw new Error(`LMTP answered ${info.response}`);
+        ackedMessageIds.push(write.messageId);
+      } else if (write.kind === 'folder') {
+        const res = await c.request('POST', '/v1/folders', headers, { displayName: write.name, parentId: null });
+        if (res.status !== 201 || res.body.displayName !== write.name) throw new Error(`folder create answered ${res.status}`);
+        ackedFolders.set(res.body.id, write.name);
+      } else {
+        const res =
+          write.kind === 'batch'
+            ? await c.request('POST', '/v1/batch', headers, { operations: write.operations })
+            : write.kind === 'move'
+              ? await c.request('POST', `/v1/items/${write.changes[0]!.id}/move`, headers, { destinationFolderId: write.changes[0]!.after.folderId })
+              : await c.request('PATCH', `/v1/items/${write.changes[0]!.id}`, headers, { isFlagged: write.changes[0]!.after.flagged, categories: [write.changes[0]!.after.tag] });
+        if (res.status !== 200) throw new Error(`${write.kind} answered ${res.status}: ${JSON.stringify(res.body)}`);
+        const views = write.kind === 'batch' ? res.body.results.map((r: any) => (r.status === 200 ? r.item : r)) : [res.body];
+        write.changes.forEach((ch, i) => {
+          if (!isDeepStrictEqual(stateOf(views[i], views[i].folderId ?? ch.after.folderId), ch.after)) throw new Error(`${write.kind} answered ${JSON.stringify(views[i])}, not ${JSON.stringify(ch.after)}`);
+          states.set(ch.id, ch.after);
+        });
+        if (write.kind === 'batch') lastAckedBatch[w] = write.operations;
+      }
+      pending[w] = undefined;
+      report.acked[write.kind]++;
+      report.ackedTotal++;
+    }
+
+    function nextWrite(w: number): Write {
+      const n = ++seq;
+      const unique = `c${cycle}-w${w}-${n}`;
+      const mine = seed.owned[w]!;
+      const pick = (count: number) => [...mine.items].sort(() => Math.random() - 0.5).slice(0, count);
+      const tagged = (id: string): Change => {
+        const s = states.get(id)!;
+        return { id, before: s, after: { ...s, tag: `tag-${unique}`, flagged: !s.flagged } };
+      };
+      const moved = (id: string): Change => {
+        const s = states.get(id)!;
+        return { id, before: s, after: { ...s, folderId: s.folderId === mine.folders[0] ? mine.folders[1] : mine.folders[0] } };
+      };
+      const roll = Math.random();
+      if (roll < 0.3) {
+        const messageId = `<${unique}.${Date.now()}@crash.example>`;
+        return { kind: 'lmtp', messageId, raw: rawMessage(messageId, `crash ${unique}`) };
+      }
+      if (roll < 0.6) return { kind: 'patch', changes: [tagged(pick(1)[0]!)] };
+      if (roll < 0.8) return { kind: 'move', changes: [moved(pick(1)[0]!)] };
+      if (roll < 0.93) {
+        const changes = pick(2 + Math.floor(Math.random() * 3)).map((id, i) => (i % 2 ? moved(id) : tagged(id)));
+        const operations = changes.map((ch, i) =>
+          ch.before.folderId !== ch.after.folderId
+            ? { opId: `${unique}-${i}`, op: 'move', id: ch.id, destinationFolderId: ch.after.folderId }
+            : { opId: `${unique}-${i}`, op: 'update', id: ch.id, isFlagged: ch.after.flagged, categories: [ch.after.tag] },
+        );
+        return { kind: 'batch', changes, operations };
+      }
+      return { kind: 'folder', name: `crash folder ${unique}` };
+    }
+
+    async function worker(w: number) {
+      while (!stopping) {
+        const write = nextWrite(w);
+        try {
+          await attempt(w, write);
+        } catch (err) {
+          // After the kill an unanswered write is "in flight"; before it, any failure is a finding.
+          if (!stopping) report.problems.push(`cycle ${cycle} worker ${w}: ${(err as Error).message}`);
+          return;
+        }
+      }
+    }
+
+    /** Keeps the replicas current in small pages, so tokens issued moments before the kill are checked too. */
+    async function reader() {
+      const keys = [...replicas.keys()];
+      for (let i = 0; !stopping; i++) {
+        const key = keys[i % keys.length]!;
+        try {
+          const r = await sync(readerClient, key, replicas.get(key)!, 20);
+          if ('gone' in r) throw new Error(`410 ${r.gone} while the server was up`);
+          replicas.set(key, r); // answered in full: a token the server issued, even if the kill follows at once
+        } catch (err) {
+          if (!stopping) report.problems.push(`cycle ${cycle} reader: ${(err as Error).message}`);
+          return;
+        }
+      }
+    }
+
+    const running = [...seed.owned.map((_, w) => worker(w)), reader()];
+    const windowMs = opts.windowMs[0] + Math.random() * (opts.windowMs[1] - opts.windowMs[0]);
+    await new Promise((r) => setTimeout(r, windowMs));
+    stopping = true;
+    server.proc.kill('SIGKILL');
+    await Promise.all(running);
+    if ((await server.exited).signal !== 'SIGKILL') report.problems.push(`cycle ${cycle}: the server had exited before the kill`);
+    for (const c of [...workerClients, readerClient, client]) c.close();
+    await server.stop();
+    const inFlight = pending.filter((p): p is Write => p !== undefined);
+    report.inFlightAtKill += inFlight.length;
+
+    // ---- the file, before anything touches it again ----
+    const integrity = checkFile(path.join(opts.dataDir, 'pigeon.db'));
+    if (integrity !== 'ok') report.problems.push(`cycle ${cycle}: integrity_check: ${integrity}`);
+
+    // ---- restart ----
+    const t0 = performance.now();
+    server = await startServer(env);
+    report.restartMs.push(performance.now() - t0);
+    client = new Client(server.port, server.cert, opts.workers + 2);
+    const verifyStart = performance.now();
+
+    // ---- tokens issued before the kill: the cycle-start ones and the reader's latest ----
+    const now = new Map(await Promise.all([...replicas.keys()].map(async (key) => [key, await fresh(key)] as const)));
+    const checks: Array<[string, string, Replica]> = [
+      ...[...before].map(([key, r]): [string, string, Replica] => ['cycle-start', key, r]),
+      ...[...replicas].map(([key, r]): [string, string, Replica] => ['latest', key, r]),
+    ];
+    await Promise.all(
+      checks.map(async ([label, key, r]) => {
+        report.tokensChecked++;
+        const synced = await sync(client, key, r);
+        if ('gone' in synced) return void report.tokens410++;
+        const diff = difference(`cycle ${cycle} ${label} token of ${key === FOLDERS ? 'the hierarchy' : key}`, synced.held, now.get(key)!.held);
+        if (diff) report.problems.push(diff);
+      }),
+    );
+
+    // ---- every acknowledged write is there ----
+    const inbox = now.get(seed.inbox)!.held;
+    const copies = (messageId: string) => [...inbox.values()].filter((i) => i.internetMessageId === messageId).length;
+    for (const id of ackedMessageIds.filter((m) => m.includes(`<c${cycle}-`))) if (copies(id) !== 1) report.lost.push(`cycle ${cycle}: LMTP ${id} acknowledged, ${copies(id)} copies after restart`);
+    const folders = now.get(FOLDERS)!.held;
+    for (const [id, name] of ackedFolders) if (folders.get(id)?.displayName !== name) report.lost.push(`cycle ${cycle}: folder ${name} acknowledged, missing after restart`);
+    const actual = new Map<string, ItemState>();
+    for (const o of seed.owned) for (const f of o.folders) for (const [id, v] of now.get(f)!.held) actual.set(id, stateOf(v, f));
+    const inFlightChanges = new Map(inFlight.flatMap((w) => ('changes' in w ? w.changes : [])).map((ch) => [ch.id, ch]));
+    for (const [id, acked] of states) {
+      const got = actual.get(id);
+      const ch = inFlightChanges.get(id);
+      if (isDeepStrictEqual(got, acked) || (ch && isDeepStrictEqual(got, ch.after))) continue;
+      report.lost.push(`cycle ${cycle}: item ${id} acknowledged as ${JSON.stringify(acked)}, is ${JSON.stringify(got)} after restart`);
+    }
+
+    // ---- writes in flight: all or nothing, and a retry has exactly one effect ----
+    const retries = inFlight.map(async (write) => {
+      if (write.kind === 'lmtp') {
+        const was = copies(write.messageId);
+        if (was > 1) report.problems.push(`cycle ${cycle}: in-flight LMTP ${write.messageId} stored ${was} times`);
+        report.inFlightApplied += was;
+        const info = await deliver(server.lmtpPort!, write.raw);
+        if (!/^250 /.test(info.response)) report.problems.push(`cycle ${cycle}: redelivery of ${write.messageId} answered ${info.response}`);
+        ackedMessageIds.push(write.messageId); // the final check requires exactly one copy
+      } else if (write.kind === 'folder') {
+        report.inFlightApplied += [...folders.values()].some((f) => f.displayName === write.name) ? 1 : 0;
+      } else {
+        const applied = write.changes.map((ch) => isDeepStrictEqual(actual.get(ch.id), ch.after));
+        if (applied.some((a) => a !== applied[0])) report.problems.push(`cycle ${cycle}: ${write.kind} in flight was applied in part: ${JSON.stringify(applied)}`);
+        report.inFlightApplied += applied[0] ? 1 : 0;
+        for (const ch of write.changes) states.set(ch.id, applied[0] ? ch.after : ch.before);
+        if (write.kind !== 'batch') return;
+        // The app retries the batch with the same opIds: answered from the record if it committed, applied if not.
+        const retry = await client.request('POST', '/v1/batch', headers, { operations: write.operations });
+        const replayed = retry.body?.results?.map((r: any) => r.replayed === true);
+        if (retry.status !== 200 || replayed.some((r: boolean) => r !== applied[0])) {
+          report.problems.push(`cycle ${cycle}: retried batch (applied before: ${applied[0]}) answered ${retry.status} replayed=${JSON.stringify(replayed)}`);
+        }
+        for (const ch of write.changes) states.set(ch.id, ch.after);
+      }
+    });
+    // An acknowledged batch replayed after the crash is answered from its record and changes nothing.
+    const replays = lastAckedBatch.map(async (operations) => {
+      if (!operations) return;
+      const replay = await client.request('POST', '/v1/batch', headers, { operations });
+      if (replay.status !== 200 || !replay.body.results.every((r: any) => r.replayed === true)) {
+        report.problems.push(`cycle ${cycle}: acknowledged batch replayed after restart was applied again: ${JSON.stringify(replay.body).slice(0, 300)}`);
+      }
+    });
+    await Promise.all([...retries, ...replays]);
+    // The live replicas catch up with the retries (the next cycle checks these tokens against a fresh sync).
+    await Promise.all(
+      [...replicas.keys()].map(async (key) => {
+        const r = await sync(client, key, replicas.get(key)!);
+        if ('gone' in r) report.tokens410++;
+        replicas.set(key, 'gone' in r ? await fresh(key) : r);
+      }),
+    );
+    for (const key of syncedFolders.filter((k) => k !== seed.inbox)) {
+      for (const [id, v] of replicas.get(key)!.held) {
+        if (!isDeepStrictEqual(stateOf(v, key), states.get(id))) report.problems.push(`cycle ${cycle}: item ${id} is ${JSON.stringify(stateOf(v, key))} after the retries, expected ${JSON.stringify(states.get(id))}`);
+      }
+    }
+    report.cycles = cycle;
+    log(`cycle ${cycle}: window ${Math.round(windowMs)} ms, ${report.ackedTotal} acked so far, ${inFlight.length} in flight at the kill, restart ${Math.round(report.restartMs.at(-1)!)} ms, checks ${Math.round(performance.now() - verifyStart)} ms`);
+  }
+
+  client.close();
+  await server.stop();
+  // Across all cycles, straight from the file: every acknowledged message once, every acknowledged folder there.
+  const store = openSqliteStore(path.join(opts.dataDir, 'pigeon.db'));
+  const count = store.db.prepare('SELECT count(*) AS n FROM items WHERE internet_message_id = ?');
+  for (const id of ackedMessageIds) {
+    const n = (count.get(id) as { n: number }).n;
+    if (n !== 1) report.lost.push(`LMTP ${id}: ${n} copies at the end`);
+  }
+  const user = store.users.byUsername(ALICE.username)!;
+  for (const [id, name] of ackedFolders) if (store.folders.byId(user.id, id)?.displayName !== name) report.lost.push(`folder ${name} missing at the end`);
+  store.close();
+  return report;
+}
+
+/** `PRAGMA integrity_check` (and foreign keys) on a read-only connection, which leaves the WAL for the server to recover. */
+export function checkFile(file: string): string {
+  const db = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    const rows = db.pragma('integrity_check') as Array<{ integrity_check: string }>;
+    const result = rows.map((r) => r.integrity_check).join('; ');
+    const orphans = db.pragma('foreign_key_check') as unknown[];
+    return orphans.length ? `${result}; ${orphans.length} foreign key violations` : result;
+  } finally {
+    db.close();
+  }
+}
+
+export function rawMessage(messageId: string, subject: string): string {
+  return [`From: Sender <sender@example.org>`, `To: Alice <${ALICE.email}>`, `Subject: ${subject}`, `Message-ID: ${messageId}`,
+    `Date: ${new Date().toUTCString()}`, 'MIME-Version: 1.0', 'Content-Type: text/plain; charset=utf-8', '', `Body of ${subject}.`, ''].join('\r\n');
+}
+
+/** One LMTP delivery to alice, as an MTA makes it. */
+export function deliver(port: number, raw: string) {
+  const transport = nodemailer.createTransport({ lmtp: true, host: '127.0.0.1', port, ignoreTLS: true });
+  return transport.sendMail({ envelope: { from: 'sender@example.org', to: [ALICE.email] }, raw }).finally(() => transport.close());
+}
