@@ -154,6 +154,7 @@ describe('one server and a working relay', () => {
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ localRecipients: [BOB], queuedRecipients: ['zed@remote.example', 'hidden@remote.example'], rejectedRecipients: [] });
     await until('the relay to receive the message', () => relay.received.length > 0);
+    await until('the logged relay pass', () => attempts(server).at(-1)?.state === 'sent');
     await sleep(1500); // a second pass (the timer wakes at least 1 s apart) would have sent it again by now
     expect(relay.received).toHaveLength(1);
     const got = relay.received[0]!;
@@ -178,6 +179,8 @@ describe('one server and a working relay', () => {
     // PIGEON_OUTBOX_RETRY_BASE=1s: the retry waits about a second after the refusal.
     expect(relay.received[0]!.at - relay.refusals[0]!).toBeGreaterThanOrEqual(900);
     expect(relay.received[0]!.raw).toContain(`Message-ID: ${res.body.internetMessageId}`);
+    // The relay has the message before the server has logged the pass that sent it: wait for that log line.
+    await until('the logged relay pass', () => attempts(server).at(-1)?.state === 'sent');
     expect(attempts(server).slice(-2)).toEqual([
       expect.objectContaining({ state: 'queued', deferred: 1, error: expect.stringContaining('451') }),
       expect.objectContaining({ state: 'sent', accepted: 1 }),

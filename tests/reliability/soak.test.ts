@@ -85,7 +85,7 @@ function deviceRequests(headers: Record<string, string>, inbox: string, ids: str
 
 const maybe = MINUTES > 0 ? test : test.skip;
 
-maybe(`soak: ${MINUTES} min of mixed sync traffic at ≥ 1,000 requests/s, flat RSS and descriptors`, async () => {
+maybe(`soak: ${MINUTES ? `${MINUTES} min` : 'SOAK_MINUTES'} of mixed sync traffic at ≥ 1,000 requests/s, flat RSS and descriptors`, async () => {
   const { file } = await cachedMailbox(10_000, () => undefined);
   const dataDir = workingCopy(file);
   const server = await startLogged(dataDir);
