@@ -4,10 +4,9 @@
  * relay's 451, and is not lost when the server dies (kill -9) while the relay is down.
  */
 import fs from 'node:fs';
-import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
-import { startServer, type RunningServer } from '../helpers/server';
+import { httpsCall, startServer, type RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
 
 const RELAY_USER = 'pigeon-relay';
@@ -77,20 +76,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-function call(server: RunningServer, method: string, path: string, headers: Record<string, string> = {}, body?: string) {
-  return new Promise<{ status: number; body: any }>((resolve, reject) => {
-    const req = https.request({ host: '127.0.0.1', port: server.port, method, path, headers, ca: server.cert, servername: 'localhost' }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined });
-      });
-    });
-    req.once('error', reject);
-    req.end(body);
-  });
-}
+const call = httpsCall;
 
 /** Alice on a registered device. */
 async function alice(server: RunningServer): Promise<Record<string, string>> {

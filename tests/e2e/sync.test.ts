@@ -3,8 +3,7 @@
  * the 500-item window, load more to 1000, a no-change poll, an app change seen by a second device, and the
  * hierarchy.
  */
-import https from 'node:https';
-import { startServer, type RunningServer } from '../helpers/server';
+import { httpsCall, startServer, type RunningServer } from '../helpers/server';
 
 let server: RunningServer;
 
@@ -15,23 +14,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-function call(method: string, path: string, headers: Record<string, string> = {}, body?: string) {
-  return new Promise<{ status: number; body: any }>((resolve, reject) => {
-    const req = https.request(
-      { host: '127.0.0.1', port: server.port, method, path, headers, ca: server.cert, servername: 'localhost' },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined });
-        });
-      },
-    );
-    req.once('error', reject);
-    req.end(body);
-  });
-}
+const call = (method: string, path: string, headers: Record<string, string> = {}, body?: string) => httpsCall(server, method, path, headers, body);
 
 async function device(name: string) {
   const deviceId = `e2e-${name}-0123456789`;

@@ -4,6 +4,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { loadCertificate } from '../../server/tls';
 import { tempDir } from './testApp';
@@ -101,4 +102,26 @@ export async function startServer(env: Record<string, string> = {}, timeoutMs = 
       assertNoSecretsInLogs([...logs.map((l) => JSON.stringify(l)), ...stderr], [], 'the server process log');
     },
   };
+}
+
+/** One request to a running server over real HTTPS (its dev certificate trusted); a JSON body comes back parsed. */
+export function httpsCall(
+  server: Pick<RunningServer, 'port' | 'cert'>,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  body?: string,
+): Promise<{ status: number; body: any }> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', port: server.port, method, path, headers, ca: server.cert, servername: 'localhost' }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        resolve({ status: res.statusCode!, body: text ? JSON.parse(text) : undefined });
+      });
+    });
+    req.once('error', reject);
+    req.end(body);
+  });
 }

@@ -7,13 +7,12 @@
 import request from 'supertest';
 import autocannon from 'autocannon';
 import { buildTestApp, signIn, tempDir, type TestContext } from '../helpers/testApp';
-import { startServer, type RunningServer } from '../helpers/server';
+import { httpsCall, startServer, type RunningServer } from '../helpers/server';
 import type { LagSource } from '../../server/http/overload';
 import { createApp } from '../../server/app';
 import { createLogger } from '../../server/logger';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { hashPassword } from '../../server/auth/passwords';
-import https from 'node:https';
 import path from 'node:path';
 
 const PW = 'password-for-tests';
@@ -96,11 +95,10 @@ describe('a burst at twice the sustainable rate over HTTPS', () => {
     store.mailboxes.create(user.id, Date.now());
     store.close();
     server = await startServer({ PIGEON_DATA_DIR: dataDir, PIGEON_LMTP_ENABLED: 'false', PIGEON_DEVICE_RATE_LIMIT: '200', PIGEON_DEVICE_RATE_BURST: '200' });
-    const base = `https://127.0.0.1:${server.port}`;
-    const tls = { ca: server.cert, servername: 'localhost' };
-    const token = await httpsJson(`${base}/oauth2/token`, 'POST', tls, {}, `grant_type=password&client_id=pigeon-app&username=alice&password=${PW}&device_id=burst-device-000001`);
-    headers = { Authorization: `Bearer ${token.access_token}`, 'X-Device-Id': 'burst-device-000001' };
-    await httpsJson(`${base}/v1/devices`, 'POST', tls, headers, '{}');
+    const form = `grant_type=password&client_id=pigeon-app&username=alice&password=${PW}&device_id=burst-device-000001`;
+    const token = await httpsCall(server, 'POST', '/oauth2/token', { 'content-type': 'application/x-www-form-urlencoded' }, form);
+    headers = { Authorization: `Bearer ${token.body.access_token}`, 'X-Device-Id': 'burst-device-000001' };
+    expect((await httpsCall(server, 'POST', '/v1/devices', { ...headers, 'content-type': 'application/json' }, '{}')).status).toBe(201);
   });
   afterAll(async () => {
     await server?.stop();
@@ -135,16 +133,3 @@ describe('a burst at twice the sustainable rate over HTTPS', () => {
     expect({ recovered: after.latency.p50 <= Math.max(20, calm.latency.p50 * 5), summary }).toEqual({ recovered: true, summary });
   }, 30_000);
 });
-
-function httpsJson(url: string, method: string, tls: { ca: string; servername: string }, headers: Record<string, string>, body: string): Promise<Record<string, string>> {
-  return new Promise((resolve, reject) => {
-    const isForm = body.includes('=') && !body.startsWith('{');
-    const req = https.request(url, { method, ...tls, headers: { ...headers, 'Content-Type': isForm ? 'application/x-www-form-urlencoded' : 'application/json' } }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => (res.statusCode! < 300 ? resolve(JSON.parse(text || '{}')) : reject(new Error(`${res.statusCode} ${text}`))));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
