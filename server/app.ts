@@ -15,7 +15,7 @@ import { createAuthService } from './auth/service';
 import { authenticate, requireAdmin } from './auth/authenticate';
 import { DeviceSignals } from './devices/signals';
 import { createDeviceService } from './devices/service';
-import { deviceGate } from './devices/gate';
+import { adminDeviceGate, deviceGate } from './devices/gate';
 import { deviceRoutes } from './devices/routes';
 import { adminRoutes } from './admin/routes';
 import { adminMessageRoutes } from './admin/messages';
@@ -137,11 +137,13 @@ export function createApp(deps: AppDeps) {
     }),
   );
 
+  // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
+  const judgeDevice = (userId: string, tenantId: string, deviceId: string) => void devices.gateIfRegistered(userId, tenantId, deviceId);
   const limits = { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth };
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist.
   const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
-  app.use('/v1', authenticate(store, accessTokens), deviceGate(devices), deviceLimit);
+  app.use('/v1', authenticate(store, accessTokens, () => clock.now(), judgeDevice), deviceGate(devices), deviceLimit);
   app.use(sessionRoutes(store, config, devices));
   app.use(deviceRoutes(store, devices, limits));
   const codec = createTokenCodec(keys.serverSecret);
@@ -178,7 +180,7 @@ export function createApp(deps: AppDeps) {
   const send = createSendService({ store, clock, delivery, config, onQueued: relay.kick });
   app.use(sendRoutes({ store, clock, send, maxMessageBytes: config.maxMessageBytes, maxJsonDepth: config.maxJsonDepth }));
 
-  app.use('/admin', authenticate(store, accessTokens), requireAdmin);
+  app.use('/admin', authenticate(store, accessTokens, () => clock.now(), judgeDevice), requireAdmin, adminDeviceGate(devices));
   app.use(adminRoutes(store, devices, clock, limits));
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
   app.use(adminMessageRoutes({ store, clock, importer, maxMessageBytes: config.maxMessageBytes }));

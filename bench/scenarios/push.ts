@@ -44,14 +44,20 @@ interface BenchUser {
 async function world(dataDir: string, users: number): Promise<BenchUser[]> {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const now = Date.now();
-  const seeded: Array<{ id: string; tenantId: string; sv: number; key: string; devices: [string, string] }> = [];
+  const seeded: Array<{ id: string; tenantId: string; sv: number; sid: string; key: string; devices: [string, string] }> = [];
   store.transaction(() => {
     const tenant = store.tenants.create('Bench', now);
     for (let i = 0; i < users; i++) {
       const user = store.users.create({ tenantId: tenant.id, username: `u${i}`, email: `u${i}@bench.example`, displayName: `U${i}`, role: 'user', passwordHash: null }, now);
       store.mailboxes.create(user.id, now);
       const devices = [0, 1].map((d) => store.devices.create(user.id, `bench-u${i}-d${d}-0123456789`, DESCRIPTION, now).deviceId) as [string, string];
-      seeded.push({ id: user.id, tenantId: tenant.id, sv: user.sessionVersion, key: `u${i}`, devices });
+      // A live sign-in for the token to belong to: the API refuses access tokens whose sign-in has ended.
+      const sid = crypto.randomUUID();
+      store.refreshTokens.insert({
+        id: crypto.randomUUID(), familyId: sid, userId: user.id, deviceId: null, clientId: 'pigeon-app', scope: 'mail',
+        tokenHash: crypto.randomBytes(32), createdAt: now, expiresAt: now + 86_400_000,
+      });
+      seeded.push({ id: user.id, tenantId: tenant.id, sv: user.sessionVersion, sid, key: `u${i}`, devices });
     }
   });
   store.close();
@@ -61,7 +67,7 @@ async function world(dataDir: string, users: number): Promise<BenchUser[]> {
     seeded.map(async (u) => ({
       key: u.key,
       devices: u.devices,
-      token: await tokens.issue({ sub: u.id, tid: u.tenantId, scope: 'mail', sv: u.sv, sid: crypto.randomUUID(), role: 'user' }),
+      token: await tokens.issue({ sub: u.id, tid: u.tenantId, scope: 'mail', sv: u.sv, sid: u.sid, role: 'user' }),
     })),
   );
 }

@@ -14,8 +14,14 @@ export interface AuthContext {
   tenantId: string;
   role: Role;
   scopes: string[];
-  /** The device the token is bound to (`did`), if any. */
+  /** The device the call is made for: the token's `did`, else a well-formed `X-Device-Id` (set by the gate). */
   deviceId?: string;
+  /**
+   * The device the token is bound to: its `did`, or the device its sign-in was bound to later (a refresh with
+   * `device_id`). Such a token is judged by that device's state on every route, `/admin` included, whether or not
+   * the call carries `X-Device-Id`.
+   */
+  boundDeviceId?: string;
   /** The sign-in (refresh family) the token belongs to. */
   sessionId: string;
   expiresAt: number;
@@ -37,7 +43,10 @@ function mayCarryAccessToken(url: string): boolean {
   return q >= 0 && (url.includes('access_token', q) || url.includes('%', q));
 }
 
-export function authenticate(store: Store, accessTokens: AccessTokens): RequestHandler {
+/** Throws the device's own refusal (blocked, quarantined, wiped, wipe pending) when its record says so. */
+export type DeviceJudge = (userId: string, tenantId: string, deviceId: string) => void;
+
+export function authenticate(store: Store, accessTokens: AccessTokens, now: () => number, judgeDevice?: DeviceJudge): RequestHandler {
   return async (req, _res, next) => {
     if (mayCarryAccessToken(req.url) && req.query && Object.prototype.hasOwnProperty.call(req.query, 'access_token')) {
       throw errors.unauthorized('Access tokens are accepted only in the Authorization header.');
@@ -59,12 +68,23 @@ export function authenticate(store: Store, accessTokens: AccessTokens): RequestH
     if (!user || user.disabled || user.tenantId !== claims.tid || user.sessionVersion !== claims.sv) {
       throw errors.unauthorized('The access token has been revoked.');
     }
+    // The sign-in the token came from must still be live: a wipe acknowledgement, a block, a removed device, reuse
+    // detection and RFC 7009 revocation end its access tokens now, not at their `exp` — and for good, whatever
+    // happens to the device record afterwards.
+    const signIn = store.refreshTokens.liveHead(claims.sid, now());
+    if (!signIn) {
+      // A device-bound token whose device is blocked or wiped says so (403 with the device's code), which tells the
+      // app more than a bare 401 would; either way the token is refused.
+      if (claims.did !== undefined) judgeDevice?.(user.id, user.tenantId, claims.did);
+      throw errors.unauthorized('The access token has been revoked.');
+    }
     req.auth = {
       userId: user.id,
       tenantId: user.tenantId,
       role: user.role,
       scopes: claims.scope.split(' '),
       deviceId: claims.did,
+      boundDeviceId: claims.did ?? signIn.deviceId ?? undefined,
       sessionId: claims.sid,
       expiresAt: claims.exp * 1000,
     };

@@ -374,8 +374,13 @@ export interface Store {
     markRotated(id: string, replacedBy: string, now: number): boolean;
     revokeFamily(familyId: string, reason: string, now: number): number;
     revokeAllForUser(userId: string, reason: string, now: number): number;
-    /** Every live refresh token bound to this device of this user. */
+    /** Every live refresh token of every sign-in that was ever bound to this device of this user. */
     revokeForDevice(userId: string, deviceId: string, reason: string, now: number): number;
+    /**
+     * The sign-in's current token when the sign-in is live (neither revoked nor expired), with the device it is
+     * bound to; undefined when it has ended. Checked on every API call, so access tokens die with their sign-in.
+     */
+    liveHead(familyId: string, now: number): { deviceId: string | null } | undefined;
   };
 
   devices: {

@@ -166,7 +166,9 @@ describe('access states', () => {
     // A fresh sign-in on the blocked device gets no tokens either.
     expect((await request(ctx.app).post('/oauth2/token').type('form').send({ grant_type: 'password', client_id: CLIENT_ID, username: 'alice', password: PW, device_id: d.deviceId })).body.error).toBe('invalid_grant');
     await admin().post(`/admin/v1/devices/${d.id}/allow`).expect(200);
-    expect((await as(d).get('/v1/devices')).status).toBe(200); // the access token was never revoked
+    // The block ended the sign-in: its access token stays dead after the allow; a new sign-in resumes.
+    expect((await as(d).get('/v1/devices')).status).toBe(401);
+    expect((await as(await signInOn('alice', d.deviceId)).get('/v1/devices')).status).toBe(200);
   });
 
   test('quarantine: 403 deviceQuarantined, tokens stay valid, release resumes the same session', async () => {
@@ -287,7 +289,9 @@ describe('the user\'s devices', () => {
     expect((await as(b).delete(`/v1/devices/${a2.deviceId}`)).status).toBe(404);
     expect((await as(a1).delete(`/v1/devices/${a2.deviceId}`)).status).toBe(204);
     expect(cuts.map((c) => c.reason)).toEqual(['removed']);
-    expect((await as(a2).get('/v1/devices')).body.code).toBe('deviceNotRegistered');
+    // Its sign-in ended with the partnership: the old token is refused; a new sign-in must register again.
+    expect((await as(a2).get('/v1/devices')).status).toBe(401);
+    expect((await as(await signInOn('alice', a2.deviceId)).get('/v1/devices')).body.code).toBe('deviceNotRegistered');
     expect((await refresh(a2)).body.error).toBe('invalid_grant');
     expect((await as(a1).delete(`/v1/devices/${a2.deviceId}`)).status).toBe(404);
   });
@@ -450,5 +454,118 @@ describe('last-seen times and inactivity', () => {
     adminSession = await signInOn('root'); // a month passed: the old access token has expired
     const audit = (await admin().get('/admin/v1/audit?limit=500')).body;
     expect(audit.entries).toContainEqual(expect.objectContaining({ action: 'device.purge', actorName: 'system', targetId: stale.id }));
+  });
+});
+
+describe('issue 12: a device-bound token is judged by its device, header or not, /admin included', () => {
+  const noHeader = (s: Session) => as({ access: s.access });
+
+  test('defect 1: after a wipe-ack and the record\'s removal, the pre-wipe token never works again', async () => {
+    const d = await registered('alice');
+    await admin().post(`/admin/v1/devices/${d.id}/wipe`).expect(200);
+    await as(d).post('/v1/devices/current/wipe-ack', { status: 'ok' }).expect(200);
+    expect((await as(d).get('/v1/folders/sync')).body.code).toBe('deviceWiped');
+    await admin().delete(`/admin/v1/devices/${d.id}`).expect(204);
+
+    // The probe's sequence: the same token re-registered (201) and synced (200) until its exp. Now: 401, everywhere.
+    for (const call of [as(d).post('/v1/devices', { friendlyName: 'back again' }), as(d).get('/v1/folders/sync'), as(d).get('/v1/session'), noHeader(d).get('/v1/session')]) {
+      const res = await call;
+      expect(res.status).toBe(401);
+      expect(res.body.code).toBe('unauthorized');
+    }
+    expect(ctx.store.devices.byUserAndDeviceId(ctx.store.users.byUsername('alice')!.id, d.deviceId)).toBeUndefined();
+    // Still dead an hour minus a minute later (just before its exp), and its refresh token too.
+    ctx.clock.advance(59 * 60_000);
+    expect((await as(d).post('/v1/devices', {})).status).toBe(401);
+    expect((await refresh(d)).body.error).toBe('invalid_grant');
+    // A new sign-in may register the same device id again.
+    adminSession = await signInOn('root');
+    const again = await signInOn('alice', d.deviceId);
+    expect((await as(again).post('/v1/devices', {})).status).toBe(201);
+  });
+
+  test('defect 1: a sign-in bound on a later refresh dies whole, its earlier unbound access tokens included', async () => {
+    const deviceId = newDeviceId('late');
+    const t = await signIn(ctx, 'bob', PW); // no device_id: unbound
+    const bound = await refresh({ access: t.access_token, refresh: t.refresh_token, deviceId });
+    expect(bound.status).toBe(200);
+    const early: Session = { access: t.access_token, refresh: t.refresh_token, deviceId };
+    const late: Session = { access: bound.body.access_token, refresh: bound.body.refresh_token, deviceId };
+    const reg = await as(late).post('/v1/devices', {});
+    expect(reg.status).toBe(201);
+    // The early token belongs to a sign-in now bound to this device: it may not speak for another one.
+    expect((await as({ access: early.access, deviceId: newDeviceId('other') }).get('/v1/session')).status).toBe(401);
+    await admin().post(`/admin/v1/devices/${reg.body.id}/wipe`).expect(200);
+    await as(late).post('/v1/devices/current/wipe-ack', { status: 'ok' }).expect(200);
+    await admin().delete(`/admin/v1/devices/${reg.body.id}`).expect(204);
+    for (const s of [early, late]) {
+      expect((await as(s).post('/v1/devices', {})).status).toBe(401);
+      expect((await noHeader(s).get('/v1/session')).status).toBe(401);
+    }
+  });
+
+  test('defect 2: without X-Device-Id a bound token still meets its device\'s pending wipe, wipe, or block', async () => {
+    const pending = await registered('alice');
+    await admin().post(`/admin/v1/devices/${pending.id}/wipe`).expect(200);
+    for (const path of ['/v1/session', '/v1/folders/sync', '/v1/devices']) {
+      const res = await noHeader(pending).get(path);
+      expect(res.status).toBe(403);
+      expect(res.body).toMatchObject({ code: 'wipeRequested', wipe: { scope: 'account' } });
+    }
+    // The acknowledgement itself works without the header too (the token names the device).
+    await noHeader(pending).post('/v1/devices/current/wipe-ack', { status: 'ok' }).expect(200);
+    for (const path of ['/v1/session', '/v1/folders/sync']) {
+      const res = await noHeader(pending).get(path);
+      expect(res.status).toBe(403);
+      expect(res.body.code).toBe('deviceWiped');
+    }
+
+    const blocked = await registered('alice');
+    await admin().post(`/admin/v1/devices/${blocked.id}/block`).expect(200);
+    for (const path of ['/v1/session', '/v1/folders/sync']) {
+      const res = await noHeader(blocked).get(path);
+      expect(res.status).toBe(403);
+      expect(res.body.code).toBe('deviceBlocked');
+    }
+    // An allowed, registered device's token without the header is served as that device.
+    const fine = await registered('alice');
+    expect((await noHeader(fine).get('/v1/folders/sync')).status).toBe(200);
+    expect((await noHeader(fine).get('/v1/session')).status).toBe(200);
+  });
+
+  test('defect 3: an admin token bound to a blocked, wipe-pending or wiped device is refused on /admin', async () => {
+    await ctx.users.addUser({ username: 'root2', password: PW, role: 'admin' });
+    const victim = await registered('bob');
+    const adminDevice = async () => {
+      const s = await signInOn('root2');
+      const res = await as(s).post('/v1/devices', {});
+      expect(res.status).toBe(201);
+      return { ...s, id: res.body.id as string };
+    };
+
+    const blocked = await adminDevice();
+    expect((await as(blocked).get('/admin/v1/devices')).status).toBe(200);
+    await admin().post(`/admin/v1/devices/${blocked.id}/block`).expect(200);
+    for (const s of [blocked, { access: blocked.access }]) {
+      const res = await as(s).post(`/admin/v1/devices/${victim.id}/block`);
+      expect(res.status).toBe(403);
+      expect(res.body.code).toBe('deviceBlocked');
+    }
+
+    const wiping = await adminDevice();
+    await admin().post(`/admin/v1/devices/${wiping.id}/wipe`).expect(200);
+    const pendingRes = await as({ access: wiping.access }).get('/admin/v1/devices');
+    expect(pendingRes.status).toBe(403);
+    expect(pendingRes.body.code).toBe('wipeRequested');
+    await as(wiping).post('/v1/devices/current/wipe-ack', { status: 'ok' }).expect(200);
+    for (const s of [wiping, { access: wiping.access }]) {
+      const res = await as(s).post(`/admin/v1/devices/${victim.id}/block`);
+      expect(res.status).toBe(403);
+      expect(res.body.code).toBe('deviceWiped');
+    }
+    // After the record goes, the sign-in it ended stays ended.
+    await admin().delete(`/admin/v1/devices/${wiping.id}`).expect(204);
+    expect((await as({ access: wiping.access }).post(`/admin/v1/devices/${victim.id}/block`)).status).toBe(401);
+    expect(ctx.store.devices.byId(victim.id)!.adminDecision).toBeNull();
   });
 });

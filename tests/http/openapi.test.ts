@@ -666,10 +666,10 @@ describe('(b) devices: GET /v1/devices and the device gate', () => {
 
     expect((await act('block')).body).toMatchObject({ accessState: 'blocked', accessStateReason: 'individual' });
     await expectGate('deviceBlocked', 'individual');
-    // Re-registration is allowed and shows the state.
+    // The block ended the device's sign-in: even re-registration with its token is refused, with the device's code.
     const rereg = await api().post('/v1/devices').set(p.headers).send({ deviceModel: 'Contract Gate Model' });
-    expect(rereg.status).toBe(200);
-    expect(rereg.body.accessState).toBe('blocked');
+    expect(rereg.status).toBe(403);
+    expect(rereg.body.code).toBe('deviceBlocked');
     expectToMatchSpec(rereg, 'post', '/v1/devices');
     // Block revoked the device's refresh tokens; a new sign-in on it gets none either.
     for (const grant of [await refreshOn(p), await passwordOn(p)]) {
@@ -679,7 +679,7 @@ describe('(b) devices: GET /v1/devices and the device gate', () => {
     }
     expect((await act('allow')).body).toMatchObject({ accessState: 'allowed', accessStateReason: 'individual' });
     const allowed = await api().get('/v1/devices').set(p.headers);
-    expect(allowed.status).toBe(200); // the access token was never revoked
+    expect(allowed.status).toBe(401); // its sign-in ended with the block; allowing the device does not revive it
     expectToMatchSpec(allowed, 'get', '/v1/devices');
 
     // Quarantine keeps the tokens: a refresh still succeeds, and the device resumes once released.
@@ -824,7 +824,12 @@ describe('(b) devices: remote wipe and removal', () => {
     const removed = await api().delete(`/admin/v1/devices/${p.id}`).set(admin);
     expect(removed.status).toBe(204);
     expectToMatchSpec(removed, 'delete', '/admin/v1/devices/{id}');
-    const reregistered = await api().post('/v1/devices').set(p.headers).send({});
+    // The pre-wipe token never works again; a new sign-in on the same device id registers afresh.
+    const stale = await api().post('/v1/devices').set(p.headers).send({});
+    expect(stale.status).toBe(401);
+    expectToMatchSpec(stale, 'post', '/v1/devices');
+    const t = await signIn(ctx, ALICE.username, ALICE.password, { device_id: p.deviceId });
+    const reregistered = await api().post('/v1/devices').set({ ...p.headers, Authorization: bearer(t.access_token) }).send({});
     expect(reregistered.status).toBe(201);
     expectToMatchSpec(reregistered, 'post', '/v1/devices');
   });
@@ -849,8 +854,12 @@ describe('(b) devices: remote wipe and removal', () => {
     expect(gone.status).toBe(404);
     expectToMatchSpec(gone, 'delete', '/v1/devices/{deviceId}');
     const after = await api().get('/v1/devices').set(b.headers);
-    expect(after.body.code).toBe('deviceNotRegistered');
+    expect(after.status).toBe(401); // removing a device ends its sign-in
     expectToMatchSpec(after, 'get', '/v1/devices');
+    const t = await signIn(ctx, ALICE.username, ALICE.password, { device_id: b.deviceId });
+    const unregistered = await api().get('/v1/devices').set({ ...b.headers, Authorization: bearer(t.access_token) });
+    expect(unregistered.body.code).toBe('deviceNotRegistered');
+    expectToMatchSpec(unregistered, 'get', '/v1/devices');
   });
 });
 
@@ -1124,7 +1133,9 @@ describe('(b) sync: GET /v1/folders/sync and folder changes', () => {
     const anonymous = await api().get(FOLDER_SYNC);
     expect(anonymous.status).toBe(401);
     expectToMatchSpec(anonymous, 'get', FOLDER_SYNC);
-    const unregistered = await api().get(FOLDER_SYNC).set('Authorization', u.headers.Authorization!); // no X-Device-Id
+    // An unbound token without X-Device-Id names no device (a bound one is served as its device).
+    const unbound = await signIn(ctx, ALICE.username, ALICE.password);
+    const unregistered = await api().get(FOLDER_SYNC).set('Authorization', bearer(unbound.access_token));
     expect(unregistered.status).toBe(403);
     expectToMatchSpec(unregistered, 'get', FOLDER_SYNC);
   });

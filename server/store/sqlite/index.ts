@@ -205,11 +205,22 @@ export function openSqliteStore(file: string): SqliteStore {
         ).run(now, reason, userId).changes;
       },
       revokeForDevice(userId, deviceId, reason, now) {
+        // Whole families: a sign-in bound to the device on a later refresh still has older, unbound rows.
         return sql(
           `UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ?
-           WHERE user_id = ? AND device_id = ? AND revoked_at IS NULL`,
+           WHERE revoked_at IS NULL AND family_id IN
+             (SELECT family_id FROM refresh_tokens WHERE user_id = ? AND device_id = ?)`,
         ).run(now, reason, userId, deviceId).changes;
       },
+      liveHead(familyId, now) {
+        // The predicate repeats the partial index's, so the planner uses it (tests/sync/query-plans.test.ts).
+        const r = sql(
+          `SELECT device_id, expires_at FROM refresh_tokens INDEXED BY refresh_tokens_live_head
+           WHERE family_id = ? AND revoked_at IS NULL AND rotated_at IS NULL`,
+        ).get(familyId) as { device_id: string | null; expires_at: number } | undefined;
+        return r && r.expires_at > now ? { deviceId: r.device_id } : undefined;
+      },
+
     },
 
     ...deviceRepositories(sql),
