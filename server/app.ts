@@ -131,6 +131,7 @@ export function createApp(deps: AppDeps) {
       issuer,
       maxRequestBytes: config.maxRequestBytes,
       loginFailuresPerUser: config.loginFailuresPerUser,
+      loginFailuresPerUserGlobal: config.loginFailuresPerUserGlobal,
       tokenRequestsPerIp: config.tokenRequestsPerIp,
       rateLimitWindowSeconds: config.rateLimitWindow,
       passwordGrant: config.passwordGrant,

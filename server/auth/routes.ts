@@ -1,7 +1,7 @@
 /**
  * The OAuth endpoints and the issuer's discovery documents.
  */
-import { Router, type RequestHandler } from 'express';
+import { Router, type Request, type RequestHandler, type Response } from 'express';
 import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions } from 'express-rate-limit';
 import { errors, oauthErrors } from '../errors';
 import { formBody } from '../http/body';
@@ -18,6 +18,7 @@ export interface AuthRoutesOptions {
   issuer: string;
   maxRequestBytes: number;
   loginFailuresPerUser: number;
+  loginFailuresPerUserGlobal: number;
   tokenRequestsPerIp: number;
   rateLimitWindowSeconds: number;
   passwordGrant: boolean;
@@ -46,24 +47,42 @@ export function authRoutes(o: AuthRoutesOptions): Router {
     keyGenerator: (req) => ipKeyGenerator(req.ip ?? 'unknown'),
     handler: limited,
   });
-  // Per username: only failures count, so a password-guessing run on one account stops after a few tries.
-  const perUser = rateLimit({
-    windowMs,
-    limit: o.loginFailuresPerUser,
-    standardHeaders: false,
-    legacyHeaders: false,
-    skipSuccessfulRequests: true,
-    skip: (req) => req.body?.grant_type !== 'password' || typeof req.body?.username !== 'string',
-    keyGenerator: (req) => `user:${String(req.body.username).toLowerCase()}`,
-    handler: limited,
-  });
+  // Failed password grants (only failures count). A guessing run is capped per (username, client address), and a
+  // run spread over many addresses by a slower budget per username; neither can lock the user out of a device that
+  // proves it already holds a live sign-in of theirs (its refresh token on the grant) — such a device has a budget
+  // of its own, so a stolen refresh token is no way to guess the password either.
+  const passwordGrant = (req: Request) => req.body?.grant_type === 'password' && typeof req.body?.username === 'string';
+  const username = (req: Request) => String(req.body.username).toLowerCase();
+  const proof = (res: Response) => res.locals.provenSignIn as string | undefined;
+  const failures = (limit: number, key: (req: Request, res: Response) => string, applies: (req: Request, res: Response) => boolean) => {
+    return rateLimit({
+      windowMs,
+      limit,
+      standardHeaders: false,
+      legacyHeaders: false,
+      skipSuccessfulRequests: true,
+      skip: (req, res) => !passwordGrant(req) || !applies(req, res),
+      keyGenerator: key,
+      handler: limited,
+    });
+  };
+  const perUserAndAddress = failures(o.loginFailuresPerUser, (req) => `user:${username(req)}|${ipKeyGenerator(req.ip ?? 'unknown')}`, (_req, res) => !proof(res));
+  const perUser = failures(o.loginFailuresPerUserGlobal, (req) => `user:${username(req)}`, (_req, res) => !proof(res));
+  const perProvenSignIn = failures(o.loginFailuresPerUser, (_req, res) => `sign-in:${proof(res)}`, (_req, res) => !!proof(res));
+  const checkProof: RequestHandler = (req, res, next) => {
+    if (passwordGrant(req)) res.locals.provenSignIn = o.auth.provenSignIn(req.body as Record<string, unknown>);
+    next();
+  };
 
   route(router, '/oauth2/token', {
     post: [
       noStore,
       perAddress,
       ...formBody(o.maxRequestBytes),
+      checkProof,
+      perUserAndAddress,
       perUser,
+      perProvenSignIn,
       async (req, res) => {
         const params = req.body as Record<string, unknown>;
         switch (params.grant_type) {

@@ -127,6 +127,24 @@ export function createAuthService(opts: AuthServiceOptions) {
   }
 
   return {
+    /**
+     * The sign-in a password grant proves it already holds: `refresh_token` on the grant, when it is this server's,
+     * live (not rotated, revoked or expired), issued to the same client, and belongs to the user named by
+     * `username`. Such a device is not held to the per-username throttles (it has shown it is the user's own
+     * device, the OWASP "device cookie"), so nobody can lock a user out of the devices they already use. No proof,
+     * or a bad one, is simply undefined: the grant is then throttled like any other.
+     */
+    provenSignIn(params: Record<string, unknown>): string | undefined {
+      const { refresh_token: token, username, client_id: clientId } = params;
+      if (typeof token !== 'string' || typeof username !== 'string' || typeof clientId !== 'string') return undefined;
+      const id = idOf(token);
+      const rec = id ? store.refreshTokens.byHash(hash(token)) : undefined;
+      if (!rec || rec.id !== id || rec.clientId !== clientId) return undefined;
+      if (rec.revokedAt !== null || rec.rotatedAt !== null || rec.expiresAt <= clock.now()) return undefined;
+      const user = store.users.byUsername(username);
+      return user && user.id === rec.userId ? rec.familyId : undefined;
+    },
+
     async passwordGrant(params: Record<string, unknown>): Promise<TokenResponse> {
       if (!opts.passwordGrant) throw oauthErrors.unsupportedGrantType('the password grant is disabled');
       const clientId = checkClient(params.client_id);

@@ -264,6 +264,71 @@ describe('rate limits on the token endpoint', () => {
   });
 });
 
+describe('issue 12, defect 5: guessing is capped, but nobody can lock a user out', () => {
+  let rl: TestContext;
+  const VICTIM = { username: 'victim', password: 'right-password-5' };
+  beforeEach(async () => {
+    // Client addresses come from X-Forwarded-For here, as behind a proxy, so one test can speak from many.
+    rl = await buildTestApp({ trustProxy: 'true' });
+    const hash = await hashPassword(VICTIM.password, { N: 1024, r: 8, p: 1, keyLength: 32 });
+    const tenant = rl.store.tenants.create('T', rl.clock.now());
+    for (const username of ['victim', 'mallory']) {
+      rl.store.users.create({ tenantId: tenant.id, username, email: `${username}@x`, displayName: username, role: 'user', passwordHash: hash }, rl.clock.now());
+    }
+    rl.secrets.add(VICTIM.password);
+  });
+  afterEach(() => rl.close());
+
+  const grant = (from: string, password: string, extra: Record<string, string> = {}, username = VICTIM.username) =>
+    request(rl.app).post('/oauth2/token').set('X-Forwarded-For', from).type('form')
+      .send({ grant_type: 'password', client_id: CLIENT_ID, username, password, ...extra });
+  const guesses = async (n: number, from: (i: number) => string, extra: Record<string, string> = {}) => {
+    const statuses: number[] = [];
+    for (let i = 0; i < n; i++) statuses.push((await grant(from(i), `guess-${i}`, extra)).status);
+    expect(statuses.every((s) => s === 400 || s === 429)).toBe(true);
+    return statuses.filter((s) => s === 429).length;
+  };
+
+  test('110 guesses from one address: at least 90 refused, and the real user still signs in from elsewhere', async () => {
+    expect(await guesses(110, () => '203.0.113.7')).toBeGreaterThanOrEqual(90);
+    // Before: the username itself was locked for 15 minutes, for everyone.
+    const real = await grant('198.51.100.20', VICTIM.password);
+    expect(real.status).toBe(200);
+    // A typo of the real user's is an ordinary failure, not a 429.
+    expect((await grant('198.51.100.20', 'typo')).status).toBe(400);
+  });
+
+  test('110 guesses spread over 110 addresses: at least 90 refused; a device holding a live sign-in still gets in', async () => {
+    const before = (await grant('198.51.100.30', VICTIM.password, { device_id: 'victim-phone-0123456789' })).body;
+    expect(before.refresh_token).toMatch(/^prt_/);
+    expect(await guesses(110, (i) => `203.0.113.${i + 1}`)).toBeGreaterThanOrEqual(90);
+    // The per-username budget is spent: a new device of the user's waits like the attacker (the documented cost)…
+    const fresh = await grant('198.51.100.31', VICTIM.password);
+    expect(fresh.status).toBe(429);
+    expect(fresh.headers['retry-after']).toMatch(/^\d+$/);
+    // …but the phone that holds a live sign-in proves it and signs in again.
+    const phone = await grant('198.51.100.30', VICTIM.password, { refresh_token: before.refresh_token, device_id: 'victim-phone-0123456789' });
+    expect(phone.status).toBe(200);
+    // A proof is no licence to guess: it has a budget of its own (10 failures).
+    const withProof = await guesses(15, () => '198.51.100.30', { refresh_token: phone.body.refresh_token });
+    expect(withProof).toBeGreaterThanOrEqual(5);
+  });
+
+  test('no exemption for a proof that is not a live sign-in of this user', async () => {
+    const mallory = (await grant('198.51.100.40', VICTIM.password, {}, 'mallory')).body;
+    const own = (await grant('198.51.100.41', VICTIM.password)).body;
+    const rotated = own.refresh_token as string;
+    const next = await request(rl.app).post('/oauth2/token').type('form').send({ grant_type: 'refresh_token', client_id: CLIENT_ID, refresh_token: rotated });
+    expect(next.status).toBe(200);
+    expect(await guesses(40, (i) => `203.0.113.${i + 1}`)).toBeGreaterThanOrEqual(20);
+    for (const proof of [mallory.refresh_token, rotated, 'prt_AAAAAAAAAAAAAAAA.' + 'A'.repeat(43)]) {
+      expect((await grant('198.51.100.42', VICTIM.password, { refresh_token: proof })).status).toBe(429);
+    }
+    // The live one is accepted.
+    expect((await grant('198.51.100.42', VICTIM.password, { refresh_token: next.body.refresh_token })).status).toBe(200);
+  });
+});
+
 describe('device binding through refresh', () => {
   test('a device_id on a refresh binds a sign-in that was not bound; once bound it stays bound', async () => {
     const s = await signIn(ctx, ALICE.username, ALICE.password);

@@ -70,7 +70,7 @@ let world: Record<string, Party>;
 const api = () => request(server);
 
 beforeAll(async () => {
-  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000 });
+  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000 });
   server = http.createServer(ctx.app).listen(0, '127.0.0.1');
   world = await buildWorld(ctx, api, [
     { name: 'alice', role: 'user', tenant: 'A' },

@@ -30,7 +30,7 @@ let admin: Party;
 const api = () => request(server);
 
 beforeAll(async () => {
-  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, maxMessageBytes: 256 * 1024 });
+  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000, maxMessageBytes: 256 * 1024 });
   server = http.createServer(ctx.app).listen(0, '127.0.0.1');
   const world = await buildWorld(ctx, api, [
     { name: 'alice', role: 'user', tenant: 'A' },

@@ -39,7 +39,7 @@ let root: Party;
 const api = () => request(server);
 
 beforeAll(async () => {
-  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, maxRequestBytes: LIMIT, maxMessageBytes: LIMIT });
+  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000, maxRequestBytes: LIMIT, maxMessageBytes: LIMIT });
   server = http.createServer(ctx.app).listen(0, '127.0.0.1');
   const world = await buildWorld(ctx, api, [
     { name: 'alice', role: 'user', tenant: 'A' },
