@@ -46,11 +46,9 @@ export function sessionRoutes(store: Store, config: Config, devices: DeviceServi
           email: user.email,
           role: user.role,
         },
-        // The calling device's record when X-Device-Id names a registered one; null before registration.
-        device: (() => {
-          const d = req.deviceIdHeader ? store.devices.byUserAndDeviceId(user.id, req.deviceIdHeader) : undefined;
-          return d ? devices.view(d, user.tenantId) : null;
-        })(),
+        // The calling device's record (named by X-Device-Id, or the device the token is bound to) once the gate
+        // has found it registered; null before registration.
+        device: req.device ? devices.view(req.device, user.tenantId) : null,
         scopes: auth.scopes,
         accessTokenExpiresAt: new Date(auth.expiresAt).toISOString(),
         limits,

@@ -530,7 +530,9 @@ describe('issue 12: a device-bound token is judged by its device, header or not,
     // An allowed, registered device's token without the header is served as that device.
     const fine = await registered('alice');
     expect((await noHeader(fine).get('/v1/folders/sync')).status).toBe(200);
-    expect((await noHeader(fine).get('/v1/session')).status).toBe(200);
+    const session = await noHeader(fine).get('/v1/session');
+    expect(session.status).toBe(200);
+    expect(session.body.device).toMatchObject({ id: fine.id, deviceId: fine.deviceId });
   });
 
   test('defect 3: an admin token bound to a blocked, wipe-pending or wiped device is refused on /admin', async () => {
