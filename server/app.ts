@@ -122,7 +122,7 @@ export function createApp(deps: AppDeps) {
     }),
   );
 
-  app.use(opsRoutes(store, metrics.registry));
+  app.use(opsRoutes(store)); // metrics: their own listener (http/metricsServer.ts, started by main.ts)
   app.use(
     authRoutes({
       auth,

@@ -62,6 +62,10 @@ export const CONFIG_TABLE = {
   lmtpEnabled: { env: 'PIGEON_LMTP_ENABLED', kind: 'bool', default: 'true', doc: 'Start the LMTP listener (RFC 2033) that MTAs deliver into.' },
   lmtpHost: { env: 'PIGEON_LMTP_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the LMTP listener binds to (loopback: only a local MTA may deliver).' },
   lmtpPort: { env: 'PIGEON_LMTP_PORT', kind: 'int', default: '2424', min: 0, max: 65535, doc: 'LMTP port (0 picks a free one).' },
+  metricsEnabled: { env: 'PIGEON_METRICS_ENABLED', kind: 'bool', default: 'true', doc: 'Serve Prometheus metrics (`GET /metrics`) on their own plain-HTTP listener; never on the API port.' },
+  metricsHost: { env: 'PIGEON_METRICS_HOST', kind: 'string', default: '127.0.0.1', doc: 'Address the metrics listener binds to (loopback: only local scrapers; set PIGEON_METRICS_TOKEN before widening it).' },
+  metricsPort: { env: 'PIGEON_METRICS_PORT', kind: 'int', default: '9464', min: 0, max: 65535, doc: 'Metrics port (0 picks a free one).' },
+  metricsToken: { env: 'PIGEON_METRICS_TOKEN', kind: 'string', default: '', doc: 'When set, scrapers must send `Authorization: Bearer <token>` (at least 16 characters of A-Z a-z 0-9 . _ ~ + / -); empty: no token.', secret: true },
   maxMessageBytes: { env: 'PIGEON_MAX_MESSAGE_BYTES', kind: 'int', default: '52428800', min: 1024, max: 1024 * 1024 * 1024, doc: 'Largest message accepted by LMTP, import and send (LMTP answers 552 above it, HTTP 413).' },
   duplicateWindow: { env: 'PIGEON_DUPLICATE_WINDOW', kind: 'duration', default: '24h', min: 0, max: 365 * 86400, doc: 'A second delivery of the same Message-ID into the same folder within this time is acknowledged but not stored.' },
   threadSubjectWindow: { env: 'PIGEON_THREAD_SUBJECT_WINDOW', kind: 'duration', default: '7d', min: 0, max: 365 * 86400, doc: 'A reply without thread headers joins the newest conversation with the same subject received within this time.' },
@@ -146,6 +150,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   const config = { ...(out as Config), ...overrides };
   config.dataDir = path.resolve(config.dataDir);
+  // A bearer token: URL- and header-safe characters, long enough not to be guessed. Never echoed (it is a secret).
+  if (config.metricsToken && !/^[A-Za-z0-9._~+/-]{16,}=*$/.test(config.metricsToken)) {
+    throw new ConfigError('PIGEON_METRICS_TOKEN', 'must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / -');
+  }
   return config;
 }
 

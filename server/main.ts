@@ -1,11 +1,11 @@
 /**
- * Entry point: read config, open and migrate the store, seed the demo tenant when empty, start HTTPS, drain on
- * SIGTERM/SIGINT. Run with `npm start`.
+ * Entry point: read config, open and migrate the store, seed the demo tenant when empty, start HTTPS (and the LMTP
+ * and metrics listeners), drain on SIGTERM/SIGINT. Run with `npm start`.
  */
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { loadConfig, ConfigError, redactedConfig, issuerOf, type Config } from './config';
-import { createLogger } from './logger';
+import { createLogger, drainLogs, writeStderr } from './logger';
 import { openSqliteStore } from './store/sqlite';
 import { loadKeys } from './auth/keys';
 import { loadCertificate } from './tls';
@@ -16,10 +16,15 @@ import { databaseFile } from './paths';
 import { LAST_SEEN_FLUSH_MS } from './devices/service';
 import { seedDemo } from './demo/seed';
 import { startLmtp } from './lmtp/server';
+import { startMetricsServer } from './http/metricsServer';
 
-function walkthrough(base: string, certFile: string | undefined, demo: boolean): string {
+/** The last log lines get this long to reach a slow output before exit; a stuck one (stalled pipe) is given up. */
+const FINAL_LOG_FLUSH_MS = 2_000;
+
+function walkthrough(base: string, certFile: string | undefined, demo: boolean, metrics: string | undefined): string {
   const cacert = certFile ? `--cacert ${path.relative(process.cwd(), certFile)} ` : '';
   const lines = [`Pigeon is listening on ${base}`];
+  if (metrics) lines.push(`Prometheus metrics: ${metrics}`);
   if (demo) {
     lines.push(
       '',
@@ -38,7 +43,7 @@ async function main(): Promise<void> {
     config = loadConfig();
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`pigeon: bad configuration: ${err.message}\n`);
+      writeStderr(`pigeon: bad configuration: ${err.message}\n`);
       process.exit(2);
     }
     throw err;
@@ -58,7 +63,7 @@ async function main(): Promise<void> {
   const keys = await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
-  const { app, devices, push, lag, deviceLimit, delivery, relay } = createApp({ config, store, keys, clock: systemClock, log });
+  const { app, devices, push, lag, deviceLimit, delivery, relay, metrics } = createApp({ config, store, keys, clock: systemClock, log });
   // Buckets of devices that went quiet are forgotten, so the limiter's memory follows active devices only.
   const buckets = setInterval(() => deviceLimit.sweep(), 60_000);
   buckets.unref();
@@ -93,16 +98,24 @@ async function main(): Promise<void> {
     }
   }, config.historyPurgeInterval * 1000);
   history.unref();
-  // Before HTTPS, so the `ready` line means both listeners are up (tests read the LMTP port from the log).
+  // Before HTTPS, so the `ready` line means every listener is up (tests read the LMTP and metrics ports from the log).
   const lmtp = config.lmtpEnabled ? await startLmtp({ config, delivery, clock: systemClock, log }) : undefined;
   if (lmtp) log.info({ host: config.lmtpHost, port: lmtp.port }, 'lmtp listening');
+  // Metrics have their own plain-HTTP listener (loopback by default), never the API port.
+  const metricsServer = config.metricsEnabled
+    ? await startMetricsServer({ host: config.metricsHost, port: config.metricsPort, token: config.metricsToken, registry: metrics.registry })
+    : undefined;
+  if (metricsServer) {
+    log.info({ host: config.metricsHost, port: metricsServer.port, bearerRequired: Boolean(config.metricsToken) }, 'metrics listening');
+    if (!config.metricsToken && !isLoopback(config.metricsHost)) {
+      log.warn({ host: config.metricsHost }, 'metrics listener is not on loopback and has no PIGEON_METRICS_TOKEN: anyone who can reach it can scrape it');
+    }
+  }
   const https = await listenHttps(app, tls, config);
   const base = config.issuer || `https://${config.host}:${https.port}`;
+  const metricsUrl = metricsServer ? `http://${urlHost(config.metricsHost)}:${metricsServer.port}/metrics` : undefined;
   // The relay worker starts once the server is up; its first pass sends what an earlier run left queued.
   relay.start();
-  log.info({ url: base, issuer: issuerOf(config), port: https.port, readyMs: Math.round(performance.now()) }, 'ready');
-  process.stderr.write(`\n${walkthrough(base, config.tlsCert ? undefined : tls.certFile, config.demo)}\n\n`);
-
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -122,17 +135,39 @@ async function main(): Promise<void> {
     // LMTP deliveries under way commit and get their replies before the store closes.
     const [{ forced }, lmtpClosed] = await Promise.all([https.drain(config.shutdownTimeout * 1000), lmtp?.close(config.shutdownTimeout * 1000)]);
     if (lmtpClosed?.forced) log.warn('lmtp deliveries still running at the shutdown timeout');
-    await relayStopped;
-    devices.flushLastSeen();
+    await Promise.all([relayStopped, metricsServer?.close()]);
+    try {
+      devices.flushLastSeen();
+    } catch (err) {
+      log.error({ err }, 'last-seen flush failed'); // e.g. a full disk: the store still closes cleanly
+    }
     store.close();
     log.info({ forced }, 'stopped');
+    // The log output may be slow, stalled or gone: the last lines get a bounded wait, never an unbounded one.
+    await drainLogs(FINAL_LOG_FLUSH_MS);
     process.exit(0);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // Only now `ready`: whoever waits for it (a supervisor, a test) may signal at once, and must reach a handler, not
+  // the default action (which would kill the process without draining).
+  log.info(
+    { url: base, issuer: issuerOf(config), port: https.port, metricsPort: metricsServer?.port, readyMs: Math.round(performance.now()) },
+    'ready',
+  );
+  writeStderr(`\n${walkthrough(base, config.tlsCert ? undefined : tls.certFile, config.demo, metricsUrl)}\n\n`);
 }
 
-main().catch((err) => {
-  process.stderr.write(`pigeon: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+function urlHost(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+main().catch(async (err) => {
+  writeStderr(`pigeon: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  await drainLogs(FINAL_LOG_FLUSH_MS);
   process.exit(1);
 });

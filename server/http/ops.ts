@@ -1,18 +1,18 @@
 /**
- * Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI description. Unauthenticated on
- * purpose (load balancers and scrapers carry no tokens); they reveal nothing about mailboxes.
+ * Operational endpoints: liveness, readiness and the OpenAPI description. Unauthenticated on purpose (load balancers
+ * carry no tokens); they reveal nothing about mailboxes. Prometheus metrics are not served here: they have their own
+ * listener (metricsServer.ts), so the API port answers /metrics with 404.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { Router } from 'express';
-import type { Registry } from 'prom-client';
 import { route } from './routes';
 import { errors } from '../errors';
 import type { Store } from '../store/types';
 
 export const OPENAPI_FILE = path.resolve(__dirname, '../../schema/openapi.yaml');
 
-export function opsRoutes(store: Store, registry: Registry): Router {
+export function opsRoutes(store: Store): Router {
   const router = Router();
   route(router, '/healthz', { get: (_req, res) => void res.json({ status: 'ok' }) });
   route(router, '/readyz', {
@@ -23,11 +23,6 @@ export function opsRoutes(store: Store, registry: Registry): Router {
         throw errors.unavailable('The store is not reachable.');
       }
       res.json({ status: 'ready' });
-    },
-  });
-  route(router, '/metrics', {
-    get: async (_req, res) => {
-      res.type(registry.contentType).send(await registry.metrics());
     },
   });
   route(router, '/openapi.yaml', {

@@ -4,7 +4,8 @@
 import crypto from 'node:crypto';
 import type { RequestHandler, Request } from 'express';
 import type { Logger } from 'pino';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { droppedLogLines, queuedLogBytes } from '../logger';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -42,6 +43,25 @@ export function createMetrics(): HttpMetrics {
     labelNames: ['route', 'method', 'status'] as const,
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
+  });
+  // The log sink is the process's (stdout), not the app's: read at scrape time.
+  new Counter({
+    name: 'pigeon_log_lines_dropped_total',
+    help: 'Log lines dropped because the log output failed (full disk, closed pipe) or stalled (queue full).',
+    registers: [registry],
+    collect() {
+      this.reset();
+      const dropped = droppedLogLines();
+      if (dropped) this.inc(dropped);
+    },
+  });
+  new Gauge({
+    name: 'pigeon_log_queue_bytes',
+    help: 'Log output waiting in memory for a slow or stalled output (bounded; past the bound lines are dropped).',
+    registers: [registry],
+    collect() {
+      this.set(queuedLogBytes());
+    },
   });
   const middleware: RequestHandler = (req, res, next) => {
     const start = process.hrtime.bigint();

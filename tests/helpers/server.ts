@@ -40,8 +40,9 @@ export async function startServer(env: Record<string, string> = {}, timeoutMs = 
       PATH: process.env.PATH,
       HOME: process.env.HOME,
       PIGEON_PORT: '0',
-      // Parallel test servers must not race for the fixed default LMTP port.
+      // Parallel test servers must not race for the fixed default LMTP and metrics ports.
       PIGEON_LMTP_PORT: '0',
+      PIGEON_METRICS_PORT: '0',
       PIGEON_HOST: '127.0.0.1',
       PIGEON_DATA_DIR: dataDir,
       PIGEON_DEMO: 'false',

@@ -1953,12 +1953,11 @@ describe('(b) operational endpoints', () => {
     }
   });
 
-  test('GET /metrics: Prometheus text, gzip-compressed when asked (it is over 1 KiB)', async () => {
-    const res = await api().get('/metrics').set('Accept-Encoding', 'gzip');
-    expect(res.status).toBe(200);
-    expect(res.headers['content-encoding']).toBe('gzip');
-    expect(res.text).toContain('pigeon_http_requests_total');
-    expectToMatchSpec(res, 'get', '/metrics');
+  test('GET /metrics is not part of the API (its own listener): 404 problem+json, and not in the document', async () => {
+    const res = await api().get('/metrics');
+    expect(res.status).toBe(404);
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(loadSpec().paths['/metrics']).toBeUndefined();
   });
 
   test('responses under 1 KiB are not compressed', async () => {

@@ -231,7 +231,8 @@ describe('GET /v1/events', () => {
     const id = await s.until(() => s.bareIds[0], 1000, 'the bare id');
     expect(Number(id)).toBe(ctx.store.mailboxes.get(a.userId)!.highestModseq);
     expect(s.events).toEqual([]);
-    expect((await request(fast.app).get('/metrics')).text).toMatch(/^pigeon_push_channels\{kind="stream"\} [1-9]/m);
+    // The metrics listener serves this registry (tests/http/requests.test.ts); the API port has no /metrics.
+    expect(await fast.metrics.registry.metrics()).toMatch(/^pigeon_push_channels\{kind="stream"\} [1-9]/m);
   });
 
   test('HEAD answers the stream headers without opening one', async () => {

@@ -3,6 +3,8 @@
  * headers, and the operational endpoints. `/oauth2/token` and `/oauth2/revoke` are the body-taking routes so far;
  * a JSON route is exercised through a tiny app built from the same middleware.
  */
+import http from 'node:http';
+import zlib from 'node:zlib';
 import express from 'express';
 import request from 'supertest';
 import pino from 'pino';
@@ -11,6 +13,7 @@ import { jsonBody, jsonDepth } from '../../server/http/body';
 import { errorHandler, notFoundHandler } from '../../server/http/problem';
 import { requestId } from '../../server/http/requestContext';
 import { route } from '../../server/http/routes';
+import { bearerMatches, startMetricsServer, type MetricsServer } from '../../server/http/metricsServer';
 
 let ctx: TestContext;
 let token: string;
@@ -189,7 +192,7 @@ describe('request ids, compression, headers', () => {
   });
 
   test('responses over 1 KiB are gzipped when asked; small ones are not', async () => {
-    const big = await request(ctx.app).get('/metrics').set('Accept-Encoding', 'gzip');
+    const big = await request(ctx.app).get('/openapi.yaml').set('Accept-Encoding', 'gzip');
     expect(big.headers['content-encoding']).toBe('gzip');
     const small = await request(ctx.app).get('/healthz').set('Accept-Encoding', 'gzip');
     expect(small.headers['content-encoding']).toBeUndefined();
@@ -209,11 +212,12 @@ describe('operational endpoints and session', () => {
     expect((await request(ctx.app).get('/readyz')).body).toEqual({ status: 'ready' });
   });
 
-  test('metrics count requests by route pattern and status', async () => {
-    await request(ctx.app).get('/v1/session').set('Authorization', `Bearer ${token}`);
-    const text = (await request(ctx.app).get('/metrics')).text;
-    expect(text).toMatch(/pigeon_http_requests_total\{route="\/v1\/session",method="GET",status="200"\} \d+/);
-    expect(text).toContain('pigeon_http_request_duration_seconds_bucket');
+  test('the API port has no /metrics: 404 problem+json, like any unknown path', async () => {
+    const res = await request(ctx.app).get('/metrics');
+    expect(res.status).toBe(404);
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(res.body).toMatchObject({ status: 404 });
+    expect(res.text).not.toContain('pigeon_http_requests_total');
   });
 
   test('GET /v1/session: 401 first, then the user and the limits', async () => {
@@ -265,5 +269,87 @@ describe('form bodies: percent-escapes', () => {
   test('the API description is gzipped too', async () => {
     const res = await request(ctx.app).get('/openapi.yaml').set('Accept-Encoding', 'gzip');
     expect(res.headers['content-encoding']).toBe('gzip');
+  });
+});
+
+/** GET (or another method) on a metrics listener; the body comes back as text, gunzipped when it was gzipped. */
+function scrape(m: MetricsServer, method = 'GET', p = '/metrics', headers: Record<string, string> = {}) {
+  return new Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string; bytes: number }>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: m.port, method, path: p, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const raw = Buffer.concat(chunks);
+        const body = res.headers['content-encoding'] === 'gzip' ? zlib.gunzipSync(raw) : raw;
+        resolve({ status: res.statusCode!, headers: res.headers, text: body.toString('utf8'), bytes: raw.length });
+      });
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+describe('the metrics listener (its own port, loopback by default)', () => {
+  let open: MetricsServer;
+  let guarded: MetricsServer;
+  const TOKEN = 'metrics-token-0123456789abcdef';
+  beforeAll(async () => {
+    const registry = ctx.built.metrics.registry;
+    open = await startMetricsServer({ host: '127.0.0.1', port: 0, token: '', registry });
+    guarded = await startMetricsServer({ host: '127.0.0.1', port: 0, token: TOKEN, registry });
+  });
+  afterAll(async () => {
+    await open.close();
+    await guarded.close();
+  });
+
+  test('counts API requests by route pattern and status; publishes the dropped log lines', async () => {
+    await request(ctx.app).get('/v1/session').set('Authorization', `Bearer ${token}`);
+    const res = await scrape(open);
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+    expect(res.headers['cache-control']).toBe('no-store');
+    expect(res.text).toMatch(/pigeon_http_requests_total\{route="\/v1\/session",method="GET",status="200"\} \d+/);
+    expect(res.text).toContain('pigeon_http_request_duration_seconds_bucket');
+    expect(res.text).toMatch(/^# TYPE pigeon_log_lines_dropped_total counter$/m);
+    expect(res.text).toMatch(/^pigeon_log_lines_dropped_total \d+$/m);
+    expect(res.text).toMatch(/^pigeon_log_queue_bytes \d+$/m);
+  });
+
+  test('gzip when asked (not when refused); HEAD has no body; other paths 404, other methods 405', async () => {
+    const plain = await scrape(open);
+    const zipped = await scrape(open, 'GET', '/metrics', { 'Accept-Encoding': 'gzip' });
+    expect(zipped.headers['content-encoding']).toBe('gzip');
+    expect(zipped.bytes).toBeLessThan(plain.bytes / 2);
+    expect(zipped.text).toContain('pigeon_http_requests_total');
+    expect((await scrape(open, 'GET', '/metrics', { 'Accept-Encoding': 'gzip;q=0' })).headers['content-encoding']).toBeUndefined();
+    const head = await scrape(open, 'HEAD');
+    expect(head.status).toBe(200);
+    expect(head.text).toBe('');
+    expect((await scrape(open, 'GET', '/healthz')).status).toBe(404);
+    expect((await scrape(open, 'GET', '/v1/session')).status).toBe(404);
+    const post = await scrape(open, 'POST');
+    expect(post.status).toBe(405);
+    expect(post.headers.allow).toBe('GET, HEAD');
+  });
+
+  test('with PIGEON_METRICS_TOKEN set: 401 without the bearer or with a wrong one, 200 with it', async () => {
+    for (const authorization of [undefined, 'Bearer wrong', `Bearer ${TOKEN}x`, `Basic ${TOKEN}`, TOKEN, `Bearer ${TOKEN.slice(0, -1)}`]) {
+      const res = await scrape(guarded, 'GET', '/metrics', authorization ? { Authorization: authorization } : {});
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toMatch(/^Bearer /);
+      expect(res.text).not.toContain('pigeon_');
+    }
+    const ok = await scrape(guarded, 'GET', '/metrics', { Authorization: `Bearer ${TOKEN}` });
+    expect(ok.status).toBe(200);
+    expect(ok.text).toContain('pigeon_http_requests_total');
+  });
+
+  test('bearerMatches: the scheme is case-insensitive, the token is exact', () => {
+    expect(bearerMatches(`bearer ${TOKEN}`, TOKEN)).toBe(true);
+    expect(bearerMatches(`Bearer ${TOKEN}`, TOKEN)).toBe(true);
+    expect(bearerMatches(`Bearer ${TOKEN.toUpperCase()}`, TOKEN)).toBe(false);
+    expect(bearerMatches('Bearer ', TOKEN)).toBe(false);
+    expect(bearerMatches(undefined, TOKEN)).toBe(false);
   });
 });

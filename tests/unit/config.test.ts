@@ -44,3 +44,35 @@ test('the README config table is the one the code generates', () => {
   const table = /<!-- config-table:start -->\n([\s\S]*?)\n<!-- config-table:end -->/.exec(readme)?.[1];
   expect(table).toBe(configMarkdown());
 });
+
+test('metrics: own listener on loopback by default, port and token validated, the token a secret', () => {
+  expect(loadConfig({})).toMatchObject({ metricsEnabled: true, metricsHost: '127.0.0.1', metricsPort: 9464, metricsToken: '' });
+  expect(loadConfig({ PIGEON_METRICS_PORT: '0', PIGEON_METRICS_ENABLED: 'off', PIGEON_METRICS_HOST: '::1' })).toMatchObject({
+    metricsPort: 0,
+    metricsEnabled: false,
+    metricsHost: '::1',
+  });
+  for (const [env, value] of [
+    ['PIGEON_METRICS_PORT', '65536'],
+    ['PIGEON_METRICS_PORT', 'metrics'],
+    ['PIGEON_METRICS_ENABLED', 'sometimes'],
+    ['PIGEON_METRICS_TOKEN', 'short-token'],
+    ['PIGEON_METRICS_TOKEN', 'has spaces in it, sixteen+'],
+  ] as const) {
+    expect(() => loadConfig({ [env]: value })).toThrow(new RegExp(`^${env}: `));
+  }
+  // A refused token is not echoed in the error; an accepted one is masked wherever the config is logged.
+  let refused = '';
+  try {
+    loadConfig({ PIGEON_METRICS_TOKEN: 'short-token' });
+  } catch (err) {
+    refused = (err as Error).message;
+  }
+  expect(refused).toMatch(/^PIGEON_METRICS_TOKEN: /);
+  expect(refused).not.toContain('short-token');
+  const token = 'scrape-token-0123456789abcdef';
+  const c = loadConfig({ PIGEON_METRICS_TOKEN: token });
+  expect(c.metricsToken).toBe(token);
+  expect(redactedConfig(c).metricsToken).toBe('[redacted]');
+  expect(JSON.stringify(redactedConfig(c))).not.toContain(token);
+});
