@@ -16,6 +16,7 @@ import type { Clock } from '../clock';
 import type { Config } from '../config';
 import type { Delivery, DeliveryTarget } from '../mail/delivery';
 import type { User } from '../store/types';
+import { feedDataWithoutCopies, resumeWithoutLosingTheNext } from './parser';
 import { traceHeaders } from './trace';
 
 /** Postfix delivers with up to 20 parallel connections by default; a few more leave room for a second client. */
@@ -67,6 +68,20 @@ async function readMessage(stream: SMTPServerDataStream, limit: number): Promise
     size += chunk.length;
   }
   return stream.sizeExceeded || size > limit ? null : Buffer.concat(chunks, size);
+}
+
+/**
+ * Runs an smtp-server handler callback on the next turn of the event loop instead of synchronously.
+ *
+ * smtp-server's `continue()` lost the continuation of a message pipelined behind another when the next transaction
+ * ran synchronously up to its final dot (see `resumeWithoutLosingTheNext` in ./parser): with MAIL and RCPT answered
+ * synchronously, three back-to-back transactions got two answered, and with two, QUIT went unanswered. The library's
+ * default handlers answer with setImmediate, which is why it did not stall on its own. Deferring RCPT (and MAIL)
+ * keeps that chain asynchronous whatever the parser's internals: no transaction reaches DATA without an accepted RCPT
+ * after the previous one ended.
+ */
+function later<A extends unknown[]>(callback: (...args: A) => void): (...args: A) => void {
+  return (...args) => void setImmediate(() => callback(...args));
 }
 
 function storeFailure(err: unknown) {
@@ -167,13 +182,20 @@ export async function startLmtp(deps: LmtpDeps): Promise<LmtpHandle> {
     logger: false,
 
     onConnect(session, callback) {
-      for (const connection of smtp.connections) if (connection.session === session) withOwnStatusCodes(connection);
+      for (const connection of smtp.connections) {
+        if (connection.session !== session) continue;
+        withOwnStatusCodes(connection);
+        resumeWithoutLosingTheNext(connection._parser);
+        feedDataWithoutCopies(connection._parser);
+      }
       callback();
     },
-    onMailFrom(_address, _session, callback) {
-      callback(stopping ? reply(421, '4.3.2 Service shutting down, try again later') : null);
+    // MAIL and RCPT answer on a later turn of the event loop, never from inside the handler call: see `later`.
+    onMailFrom(_address, _session, done) {
+      later(done)(stopping ? reply(421, '4.3.2 Service shutting down, try again later') : null);
     },
-    onRcptTo(address, _session, callback) {
+    onRcptTo(address, _session, done) {
+      const callback = later(done);
       if (stopping) return callback(reply(421, '4.3.2 Service shutting down, try again later'));
       let users: User[];
       try {
