@@ -80,3 +80,31 @@ test('the demo inbox syncs as a 500-item window, extends to 1000, polls quietly,
   expect(after.body.created).toEqual([]);
   expect(after.body.removed).toEqual([]);
 });
+
+test('issue 12 over real HTTPS: a wiped device\'s pre-wipe token never works again; no header never skips the gate', async () => {
+  const form = (username: string, password: string, deviceId?: string) =>
+    call('POST', '/oauth2/token', { 'content-type': 'application/x-www-form-urlencoded' },
+      `grant_type=password&client_id=pigeon-app&username=${username}&password=${password}${deviceId ? `&device_id=${deviceId}` : ''}`);
+  const admin = { authorization: `Bearer ${(await form('admin', 'admin-demo-pass')).body.access_token}` };
+  const deviceId = 'e2e-wiped-0123456789';
+  const token = (await form('alice', 'alice-demo-pass', deviceId)).body.access_token as string;
+  const withHeader = { authorization: `Bearer ${token}`, 'x-device-id': deviceId };
+  const noHeader = { authorization: `Bearer ${token}` };
+  const json = { 'content-type': 'application/json' };
+  const registered = await call('POST', '/v1/devices', { ...withHeader, ...json }, '{}');
+  expect(registered.status).toBe(201);
+
+  await call('POST', `/admin/v1/devices/${registered.body.id}/wipe`, admin).then((r) => expect(r.status).toBe(200));
+  // Leaving the header out no longer hides the pending wipe.
+  const pending = await call('GET', '/v1/session', noHeader);
+  expect([pending.status, pending.body.code, pending.body.wipe]).toEqual([403, 'wipeRequested', { scope: 'account' }]);
+  expect((await call('POST', '/v1/devices/current/wipe-ack', { ...withHeader, ...json }, '{"status":"ok"}')).status).toBe(200);
+  expect((await call('GET', '/v1/session', noHeader)).body.code).toBe('deviceWiped');
+  expect((await call('DELETE', `/admin/v1/devices/${registered.body.id}`, admin)).status).toBe(204);
+
+  // The probe's finding on main bf34049: 201 and 200 here, until the token's exp.
+  for (const [method, path, headers] of [['POST', '/v1/devices', { ...withHeader, ...json }], ['GET', '/v1/folders/sync', withHeader], ['GET', '/v1/session', noHeader]] as const) {
+    const res = await call(method, path, headers, method === 'POST' ? '{}' : undefined);
+    expect({ path, status: res.status }).toEqual({ path, status: 401 });
+  }
+});
