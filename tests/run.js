@@ -2,6 +2,10 @@
 /**
  * Runs the jest suite and ends with the plain `N passed, N failed` line CI reads (it does not read jest's own
  * summary). Extra arguments go to jest (e.g. a path filter). The exit code is jest's.
+ *
+ * For a caller that runs the suite more than once (.ci/run: once per Node version) and sums the passes:
+ *   TEST_SUMMARY_LABEL=node26  prefixes the line (`node26: N passed, N failed`), so it is not read as the final one;
+ *   TEST_SUMMARY_FILE=<path>   also writes the counts there as JSON ({"passed","failed","skipped","code"}).
  */
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -25,7 +29,10 @@ try {
 } catch {
   failed = Math.max(1, failed); // no report: jest itself failed
 }
+fs.rmSync(path.dirname(report), { recursive: true, force: true });
 const code = result.status ?? 1;
 if (code !== 0 && failed === 0) failed = 1; // a failure jest did not count (e.g. a crashed worker) is still a failure
-console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+const label = process.env.TEST_SUMMARY_LABEL ? `${process.env.TEST_SUMMARY_LABEL}: ` : '';
+console.log(`\n${label}${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+if (process.env.TEST_SUMMARY_FILE) fs.writeFileSync(process.env.TEST_SUMMARY_FILE, JSON.stringify({ passed, failed, skipped, code }) + '\n');
 process.exit(code);

@@ -10,6 +10,7 @@
  *   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
  *   import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
  *   config-doc                                     (the config table as Markdown)
+ *   help, --help, -h                               (the usage on stdout, exit 0; also `<command> --help`)
  *
  * A password not given with --password is read from PIGEON_ADMIN_PASSWORD or, failing that, from standard input,
  * so it need not appear in shell history.
@@ -45,7 +46,8 @@ commands:
   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
   import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
                                                  (U: username, address or id; folder: inbox by default)
-  config-doc`;
+  config-doc
+  help                                           (this text; also --help, -h, or --help after a command)`;
 
 async function readPassword(given: string | undefined): Promise<string> {
   if (given) return given;
@@ -145,8 +147,26 @@ async function importCommand(
   return report.failed.length ? 1 : 0;
 }
 
-export async function runAdmin(argv: string[], out: (line: string) => void): Promise<number> {
+const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'config-doc'];
+const HELP = ['help', '--help', '-h'];
+const EX_USAGE = 64;
+
+/** Exit status: 0 on success, 64 (EX_USAGE) for an unknown command (the usage goes to stderr), or the command's own. */
+export async function runAdmin(argv: string[], out: (line: string) => void, err: (line: string) => void = (l) => process.stderr.write(l + '\n')): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === undefined) {
+    err(USAGE);
+    return EX_USAGE;
+  }
+  // Asking for help is not an error: the usage on stdout and 0, before the store is opened (or created).
+  if (HELP.includes(command) || rest.includes('--help')) {
+    out(USAGE);
+    return 0;
+  }
+  if (!COMMANDS.includes(command)) {
+    err(`pigeon admin: unknown command ${JSON.stringify(command)}\n${USAGE}`);
+    return EX_USAGE;
+  }
   if (command === 'config-doc') {
     out(configMarkdown());
     return 0;
@@ -227,8 +247,8 @@ export async function runAdmin(argv: string[], out: (line: string) => void): Pro
         return 0;
       }
       default:
-        out(USAGE);
-        return 64;
+        err(USAGE);
+        return EX_USAGE;
     }
   } finally {
     store.close();
@@ -241,7 +261,7 @@ if (require.main === module) {
     (err) => {
       const known = err instanceof UserAdminError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
       process.stderr.write(`pigeon admin: ${known ? err.message : err.stack}\n${known ? USAGE + '\n' : ''}`);
-      process.exit(known ? 64 : 1);
+      process.exit(known ? EX_USAGE : 1);
     },
   );
 }

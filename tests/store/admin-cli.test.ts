@@ -1,12 +1,16 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { runAdmin } from '../../server/cli/admin';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { verifyPassword } from '../../server/auth/passwords';
 import { tempDir } from '../helpers/testApp';
+import { ROOT } from '../helpers/server';
 
 let dir: string;
 let saved: NodeJS.ProcessEnv;
+// Each test replaces process.env; a child process still needs to find npm and node.
+const { PATH, HOME } = process.env;
 beforeEach(() => {
   dir = tempDir('pigeon-cli-');
   saved = process.env;
@@ -19,8 +23,9 @@ afterEach(() => {
 
 async function admin(...argv: string[]) {
   const out: string[] = [];
-  const code = await runAdmin(argv, (l) => out.push(l));
-  return { code, out: out.join('\n') };
+  const err: string[] = [];
+  const code = await runAdmin(argv, (l) => out.push(l), (l) => err.push(l));
+  return { code, out: out.join('\n'), err: err.join('\n') };
 }
 
 test('add-user, list-users, set-password, revoke-sessions', async () => {
@@ -51,7 +56,8 @@ test('bad input is refused with a clear message and changes nothing', async () =
   await expect(admin('add-user', '--username', 'bad name', '--password', 'long-enough-1')).rejects.toThrow(/username/);
   await expect(admin('set-password', '--username', 'ghost', '--password', 'long-enough-1')).rejects.toThrow(/no user named/);
   await expect(admin('add-user', '--bogus')).rejects.toThrow();
-  expect((await admin('frobnicate')).code).toBe(64);
+  const unknown = await admin('frobnicate');
+  expect(unknown).toEqual({ code: 64, out: '', err: expect.stringMatching(/^pigeon admin: unknown command "frobnicate"\nusage: /) });
   expect((await admin('list-users')).out).toBe('');
 });
 
@@ -90,3 +96,30 @@ test('reset-mailbox gives the mailbox a new epoch', async () => {
   after.close();
   await expect(admin('reset-mailbox', '--username', 'nobody')).rejects.toThrow(/no user/);
 });
+
+test('help is not an error: usage on stdout, exit 0, and no store is created', async () => {
+  const store = path.join(dir, 'pigeon.db');
+  for (const argv of [['--help'], ['-h'], ['help'], ['import', '--help']]) {
+    const { code, out, err } = await admin(...argv);
+    expect({ argv, code, err }).toEqual({ argv, code: 0, err: '' });
+    expect(out).toMatch(/^usage: npm run admin -- <command> \[options\]\ncommands:\n/);
+    expect(out).toContain('import --user U (--mbox FILE | --eml DIR)');
+  }
+  const none = await admin();
+  expect(none.code).toBe(64);
+  expect(none.err).toMatch(/^usage: /);
+  expect(fs.existsSync(store)).toBe(false);
+});
+
+test('`npm run admin -- --help` exits 0 with the usage on stdout', () => {
+  const run = spawnSync('npm', ['run', '--silent', 'admin', '--', '--help'], {
+    cwd: ROOT,
+    env: { PATH, HOME, npm_config_update_notifier: 'false', PIGEON_DATA_DIR: dir },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  expect(run.status).toBe(0);
+  expect(run.stdout).toMatch(/^usage: npm run admin -- <command> \[options\]/);
+  expect(run.stderr).toBe('');
+  expect(fs.existsSync(path.join(dir, 'pigeon.db'))).toBe(false);
+}, 30_000);
