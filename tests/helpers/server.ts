@@ -7,6 +7,8 @@ import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { loadCertificate } from '../../server/tls';
+import { openSqliteStore } from '../../server/store/sqlite';
+import { hashPassword } from '../../server/auth/passwords';
 import { tempDir } from './testApp';
 import { assertNoSecretsInLogs } from './secrets';
 
@@ -31,25 +33,45 @@ export async function devCertificate(dir: string): Promise<{ certFile: string; k
   return { certFile, keyFile: path.join(dir, 'certs', 'dev-key.pem'), cert: fs.readFileSync(certFile, 'utf8') };
 }
 
+/**
+ * The environment of a test server process: loopback, ephemeral ports (parallel test servers must not race for the
+ * fixed default HTTPS, LMTP and metrics ports), no demo, the given data directory and certificate.
+ */
+export function serverEnv(dataDir: string, tls: { certFile: string; keyFile: string }, env: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    PIGEON_PORT: '0',
+    PIGEON_LMTP_PORT: '0',
+    PIGEON_METRICS_PORT: '0',
+    PIGEON_HOST: '127.0.0.1',
+    PIGEON_DATA_DIR: dataDir,
+    PIGEON_DEMO: 'false',
+    PIGEON_TLS_CERT: tls.certFile,
+    PIGEON_TLS_KEY: tls.keyFile,
+    ...env,
+  };
+}
+
+/** A store file in `dataDir` with one tenant and one user (role `user`) with this password and a mailbox. */
+export async function storeWithUser(dataDir: string, username: string, password: string): Promise<void> {
+  const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
+  const tenant = store.tenants.create('T', Date.now());
+  const user = store.users.create(
+    { tenantId: tenant.id, username, email: `${username}@x`, displayName: username, role: 'user', passwordHash: await hashPassword(password) },
+    Date.now(),
+  );
+  store.mailboxes.create(user.id, Date.now());
+  store.close();
+}
+
 export async function startServer(env: Record<string, string> = {}, timeoutMs = 60_000): Promise<RunningServer> {
   const dataDir = env.PIGEON_DATA_DIR ?? tempDir('pigeon-e2e-');
-  const { certFile, keyFile, cert } = await devCertificate(dataDir);
+  const tls = await devCertificate(dataDir);
+  const { cert } = tls;
   const proc = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
     cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      PIGEON_PORT: '0',
-      // Parallel test servers must not race for the fixed default LMTP and metrics ports.
-      PIGEON_LMTP_PORT: '0',
-      PIGEON_METRICS_PORT: '0',
-      PIGEON_HOST: '127.0.0.1',
-      PIGEON_DATA_DIR: dataDir,
-      PIGEON_DEMO: 'false',
-      PIGEON_TLS_CERT: certFile,
-      PIGEON_TLS_KEY: keyFile,
-      ...env,
-    },
+    env: serverEnv(dataDir, tls, env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const logs: Array<Record<string, unknown>> = [];

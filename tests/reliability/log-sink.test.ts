@@ -15,10 +15,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
-import { ROOT, devCertificate } from '../helpers/server';
+import { ROOT, devCertificate, serverEnv, storeWithUser } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
-import { hashPassword } from '../../server/auth/passwords';
-import { openSqliteStore } from '../../server/store/sqlite';
 
 const PASSWORD = 'log-sink-password-1';
 /** A request slower than this counts as not answered: a blocked event loop never answers at all. */
@@ -32,14 +30,7 @@ const cleanup: Array<() => void> = [];
 beforeAll(async () => {
   // One store with alice in it, copied for each server (hashing her password once).
   template = tempDir('pigeon-logsink-template-');
-  const store = openSqliteStore(path.join(template, 'pigeon.db'));
-  const tenant = store.tenants.create('T', Date.now());
-  const user = store.users.create(
-    { tenantId: tenant.id, username: 'alice', email: 'alice@x', displayName: 'Alice', role: 'user', passwordHash: await hashPassword(PASSWORD) },
-    Date.now(),
-  );
-  store.mailboxes.create(user.id, Date.now());
-  store.close();
+  await storeWithUser(template, 'alice', PASSWORD);
 });
 afterAll(() => {
   for (const undo of cleanup.reverse()) undo();
@@ -74,23 +65,11 @@ function freshDataDir(parent?: string): string {
  * and metrics ports come from the `ready` log line when stdout is a pipe, from the stderr walkthrough otherwise.
  */
 async function startServer(dataDir: string, stdout: number | 'pipe', env: Record<string, string> = {}): Promise<Server> {
-  const { certFile, keyFile, cert } = await devCertificate(dataDir);
+  const tls = await devCertificate(dataDir);
+  const { cert } = tls;
   const proc = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
     cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      PIGEON_HOST: '127.0.0.1',
-      PIGEON_PORT: '0',
-      PIGEON_LMTP_PORT: '0',
-      PIGEON_METRICS_PORT: '0',
-      PIGEON_DEMO: 'false',
-      PIGEON_DATA_DIR: dataDir,
-      PIGEON_TLS_CERT: certFile,
-      PIGEON_TLS_KEY: keyFile,
-      PIGEON_SHUTDOWN_TIMEOUT: '20s',
-      ...env,
-    },
+    env: serverEnv(dataDir, tls, { PIGEON_SHUTDOWN_TIMEOUT: '20s', ...env }),
     stdio: ['ignore', stdout, 'pipe'],
   });
   cleanup.push(() => {

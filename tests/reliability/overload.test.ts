@@ -7,12 +7,10 @@
 import request from 'supertest';
 import autocannon from 'autocannon';
 import { buildTestApp, signIn, tempDir, type TestContext } from '../helpers/testApp';
-import { httpsCall, startServer, type RunningServer } from '../helpers/server';
+import { httpsCall, startServer, storeWithUser, type RunningServer } from '../helpers/server';
 import type { LagSource } from '../../server/http/overload';
 import { createApp } from '../../server/app';
 import { createLogger } from '../../server/logger';
-import { openSqliteStore } from '../../server/store/sqlite';
-import { hashPassword } from '../../server/auth/passwords';
 import path from 'node:path';
 
 const PW = 'password-for-tests';
@@ -86,14 +84,7 @@ describe('a burst at twice the sustainable rate over HTTPS', () => {
   let headers: Record<string, string>;
   beforeAll(async () => {
     const dataDir = tempDir('pigeon-burst-');
-    const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
-    const tenant = store.tenants.create('T', Date.now());
-    const user = store.users.create(
-      { tenantId: tenant.id, username: 'alice', email: 'alice@x', displayName: 'Alice', role: 'user', passwordHash: await hashPassword(PW) },
-      Date.now(),
-    );
-    store.mailboxes.create(user.id, Date.now());
-    store.close();
+    await storeWithUser(dataDir, 'alice', PW);
     server = await startServer({ PIGEON_DATA_DIR: dataDir, PIGEON_LMTP_ENABLED: 'false', PIGEON_DEVICE_RATE_LIMIT: '200', PIGEON_DEVICE_RATE_BURST: '200' });
     const form = `grant_type=password&client_id=pigeon-app&username=alice&password=${PW}&device_id=burst-device-000001`;
     const token = await httpsCall(server, 'POST', '/oauth2/token', { 'content-type': 'application/x-www-form-urlencoded' }, form);
