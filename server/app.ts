@@ -2,7 +2,7 @@
  * createApp(deps): builds the whole HTTP application from its dependencies. Nothing here is module-level state, so
  * every test builds its own app over its own store, clock and keys.
  */
-import express from 'express';
+import express, { type Router } from 'express';
 import helmet from 'helmet';
 import compression from 'compression';
 import type { Logger } from 'pino';
@@ -35,6 +35,8 @@ import { contentRoutes } from './content/routes';
 import { authRoutes } from './auth/routes';
 import { sessionRoutes } from './session/routes';
 import { opsRoutes } from './http/ops';
+import { serveTable, type Route } from './http/table';
+import { createIdempotency } from './http/idempotency';
 import { createPush, type PushOptions } from './push';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
@@ -60,6 +62,8 @@ function trustProxySetting(value: string): boolean | number | string {
   if (/^\d+$/.test(value)) return Number(value);
   return value;
 }
+
+const isTable = (routes: Router | readonly Route[]): routes is readonly Route[] => Array.isArray(routes);
 
 export function createApp(deps: AppDeps) {
   const { config, store, keys, clock, log } = deps;
@@ -122,8 +126,14 @@ export function createApp(deps: AppDeps) {
     }),
   );
 
-  app.use(opsRoutes(store)); // metrics: their own listener (http/metricsServer.ts, started by main.ts)
-  app.use(
+  // Idempotent replays and the route-table adapter (http/table.ts) every domain's routes are served through.
+  const idempotency = createIdempotency(store, clock);
+  const table = { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth, idempotency };
+  // While the domains move to route tables, each mounts either way (a table, or an Express router of old).
+  const mount = (routes: Router | readonly Route[]) => void app.use(isTable(routes) ? serveTable(routes, table) : routes);
+
+  mount(opsRoutes(store)); // metrics: their own listener (http/metricsServer.ts, started by main.ts)
+  mount(
     authRoutes({
       auth,
       accessTokens,
@@ -145,8 +155,8 @@ export function createApp(deps: AppDeps) {
   // callers learn nothing about which routes exist.
   const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
   app.use('/v1', authenticate(store, accessTokens, () => clock.now(), judgeDevice), deviceGate(devices), deviceLimit);
-  app.use(sessionRoutes(store, config, devices));
-  app.use(deviceRoutes(store, devices, limits));
+  mount(sessionRoutes(store, config, devices));
+  mount(deviceRoutes(store, devices));
   const codec = createTokenCodec(keys.serverSecret);
   const syncItems = createItemSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 });
   const syncFolders = createFolderSync({ store, codec });
@@ -170,21 +180,21 @@ export function createApp(deps: AppDeps) {
     metrics: metrics.registry,
     options: { maxChannelsPerUser: config.pushStreamsPerUser, ...deps.push },
   });
-  app.use(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits, onItemsSynced: push.recordSync }));
-  app.use(contentRoutes({ store, log }));
-  app.use(push.router);
-  app.use(searchRoutes(createSearchService({ store })));
+  mount(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits, onItemsSynced: push.recordSync }));
+  mount(contentRoutes({ store, log }));
+  mount(push.router);
+  mount(searchRoutes(createSearchService({ store })));
 
   // Sent mail: local recipients through `delivery`, remote ones into the outbox for the relay worker (main.ts
   // starts it; tests run its passes by hand).
   const relay = createRelay({ store, clock, delivery, log, config });
   const send = createSendService({ store, clock, delivery, config, onQueued: relay.kick });
-  app.use(sendRoutes({ store, clock, send, maxMessageBytes: config.maxMessageBytes, maxJsonDepth: config.maxJsonDepth }));
+  mount(sendRoutes({ store, clock, send, maxMessageBytes: config.maxMessageBytes, maxJsonDepth: config.maxJsonDepth }));
 
   app.use('/admin', authenticate(store, accessTokens, () => clock.now(), judgeDevice), requireAdmin, adminDeviceGate(devices));
-  app.use(adminRoutes(store, devices, clock, limits));
+  mount(adminRoutes(store, devices, clock, limits));
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
-  app.use(adminMessageRoutes({ store, clock, importer, maxMessageBytes: config.maxMessageBytes }));
+  mount(adminMessageRoutes({ store, clock, importer, maxMessageBytes: config.maxMessageBytes }));
 
   app.use(notFoundHandler);
   app.use(errorHandler(log));

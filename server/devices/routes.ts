@@ -1,15 +1,12 @@
 /**
  * The user's device API: register the calling device, list one's own devices, remove one, acknowledge a wipe.
  */
-import { Router } from 'express';
 import { z } from 'zod';
 import { errors } from '../errors';
-import { route } from '../http/routes';
-import { jsonBody } from '../http/body';
+import type { Route } from '../http/table';
 import { parse, text } from '../http/validate';
 import type { Store } from '../store/types';
 import type { DeviceService } from './service';
-import { callingDevice } from './gate';
 
 const Registration = z.strictObject({
   friendlyName: text(200).optional(),
@@ -29,57 +26,54 @@ function headerText(value: string | string[] | undefined, max: number): string |
   return value.slice(0, max).replace(/[\u0000-\u001f\u007f]/g, '');
 }
 
-export function deviceRoutes(store: Store, devices: DeviceService, limits: { maxRequestBytes: number; maxJsonDepth: number }): Router {
-  const router = Router();
-  const json = jsonBody(limits.maxRequestBytes, limits.maxJsonDepth);
-
-  route(router, '/v1/devices', {
-    get: (req, res) => {
-      const auth = req.auth!;
-      res.json({ devices: devices.listOwn(auth.userId).map((d) => devices.view(d, auth.tenantId)) });
+export function deviceRoutes(store: Store, devices: DeviceService): Route[] {
+  return [
+    {
+      method: 'GET',
+      path: '/v1/devices',
+      handler: (call) => ({ body: { devices: devices.listOwn(call.auth.userId).map((d) => devices.view(d, call.auth.tenantId)) } }),
     },
-    post: [
-      ...json,
-      (req, res) => {
-        const auth = req.auth!;
-        if (!req.deviceIdHeader) {
+    {
+      method: 'POST',
+      path: '/v1/devices',
+      handler: (call) => {
+        const auth = call.auth;
+        const deviceId = call.deviceIdHeader;
+        if (!deviceId) {
           throw errors.invalidRequest('X-Device-Id is required to register a device.', [{ field: 'X-Device-Id', message: 'required' }]);
         }
-        const body = parse(Registration, req.body);
+        const body = parse(Registration, call.body);
         const user = store.users.byId(auth.userId);
         if (!user) throw errors.unauthorized('The account no longer exists.');
-        const { device, created } = devices.register(user, req.deviceIdHeader, {
+        const { headers } = call;
+        const { device, created } = devices.register(user, deviceId, {
           friendlyName: body.friendlyName ?? null,
-          deviceType: body.deviceType ?? headerText(req.headers['x-device-type'], 100),
-          deviceModel: body.deviceModel ?? headerText(req.headers['x-device-model'], 100),
-          deviceOS: body.deviceOS ?? headerText(req.headers['x-device-os'], 100),
+          deviceType: body.deviceType ?? headerText(headers['x-device-type'], 100),
+          deviceModel: body.deviceModel ?? headerText(headers['x-device-model'], 100),
+          deviceOS: body.deviceOS ?? headerText(headers['x-device-os'], 100),
           clientType: body.clientType ?? null,
           clientVersion: body.clientVersion ?? null,
-          userAgent: headerText(req.headers['user-agent'], 300),
+          userAgent: headerText(headers['user-agent'], 300),
           capabilities: [...new Set(body.capabilities ?? [])],
         });
-        res.status(created ? 201 : 200).json(devices.view(device, auth.tenantId));
+        return { status: created ? 201 : 200, body: devices.view(device, auth.tenantId) };
       },
-    ],
-  });
-
-  route(router, '/v1/devices/current/wipe-ack', {
-    post: [
-      ...json,
-      (req, res) => {
-        const { status } = parse(WipeAck, req.body);
-        const device = devices.acknowledgeWipe(callingDevice(req), status);
-        res.json(devices.view(device, req.auth!.tenantId));
-      },
-    ],
-  });
-
-  route(router, '/v1/devices/:deviceId', {
-    delete: (req, res) => {
-      devices.removeOwn(req.auth!.userId, String(req.params.deviceId));
-      res.status(204).end();
     },
-  });
-
-  return router;
+    {
+      method: 'POST',
+      path: '/v1/devices/current/wipe-ack',
+      handler: (call) => {
+        const { status } = parse(WipeAck, call.body);
+        return { body: devices.view(devices.acknowledgeWipe(call.device, status), call.auth.tenantId) };
+      },
+    },
+    {
+      method: 'DELETE',
+      path: '/v1/devices/:deviceId',
+      handler: (call) => {
+        devices.removeOwn(call.auth.userId, call.params.deviceId!);
+        return {};
+      },
+    },
+  ];
 }

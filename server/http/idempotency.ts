@@ -16,6 +16,44 @@ export function requestHash(parts: unknown[]): string {
   return crypto.createHash('sha256').update(JSON.stringify(parts)).digest('hex');
 }
 
+/** A kept answer: its status and its JSON text ('' for an empty answer). */
+export interface KeptAnswer {
+  status: number;
+  body: string;
+}
+
+/**
+ * The one implementation of idempotent replays, for single calls (the route table, http/table.ts) and for the
+ * operations of a batch (each `opId` is a key of its own). Keys are per user and kept for IDEMPOTENCY_TTL_MS.
+ */
+const reusedKey = () =>
+  errors.invalidRequest('This Idempotency-Key was already used for a different request.', [{ field: 'Idempotency-Key', message: 'reused' }]);
+
+export function createIdempotency(store: Store, clock: Clock) {
+  return {
+    /** The header's key, checked; undefined when the request sent none. */
+    keyOf(header: string | string[] | undefined): string | undefined {
+      if (header === undefined) return undefined;
+      if (typeof header !== 'string' || !KEY_PATTERN.test(header)) {
+        throw errors.invalidRequest('Idempotency-Key must be 1 to 200 visible ASCII characters.', [{ field: 'Idempotency-Key', message: 'malformed' }]);
+      }
+      return header;
+    },
+    /** The answer kept for this key, if any; the same key with a different request (`hash`) is a client bug: 400. */
+    replay(userId: string, key: string, hash: string, reused: () => Error = reusedKey): KeptAnswer | undefined {
+      const prior = store.idempotency.get(userId, key);
+      if (!prior || clock.now() - prior.createdAt >= IDEMPOTENCY_TTL_MS) return undefined;
+      if (prior.requestHash !== hash) throw reused();
+      return { status: prior.status, body: prior.body };
+    },
+    remember(userId: string, key: string, hash: string, status: number, body: string): void {
+      store.idempotency.put(userId, key, { requestHash: hash, status, body, createdAt: clock.now() });
+    },
+  };
+}
+
+export type Idempotency = ReturnType<typeof createIdempotency>;
+
 /** Place after the body parser of a route: the body is part of what must match. */
 export function idempotent(store: Store, clock: Clock): RequestHandler {
   return (req, res, next) => {

@@ -1,7 +1,6 @@
 /** `GET /v1/search` (protocol.md §7): validation here, the rules in ./service. */
-import { Router } from 'express';
 import { z } from 'zod';
-import { route } from '../http/routes';
+import type { Route } from '../http/table';
 import { parse } from '../http/validate';
 import { MAX_SEARCH_LIMIT, type SearchService } from './service';
 
@@ -12,13 +11,12 @@ const SearchQuery = z.strictObject({
   limit: z.coerce.number().int().min(1).max(MAX_SEARCH_LIMIT).optional(),
 });
 
-export function searchRoutes(search: SearchService): Router {
-  const router = Router();
-  route(router, '/v1/search', {
-    get: (req, res) => {
-      const query = parse(SearchQuery, req.query, 'query');
-      res.json({ results: search(req.auth!.userId, query) });
+export function searchRoutes(search: SearchService): Route[] {
+  return [
+    {
+      method: 'GET',
+      path: '/v1/search',
+      handler: (call) => ({ body: { results: search(call.auth.userId, parse(SearchQuery, call.query, 'query')) } }),
     },
-  });
-  return router;
+  ];
 }

@@ -2,9 +2,8 @@
  * `GET /v1/session` (protocol.md §10): who the caller is and the limits the server enforces, so an app never has
  * to hard-code them.
  */
-import { Router } from 'express';
 import type { Config } from '../config';
-import { route } from '../http/routes';
+import type { Route } from '../http/table';
 import { errors } from '../errors';
 import type { Store } from '../store/types';
 import { DEFAULT_WINDOW, MAX_CHANGES, MAX_WINDOW } from '../sync/itemSync';
@@ -29,31 +28,36 @@ export function sessionLimits(config: Config) {
   };
 }
 
-export function sessionRoutes(store: Store, config: Config, devices: DeviceService): Router {
-  const router = Router();
+export function sessionRoutes(store: Store, config: Config, devices: DeviceService): Route[] {
   const limits = sessionLimits(config);
-  route(router, '/v1/session', {
-    get: (req, res) => {
-      const auth = req.auth!;
-      const user = store.users.byId(auth.userId);
-      if (!user) throw errors.unauthorized('The account no longer exists.');
-      res.json({
-        user: {
-          id: user.id,
-          tenantId: user.tenantId,
-          username: user.username,
-          displayName: user.displayName,
-          email: user.email,
-          role: user.role,
-        },
-        // The calling device's record (named by X-Device-Id, or the device the token is bound to) once the gate
-        // has found it registered; null before registration.
-        device: req.device ? devices.view(req.device, user.tenantId) : null,
-        scopes: auth.scopes,
-        accessTokenExpiresAt: new Date(auth.expiresAt).toISOString(),
-        limits,
-      });
+  return [
+    {
+      method: 'GET',
+      path: '/v1/session',
+      handler: (call) => {
+        const auth = call.auth;
+        const user = store.users.byId(auth.userId);
+        if (!user) throw errors.unauthorized('The account no longer exists.');
+        const device = call.deviceIfRegistered;
+        return {
+          body: {
+            user: {
+              id: user.id,
+              tenantId: user.tenantId,
+              username: user.username,
+              displayName: user.displayName,
+              email: user.email,
+              role: user.role,
+            },
+            // The calling device's record (named by X-Device-Id, or the device the token is bound to) once the gate
+            // has found it registered; null before registration.
+            device: device ? devices.view(device, user.tenantId) : null,
+            scopes: auth.scopes,
+            accessTokenExpiresAt: new Date(auth.expiresAt).toISOString(),
+            limits,
+          },
+        };
+      },
     },
-  });
-  return router;
+  ];
 }

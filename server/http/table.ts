@@ -1,0 +1,249 @@
+/**
+ * The route table and the one adapter that serves it. A domain declares its routes as data — `{method, path,
+ * handler}` plus what the body is and whether `Idempotency-Key` applies — and a handler receives one `Call` and
+ * *returns* a `Reply` (or throws a typed error). Handlers never see Express's `req`/`res`: everything HTTP —
+ * parsing and checking bodies, 405 with `Allow`, idempotent replays, writing the answer, streaming bytes at the
+ * client's pace — happens here, once, and errors go to the one error handler (http/problem.ts).
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import express, { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { AuthContext } from '../auth/authenticate';
+import type { DeviceRecord } from '../store/types';
+import { errors } from '../errors';
+import { formBody, jsonBody } from './body';
+import { requestHash, type Idempotency } from './idempotency';
+
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** What a handler knows of the request. */
+export interface Call {
+  /** The authenticated caller; reading it on a request without one throws 401 (public routes never read it). */
+  readonly auth: AuthContext;
+  /** The calling device, admitted by the device gate; reading it without one throws 403 `deviceNotRegistered`. */
+  readonly device: DeviceRecord;
+  /** The calling device when the gate found one registered (the session call and registration need none). */
+  readonly deviceIfRegistered: DeviceRecord | undefined;
+  /** `X-Device-Id` when the request sent a well-formed one. */
+  readonly deviceIdHeader: string | undefined;
+  readonly params: Readonly<Record<string, string>>;
+  /** The parsed query string (values are strings or arrays of strings); validate it with `parse(…, 'query')`. */
+  readonly query: unknown;
+  /** The parsed body: JSON, form fields, or a Buffer for `raw` routes; `{}` when the request had none. */
+  readonly body: unknown;
+  readonly headers: IncomingHttpHeaders;
+  readonly requestId: string;
+  /** `HEAD` when a GET route answers a HEAD request (the body is then not sent). */
+  readonly method: string;
+  /** The path and query as the client sent them. */
+  readonly url: string;
+  readonly ip: string | undefined;
+  /** Aborted when the client goes away before the answer is complete (long waits end early on it). */
+  readonly signal: AbortSignal;
+}
+
+/** What a handler answers. Exactly one of `body`, `json`, `stream`, `attach` at most; none is an empty answer. */
+export interface Reply {
+  /** Default: 200 with content, 204 without. */
+  status?: number;
+  headers?: Readonly<Record<string, string | number | readonly string[]>>;
+  /** A JSON value, serialised here. */
+  body?: unknown;
+  /** JSON text already serialised (a sync page builds its own). */
+  json?: string;
+  /** Bytes, sent at the client's pace; give `Content-Type` (and `Content-Length` when known) in `headers`. */
+  stream?: Readable;
+  /**
+   * A long-lived answer that a channel writes over time (an event stream): called with the response once the
+   * status and headers are set. The one way code outside this file writes a response, kept to push channels.
+   */
+  attach?: (res: Response) => void;
+}
+
+export type Handler = (call: Call) => Reply | Promise<Reply>;
+
+export type BodyKind = 'json' | 'form' | 'none' | { raw: string };
+
+export interface Route {
+  method: Method;
+  /** Express path syntax (`/v1/items/:itemId`). */
+  path: string;
+  handler: Handler;
+  /** Default: `json` for POST, PUT and PATCH, `none` otherwise. `{raw: type}` takes the bytes of that media type. */
+  body?: BodyKind;
+  /** A body limit of the route's own instead of PIGEON_MAX_REQUEST_BYTES. */
+  bodyLimit?: number;
+  /** Whether `Idempotency-Key` applies (a kept successful answer is replayed). */
+  idempotent?: boolean;
+  /** Middleware that runs before the body is read (the OAuth endpoints' rate limits). */
+  before?: RequestHandler[];
+}
+
+export interface TableOptions {
+  maxRequestBytes: number;
+  maxJsonDepth: number;
+  idempotency: Idempotency;
+}
+
+class RequestCall implements Call {
+  readonly signal: AbortSignal;
+  constructor(
+    private readonly req: Request,
+    res: Response,
+  ) {
+    const abort = new AbortController();
+    // 'close' before the answer finished is the client going away; after it, nothing is waiting any more.
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    this.signal = abort.signal;
+  }
+  get auth(): AuthContext {
+    if (!this.req.auth) throw errors.unauthorized('A bearer access token is required.', '');
+    return this.req.auth;
+  }
+  get device(): DeviceRecord {
+    if (!this.req.device) throw errors.deviceNotRegistered();
+    return this.req.device;
+  }
+  get deviceIfRegistered() {
+    return this.req.device;
+  }
+  get deviceIdHeader() {
+    return this.req.deviceIdHeader;
+  }
+  get params() {
+    return this.req.params as Record<string, string>;
+  }
+  get query() {
+    return this.req.query;
+  }
+  get body() {
+    return this.req.body ?? {};
+  }
+  get headers() {
+    return this.req.headers;
+  }
+  get requestId() {
+    return this.req.id;
+  }
+  get method() {
+    return this.req.method;
+  }
+  get url() {
+    return this.req.originalUrl;
+  }
+  get ip() {
+    return this.req.ip;
+  }
+}
+
+/** The body parsers a route's body kind needs. */
+function bodyParsers(route: Route, o: TableOptions): RequestHandler[] {
+  const kind = route.body ?? (route.method === 'GET' || route.method === 'DELETE' ? 'none' : 'json');
+  const limit = route.bodyLimit ?? o.maxRequestBytes;
+  if (kind === 'json') return jsonBody(limit, o.maxJsonDepth);
+  if (kind === 'form') return formBody(limit);
+  if (kind === 'none') return [];
+  const type = kind.raw;
+  return [
+    (req, _res, next) => {
+      // The header itself, not req.is(): that answers "no type" for a request without a body, which is a 415 here.
+      const given = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+      if (given !== type) throw errors.unsupportedMediaType(type);
+      next();
+    },
+    express.raw({ type: () => true, limit }),
+  ];
+}
+
+/** Writes a reply. Errors before the first byte reach the error handler; a stream that breaks later ends the socket. */
+async function send(res: Response, reply: Reply): Promise<void> {
+  for (const [name, value] of Object.entries(reply.headers ?? {})) res.setHeader(name, value as string | number | string[]);
+  const hasContent = reply.body !== undefined || reply.json !== undefined || reply.stream !== undefined || reply.attach !== undefined;
+  res.status(reply.status ?? (hasContent ? 200 : 204));
+  if (reply.attach) return reply.attach(res);
+  if (reply.stream) {
+    if (res.req.method === 'HEAD') {
+      reply.stream.destroy();
+      res.end();
+      return;
+    }
+    await pipeline(reply.stream, res);
+    return;
+  }
+  if (reply.json !== undefined) {
+    res.type('json').send(reply.json);
+    return;
+  }
+  if (reply.body !== undefined) {
+    res.json(reply.body);
+    return;
+  }
+  res.end();
+}
+
+/** Runs the handler, with `Idempotency-Key` around it when the route takes one. */
+async function answer(route: Route, call: RequestCall, req: Request, o: TableOptions): Promise<Reply> {
+  const key = route.idempotent ? o.idempotency.keyOf(req.headers['idempotency-key']) : undefined;
+  if (key === undefined) return route.handler(call);
+  const userId = call.auth.userId;
+  const hash = requestHash([req.method, req.originalUrl, req.body ?? null]);
+  const prior = o.idempotency.replay(userId, key, hash);
+  if (prior) {
+    return {
+      status: prior.status,
+      headers: { 'Idempotent-Replayed': 'true' },
+      ...(prior.body === '' ? {} : { json: prior.body }),
+    };
+  }
+  const reply = await route.handler(call);
+  // Keep the first successful answer (JSON or empty). Failures are not kept: retrying them is meaningful.
+  const status = reply.status ?? (reply.body !== undefined || reply.json !== undefined ? 200 : 204);
+  if (status < 300 && reply.stream === undefined && reply.attach === undefined) {
+    const body = reply.json ?? (reply.body !== undefined ? JSON.stringify(reply.body) : '');
+    o.idempotency.remember(userId, key, hash, status, body);
+  }
+  return reply;
+}
+
+function adapt(route: Route, o: TableOptions): RequestHandler {
+  return async (req, res) => {
+    const call = new RequestCall(req, res);
+    const reply = await answer(route, call, req, o);
+    await send(res, reply);
+  };
+}
+
+/**
+ * Serves a table: every path once, its methods in table order, HEAD with GET, and 405 with `Allow` for any other
+ * method on a known path. A path declared twice for one method is a programming error, refused at start-up.
+ */
+export function serveTable(routes: readonly Route[], o: TableOptions): Router {
+  const router = Router();
+  const byPath = new Map<string, Route[]>();
+  for (const route of routes) {
+    const list = byPath.get(route.path) ?? [];
+    if (list.some((r) => r.method === route.method)) throw new Error(`route table: ${route.method} ${route.path} is declared twice`);
+    list.push(route);
+    byPath.set(route.path, list);
+  }
+  for (const [path, list] of byPath) {
+    const r = router.route(path);
+    const allowed: string[] = [];
+    for (const route of list) {
+      const method = route.method.toLowerCase() as 'get' | 'post' | 'put' | 'patch' | 'delete';
+      r[method](...(route.before ?? []), ...bodyParsers(route, o), adapt(route, o));
+      allowed.push(route.method);
+      if (route.method === 'GET') allowed.push('HEAD');
+    }
+    r.all(() => {
+      throw errors.methodNotAllowed(allowed);
+    });
+  }
+  return router;
+}
+
+/** A readable of one buffer or string, for replies built in memory but sent as bytes. */
+export const bytes = (data: Buffer | string): Readable => Readable.from([typeof data === 'string' ? Buffer.from(data) : data]);
