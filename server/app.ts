@@ -2,7 +2,7 @@
  * createApp(deps): builds the whole HTTP application from its dependencies. Nothing here is module-level state, so
  * every test builds its own app over its own store, clock and keys.
  */
-import express, { type Router } from 'express';
+import express from 'express';
 import helmet from 'helmet';
 import compression from 'compression';
 import type { Logger } from 'pino';
@@ -16,12 +16,9 @@ import { authenticate, requireAdmin } from './auth/authenticate';
 import { DeviceSignals } from './devices/signals';
 import { createDeviceService } from './devices/service';
 import { adminDeviceGate, deviceGate } from './devices/gate';
-import { deviceRoutes } from './devices/routes';
-import { adminRoutes } from './admin/routes';
-import { adminMessageRoutes } from './admin/messages';
+import { createAdminService } from './admin/service';
 import { createImporter } from './mail/import';
 import { createSearchService } from './search/service';
-import { searchRoutes } from './search/routes';
 import { createTokenCodec } from './sync/tokens';
 import { createItemSync } from './sync/itemSync';
 import { createFolderSync } from './sync/folderSync';
@@ -29,13 +26,10 @@ import { createMailService } from './mail/service';
 import { createDelivery } from './mail/delivery';
 import { createRelay } from './send/relay';
 import { createSendService } from './send/service';
-import { sendRoutes } from './send/routes';
-import { syncRoutes } from './sync/routes';
-import { contentRoutes } from './content/routes';
-import { authRoutes } from './auth/routes';
-import { sessionRoutes } from './session/routes';
-import { opsRoutes } from './http/ops';
-import { serveTable, type Route } from './http/table';
+import { serveTable } from './http/table';
+import { routeTable } from './routes';
+import { createBatch } from './mail/batch';
+import { createContentService } from './content/service';
 import { createIdempotency } from './http/idempotency';
 import { createPush, type PushOptions } from './push';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
@@ -62,8 +56,6 @@ function trustProxySetting(value: string): boolean | number | string {
   if (/^\d+$/.test(value)) return Number(value);
   return value;
 }
-
-const isTable = (routes: Router | readonly Route[]): routes is readonly Route[] => Array.isArray(routes);
 
 export function createApp(deps: AppDeps) {
   const { config, store, keys, clock, log } = deps;
@@ -126,37 +118,7 @@ export function createApp(deps: AppDeps) {
     }),
   );
 
-  // Idempotent replays and the route-table adapter (http/table.ts) every domain's routes are served through.
-  const idempotency = createIdempotency(store, clock);
-  const table = { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth, idempotency };
-  // While the domains move to route tables, each mounts either way (a table, or an Express router of old).
-  const mount = (routes: Router | readonly Route[]) => void app.use(isTable(routes) ? serveTable(routes, table) : routes);
-
-  mount(opsRoutes(store)); // metrics: their own listener (http/metricsServer.ts, started by main.ts)
-  mount(
-    authRoutes({
-      auth,
-      accessTokens,
-      keys,
-      issuer,
-      maxRequestBytes: config.maxRequestBytes,
-      loginFailuresPerUser: config.loginFailuresPerUser,
-      loginFailuresPerUserGlobal: config.loginFailuresPerUserGlobal,
-      tokenRequestsPerIp: config.tokenRequestsPerIp,
-      rateLimitWindowSeconds: config.rateLimitWindow,
-      passwordGrant: config.passwordGrant,
-    }),
-  );
-
-  // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
-  const judgeDevice = (userId: string, tenantId: string, deviceId: string) => void devices.gateIfRegistered(userId, tenantId, deviceId);
-  const limits = { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth };
-  // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
-  // callers learn nothing about which routes exist.
-  const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
-  app.use('/v1', authenticate(store, accessTokens, () => clock.now(), judgeDevice), deviceGate(devices), deviceLimit);
-  mount(sessionRoutes(store, config, devices));
-  mount(deviceRoutes(store, devices));
+  // The services behind the routes.
   const codec = createTokenCodec(keys.serverSecret);
   const syncItems = createItemSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 });
   const syncFolders = createFolderSync({ store, codec });
@@ -176,25 +138,57 @@ export function createApp(deps: AppDeps) {
     signals: deviceSignals,
     codec,
     log,
-    limits,
     metrics: metrics.registry,
     options: { maxChannelsPerUser: config.pushStreamsPerUser, ...deps.push },
   });
-  mount(syncRoutes({ store, clock, mail, syncItems, syncFolders, limits, onItemsSynced: push.recordSync }));
-  mount(contentRoutes({ store, log }));
-  mount(push.router);
-  mount(searchRoutes(createSearchService({ store })));
-
   // Sent mail: local recipients through `delivery`, remote ones into the outbox for the relay worker (main.ts
   // starts it; tests run its passes by hand).
   const relay = createRelay({ store, clock, delivery, log, config });
   const send = createSendService({ store, clock, delivery, config, onQueued: relay.kick });
-  mount(sendRoutes({ store, clock, send, maxMessageBytes: config.maxMessageBytes, maxJsonDepth: config.maxJsonDepth }));
-
-  app.use('/admin', authenticate(store, accessTokens, () => clock.now(), judgeDevice), requireAdmin, adminDeviceGate(devices));
-  mount(adminRoutes(store, devices, clock, limits));
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
-  mount(adminMessageRoutes({ store, clock, importer, maxMessageBytes: config.maxMessageBytes }));
+
+  // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
+  const judgeDevice = (userId: string, tenantId: string, deviceId: string) => void devices.gateIfRegistered(userId, tenantId, deviceId);
+  const now = () => clock.now();
+  // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
+  // callers learn nothing about which routes exist. /admin needs an administrator, held to the same device rules.
+  const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
+  app.use('/v1', authenticate(store, accessTokens, now, judgeDevice), deviceGate(devices), deviceLimit);
+  app.use('/admin', authenticate(store, accessTokens, now, judgeDevice), requireAdmin, adminDeviceGate(devices));
+
+  // Every route, from the one table (server/routes.ts), through the one adapter (http/table.ts).
+  const routes = routeTable({
+    config,
+    ready: store,
+    auth: {
+      auth,
+      accessTokens,
+      keys,
+      issuer,
+      maxRequestBytes: config.maxRequestBytes,
+      loginFailuresPerUser: config.loginFailuresPerUser,
+      loginFailuresPerUserGlobal: config.loginFailuresPerUserGlobal,
+      tokenRequestsPerIp: config.tokenRequestsPerIp,
+      rateLimitWindowSeconds: config.rateLimitWindow,
+      passwordGrant: config.passwordGrant,
+    },
+    devices,
+    sync: {
+      mail,
+      batch: createBatch({ store, clock, mail }),
+      content: createContentService(store),
+      syncItems,
+      syncFolders,
+      onItemsSynced: push.recordSync,
+    },
+    push: push.routes,
+    search: createSearchService({ store }),
+    send,
+    admin: createAdminService({ store, clock, audit: devices.audit }),
+    importer,
+  });
+  const idempotency = createIdempotency(store, clock);
+  app.use(serveTable(routes, { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth, idempotency }));
 
   app.use(notFoundHandler);
   app.use(errorHandler(log));

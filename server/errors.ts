@@ -96,6 +96,8 @@ export const errors = {
     }),
   forbidden: (detail = 'You are not allowed to do this.') => new ApiError(403, 'forbidden', detail),
   notFound: (detail = 'No such resource.') => new ApiError(404, 'notFound', detail),
+  folderNotFound: (detail = 'No such folder.') => new ApiError(404, 'folderNotFound', detail),
+  itemNotFound: (detail = 'No such item.') => new ApiError(404, 'itemNotFound', detail),
   deviceNotRegistered: () =>
     new ApiError(403, 'deviceNotRegistered', 'This device is not registered for this user; POST /v1/devices first.'),
   wipeRequested: (wipe: { scope: 'account' }) =>

@@ -6,10 +6,12 @@
  */
 import type { RequestHandler } from 'express';
 import { errors } from '../errors';
-import type { Store, Role } from '../store/types';
+import type { Store, Role, User } from '../store/types';
 import { InvalidAccessToken, type AccessTokens } from './accessTokens';
 
 export interface AuthContext {
+  /** The caller's user row, read (and checked: enabled, same tenant and session version) on this request. */
+  user: User;
   userId: string;
   tenantId: string;
   role: Role;
@@ -79,6 +81,7 @@ export function authenticate(store: Store, accessTokens: AccessTokens, now: () =
       throw errors.unauthorized('The access token has been revoked.');
     }
     req.auth = {
+      user,
       userId: user.id,
       tenantId: user.tenantId,
       role: user.role,

@@ -1,11 +1,10 @@
 /**
  * The OAuth endpoints and the issuer's discovery documents.
  */
-import { Router, type Request, type RequestHandler, type Response } from 'express';
+import type { Request, RequestHandler, Response } from 'express';
 import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions } from 'express-rate-limit';
 import { errors, oauthErrors } from '../errors';
-import { formBody } from '../http/body';
-import { route } from '../http/routes';
+import type { Route } from '../http/table';
 import type { AuthService } from './service';
 import type { AccessTokens } from './accessTokens';
 import { bearerToken } from './authenticate';
@@ -25,14 +24,19 @@ export interface AuthRoutesOptions {
 }
 
 /** Token responses must never be cached (RFC 6749 §5.1). */
+const NO_STORE = { 'Cache-Control': 'no-store', Pragma: 'no-cache' } as const;
+
+/**
+ * The same headers on every answer of the OAuth endpoints, failures included: a 413 or 415 from the form parser, a
+ * 429 from a limiter and an OAuth error all end in the error handler, which sets `Cache-Control: no-store` but not
+ * `Pragma`, so they are set here before anything can fail.
+ */
 const noStore: RequestHandler = (_req, res, next) => {
-  res.setHeader('Cache-Control', 'no-store');
-  res.setHeader('Pragma', 'no-cache');
+  for (const [name, value] of Object.entries(NO_STORE)) res.setHeader(name, value);
   next();
 };
 
-export function authRoutes(o: AuthRoutesOptions): Router {
-  const router = Router();
+export function authRoutes(o: AuthRoutesOptions): Route[] {
   const windowMs = o.rateLimitWindowSeconds * 1000;
   const limited: RateLimitOptions['handler'] = (req, _res, next, options) => {
     const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime() ?? Date.now() + options.windowMs;
@@ -74,24 +78,22 @@ export function authRoutes(o: AuthRoutesOptions): Router {
     next();
   };
 
-  route(router, '/oauth2/token', {
-    post: [
-      noStore,
-      perAddress,
-      ...formBody(o.maxRequestBytes),
-      checkProof,
-      perUserAndAddress,
-      perUser,
-      perProvenSignIn,
-      async (req, res) => {
-        const params = req.body as Record<string, unknown>;
+  return [
+    {
+      method: 'POST',
+      path: '/oauth2/token',
+      body: 'form',
+      bodyLimit: o.maxRequestBytes,
+      before: [noStore, perAddress],
+      // The failure budgets key on the form's username and on the proof of a live sign-in, so they follow the body.
+      after: [checkProof, perUserAndAddress, perUser, perProvenSignIn],
+      handler: async (call) => {
+        const params = call.body as Record<string, unknown>;
         switch (params.grant_type) {
           case 'password':
-            res.json(await o.auth.passwordGrant(params));
-            return;
+            return { headers: NO_STORE, body: await o.auth.passwordGrant(params) };
           case 'refresh_token':
-            res.json(await o.auth.refreshGrant(params));
-            return;
+            return { headers: NO_STORE, body: await o.auth.refreshGrant(params) };
           case undefined:
           case '':
             throw oauthErrors.invalidRequest('grant_type is required');
@@ -99,50 +101,46 @@ export function authRoutes(o: AuthRoutesOptions): Router {
             throw oauthErrors.unsupportedGrantType(`unsupported grant_type ${JSON.stringify(String(params.grant_type)).slice(0, 60)}`);
         }
       },
-    ],
-  });
-
-  route(router, '/oauth2/revoke', {
-    post: [
-      noStore,
-      perAddress,
-      ...formBody(o.maxRequestBytes),
-      async (req, res) => {
-        const params = req.body as Record<string, unknown>;
+    },
+    {
+      method: 'POST',
+      path: '/oauth2/revoke',
+      body: 'form',
+      bodyLimit: o.maxRequestBytes,
+      before: [noStore, perAddress],
+      handler: async (call) => {
+        const params = call.body as Record<string, unknown>;
         let sid: string | undefined;
         const token = typeof params.token === 'string' ? params.token : '';
         if (!token.startsWith('prt_') && bearerToken(`Bearer ${token}`)) {
           sid = await o.accessTokens.verify(token).then((c) => c.sid, () => undefined);
         }
         o.auth.revoke(params, sid);
-        res.status(200).json({});
+        return { status: 200, headers: NO_STORE, body: {} };
       },
-    ],
-  });
-
-  route(router, '/.well-known/openid-configuration', {
-    get: (_req, res) => {
-      res.json({
-        issuer: o.issuer,
-        token_endpoint: `${o.issuer}/oauth2/token`,
-        revocation_endpoint: `${o.issuer}/oauth2/revoke`,
-        jwks_uri: `${o.issuer}/.well-known/jwks.json`,
-        grant_types_supported: [...(o.passwordGrant ? ['password'] : []), 'refresh_token'],
-        response_types_supported: [],
-        token_endpoint_auth_methods_supported: ['none'],
-        scopes_supported: ['mail', 'admin'],
-        id_token_signing_alg_values_supported: ['EdDSA'],
-        subject_types_supported: ['public'],
-      });
     },
-  });
-
-  route(router, '/.well-known/jwks.json', {
-    get: (_req, res) => {
-      res.setHeader('Cache-Control', 'public, max-age=300');
-      res.json({ keys: [o.keys.publicJwk] });
+    {
+      method: 'GET',
+      path: '/.well-known/openid-configuration',
+      handler: () => ({
+        body: {
+          issuer: o.issuer,
+          token_endpoint: `${o.issuer}/oauth2/token`,
+          revocation_endpoint: `${o.issuer}/oauth2/revoke`,
+          jwks_uri: `${o.issuer}/.well-known/jwks.json`,
+          grant_types_supported: [...(o.passwordGrant ? ['password'] : []), 'refresh_token'],
+          response_types_supported: [],
+          token_endpoint_auth_methods_supported: ['none'],
+          scopes_supported: ['mail', 'admin'],
+          id_token_signing_alg_values_supported: ['EdDSA'],
+          subject_types_supported: ['public'],
+        },
+      }),
     },
-  });
-
-  return router;
+    {
+      method: 'GET',
+      path: '/.well-known/jwks.json',
+      handler: () => ({ headers: { 'Cache-Control': 'public, max-age=300' }, body: { keys: [o.keys.publicJwk] } }),
+    },
+  ];
 }

@@ -13,12 +13,12 @@
  * - `Cache-Control: no-transform` keeps the compression middleware off (it would drop `Content-Length` and gzip a
  *   206 body); the bytes are the stored bytes, always.
  */
-import { Readable, pipeline } from 'node:stream';
-import type { Request, Response } from 'express';
-import type { Logger } from 'pino';
+import type { IncomingHttpHeaders } from 'node:http';
+import { Readable } from 'node:stream';
 import rangeParser from 'range-parser';
 import { create as contentDisposition } from 'content-disposition';
 import { ApiError } from '../errors';
+import type { Reply } from '../http/table';
 import type { Store } from '../store/types';
 
 /** Bytes per read: the SQLite store's chunk size, so each read is one row and the buffer handed on is that row's. */
@@ -120,20 +120,23 @@ function wellFormedRange(header: string): boolean {
   });
 }
 
-export function sendDownload(store: Store, log: Logger, req: Request, res: Response, d: Download): void {
+/**
+ * The answer to a download request: 304 when `If-None-Match` hits, 206 for one satisfiable range, else 200 with
+ * the whole blob; a range that starts beyond the end throws the 416 problem. The bytes are a BlobStream, read as
+ * the client takes them (the route-table adapter pipes it, sends no body on HEAD, and ends the connection if it
+ * breaks midway).
+ */
+export function downloadReply(store: Store, headers: IncomingHttpHeaders, d: Download): Reply {
   const etag = `"${d.blobId}"`;
   const validators = { ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': CACHE_CONTROL };
 
-  if (noneMatchHits(req.headers['if-none-match'], etag)) {
-    for (const [name, value] of Object.entries(validators)) res.setHeader(name, value);
-    res.status(304).end();
-    return;
-  }
+  if (noneMatchHits(headers['if-none-match'], etag)) return { status: 304, headers: validators };
 
   let start = 0;
   let end = d.size; // exclusive
-  const range = req.headers.range;
-  if (range !== undefined && wellFormedRange(range) && ifRangeAllows(req.headers['if-range'], etag)) {
+  let partial: { 'Content-Range': string } | undefined;
+  const range = headers.range;
+  if (range !== undefined && wellFormedRange(range) && ifRangeAllows(headers['if-range'], etag)) {
     const parsed = rangeParser(d.size, range.trim().replace(/^bytes/i, 'bytes'), { combine: true });
     if (parsed === -1) {
       throw new ApiError(416, 'rangeNotSatisfiable', `The range is outside the ${d.size} bytes of this resource.`, {}, {
@@ -144,25 +147,21 @@ export function sendDownload(store: Store, log: Logger, req: Request, res: Respo
     if (parsed !== -2 && parsed.length === 1) {
       start = parsed[0]!.start;
       end = parsed[0]!.end + 1;
-      res.status(206).set('Content-Range', `bytes ${start}-${end - 1}/${d.size}`);
+      partial = { 'Content-Range': `bytes ${start}-${end - 1}/${d.size}` };
     }
   }
 
-  // setHeader, not res.set: express would append a charset to text/* types, which the stored bytes may not have.
-  for (const [name, value] of Object.entries({
-    ...validators,
-    'Content-Type': d.contentType,
-    'Content-Length': String(end - start),
-    'Content-Disposition': dispositionHeader(d.filename, d.disposition),
-  })) res.setHeader(name, value);
-  if (req.method === 'HEAD') {
-    res.end();
-    return;
-  }
-  // pipeline destroys the blob stream when the client goes away, so an abort leaves nothing reading.
-  pipeline(new BlobStream(store.blobs, d.blobId, start, end), res, (err) => {
-    if (err && (err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
-      log.error({ err, requestId: req.id, blobId: d.blobId }, 'download failed midway');
-    }
-  });
+  return {
+    status: partial ? 206 : 200,
+    // Set as given (setHeader): express's res.set would append a charset to text/* types the stored bytes may lack.
+    headers: {
+      ...partial,
+      ...validators,
+      'Content-Type': d.contentType,
+      'Content-Length': String(end - start),
+      'Content-Disposition': dispositionHeader(d.filename, d.disposition),
+    },
+    // Nothing is read until the adapter pipes it; the pipe destroys it when the client goes away.
+    stream: new BlobStream(store.blobs, d.blobId, start, end),
+  };
 }

@@ -5,7 +5,6 @@ import { z } from 'zod';
 import { errors } from '../errors';
 import type { Route } from '../http/table';
 import { parse, text } from '../http/validate';
-import type { Store } from '../store/types';
 import type { DeviceService } from './service';
 
 const Registration = z.strictObject({
@@ -26,7 +25,7 @@ function headerText(value: string | string[] | undefined, max: number): string |
   return value.slice(0, max).replace(/[\u0000-\u001f\u007f]/g, '');
 }
 
-export function deviceRoutes(store: Store, devices: DeviceService): Route[] {
+export function deviceRoutes(devices: DeviceService): Route[] {
   return [
     {
       method: 'GET',
@@ -43,8 +42,7 @@ export function deviceRoutes(store: Store, devices: DeviceService): Route[] {
           throw errors.invalidRequest('X-Device-Id is required to register a device.', [{ field: 'X-Device-Id', message: 'required' }]);
         }
         const body = parse(Registration, call.body);
-        const user = store.users.byId(auth.userId);
-        if (!user) throw errors.unauthorized('The account no longer exists.');
+        const user = call.user;
         const { headers } = call;
         const { device, created } = devices.register(user, deviceId, {
           friendlyName: body.friendlyName ?? null,

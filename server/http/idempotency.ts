@@ -4,7 +4,6 @@
  * with a different request is a client bug and answers 400. Keys are per user.
  */
 import crypto from 'node:crypto';
-import type { RequestHandler } from 'express';
 import { errors } from '../errors';
 import type { Clock } from '../clock';
 import type { Store } from '../store/types';
@@ -53,42 +52,3 @@ export function createIdempotency(store: Store, clock: Clock) {
 }
 
 export type Idempotency = ReturnType<typeof createIdempotency>;
-
-/** Place after the body parser of a route: the body is part of what must match. */
-export function idempotent(store: Store, clock: Clock): RequestHandler {
-  return (req, res, next) => {
-    const key = req.headers['idempotency-key'];
-    if (key === undefined) return next();
-    if (typeof key !== 'string' || !KEY_PATTERN.test(key)) {
-      throw errors.invalidRequest('Idempotency-Key must be 1 to 200 visible ASCII characters.', [{ field: 'Idempotency-Key', message: 'malformed' }]);
-    }
-    const userId = req.auth!.userId;
-    const hash = requestHash([req.method, req.originalUrl, req.body ?? null]);
-    const prior = store.idempotency.get(userId, key);
-    if (prior && clock.now() - prior.createdAt < IDEMPOTENCY_TTL_MS) {
-      if (prior.requestHash !== hash) {
-        throw errors.invalidRequest('This Idempotency-Key was already used for a different request.', [{ field: 'Idempotency-Key', message: 'reused' }]);
-      }
-      res.setHeader('Idempotent-Replayed', 'true');
-      if (prior.body === '') res.status(prior.status).end();
-      else res.status(prior.status).type('application/json').send(prior.body);
-      return;
-    }
-    // Keep the first successful answer. Failures are not kept: retrying them is meaningful.
-    const json = res.json.bind(res);
-    res.json = (body: unknown) => {
-      if (res.statusCode < 300) {
-        store.idempotency.put(userId, key, { requestHash: hash, status: res.statusCode, body: JSON.stringify(body), createdAt: clock.now() });
-      }
-      return json(body);
-    };
-    const end = res.end.bind(res) as (...args: unknown[]) => typeof res;
-    res.end = ((...args: unknown[]) => {
-      if (res.statusCode === 204) {
-        store.idempotency.put(userId, key, { requestHash: hash, status: 204, body: '', createdAt: clock.now() });
-      }
-      return end(...args);
-    }) as typeof res.end;
-    next();
-  };
-}

@@ -5,30 +5,38 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Router } from 'express';
-import { route } from './routes';
 import { errors } from '../errors';
-import type { Store } from '../store/types';
+import { bytes, type Route } from './table';
 
 export const OPENAPI_FILE = path.resolve(__dirname, '../../schema/openapi.yaml');
 
-export function opsRoutes(store: Store): Router {
-  const router = Router();
-  route(router, '/healthz', { get: (_req, res) => void res.json({ status: 'ok' }) });
-  route(router, '/readyz', {
-    get: (_req, res) => {
-      try {
-        store.ping();
-      } catch {
-        throw errors.unavailable('The store is not reachable.');
-      }
-      res.json({ status: 'ready' });
+/** Readiness asks only whether the store answers (the store itself, or anything that pings it). */
+export interface Pingable {
+  ping(): void;
+}
+
+export function opsRoutes(readiness: Pingable): Route[] {
+  return [
+    { method: 'GET', path: '/healthz', handler: () => ({ body: { status: 'ok' } }) },
+    {
+      method: 'GET',
+      path: '/readyz',
+      handler: () => {
+        try {
+          readiness.ping();
+        } catch {
+          throw errors.unavailable('The store is not reachable.');
+        }
+        return { body: { status: 'ready' } };
+      },
     },
-  });
-  route(router, '/openapi.yaml', {
-    get: (_req, res) => {
-      res.type('application/yaml').send(fs.readFileSync(OPENAPI_FILE));
+    {
+      method: 'GET',
+      path: '/openapi.yaml',
+      handler: () => {
+        const file = fs.readFileSync(OPENAPI_FILE);
+        return { headers: { 'Content-Type': 'application/yaml', 'Content-Length': file.length }, stream: bytes(file) };
+      },
     },
-  });
-  return router;
+  ];
 }

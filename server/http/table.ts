@@ -10,7 +10,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
 import type { AuthContext } from '../auth/authenticate';
-import type { DeviceRecord } from '../store/types';
+import type { DeviceRecord, User } from '../store/types';
 import { errors } from '../errors';
 import { formBody, jsonBody } from './body';
 import { requestHash, type Idempotency } from './idempotency';
@@ -21,6 +21,8 @@ export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export interface Call {
   /** The authenticated caller; reading it on a request without one throws 401 (public routes never read it). */
   readonly auth: AuthContext;
+  /** The caller's user row, as authentication read it for this request. */
+  readonly user: User;
   /** The calling device, admitted by the device gate; reading it without one throws 403 `deviceNotRegistered`. */
   readonly device: DeviceRecord;
   /** The calling device when the gate found one registered (the session call and registration need none). */
@@ -43,7 +45,7 @@ export interface Call {
   readonly signal: AbortSignal;
 }
 
-/** What a handler answers. Exactly one of `body`, `json`, `stream`, `attach` at most; none is an empty answer. */
+/** What a handler answers. One of `body`, `json`, `stream` at most; none is an empty answer. */
 export interface Reply {
   /** Default: 200 with content, 204 without. */
   status?: number;
@@ -52,13 +54,12 @@ export interface Reply {
   body?: unknown;
   /** JSON text already serialised (a sync page builds its own). */
   json?: string;
-  /** Bytes, sent at the client's pace; give `Content-Type` (and `Content-Length` when known) in `headers`. */
-  stream?: Readable;
   /**
-   * A long-lived answer that a channel writes over time (an event stream): called with the response once the
-   * status and headers are set. The one way code outside this file writes a response, kept to push channels.
+   * Bytes, sent at the client's pace; give `Content-Type` (and `Content-Length` when known) in `headers`. A
+   * long-lived answer (an event stream) is a stream too: ending it ends the response, and a client that goes away
+   * destroys it, which is how its producer learns to stop.
    */
-  attach?: (res: Response) => void;
+  stream?: Readable;
 }
 
 export type Handler = (call: Call) => Reply | Promise<Reply>;
@@ -78,6 +79,8 @@ export interface Route {
   idempotent?: boolean;
   /** Middleware that runs before the body is read (the OAuth endpoints' rate limits). */
   before?: RequestHandler[];
+  /** Middleware that runs after the body is read, before the handler (the OAuth failure limits key on form fields). */
+  after?: RequestHandler[];
 }
 
 export interface TableOptions {
@@ -102,6 +105,9 @@ class RequestCall implements Call {
   get auth(): AuthContext {
     if (!this.req.auth) throw errors.unauthorized('A bearer access token is required.', '');
     return this.req.auth;
+  }
+  get user(): User {
+    return this.auth.user;
   }
   get device(): DeviceRecord {
     if (!this.req.device) throw errors.deviceNotRegistered();
@@ -161,16 +167,19 @@ function bodyParsers(route: Route, o: TableOptions): RequestHandler[] {
 /** Writes a reply. Errors before the first byte reach the error handler; a stream that breaks later ends the socket. */
 async function send(res: Response, reply: Reply): Promise<void> {
   for (const [name, value] of Object.entries(reply.headers ?? {})) res.setHeader(name, value as string | number | string[]);
-  const hasContent = reply.body !== undefined || reply.json !== undefined || reply.stream !== undefined || reply.attach !== undefined;
+  const hasContent = reply.body !== undefined || reply.json !== undefined || reply.stream !== undefined;
   res.status(reply.status ?? (hasContent ? 200 : 204));
-  if (reply.attach) return reply.attach(res);
   if (reply.stream) {
     if (res.req.method === 'HEAD') {
       reply.stream.destroy();
       res.end();
       return;
     }
-    await pipeline(reply.stream, res);
+    await pipeline(reply.stream, res).catch((err: NodeJS.ErrnoException) => {
+      // Closed early without an error — the client went away, or the producer cut off a slow one: the response is
+      // over and nothing failed. A real error of the stream still reaches the error handler (which logs it).
+      if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE') throw err;
+    });
     return;
   }
   if (reply.json !== undefined) {
@@ -201,7 +210,7 @@ async function answer(route: Route, call: RequestCall, req: Request, o: TableOpt
   const reply = await route.handler(call);
   // Keep the first successful answer (JSON or empty). Failures are not kept: retrying them is meaningful.
   const status = reply.status ?? (reply.body !== undefined || reply.json !== undefined ? 200 : 204);
-  if (status < 300 && reply.stream === undefined && reply.attach === undefined) {
+  if (status < 300 && reply.stream === undefined) {
     const body = reply.json ?? (reply.body !== undefined ? JSON.stringify(reply.body) : '');
     o.idempotency.remember(userId, key, hash, status, body);
   }
@@ -234,7 +243,7 @@ export function serveTable(routes: readonly Route[], o: TableOptions): Router {
     const allowed: string[] = [];
     for (const route of list) {
       const method = route.method.toLowerCase() as 'get' | 'post' | 'put' | 'patch' | 'delete';
-      r[method](...(route.before ?? []), ...bodyParsers(route, o), adapt(route, o));
+      r[method](...(route.before ?? []), ...bodyParsers(route, o), ...(route.after ?? []), adapt(route, o));
       allowed.push(route.method);
       if (route.method === 'GET') allowed.push('HEAD');
     }

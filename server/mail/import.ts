@@ -67,7 +67,7 @@ export function createImporter(deps: ImporterDeps) {
       : FOLDER_KINDS.has(folder)
         ? store.folders.byKind(user.id, folder as Folder['kind'])
         : store.folders.byId(user.id, folder);
-    if (!found) throw new ApiError(404, 'folderNotFound', 'No such folder for this user.');
+    if (!found) throw errors.folderNotFound('No such folder for this user.');
     if (found.kind === 'calendar' || found.kind === 'contacts') {
       throw errors.invalidRequest('Messages can only be imported into mail folders.', [{ field: 'folderId', message: 'not a mail folder' }]);
     }
@@ -87,6 +87,34 @@ export function createImporter(deps: ImporterDeps) {
     const sentAt = message.parsed.sentAt;
     const receivedAt = sentAt === null ? now : Math.min(sentAt, now);
     return delivery.deliver(message, [{ userId: target.user.id, folderId: target.folder.id }], { duplicates: 'import', receivedAt })[0]!;
+  }
+
+  /**
+   * The admin API's import of one message into a user's mailbox (`folder` as for resolveTarget), stored and audited
+   * in one transaction; a duplicate is acknowledged, stores nothing and is not audited. Another tenant's user is no
+   * more visible to the admin than a user who does not exist.
+   */
+  async function importForAdmin(admin: { userId: string; tenantId: string }, userId: string, raw: Buffer, folder?: string): Promise<DeliveryResult> {
+    const user = store.users.byId(userId);
+    if (!user || user.tenantId !== admin.tenantId) throw errors.notFound('No such user.');
+    const target = resolveTarget(user, folder);
+    const message = await prepare(raw);
+    return store.transaction(() => {
+      const delivered = deliver(target, message);
+      if (delivered.status === 'stored') {
+        store.audit.append({
+          tenantId: admin.tenantId,
+          at: clock.now(),
+          actorId: admin.userId,
+          actorName: store.users.byId(admin.userId)?.username ?? admin.userId,
+          action: 'message.import',
+          targetType: 'user',
+          targetId: user.id,
+          details: { itemId: delivered.itemId, folderId: delivered.folderId, internetMessageId: message.parsed.internetMessageId },
+        });
+      }
+      return delivered;
+    });
   }
 
   /**
@@ -146,7 +174,7 @@ export function createImporter(deps: ImporterDeps) {
     return report;
   }
 
-  return { resolveTarget, prepare, deliver, importAll };
+  return { resolveTarget, prepare, deliver, importForAdmin, importAll };
 }
 
 export type Importer = ReturnType<typeof createImporter>;

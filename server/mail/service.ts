@@ -6,10 +6,8 @@
 import { ApiError, errors } from '../errors';
 import type { Clock } from '../clock';
 import type { Folder, Item, ItemPatch, Store } from '../store/types';
-import { folderView, itemView } from '../sync/views';
+import { folderView, itemView } from '../views';
 
-const itemNotFound = () => new ApiError(404, 'itemNotFound', 'No such item.');
-const folderNotFound = () => new ApiError(404, 'folderNotFound', 'No such folder.');
 const folderProtected = () => new ApiError(409, 'folderProtected', 'Well-known folders cannot be renamed, moved or deleted.');
 
 /** Which folders an item of each type may live in. */
@@ -24,12 +22,12 @@ export function createMailService(deps: { store: Store; clock: Clock }) {
 
   const item = (userId: string, id: string) => {
     const found = store.items.byId(userId, id);
-    if (!found) throw itemNotFound();
+    if (!found) throw errors.itemNotFound();
     return found;
   };
   const folder = (userId: string, id: string) => {
     const found = store.folders.byId(userId, id);
-    if (!found) throw folderNotFound();
+    if (!found) throw errors.folderNotFound();
     return found;
   };
 
@@ -54,6 +52,9 @@ export function createMailService(deps: { store: Store; clock: Clock }) {
   }
 
   return {
+    /** One of the user's folders; another user's folder, like one that does not exist, is 404 folderNotFound. */
+    folder,
+
     createFolder(userId: string, input: { displayName: string; parentId: string | null }) {
       return store.transaction(() => {
         checkParent(userId, input.parentId);
@@ -99,7 +100,7 @@ export function createMailService(deps: { store: Store; clock: Clock }) {
       return store.transaction(() => {
         const current = item(userId, id);
         const destination = store.folders.byId(userId, destinationFolderId);
-        if (!destination) throw folderNotFound();
+        if (!destination) throw errors.folderNotFound();
         if (!accepts(destination, current)) {
           throw errors.invalidRequest(`An item of type ${current.type} cannot be moved to a ${destination.kind} folder.`, [
             { field: 'destinationFolderId', message: 'wrong folder type' },

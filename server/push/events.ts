@@ -10,12 +10,19 @@
  * `id:` is the mailbox's highest modseq when the event was written: it only grows, and a reconnect that sends it
  * back as `Last-Event-ID` learns at once what changed meanwhile. On connect the stream also sends a bare `id:`
  * (no data: EventSource dispatches nothing but remembers it), so even a stream that never saw an event can resume.
+ *
+ * The stream's bytes are a Readable (`body`) that the route hands to the adapter, which pipes it to the client: each
+ * event is pushed as it happens (the stream is never compressed, so nothing holds it back). Ending the channel ends
+ * the Readable, and so the response; a client that goes away destroys it, which ends the channel.
  */
-import type { Request, Response } from 'express';
+import { Readable } from 'node:stream';
 import type { CommittedChange, Folder } from '../store/types';
 import { recheck, type Caller, type Channel, type EndReason, type PushContext } from './channels';
 
-/** A client that stops reading would make us buffer forever; beyond this it is dropped (it reconnects). */
+/**
+ * A client that stops reading would make us buffer forever; beyond this (in the Readable, once the response's own
+ * buffer is full) it is dropped (it reconnects).
+ */
 const MAX_BUFFERED_BYTES = 64 * 1024;
 
 export const SSE_HEADERS = {
@@ -44,6 +51,8 @@ export function changedSince(ctx: PushContext, userId: string, since: number): {
 
 export class EventStream implements Channel {
   readonly kind = 'stream';
+  /** The stream's bytes, for the adapter to pipe to the client. */
+  readonly body: Readable;
   private readonly pending = new Set<string>();
   private pendingHierarchy = false;
   private pendingModseq = 0;
@@ -59,20 +68,24 @@ export class EventStream implements Channel {
   constructor(
     private readonly ctx: PushContext,
     readonly caller: Caller,
-    private readonly req: Request,
-    private readonly res: Response,
-  ) {}
+    private readonly requestId: string,
+  ) {
+    this.body = new Readable({
+      read() {}, // events are pushed as they happen
+      // Destroyed by the adapter's pipeline when the client goes away (or by us for a slow consumer).
+      destroy: (err, callback) => {
+        this.end('clientGone');
+        callback(err);
+      },
+    });
+  }
 
   /** Registers (may throw 429/503 before anything is written), then starts the stream. */
   start(lastEventId: string | undefined): void {
-    const { ctx, caller, res } = this;
+    const { ctx, caller } = this;
     ctx.registry.open(this);
-    res.once('close', () => this.end('clientGone'));
     // Everything from here runs in one tick: no commit can slip between the catch-up read and the subscription.
     this.unsubscribe = ctx.bus.subscribe(caller.userId, (change) => this.onChange(change));
-    for (const [name, value] of Object.entries(SSE_HEADERS)) res.setHeader(name, value);
-    res.status(200);
-    res.flushHeaders();
     this.catchUp(lastEventId);
 
     this.heartbeat = setInterval(() => {
@@ -137,8 +150,8 @@ export class EventStream implements Channel {
 
   private write(text: string): void {
     if (this.ended) return;
-    if (this.res.writableLength > MAX_BUFFERED_BYTES) return this.end('slowConsumer');
-    this.res.write(text);
+    if (this.body.readableLength > MAX_BUFFERED_BYTES) return this.end('slowConsumer');
+    this.body.push(text);
   }
 
   end(reason: EndReason): void {
@@ -149,9 +162,10 @@ export class EventStream implements Channel {
     clearTimeout(this.expiry);
     this.unsubscribe?.();
     this.ctx.registry.release(this);
-    this.ctx.log.debug({ userId: this.caller.userId, device: this.caller.deviceId, reason, requestId: this.req.id }, 'event stream ended');
-    if (reason === 'slowConsumer') this.res.destroy();
-    else if (!this.res.writableEnded) this.res.end();
+    this.ctx.log.debug({ userId: this.caller.userId, device: this.caller.deviceId, reason, requestId: this.requestId }, 'event stream ended');
+    // A slow consumer is cut off (its backlog is dropped); otherwise the response ends after what was pushed.
+    if (reason === 'slowConsumer') this.body.destroy();
+    else if (reason !== 'clientGone') this.body.push(null);
   }
 }
 

@@ -24,7 +24,6 @@ export interface PushDeps {
   signals: DeviceSignals;
   codec: TokenCodec;
   log: Logger;
-  limits: { maxRequestBytes: number; maxJsonDepth: number };
   options?: Partial<PushOptions>;
   /** A multi-node bus; the in-process one when not given. */
   bus?: EventBus;
@@ -60,7 +59,8 @@ export function createPush(deps: PushDeps) {
   }
 
   return {
-    router: pushRoutes(ctx, deps.limits),
+    /** The route table of `GET /v1/events` and `POST /v1/ping`. */
+    routes: pushRoutes(ctx),
     bus,
     watermarks,
     options,

@@ -3,36 +3,55 @@
  * `{"changed": [ids]}` at once when a named folder changed since the device's last sync of it, else as soon as one
  * changes, else `{"changed": []}` at the heartbeat (or when the access token expires first: the next ping then
  * gets its 401 and the app refreshes).
+ *
+ * A wait is a promise: it resolves with the changed folder ids, or rejects with the gate's error when the device
+ * may no longer be told anything. The route turns that into the answer; nothing here writes a response.
  */
-import type { NextFunction, Response } from 'express';
 import type { CommittedChange, Folder } from '../store/types';
+import { errors } from '../errors';
 import { recheck, type Caller, type Channel, type EndReason, type PushContext } from './channels';
 
 export class PingWait implements Channel {
   readonly kind = 'ping';
   private timer?: NodeJS.Timeout;
   private unsubscribe?: () => void;
+  private signal?: AbortSignal;
   private done = false;
+  private resolve!: (changed: string[]) => void;
+  private reject!: (err: Error) => void;
+  private readonly answered = new Promise<string[]>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
 
   constructor(
     private readonly ctx: PushContext,
     readonly caller: Caller,
     private readonly folders: Folder[],
-    private readonly res: Response,
-    private readonly next: NextFunction,
   ) {}
 
-  /** Registers (may throw 429/503 before anything is written), then answers now or waits. */
-  start(heartbeatSeconds: number): void {
-    const { ctx, caller, res } = this;
+  /**
+   * Registers (throws 429/503 at once, before any answer), then waits: the promise settles when a watched folder
+   * changes, at the heartbeat, when the channel ends, or (with `[]`, which nobody reads) when `signal` aborts.
+   */
+  start(heartbeatSeconds: number, signal: AbortSignal): Promise<string[]> {
+    const { ctx, caller } = this;
     ctx.registry.open(this);
-    res.once('close', () => this.end('clientGone'));
+    if (signal.aborted) {
+      this.end('clientGone');
+      return this.answered;
+    }
+    this.signal = signal;
+    signal.addEventListener('abort', this.onAbort, { once: true });
     const already = this.folders.filter((f) => {
       const synced = ctx.watermarks.get(caller.recordId, f.id);
       // No note (this process never saw the device sync the folder, e.g. after a restart): say it changed.
       return synced === undefined || f.contentModseq > synced;
     });
-    if (already.length) return this.answer(already.map((f) => f.id));
+    if (already.length) {
+      this.answer(already.map((f) => f.id));
+      return this.answered;
+    }
 
     const watched = new Set(this.folders.map((f) => f.id));
     this.unsubscribe = ctx.bus.subscribe(caller.userId, (change: CommittedChange) => {
@@ -42,7 +61,10 @@ export class PingWait implements Channel {
     const untilExpiry = caller.expiresAt - ctx.clock.now();
     this.timer = setTimeout(() => this.answer([]), Math.max(0, Math.min(heartbeatSeconds * 1000, untilExpiry)));
     this.timer.unref();
+    return this.answered;
   }
+
+  private readonly onAbort = () => this.end('clientGone');
 
   /** Answers (once), after checking the device may still be told anything. */
   private answer(changed: string[]): void {
@@ -50,33 +72,41 @@ export class PingWait implements Channel {
     const denied = recheck(this.ctx, this.caller);
     if (denied) return this.fail(denied);
     this.finish();
-    this.res.setHeader('Cache-Control', 'no-store');
-    this.res.status(200).json({ changed });
+    this.resolve(changed);
   }
 
   /** Ends with the gate's answer (403 deviceBlocked, wipeRequested, ...), so the app learns why at once. */
   private fail(err: Error): void {
     this.finish();
-    this.next(err);
+    this.reject(err);
   }
 
   private finish(): void {
     this.done = true;
     clearTimeout(this.timer);
     this.unsubscribe?.();
+    this.signal?.removeEventListener('abort', this.onAbort);
     this.ctx.registry.release(this);
   }
 
   end(reason: EndReason): void {
     if (this.done) return;
-    if (reason === 'clientGone') return this.finish();
     if (reason === 'cut' || reason === 'revoked') {
       const denied = recheck(this.ctx, this.caller);
       if (denied) return this.fail(denied);
     }
-    // Replaced by a newer ping or stream, or shutting down: an empty answer, so the app simply polls again.
+    // Replaced by a newer ping or stream, or shutting down: an empty answer, so the app simply polls again. (The
+    // client gone: the same, written nowhere; what matters is that the wait and its channel slot end now.)
     this.finish();
-    this.res.setHeader('Cache-Control', 'no-store');
-    this.res.status(200).json({ changed: [] });
+    this.resolve([]);
   }
+}
+
+/** The folders a ping watches, each once; another user's folder id is not found either (404 folderNotFound). */
+export function watchedFolders(ctx: PushContext, userId: string, ids: readonly string[]): Folder[] {
+  return [...new Set(ids)].map((id) => {
+    const folder = ctx.store.folders.byId(userId, id);
+    if (!folder) throw errors.folderNotFound(`No such folder: ${id}.`);
+    return folder;
+  });
 }

@@ -3,11 +3,11 @@
  * and ranking (FTS5, bm25); this turns a typed query into words and each hit into the item as sync sends it, plus
  * whether a synced device already holds that item — an app can open those from its own copy and fetch the rest.
  */
-import { ApiError, errors } from '../errors';
+import { errors } from '../errors';
 import type { Folder, Item, SortKey, Store } from '../store/types';
 import { DEFAULT_WINDOW } from '../sync/itemSync';
 import { compareKeys } from '../sync/tokens';
-import { itemView, type ItemView } from '../sync/views';
+import { itemView, type ItemView } from '../views';
 
 export const MAX_QUERY_WORDS = 16;
 export const DEFAULT_SEARCH_LIMIT = 25;
@@ -50,7 +50,7 @@ export function createSearchService(deps: { store: Store }) {
     // One read transaction: the hits, the items and the window boundaries come from the same snapshot.
     return store.transaction(() => {
       if (query.folderId !== undefined && !store.folders.byId(userId, query.folderId)) {
-        throw new ApiError(404, 'folderNotFound', 'No such folder.');
+        throw errors.folderNotFound();
       }
       const hits = store.search.query(userId, words, { folderId: query.folderId, limit: query.limit ?? DEFAULT_SEARCH_LIMIT });
       const items = new Map(store.items.byIds(userId, hits.map((h) => h.itemId)).map((i) => [i.id, i]));

@@ -3,14 +3,9 @@
  * route is its own: attachments travel base64-encoded (4/3 of their size), so it is the message limit plus that
  * overhead plus room for the rest of the request.
  */
-import { Router } from 'express';
 import { z } from 'zod';
-import type { Clock } from '../clock';
-import type { Store } from '../store/types';
-import { route } from '../http/routes';
-import { jsonBody } from '../http/body';
+import type { Route } from '../http/table';
 import { parse, text } from '../http/validate';
-import { idempotent } from '../http/idempotency';
 import type { SendService } from './service';
 
 export const MAX_RECIPIENTS = 500;
@@ -63,11 +58,8 @@ const SendRequest = z
   });
 
 export interface SendRouteDeps {
-  store: Store;
-  clock: Clock;
   send: SendService;
   maxMessageBytes: number;
-  maxJsonDepth: number;
 }
 
 /** The largest JSON body of a send: the message limit in base64, plus 64 KiB for everything else. */
@@ -75,15 +67,16 @@ export function sendBodyLimit(maxMessageBytes: number): number {
   return Math.ceil((maxMessageBytes * 4) / 3) + 64 * 1024;
 }
 
-export function sendRoutes(d: SendRouteDeps): Router {
-  const router = Router();
-  route(router, '/v1/messages/send', {
-    post: [
-      ...jsonBody(sendBodyLimit(d.maxMessageBytes), d.maxJsonDepth),
-      idempotent(d.store, d.clock),
-      async (req, res) => {
-        const body = parse(SendRequest, req.body);
-        const result = await d.send.send(req.auth!.userId, {
+export function sendRoutes(d: SendRouteDeps): Route[] {
+  return [
+    {
+      method: 'POST',
+      path: '/v1/messages/send',
+      bodyLimit: sendBodyLimit(d.maxMessageBytes),
+      idempotent: true,
+      handler: async (call) => {
+        const body = parse(SendRequest, call.body);
+        const result = await d.send.send(call.auth.userId, {
           ...body,
           attachments: body.attachments.map((a) => ({
             name: a.name,
@@ -93,9 +86,8 @@ export function sendRoutes(d: SendRouteDeps): Router {
             contentId: a.contentId ?? null,
           })),
         });
-        res.status(202).json(result);
+        return { status: 202, body: result };
       },
-    ],
-  });
-  return router;
+    },
+  ];
 }

@@ -10,7 +10,7 @@
 import crypto from 'node:crypto';
 import type { Clock } from '../clock';
 import type { Config } from '../config';
-import { ApiError } from '../errors';
+import { ApiError, errors } from '../errors';
 import type { Delivery, DeliveryTarget, PreparedMessage } from '../mail/delivery';
 import type { Store, User } from '../store/types';
 import { composeMessage, headerBlock, referencesOf, replyReferences, type OutgoingMessage, type Recipient } from './compose';
@@ -68,7 +68,7 @@ export function createSendService(deps: SendDeps) {
   /** In-Reply-To and References of a reply to one of the sender's items. */
   function threadOf(userId: string, itemId: string): OutgoingMessage['thread'] {
     const parent = store.items.byId(userId, itemId);
-    if (!parent || parent.type !== 'email') throw new ApiError(404, 'itemNotFound', 'inReplyTo names no message of yours.');
+    if (!parent || parent.type !== 'email') throw errors.itemNotFound('inReplyTo names no message of yours.');
     if (!parent.internetMessageId) return undefined; // nothing to thread on: the reply starts its own conversation
     const size = parent.mimeBlobId ? store.blobs.size(parent.mimeBlobId) ?? 0 : 0;
     const headers = parent.mimeBlobId ? headerBlock(store.blobs.read(parent.mimeBlobId, 0, Math.min(size, 64 * 1024))) : Buffer.alloc(0);
@@ -97,7 +97,7 @@ export function createSendService(deps: SendDeps) {
     const atLeast = request.attachments.reduce((sum, a) => sum + base64Lines(a.content.length), 0);
     if (atLeast > config.maxMessageBytes) throw tooLarge(atLeast, config.maxMessageBytes);
     const sender = store.users.byId(userId);
-    if (!sender) throw new ApiError(404, 'notFound', 'No such user.');
+    if (!sender) throw errors.notFound('No such user.');
     const thread = request.inReplyTo ? threadOf(userId, request.inReplyTo) : undefined;
     const now = clock.now();
     const composed = await composeMessage(

@@ -5,7 +5,6 @@
 import type { Config } from '../config';
 import type { Route } from '../http/table';
 import { errors } from '../errors';
-import type { Store } from '../store/types';
 import { DEFAULT_WINDOW, MAX_CHANGES, MAX_WINDOW } from '../sync/itemSync';
 import { DEFAULT_PUSH_OPTIONS } from '../push/channels';
 import { sendBodyLimit } from '../send/routes';
@@ -28,7 +27,7 @@ export function sessionLimits(config: Config) {
   };
 }
 
-export function sessionRoutes(store: Store, config: Config, devices: DeviceService): Route[] {
+export function sessionRoutes(config: Config, devices: DeviceService): Route[] {
   const limits = sessionLimits(config);
   return [
     {
@@ -36,8 +35,7 @@ export function sessionRoutes(store: Store, config: Config, devices: DeviceServi
       path: '/v1/session',
       handler: (call) => {
         const auth = call.auth;
-        const user = store.users.byId(auth.userId);
-        if (!user) throw errors.unauthorized('The account no longer exists.');
+        const user = call.user;
         const device = call.deviceIfRegistered;
         return {
           body: {

@@ -7,7 +7,7 @@
 import { errors } from '../errors';
 import type { DeviceRecord, Store } from '../store/types';
 import { resyncRequired, type HierarchyToken, type TokenCodec } from './tokens';
-import { folderView } from './views';
+import { folderView } from '../views';
 
 /** Sorts after every id (ids are base64url): "everything at this modseq has been sent". */
 const END_OF_MODSEQ = '~';

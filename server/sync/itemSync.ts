@@ -20,7 +20,7 @@ import type { Clock } from '../clock';
 import { errors } from '../errors';
 import type { DeviceRecord, Folder, Item, SortKey, Store } from '../store/types';
 import { MAX_KEY, MIN_KEY, compareKeys, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
-import { emailBody, itemPatchView, itemView, type ItemView } from './views';
+import { emailBody, itemPatchView, itemView, type ItemView } from '../views';
 
 export const DEFAULT_WINDOW = 500;
 export const WINDOW_STEP = 500;

@@ -11,7 +11,7 @@ import { createTokenCodec } from '../../server/sync/tokens';
 import { createItemSync, type ItemSyncPage, type WindowSizes } from '../../server/sync/itemSync';
 import { createFolderSync } from '../../server/sync/folderSync';
 import { createMailService } from '../../server/mail/service';
-import { itemView, type ItemView } from '../../server/sync/views';
+import { itemView, type ItemView } from '../../server/views';
 import type { DeviceRecord, Folder, User } from '../../server/store/types';
 import { tempDir } from './testApp';
 

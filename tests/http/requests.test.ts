@@ -9,10 +9,10 @@ import express from 'express';
 import request from 'supertest';
 import pino from 'pino';
 import { buildTestApp, signIn, type TestContext } from '../helpers/testApp';
-import { jsonBody, jsonDepth } from '../../server/http/body';
+import { jsonDepth } from '../../server/http/body';
 import { errorHandler, notFoundHandler } from '../../server/http/problem';
 import { requestId } from '../../server/http/requestContext';
-import { route } from '../../server/http/routes';
+import { serveTable, type Route, type TableOptions } from '../../server/http/table';
 import { bearerMatches, startMetricsServer, type MetricsServer } from '../../server/http/metricsServer';
 
 let ctx: TestContext;
@@ -29,17 +29,17 @@ function jsonApp() {
   const seen: unknown[] = [];
   const app = express();
   app.use(requestId);
-  const r = express.Router();
-  route(r, '/echo', {
-    post: [
-      ...jsonBody(64 * 1024, 32),
-      (req, res) => {
-        seen.push(req.body);
-        res.json({ ok: true, keys: Object.keys(req.body) });
-      },
-    ],
-  });
-  app.use(r);
+  // The production route-table adapter with its JSON body handling; nothing here is idempotent.
+  const idempotency = {} as TableOptions['idempotency'];
+  const echo: Route = {
+    method: 'POST',
+    path: '/echo',
+    handler: (call) => {
+      seen.push(call.body);
+      return { body: { ok: true, keys: Object.keys(call.body as object) } };
+    },
+  };
+  app.use(serveTable([echo], { maxRequestBytes: 64 * 1024, maxJsonDepth: 32, idempotency }));
   app.use(notFoundHandler);
   app.use(errorHandler(pino({ level: 'silent' })));
   return { app, seen };

@@ -15,7 +15,7 @@ import { openDatabase } from '../../server/store/sqlite/db';
 import { createTokenCodec, type ItemToken } from '../../server/sync/tokens';
 import type { ItemSyncPage } from '../../server/sync/itemSync';
 import type { FolderSyncPage } from '../../server/sync/folderSync';
-import { folderView } from '../../server/sync/views';
+import { folderView } from '../../server/views';
 import type { DeviceRecord, Folder } from '../../server/store/types';
 
 const DAY = 86_400_000;

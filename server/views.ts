@@ -1,10 +1,11 @@
 /**
- * The wire shapes of folders and items (protocol.md §4, §5). One place, so sync pages, item reads and conflict
- * answers always agree field for field — the convergence invariant compares exactly these objects.
+ * The wire shapes of folders and items (protocol.md §4, §5), shared by every domain that answers with them (sync,
+ * content, mail changes, search). One place, so sync pages, item reads and conflict answers always agree field for
+ * field — the convergence invariant compares exactly these objects.
  */
-import type { Folder, Item } from '../store/types';
-import { sanitizeEmailHtml, sanitizedHtmlPrefix } from '../content/sanitize';
-import { htmlToPlain } from '../content/text';
+import type { Folder, Item } from './store/types';
+import { sanitizeEmailHtml, sanitizedHtmlPrefix } from './content/sanitize';
+import { htmlToPlain } from './content/text';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 

@@ -1,0 +1,69 @@
+/**
+ * Content on demand (protocol.md §7) over the store: one user's item with its whole body, and an attachment's or
+ * the raw message's bytes as a download. Another user's item is simply not found.
+ */
+import type { IncomingHttpHeaders } from 'node:http';
+import { errors } from '../errors';
+import type { Reply } from '../http/table';
+import type { Item, Store } from '../store/types';
+import { emailBody, itemView, type ItemView } from '../views';
+import { cleanFilename, downloadReply, saneContentType } from './download';
+
+/** Only raster images may be shown in place: SVG can carry script, and nothing else needs a browser to render it. */
+const INLINE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/bmp', 'image/avif']);
+
+/** A file name from the subject: what a user would recognise in a downloads folder. */
+function messageFilename(subject: string): string {
+  const stem = Array.from(cleanFilename(subject.replace(/[:*?"<>|]/g, '_'), 'message')).slice(0, 100).join('').trim();
+  return `${stem || 'message'}.eml`;
+}
+
+export function createContentService(store: Store) {
+  function ownItem(userId: string, itemId: string): Item {
+    const item = store.items.byId(userId, itemId);
+    if (!item) throw errors.itemNotFound();
+    return item;
+  }
+
+  return {
+    ownItem,
+
+    /** The item as sync sends it, plus its whole body (a message's) in the asked-for type. */
+    withBody(item: Item, bodyType: 'text' | 'html' | undefined): ItemView {
+      const view = itemView(item);
+      if (item.type === 'email') view.body = emailBody(store.items.body(item.userId, item.id), bodyType);
+      return view;
+    },
+
+    /** An attachment's bytes; `inline` is honoured for raster images only. */
+    attachment(userId: string, itemId: string, attachmentId: string, headers: IncomingHttpHeaders, inline: boolean): Reply {
+      const item = ownItem(userId, itemId);
+      const attachment = store.items.attachments(item.id).find((a) => a.id === attachmentId);
+      if (!attachment) throw errors.notFound('No such attachment.');
+      const contentType = saneContentType(attachment.contentType);
+      return downloadReply(store, headers, {
+        blobId: attachment.blobId,
+        size: attachment.size,
+        contentType,
+        filename: cleanFilename(attachment.name, 'attachment'),
+        disposition: inline && INLINE_TYPES.has(contentType) ? 'inline' : 'attachment',
+      });
+    },
+
+    /** The raw message as it arrived, named after its subject. */
+    mime(userId: string, itemId: string, headers: IncomingHttpHeaders): Reply {
+      const item = ownItem(userId, itemId);
+      const size = item.mimeBlobId === null ? undefined : store.blobs.size(item.mimeBlobId);
+      if (item.mimeBlobId === null || size === undefined) throw errors.notFound('This item has no raw message.');
+      return downloadReply(store, headers, {
+        blobId: item.mimeBlobId,
+        size,
+        contentType: 'message/rfc822',
+        filename: messageFilename(item.subject),
+        disposition: 'attachment',
+      });
+    },
+  };
+}
+
+export type ContentService = ReturnType<typeof createContentService>;

@@ -1,0 +1,70 @@
+/**
+ * Every route Pigeon serves, in one table: find any endpoint here, then its handler in the domain named beside it.
+ * Each domain declares its routes as data (server/http/table.ts); app.ts serves this table once, behind the
+ * middleware every request passes (request id, logs, metrics, load shedding, security headers, compression) and,
+ * by path prefix, authentication: `/v1` needs a token and passes the device gate, `/admin` needs an
+ * administrator's token. Everything else here is public.
+ */
+import type { Config } from './config';
+import type { Route } from './http/table';
+import { opsRoutes } from './http/ops';
+import { authRoutes, type AuthRoutesOptions } from './auth/routes';
+import { sessionRoutes } from './session/routes';
+import { deviceRoutes } from './devices/routes';
+import type { DeviceService } from './devices/service';
+import { syncRoutes, type SyncRouteDeps } from './sync/routes';
+import { contentRoutes } from './content/routes';
+import { searchRoutes } from './search/routes';
+import type { SearchService } from './search/service';
+import { sendRoutes } from './send/routes';
+import type { SendService } from './send/service';
+import { adminRoutes } from './admin/routes';
+import type { AdminService } from './admin/service';
+import { adminMessageRoutes } from './admin/messages';
+import type { Importer } from './mail/import';
+
+export interface RouteDeps {
+  config: Config;
+  ready: { ping(): void };
+  auth: AuthRoutesOptions;
+  devices: DeviceService;
+  sync: SyncRouteDeps;
+  push: Route[];
+  search: SearchService;
+  send: SendService;
+  admin: AdminService;
+  importer: Importer;
+}
+
+export function routeTable(d: RouteDeps): Route[] {
+  return [
+    // Public: GET /healthz, /readyz, /openapi.yaml (metrics have their own listener: http/metricsServer.ts).
+    ...opsRoutes(d.ready),
+    // Public: POST /oauth2/token, /oauth2/revoke; GET /.well-known/openid-configuration, /.well-known/jwks.json.
+    ...authRoutes(d.auth),
+
+    // GET /v1/session
+    ...sessionRoutes(d.config, d.devices),
+    // GET|POST /v1/devices, POST /v1/devices/current/wipe-ack, DELETE /v1/devices/:deviceId
+    ...deviceRoutes(d.devices),
+    // GET /v1/folders/sync, POST /v1/folders, PATCH|DELETE /v1/folders/:folderId,
+    // GET /v1/folders/:folderId/items/sync, GET|PATCH|DELETE /v1/items/:itemId, POST /v1/items/:itemId/move,
+    // POST /v1/batch
+    ...syncRoutes(d.sync),
+    // GET /v1/items/:itemId/attachments/:attachmentId, GET /v1/items/:itemId/mime
+    ...contentRoutes(d.sync.content),
+    // GET /v1/events, POST /v1/ping (server/push/routes.ts)
+    ...d.push,
+    // GET /v1/search
+    ...searchRoutes(d.search),
+    // POST /v1/messages/send
+    ...sendRoutes({ send: d.send, maxMessageBytes: d.config.maxMessageBytes }),
+
+    // GET /admin/v1/devices, GET|DELETE /admin/v1/devices/:id, POST /admin/v1/devices/:id/:action,
+    // GET|POST /admin/v1/device-access-rules, GET|PUT|DELETE /admin/v1/device-access-rules/:id,
+    // GET|PUT /admin/v1/device-access-default, GET /admin/v1/audit
+    ...adminRoutes(d.admin, d.devices),
+    // POST /admin/v1/users/:id/messages
+    ...adminMessageRoutes({ importer: d.importer, maxMessageBytes: d.config.maxMessageBytes }),
+  ];
+}
