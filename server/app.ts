@@ -12,7 +12,7 @@ import type { Store } from './store/types';
 import type { KeyMaterial } from './auth/keys';
 import { createAccessTokens } from './auth/accessTokens';
 import { createAuthService } from './auth/service';
-import { authenticate, requireAdmin } from './auth/authenticate';
+import { authenticate, createAuthenticator, requireAdmin } from './auth/authenticate';
 import { DeviceSignals } from './devices/signals';
 import { createDeviceService } from './devices/service';
 import { adminDeviceGate, deviceGate } from './devices/gate';
@@ -153,8 +153,9 @@ export function createApp(deps: AppDeps) {
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist. /admin needs an administrator, held to the same device rules.
   const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
-  app.use('/v1', authenticate(store, accessTokens, now, judgeDevice), deviceGate(devices), deviceLimit);
-  app.use('/admin', authenticate(store, accessTokens, now, judgeDevice), requireAdmin, adminDeviceGate(devices));
+  const authenticator = createAuthenticator(store, accessTokens, now, judgeDevice);
+  app.use('/v1', authenticate(authenticator), deviceGate(devices), deviceLimit);
+  app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
   // Every route, from the one table (server/routes.ts), through the one adapter (http/table.ts).
   const routes = routeTable({

@@ -4,6 +4,7 @@
  * checks the user row: a disabled user or a moved session version (password change, "revoke sessions") ends
  * access tokens before their `exp`.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { RequestHandler } from 'express';
 import { errors } from '../errors';
 import type { Store, Role, User } from '../store/types';
@@ -37,8 +38,7 @@ export function bearerToken(header: string | undefined): string | undefined {
 
 /**
  * Whether the query string could name `access_token`: the name itself, or any percent-escape (which could spell it).
- * req.query parses the query string on every read (Express 5), and sync tokens make it long: a poll's URL is
- * checked as text and parsed only when it might matter.
+ * Sync tokens make a poll's query string long: it is checked as text and parsed only when it might matter.
  */
 function mayCarryAccessToken(url: string): boolean {
   const q = url.indexOf('?');
@@ -48,12 +48,19 @@ function mayCarryAccessToken(url: string): boolean {
 /** Throws the device's own refusal (blocked, quarantined, wiped, wipe pending) when its record says so. */
 export type DeviceJudge = (userId: string, tenantId: string, deviceId: string) => void;
 
-export function authenticate(store: Store, accessTokens: AccessTokens, now: () => number, judgeDevice?: DeviceJudge): RequestHandler {
-  return async (req, _res, next) => {
-    if (mayCarryAccessToken(req.url) && req.query && Object.prototype.hasOwnProperty.call(req.query, 'access_token')) {
+/** Authenticates one request from its URL (for the query-string check) and headers; throws 401 when it cannot. */
+export type Authenticator = (url: string, headers: IncomingHttpHeaders) => Promise<AuthContext>;
+
+/**
+ * The bearer check, free of any HTTP framework so the Express chain and the fast lane (http/fastLane.ts) run the
+ * very same code.
+ */
+export function createAuthenticator(store: Store, accessTokens: AccessTokens, now: () => number, judgeDevice?: DeviceJudge): Authenticator {
+  return async (url, headers) => {
+    if (mayCarryAccessToken(url) && new URLSearchParams(url.slice(url.indexOf('?') + 1)).has('access_token')) {
       throw errors.unauthorized('Access tokens are accepted only in the Authorization header.');
     }
-    const header = req.headers.authorization;
+    const header = headers.authorization;
     if (!header) throw errors.unauthorized('A bearer access token is required.', '');
     const token = bearerToken(header);
     if (!token) throw errors.unauthorized('The Authorization header must be "Bearer <token>".');
@@ -80,7 +87,7 @@ export function authenticate(store: Store, accessTokens: AccessTokens, now: () =
       if (claims.did !== undefined) judgeDevice?.(user.id, user.tenantId, claims.did);
       throw errors.unauthorized('The access token has been revoked.');
     }
-    req.auth = {
+    return {
       user,
       userId: user.id,
       tenantId: user.tenantId,
@@ -91,6 +98,13 @@ export function authenticate(store: Store, accessTokens: AccessTokens, now: () =
       sessionId: claims.sid,
       expiresAt: claims.exp * 1000,
     };
+  };
+}
+
+/** The Express form of the authenticator: `req.auth` for the handlers after it. */
+export function authenticate(authenticator: Authenticator): RequestHandler {
+  return async (req, _res, next) => {
+    req.auth = await authenticator(req.url, req.headers);
     next();
   };
 }

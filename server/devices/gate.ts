@@ -4,7 +4,9 @@
  * a registered device (an app must be able to register, and to ask who it is); the wipe acknowledgement passes
  * with a pending wipe (it is how the device confirms it).
  */
-import type { Request, RequestHandler } from 'express';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { RequestHandler } from 'express';
+import type { AuthContext } from '../auth/authenticate';
 import { errors } from '../errors';
 import type { DeviceRecord } from '../store/types';
 import { DEVICE_ID_PATTERN, type DeviceService } from './service';
@@ -24,14 +26,19 @@ declare global {
 const UNGATED = new Set(['POST /devices', 'GET /session', 'HEAD /session']);
 const WIPE_ACK = 'POST /devices/current/wipe-ack';
 
+/** What the gate settled for one call: the device it is made for (when registered) and a well-formed header. */
+export interface GateVerdict {
+  device?: DeviceRecord;
+  deviceIdHeader?: string;
+}
+
 /**
  * Reads `X-Device-Id` and settles which device the call is made for: the header when present (it must be
  * well-formed, and match the device the token is bound to), else the token's bound device. A device-bound token is
  * therefore judged by its device's state whether or not the app sends the header.
  */
-function callingDeviceId(req: Request): string | undefined {
-  const auth = req.auth!;
-  const header = req.headers['x-device-id'];
+function callingDeviceId(auth: AuthContext, headers: IncomingHttpHeaders, verdict: GateVerdict): string | undefined {
+  const header = headers['x-device-id'];
   if (header !== undefined) {
     if (typeof header !== 'string' || !DEVICE_ID_PATTERN.test(header)) {
       throw errors.invalidRequest('X-Device-Id must be 16 to 64 characters of A-Z, a-z, 0-9, _ and -.', [
@@ -42,29 +49,43 @@ function callingDeviceId(req: Request): string | undefined {
     if (auth.boundDeviceId !== undefined && auth.boundDeviceId !== header) {
       throw errors.unauthorized('The access token is bound to another device.');
     }
-    req.deviceIdHeader = header;
+    verdict.deviceIdHeader = header;
   }
-  auth.deviceId = req.deviceIdHeader ?? auth.boundDeviceId;
+  auth.deviceId = verdict.deviceIdHeader ?? auth.boundDeviceId;
   return auth.deviceId;
+}
+
+/**
+ * The `/v1` gate for one call, free of any HTTP framework (the Express chain and the fast lane run the same code).
+ * `path` is below `/v1` (`/folders/sync`). Throws the device's refusal; answers the admitted device otherwise.
+ */
+export function gateCall(devices: DeviceService, method: string, path: string, headers: IncomingHttpHeaders, auth: AuthContext): GateVerdict {
+  const verdict: GateVerdict = {};
+  const key = `${method} ${path.replace(/\/+$/, '') || '/'}`;
+  const deviceId = callingDeviceId(auth, headers, verdict);
+  if (UNGATED.has(key)) {
+    // Registration and session need no registered device; but a registered one is still held to its state on
+    // the session call (a pending wipe must reach the device on every /v1 call). Registration decides for itself.
+    if (key !== 'POST /devices' && deviceId !== undefined) {
+      verdict.device = devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
+    }
+    return verdict;
+  }
+  if (deviceId === undefined) throw errors.deviceNotRegistered();
+  verdict.device = devices.gate(auth.userId, auth.tenantId, deviceId, { allowPendingWipe: key === WIPE_ACK });
+  return verdict;
 }
 
 export function deviceGate(devices: DeviceService): RequestHandler {
   return (req, res, next) => {
-    const auth = req.auth!;
-    const key = `${req.method} ${req.path.replace(/\/+$/, '') || '/'}`;
-    const deviceId = callingDeviceId(req);
-    if (UNGATED.has(key)) {
-      // Registration and session need no registered device; but a registered one is still held to its state on
-      // the session call (a pending wipe must reach the device on every /v1 call). Registration decides for itself.
-      if (key !== 'POST /devices' && deviceId !== undefined) {
-        req.device = devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
-      }
-      return next();
+    const verdict = gateCall(devices, req.method, req.path, req.headers, req.auth!);
+    req.deviceIdHeader = verdict.deviceIdHeader;
+    req.device = verdict.device;
+    const { device } = verdict;
+    // Last-seen times: gated calls only (the session call and registration are not syncs).
+    if (device && !UNGATED.has(`${req.method} ${req.path.replace(/\/+$/, '') || '/'}`)) {
+      res.once('finish', () => devices.touch(device, res.statusCode < 400));
     }
-    if (deviceId === undefined) throw errors.deviceNotRegistered();
-    const device = devices.gate(auth.userId, auth.tenantId, deviceId, { allowPendingWipe: key === WIPE_ACK });
-    req.device = device;
-    res.once('finish', () => devices.touch(device, res.statusCode < 400));
     next();
   };
 }
@@ -76,13 +97,10 @@ export function deviceGate(devices: DeviceService): RequestHandler {
 export function adminDeviceGate(devices: DeviceService): RequestHandler {
   return (req, _res, next) => {
     const auth = req.auth!;
-    const deviceId = callingDeviceId(req);
+    const verdict: GateVerdict = {};
+    const deviceId = callingDeviceId(auth, req.headers, verdict);
+    req.deviceIdHeader = verdict.deviceIdHeader;
     if (deviceId !== undefined) req.device = devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
     next();
   };
-}
-
-export function callingDevice(req: Request): DeviceRecord {
-  if (!req.device) throw errors.deviceNotRegistered();
-  return req.device;
 }
