@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { issuerOf, type Config } from './config';
 import type { Clock } from './clock';
 import type { Store } from './store/types';
+import { withHotCache } from './store/cached';
 import type { KeyMaterial } from './auth/keys';
 import { createAccessTokens } from './auth/accessTokens';
 import { createAuthService } from './auth/service';
@@ -34,7 +35,8 @@ import { createIdempotency } from './http/idempotency';
 import { createPush, type PushOptions } from './push';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
-import { deviceRateLimit, eventLoopLag, loadShedder, type LagSource } from './http/overload';
+import { deviceRateLimit, eventLoopLag, loadShedder, shedCheck, type LagSource } from './http/overload';
+import { createFastLane, expressIp } from './http/fastLane';
 
 export interface AppDeps {
   config: Config;
@@ -58,7 +60,8 @@ function trustProxySetting(value: string): boolean | number | string {
 }
 
 export function createApp(deps: AppDeps) {
-  const { config, store, keys, clock, log } = deps;
+  const { config, keys, clock, log } = deps;
+  const store = withHotCache(deps.store); // users, sign-ins, devices and access rules from memory (store/cached.ts)
   const issuer = issuerOf(config);
   const accessTokens = createAccessTokens({
     keys,
@@ -98,25 +101,24 @@ export function createApp(deps: AppDeps) {
   app.use(requestLogger(log));
   app.use(metrics.middleware);
   const lag = deps.lag ?? eventLoopLag();
-  app.use(loadShedder({ maxLagMs: config.shedLagMs, lag }));
-  app.use(
-    helmet({
-      hsts: { maxAge: 63072000, includeSubDomains: true, preload: false }, // two years (Mozilla)
-      contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
-    }),
-  );
+  const shedding = { maxLagMs: config.shedLagMs, lag };
+  app.use(loadShedder(shedding));
+  const securityHeaders = helmet({
+    hsts: { maxAge: 63072000, includeSubDomains: true, preload: false }, // two years (Mozilla)
+    contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+  });
+  app.use(securityHeaders);
   // compression's default filter skips YAML (not in its compressible list); the API description is large and text.
   // An event stream must never be compressed: gzip would hold each small event back until its buffer fills.
-  app.use(
-    compression({
-      threshold: 1024,
-      filter: (req, res) => {
-        const type = String(res.getHeader('Content-Type') ?? '');
-        if (type.startsWith('text/event-stream')) return false;
-        return /yaml/.test(type) || compression.filter(req, res);
-      },
-    }),
-  );
+  const compress = compression({
+    threshold: 1024,
+    filter: (req, res) => {
+      const type = String(res.getHeader('Content-Type') ?? '');
+      if (type.startsWith('text/event-stream')) return false;
+      return /yaml/.test(type) || compression.filter(req, res);
+    },
+  });
+  app.use(compress);
 
   // The services behind the routes.
   const codec = createTokenCodec(keys.serverSecret);
@@ -153,7 +155,7 @@ export function createApp(deps: AppDeps) {
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist. /admin needs an administrator, held to the same device rules.
   const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
-  const authenticator = createAuthenticator(store, accessTokens, now, judgeDevice);
+  const authenticator = store.hotCache.perRequest(createAuthenticator(store, accessTokens, now, judgeDevice));
   app.use('/v1', authenticate(authenticator), deviceGate(devices), deviceLimit);
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
@@ -194,7 +196,12 @@ export function createApp(deps: AppDeps) {
   app.use(notFoundHandler);
   app.use(errorHandler(log));
 
-  return { app, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send };
+  // The hot reads without the Express chain, by the same code (http/fastLane.ts); the listener tries it first.
+  const fastLane = config.fastLane
+    ? createFastLane({ routes, authenticator, devices, deviceLimit, shed: shedCheck(shedding), metrics, log, securityHeaders, compression: compress, ipOf: expressIp(app) })
+    : undefined;
+
+  return { app, fastLane, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

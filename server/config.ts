@@ -57,6 +57,7 @@ export const CONFIG_TABLE = {
   deviceRateLimit: { env: 'PIGEON_DEVICE_RATE_LIMIT', kind: 'int', default: '100', min: 0, max: 1000000, doc: 'Sustained requests per second one device may make (a token bucket); above it 429 with Retry-After. 0 disables.' },
   deviceRateBurst: { env: 'PIGEON_DEVICE_RATE_BURST', kind: 'int', default: '300', min: 1, max: 1000000, doc: 'Requests one device may make in a burst before PIGEON_DEVICE_RATE_LIMIT applies.' },
   shedLagMs: { env: 'PIGEON_SHED_LAG_MS', kind: 'int', default: '200', min: 0, max: 60000, doc: 'Event-loop delay (mean over two 0.5 s windows, in ms) above which new requests are refused with 503 and Retry-After until the process catches up. 0 disables.' },
+  fastLane: { env: 'PIGEON_FAST_LANE', kind: 'bool', default: 'true', doc: 'Serve the hot reads (folder and item sync, session) by a lean handler in front of the Express chain, with the same checks and answers; false sends every request through Express.' },
   bodyMinRate: { env: 'PIGEON_BODY_MIN_RATE', kind: 'int', default: '1024', min: 0, max: 100 * 1024 * 1024, doc: 'Bytes per second a request body must keep arriving at (after a 10 s grace); slower clients are disconnected. 0 disables.' },
   mailHostname: { env: 'PIGEON_MAIL_HOSTNAME', kind: 'string', default: 'localhost', doc: 'Name this server uses in mail: LMTP greeting, Received headers, Message-IDs of sent mail, the sender of non-delivery reports.' },
   lmtpEnabled: { env: 'PIGEON_LMTP_ENABLED', kind: 'bool', default: 'true', doc: 'Start the LMTP listener (RFC 2033) that MTAs deliver into.' },

@@ -11,6 +11,7 @@ import { loadKeys } from './auth/keys';
 import { loadCertificate } from './tls';
 import { createApp } from './app';
 import { listenHttps } from './httpsServer';
+import { withFastLane } from './http/fastLane';
 import { systemClock } from './clock';
 import { databaseFile } from './paths';
 import { LAST_SEEN_FLUSH_MS } from './devices/service';
@@ -63,7 +64,7 @@ async function main(): Promise<void> {
   const keys = await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
-  const { app, devices, push, lag, deviceLimit, delivery, relay, metrics } = createApp({ config, store, keys, clock: systemClock, log });
+  const { app, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics } = createApp({ config, store, keys, clock: systemClock, log });
   // Buckets of devices that went quiet are forgotten, so the limiter's memory follows active devices only.
   const buckets = setInterval(() => deviceLimit.sweep(), 60_000);
   buckets.unref();
@@ -111,7 +112,8 @@ async function main(): Promise<void> {
       log.warn({ host: config.metricsHost }, 'metrics listener is not on loopback and has no PIGEON_METRICS_TOKEN: anyone who can reach it can scrape it');
     }
   }
-  const https = await listenHttps(app, tls, config);
+  // The fast lane takes the hot reads it is sure of (PIGEON_FAST_LANE); Express serves everything else.
+  const https = await listenHttps(withFastLane(app, fastLane), tls, config);
   const base = config.issuer || `https://${config.host}:${https.port}`;
   const metricsUrl = metricsServer ? `http://${urlHost(config.metricsHost)}:${metricsServer.port}/metrics` : undefined;
   // The relay worker starts once the server is up; its first pass sends what an earlier run left queued.

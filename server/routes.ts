@@ -3,7 +3,8 @@
  * Each domain declares its routes as data (server/http/table.ts); app.ts serves this table once, behind the
  * middleware every request passes (request id, logs, metrics, load shedding, security headers, compression) and,
  * by path prefix, authentication: `/v1` needs a token and passes the device gate, `/admin` needs an
- * administrator's token. Everything else here is public.
+ * administrator's token. Everything else here is public. The hot reads (FAST below) are also served by the fast
+ * lane in front of Express (http/fastLane.ts), with the same checks and the same answers.
  */
 import type { Config } from './config';
 import type { Route } from './http/table';
@@ -36,8 +37,11 @@ export interface RouteDeps {
   importer: Importer;
 }
 
+/** The hot reads the fast lane serves without the Express chain (http/fastLane.ts): the polls and the session call. */
+const FAST = ['GET /v1/session', 'GET /v1/folders/sync', 'GET /v1/folders/:folderId/items/sync'];
+
 export function routeTable(d: RouteDeps): Route[] {
-  return [
+  const routes: Route[] = [
     // Public: GET /healthz, /readyz, /openapi.yaml (metrics have their own listener: http/metricsServer.ts).
     ...opsRoutes(d.ready),
     // Public: POST /oauth2/token, /oauth2/revoke; GET /.well-known/openid-configuration, /.well-known/jwks.json.
@@ -67,4 +71,10 @@ export function routeTable(d: RouteDeps): Route[] {
     // POST /admin/v1/users/:id/messages
     ...adminMessageRoutes({ importer: d.importer, maxMessageBytes: d.config.maxMessageBytes }),
   ];
+  for (const key of FAST) {
+    const route = routes.find((r) => `${r.method} ${r.path}` === key);
+    if (!route) throw new Error(`route table: the fast route ${key} is not in the table`);
+    route.fast = true;
+  }
+  return routes;
 }

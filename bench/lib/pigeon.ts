@@ -35,6 +35,12 @@ export const BENCH_ENV: Record<string, string> = {
   PIGEON_ACCESS_TOKEN_TTL: '2h',
 };
 
+/** Settings taken from the runner's environment: `PIGEON_FAST_LANE=false npm run bench` measures without the fast lane. */
+function passedThrough(): Record<string, string> {
+  const v = process.env.PIGEON_FAST_LANE;
+  return v === undefined ? {} : { PIGEON_FAST_LANE: v };
+}
+
 export interface Pigeon extends Target {
   proc: ChildProcess;
   dataDir: string;
@@ -98,7 +104,7 @@ export async function startPigeon(dataDir: string, opts: StartOptions = {}): Pro
   const t0 = performance.now();
   const proc = spawn(process.execPath, [...execArgv, '--import', 'tsx', 'server/main.ts'], {
     cwd: opts.root ?? ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, ...passedThrough(), PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env },
     stdio: ['ignore', out, out],
   });
   fs.closeSync(out);

@@ -20,16 +20,29 @@ interface Bucket {
   at: number;
 }
 
+/** The bucket a call draws on: its device's, else its user's (else its address's). */
+export function rateKey(device: { id: string } | undefined, userId: string | undefined, ip: () => string | undefined): string {
+  return device ? `d:${device.id}` : `u:${userId ?? ip()}`;
+}
+
+export interface DeviceRateLimit extends RequestHandler {
+  /** Takes one token from the bucket `key` names (see rateKey; asked only when limiting is on); throws 429 `rateLimited` when it is empty. */
+  take(key: () => string): void;
+  /** Forgets buckets that are full again; answers how many. */
+  sweep(): number;
+}
+
 /** Refill-on-read token buckets; idle buckets are dropped by `sweep` so memory follows active devices only. */
-export function deviceRateLimit(opts: { ratePerSecond: number; burst: number; now?: () => number }): RequestHandler & { sweep(): number } {
+export function deviceRateLimit(opts: { ratePerSecond: number; burst: number; now?: () => number }): DeviceRateLimit {
   const buckets = new Map<string, Bucket>();
   const { ratePerSecond, burst } = opts;
   // Real elapsed time, not the domain clock: a request rate is about the wall, and tests that move the domain clock
   // by days must not hand a device days of tokens.
   const clock = { now: opts.now ?? (() => performance.now()) };
-  const handler = ((req, _res, next) => {
-    if (ratePerSecond <= 0) return next();
-    const key = req.device ? `d:${req.device.id}` : `u:${req.auth?.userId ?? req.ip}`;
+  // Framework-free, so the Express chain and the fast lane (http/fastLane.ts) draw on the same buckets.
+  const take = (keyOf: () => string) => {
+    if (ratePerSecond <= 0) return;
+    const key = keyOf();
     const now = clock.now();
     const b = buckets.get(key) ?? { tokens: burst, at: now };
     b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * ratePerSecond);
@@ -37,8 +50,12 @@ export function deviceRateLimit(opts: { ratePerSecond: number; burst: number; no
     buckets.set(key, b);
     if (b.tokens < 1) throw errors.rateLimited(Math.max(1, Math.ceil((1 - b.tokens) / ratePerSecond)));
     b.tokens -= 1;
+  };
+  const handler = ((req, _res, next) => {
+    take(() => rateKey(req.device, req.auth?.userId, () => req.ip));
     next();
-  }) as RequestHandler & { sweep(): number };
+  }) as DeviceRateLimit;
+  handler.take = take;
   handler.sweep = () => {
     // A bucket full again is indistinguishable from a fresh one: forget it.
     const now = clock.now();
@@ -85,12 +102,26 @@ export function eventLoopLag(windowMs = 500): LagSource {
   };
 }
 
-export function loadShedder(opts: { maxLagMs: number; lag: LagSource; onShed?: () => void }): RequestHandler {
-  return (req, _res, next) => {
-    if (opts.maxLagMs > 0 && opts.lag.lagMs() > opts.maxLagMs && !req.path.startsWith('/healthz') && !req.path.startsWith('/readyz')) {
+export interface ShedOptions {
+  maxLagMs: number;
+  lag: LagSource;
+  onShed?: () => void;
+}
+
+/** The shedder's check for one request path, free of any framework: throws 503 `unavailable` while the loop lags. */
+export function shedCheck(opts: ShedOptions): (path: string) => void {
+  return (path) => {
+    if (opts.maxLagMs > 0 && opts.lag.lagMs() > opts.maxLagMs && !path.startsWith('/healthz') && !path.startsWith('/readyz')) {
       opts.onShed?.();
       throw errors.unavailable('The server is overloaded; retry shortly.', 1);
     }
+  };
+}
+
+export function loadShedder(opts: ShedOptions): RequestHandler {
+  const check = shedCheck(opts);
+  return (req, _res, next) => {
+    check(req.path);
     next();
   };
 }

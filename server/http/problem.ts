@@ -33,22 +33,61 @@ function fromBodyParser(err: { type?: string; limit?: number; status?: number })
   }
 }
 
+/**
+ * An error as the one error handler answers it, free of any framework, so the Express chain and the fast lane
+ * (http/fastLane.ts) send the very same bytes: status, the headers it implies (in order), media type and body.
+ */
+export interface ErrorAnswer {
+  status: number;
+  headers: Array<[string, string]>;
+  /** The media type; it goes out with `; charset=utf-8` (as Express's `res.type(…).send(text)` writes it). */
+  type: string;
+  body: string;
+}
+
+/** A typed error as problem+json (RFC 9457). */
+export function problemAnswer(err: ApiError, requestId: string, headers: Array<[string, string]> = []): ErrorAnswer {
+  return {
+    status: err.status,
+    headers: [...headers, ...Object.entries(err.headers)],
+    type: 'application/problem+json',
+    body: JSON.stringify({
+      type: PROBLEM_TYPE_BASE + err.code,
+      title: err.title,
+      status: err.status,
+      detail: err.message,
+      code: err.code,
+      requestId,
+      ...err.extra,
+    }),
+  };
+}
+
+/**
+ * What any error thrown while serving a request answers (before the response has started): never stored
+ * (`Cache-Control: no-store`); an error that is not the client's is logged here with the request id.
+ */
+export function errorAnswer(err: unknown, requestId: string, log: Logger): ErrorAnswer {
+  const noStore: Array<[string, string]> = [['Cache-Control', 'no-store']];
+  if (err instanceof OAuthError) {
+    if (err.status === 401) noStore.push(['WWW-Authenticate', 'Basic realm="pigeon"']);
+    return { status: err.status, headers: noStore, type: 'application/json', body: JSON.stringify({ error: err.error, error_description: err.description, ...err.extra }) };
+  }
+  const mapped = err instanceof ApiError ? err : fromBodyParser(err as { type?: string });
+  if (mapped) return problemAnswer(mapped, requestId, noStore);
+  if ((err as { code?: string }).code === 'SQLITE_FULL') return problemAnswer(errors.insufficientStorage(), requestId, noStore);
+  if ((err as { code?: string }).code === 'SQLITE_BUSY') return problemAnswer(errors.unavailable('The store is busy; retry shortly.', 1), requestId, noStore);
+  log.error({ err, requestId }, 'unhandled error');
+  return problemAnswer(new ApiError(500, 'internal', 'An internal error occurred; quote the request id when reporting it.'), requestId, noStore);
+}
+
+function sendAnswer(res: Response, answer: ErrorAnswer): void {
+  for (const [name, value] of answer.headers) res.setHeader(name, value);
+  res.status(answer.status).type(answer.type).send(answer.body);
+}
+
 export function sendProblem(res: Response, err: ApiError, requestId: string): void {
-  for (const [name, value] of Object.entries(err.headers)) res.setHeader(name, value);
-  res
-    .status(err.status)
-    .type('application/problem+json')
-    .send(
-      JSON.stringify({
-        type: PROBLEM_TYPE_BASE + err.code,
-        title: err.title,
-        status: err.status,
-        detail: err.message,
-        code: err.code,
-        requestId,
-        ...err.extra,
-      }),
-    );
+  sendAnswer(res, problemAnswer(err, requestId));
 }
 
 export function errorHandler(log: Logger): ErrorRequestHandler {
@@ -59,28 +98,7 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       req.socket.destroy();
       return next;
     }
-    res.setHeader('Cache-Control', 'no-store');
-    if (err instanceof OAuthError) {
-      if (err.status === 401) res.setHeader('WWW-Authenticate', 'Basic realm="pigeon"');
-      res.status(err.status).json({ error: err.error, error_description: err.description, ...err.extra });
-      return;
-    }
-    const mapped =
-      err instanceof ApiError ? err : fromBodyParser(err as { type?: string });
-    if (mapped) {
-      sendProblem(res, mapped, req.id);
-      return;
-    }
-    if ((err as { code?: string }).code === 'SQLITE_FULL') {
-      sendProblem(res, errors.insufficientStorage(), req.id);
-      return;
-    }
-    if ((err as { code?: string }).code === 'SQLITE_BUSY') {
-      sendProblem(res, errors.unavailable('The store is busy; retry shortly.', 1), req.id);
-      return;
-    }
-    log.error({ err, requestId: req.id }, 'unhandled error');
-    sendProblem(res, new ApiError(500, 'internal', 'An internal error occurred; quote the request id when reporting it.'), req.id);
+    sendAnswer(res, errorAnswer(err, req.id, log));
   };
 }
 

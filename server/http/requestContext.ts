@@ -2,16 +2,23 @@
  * Request ids, one log line per request, and Prometheus metrics: the cross-cutting parts every route shares.
  */
 import crypto from 'node:crypto';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { RequestHandler, Request } from 'express';
+import type { AuthContext } from '../auth/authenticate';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { droppedLogLines, queuedLogBytes } from '../logger';
 
 const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** A request's id: the client's `X-Request-Id` when it is sane, else a fresh one. */
+export function requestIdOf(headers: IncomingHttpHeaders): string {
+  const offered = headers['x-request-id'];
+  return typeof offered === 'string' && SANE_REQUEST_ID.test(offered) ? offered : crypto.randomUUID();
+}
+
 export const requestId: RequestHandler = (req, res, next) => {
-  const offered = req.headers['x-request-id'];
-  req.id = typeof offered === 'string' && SANE_REQUEST_ID.test(offered) ? offered : crypto.randomUUID();
+  req.id = requestIdOf(req.headers);
   res.setHeader('X-Request-Id', req.id);
   next();
 };
@@ -25,6 +32,11 @@ export function routeLabel(req: Request): string {
 export interface HttpMetrics {
   registry: Registry;
   middleware: RequestHandler;
+  /**
+   * Counts and times one response when it finishes (the framework-free form of `middleware`): `route` is asked then,
+   * since a request's route is known only once it has been matched.
+   */
+  track(res: ServerResponse, method: string, route: () => string): void;
 }
 
 /** A registry per app (no global default registry), so every test app counts only its own requests. */
@@ -63,16 +75,53 @@ export function createMetrics(): HttpMetrics {
       this.set(queuedLogBytes());
     },
   });
-  const middleware: RequestHandler = (req, res, next) => {
+  const track = (res: ServerResponse, method: string, route: () => string) => {
     const start = process.hrtime.bigint();
     res.once('finish', () => {
-      const labels = { route: routeLabel(req), method: req.method, status: String(res.statusCode) };
+      const labels = { route: route(), method, status: String(res.statusCode) };
       requests.inc(labels);
       latency.observe(labels, Number(process.hrtime.bigint() - start) / 1e9);
     });
+  };
+  const middleware: RequestHandler = (req, res, next) => {
+    track(res, req.method, () => routeLabel(req));
     next();
   };
-  return { registry, middleware };
+  return { registry, middleware, track };
+}
+
+/** What the request log line says of a request, read when the response closes. */
+export interface LoggedRequest {
+  requestId: string;
+  method: string;
+  path: string;
+  route: string;
+  auth: AuthContext | undefined;
+}
+
+/**
+ * Writes the one log line of a request when its response closes (the framework-free form of `requestLogger`).
+ * `describe` is asked then, so it sees the route and caller as they ended up.
+ */
+export function logWhenClosed(log: Logger, res: ServerResponse, describe: () => LoggedRequest): void {
+  const start = process.hrtime.bigint();
+  res.once('close', () => {
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    const status = res.writableFinished ? res.statusCode : 499;
+    const r = describe();
+    const line = {
+      requestId: r.requestId,
+      method: r.method,
+      path: r.path,
+      route: r.route,
+      status,
+      ms: Math.round(ms * 100) / 100,
+      user: r.auth?.userId,
+      device: r.auth?.deviceId,
+    };
+    if (status >= 500) log.error(line, 'request');
+    else log.info(line, 'request');
+  });
 }
 
 /**
@@ -81,23 +130,7 @@ export function createMetrics(): HttpMetrics {
  */
 export function requestLogger(log: Logger): RequestHandler {
   return (req, res, next) => {
-    const start = process.hrtime.bigint();
-    res.once('close', () => {
-      const ms = Number(process.hrtime.bigint() - start) / 1e6;
-      const status = res.writableFinished ? res.statusCode : 499;
-      const line = {
-        requestId: req.id,
-        method: req.method,
-        path: req.path,
-        route: routeLabel(req),
-        status,
-        ms: Math.round(ms * 100) / 100,
-        user: req.auth?.userId,
-        device: req.auth?.deviceId,
-      };
-      if (status >= 500) log.error(line, 'request');
-      else log.info(line, 'request');
-    });
+    logWhenClosed(log, res, () => ({ requestId: req.id, method: req.method, path: req.path, route: routeLabel(req), auth: req.auth }));
     next();
   };
 }

@@ -81,6 +81,11 @@ export interface Route {
   before?: RequestHandler[];
   /** Middleware that runs after the body is read, before the handler (the OAuth failure limits key on form fields). */
   after?: RequestHandler[];
+  /**
+   * Served by the fast lane (http/fastLane.ts) when the request allows it: the same checks, handler and bytes without
+   * the Express chain. For the hot `/v1` reads only: GET, no body, no middleware, no Idempotency-Key.
+   */
+  fast?: true;
 }
 
 export interface TableOptions {

@@ -103,6 +103,11 @@ export interface Folder {
   createdModseq: number;
   contentModseq: number;
   createdAt: number;
+  /**
+   * The folder's mailbox and hierarchy state as of the same read, when the store read them with the row (SQLite's
+   * `folders.byId` does): with the row's `contentModseq`, all a no-change item-sync poll needs, in one statement.
+   */
+  mailboxState?: { mailbox: Mailbox; hierarchyState: string };
 }
 
 export interface EmailAddress {
@@ -326,6 +331,18 @@ export interface CommittedChange {
   hierarchyChanged: boolean;
 }
 
+/**
+ * What a committed write changed among the records the hot cache keeps (server/store/cached.ts): the user row, a
+ * sign-in's live head, a device record, a tenant's access rules and default. `all`: a write the store cannot
+ * attribute (raw SQL through a test handle).
+ */
+export type Invalidation =
+  | { kind: 'user'; userId: string }
+  | { kind: 'signIn'; familyId: string }
+  | { kind: 'device'; userId: string; deviceId: string }
+  | { kind: 'tenantAccess'; tenantId: string }
+  | { kind: 'all' };
+
 export interface ConnectionPragmas {
   journalMode: string;
   synchronous: number;
@@ -341,6 +358,18 @@ export interface Store {
    * for a rolled-back transaction. Returns the unsubscribe function. Listeners must not throw or write.
    */
   onCommit(listener: (changes: CommittedChange[]) => void): () => void;
+  /**
+   * Calls `listener` with what every write to users, refresh tokens, devices, access rules or tenant settings
+   * changed: after the transaction commits (never for a rolled-back one), and at once for a write made outside a
+   * transaction. Only this store's own writes: another connection's show in `dataVersion`. Returns the unsubscribe
+   * function. Listeners must not throw or write.
+   */
+  onInvalidate(listener: (changes: Invalidation[]) => void): () => void;
+  /**
+   * A number that changes whenever another connection (another process, or another store over the same file)
+   * commits, and never for this store's own commits. One cheap statement.
+   */
+  dataVersion(): number;
   /** Throws when the store cannot answer (readiness). */
   ping(): void;
   /** Checkpoints the WAL and closes every connection. */
@@ -364,6 +393,8 @@ export interface Store {
     setPassword(id: string, passwordHash: string, now: number): void;
     /** Ends every access token issued before now (they carry the old version). */
     bumpSessionVersion(id: string, now: number): void;
+    /** A disabled user's access tokens are refused at once and no grant succeeds. */
+    setDisabled(id: string, disabled: boolean, now: number): void;
   };
 
   refreshTokens: {
@@ -380,7 +411,9 @@ export interface Store {
      * The sign-in's current token when the sign-in is live (neither revoked nor expired), with the device it is
      * bound to; undefined when it has ended. Checked on every API call, so access tokens die with their sign-in.
      */
-    liveHead(familyId: string, now: number): { deviceId: string | null } | undefined;
+    liveHead(familyId: string, now: number): { deviceId: string | null; expiresAt: number } | undefined;
+    /** The sign-in's current token (neither revoked nor rotated), expired or not: `liveHead` without the clock. */
+    head(familyId: string): { deviceId: string | null; expiresAt: number } | undefined;
   };
 
   devices: {
@@ -441,6 +474,11 @@ export interface Store {
     deletedSince(userId: string, afterModseq: number, limit: number): Array<{ modseq: number; id: string }>;
     /** Changes whenever any folder is created, renamed, moved, recounted or deleted (an opaque string). */
     hierarchyState(userId: string): string;
+    /**
+     * The mailbox, and whether any folder changed after the cursor (modseq, id) or was deleted after its modseq: a
+     * no-change hierarchy poll in one statement. Undefined when the user has no mailbox.
+     */
+    hierarchyPoll(userId: string, after: { modseq: number; id: string }): { mailbox: Mailbox; changed: boolean } | undefined;
   };
 
   items: {

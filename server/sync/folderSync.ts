@@ -5,7 +5,7 @@
  * (the cyrus-imapd paging bug).
  */
 import { errors } from '../errors';
-import type { DeviceRecord, Store } from '../store/types';
+import type { DeviceRecord, Mailbox, Store } from '../store/types';
 import { resyncRequired, type HierarchyToken, type TokenCodec } from './tokens';
 import { folderView } from '../views';
 
@@ -22,22 +22,41 @@ export interface FolderSyncPage {
 
 export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
   const { store, codec } = deps;
-  return function syncFolders(req: { userId: string; device: DeviceRecord; token?: string; maxChanges: number }): FolderSyncPage {
+  type Request = { userId: string; device: DeviceRecord; token?: string; maxChanges: number };
+
+  /** The token's cursor, checked against what this mailbox can still serve; none for an initial sync. */
+  function cursor(req: Request, token: HierarchyToken | undefined, mailbox: Mailbox): { m: number; c: string } {
+    if (!token) return { m: 0, c: '' };
+    if (token.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
+    if (token.de !== req.device.epoch) throw resyncRequired('deviceReset');
+    if (token.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
+    if (token.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+    return { m: token.m, c: token.c };
+  }
+
+  /** The token after a page that ends at `m` (`c`: the last folder sent at m, or END_OF_MODSEQ when m is done). */
+  const next = (req: Request, mailbox: Mailbox, m: number, c: string): string =>
+    codec.encode({ k: 'h', u: req.userId, d: req.device.id, di: req.device.deviceId, e: mailbox.epoch, de: req.device.epoch, m, c });
+
+  return function syncFolders(req: Request): FolderSyncPage {
+    const token = req.token === undefined ? undefined : codec.decode(req.token, 'h', { userId: req.userId, deviceRecordId: req.device.id, deviceId: req.device.deviceId });
+    if (token) {
+      // The usual poll: one statement says nothing changed after the cursor, and gives the mailbox to check it with.
+      const poll = store.folders.hierarchyPoll(req.userId, { modseq: token.m, id: token.c });
+      if (!poll) throw errors.notFound('No mailbox.');
+      cursor(req, token, poll.mailbox);
+      if (!poll.changed) {
+        // Nothing moved at all: the position is the one presented, and so is its text (no new MAC).
+        const same = token.m === poll.mailbox.highestModseq && token.c === END_OF_MODSEQ;
+        const text = same ? req.token! : next(req, poll.mailbox, poll.mailbox.highestModseq, END_OF_MODSEQ);
+        return { token: text, moreAvailable: false, created: [], updated: [], deleted: [] };
+      }
+    }
     return store.transaction(() => {
       const mailbox = store.mailboxes.get(req.userId);
       if (!mailbox) throw errors.notFound('No mailbox.');
-      let m = 0;
-      let c = '';
-      const initial = req.token === undefined;
-      if (req.token !== undefined) {
-        const t = codec.decode(req.token, 'h', { userId: req.userId, deviceRecordId: req.device.id, deviceId: req.device.deviceId });
-        if (t.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-        if (t.de !== req.device.epoch) throw resyncRequired('deviceReset');
-        if (t.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
-        if (t.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
-        m = t.m;
-        c = t.c;
-      }
+      const { m, c } = cursor(req, token, mailbox);
+      const initial = token === undefined;
       const heldAt = m;
       const limit = req.maxChanges;
       const changed = store.folders.changedSince(req.userId, { modseq: m, id: c }, limit + 1);
@@ -58,12 +77,13 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
         else updated.push(folderView(e.folder));
       }
       const last = page[page.length - 1];
-      const token: HierarchyToken = {
-        k: 'h', u: req.userId, d: req.device.id, di: req.device.deviceId, e: mailbox.epoch, de: req.device.epoch,
-        m: more ? last!.modseq : mailbox.highestModseq,
-        c: more ? last!.id : END_OF_MODSEQ,
+      return {
+        token: more ? next(req, mailbox, last!.modseq, last!.id) : next(req, mailbox, mailbox.highestModseq, END_OF_MODSEQ),
+        moreAvailable: more,
+        created,
+        updated,
+        deleted,
       };
-      return { token: codec.encode(token), moreAvailable: more, created, updated, deleted };
     });
   };
 }

@@ -14,11 +14,12 @@
  * Every page ends at a position that is again exactly such a held set, so a page's token is a complete description
  * of the device: a lost response is retried with the previous token, and nothing is stored per device. All reads run
  * in one transaction (a WAL snapshot), so a page never mixes two states. A poll whose folder has not changed since M
- * reads two rows and writes nothing.
+ * reads nothing beyond the folder's own read (its row, its mailbox and the hierarchy state: one statement, one
+ * snapshot) and writes nothing.
  */
 import type { Clock } from '../clock';
 import { errors } from '../errors';
-import type { DeviceRecord, Folder, Item, SortKey, Store } from '../store/types';
+import type { DeviceRecord, Folder, Item, Mailbox, SortKey, Store } from '../store/types';
 import { MAX_KEY, MIN_KEY, compareKeys, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
 import { emailBody, itemPatchView, itemView, type ItemView } from '../views';
 
@@ -106,159 +107,175 @@ export function createItemSync(deps: {
     return { ...view, body: emailBody(store.items.body(item.userId, item.id), undefined, bodyBytes) };
   }
 
-  return function syncItems(req: ItemSyncRequest): ItemSyncPage {
-    return store.transaction(() => {
-      const { userId, device, folder } = req;
-      const mailbox = store.mailboxes.get(userId);
-      if (!mailbox) throw errors.notFound('No mailbox.');
-      const now = clock.now();
-      const windowed = !UNWINDOWED.has(folder.kind);
+  /**
+   * The page for `req` against `mailbox`. `quietOnly`: answer only when the folder is quiet (nothing to replay or
+   * re-window), else undefined before reading anything — the caller then runs it again in a transaction.
+   */
+  function page(req: ItemSyncRequest, mailbox: Mailbox, hierarchyState: () => string, quietOnly: boolean): ItemSyncPage | undefined {
+    const { userId, device, folder } = req;
+    const now = clock.now();
+    const windowed = !UNWINDOWED.has(folder.kind);
 
-      // The position the device claims, checked against what this mailbox can still serve.
-      let pos: ItemToken;
-      let initial = false;
-      if (req.token !== undefined) {
-        pos = codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId: folder.id });
-        if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-        if (pos.de !== device.epoch) throw resyncRequired('deviceReset');
-        // A token from the future means this store is older than the state the device saw (a restored backup).
-        if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
-        if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
-      } else {
-        initial = true;
-        pos = {
-          k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
-          m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0, h: mailbox.highestModseq,
-        };
-      }
-
-      // The window this response works toward: extended by loadMore, trimmed back once extended for too long.
-      let size = pos.s;
-      let extendedAt = pos.x;
-      if (windowed) {
-        if (req.loadMore) {
-          size = Math.min(size + W.step, W.max);
-          extendedAt = size > W.initial ? now : 0;
-        } else if (size > W.initial && now - extendedAt >= deps.trimAfterMs) {
-          size = W.initial;
-          extendedAt = 0;
-        }
-      }
-
-      const created: ItemView[] = [];
-      const updated: ItemView[] = [];
-      const removed: RemovedEntry[] = [];
-      let bytes = 0;
-      const room = () => req.maxChanges - created.length - updated.length - removed.length;
-      const full = () => room() <= 0 || bytes >= PAGE_BYTE_BUDGET;
-      const add = (list: object[], entry: object) => {
-        list.push(entry);
-        const json = JSON.stringify(entry);
-        serialized.set(entry, json);
-        bytes += json.length;
-      };
-
-      const removedIds = new Set<string>();
-      let lower: SortKey = { receivedAt: pos.l[0], id: pos.l[1] };
-      let modseq = pos.m;
-      let more = false;
-      // "Placed at or before this" = the device holds it (when its key is ≥ lower). Mid-replay that is where the
-      // replay started, not where the last page stopped (see ItemToken.h).
-      const heldAt = pos.h ?? pos.m;
-      if (heldAt > pos.m) throw errors.invalidToken();
-      let replayUnfinished = false;
-      const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
-
-      if (!quiet && !initial) {
-        // Phase A: replay the folder's history after M, in modseq order.
-        let cursor = pos.m;
-        scan: for (;;) {
-          const batch = store.sync.changes(folder.id, cursor, lower, req.maxChanges + 1);
-          if (batch.length === 0) break;
-          const present = new Map(store.items.byIds(userId, [...new Set(batch.map((c) => c.objectId))]).map((i) => [i.id, i]));
-          for (const change of batch) {
-            if (full()) {
-              more = true;
-              break scan;
-            }
-            cursor = change.modseq;
-            const item = present.get(change.objectId);
-            const inFolder = item !== undefined && item.folderId === folder.id;
-            if (change.kind === 'item') {
-              if (!inFolder || item.modseq !== change.modseq) continue; // superseded by a later entry
-              if (item.placedModseq <= heldAt) add(updated, itemPatchView(item));
-              else add(created, withBody(itemView(item), item, req.bodyBytes));
-            } else if (!inFolder && !removedIds.has(change.objectId)) {
-              // Gone from the folder. (Back in it? Then its own later entry carries it: no removal for a held item.)
-              removedIds.add(change.objectId);
-              add(removed, { id: change.objectId, reason: change.kind === 'deleted' ? 'deleted' : 'moved' });
-            }
-          }
-          if (batch.length <= req.maxChanges) break;
-        }
-        modseq = more ? cursor : mailbox.highestModseq;
-        replayUnfinished = more;
-      } else {
-        modseq = mailbox.highestModseq;
-      }
-
-      // Phase B: move the lower bound to the window's boundary.
-      if (!quiet && !more) {
-        const target: SortKey = windowed && folder.totalCount > size ? store.sync.boundary(folder.id, size) ?? MIN_KEY : MIN_KEY;
-        if (compareKeys(lower, target) < 0) {
-          // Each row evicts (one entry of room) or replaces a `created`/`updated` entry of this page (net zero). So
-          // room + created + updated rows either fill the page or drain the range, and one more shows which: "not
-          // more" then really means drained.
-          const out = store.sync.range(folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length + updated.length);
-          for (const item of out) {
-            if (full()) {
-              more = true;
-              lower = keyOf(item);
-              break;
-            }
-            // Already in this page from phase A (an old message arriving as the window fills, or a held item moved
-            // out and back)? The eviction replaces that entry, so the id appears once. Even a `created` turns into
-            // `evicted`, not into nothing: the device may have held the item before (it left and came back).
-            const createdAt = created.findIndex((c) => c.id === item.id);
-            if (createdAt >= 0) created.splice(createdAt, 1);
-            const updatedAt = updated.findIndex((u) => u.id === item.id);
-            if (updatedAt >= 0) updated.splice(updatedAt, 1);
-            add(removed, { id: item.id, reason: 'evicted' });
-          }
-          if (!more) lower = target;
-        } else if (compareKeys(target, lower) < 0) {
-          const into = store.sync.range(folder.id, target, lower, 'desc', Math.max(room(), 0) + 1);
-          for (const item of into) {
-            if (full()) {
-              more = true;
-              break;
-            }
-            add(created, withBody(itemView(item), item, req.bodyBytes));
-            lower = keyOf(item);
-          }
-          if (!more) lower = target;
-        }
-      }
-
-      const token: ItemToken = {
+    // The position the device claims, checked against what this mailbox can still serve.
+    let pos: ItemToken;
+    let initial = false;
+    if (req.token !== undefined) {
+      pos = codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId: folder.id });
+      if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
+      if (pos.de !== device.epoch) throw resyncRequired('deviceReset');
+      // A token from the future means this store is older than the state the device saw (a restored backup).
+      if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
+      if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+    } else {
+      initial = true;
+      pos = {
         k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
-        m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1, h: replayUnfinished ? heldAt : modseq,
+        m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0, h: mailbox.highestModseq,
       };
-      return {
-        // Nothing moved (the usual poll): the position is the one presented, so is its text — no new MAC.
-        token: req.token !== undefined && samePosition(token, pos) ? req.token : codec.encode(token),
-        moreAvailable: more,
-        hierarchyState: store.folders.hierarchyState(userId),
-        window: {
-          size: windowed ? size : folder.totalCount,
-          max: windowed ? W.max : null,
-          itemsInFolder: folder.totalCount,
-          hasOlder: windowed && folder.totalCount > size,
-        },
-        created,
-        updated,
-        removed,
-      };
+    }
+
+    // The window this response works toward: extended by loadMore, trimmed back once extended for too long.
+    let size = pos.s;
+    let extendedAt = pos.x;
+    if (windowed) {
+      if (req.loadMore) {
+        size = Math.min(size + W.step, W.max);
+        extendedAt = size > W.initial ? now : 0;
+      } else if (size > W.initial && now - extendedAt >= deps.trimAfterMs) {
+        size = W.initial;
+        extendedAt = 0;
+      }
+    }
+
+    const created: ItemView[] = [];
+    const updated: ItemView[] = [];
+    const removed: RemovedEntry[] = [];
+    let bytes = 0;
+    const room = () => req.maxChanges - created.length - updated.length - removed.length;
+    const full = () => room() <= 0 || bytes >= PAGE_BYTE_BUDGET;
+    const add = (list: object[], entry: object) => {
+      list.push(entry);
+      const json = JSON.stringify(entry);
+      serialized.set(entry, json);
+      bytes += json.length;
+    };
+
+    const removedIds = new Set<string>();
+    let lower: SortKey = { receivedAt: pos.l[0], id: pos.l[1] };
+    let modseq = pos.m;
+    let more = false;
+    // "Placed at or before this" = the device holds it (when its key is ≥ lower). Mid-replay that is where the
+    // replay started, not where the last page stopped (see ItemToken.h).
+    const heldAt = pos.h ?? pos.m;
+    if (heldAt > pos.m) throw errors.invalidToken();
+    let replayUnfinished = false;
+    const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
+    if (quietOnly && !quiet) return undefined;
+
+    if (!quiet && !initial) {
+      // Phase A: replay the folder's history after M, in modseq order.
+      let cursor = pos.m;
+      scan: for (;;) {
+        const batch = store.sync.changes(folder.id, cursor, lower, req.maxChanges + 1);
+        if (batch.length === 0) break;
+        const present = new Map(store.items.byIds(userId, [...new Set(batch.map((c) => c.objectId))]).map((i) => [i.id, i]));
+        for (const change of batch) {
+          if (full()) {
+            more = true;
+            break scan;
+          }
+          cursor = change.modseq;
+          const item = present.get(change.objectId);
+          const inFolder = item !== undefined && item.folderId === folder.id;
+          if (change.kind === 'item') {
+            if (!inFolder || item.modseq !== change.modseq) continue; // superseded by a later entry
+            if (item.placedModseq <= heldAt) add(updated, itemPatchView(item));
+            else add(created, withBody(itemView(item), item, req.bodyBytes));
+          } else if (!inFolder && !removedIds.has(change.objectId)) {
+            // Gone from the folder. (Back in it? Then its own later entry carries it: no removal for a held item.)
+            removedIds.add(change.objectId);
+            add(removed, { id: change.objectId, reason: change.kind === 'deleted' ? 'deleted' : 'moved' });
+          }
+        }
+        if (batch.length <= req.maxChanges) break;
+      }
+      modseq = more ? cursor : mailbox.highestModseq;
+      replayUnfinished = more;
+    } else {
+      modseq = mailbox.highestModseq;
+    }
+
+    // Phase B: move the lower bound to the window's boundary.
+    if (!quiet && !more) {
+      const target: SortKey = windowed && folder.totalCount > size ? store.sync.boundary(folder.id, size) ?? MIN_KEY : MIN_KEY;
+      if (compareKeys(lower, target) < 0) {
+        // Each row evicts (one entry of room) or replaces a `created`/`updated` entry of this page (net zero). So
+        // room + created + updated rows either fill the page or drain the range, and one more shows which: "not
+        // more" then really means drained.
+        const out = store.sync.range(folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length + updated.length);
+        for (const item of out) {
+          if (full()) {
+            more = true;
+            lower = keyOf(item);
+            break;
+          }
+          // Already in this page from phase A (an old message arriving as the window fills, or a held item moved
+          // out and back)? The eviction replaces that entry, so the id appears once. Even a `created` turns into
+          // `evicted`, not into nothing: the device may have held the item before (it left and came back).
+          const createdAt = created.findIndex((c) => c.id === item.id);
+          if (createdAt >= 0) created.splice(createdAt, 1);
+          const updatedAt = updated.findIndex((u) => u.id === item.id);
+          if (updatedAt >= 0) updated.splice(updatedAt, 1);
+          add(removed, { id: item.id, reason: 'evicted' });
+        }
+        if (!more) lower = target;
+      } else if (compareKeys(target, lower) < 0) {
+        const into = store.sync.range(folder.id, target, lower, 'desc', Math.max(room(), 0) + 1);
+        for (const item of into) {
+          if (full()) {
+            more = true;
+            break;
+          }
+          add(created, withBody(itemView(item), item, req.bodyBytes));
+          lower = keyOf(item);
+        }
+        if (!more) lower = target;
+      }
+    }
+
+    const token: ItemToken = {
+      k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
+      m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1, h: replayUnfinished ? heldAt : modseq,
+    };
+    return {
+      // Nothing moved (the usual poll): the position is the one presented, so is its text — no new MAC.
+      token: req.token !== undefined && samePosition(token, pos) ? req.token : codec.encode(token),
+      moreAvailable: more,
+      hierarchyState: hierarchyState(),
+      window: {
+        size: windowed ? size : folder.totalCount,
+        max: windowed ? W.max : null,
+        itemsInFolder: folder.totalCount,
+        hasOlder: windowed && folder.totalCount > size,
+      },
+      created,
+      updated,
+      removed,
+    };
+  }
+
+  return function syncItems(req: ItemSyncRequest): ItemSyncPage {
+    // The usual poll: the folder's read (folders.byId) carried its mailbox and hierarchy state, one statement, and
+    // nothing changed since the token — answered from that read, without a transaction or another statement.
+    const state = req.folder.mailboxState;
+    if (state && req.token !== undefined) {
+      const quiet = page(req, state.mailbox, () => state.hierarchyState, true);
+      if (quiet) return quiet;
+    }
+    return store.transaction(() => {
+      const mailbox = store.mailboxes.get(req.userId);
+      if (!mailbox) throw errors.notFound('No mailbox.');
+      return page(req, mailbox, () => store.folders.hierarchyState(req.userId), false)!;
     });
   };
 }

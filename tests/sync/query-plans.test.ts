@@ -16,6 +16,10 @@
  *     each already in modseq order, so `LIMIT` stops after n rows).
  *   - `LIST SUBQUERY n`, `SCAN json_each VIRTUAL TABLE INDEX …` and `CREATE BLOOM FILTER` for items.byIds: the
  *     table-valued function is the list of ids asked for (a page's worth), so scanning it is the point.
+ *   - `SCALAR SUBQUERY n` (evaluated once, not per row) for the one-statement reads of a no-change poll: folders.byId
+ *     reads its mailbox by primary key and the hierarchy state over the user's folders in folders_user (a range bounded
+ *     by the user's folder count, as below); folders.hierarchyPoll stops changedSince's and deletedSince's ranges at
+ *     their first row.
  *   - `USE TEMP B-TREE FOR LAST TERM OF ORDER BY` for folders.changedSince only: it orders ties of one modseq by id
  *     among the user's folders changed since the cursor — a handful of rows, bounded by the user's folder count.
  *   - No `USE TEMP B-TREE` anywhere else. For sync.changes in particular a sort over the merged union would read and
@@ -53,9 +57,19 @@ const SQL = {
   'folders.deletedSince': `SELECT modseq, object_id FROM changes
            WHERE user_id = ? AND modseq > ? AND object_type = 'folder' AND op = 'deleted' ORDER BY modseq LIMIT ?`,
   'items.byIds': `SELECT \${ITEM_COLUMNS} FROM items WHERE id IN (SELECT value FROM json_each(?)) AND +user_id = ?`,
-  // The two reads of a no-change poll.
   'mailboxes.get': 'SELECT * FROM mailboxes WHERE user_id = ?',
-  'folders.byId': 'SELECT * FROM folders WHERE id = ? AND user_id = ?',
+  // The one read of a no-change item-sync poll: the folder row with its mailbox and the hierarchy state.
+  'folders.byId': `SELECT *,
+         (SELECT highest_modseq FROM mailboxes WHERE user_id = @u) AS mailbox_highest_modseq,
+         (SELECT purged_modseq FROM mailboxes WHERE user_id = @u) AS mailbox_purged_modseq,
+         (SELECT epoch FROM mailboxes WHERE user_id = @u) AS mailbox_epoch,
+         (SELECT coalesce(max(modseq), 0) || '.' || count(*) FROM folders WHERE user_id = @u) AS hierarchy_state
+       FROM folders WHERE id = @id AND user_id = @u`,
+  // The one read of a no-change folder-sync poll.
+  'folders.hierarchyPoll': `SELECT user_id, highest_modseq, purged_modseq, epoch,
+           EXISTS (SELECT 1 FROM folders WHERE user_id = @u AND (modseq, id) > (@m, @c))
+           OR EXISTS (SELECT 1 FROM changes WHERE user_id = @u AND modseq > @m AND object_type = 'folder' AND op = 'deleted') AS changed
+         FROM mailboxes WHERE user_id = @u`,
 } as const;
 // -----------------------------------------------------------------------------------------------------------------
 
@@ -110,8 +124,30 @@ const RULES: Record<Name, { required: RegExp[]; allowed: RegExp[] }> = {
     allowed: [/^SEARCH mailboxes USING (INDEX sqlite_autoindex_mailboxes_1|PRIMARY KEY) \(user_id=\?\)$/],
   },
   'folders.byId': {
-    required: [/^SEARCH folders USING (INDEX sqlite_autoindex_folders_1|PRIMARY KEY) \(id=\?\)$/],
-    allowed: [/^SEARCH folders USING (INDEX sqlite_autoindex_folders_1|PRIMARY KEY) \(id=\?\)$/],
+    required: [
+      /^SEARCH folders USING (INDEX sqlite_autoindex_folders_1|PRIMARY KEY) \(id=\?\)$/,
+      /^SEARCH mailboxes USING (INDEX sqlite_autoindex_mailboxes_1|PRIMARY KEY) \(user_id=\?\)$/,
+      /^SEARCH folders USING COVERING INDEX folders_user \(user_id=\?\)$/,
+    ],
+    allowed: [
+      /^SEARCH folders USING (INDEX sqlite_autoindex_folders_1|PRIMARY KEY) \(id=\?\)$/,
+      /^SEARCH mailboxes USING (INDEX sqlite_autoindex_mailboxes_1|PRIMARY KEY) \(user_id=\?\)$/,
+      /^SEARCH folders USING COVERING INDEX folders_user \(user_id=\?\)$/,
+      /^SCALAR SUBQUERY \d+$/,
+    ],
+  },
+  'folders.hierarchyPoll': {
+    required: [
+      /^SEARCH mailboxes USING (INDEX sqlite_autoindex_mailboxes_1|PRIMARY KEY) \(user_id=\?\)$/,
+      /^SEARCH folders USING INDEX folders_user \(user_id=\? AND modseq>\?\)$/,
+      /^SEARCH changes USING PRIMARY KEY \(user_id=\? AND modseq>\?\)$/,
+    ],
+    allowed: [
+      /^SEARCH mailboxes USING (INDEX sqlite_autoindex_mailboxes_1|PRIMARY KEY) \(user_id=\?\)$/,
+      /^SEARCH folders USING INDEX folders_user \(user_id=\? AND modseq>\?\)$/,
+      /^SEARCH changes USING PRIMARY KEY \(user_id=\? AND modseq>\?\)$/,
+      /^SCALAR SUBQUERY \d+$/,
+    ],
   },
 };
 
@@ -156,7 +192,8 @@ beforeAll(() => {
     'folders.deletedSince': [alice, mid, 101],
     'items.byIds': [JSON.stringify(ids.slice(2000, 2101)), alice],
     'mailboxes.get': [alice],
-    'folders.byId': [inbox, alice],
+    'folders.byId': [{ id: inbox, u: alice }],
+    'folders.hierarchyPoll': [{ u: alice, m: mid, c: '' }],
   };
 });
 afterAll(() => w.close());
@@ -196,7 +233,7 @@ test('each statement executes with its parameters', () => {
   }
 });
 
-const HEALTHY: Name[] = ['sync.changes', 'sync.boundary', 'sync.range asc', 'sync.range desc', 'folders.changedSince', 'folders.deletedSince', 'mailboxes.get', 'folders.byId'];
+const HEALTHY: Name[] = ['sync.changes', 'sync.boundary', 'sync.range asc', 'sync.range desc', 'folders.changedSince', 'folders.deletedSince', 'mailboxes.get', 'folders.byId', 'folders.hierarchyPoll'];
 
 describe.each([
   ['as the server runs (no statistics)', false],

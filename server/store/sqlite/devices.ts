@@ -5,6 +5,7 @@ import type { Statement } from 'better-sqlite3';
 import { newId } from '../../ids';
 import type {
   AccessState,
+  Invalidation,
   AuditEntry,
   DeviceAccessRule,
   DeviceDescription,
@@ -15,6 +16,8 @@ import type {
 
 type Row = Record<string, unknown>;
 export type Sql = (text: string) => Statement;
+/** Told of every write to a record the hot cache keeps; the store announces it once the transaction commits. */
+export type Invalidate = (change: Invalidation) => void;
 
 const str = (v: unknown) => (v as string | null) ?? null;
 const num = (v: unknown) => (v as number | null) ?? null;
@@ -85,7 +88,15 @@ const descriptionParams = (d: DeviceDescription) => [
   JSON.stringify(d.capabilities),
 ];
 
-export function deviceRepositories(sql: Sql): Pick<Store, 'devices' | 'deviceAccess' | 'audit'> {
+export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store, 'devices' | 'deviceAccess' | 'audit'> {
+  /** Runs a write by record id that answers `RETURNING user_id, device_id`, and reports the device it changed. */
+  const deviceWrite = (text: string, ...params: unknown[]) => {
+    for (const r of sql(text).all(...params) as { user_id: string; device_id: string }[]) {
+      invalidate({ kind: 'device', userId: r.user_id, deviceId: r.device_id });
+    }
+  };
+  const tenantWrite = (tenantId: string) => invalidate({ kind: 'tenantAccess', tenantId });
+
   const devices: Store['devices'] = {
     byId(id) {
       const r = sql('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
@@ -124,35 +135,41 @@ export function deviceRepositories(sql: Sql): Pick<Store, 'devices' | 'deviceAcc
            client_version, user_agent, capabilities, first_sync_time, last_sync_attempt_time, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(id, userId, deviceId, ...descriptionParams(d), now, now, now, now);
+      invalidate({ kind: 'device', userId, deviceId });
       return devices.byId(id)!;
     },
     updateDescription(id, d, now) {
-      sql(
+      deviceWrite(
         `UPDATE devices SET friendly_name = ?, device_type = ?, device_model = ?, device_os = ?, client_type = ?,
-           client_version = ?, user_agent = ?, capabilities = ?, updated_at = ? WHERE id = ?`,
-      ).run(...descriptionParams(d), now, id);
+           client_version = ?, user_agent = ?, capabilities = ?, updated_at = ? WHERE id = ? RETURNING user_id, device_id`,
+        ...descriptionParams(d), now, id,
+      );
     },
     setAdminDecision(id, decision, now) {
-      sql('UPDATE devices SET admin_decision = ?, updated_at = ? WHERE id = ?').run(decision, now, id);
+      deviceWrite('UPDATE devices SET admin_decision = ?, updated_at = ? WHERE id = ? RETURNING user_id, device_id', decision, now, id);
     },
     setWipe(id, state, f, now) {
-      sql(
+      deviceWrite(
         `UPDATE devices SET wipe_state = ?,
            wipe_requested_at = coalesce(?, wipe_requested_at), wipe_requested_by = coalesce(?, wipe_requested_by),
-           wipe_acknowledged_at = coalesce(?, wipe_acknowledged_at), updated_at = ? WHERE id = ?`,
-      ).run(state, f.requestedAt ?? null, f.requestedBy ?? null, f.acknowledgedAt ?? null, now, id);
+           wipe_acknowledged_at = coalesce(?, wipe_acknowledged_at), updated_at = ? WHERE id = ? RETURNING user_id, device_id`,
+        state, f.requestedAt ?? null, f.requestedBy ?? null, f.acknowledgedAt ?? null, now, id,
+      );
     },
     bumpEpoch(id, now) {
-      sql('UPDATE devices SET epoch = epoch + 1, updated_at = ? WHERE id = ?').run(now, id);
+      deviceWrite('UPDATE devices SET epoch = epoch + 1, updated_at = ? WHERE id = ? RETURNING user_id, device_id', now, id);
     },
+    // Last-seen times are not part of any access decision, but the record the gate hands on is shown (views), so it
+    // is reported like every other write: the cache stays equal to the row. It costs one re-read per device per flush.
     touch(id, attemptAt, successAt) {
-      sql(
+      deviceWrite(
         `UPDATE devices SET last_sync_attempt_time = ?, last_success_sync_time = coalesce(?, last_success_sync_time)
-         WHERE id = ?`,
-      ).run(attemptAt, successAt, id);
+         WHERE id = ? RETURNING user_id, device_id`,
+        attemptAt, successAt, id,
+      );
     },
     delete(id) {
-      sql('DELETE FROM devices WHERE id = ?').run(id);
+      deviceWrite('DELETE FROM devices WHERE id = ? RETURNING user_id, device_id', id);
     },
     inactiveSince(cutoff) {
       return (
@@ -177,6 +194,7 @@ export function deviceRepositories(sql: Sql): Pick<Store, 'devices' | 'deviceAcc
         `INSERT INTO device_access_rules (id, tenant_id, field, match, value, access_state, description, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(id, tenantId, input.field, input.match, input.value, input.accessState, input.description, now, now);
+      tenantWrite(tenantId);
       return deviceAccess.rule(tenantId, id)!;
     },
     updateRule(tenantId, id, input, now) {
@@ -184,10 +202,14 @@ export function deviceRepositories(sql: Sql): Pick<Store, 'devices' | 'deviceAcc
         `UPDATE device_access_rules SET field = ?, match = ?, value = ?, access_state = ?, description = ?, updated_at = ?
          WHERE tenant_id = ? AND id = ?`,
       ).run(input.field, input.match, input.value, input.accessState, input.description, now, tenantId, id);
-      return res.changes ? deviceAccess.rule(tenantId, id) : undefined;
+      if (!res.changes) return undefined;
+      tenantWrite(tenantId);
+      return deviceAccess.rule(tenantId, id);
     },
     deleteRule(tenantId, id) {
-      return sql('DELETE FROM device_access_rules WHERE tenant_id = ? AND id = ?').run(tenantId, id).changes === 1;
+      const deleted = sql('DELETE FROM device_access_rules WHERE tenant_id = ? AND id = ?').run(tenantId, id).changes === 1;
+      if (deleted) tenantWrite(tenantId);
+      return deleted;
     },
     defaultState(tenantId) {
       const r = sql('SELECT default_device_access_state AS s FROM tenant_settings WHERE tenant_id = ?').get(tenantId) as
@@ -201,6 +223,7 @@ export function deviceRepositories(sql: Sql): Pick<Store, 'devices' | 'deviceAcc
          ON CONFLICT (tenant_id) DO UPDATE SET default_device_access_state = excluded.default_device_access_state,
            updated_at = excluded.updated_at`,
       ).run(tenantId, state, now);
+      tenantWrite(tenantId);
     },
   };
 

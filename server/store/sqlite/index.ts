@@ -5,12 +5,13 @@
 import type { Statement } from 'better-sqlite3';
 import { openDatabase, migrate, type Db, type MigrationReport } from './db';
 import { newId } from '../../ids';
-import { deviceRepositories } from './devices';
+import { deviceRepositories, type Invalidate } from './devices';
 import { mailRepositories, type ChangeRecorder } from './mail';
 import { contentRepositories } from './content';
 import {
   type CommittedChange,
   type ConnectionPragmas,
+  type Invalidation,
   type NewRefreshToken,
   type NewUser,
   type RefreshTokenRecord,
@@ -23,8 +24,49 @@ type Row = Record<string, unknown>;
 
 export interface SqliteStore extends Store {
   readonly migrations: MigrationReport;
-  /** The underlying handle, for tests that inspect the file directly (never for services). */
+  /**
+   * The underlying handle, for tests that inspect the file directly (never for services). A statement run through
+   * it that may write is announced to `onInvalidate` as `all`: the store cannot tell what raw SQL changed.
+   */
   readonly db: Db;
+}
+
+/**
+ * `db` as tests get it: the same connection, but every statement that may write (run, get or all of a statement
+ * that is not read-only; any `exec`) calls `wrote` once it has run.
+ */
+function reportingHandle(db: Db, wrote: () => void): Db {
+  const statement = (stmt: Statement): Statement => {
+    if (stmt.readonly) return stmt;
+    const proxy: Statement = new Proxy(stmt, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target) as unknown;
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          const result = (value as (...a: unknown[]) => unknown).apply(target, args);
+          if (result === target) return proxy; // pluck(), raw(), bind()…: keep reporting on the chained statement
+          if (prop === 'run' || prop === 'get' || prop === 'all') wrote();
+          return result;
+        };
+      },
+    });
+    return proxy;
+  };
+  const handle: Db = new Proxy(db, {
+    get(target, prop) {
+      if (prop === 'prepare') return (text: string) => statement(target.prepare(text));
+      if (prop === 'exec') {
+        return (text: string) => {
+          target.exec(text);
+          wrote();
+          return handle;
+        };
+      }
+      const value = Reflect.get(target, prop, target) as unknown;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  return handle;
 }
 
 export function openSqliteStore(file: string): SqliteStore {
@@ -72,6 +114,12 @@ export function openSqliteStore(file: string): SqliteStore {
 
 
 
+  /** Reports the sign-ins a refresh-token write changed (its `RETURNING family_id` rows); answers how many rows. */
+  const changedSignIns = (rows: unknown[]): number => {
+    for (const familyId of new Set((rows as { family_id: string }[]).map((r) => r.family_id))) invalidate({ kind: 'signIn', familyId });
+    return rows.length;
+  };
+
   // Changes made in the running transaction, announced to onCommit listeners once it commits.
   const pending = new Map<string, { modseq: number; folderIds: Set<string>; hierarchyChanged: boolean }>();
   const listeners = new Set<(changes: CommittedChange[]) => void>();
@@ -82,6 +130,30 @@ export function openSqliteStore(file: string): SqliteStore {
     for (const f of folderIds) if (f) p.folderIds.add(f);
     p.hierarchyChanged ||= hierarchy;
   };
+
+  // Writes to the records the hot cache keeps, announced to onInvalidate listeners once the transaction commits (at
+  // once outside a transaction). Keyed by what they name, so a transaction that touches one device twice says so once.
+  const pendingInvalid = new Map<string, Invalidation>();
+  const invalidationListeners = new Set<(changes: Invalidation[]) => void>();
+  const announce = (changes: Invalidation[]) => {
+    for (const listener of invalidationListeners) listener(changes);
+  };
+  const invalidate: Invalidate = (change) => {
+    if (!db.inTransaction) return announce([change]);
+    const key =
+      change.kind === 'user' ? `u ${change.userId}`
+      : change.kind === 'signIn' ? `s ${change.familyId}`
+      : change.kind === 'device' ? `d ${change.userId} ${change.deviceId}`
+      : change.kind === 'tenantAccess' ? `t ${change.tenantId}`
+      : 'all';
+    pendingInvalid.set(key, change);
+  };
+  /** A write through the raw test handle: announced now, and again at the commit of a transaction it is part of. */
+  const rawWrite = () => {
+    announce([{ kind: 'all' }]);
+    if (db.inTransaction) pendingInvalid.set('all', { kind: 'all' });
+  };
+
   const transaction = <T>(fn: () => T): T => {
     if (db.inTransaction) return fn();
     let result: T;
@@ -89,7 +161,14 @@ export function openSqliteStore(file: string): SqliteStore {
       result = db.transaction(fn)();
     } catch (err) {
       pending.clear(); // rolled back: nothing happened
+      pendingInvalid.clear();
       throw err;
+    }
+    // The cache first: a commit listener that reads a device or a user must not be answered from before the commit.
+    if (pendingInvalid.size) {
+      const changes = [...pendingInvalid.values()];
+      pendingInvalid.clear();
+      announce(changes);
     }
     if (pending.size) {
       const changes = [...pending.entries()].map(([userId, p]) => ({ userId, modseq: p.modseq, folderIds: [...p.folderIds], hierarchyChanged: p.hierarchyChanged }));
@@ -100,12 +179,19 @@ export function openSqliteStore(file: string): SqliteStore {
   };
 
   const store: SqliteStore = {
-    db,
+    db: reportingHandle(db, rawWrite),
     migrations,
     transaction,
     onCommit(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
+    },
+    onInvalidate(listener) {
+      invalidationListeners.add(listener);
+      return () => invalidationListeners.delete(listener);
+    },
+    dataVersion() {
+      return sql('PRAGMA data_version').pluck().get() as number;
     },
     ping() {
       sql('SELECT 1').get();
@@ -131,6 +217,7 @@ export function openSqliteStore(file: string): SqliteStore {
       create(name, now) {
         const tenant: Tenant = { id: newId(), name, createdAt: now };
         sql('INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)').run(tenant.id, name, now);
+        invalidate({ kind: 'tenantAccess', tenantId: tenant.id });
         return tenant;
       },
       get(id) {
@@ -146,6 +233,7 @@ export function openSqliteStore(file: string): SqliteStore {
           `INSERT INTO users (id, tenant_id, username, email, display_name, role, password_hash, created_at, updated_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(id, u.tenantId, u.username, u.email, u.displayName, u.role, u.passwordHash, now, now);
+        invalidate({ kind: 'user', userId: id });
         return store.users.byId(id)!;
       },
       byId(id) {
@@ -167,9 +255,15 @@ export function openSqliteStore(file: string): SqliteStore {
       },
       setPassword(id, passwordHash, now) {
         sql('UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?').run(passwordHash, now, id);
+        invalidate({ kind: 'user', userId: id });
       },
       bumpSessionVersion(id, now) {
         sql('UPDATE users SET session_version = session_version + 1, updated_at = ? WHERE id = ?').run(now, id);
+        invalidate({ kind: 'user', userId: id });
+      },
+      setDisabled(id, disabled, now) {
+        sql('UPDATE users SET disabled = ?, updated_at = ? WHERE id = ?').run(disabled ? 1 : 0, now, id);
+        invalidate({ kind: 'user', userId: id });
       },
     },
 
@@ -179,6 +273,7 @@ export function openSqliteStore(file: string): SqliteStore {
           `INSERT INTO refresh_tokens (id, family_id, user_id, device_id, client_id, scope, token_hash, created_at, expires_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         ).run(t.id, t.familyId, t.userId, t.deviceId, t.clientId, t.scope, t.tokenHash, t.createdAt, t.expiresAt);
+        invalidate({ kind: 'signIn', familyId: t.familyId });
       },
       byHash(hash) {
         const r = sql('SELECT * FROM refresh_tokens WHERE token_hash = ?').get(hash) as Row | undefined;
@@ -189,41 +284,56 @@ export function openSqliteStore(file: string): SqliteStore {
         return r && toRefresh(r);
       },
       markRotated(id, replacedBy, now) {
-        const res = sql(
-          'UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ? WHERE id = ? AND rotated_at IS NULL AND revoked_at IS NULL',
-        ).run(now, replacedBy, id);
-        return res.changes === 1;
+        return (
+          changedSignIns(
+            sql(
+              `UPDATE refresh_tokens SET rotated_at = ?, replaced_by = ? WHERE id = ? AND rotated_at IS NULL AND revoked_at IS NULL
+               RETURNING family_id`,
+            ).all(now, replacedBy, id),
+          ) === 1
+        );
       },
       revokeFamily(familyId, reason, now) {
-        return sql(
-          'UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ? WHERE family_id = ? AND revoked_at IS NULL',
-        ).run(now, reason, familyId).changes;
+        return changedSignIns(
+          sql(
+            'UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ? WHERE family_id = ? AND revoked_at IS NULL RETURNING family_id',
+          ).all(now, reason, familyId),
+        );
       },
       revokeAllForUser(userId, reason, now) {
-        return sql(
-          'UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL',
-        ).run(now, reason, userId).changes;
+        return changedSignIns(
+          sql(
+            'UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL RETURNING family_id',
+          ).all(now, reason, userId),
+        );
       },
       revokeForDevice(userId, deviceId, reason, now) {
         // Whole families: a sign-in bound to the device on a later refresh still has older, unbound rows.
-        return sql(
-          `UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ?
-           WHERE revoked_at IS NULL AND family_id IN
-             (SELECT family_id FROM refresh_tokens WHERE user_id = ? AND device_id = ?)`,
-        ).run(now, reason, userId, deviceId).changes;
+        return changedSignIns(
+          sql(
+            `UPDATE refresh_tokens SET revoked_at = ?, revoked_reason = ?
+             WHERE revoked_at IS NULL AND family_id IN
+               (SELECT family_id FROM refresh_tokens WHERE user_id = ? AND device_id = ?)
+             RETURNING family_id`,
+          ).all(now, reason, userId, deviceId),
+        );
       },
       liveHead(familyId, now) {
+        const head = store.refreshTokens.head(familyId);
+        return head && head.expiresAt > now ? head : undefined;
+      },
+      head(familyId) {
         // The predicate repeats the partial index's, so the planner uses it (tests/sync/query-plans.test.ts).
         const r = sql(
           `SELECT device_id, expires_at FROM refresh_tokens INDEXED BY refresh_tokens_live_head
            WHERE family_id = ? AND revoked_at IS NULL AND rotated_at IS NULL`,
         ).get(familyId) as { device_id: string | null; expires_at: number } | undefined;
-        return r && r.expires_at > now ? { deviceId: r.device_id } : undefined;
+        return r && { deviceId: r.device_id, expiresAt: r.expires_at };
       },
 
     },
 
-    ...deviceRepositories(sql),
+    ...deviceRepositories(sql, invalidate),
 
     ...mailRepositories(sql, transaction, record),
     ...contentRepositories(sql),

@@ -168,8 +168,27 @@ export function mailRepositories(
     );
   };
 
+  const toMailbox = (r: Row): Mailbox => ({
+    userId: r.user_id as string,
+    highestModseq: r.highest_modseq as number,
+    purgedModseq: r.purged_modseq as number,
+    epoch: r.epoch as string,
+  });
+  /**
+   * The folder row with its mailbox and the hierarchy state (as `hierarchyState` spells it) in the same statement: a
+   * no-change item-sync poll reads nothing else (server/sync/itemSync.ts). Primary-key probes, and a covering range
+   * over the user's folders in folders_user (tests/sync/query-plans.test.ts). Scalar subqueries rather than a join:
+   * with statistics (ANALYZE) and few mailboxes, SQLite chose to scan mailboxes for the join.
+   */
   const folderRow = (userId: string, id: string) =>
-    sql('SELECT * FROM folders WHERE id = ? AND user_id = ?').get(id, userId) as Row | undefined;
+    sql(
+      `SELECT *,
+         (SELECT highest_modseq FROM mailboxes WHERE user_id = @u) AS mailbox_highest_modseq,
+         (SELECT purged_modseq FROM mailboxes WHERE user_id = @u) AS mailbox_purged_modseq,
+         (SELECT epoch FROM mailboxes WHERE user_id = @u) AS mailbox_epoch,
+         (SELECT coalesce(max(modseq), 0) || '.' || count(*) FROM folders WHERE user_id = @u) AS hierarchy_state
+       FROM folders WHERE id = @id AND user_id = @u`,
+    ).get({ id, u: userId }) as Row | undefined;
   /** A statement over ITEM_COLUMNS, answering value arrays for `toItem`. */
   const itemSql = (text: string) => sql(text).raw(true);
   const itemRow = (userId: string, id: string) =>
@@ -194,14 +213,7 @@ export function mailRepositories(
     },
     get(userId) {
       const r = sql('SELECT * FROM mailboxes WHERE user_id = ?').get(userId) as Row | undefined;
-      return (
-        r && {
-          userId: r.user_id as string,
-          highestModseq: r.highest_modseq as number,
-          purgedModseq: r.purged_modseq as number,
-          epoch: r.epoch as string,
-        }
-      );
+      return r && toMailbox(r);
     },
     resetEpoch(userId): Mailbox {
       sql('UPDATE mailboxes SET epoch = ? WHERE user_id = ?').run(crypto.randomBytes(8).toString('hex'), userId);
@@ -226,7 +238,15 @@ export function mailRepositories(
     },
     byId(userId, id) {
       const r = folderRow(userId, id);
-      return r && toFolder(r);
+      if (!r) return undefined;
+      const folder = toFolder(r);
+      if (r.mailbox_epoch !== null) {
+        folder.mailboxState = {
+          mailbox: { userId, highestModseq: r.mailbox_highest_modseq as number, purgedModseq: r.mailbox_purged_modseq as number, epoch: r.mailbox_epoch as string },
+          hierarchyState: r.hierarchy_state as string,
+        };
+      }
+      return folder;
     },
     byKind(userId, kind) {
       const r = sql('SELECT * FROM folders WHERE user_id = ? AND kind = ? ORDER BY created_modseq LIMIT 1').get(userId, kind) as
@@ -303,6 +323,16 @@ export function mailRepositories(
       // followed by a creation raises the modseq again. So the pair moves on every hierarchy change.
       const r = sql('SELECT coalesce(max(modseq), 0) AS m, count(*) AS n FROM folders WHERE user_id = ?').get(userId) as { m: number; n: number };
       return `${r.m}.${r.n}`;
+    },
+    hierarchyPoll(userId, after) {
+      // The two EXISTS are changedSince's and deletedSince's ranges, stopped at their first row.
+      const r = sql(
+        `SELECT user_id, highest_modseq, purged_modseq, epoch,
+           EXISTS (SELECT 1 FROM folders WHERE user_id = @u AND (modseq, id) > (@m, @c))
+           OR EXISTS (SELECT 1 FROM changes WHERE user_id = @u AND modseq > @m AND object_type = 'folder' AND op = 'deleted') AS changed
+         FROM mailboxes WHERE user_id = @u`,
+      ).get({ u: userId, m: after.modseq, c: after.id }) as Row | undefined;
+      return r && { mailbox: toMailbox(r), changed: r.changed === 1 };
     },
   };
 
