@@ -2,10 +2,13 @@
  * LMTP delivery throughput on this machine: the real server (synchronous=FULL, its default) on a temporary data
  * dir; N messages of 10 KB (default 2,000) delivered to one mailbox over 4 LMTP connections, one message at a time
  * per connection (nodemailer's pooled LMTP transport). Prints messages/s and the per-message latency (from
- * sendMail to the 250) p50/p99, then checks that every message is in the store.
+ * sendMail to the 250) p50/p99, the CPU time the server process and this client spent per message (the server's from
+ * /proc, where there is one) and the load average before and after: the machine is shared, and on two cores the
+ * client's own CPU counts against the server's. Then checks that every message is in the store.
  * `npm run bench:lmtp [-- N]`.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import nodemailer from 'nodemailer';
@@ -37,6 +40,17 @@ function message(i: number): string {
 }
 
 const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' / ');
+
+/** User + system CPU milliseconds of a process so far (Linux /proc), or undefined elsewhere. */
+function processCpuMs(pid: number | undefined): number | undefined {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime, in clock ticks of 1/100 s
+  } catch {
+    return undefined;
+  }
+}
 
 async function main() {
   const dataDir = tempDir('pigeon-bench-lmtp-');
@@ -67,9 +81,14 @@ async function main() {
         if (info.accepted.length !== 1) refused++;
       }
     };
+    const loadBefore = load();
+    const serverCpu = processCpuMs(server.proc.pid);
+    const clientCpu = process.cpuUsage();
     const start = performance.now();
     await Promise.all(Array.from({ length: CONNECTIONS }, sender));
     const seconds = (performance.now() - start) / 1000;
+    const serverMs = serverCpu === undefined ? undefined : processCpuMs(server.proc.pid)! - serverCpu;
+    const client = process.cpuUsage(clientCpu);
     transport.close();
 
     latencies.sort((a, b) => a - b);
@@ -77,6 +96,10 @@ async function main() {
       `${TOTAL} messages of ${MESSAGE_BYTES / 1024} KB over ${CONNECTIONS} LMTP connections: ${Math.round(TOTAL / seconds)} msg/s ` +
         `(${seconds.toFixed(1)} s) | latency p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms` +
         (refused ? ` | ${refused} refused` : ''),
+    );
+    console.log(
+      `CPU per message: server ${serverMs === undefined ? 'n/a' : `${(serverMs / TOTAL).toFixed(2)} ms`}, client ${((client.user + client.system) / 1000 / TOTAL).toFixed(2)} ms` +
+        ` | load average before ${loadBefore}, after ${load()} (${os.availableParallelism()} cores)`,
     );
   } finally {
     await server.stop();
