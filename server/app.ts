@@ -32,7 +32,8 @@ import { routeTable } from './routes';
 import { createBatch } from './mail/batch';
 import { createContentService } from './content/service';
 import { createIdempotency } from './http/idempotency';
-import { createPush, type PushOptions } from './push';
+import { createPush, type PushCluster, type PushOptions } from './push';
+import type { Store as RateLimitStore } from 'express-rate-limit';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
 import { deviceRateLimit, eventLoopLag, loadShedder, shedCheck, type LagSource } from './http/overload';
@@ -50,6 +51,18 @@ export interface AppDeps {
   push?: Partial<PushOptions>;
   /** Where the load shedder reads event-loop delay; a live monitor when not given (tests inject their own). */
   lag?: LagSource;
+  /** One of several worker processes (server/cluster.ts, wired in main.ts); one process when not given. */
+  cluster?: AppCluster;
+}
+
+/** What a worker shares with the others through the primary. */
+export interface AppCluster {
+  /** Push's change feed, channel registry and watermarks across the workers. */
+  push: PushCluster;
+  /** Counts of the token endpoint's rate limits, kept in the primary. */
+  rateLimitStore(name: string): RateLimitStore;
+  /** A send queued mail: the leader's relay is woken (this worker's relay runs only if it is the leader). */
+  outboxQueued(): void;
 }
 
 function trustProxySetting(value: string): boolean | number | string {
@@ -142,11 +155,19 @@ export function createApp(deps: AppDeps) {
     log,
     metrics: metrics.registry,
     options: { maxChannelsPerUser: config.pushStreamsPerUser, ...deps.push },
+    cluster: deps.cluster?.push,
   });
   // Sent mail: local recipients through `delivery`, remote ones into the outbox for the relay worker (main.ts
   // starts it; tests run its passes by hand).
   const relay = createRelay({ store, clock, delivery, log, config });
-  const send = createSendService({ store, clock, delivery, config, onQueued: relay.kick });
+  const cluster = deps.cluster;
+  const onQueued = cluster
+    ? () => {
+        relay.kick();
+        cluster.outboxQueued();
+      }
+    : relay.kick;
+  const send = createSendService({ store, clock, delivery, config, onQueued });
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
 
   // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
@@ -174,6 +195,7 @@ export function createApp(deps: AppDeps) {
       tokenRequestsPerIp: config.tokenRequestsPerIp,
       rateLimitWindowSeconds: config.rateLimitWindow,
       passwordGrant: config.passwordGrant,
+      rateLimitStore: deps.cluster?.rateLimitStore,
     },
     devices,
     sync: {

@@ -43,6 +43,7 @@ export const CONFIG_TABLE = {
   trustProxy: { env: 'PIGEON_TRUST_PROXY', kind: 'string', default: 'false', doc: "Express 'trust proxy' setting (false, true, a hop count or a subnet list)." },
   maxRequestBytes: { env: 'PIGEON_MAX_REQUEST_BYTES', kind: 'int', default: '1048576', min: 1024, max: 100 * 1024 * 1024, doc: 'Largest JSON or form request body.' },
   maxJsonDepth: { env: 'PIGEON_MAX_JSON_DEPTH', kind: 'int', default: '32', min: 2, max: 1000, doc: 'Deepest nesting of a JSON request body.' },
+  workers: { env: 'PIGEON_WORKERS', kind: 'int', default: '0', min: 0, max: 256, doc: 'Server processes sharing the listeners and the one SQLite file (node:cluster; commits, device cuts and limits are carried between them); 0: one per available core; 1: a single process, no cluster.' },
   shutdownTimeout: { env: 'PIGEON_SHUTDOWN_TIMEOUT', kind: 'duration', default: '30s', min: 1, max: 3600, doc: 'Longest wait for in-flight requests on SIGTERM before connections are cut.' },
   headersTimeout: { env: 'PIGEON_HEADERS_TIMEOUT', kind: 'duration', default: '10s', min: 1, max: 600, doc: 'Time a client has to send its request headers.' },
   requestTimeout: { env: 'PIGEON_REQUEST_TIMEOUT', kind: 'duration', default: '5m', min: 1, max: 86400, doc: 'Time a client has to send a whole request.' },

@@ -35,10 +35,18 @@ export const BENCH_ENV: Record<string, string> = {
   PIGEON_ACCESS_TOKEN_TTL: '2h',
 };
 
-/** Settings taken from the runner's environment: `PIGEON_FAST_LANE=false npm run bench` measures without the fast lane. */
+/**
+ * Settings taken from the runner's environment: `PIGEON_FAST_LANE=false npm run bench` measures without the fast
+ * lane, `PIGEON_WORKERS=1` (or 2, ...) with that many server processes (unset: the production default, one per core).
+ * Only those that are set are passed: an older checkout (`--baseline`) refuses a setting it does not know.
+ */
 function passedThrough(): Record<string, string> {
-  const v = process.env.PIGEON_FAST_LANE;
-  return v === undefined ? {} : { PIGEON_FAST_LANE: v };
+  const out: Record<string, string> = {};
+  for (const name of ['PIGEON_FAST_LANE', 'PIGEON_WORKERS']) {
+    const v = process.env[name];
+    if (v !== undefined) out[name] = v;
+  }
+  return out;
 }
 
 export interface Pigeon extends Target {
@@ -155,15 +163,64 @@ export async function startPigeon(dataDir: string, opts: StartOptions = {}): Pro
   };
 }
 
-/** CPU time (user + system) a process has used so far, in milliseconds. */
-export function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the command name may contain spaces
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime in USER_HZ (100 on Linux)
+/** A process and its descendants (with workers, the server is a primary and its children), from /proc. */
+export function processTree(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(entry));
+      children.set(ppid, list);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    out.push(p);
+    for (const c of children.get(p) ?? []) walk(c);
+  };
+  walk(pid);
+  return out;
 }
 
-/** Resident set size of a process, in MiB (VmRSS: what the operator's machine actually holds for it). */
+/** One /proc file of a process that may have gone meanwhile ('' then). */
+function procFile(pid: number, name: string): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/${name}`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * CPU time (user + system) a process and its descendants (workers) have used so far, in milliseconds. A worker that
+ * exits between two readings takes its time with it: the server's workers live as long as it does.
+ */
+export function cpuMs(pid: number): number {
+  let total = 0;
+  for (const p of processTree(pid)) {
+    const stat = procFile(p, 'stat');
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the command name may contain spaces
+    total += ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime + stime in USER_HZ (100 on Linux)
+  }
+  return total;
+}
+
+/** Resident set size of a process and its descendants (workers), in MiB (VmRSS: what the machine actually holds). */
 export function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) / 1024 : NaN;
+  let kB = 0;
+  let found = false;
+  for (const p of processTree(pid)) {
+    const m = /VmRSS:\s+(\d+) kB/.exec(procFile(p, 'status'));
+    if (m) {
+      kB += Number(m[1]);
+      found = true;
+    }
+  }
+  return found ? kB / 1024 : NaN;
 }

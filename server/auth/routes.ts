@@ -2,7 +2,7 @@
  * The OAuth endpoints and the issuer's discovery documents.
  */
 import type { Request, RequestHandler, Response } from 'express';
-import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions } from 'express-rate-limit';
+import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions, type Store as RateLimitStore } from 'express-rate-limit';
 import { errors, oauthErrors } from '../errors';
 import type { Route } from '../http/table';
 import type { AuthService } from './service';
@@ -21,6 +21,11 @@ export interface AuthRoutesOptions {
   tokenRequestsPerIp: number;
   rateLimitWindowSeconds: number;
   passwordGrant: boolean;
+  /**
+   * Where each limiter keeps its counts, by limiter name; express-rate-limit's in-process MemoryStore when not given.
+   * Workers count in the primary (server/cluster.ts), so N workers never mean N times the budget.
+   */
+  rateLimitStore?: (name: string) => RateLimitStore;
 }
 
 /** Token responses must never be cached (RFC 6749 §5.1). */
@@ -50,6 +55,7 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
     legacyHeaders: false,
     keyGenerator: (req) => ipKeyGenerator(req.ip ?? 'unknown'),
     handler: limited,
+    store: o.rateLimitStore?.('address'),
   });
   // Failed password grants (only failures count). A guessing run is capped per (username, client address), and a
   // run spread over many addresses by a slower budget per username; neither can lock the user out of a device that
@@ -58,7 +64,7 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
   const passwordGrant = (req: Request) => req.body?.grant_type === 'password' && typeof req.body?.username === 'string';
   const username = (req: Request) => String(req.body.username).toLowerCase();
   const proof = (res: Response) => res.locals.provenSignIn as string | undefined;
-  const failures = (limit: number, key: (req: Request, res: Response) => string, applies: (req: Request, res: Response) => boolean) => {
+  const failures = (name: string, limit: number, key: (req: Request, res: Response) => string, applies: (req: Request, res: Response) => boolean) => {
     return rateLimit({
       windowMs,
       limit,
@@ -68,11 +74,12 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
       skip: (req, res) => !passwordGrant(req) || !applies(req, res),
       keyGenerator: key,
       handler: limited,
+      store: o.rateLimitStore?.(name),
     });
   };
-  const perUserAndAddress = failures(o.loginFailuresPerUser, (req) => `user:${username(req)}|${ipKeyGenerator(req.ip ?? 'unknown')}`, (_req, res) => !proof(res));
-  const perUser = failures(o.loginFailuresPerUserGlobal, (req) => `user:${username(req)}`, (_req, res) => !proof(res));
-  const perProvenSignIn = failures(o.loginFailuresPerUser, (_req, res) => `sign-in:${proof(res)}`, (_req, res) => !!proof(res));
+  const perUserAndAddress = failures('failures-user-address', o.loginFailuresPerUser, (req) => `user:${username(req)}|${ipKeyGenerator(req.ip ?? 'unknown')}`, (_req, res) => !proof(res));
+  const perUser = failures('failures-user', o.loginFailuresPerUserGlobal, (req) => `user:${username(req)}`, (_req, res) => !proof(res));
+  const perProvenSignIn = failures('failures-sign-in', o.loginFailuresPerUser, (_req, res) => `sign-in:${proof(res)}`, (_req, res) => !!proof(res));
   const checkProof: RequestHandler = (req, res, next) => {
     if (passwordGrant(req)) res.locals.provenSignIn = o.auth.provenSignIn(req.body as Record<string, unknown>);
     next();

@@ -1,6 +1,10 @@
 /**
  * The hook the push module uses to close a device's live channels the moment its access ends (blocked,
- * quarantined, wipe requested or acknowledged, removed). In-process; listeners must not throw.
+ * quarantined, wipe requested or acknowledged, removed). Listeners must not throw.
+ *
+ * One process by default. With workers (server/cluster.ts) a cut made in one process must close the device's
+ * channels in every other: `relay` (given at construction) carries each local cut out, and the cuts that come in
+ * from other processes are handed to `deliver`, which tells the listeners here without carrying them out again.
  */
 export type CutReason = 'blocked' | 'quarantined' | 'wipeRequested' | 'wiped' | 'removed' | 'purged';
 
@@ -11,15 +15,32 @@ export interface DeviceCut {
   reason: CutReason;
 }
 
+export interface DeviceSignalsOptions {
+  /** Carries a cut made here to the other processes (called after the local listeners; must not throw). */
+  relay?: (cut: DeviceCut) => void;
+}
+
 export class DeviceSignals {
   private readonly listeners = new Set<(cut: DeviceCut) => void>();
+  private readonly relay?: (cut: DeviceCut) => void;
+
+  constructor(options: DeviceSignalsOptions = {}) {
+    this.relay = options.relay;
+  }
 
   onCut(listener: (cut: DeviceCut) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
+  /** A cut made in this process: its listeners, then the other processes. */
   cut(event: DeviceCut): void {
+    this.deliver(event);
+    this.relay?.(event);
+  }
+
+  /** A cut made in another process: this process's listeners only. */
+  deliver(event: DeviceCut): void {
     for (const listener of this.listeners) listener(event);
   }
 }

@@ -3,19 +3,25 @@
  * for the operator's scraper, not for API clients, so the API port has no /metrics. The listener binds loopback by
  * default (`PIGEON_METRICS_HOST`, `PIGEON_METRICS_PORT`); with `PIGEON_METRICS_TOKEN` set, a scrape needs
  * `Authorization: Bearer <token>` (compared in constant time). It answers `GET`/`HEAD /metrics` and nothing else.
+ * With workers the primary process serves it, and a scrape sums every worker's metrics (server/cluster.ts).
  */
 import crypto from 'node:crypto';
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import zlib from 'node:zlib';
-import type { Registry } from 'prom-client';
+
+/** What a scrape reads: a prom-client Registry, or (workers) the primary's sum of every worker's (server/cluster.ts). */
+export interface MetricsSource {
+  metrics(): Promise<string>;
+  contentType: string;
+}
 
 export interface MetricsServerOptions {
   host: string;
   port: number;
   /** Empty: no token asked (rely on the bind address). */
   token: string;
-  registry: Registry;
+  registry: MetricsSource;
 }
 
 export interface MetricsServer {

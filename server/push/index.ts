@@ -1,6 +1,10 @@
 /**
  * Push (protocol.md §8), built once per app in createApp: the bus fed from the store's commit hook, the channel
  * registry, the sync watermarks for ping, and the routes. Device cuts end a device's channel at once.
+ *
+ * With workers (server/cluster.ts) each process builds its own, and `cluster` (push/clusterBus.ts) joins them: the
+ * bus carries every worker's commits to every worker's channels, the registry counts and replaces channels across
+ * the workers, and a watermark that moves here is noted by the others too.
  */
 import type { Logger } from 'pino';
 import { Gauge, type Registry } from 'prom-client';
@@ -27,15 +31,31 @@ export interface PushDeps {
   options?: Partial<PushOptions>;
   /** A multi-node bus; the in-process one when not given. */
   bus?: EventBus;
+  /** Worker processes: what push shares with the others (its bus wins over `bus`); one process when not given. */
+  cluster?: PushCluster;
   /** Where the channel gauge is registered (the app's metrics registry). */
   metrics?: Registry;
 }
 
+/** What push shares with the other worker processes (push/clusterBus.ts). */
+export interface PushCluster {
+  /** The bus: local subscribers hear this process's commits and every other worker's. */
+  bus: EventBus;
+  /** A registry whose per-user cap and one-channel-per-device rule hold across the workers. */
+  registry(maxPerUser: number): ChannelRegistry;
+  /**
+   * Joins `watermarks` to the other processes' (their notes arrive through `watermarks.record`); returns what to call
+   * when a note of this process moved, so the others learn it.
+   */
+  watermarks(watermarks: SyncWatermarks): (deviceRecordId: string, folderId: string, modseq: number) => void;
+}
+
 export function createPush(deps: PushDeps) {
   const options: PushOptions = { ...DEFAULT_PUSH_OPTIONS, ...deps.options };
-  const bus = deps.bus ?? new InProcessBus(deps.log);
-  const registry = new ChannelRegistry(options.maxChannelsPerUser);
+  const bus = deps.cluster?.bus ?? deps.bus ?? new InProcessBus(deps.log);
+  const registry = deps.cluster ? deps.cluster.registry(options.maxChannelsPerUser) : new ChannelRegistry(options.maxChannelsPerUser);
   const watermarks = new SyncWatermarks();
+  const share = deps.cluster?.watermarks(watermarks);
   const ctx: PushContext = { store: deps.store, clock: deps.clock, devices: deps.devices, bus, registry, watermarks, log: deps.log, options };
 
   const unfeed = feedFromStore(deps.store, bus);
@@ -73,6 +93,9 @@ export function createPush(deps: PushDeps) {
      */
     recordSync(device: DeviceRecord, folderId: string, token: string): void {
       const position = deps.codec.decode(token, 'i', { userId: device.userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId });
+      // Workers: a ping may arrive at another process; it must know this sync too, or it would answer "changed" at
+      // once. Only a note that moved is sent, so a no-change poll costs no message.
+      if (share && watermarks.get(device.id, folderId) !== position.m) share(device.id, folderId, position.m);
       watermarks.record(device.id, folderId, position.m);
     },
 

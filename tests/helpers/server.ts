@@ -35,7 +35,8 @@ export async function devCertificate(dir: string): Promise<{ certFile: string; k
 
 /**
  * The environment of a test server process: loopback, ephemeral ports (parallel test servers must not race for the
- * fixed default HTTPS, LMTP and metrics ports), no demo, the given data directory and certificate.
+ * fixed default HTTPS, LMTP and metrics ports), no demo, one process (no workers: `PIGEON_WORKERS` in `env` asks for
+ * them), the given data directory and certificate.
  */
 export function serverEnv(dataDir: string, tls: { certFile: string; keyFile: string }, env: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
@@ -47,6 +48,7 @@ export function serverEnv(dataDir: string, tls: { certFile: string; keyFile: str
     PIGEON_HOST: '127.0.0.1',
     PIGEON_DATA_DIR: dataDir,
     PIGEON_DEMO: 'false',
+    PIGEON_WORKERS: '1',
     PIGEON_TLS_CERT: tls.certFile,
     PIGEON_TLS_KEY: tls.keyFile,
     ...env,
