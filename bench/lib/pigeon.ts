@@ -104,6 +104,16 @@ export interface StartOptions {
   root?: string;
 }
 
+/**
+ * The settings a checkout knows (the `env: 'PIGEON_…'` names of its server/config.ts): an older checkout refuses
+ * settings added since, so a baseline is given only the ones it has.
+ */
+function knownSettings(root: string): (name: string) => boolean {
+  const source = fs.readFileSync(path.join(root, 'server', 'config.ts'), 'utf8');
+  const names = new Set([...source.matchAll(/env: '(PIGEON_[A-Z0-9_]+)'/g)].map((m) => m[1]!));
+  return (name) => !name.startsWith('PIGEON_') || names.has(name);
+}
+
 export async function startPigeon(dataDir: string, opts: StartOptions = {}): Promise<Pigeon> {
   const { certFile, keyFile, cert } = await devCertificate(dataDir);
   const logFile = path.join(dataDir, `pigeon-${Date.now()}.log`);
@@ -112,7 +122,10 @@ export async function startPigeon(dataDir: string, opts: StartOptions = {}): Pro
   const t0 = performance.now();
   const proc = spawn(process.execPath, [...execArgv, '--import', 'tsx', 'server/main.ts'], {
     cwd: opts.root ?? ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, ...passedThrough(), PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env },
+    env: Object.fromEntries(
+      Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, ...passedThrough(), PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env })
+        .filter(([name]) => knownSettings(opts.root ?? ROOT)(name)),
+    ),
     stdio: ['ignore', out, out],
   });
   fs.closeSync(out);
