@@ -269,6 +269,37 @@ test('a change committed on either worker (HTTP, LMTP) reaches every stream on b
   expect(Math.max(...latencies.http, ...latencies.lmtp)).toBeLessThan(2000);
 }, 30_000);
 
+test('concurrent writes on both workers all succeed: LMTP deliveries and app changes wait for the lock, none fails', async () => {
+  // Before write transactions took their lock at BEGIN (IMMEDIATE), a transaction that read and then wrote while
+  // the other worker committed got SQLITE_BUSY at once: LMTP answered 451 and the peers harness stopped loading.
+  const dave = await device('dave', 'concurrent');
+  const folders = await call('GET', '/v1/folders/sync', dave.headers);
+  const daveInbox = folders.body.created.find((f: { kind: string }) => f.kind === 'inbox');
+  const created = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => call('POST', '/v1/folders', { ...dave.headers, 'content-type': 'application/json' }, JSON.stringify({ displayName: `F${i}` }))),
+  );
+  expect(created.map((r) => r.status)).toEqual(created.map(() => 201));
+  // Several LMTP connections at once (a pool), so both workers take deliveries.
+  const lmtpOptions = { lmtp: true, host: '127.0.0.1', port: server.lmtpPort, ignoreTLS: true, pool: true, maxConnections: 6 };
+  const transport = nodemailer.createTransport(lmtpOptions as Parameters<typeof nodemailer.createTransport>[0]);
+  const deliveries = Array.from({ length: 60 }, (_, i) =>
+    transport.sendMail({
+      envelope: { from: 'b@example.org', to: ['dave@example.com'] },
+      raw: `From: b@example.org\r\nTo: dave@example.com\r\nSubject: load ${i}\r\nMessage-ID: <workers-load-${i}@example.org>\r\n\r\nBody ${i}\r\n`,
+    }),
+  );
+  const renames = created.map((r, i) =>
+    call('PATCH', `/v1/folders/${r.body.id}`, { ...dave.headers, 'content-type': 'application/json' }, JSON.stringify({ displayName: `G${i}` })),
+  );
+  const [sent, renamed] = await Promise.all([Promise.allSettled(deliveries), Promise.all(renames)]);
+  transport.close();
+  const refused = sent.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason).slice(0, 120));
+  expect(refused).toEqual([]);
+  expect(renamed.map((r) => r.status)).toEqual(renamed.map(() => 200));
+  const after = await call('GET', '/v1/folders/sync', dave.headers);
+  expect(after.body.created.find((f: { id: string }) => f.id === daveInbox.id).totalCount).toBe(daveInbox.totalCount + 60);
+});
+
 test('a ping on one worker: no spurious answer for a sync done on the other; answers a change committed on the other', async () => {
   const phone = await device('alice', 'pinger');
   const sync = await call('GET', `/v1/folders/${inboxId}/items/sync?maxChanges=100`, phone.headers, undefined, rid('sync'));

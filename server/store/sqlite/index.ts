@@ -158,7 +158,10 @@ export function openSqliteStore(file: string): SqliteStore {
     if (db.inTransaction) return fn();
     let result: T;
     try {
-      result = db.transaction(fn)();
+      // IMMEDIATE: the write lock is taken at BEGIN, where busy_timeout waits for it. A deferred transaction that
+      // reads first and writes later cannot wait when another connection (a second worker process, the admin CLI)
+      // committed in between: SQLite answers SQLITE_BUSY at once, and a delivery or an app change would fail.
+      result = db.transaction(fn).immediate();
     } catch (err) {
       pending.clear(); // rolled back: nothing happened
       pendingInvalid.clear();
