@@ -120,7 +120,10 @@ test('a 20 MiB attachment streams over HTTPS: intact bytes; the server reads onl
     `20 MiB over HTTPS in ${seconds.toFixed(2)} s (after a 0.5 s stall); server RSS ${(baseline / MiB).toFixed(1)} MiB, ` +
       `+${(stalledGrowth / MiB).toFixed(1)} MiB while the client stalled, +${(growth / MiB).toFixed(1)} MiB at the peak`,
   );
-  expect(stalledGrowth).toBeLessThan(10 * MiB);
+  // While the client takes nothing, a streaming server holds at most a chunk and the socket's buffers; one that
+  // read the blob first holds all 20 MiB (and a copy). RSS also moves with the allocator and the collector: it grew
+  // 3.6–5.0 MiB in eight runs and once 10.0 MiB, so the bound sits between that noise and the 20 MiB it must catch.
+  expect(stalledGrowth).toBeLessThan(15 * MiB);
   // Each 256 KiB chunk the store returns is a fresh Buffer that lives until V8 next collects, so a full-speed
   // download leaves up to its size in uncollected garbage (it plateaus: repeated downloads reuse that memory). A
   // server that read the whole blob first would hold it and a concatenated copy: twice the size.
