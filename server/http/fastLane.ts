@@ -29,7 +29,7 @@ import { gateCall, type GateVerdict } from '../devices/gate';
 import type { DeviceService } from '../devices/service';
 import type { DeviceRecord } from '../store/types';
 import { ApiError, errors } from '../errors';
-import type { Call, Reply, Route } from './table';
+import { clientGone, type Call, type Reply, type Route } from './table';
 import { logWhenClosed, requestIdOf, type HttpMetrics } from './requestContext';
 import { rateKey, type DeviceRateLimit } from './overload';
 import { errorAnswer } from './problem';
@@ -242,7 +242,7 @@ async function send(req: IncomingMessage, res: ServerResponse, reply: Reply): Pr
 
 /** What a handler knows of a request the lane took: the same `Call` the table's adapter builds from Express's. */
 class LaneCall implements Call {
-  private abort: AbortController | undefined;
+  private aborted: AbortSignal | undefined;
   constructor(
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
@@ -255,18 +255,8 @@ class LaneCall implements Call {
   ) {}
   /** Made when first read (the hot reads never wait): aborted when the client goes away before the answer is done. */
   get signal(): AbortSignal {
-    if (!this.abort) {
-      const abort = (this.abort = new AbortController());
-      const res = this.res;
-      if (res.destroyed) {
-        if (!res.writableFinished) abort.abort();
-      } else {
-        res.once('close', () => {
-          if (!res.writableFinished) abort.abort();
-        });
-      }
-    }
-    return this.abort.signal;
+    this.aborted ??= clientGone(this.res);
+    return this.aborted;
   }
   get user() {
     return this.auth.user;

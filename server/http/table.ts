@@ -5,7 +5,7 @@
  * parsing and checking bodies, 405 with `Allow`, idempotent replays, writing the answer, streaming bytes at the
  * client's pace — happens here, once, and errors go to the one error handler (http/problem.ts).
  */
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import express, { Router, type Request, type RequestHandler, type Response } from 'express';
@@ -94,18 +94,29 @@ export interface TableOptions {
   idempotency: Idempotency;
 }
 
+/**
+ * A signal aborted when the client goes away before the answer is complete: a response that closes before it has
+ * finished. (After it has finished nothing is waiting any more.) Both lanes' calls use it.
+ */
+export function clientGone(res: ServerResponse): AbortSignal {
+  const abort = new AbortController();
+  if (res.destroyed) {
+    if (!res.writableFinished) abort.abort();
+  } else {
+    res.once('close', () => {
+      if (!res.writableFinished) abort.abort();
+    });
+  }
+  return abort.signal;
+}
+
 class RequestCall implements Call {
   readonly signal: AbortSignal;
   constructor(
     private readonly req: Request,
     res: Response,
   ) {
-    const abort = new AbortController();
-    // 'close' before the answer finished is the client going away; after it, nothing is waiting any more.
-    res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
-    });
-    this.signal = abort.signal;
+    this.signal = clientGone(res);
   }
   get auth(): AuthContext {
     if (!this.req.auth) throw errors.unauthorized('A bearer access token is required.', '');

@@ -23,7 +23,7 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
-import { ROOT, startServer, type RunningServer } from '../helpers/server';
+import { ROOT, alive, childrenOf, startServer, type RunningServer } from '../helpers/server';
 import { hashPassword } from '../../server/auth/passwords';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { tempDir } from '../helpers/testApp';
@@ -54,28 +54,6 @@ async function seed(dataDir: string) {
     }
   }
   store.close();
-}
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
-    } catch {
-      /* gone meanwhile */
-    }
-  }
-  return out;
-}
-
-function alive(pid: number): boolean {
-  try {
-    return !/\) Z /.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')); // a zombie has ended
-  } catch {
-    return false;
-  }
 }
 
 beforeAll(async () => {
