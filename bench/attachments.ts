@@ -28,14 +28,15 @@ async function main() {
   const bytes = crypto.randomBytes(SIZE);
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const user = await createUserAdmin(store, systemClock).addUser({ username: 'bench', password: PASSWORD, role: 'user' });
-  const itemId = store.items.create(
+  const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
+  const { id: itemId } = await store.items.create(
     {
-      userId: user.id, folderId: store.folders.byKind(user.id, 'inbox')!.id, type: 'email', receivedAt: Date.now(), subject: 'bench',
+      userId: user.id, folderId: inbox.id, type: 'email', receivedAt: Date.now(), subject: 'bench',
       attachments: [{ name: 'big.bin', contentType: 'application/octet-stream', isInline: false, contentId: null, content: bytes }],
     },
     Date.now(),
-  ).id;
-  store.close();
+  );
+  await store.close();
 
   const server = await startServer({ PIGEON_DATA_DIR: dataDir });
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: server.cert, servername: 'localhost' });

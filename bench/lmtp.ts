@@ -56,7 +56,7 @@ async function main() {
   const dataDir = tempDir('pigeon-bench-lmtp-');
   const seed = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   await createUserAdmin(seed, systemClock).addUser({ username: 'bench', password: 'bench-password-1', role: 'user', email: 'bench@example.com' });
-  seed.close();
+  await seed.close();
   const server = await startServer({ PIGEON_DATA_DIR: dataDir });
   try {
     const transport = nodemailer.createTransport({
@@ -106,7 +106,7 @@ async function main() {
   }
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const stored = (store.db.prepare('SELECT count(*) AS n FROM items').get() as { n: number }).n;
-  store.close();
+  await store.close();
   fs.rmSync(dataDir, { recursive: true, force: true });
   console.log(`stored: ${stored} of ${TOTAL}`);
   if (stored !== TOTAL) process.exit(1);

@@ -171,7 +171,7 @@ export function createApp(deps: AppDeps) {
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
 
   // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
-  const judgeDevice = (userId: string, tenantId: string, deviceId: string) => void devices.gateIfRegistered(userId, tenantId, deviceId);
+  const judgeDevice = async (userId: string, tenantId: string, deviceId: string) => void (await devices.gateIfRegistered(userId, tenantId, deviceId));
   const now = () => clock.now();
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist. /admin needs an administrator, held to the same device rules.

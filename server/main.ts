@@ -71,7 +71,7 @@ async function main(): Promise<void> {
 async function openStore(config: Config, log: Logger) {
   const store = openSqliteStore(databaseFile(config));
   if (store.migrations.applied.length) log.info({ applied: store.migrations.applied }, 'migrations applied');
-  const seeded = config.demo && store.users.count() === 0;
+  const seeded = config.demo && (await store.users.count()) === 0;
   if (seeded) {
     const t0 = performance.now();
     const result = await seedDemo(store, { clock: systemClock, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
@@ -85,7 +85,7 @@ async function runPrimary(config: Config, workers: number): Promise<void> {
   const log = createLogger(config);
   log.info({ config: redactedConfig(config), workers }, 'starting');
   // Once, before any worker opens the file: migrations, the demo tenant, generated keys and certificate.
-  (await openStore(config, log)).close();
+  await (await openStore(config, log)).close();
   await loadKeys(config);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
@@ -171,13 +171,18 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   // Buckets of devices that went quiet are forgotten, so the limiter's memory follows active devices only.
   const buckets = setInterval(() => deviceLimit.sweep(), 60_000);
   buckets.unref();
+  // The timers' store work under way, which the drain lets finish before the store closes.
+  const background = new Set<Promise<void>>();
+  const inBackground = (work: () => Promise<void>) => {
+    const running = work().finally(() => background.delete(running));
+    background.add(running);
+  };
   // Every process flushes its own buffer of last-seen times.
   const lastSeen = setInterval(() => {
-    try {
-      devices.flushLastSeen();
-    } catch (err) {
-      log.error({ err }, 'last-seen flush failed');
-    }
+    inBackground(() => devices.flushLastSeen().then(
+      () => undefined,
+      (err: unknown) => log.error({ err }, 'last-seen flush failed'),
+    ));
   }, LAST_SEEN_FLUSH_MS);
   lastSeen.unref();
 
@@ -187,25 +192,29 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   const lead = () => {
     // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
     purge = setInterval(() => {
-      try {
-        const purged = devices.purgeInactive();
-        if (purged.length) log.info({ purged: purged.map((d) => ({ id: d.id, userId: d.userId })) }, 'inactive devices purged');
-      } catch (err) {
-        log.error({ err }, 'device purge failed');
-      }
+      inBackground(async () => {
+        try {
+          const purged = await devices.purgeInactive();
+          if (purged.length) log.info({ purged: purged.map((d) => ({ id: d.id, userId: d.userId })) }, 'inactive devices purged');
+        } catch (err) {
+          log.error({ err }, 'device purge failed');
+        }
+      });
     }, config.devicePurgeInterval * 1000);
     purge.unref();
     // Tombstones older than the history horizon go (their tokens then answer 410 tokenExpired), and so do
     // idempotency records older than a day.
     history = setInterval(() => {
-      try {
-        const now = Date.now();
-        const tombstones = store.mailboxes.purgeHistory(now - config.changeHistory * 1000);
-        const replays = store.idempotency.purge(now - 24 * 3600_000);
-        if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
-      } catch (err) {
-        log.error({ err }, 'history purge failed');
-      }
+      inBackground(async () => {
+        try {
+          const now = Date.now();
+          const tombstones = await store.mailboxes.purgeHistory(now - config.changeHistory * 1000);
+          const replays = await store.idempotency.purge(now - 24 * 3600_000);
+          if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
+        } catch (err) {
+          log.error({ err }, 'history purge failed');
+        }
+      });
     }, config.historyPurgeInterval * 1000);
     history.unref();
     // The relay worker's first pass sends what an earlier run left queued.
@@ -267,12 +276,14 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     const [{ forced }, lmtpClosed] = await Promise.all([https.drain(config.shutdownTimeout * 1000), lmtp?.close(config.shutdownTimeout * 1000)]);
     if (lmtpClosed?.forced) log.warn('lmtp deliveries still running at the shutdown timeout');
     await Promise.all([relayStopped, metricsServer?.close()]);
+    // A purge or flush the timers started finishes first: the store must not close under it.
+    await Promise.all(background);
     try {
-      devices.flushLastSeen();
+      await devices.flushLastSeen();
     } catch (err) {
       log.error({ err }, 'last-seen flush failed'); // e.g. a full disk: the store still closes cleanly
     }
-    store.close();
+    await store.close();
     log.info({ forced }, 'stopped');
     // The log output may be slow, stalled or gone: the last lines get a bounded wait, never an unbounded one.
     await drainLogs(FINAL_LOG_FLUSH_MS);

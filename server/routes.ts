@@ -8,7 +8,7 @@
  */
 import type { Config } from './config';
 import type { Route } from './http/table';
-import { opsRoutes } from './http/ops';
+import { opsRoutes, type Pingable } from './http/ops';
 import { authRoutes, type AuthRoutesOptions } from './auth/routes';
 import { sessionRoutes } from './session/routes';
 import { deviceRoutes } from './devices/routes';
@@ -26,7 +26,7 @@ import type { Importer } from './mail/import';
 
 export interface RouteDeps {
   config: Config;
-  ready: { ping(): void };
+  ready: Pingable;
   auth: AuthRoutesOptions;
   devices: DeviceService;
   sync: SyncRouteDeps;

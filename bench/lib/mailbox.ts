@@ -49,15 +49,15 @@ const NEWEST = Date.UTC(2026, 0, 1);
 async function build(n: number, dir: string): Promise<void> {
   const store = openSqliteStore(path.join(dir, 'pigeon.db'));
   const now = NEWEST;
-  const tenant = store.tenants.create('Bench', now);
-  const user = store.users.create(
+  const tenant = await store.tenants.create('Bench', now);
+  const user = await store.users.create(
     { tenantId: tenant.id, username: BENCH_USER.username, email: BENCH_USER.email, displayName: 'Bench User', role: 'user', passwordHash: await hashPassword(BENCH_USER.password) },
     now,
   );
-  store.mailboxes.create(user.id, now);
-  const inbox = store.folders.byKind(user.id, 'inbox')!;
+  await store.mailboxes.create(user.id, now);
+  const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
   const db = store.db;
-  let modseq = store.mailboxes.get(user.id)!.highestModseq;
+  let modseq = (await store.mailboxes.get(user.id))!.highestModseq;
   const insertItem = db.prepare(
     `INSERT INTO items (id, user_id, folder_id, type, received_at, modseq, placed_modseq, change_key, is_read, is_flagged, subject,
        from_json, to_json, preview, body_size, conversation_id, internet_message_id, sent_at, created_at)
@@ -92,7 +92,7 @@ async function build(n: number, dir: string): Promise<void> {
   db.prepare('UPDATE mailboxes SET highest_modseq = ? WHERE user_id = ?').run(modseq, user.id);
   db.prepare('UPDATE folders SET total_count = ?, unread_count = ?, modseq = ?, content_modseq = ? WHERE id = ?').run(n, unread, modseq, modseq, inbox.id);
   db.exec('ANALYZE');
-  store.close();
+  await store.close();
 }
 
 /** The cached store for N items (built when missing or outdated), and how long that took (0 when cached). */

@@ -44,23 +44,25 @@ interface BenchUser {
 async function world(dataDir: string, users: number): Promise<BenchUser[]> {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const now = Date.now();
-  const seeded: Array<{ id: string; tenantId: string; sv: number; sid: string; key: string; devices: [string, string] }> = [];
-  store.transaction(() => {
-    const tenant = store.tenants.create('Bench', now);
+  const seeded = await store.run(function* (tx) {
+    const made: Array<{ id: string; tenantId: string; sv: number; sid: string; key: string; devices: [string, string] }> = [];
+    const tenant = yield* tx.tenants.create('Bench', now);
     for (let i = 0; i < users; i++) {
-      const user = store.users.create({ tenantId: tenant.id, username: `u${i}`, email: `u${i}@bench.example`, displayName: `U${i}`, role: 'user', passwordHash: null }, now);
-      store.mailboxes.create(user.id, now);
-      const devices = [0, 1].map((d) => store.devices.create(user.id, `bench-u${i}-d${d}-0123456789`, DESCRIPTION, now).deviceId) as [string, string];
+      const user = yield* tx.users.create({ tenantId: tenant.id, username: `u${i}`, email: `u${i}@bench.example`, displayName: `U${i}`, role: 'user', passwordHash: null }, now);
+      yield* tx.mailboxes.create(user.id, now);
+      const devices: string[] = [];
+      for (const d of [0, 1]) devices.push((yield* tx.devices.create(user.id, `bench-u${i}-d${d}-0123456789`, DESCRIPTION, now)).deviceId);
       // A live sign-in for the token to belong to: the API refuses access tokens whose sign-in has ended.
       const sid = crypto.randomUUID();
-      store.refreshTokens.insert({
+      yield* tx.refreshTokens.insert({
         id: crypto.randomUUID(), familyId: sid, userId: user.id, deviceId: null, clientId: 'pigeon-app', scope: 'mail',
         tokenHash: crypto.randomBytes(32), createdAt: now, expiresAt: now + 86_400_000,
       });
-      seeded.push({ id: user.id, tenantId: tenant.id, sv: user.sessionVersion, sid, key: `u${i}`, devices });
+      made.push({ id: user.id, tenantId: tenant.id, sv: user.sessionVersion, sid, key: `u${i}`, devices: devices as [string, string] });
     }
+    return made;
   });
-  store.close();
+  await store.close();
   const keys = await loadKeys(loadConfig({ PIGEON_DATA_DIR: dataDir }));
   const tokens = createAccessTokens({ keys, clock: systemClock, issuer: ISSUER, audience: 'pigeon-api', ttlSeconds: 7200 });
   return Promise.all(

@@ -100,7 +100,7 @@ export async function incrementalFigures(ctx: BenchContext, boxes: Mailbox[]): P
   const items = [];
   for (const { size, pigeon, app } of boxes) {
     const { token, held } = await syncToEnd(pigeon, app);
-    changeHundred(path.join(pigeon.dataDir, 'pigeon.db'), app.inboxId, [...held].sort().reverse());
+    await changeHundred(path.join(pigeon.dataDir, 'pigeon.db'), app.inboxId, [...held].sort().reverse());
     const x = { method: 'GET', path: syncPath(app, { token, maxChanges: 512 }), headers: app.headers };
     const check = expectPage('incremental', (pg) => entries(pg) === 100 && !pg.moreAvailable);
     items.push({ pigeon, x, def: { id: `incremental.${size}`, scenario: 3, label: `incremental after 100 changes, ${size} mailbox`, check } });
@@ -109,25 +109,25 @@ export async function incrementalFigures(ctx: BenchContext, boxes: Mailbox[]): P
 }
 
 /** 50 flag-and-read changes, 25 new messages, 25 deletions; `held` newest first. */
-function changeHundred(file: string, inboxId: string, held: string[]): void {
+async function changeHundred(file: string, inboxId: string, held: string[]): Promise<void> {
   const store = openSqliteStore(file);
   try {
-    const user = store.users.byUsername(BENCH_USER.username)!;
+    const user = (await store.users.byUsername(BENCH_USER.username))!;
     const now = Date.now();
-    store.transaction(() => {
+    await store.run(function* (tx) {
       for (const id of held.slice(0, 50)) {
-        const item = store.items.byId(user.id, id)!;
-        store.items.update(user.id, id, { isFlagged: !item.isFlagged, isRead: !item.isRead }, now);
+        const item = (yield* tx.items.byId(user.id, id))!;
+        yield* tx.items.update(user.id, id, { isFlagged: !item.isFlagged, isRead: !item.isRead }, now);
       }
       for (let i = 0; i < 25; i++) {
-        store.items.create(
+        yield* tx.items.create(
           { userId: user.id, folderId: inboxId, type: 'email', receivedAt: now + i, subject: `new message ${i}`, from: { name: 'New Sender', address: 'new@example.org' }, preview: 'A new message arrived.' },
           now,
         );
       }
-      for (const id of held.slice(50, 75)) store.items.delete(user.id, id, now);
+      for (const id of held.slice(50, 75)) yield* tx.items.delete(user.id, id, now);
     });
   } finally {
-    store.close();
+    await store.close();
   }
 }

@@ -41,21 +41,21 @@ export function adminRoutes(admin: AdminService, devices: DeviceService): Route[
     {
       method: 'GET',
       path: '/admin/v1/devices',
-      handler: (call) => {
+      handler: async (call) => {
         const q = parse(InventoryQuery, call.query, 'query');
-        return { body: { devices: devices.inventory(admin.actor(call.auth), q) } };
+        return { body: { devices: await devices.inventory(await admin.actor(call.auth), q) } };
       },
     },
     {
       method: 'GET',
       path: '/admin/v1/devices/:id',
-      handler: (call) => ({ body: devices.adminDevice(admin.actor(call.auth), call.params.id!) }),
+      handler: async (call) => ({ body: await devices.adminDevice(await admin.actor(call.auth), call.params.id!) }),
     },
     {
       method: 'DELETE',
       path: '/admin/v1/devices/:id',
-      handler: (call) => {
-        devices.removeByAdmin(admin.actor(call.auth), call.params.id!);
+      handler: async (call) => {
+        await devices.removeByAdmin(await admin.actor(call.auth), call.params.id!);
         return {};
       },
     },
@@ -63,64 +63,64 @@ export function adminRoutes(admin: AdminService, devices: DeviceService): Route[
       method: 'POST',
       path: '/admin/v1/devices/:id/:action',
       body: 'none', // an action takes no body (one sent is not read)
-      handler: (call) => {
+      handler: async (call) => {
         const action = call.params.action!;
         if (!(ACTIONS as readonly string[]).includes(action)) throw errors.notFound(`No device action "${action.slice(0, 40)}".`);
-        return { body: devices.act(admin.actor(call.auth), call.params.id!, action as AdminAction) };
+        return { body: await devices.act(await admin.actor(call.auth), call.params.id!, action as AdminAction) };
       },
     },
     {
       method: 'GET',
       path: '/admin/v1/device-access-rules',
-      handler: (call) => ({ body: { rules: admin.rules(call.auth.tenantId) } }),
+      handler: async (call) => ({ body: { rules: await admin.rules(call.auth.tenantId) } }),
     },
     {
       method: 'POST',
       path: '/admin/v1/device-access-rules',
-      handler: (call) => {
+      handler: async (call) => {
         const body = parse(Rule, call.body);
-        return { status: 201, body: admin.createRule(admin.actor(call.auth), body) };
+        return { status: 201, body: await admin.createRule(await admin.actor(call.auth), body) };
       },
     },
     {
       method: 'GET',
       path: '/admin/v1/device-access-rules/:id',
-      handler: (call) => ({ body: admin.rule(call.auth.tenantId, call.params.id!) }),
+      handler: async (call) => ({ body: await admin.rule(call.auth.tenantId, call.params.id!) }),
     },
     {
       method: 'PUT',
       path: '/admin/v1/device-access-rules/:id',
-      handler: (call) => {
+      handler: async (call) => {
         const body = parse(Rule, call.body);
-        return { body: admin.updateRule(admin.actor(call.auth), call.params.id!, body) };
+        return { body: await admin.updateRule(await admin.actor(call.auth), call.params.id!, body) };
       },
     },
     {
       method: 'DELETE',
       path: '/admin/v1/device-access-rules/:id',
-      handler: (call) => {
-        admin.deleteRule(admin.actor(call.auth), call.params.id!);
+      handler: async (call) => {
+        await admin.deleteRule(await admin.actor(call.auth), call.params.id!);
         return {};
       },
     },
     {
       method: 'GET',
       path: '/admin/v1/device-access-default',
-      handler: (call) => ({ body: { accessState: admin.defaultState(call.auth.tenantId) } }),
+      handler: async (call) => ({ body: { accessState: await admin.defaultState(call.auth.tenantId) } }),
     },
     {
       method: 'PUT',
       path: '/admin/v1/device-access-default',
-      handler: (call) => {
+      handler: async (call) => {
         const { accessState } = parse(Default, call.body);
-        admin.setDefaultState(admin.actor(call.auth), accessState);
+        await admin.setDefaultState(await admin.actor(call.auth), accessState);
         return { body: { accessState } };
       },
     },
     {
       method: 'GET',
       path: '/admin/v1/audit',
-      handler: (call) => ({ body: admin.auditLog(call.auth.tenantId, parse(AuditQuery, call.query, 'query')) }),
+      handler: async (call) => ({ body: await admin.auditLog(call.auth.tenantId, parse(AuditQuery, call.query, 'query')) }),
     },
   ];
 }

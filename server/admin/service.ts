@@ -15,7 +15,7 @@ export { DEVICE_RULE_FIELDS } from '../store/types';
 export interface AdminServiceDeps {
   store: Store;
   clock: Clock;
-  /** Appends one audit entry (the device service's, so every admin change is audited the same way). */
+  /** Appends one audit entry inside a unit (the device service's, so every admin change is audited the same way). */
   audit: DeviceService['audit'];
 }
 
@@ -27,60 +27,64 @@ const ruleNotFound = () => errors.notFound('No such rule.');
 export function createAdminService({ store, clock, audit }: AdminServiceDeps) {
   return {
     /** The acting admin, named for the audit log by their username (their id when the account is gone). */
-    actor(auth: { userId: string; tenantId: string }): Actor {
-      const user = store.users.byId(auth.userId);
+    async actor(auth: { userId: string; tenantId: string }): Promise<Actor> {
+      const user = await store.users.byId(auth.userId);
       return { id: auth.userId, name: user?.username ?? auth.userId, tenantId: auth.tenantId };
     },
 
-    rules(tenantId: string): DeviceAccessRule[] {
+    rules(tenantId: string): Promise<DeviceAccessRule[]> {
       return store.deviceAccess.rules(tenantId);
     },
 
-    rule(tenantId: string, id: string): DeviceAccessRule {
-      const rule = store.deviceAccess.rule(tenantId, id);
+    async rule(tenantId: string, id: string): Promise<DeviceAccessRule> {
+      const rule = await store.deviceAccess.rule(tenantId, id);
       if (!rule) throw ruleNotFound();
       return rule;
     },
 
-    createRule(actor: Actor, input: RuleRequest): DeviceAccessRule {
-      return store.transaction(() => {
-        const created = store.deviceAccess.createRule(actor.tenantId, { ...input, description: input.description ?? '' }, clock.now());
-        audit(actor, 'rule.create', 'deviceAccessRule', created.id, { ...input });
+    createRule(actor: Actor, input: RuleRequest): Promise<DeviceAccessRule> {
+      const now = clock.now();
+      return store.run(function* (tx) {
+        const created = yield* tx.deviceAccess.createRule(actor.tenantId, { ...input, description: input.description ?? '' }, now);
+        yield* audit(tx, actor, now, 'rule.create', 'deviceAccessRule', created.id, { ...input });
         return created;
       });
     },
 
-    updateRule(actor: Actor, id: string, input: RuleRequest): DeviceAccessRule {
-      return store.transaction(() => {
-        const updated = store.deviceAccess.updateRule(actor.tenantId, id, { ...input, description: input.description ?? '' }, clock.now());
+    updateRule(actor: Actor, id: string, input: RuleRequest): Promise<DeviceAccessRule> {
+      const now = clock.now();
+      return store.run(function* (tx) {
+        const updated = yield* tx.deviceAccess.updateRule(actor.tenantId, id, { ...input, description: input.description ?? '' }, now);
         if (!updated) throw ruleNotFound();
-        audit(actor, 'rule.update', 'deviceAccessRule', updated.id, { ...input });
+        yield* audit(tx, actor, now, 'rule.update', 'deviceAccessRule', updated.id, { ...input });
         return updated;
       });
     },
 
-    deleteRule(actor: Actor, id: string): void {
-      store.transaction(() => {
-        if (!store.deviceAccess.deleteRule(actor.tenantId, id)) throw ruleNotFound();
-        audit(actor, 'rule.delete', 'deviceAccessRule', id);
+    async deleteRule(actor: Actor, id: string): Promise<void> {
+      const now = clock.now();
+      await store.run(function* (tx) {
+        if (!(yield* tx.deviceAccess.deleteRule(actor.tenantId, id))) throw ruleNotFound();
+        yield* audit(tx, actor, now, 'rule.delete', 'deviceAccessRule', id);
       });
     },
 
-    defaultState(tenantId: string): AccessState {
+    defaultState(tenantId: string): Promise<AccessState> {
       return store.deviceAccess.defaultState(tenantId);
     },
 
-    setDefaultState(actor: Actor, accessState: AccessState): void {
-      store.transaction(() => {
-        store.deviceAccess.setDefaultState(actor.tenantId, accessState, clock.now());
-        audit(actor, 'default.set', 'tenant', actor.tenantId, { accessState });
+    async setDefaultState(actor: Actor, accessState: AccessState): Promise<void> {
+      const now = clock.now();
+      await store.run(function* (tx) {
+        yield* tx.deviceAccess.setDefaultState(actor.tenantId, accessState, now);
+        yield* audit(tx, actor, now, 'default.set', 'tenant', actor.tenantId, { accessState });
       });
     },
 
     /** One page of the tenant's audit log, newest first; `next` is the `before` of the following page (or null). */
-    auditLog(tenantId: string, page: { limit?: number; before?: number }) {
+    async auditLog(tenantId: string, page: { limit?: number; before?: number }) {
       const limit = page.limit ?? 100;
-      const entries = store.audit.list(tenantId, { limit, beforeSeq: page.before });
+      const entries = await store.audit.list(tenantId, { limit, beforeSeq: page.before });
       return {
         entries: entries.map((e) => ({ ...e, at: new Date(e.at).toISOString() })),
         next: entries.length === limit ? entries[entries.length - 1]!.seq : null,

@@ -3,25 +3,28 @@
  * revoking sessions. A password change always revokes every session, so a leaked password stops working everywhere.
  */
 import type { Clock } from '../clock';
-import type { Role, Store, User } from '../store/types';
+import type { Role, Step, Store, TxStore, User } from '../store/types';
 import { hashPassword, passwordProblem } from '../auth/passwords';
 
 export class UserAdminError extends Error {}
 
 export function createUserAdmin(store: Store, clock: Clock) {
-  function find(username: string): User {
-    const user = store.users.byUsername(username);
+  async function find(username: string): Promise<User> {
+    const user = await store.users.byUsername(username);
     if (!user) throw new UserAdminError(`no user named ${JSON.stringify(username)}`);
     return user;
   }
 
-  /** Ends every refresh token and, through the session version, every access token of the user. */
-  function revokeSessions(userId: string, reason: string): number {
-    return store.transaction(() => {
-      const n = store.refreshTokens.revokeAllForUser(userId, reason, clock.now());
-      store.users.bumpSessionVersion(userId, clock.now());
-      return n;
-    });
+  /** Ends every refresh token and, through the session version, every access token of the user (inside a unit). */
+  function* revokeSessionsIn(tx: TxStore, userId: string, reason: string, now: number): Step<number> {
+    const n = yield* tx.refreshTokens.revokeAllForUser(userId, reason, now);
+    yield* tx.users.bumpSessionVersion(userId, now);
+    return n;
+  }
+
+  function revokeSessions(userId: string, reason: string): Promise<number> {
+    const now = clock.now();
+    return store.run((tx) => revokeSessionsIn(tx, userId, reason, now));
   }
 
   return {
@@ -33,12 +36,12 @@ export function createUserAdmin(store: Store, clock: Clock) {
       }
       const problem = passwordProblem(input.password);
       if (problem) throw new UserAdminError(`password ${problem}`);
-      if (store.users.byUsername(input.username)) throw new UserAdminError(`user ${input.username} already exists`);
+      if (await store.users.byUsername(input.username)) throw new UserAdminError(`user ${input.username} already exists`);
       const passwordHash = await hashPassword(input.password);
-      return store.transaction(() => {
-        const now = clock.now();
-        const tenantId = input.tenantId ?? store.users.list()[0]?.tenantId ?? store.tenants.create('Default', now).id;
-        const user = store.users.create(
+      const now = clock.now();
+      return store.run(function* (tx) {
+        const tenantId = input.tenantId ?? (yield* tx.users.list())[0]?.tenantId ?? (yield* tx.tenants.create('Default', now)).id;
+        const user = yield* tx.users.create(
           {
             tenantId,
             username: input.username,
@@ -49,27 +52,28 @@ export function createUserAdmin(store: Store, clock: Clock) {
           },
           now,
         );
-        store.mailboxes.create(user.id, now);
+        yield* tx.mailboxes.create(user.id, now);
         return user;
       });
     },
 
     async setPassword(username: string, password: string): Promise<{ revoked: number }> {
-      const user = find(username);
+      const user = await find(username);
       const problem = passwordProblem(password);
       if (problem) throw new UserAdminError(`password ${problem}`);
       const hash = await hashPassword(password);
-      return store.transaction(() => {
-        store.users.setPassword(user.id, hash, clock.now());
-        return { revoked: revokeSessions(user.id, 'password changed') };
+      const now = clock.now();
+      return store.run(function* (tx) {
+        yield* tx.users.setPassword(user.id, hash, now);
+        return { revoked: yield* revokeSessionsIn(tx, user.id, 'password changed', now) };
       });
     },
 
-    revokeSessionsOf(username: string): number {
-      return revokeSessions(find(username).id, 'revoked by admin');
+    async revokeSessionsOf(username: string): Promise<number> {
+      return revokeSessions((await find(username)).id, 'revoked by admin');
     },
 
-    list(): User[] {
+    list(): Promise<User[]> {
       return store.users.list();
     },
   };

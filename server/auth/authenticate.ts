@@ -45,8 +45,8 @@ function mayCarryAccessToken(url: string): boolean {
   return q >= 0 && (url.includes('access_token', q) || url.includes('%', q));
 }
 
-/** Throws the device's own refusal (blocked, quarantined, wiped, wipe pending) when its record says so. */
-export type DeviceJudge = (userId: string, tenantId: string, deviceId: string) => void;
+/** Rejects with the device's own refusal (blocked, quarantined, wiped, wipe pending) when its record says so. */
+export type DeviceJudge = (userId: string, tenantId: string, deviceId: string) => Promise<void>;
 
 /** Authenticates one request from its URL (for the query-string check) and headers; throws 401 when it cannot. */
 export type Authenticator = (url: string, headers: IncomingHttpHeaders) => Promise<AuthContext>;
@@ -73,18 +73,20 @@ export function createAuthenticator(store: Store, accessTokens: AccessTokens, no
       }
       throw err;
     }
-    const user = store.users.byId(claims.sub);
+    // One read after the other, not both at once: the first is what checks the hot cache's data version for this
+    // request (server/store/cached.ts), and two at once would both check it.
+    const user = await store.users.byId(claims.sub);
     if (!user || user.disabled || user.tenantId !== claims.tid || user.sessionVersion !== claims.sv) {
       throw errors.unauthorized('The access token has been revoked.');
     }
     // The sign-in the token came from must still be live: a wipe acknowledgement, a block, a removed device, reuse
     // detection and RFC 7009 revocation end its access tokens now, not at their `exp` — and for good, whatever
     // happens to the device record afterwards.
-    const signIn = store.refreshTokens.liveHead(claims.sid, now());
+    const signIn = await store.refreshTokens.liveHead(user.id, claims.sid, now());
     if (!signIn) {
       // A device-bound token whose device is blocked or wiped says so (403 with the device's code), which tells the
       // app more than a bare 401 would; either way the token is refused.
-      if (claims.did !== undefined) judgeDevice?.(user.id, user.tenantId, claims.did);
+      if (claims.did !== undefined) await judgeDevice?.(user.id, user.tenantId, claims.did);
       throw errors.unauthorized('The access token has been revoked.');
     }
     return {

@@ -80,8 +80,8 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
   const perUserAndAddress = failures('failures-user-address', o.loginFailuresPerUser, (req) => `user:${username(req)}|${ipKeyGenerator(req.ip ?? 'unknown')}`, (_req, res) => !proof(res));
   const perUser = failures('failures-user', o.loginFailuresPerUserGlobal, (req) => `user:${username(req)}`, (_req, res) => !proof(res));
   const perProvenSignIn = failures('failures-sign-in', o.loginFailuresPerUser, (_req, res) => `sign-in:${proof(res)}`, (_req, res) => !!proof(res));
-  const checkProof: RequestHandler = (req, res, next) => {
-    if (passwordGrant(req)) res.locals.provenSignIn = o.auth.provenSignIn(req.body as Record<string, unknown>);
+  const checkProof: RequestHandler = async (req, res, next) => {
+    if (passwordGrant(req)) res.locals.provenSignIn = await o.auth.provenSignIn(req.body as Record<string, unknown>);
     next();
   };
 
@@ -122,7 +122,7 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
         if (!token.startsWith('prt_') && bearerToken(`Bearer ${token}`)) {
           sid = await o.accessTokens.verify(token).then((c) => c.sid, () => undefined);
         }
-        o.auth.revoke(params, sid);
+        await o.auth.revoke(params, sid);
         return { status: 200, headers: NO_STORE, body: {} };
       },
     },

@@ -39,7 +39,7 @@ export interface AuthServiceOptions {
    * Device rules for device-bound grants: a blocked or wiped device gets no tokens (`refuse`), and a device with a
    * pending wipe still gets them but learns of the wipe (`wipe`), even when its access token had expired.
    */
-  deviceCheck?: (userId: string, deviceId: string) => { wipe?: { scope: 'account' }; refuse?: string };
+  deviceCheck?: (userId: string, deviceId: string) => Promise<{ wipe?: { scope: 'account' }; refuse?: string }>;
 }
 
 function scopesFor(user: User): string[] {
@@ -86,18 +86,18 @@ export function createAuthService(opts: AuthServiceOptions) {
     return [...new Set(wanted)].join(' ');
   }
 
-  function checkDevice(user: User, deviceId: string | null, familyId?: string): { wipe?: { scope: 'account' } } {
+  async function checkDevice(user: User, deviceId: string | null, familyId?: string): Promise<{ wipe?: { scope: 'account' } }> {
     if (deviceId === null || !opts.deviceCheck) return {};
-    const verdict = opts.deviceCheck(user.id, deviceId);
+    const verdict = await opts.deviceCheck(user.id, deviceId);
     if (verdict.refuse) {
-      if (familyId) store.refreshTokens.revokeFamily(familyId, verdict.refuse, clock.now());
+      if (familyId) await store.refreshTokens.revokeFamily(familyId, verdict.refuse, clock.now());
       throw oauthErrors.invalidGrant(verdict.refuse);
     }
     return verdict.wipe ? { wipe: verdict.wipe } : {};
   }
 
   async function respond(user: User, rec: Pick<RefreshTokenRecord, 'id' | 'familyId' | 'deviceId' | 'scope' | 'expiresAt'>): Promise<TokenResponse> {
-    const device = checkDevice(user, rec.deviceId, rec.familyId);
+    const device = await checkDevice(user, rec.deviceId, rec.familyId);
     const access = await accessTokens.issue({
       sub: user.id,
       tid: user.tenantId,
@@ -118,12 +118,12 @@ export function createAuthService(opts: AuthServiceOptions) {
     };
   }
 
+  /** A new refresh token of the sign-in `familyId`: the record to answer with, and the row to insert. */
   function newRefresh(user: User, familyId: string, clientId: string, deviceId: string | null, scope: string) {
     const now = clock.now();
     const id = newId();
     const rec = { id, familyId, userId: user.id, deviceId, clientId, scope, createdAt: now, expiresAt: now + opts.refreshTtlSeconds * 1000 };
-    store.refreshTokens.insert({ ...rec, tokenHash: hash(tokenFor(id)) });
-    return rec;
+    return { rec, row: { ...rec, tokenHash: hash(tokenFor(id)) } };
   }
 
   return {
@@ -134,14 +134,14 @@ export function createAuthService(opts: AuthServiceOptions) {
      * device, the OWASP "device cookie"), so nobody can lock a user out of the devices they already use. No proof,
      * or a bad one, is simply undefined: the grant is then throttled like any other.
      */
-    provenSignIn(params: Record<string, unknown>): string | undefined {
+    async provenSignIn(params: Record<string, unknown>): Promise<string | undefined> {
       const { refresh_token: token, username, client_id: clientId } = params;
       if (typeof token !== 'string' || typeof username !== 'string' || typeof clientId !== 'string') return undefined;
       const id = idOf(token);
-      const rec = id ? store.refreshTokens.byHash(hash(token)) : undefined;
+      const rec = id ? await store.refreshTokens.byHash(hash(token)) : undefined;
       if (!rec || rec.id !== id || rec.clientId !== clientId) return undefined;
       if (rec.revokedAt !== null || rec.rotatedAt !== null || rec.expiresAt <= clock.now()) return undefined;
-      const user = store.users.byUsername(username);
+      const user = await store.users.byUsername(username);
       return user && user.id === rec.userId ? rec.familyId : undefined;
     },
 
@@ -153,12 +153,13 @@ export function createAuthService(opts: AuthServiceOptions) {
         throw oauthErrors.invalidRequest('username and password are required');
       }
       const deviceId = checkDeviceId(params.device_id);
-      const user = store.users.byUsername(username);
+      const user = await store.users.byUsername(username);
       // Always run the hash check, so unknown users cost as much as wrong passwords (no user enumeration by timing).
       const ok = await verifyPassword(password, user?.passwordHash ?? null);
       if (!user || !ok || user.disabled) throw oauthErrors.invalidGrant('invalid username or password');
       const scope = grantedScope(user, params.scope);
-      const rec = newRefresh(user, newId(), clientId, deviceId, scope);
+      const { rec, row } = newRefresh(user, newId(), clientId, deviceId, scope);
+      await store.refreshTokens.insert(row);
       return respond(user, rec);
     },
 
@@ -169,7 +170,7 @@ export function createAuthService(opts: AuthServiceOptions) {
       const deviceId = checkDeviceId(params.device_id);
       const id = idOf(token);
       const now = clock.now();
-      const rec = id ? store.refreshTokens.byHash(hash(token)) : undefined;
+      const rec = id ? await store.refreshTokens.byHash(hash(token)) : undefined;
       if (!rec || rec.id !== id) throw oauthErrors.invalidGrant('unknown refresh token');
       if (rec.clientId !== clientId) throw oauthErrors.invalidGrant('refresh token was issued to another client');
       if (rec.revokedAt !== null) throw oauthErrors.invalidGrant('refresh token revoked');
@@ -177,45 +178,45 @@ export function createAuthService(opts: AuthServiceOptions) {
       if (deviceId !== null && rec.deviceId !== null && deviceId !== rec.deviceId) {
         throw oauthErrors.invalidGrant('refresh token is bound to another device');
       }
-      const user = store.users.byId(rec.userId);
+      const user = await store.users.byId(rec.userId);
       if (!user || user.disabled) throw oauthErrors.invalidGrant('account unavailable');
 
       if (rec.rotatedAt !== null) {
-        const successor = rec.replacedBy ? store.refreshTokens.byId(rec.replacedBy) : undefined;
+        const successor = rec.replacedBy ? await store.refreshTokens.byId(rec.replacedBy) : undefined;
         const withinGrace = now - rec.rotatedAt <= opts.refreshRetryGraceSeconds * 1000;
         if (withinGrace && successor && successor.rotatedAt === null && successor.revokedAt === null) {
           return respond(user, successor); // the client lost our answer: give it the same successor again
         }
         // A rotated token came back: someone holds a copy. End the whole sign-in (RFC 6819 §5.2.2.3).
-        store.refreshTokens.revokeFamily(rec.familyId, 'reuse detected', now);
+        await store.refreshTokens.revokeFamily(rec.familyId, 'reuse detected', now);
         throw oauthErrors.invalidGrant('refresh token reuse detected; sign in again');
       }
 
-      const next = store.transaction(() => {
-        // A device_id on the refresh binds a sign-in that was not yet bound (protocol.md §2); a bound one stays bound.
-        const successor = newRefresh(user, rec.familyId, clientId, rec.deviceId ?? deviceId, rec.scope);
-        if (!store.refreshTokens.markRotated(rec.id, successor.id, now)) {
+      // A device_id on the refresh binds a sign-in that was not yet bound (protocol.md §2); a bound one stays bound.
+      const successor = newRefresh(user, rec.familyId, clientId, rec.deviceId ?? deviceId, rec.scope);
+      await store.run(function* (tx) {
+        yield* tx.refreshTokens.insert(successor.row);
+        if (!(yield* tx.refreshTokens.markRotated(rec.id, successor.rec.id, now))) {
           throw oauthErrors.invalidGrant('refresh token already used');
         }
-        return successor;
       });
-      return respond(user, next);
+      return respond(user, successor.rec);
     },
 
     /** RFC 7009: unknown or foreign tokens are not an error (the answer is 200 either way). */
-    revoke(params: Record<string, unknown>, accessSid?: string): void {
+    async revoke(params: Record<string, unknown>, accessSid?: string): Promise<void> {
       checkClient(params.client_id);
       const token = params.token;
       if (typeof token !== 'string' || token === '') throw oauthErrors.invalidRequest('token is required');
       const id = idOf(token);
       if (id) {
-        const rec = store.refreshTokens.byHash(hash(token));
-        if (rec && rec.clientId === params.client_id) store.refreshTokens.revokeFamily(rec.familyId, 'revoked by client', clock.now());
+        const rec = await store.refreshTokens.byHash(hash(token));
+        if (rec && rec.clientId === params.client_id) await store.refreshTokens.revokeFamily(rec.familyId, 'revoked by client', clock.now());
         return;
       }
       // An access token (already verified by the caller): end the sign-in it came from. The JWT itself lives on
       // until its `exp` (at most the access-token lifetime); that is the documented cost of stateless tokens.
-      if (accessSid) store.refreshTokens.revokeFamily(accessSid, 'revoked by client', clock.now());
+      if (accessSid) await store.refreshTokens.revokeFamily(accessSid, 'revoked by client', clock.now());
     },
   };
 }

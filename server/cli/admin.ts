@@ -94,7 +94,7 @@ async function importCommand(
   if (Boolean(args.mbox) === Boolean(args.eml)) throw new UserAdminError('give exactly one of --mbox FILE and --eml DIR');
   const from = (args.mbox ?? args.eml)!;
   if (!fs.existsSync(from)) throw new UserAdminError(`${from}: no such ${args.mbox ? 'file' : 'directory'}`);
-  const user = store.users.byUsername(args.user) ?? store.users.byId(args.user) ?? store.users.byEmail(args.user)[0];
+  const user = (await store.users.byUsername(args.user)) ?? (await store.users.byId(args.user)) ?? (await store.users.byEmail(args.user))[0];
   if (!user) {
     process.stderr.write(`pigeon admin: no user ${JSON.stringify(args.user)} (give a username, an address or a user id)\n`);
     return 2;
@@ -108,7 +108,7 @@ async function importCommand(
   const importer = createImporter({ store, clock: systemClock, delivery, maxMessageBytes: config.maxMessageBytes });
   let target: ImportTarget;
   try {
-    target = importer.resolveTarget(user, args.folder);
+    target = await importer.resolveTarget(user, args.folder);
   } catch (err) {
     process.stderr.write(`pigeon admin: ${(err as Error).message} (--folder ${args.folder}: a folder kind such as inbox or archive, or a folder id)\n`);
     return 2;
@@ -216,7 +216,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
       }
       case 'revoke-sessions': {
         const username = needUser();
-        out(`${admin.revokeSessionsOf(username)} refresh token(s) of ${username} revoked; access tokens end now`);
+        out(`${await admin.revokeSessionsOf(username)} refresh token(s) of ${username} revoked; access tokens end now`);
         return 0;
       }
       case 'purge-devices': {
@@ -227,23 +227,23 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
           maxDevicesPerUser: config.maxDevicesPerUser,
           inactivityMs: config.deviceInactivity * 1000,
         });
-        const purged = devices.purgeInactive();
+        const purged = await devices.purgeInactive();
         for (const d of purged) out(`purged ${d.id}\t${d.deviceId}\tuser ${d.userId}`);
         out(`${purged.length} inactive device(s) purged`);
         return 0;
       }
       case 'reset-mailbox': {
         const username = needUser();
-        const user = store.users.byUsername(username);
+        const user = await store.users.byUsername(username);
         if (!user) throw new UserAdminError(`no user named ${JSON.stringify(username)}`);
-        store.mailboxes.resetEpoch(user.id);
+        await store.mailboxes.resetEpoch(user.id);
         out(`mailbox of ${username} reset: every device resyncs from scratch on its next sync`);
         return 0;
       }
       case 'import':
         return await importCommand(store, config, { user: values.user, mbox: values.mbox, eml: values.eml, folder: values.folder }, out);
       case 'list-users': {
-        for (const u of admin.list()) out(`${u.id}\t${u.username}\t${u.role}\t${u.email}\t${u.disabled ? 'disabled' : 'active'}`);
+        for (const u of await admin.list()) out(`${u.id}\t${u.username}\t${u.role}\t${u.email}\t${u.disabled ? 'disabled' : 'active'}`);
         return 0;
       }
       default:
@@ -251,7 +251,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
         return EX_USAGE;
     }
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

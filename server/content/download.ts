@@ -29,13 +29,16 @@ const CACHE_CONTROL = 'private, max-age=86400, no-transform';
 
 /**
  * A blob's bytes [start, end) as a stream. Each `_read` reads at most READ_BYTES (up to the next chunk boundary) and
- * pushes once; the stream asks again only when its consumer has drained, which is the backpressure.
+ * pushes once the store answers; the stream asks again only after that push and only when its consumer has
+ * drained, which is the backpressure (and keeps one read in flight at a time).
  */
 export class BlobStream extends Readable {
   private at: number;
 
   constructor(
-    private readonly blobs: Store['blobs'],
+    private readonly blobs: Pick<Store['blobs'], 'read'>,
+    /** The blob's owner: the mailbox whose item references it. */
+    private readonly userId: string,
     private readonly blobId: string,
     start: number,
     private readonly end: number,
@@ -50,17 +53,20 @@ export class BlobStream extends Readable {
       return;
     }
     const next = Math.min(this.end, (Math.floor(this.at / READ_BYTES) + 1) * READ_BYTES);
-    try {
-      const bytes = this.blobs.read(this.blobId, this.at, next);
-      this.at = next;
-      this.push(bytes);
-    } catch (err) {
-      this.destroy(err as Error); // e.g. the item was deleted for good while its blob was being read
-    }
+    this.blobs.read(this.userId, this.blobId, this.at, next).then(
+      (bytes) => {
+        if (this.destroyed) return; // the client went away while the store was reading
+        this.at = next;
+        this.push(bytes);
+      },
+      (err: unknown) => this.destroy(err as Error), // e.g. the item was deleted for good while its blob was being read
+    );
   }
 }
 
 export interface Download {
+  /** The mailbox the blob is read for (its item's owner). */
+  userId: string;
   blobId: string;
   size: number;
   contentType: string;
@@ -126,7 +132,7 @@ function wellFormedRange(header: string): boolean {
  * the client takes them (the route-table adapter pipes it, sends no body on HEAD, and ends the connection if it
  * breaks midway).
  */
-export function downloadReply(store: Store, headers: IncomingHttpHeaders, d: Download): Reply {
+export function downloadReply(blobs: Pick<Store['blobs'], 'read'>, headers: IncomingHttpHeaders, d: Download): Reply {
   const etag = `"${d.blobId}"`;
   const validators = { ETag: etag, 'Accept-Ranges': 'bytes', 'Cache-Control': CACHE_CONTROL };
 
@@ -162,6 +168,6 @@ export function downloadReply(store: Store, headers: IncomingHttpHeaders, d: Dow
       'Content-Disposition': dispositionHeader(d.filename, d.disposition),
     },
     // Nothing is read until the adapter pipes it; the pipe destroys it when the client goes away.
-    stream: new BlobStream(store.blobs, d.blobId, start, end),
+    stream: new BlobStream(blobs, d.userId, d.blobId, start, end),
   };
 }

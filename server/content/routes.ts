@@ -19,13 +19,13 @@ const AttachmentQuery = z.object({ inline: flag.optional() });
  * sound ETag for the whole answer, and it doubles as `If-Match` for PATCH.
  */
 export function readItem(content: ContentService): Handler {
-  return (call) => {
+  return async (call) => {
     const { bodyType } = parse(ItemQuery, call.query, 'query');
-    const item = content.ownItem(call.auth.userId, call.params.itemId!);
+    const item = await content.ownItem(call.auth.userId, call.params.itemId!);
     const etag = `"${item.changeKey}"`;
     const headers = { ETag: etag, 'Cache-Control': 'private, no-cache' };
     if (noneMatchHits(call.headers['if-none-match'], etag)) return { status: 304, headers };
-    return { headers, body: content.withBody(item, bodyType) };
+    return { headers, body: await content.withBody(item, bodyType) };
   };
 }
 

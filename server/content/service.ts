@@ -19,8 +19,8 @@ function messageFilename(subject: string): string {
 }
 
 export function createContentService(store: Store) {
-  function ownItem(userId: string, itemId: string): Item {
-    const item = store.items.byId(userId, itemId);
+  async function ownItem(userId: string, itemId: string): Promise<Item> {
+    const item = await store.items.byId(userId, itemId);
     if (!item) throw errors.itemNotFound();
     return item;
   }
@@ -29,19 +29,20 @@ export function createContentService(store: Store) {
     ownItem,
 
     /** The item as sync sends it, plus its whole body (a message's) in the asked-for type. */
-    withBody(item: Item, bodyType: 'text' | 'html' | undefined): ItemView {
+    async withBody(item: Item, bodyType: 'text' | 'html' | undefined): Promise<ItemView> {
       const view = itemView(item);
-      if (item.type === 'email') view.body = emailBody(store.items.body(item.userId, item.id), bodyType);
+      if (item.type === 'email') view.body = emailBody(await store.items.body(item.userId, item.id), bodyType);
       return view;
     },
 
     /** An attachment's bytes; `inline` is honoured for raster images only. */
-    attachment(userId: string, itemId: string, attachmentId: string, headers: IncomingHttpHeaders, inline: boolean): Reply {
-      const item = ownItem(userId, itemId);
-      const attachment = store.items.attachments(item.id).find((a) => a.id === attachmentId);
+    async attachment(userId: string, itemId: string, attachmentId: string, headers: IncomingHttpHeaders, inline: boolean): Promise<Reply> {
+      const item = await ownItem(userId, itemId);
+      const attachment = (await store.items.attachments(userId, item.id)).find((a) => a.id === attachmentId);
       if (!attachment) throw errors.notFound('No such attachment.');
       const contentType = saneContentType(attachment.contentType);
-      return downloadReply(store, headers, {
+      return downloadReply(store.blobs, headers, {
+        userId,
         blobId: attachment.blobId,
         size: attachment.size,
         contentType,
@@ -51,11 +52,12 @@ export function createContentService(store: Store) {
     },
 
     /** The raw message as it arrived, named after its subject. */
-    mime(userId: string, itemId: string, headers: IncomingHttpHeaders): Reply {
-      const item = ownItem(userId, itemId);
-      const size = item.mimeBlobId === null ? undefined : store.blobs.size(item.mimeBlobId);
+    async mime(userId: string, itemId: string, headers: IncomingHttpHeaders): Promise<Reply> {
+      const item = await ownItem(userId, itemId);
+      const size = item.mimeBlobId === null ? undefined : await store.blobs.size(userId, item.mimeBlobId);
       if (item.mimeBlobId === null || size === undefined) throw errors.notFound('This item has no raw message.');
-      return downloadReply(store, headers, {
+      return downloadReply(store.blobs, headers, {
+        userId,
         blobId: item.mimeBlobId,
         size,
         contentType: 'message/rfc822',

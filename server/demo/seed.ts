@@ -2,11 +2,11 @@
  * Seeds the demo tenant from fixtures/demo/ (written by fixtures/generate.ts): the users of tenant.json with their
  * mailboxes, every mbox message as an email item, and the calendar/contacts JSON as event/contact items.
  *
- * Two phases, because a store transaction must never span an `await`: first everything asynchronous (password
- * hashing, MIME parsing) builds the complete list of records in memory; then one synchronous transaction writes them
- * all. One transaction rather than one per item because every commit is an fsync under synchronous=FULL; and one
- * rather than several batches because then a failed or interrupted seed leaves nothing behind, so the caller's
- * "seed when the store has no users" check can simply run it again.
+ * Two phases, because a unit of work does nothing but compute and call the store (no other await): first everything
+ * asynchronous (password hashing, MIME parsing) builds the complete list of records in memory; then one unit
+ * (`store.run`) writes them all. One transaction rather than one per item because every commit is an fsync under
+ * synchronous=FULL; and one rather than several batches because then a failed or interrupted seed leaves nothing
+ * behind, so the caller's "seed when the store has no users" check can simply run it again.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -16,7 +16,7 @@ import { hashPassword } from '../auth/passwords';
 import { mboxMessages } from '../content/mbox';
 import { computeConversationId, parseMessage, type ParsedMessage } from '../content/mime';
 import { emailFields } from '../mail/delivery';
-import { WELL_KNOWN_FOLDERS, type FolderKind, type NewItem, type Role, type Store } from '../store/types';
+import { WELL_KNOWN_FOLDERS, type FolderKind, type NewItem, type Role, type Step, type Store } from '../store/types';
 
 export const DEFAULT_FIXTURES_DIR = path.resolve(__dirname, '../../fixtures/demo');
 
@@ -66,7 +66,7 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
 
   // Checked before any work: the demo is only ever seeded into an empty store, and a second run must not half-apply.
   for (const u of manifest.users) {
-    if (store.users.byUsername(u.username)) {
+    if (await store.users.byUsername(u.username)) {
       throw new Error(`demo seed refused: user "${u.username}" already exists (the demo tenant is seeded only into an empty store)`);
     }
   }
@@ -94,13 +94,13 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
   const t1 = performance.now();
   log('demo seed: fixtures parsed', { messages, ms: Math.round(t1 - t0) });
 
-  // Phase 2: one synchronous transaction.
+  // Phase 2: one unit of work.
   const now = opts.clock.now();
-  const result = store.transaction((): SeedResult => {
-    const tenant = store.tenants.create(manifest.name, now);
+  const result = await store.run(function* (tx): Step<SeedResult> {
+    const tenant = yield* tx.tenants.create(manifest.name, now);
     const users: Record<string, string> = {};
-    manifest.users.forEach((u, i) => {
-      const user = store.users.create(
+    for (const [i, u] of manifest.users.entries()) {
+      const user = yield* tx.users.create(
         {
           tenantId: tenant.id,
           username: u.username,
@@ -111,14 +111,14 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
         },
         now,
       );
-      store.mailboxes.create(user.id, now);
+      yield* tx.mailboxes.create(user.id, now);
       users[u.username] = user.id;
       for (const { kind, items } of pending.get(u.username) ?? []) {
-        const folder = store.folders.byKind(user.id, kind);
+        const folder = yield* tx.folders.byKind(user.id, kind);
         if (!folder) throw new Error(`demo seed: user ${u.username} has no ${kind} folder`);
-        for (const item of items) store.items.create({ ...item, userId: user.id, folderId: folder.id }, now);
+        for (const item of items) yield* tx.items.create({ ...item, userId: user.id, folderId: folder.id }, now);
       }
-    });
+    }
     return { tenantId: tenant.id, users, messages };
   });
   log('demo seed: stored', { ms: Math.round(performance.now() - t1), users: Object.keys(result.users).length, messages });

@@ -26,6 +26,16 @@ declare global {
 const UNGATED = new Set(['POST /devices', 'GET /session', 'HEAD /session']);
 const WIPE_ACK = 'POST /devices/current/wipe-ack';
 
+const callKey = (method: string, path: string) => `${method} ${path.replace(/\/+$/, '') || '/'}`;
+
+/**
+ * Whether the gate admits calls of `method` on `path` (below `/v1`) without a registered device: registration and
+ * the session call. Such calls do not count as the device's last-seen syncs.
+ */
+export function admitsWithoutDevice(method: string, path: string): boolean {
+  return UNGATED.has(callKey(method, path));
+}
+
 /** What the gate settled for one call: the device it is made for (when registered) and a well-formed header. */
 export interface GateVerdict {
   device?: DeviceRecord;
@@ -57,33 +67,34 @@ function callingDeviceId(auth: AuthContext, headers: IncomingHttpHeaders, verdic
 
 /**
  * The `/v1` gate for one call, free of any HTTP framework (the Express chain and the fast lane run the same code).
- * `path` is below `/v1` (`/folders/sync`). Throws the device's refusal; answers the admitted device otherwise.
+ * `path` is below `/v1` (`/folders/sync`). Rejects with the device's refusal; resolves with the admitted device
+ * otherwise.
  */
-export function gateCall(devices: DeviceService, method: string, path: string, headers: IncomingHttpHeaders, auth: AuthContext): GateVerdict {
+export async function gateCall(devices: DeviceService, method: string, path: string, headers: IncomingHttpHeaders, auth: AuthContext): Promise<GateVerdict> {
   const verdict: GateVerdict = {};
-  const key = `${method} ${path.replace(/\/+$/, '') || '/'}`;
+  const key = callKey(method, path);
   const deviceId = callingDeviceId(auth, headers, verdict);
   if (UNGATED.has(key)) {
     // Registration and session need no registered device; but a registered one is still held to its state on
     // the session call (a pending wipe must reach the device on every /v1 call). Registration decides for itself.
     if (key !== 'POST /devices' && deviceId !== undefined) {
-      verdict.device = devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
+      verdict.device = await devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
     }
     return verdict;
   }
   if (deviceId === undefined) throw errors.deviceNotRegistered();
-  verdict.device = devices.gate(auth.userId, auth.tenantId, deviceId, { allowPendingWipe: key === WIPE_ACK });
+  verdict.device = await devices.gate(auth.userId, auth.tenantId, deviceId, { allowPendingWipe: key === WIPE_ACK });
   return verdict;
 }
 
 export function deviceGate(devices: DeviceService): RequestHandler {
-  return (req, res, next) => {
-    const verdict = gateCall(devices, req.method, req.path, req.headers, req.auth!);
+  return async (req, res, next) => {
+    const verdict = await gateCall(devices, req.method, req.path, req.headers, req.auth!);
     req.deviceIdHeader = verdict.deviceIdHeader;
     req.device = verdict.device;
     const { device } = verdict;
     // Last-seen times: gated calls only (the session call and registration are not syncs).
-    if (device && !UNGATED.has(`${req.method} ${req.path.replace(/\/+$/, '') || '/'}`)) {
+    if (device && !admitsWithoutDevice(req.method, req.path)) {
       res.once('finish', () => devices.touch(device, res.statusCode < 400));
     }
     next();
@@ -95,12 +106,12 @@ export function deviceGate(devices: DeviceService): RequestHandler {
  * while that device is blocked, quarantined, wiped or has a wipe pending. Admin tools need no registered device.
  */
 export function adminDeviceGate(devices: DeviceService): RequestHandler {
-  return (req, _res, next) => {
+  return async (req, _res, next) => {
     const auth = req.auth!;
     const verdict: GateVerdict = {};
     const deviceId = callingDeviceId(auth, req.headers, verdict);
     req.deviceIdHeader = verdict.deviceIdHeader;
-    if (deviceId !== undefined) req.device = devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
+    if (deviceId !== undefined) req.device = await devices.gateIfRegistered(auth.userId, auth.tenantId, deviceId);
     next();
   };
 }

@@ -30,12 +30,15 @@ export function deviceRoutes(devices: DeviceService): Route[] {
     {
       method: 'GET',
       path: '/v1/devices',
-      handler: (call) => ({ body: { devices: devices.listOwn(call.auth.userId).map((d) => devices.view(d, call.auth.tenantId)) } }),
+      handler: async (call) => {
+        const own = await devices.listOwn(call.auth.userId);
+        return { body: { devices: await devices.views(own, call.auth.tenantId) } };
+      },
     },
     {
       method: 'POST',
       path: '/v1/devices',
-      handler: (call) => {
+      handler: async (call) => {
         const auth = call.auth;
         const deviceId = call.deviceIdHeader;
         if (!deviceId) {
@@ -44,7 +47,7 @@ export function deviceRoutes(devices: DeviceService): Route[] {
         const body = parse(Registration, call.body);
         const user = call.user;
         const { headers } = call;
-        const { device, created } = devices.register(user, deviceId, {
+        const { device, created } = await devices.register(user, deviceId, {
           friendlyName: body.friendlyName ?? null,
           deviceType: body.deviceType ?? headerText(headers['x-device-type'], 100),
           deviceModel: body.deviceModel ?? headerText(headers['x-device-model'], 100),
@@ -54,22 +57,22 @@ export function deviceRoutes(devices: DeviceService): Route[] {
           userAgent: headerText(headers['user-agent'], 300),
           capabilities: [...new Set(body.capabilities ?? [])],
         });
-        return { status: created ? 201 : 200, body: devices.view(device, auth.tenantId) };
+        return { status: created ? 201 : 200, body: await devices.view(device, auth.tenantId) };
       },
     },
     {
       method: 'POST',
       path: '/v1/devices/current/wipe-ack',
-      handler: (call) => {
+      handler: async (call) => {
         const { status } = parse(WipeAck, call.body);
-        return { body: devices.view(devices.acknowledgeWipe(call.device, status), call.auth.tenantId) };
+        return { body: await devices.view(await devices.acknowledgeWipe(call.device, status), call.auth.tenantId) };
       },
     },
     {
       method: 'DELETE',
       path: '/v1/devices/:deviceId',
-      handler: (call) => {
-        devices.removeOwn(call.auth.userId, call.params.deviceId!);
+      handler: async (call) => {
+        await devices.removeOwn(call.auth.userId, call.params.deviceId!);
         return {};
       },
     },

@@ -5,7 +5,7 @@
  */
 import { errors } from '../errors';
 import type { Clock } from '../clock';
-import type { AccessState, DeviceDescription, DeviceRecord, Store, User } from '../store/types';
+import type { AccessState, DeviceAccessRule, DeviceDescription, DeviceRecord, Step, Store, TxStore, User } from '../store/types';
 import { effectiveAccess, type EffectiveAccess } from './access';
 import type { CutReason, DeviceSignals } from './signals';
 
@@ -42,24 +42,47 @@ export function createDeviceService(opts: DeviceServiceOptions) {
   const { store, clock, signals } = opts;
   /** record id → last-seen times not yet written. */
   const pendingSeen = new Map<string, { attempt: number; success: number | null }>();
+  /** The previous flush's write: flushes write one after another, so an older batch never lands after a newer one. */
+  let previousFlush: Promise<unknown> = Promise.resolve();
 
-  function flushLastSeen(): number {
-    if (pendingSeen.size === 0) return 0;
+  /**
+   * Writes the buffered last-seen times; resolves with how many devices it wrote once they (and every earlier
+   * flush's) are committed, so a caller that flushes before reading last-seen times reads current ones.
+   */
+  function flushLastSeen(): Promise<number> {
     const batch = [...pendingSeen.entries()];
     pendingSeen.clear();
-    store.transaction(() => {
-      for (const [id, seen] of batch) store.devices.touch(id, seen.attempt, seen.success);
-    });
-    return batch.length;
+    const write = previousFlush.then(() =>
+      batch.length === 0
+        ? undefined
+        : store.run(function* (tx) {
+            for (const [id, seen] of batch) yield* tx.devices.touch(id, seen.attempt, seen.success);
+          }),
+    );
+    previousFlush = write.catch(() => undefined); // a failed flush is its caller's to report; the next one still runs
+    return write.then(() => batch.length);
   }
 
-  function access(device: DeviceRecord, tenantId: string): EffectiveAccess {
-    return effectiveAccess(device, store.deviceAccess.rules(tenantId), store.deviceAccess.defaultState(tenantId));
+  /** A tenant's access rules and default: what a device's effective access is decided by. */
+  interface TenantAccess {
+    rules: DeviceAccessRule[];
+    defaultState: AccessState;
+  }
+
+  // One read after the other: the first may check the hot cache's data version (server/store/cached.ts), and two
+  // reads at once would both check it.
+  async function tenantAccess(tenantId: string): Promise<TenantAccess> {
+    const rules = await store.deviceAccess.rules(tenantId);
+    return { rules, defaultState: await store.deviceAccess.defaultState(tenantId) };
+  }
+
+  async function access(device: DeviceRecord, tenantId: string): Promise<EffectiveAccess> {
+    const t = await tenantAccess(tenantId);
+    return effectiveAccess(device, t.rules, t.defaultState);
   }
 
   /** The device as the API shows it: what Exchange's Get-MobileDevice shows, plus the wipe's timestamps. */
-  function view(device: DeviceRecord, tenantId: string, username?: string) {
-    const a = access(device, tenantId);
+  function viewOf(device: DeviceRecord, a: EffectiveAccess, username?: string) {
     return {
       id: device.id,
       deviceId: device.deviceId,
@@ -84,26 +107,47 @@ export function createDeviceService(opts: DeviceServiceOptions) {
     };
   }
 
-  function audit(actor: Actor, action: string, targetType: string, targetId: string | null, details: Record<string, unknown> = {}) {
-    store.audit.append({ tenantId: actor.tenantId, at: clock.now(), actorId: actor.id, actorName: actor.name, action, targetType, targetId, details });
+  async function view(device: DeviceRecord, tenantId: string, username?: string) {
+    return viewOf(device, await access(device, tenantId), username);
+  }
+
+  /** `view` of each device of one tenant (its access rules read once). */
+  async function views(devices: ReadonlyArray<DeviceRecord & { username?: string }>, tenantId: string) {
+    const t = await tenantAccess(tenantId);
+    return devices.map((d) => viewOf(d, effectiveAccess(d, t.rules, t.defaultState), d.username));
+  }
+
+  /** Appends one audit entry inside the caller's unit, so it commits (or rolls back) with the change it records. */
+  function* audit(
+    tx: TxStore,
+    actor: Actor,
+    now: number,
+    action: string,
+    targetType: string,
+    targetId: string | null,
+    details: Record<string, unknown> = {},
+  ): Step<void> {
+    yield* tx.audit.append({ tenantId: actor.tenantId, at: now, actorId: actor.id, actorName: actor.name, action, targetType, targetId, details });
   }
 
   function cut(device: DeviceRecord, reason: CutReason) {
     signals.cut({ userId: device.userId, deviceId: device.deviceId, recordId: device.id, reason });
   }
 
-  /** Ends a device's partnership: its tokens, its channels, its record (and with it its sync state). */
-  function removeRecord(device: DeviceRecord, reason: CutReason) {
-    store.transaction(() => {
-      store.refreshTokens.revokeForDevice(device.userId, device.deviceId, `device ${reason}`, clock.now());
-      store.devices.delete(device.id);
-    });
+  /** Ends a device's partnership in the store: its tokens, its record (and with it its sync state). */
+  function* removeRecord(tx: TxStore, device: DeviceRecord, reason: CutReason, now: number): Step<void> {
+    yield* tx.refreshTokens.revokeForDevice(device.userId, device.deviceId, `device ${reason}`, now);
+    yield* tx.devices.delete(device.id);
+  }
+
+  /** After `removeRecord` committed: its buffered last-seen times go, and so do its live channels. */
+  function removed(device: DeviceRecord, reason: CutReason) {
     pendingSeen.delete(device.id);
     cut(device, reason);
   }
 
   /** Whether a request may proceed for this device (its wipe and access state); the record when it may. */
-  function admit(device: DeviceRecord, tenantId: string, o: { allowPendingWipe?: boolean }): DeviceRecord {
+  async function admit(device: DeviceRecord, tenantId: string, o: { allowPendingWipe?: boolean }): Promise<DeviceRecord> {
     if (device.wipeState === 'pending' && !o.allowPendingWipe) {
       throw errors.wipeRequested(WIPE);
     }
@@ -111,7 +155,7 @@ export function createDeviceService(opts: DeviceServiceOptions) {
       throw errors.deviceWiped();
     }
     if (device.wipeState === 'none') {
-      const a = access(device, tenantId);
+      const a = await access(device, tenantId);
       if (a.state === 'blocked') throw errors.deviceBlocked(a.reason);
       if (a.state === 'quarantined') throw errors.deviceQuarantined(a.reason);
     }
@@ -119,30 +163,40 @@ export function createDeviceService(opts: DeviceServiceOptions) {
   }
 
   /** The admin's own tenant only: another tenant's device is simply not found. */
-  function adminDevice(actor: Actor, id: string): DeviceRecord {
-    const device = store.devices.byId(id);
-    const owner = device && store.users.byId(device.userId);
+  function inTenant(actor: Actor, device: DeviceRecord | undefined, owner: User | undefined): DeviceRecord {
     if (!device || !owner || owner.tenantId !== actor.tenantId) throw errors.notFound('No such device.');
     return device;
   }
 
+  async function adminDevice(actor: Actor, id: string): Promise<DeviceRecord> {
+    const device = await store.devices.byId(id);
+    return inTenant(actor, device, device && (await store.users.byId(device.userId)));
+  }
+
+  /** `adminDevice` inside a unit: what the unit then does is decided on the record as it is in that transaction. */
+  function* adminDeviceIn(tx: TxStore, actor: Actor, id: string): Step<DeviceRecord> {
+    const device = yield* tx.devices.byId(id);
+    return inTenant(actor, device, device && (yield* tx.users.byId(device.userId)));
+  }
+
   return {
     view,
+    views,
     access,
 
     /**
      * Checks that a request may proceed for this device and returns its record. `allowPendingWipe` is for the wipe
      * acknowledgement itself, the one call a device with a pending wipe must still be able to make.
      */
-    gate(userId: string, tenantId: string, deviceId: string, o: { allowPendingWipe?: boolean } = {}): DeviceRecord {
-      const device = store.devices.byUserAndDeviceId(userId, deviceId);
+    async gate(userId: string, tenantId: string, deviceId: string, o: { allowPendingWipe?: boolean } = {}): Promise<DeviceRecord> {
+      const device = await store.devices.byUserAndDeviceId(userId, deviceId);
       if (!device) throw errors.deviceNotRegistered();
       return admit(device, tenantId, o);
     },
 
     /** The gate for calls that need no registered device: undefined when it is not registered (one read, not two). */
-    gateIfRegistered(userId: string, tenantId: string, deviceId: string): DeviceRecord | undefined {
-      const device = store.devices.byUserAndDeviceId(userId, deviceId);
+    async gateIfRegistered(userId: string, tenantId: string, deviceId: string): Promise<DeviceRecord | undefined> {
+      const device = await store.devices.byUserAndDeviceId(userId, deviceId);
       return device && admit(device, tenantId, {});
     },
 
@@ -155,9 +209,11 @@ export function createDeviceService(opts: DeviceServiceOptions) {
 
     flushLastSeen,
 
-    register(user: User, deviceId: string, description: DeviceDescription): { device: DeviceRecord; created: boolean } {
-      return store.transaction(() => {
-        const existing = store.devices.byUserAndDeviceId(user.id, deviceId);
+    register(user: User, deviceId: string, description: DeviceDescription): Promise<{ device: DeviceRecord; created: boolean }> {
+      const now = clock.now();
+      const max = opts.maxDevicesPerUser;
+      return store.run(function* (tx) {
+        const existing = yield* tx.devices.byUserAndDeviceId(user.id, deviceId);
         if (existing) {
           if (existing.wipeState === 'pending') {
             throw errors.wipeRequested(WIPE);
@@ -166,130 +222,142 @@ export function createDeviceService(opts: DeviceServiceOptions) {
             throw errors.deviceWiped('This device has been wiped; an administrator must remove it before it can register again.');
           }
           // Descriptive fields only: re-registering never changes the access state or the wipe.
-          store.devices.updateDescription(existing.id, description, clock.now());
-          return { device: store.devices.byId(existing.id)!, created: false };
+          yield* tx.devices.updateDescription(existing.id, description, now);
+          return { device: (yield* tx.devices.byId(existing.id))!, created: false };
         }
-        if (store.devices.countByUser(user.id) >= opts.maxDevicesPerUser) {
-          throw errors.deviceLimitReached(opts.maxDevicesPerUser);
+        if ((yield* tx.devices.countByUser(user.id)) >= max) {
+          throw errors.deviceLimitReached(max);
         }
-        return { device: store.devices.create(user.id, deviceId, description, clock.now()), created: true };
+        return { device: yield* tx.devices.create(user.id, deviceId, description, now), created: true };
       });
     },
 
-    listOwn(userId: string): DeviceRecord[] {
+    listOwn(userId: string): Promise<DeviceRecord[]> {
       return store.devices.listByUser(userId);
     },
 
     /** The user removes one of their devices. A pending wipe cannot be escaped this way (409), nor a done one (403). */
-    removeOwn(userId: string, deviceId: string): void {
-      const device = store.devices.byUserAndDeviceId(userId, deviceId);
-      if (!device) throw errors.notFound('No such device.');
-      if (device.wipeState === 'pending') throw errors.wipePending();
-      if (device.wipeState !== 'none') {
-        throw errors.deviceWiped('A wiped device can be removed only by an administrator.');
-      }
-      removeRecord(device, 'removed');
+    async removeOwn(userId: string, deviceId: string): Promise<void> {
+      const now = clock.now();
+      // The check and the removal in one unit: a wipe requested meanwhile is never escaped.
+      const device = await store.run(function* (tx) {
+        const device = yield* tx.devices.byUserAndDeviceId(userId, deviceId);
+        if (!device) throw errors.notFound('No such device.');
+        if (device.wipeState === 'pending') throw errors.wipePending();
+        if (device.wipeState !== 'none') {
+          throw errors.deviceWiped('A wiped device can be removed only by an administrator.');
+        }
+        yield* removeRecord(tx, device, 'removed', now);
+        return device;
+      });
+      removed(device, 'removed');
     },
 
     /** The device confirms the wipe: every token bound to it dies, its sync state is dropped, it stays wiped. */
-    acknowledgeWipe(device: DeviceRecord, status: 'ok' | 'failed'): DeviceRecord {
+    async acknowledgeWipe(device: DeviceRecord, status: 'ok' | 'failed'): Promise<DeviceRecord> {
       if (device.wipeState !== 'pending') throw errors.invalidRequest('No wipe is pending for this device.');
       const now = clock.now();
-      store.transaction(() => {
-        store.devices.setWipe(device.id, status === 'ok' ? 'acknowledged' : 'failed', { acknowledgedAt: now }, now);
-        store.devices.bumpEpoch(device.id, now);
-        store.refreshTokens.revokeForDevice(device.userId, device.deviceId, 'device wiped', now);
+      const acknowledged = await store.run(function* (tx) {
+        yield* tx.devices.setWipe(device.id, status === 'ok' ? 'acknowledged' : 'failed', { acknowledgedAt: now }, now);
+        yield* tx.devices.bumpEpoch(device.id, now);
+        yield* tx.refreshTokens.revokeForDevice(device.userId, device.deviceId, 'device wiped', now);
+        return (yield* tx.devices.byId(device.id))!;
       });
       cut(device, 'wiped');
-      return store.devices.byId(device.id)!;
+      return acknowledged;
     },
 
     /** A refresh or password grant for a device-bound token: blocked or wiped devices get no tokens. */
-    grantCheck(userId: string, deviceId: string): { wipe?: typeof WIPE; refuse?: string } {
-      const device = store.devices.byUserAndDeviceId(userId, deviceId);
+    async grantCheck(userId: string, deviceId: string): Promise<{ wipe?: typeof WIPE; refuse?: string }> {
+      const device = await store.devices.byUserAndDeviceId(userId, deviceId);
       if (!device) return {};
       if (device.wipeState === 'pending') return { wipe: WIPE };
       if (device.wipeState !== 'none') return { refuse: 'this device has been wiped' };
-      const owner = store.users.byId(userId);
-      if (owner && access(device, owner.tenantId).state === 'blocked') return { refuse: 'this device is blocked' };
+      const owner = await store.users.byId(userId);
+      if (owner && (await access(device, owner.tenantId)).state === 'blocked') return { refuse: 'this device is blocked' };
       return {};
     },
 
     // ---- administration -------------------------------------------------------------------------------------
 
-    inventory(actor: Actor, filter: { user?: string; clientType?: string; deviceModel?: string; accessState?: AccessState }) {
-      flushLastSeen(); // admins see current last-seen times
+    async inventory(actor: Actor, filter: { user?: string; clientType?: string; deviceModel?: string; accessState?: AccessState }) {
+      await flushLastSeen(); // admins see current last-seen times
       let userId: string | undefined;
       if (filter.user !== undefined) {
-        const u = store.users.byUsername(filter.user) ?? store.users.byId(filter.user);
+        const u = (await store.users.byUsername(filter.user)) ?? (await store.users.byId(filter.user));
         if (!u || u.tenantId !== actor.tenantId) return [];
         userId = u.id;
       }
-      return store.devices
-        .list({ tenantId: actor.tenantId, userId, clientType: filter.clientType, deviceModel: filter.deviceModel })
-        .map((d) => view(d, actor.tenantId, d.username))
-        .filter((v) => filter.accessState === undefined || v.accessState === filter.accessState);
+      const devices = await store.devices.list({ tenantId: actor.tenantId, userId, clientType: filter.clientType, deviceModel: filter.deviceModel });
+      return (await views(devices, actor.tenantId)).filter((v) => filter.accessState === undefined || v.accessState === filter.accessState);
     },
 
-    adminDevice(actor: Actor, id: string) {
-      return view(adminDevice(actor, id), actor.tenantId);
+    async adminDevice(actor: Actor, id: string) {
+      return view(await adminDevice(actor, id), actor.tenantId);
     },
 
-    act(actor: Actor, id: string, action: AdminAction) {
-      const device = adminDevice(actor, id);
+    async act(actor: Actor, id: string, action: AdminAction) {
       const now = clock.now();
-      store.transaction(() => {
+      // The record is read in the unit that acts on it: a wipe is requested once, never twice.
+      const { device, updated } = await store.run(function* (tx) {
+        const device = yield* adminDeviceIn(tx, actor, id);
         switch (action) {
           case 'allow':
           case 'release': // releasing from quarantine is an individual allow, so a quarantine rule no longer applies
-            store.devices.setAdminDecision(device.id, 'allowed', now);
+            yield* tx.devices.setAdminDecision(device.id, 'allowed', now);
             break;
           case 'block':
-            store.devices.setAdminDecision(device.id, 'blocked', now);
-            store.refreshTokens.revokeForDevice(device.userId, device.deviceId, 'device blocked', now);
+            yield* tx.devices.setAdminDecision(device.id, 'blocked', now);
+            yield* tx.refreshTokens.revokeForDevice(device.userId, device.deviceId, 'device blocked', now);
             break;
           case 'quarantine': // tokens stay valid, so the device resumes as soon as it is released
-            store.devices.setAdminDecision(device.id, 'quarantined', now);
+            yield* tx.devices.setAdminDecision(device.id, 'quarantined', now);
             break;
           case 'wipe':
             if (device.wipeState !== 'none') throw errors.invalidRequest(`A wipe is already ${device.wipeState === 'pending' ? 'pending' : 'done'} for this device.`);
-            store.devices.setWipe(device.id, 'pending', { requestedAt: now, requestedBy: actor.name }, now);
+            yield* tx.devices.setWipe(device.id, 'pending', { requestedAt: now, requestedBy: actor.name }, now);
             break;
           case 'resync':
-            store.devices.bumpEpoch(device.id, now);
+            yield* tx.devices.bumpEpoch(device.id, now);
             break;
         }
-        audit(actor, `device.${action}`, 'device', device.id, { userId: device.userId, deviceId: device.deviceId });
+        yield* audit(tx, actor, now, `device.${action}`, 'device', device.id, { userId: device.userId, deviceId: device.deviceId });
+        return { device, updated: (yield* tx.devices.byId(device.id))! };
       });
       if (action === 'block') cut(device, 'blocked');
       if (action === 'quarantine') cut(device, 'quarantined');
       if (action === 'wipe') cut(device, 'wipeRequested');
-      return view(store.devices.byId(device.id)!, actor.tenantId);
+      return view(updated, actor.tenantId);
     },
 
     /** An admin removes a device record. A pending wipe is never cancelled by removal (409); a wiped one may go. */
-    removeByAdmin(actor: Actor, id: string): void {
-      const device = adminDevice(actor, id);
-      if (device.wipeState === 'pending') throw errors.wipePending();
-      store.transaction(() => {
-        audit(actor, 'device.remove', 'device', device.id, { userId: device.userId, deviceId: device.deviceId, wipeState: device.wipeState });
-        removeRecord(device, 'removed');
+    async removeByAdmin(actor: Actor, id: string): Promise<void> {
+      const now = clock.now();
+      const device = await store.run(function* (tx) {
+        const device = yield* adminDeviceIn(tx, actor, id);
+        if (device.wipeState === 'pending') throw errors.wipePending();
+        yield* audit(tx, actor, now, 'device.remove', 'device', device.id, { userId: device.userId, deviceId: device.deviceId, wipeState: device.wipeState });
+        yield* removeRecord(tx, device, 'removed', now);
+        return device;
       });
+      removed(device, 'removed');
     },
 
     audit,
 
     /** Purges partnerships unseen for the inactivity period (never one with a wipe pending). */
-    purgeInactive(): DeviceRecord[] {
-      flushLastSeen(); // a device seen a moment ago must not be purged on stale times
+    async purgeInactive(): Promise<DeviceRecord[]> {
+      await flushLastSeen(); // a device seen a moment ago must not be purged on stale times
       const cutoff = clock.now() - opts.inactivityMs;
-      const stale = store.devices.inactiveSince(cutoff);
+      const stale = await store.devices.inactiveSince(cutoff);
       for (const device of stale) {
-        const owner = store.users.byId(device.userId);
-        store.transaction(() => {
-          if (owner) audit({ id: null, name: 'system', tenantId: owner.tenantId }, 'device.purge', 'device', device.id, { userId: device.userId, deviceId: device.deviceId, reason: 'inactive' });
-          removeRecord(device, 'purged');
+        const now = clock.now();
+        await store.run(function* (tx) {
+          const owner = yield* tx.users.byId(device.userId);
+          if (owner) yield* audit(tx, { id: null, name: 'system', tenantId: owner.tenantId }, now, 'device.purge', 'device', device.id, { userId: device.userId, deviceId: device.deviceId, reason: 'inactive' });
+          yield* removeRecord(tx, device, 'purged', now);
         });
+        removed(device, 'purged');
       }
       return stale;
     },

@@ -25,7 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Express, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import type { AuthContext, Authenticator } from '../auth/authenticate';
-import { gateCall, type GateVerdict } from '../devices/gate';
+import { admitsWithoutDevice, gateCall, type GateVerdict } from '../devices/gate';
 import type { DeviceService } from '../devices/service';
 import type { DeviceRecord } from '../store/types';
 import { ApiError, errors } from '../errors';
@@ -138,21 +138,6 @@ interface FastRoute {
 /** The literal start of an Express path pattern (up to its first parameter, wildcard or group). */
 const literalPrefix = (pattern: string) => pattern.split(/[:*{(\\]/)[0]!.toLowerCase();
 
-/**
- * Whether the device gate admits calls of this route without a registered device (the session call). The gate
- * counts last-seen times for the other routes only; asked of `gateCall` itself with a call that names no device.
- */
-function admitsWithoutDevice(path: string): boolean {
-  const sample = path.replace(/:(\w+)/g, 'x').slice('/v1'.length);
-  try {
-    gateCall(undefined as unknown as DeviceService, 'GET', sample, {}, {} as AuthContext);
-    return true;
-  } catch (err) {
-    if (err instanceof ApiError && err.code === 'deviceNotRegistered') return false;
-    throw err;
-  }
-}
-
 function compile(routes: readonly Route[]): FastRoute[] {
   // The table's router tries paths in the order of their first declaration (http/table.ts `serveTable`).
   const paths: string[] = [];
@@ -178,7 +163,7 @@ function compile(routes: readonly Route[]): FastRoute[] {
       route,
       exact: match(route.path, { sensitive: true, end: true, trailing: false, decode: decodeParam }) as Matcher,
       earlier,
-      ungated: admitsWithoutDevice(route.path),
+      ungated: admitsWithoutDevice('GET', route.path.slice('/v1'.length)),
     });
   }
   return out;
@@ -344,7 +329,7 @@ export function createFastLane(deps: FastLaneDeps): FastLane {
       for (const [name, value] of security) res.setHeader(name, value);
       compression(req as never, res as never, noop);
       auth = await authenticator(req.url!, req.headers);
-      const verdict = gateCall(devices, method, path.slice('/v1'.length), req.headers, auth);
+      const verdict = await gateCall(devices, method, path.slice('/v1'.length), req.headers, auth);
       const { device } = verdict;
       // Last-seen times: gated calls only, as the Express gate counts them.
       if (device && !to.ungated) res.once('finish', () => devices.touch(device, res.statusCode < 400));

@@ -12,7 +12,7 @@ export const OPENAPI_FILE = path.resolve(__dirname, '../../schema/openapi.yaml')
 
 /** Readiness asks only whether the store answers (the store itself, or anything that pings it). */
 export interface Pingable {
-  ping(): void;
+  ping(): Promise<void>;
 }
 
 export function opsRoutes(readiness: Pingable): Route[] {
@@ -21,9 +21,9 @@ export function opsRoutes(readiness: Pingable): Route[] {
     {
       method: 'GET',
       path: '/readyz',
-      handler: () => {
+      handler: async () => {
         try {
-          readiness.ping();
+          await readiness.ping();
         } catch {
           throw errors.unavailable('The store is not reachable.');
         }

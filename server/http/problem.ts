@@ -2,6 +2,7 @@
  * The one place where errors become HTTP responses: ApiError → RFC 9457 problem+json, OAuthError → RFC 6749 §5.2,
  * body-parser failures → the matching typed error, anything else → 500 `internal` with only the request id.
  */
+import { StoreBusy, StoreFull, StoreUnavailable } from '../store/errors';
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { ApiError, OAuthError, errors } from '../errors';
@@ -75,8 +76,12 @@ export function errorAnswer(err: unknown, requestId: string, log: Logger): Error
   }
   const mapped = err instanceof ApiError ? err : fromBodyParser(err as { type?: string });
   if (mapped) return problemAnswer(mapped, requestId, noStore);
-  if ((err as { code?: string }).code === 'SQLITE_FULL') return problemAnswer(errors.insufficientStorage(), requestId, noStore);
-  if ((err as { code?: string }).code === 'SQLITE_BUSY') return problemAnswer(errors.unavailable('The store is busy; retry shortly.', 1), requestId, noStore);
+  if (err instanceof StoreFull) return problemAnswer(errors.insufficientStorage(), requestId, noStore);
+  if (err instanceof StoreBusy) return problemAnswer(errors.unavailable('The store is busy; retry shortly.', 1), requestId, noStore);
+  if (err instanceof StoreUnavailable) {
+    log.error({ err, requestId }, 'store unavailable');
+    return problemAnswer(errors.unavailable('The store is unavailable; retry shortly.', 5), requestId, noStore);
+  }
   log.error({ err, requestId }, 'unhandled error');
   return problemAnswer(new ApiError(500, 'internal', 'An internal error occurred; quote the request id when reporting it.'), requestId, noStore);
 }

@@ -215,7 +215,7 @@ async function answer(route: Route, call: RequestCall, req: Request, o: TableOpt
   if (key === undefined) return route.handler(call);
   const userId = call.auth.userId;
   const hash = requestHash([req.method, req.originalUrl, req.body ?? null]);
-  const prior = o.idempotency.replay(userId, key, hash);
+  const prior = await o.idempotency.replay(userId, key, hash);
   if (prior) {
     return {
       status: prior.status,
@@ -228,7 +228,7 @@ async function answer(route: Route, call: RequestCall, req: Request, o: TableOpt
   const status = reply.status ?? (reply.body !== undefined || reply.json !== undefined ? 200 : 204);
   if (status < 300 && reply.stream === undefined) {
     const body = reply.json ?? (reply.body !== undefined ? JSON.stringify(reply.body) : '');
-    o.idempotency.remember(userId, key, hash, status, body);
+    await o.idempotency.remember(userId, key, hash, status, body);
   }
   return reply;
 }

@@ -5,10 +5,11 @@
  * Reply rules:
  * - RCPT TO an address no enabled local user has: `550 5.1.1`, and nothing is stored for it.
  * - A message over PIGEON_MAX_MESSAGE_BYTES (declared with SIZE or counted while streaming): `552 5.3.4`.
- * - After DATA, one reply per accepted recipient, sent only once `delivery.deliver` has committed every copy in one
- *   transaction: `250` (also for a duplicate, which is not stored again), `451 4.3.0` when the store failed,
+ * - After DATA, one reply per accepted recipient, sent only once `delivery.deliverGrouped` has committed every copy
+ *   in one transaction: `250` (also for a duplicate, which is not stored again), `451 4.3.0` when the store failed,
  *   `452 4.3.1` when it is out of space, `554 5.6.0` when the message cannot be parsed at all.
  */
+import { StoreFull } from '../store/errors';
 import { performance } from 'node:perf_hooks';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
@@ -85,7 +86,7 @@ function later<A extends unknown[]>(callback: (...args: A) => void): (...args: A
 }
 
 function storeFailure(err: unknown) {
-  return (err as { code?: string }).code === 'SQLITE_FULL'
+  return err instanceof StoreFull
     ? reply(452, '4.3.1 Insufficient system storage, try again later')
     : reply(451, '4.3.0 Local error in processing, try again later');
 }
@@ -137,7 +138,7 @@ export async function startLmtp(deps: LmtpDeps): Promise<LmtpHandle> {
     summary.messageId = prepared.parsed.internetMessageId;
 
     // Each recipient's copies, in order, so the results map back to its reply.
-    const owners = rcpts.map((r) => resolved.get(r) ?? delivery.resolveRecipient(r.address));
+    const owners = await Promise.all(rcpts.map((r) => resolved.get(r) ?? delivery.resolveRecipient(r.address)));
     const targets: DeliveryTarget[] = owners.flat().map((u) => ({ userId: u.id }));
     let results;
     try {
@@ -197,16 +198,17 @@ export async function startLmtp(deps: LmtpDeps): Promise<LmtpHandle> {
     onRcptTo(address, _session, done) {
       const callback = later(done);
       if (stopping) return callback(reply(421, '4.3.2 Service shutting down, try again later'));
-      let users: User[];
-      try {
-        users = delivery.resolveRecipient(address.address);
-      } catch (err) {
-        log.error({ err }, 'lmtp recipient lookup failed');
-        return callback(storeFailure(err));
-      }
-      if (users.length === 0) return callback(reply(550, `5.1.1 <${address.address}>: user unknown`));
-      resolved.set(address, users);
-      callback();
+      delivery.resolveRecipient(address.address).then(
+        (users: User[]) => {
+          if (users.length === 0) return callback(reply(550, `5.1.1 <${address.address}>: user unknown`));
+          resolved.set(address, users);
+          callback();
+        },
+        (err: unknown) => {
+          log.error({ err }, 'lmtp recipient lookup failed');
+          callback(storeFailure(err));
+        },
+      );
     },
     onData(stream, session, callback) {
       if (stopping) {

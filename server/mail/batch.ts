@@ -6,9 +6,9 @@
 import { z } from 'zod';
 import { ApiError, errors } from '../errors';
 import type { Clock } from '../clock';
-import { createIdempotency, requestHash } from '../http/idempotency';
+import { rememberIn, replayIn, requestHash } from '../http/idempotency';
 import { parse, text } from '../http/validate';
-import type { Store } from '../store/types';
+import type { Step, Store, TxStore } from '../store/types';
 import type { MailService } from './service';
 
 /** The fields an app may change on an item: `PATCH /v1/items/{id}` and a batch's `update` take the same. */
@@ -40,28 +40,31 @@ function problemOf(err: ApiError, requestId: string) {
 }
 
 export function createBatch(deps: { store: Store; clock: Clock; mail: MailService }) {
-  const { store, mail } = deps;
-  const idempotency = createIdempotency(store, deps.clock);
+  const { store, clock } = deps;
+  const { update, move, delete: deleteItem } = deps.mail.steps;
 
   /** One operation, already checked: its answer, which is what its opId keeps. */
-  function run(userId: string, op: z.infer<typeof Operation>): { opId: string; status: number; item?: unknown } {
+  function* runOperation(tx: TxStore, userId: string, op: z.infer<typeof Operation>, now: number): Step<{ opId: string; status: number; item?: unknown }> {
     if (op.op === 'update') {
       const { opId: _o, op: _p, id: itemId, ifMatch, ...patch } = op;
-      return { opId: op.opId, status: 200, item: mail.update(userId, itemId, patch, ifMatch) };
+      return { opId: op.opId, status: 200, item: yield* update(tx, userId, itemId, patch, ifMatch, now) };
     }
-    if (op.op === 'move') return { opId: op.opId, status: 200, item: mail.move(userId, op.id, op.destinationFolderId) };
-    const r = mail.delete(userId, op.id, op.permanent ?? false);
+    if (op.op === 'move') return { opId: op.opId, status: 200, item: yield* move(tx, userId, op.id, op.destinationFolderId, now) };
+    const r = yield* deleteItem(tx, userId, op.id, op.permanent ?? false, now);
     return r.item ? { opId: op.opId, status: 200, item: r.item } : { opId: op.opId, status: 204 };
   }
 
   /**
-   * Runs the operations in order, in one transaction for the whole batch: one fsync instead of up to 500. Each
-   * operation's own failure is its answer (HTTP 200 overall); only an unexpected error aborts and rolls back the
-   * batch. `requestId` goes into each problem, as it does into a problem+json.
+   * Runs the operations in order, in one unit of work for the whole batch: one transaction, one fsync instead of up
+   * to 500. Each operation's own failure is its answer (HTTP 200 overall); only an unexpected error aborts and rolls
+   * back the batch. An operation fails in its checks, before it writes anything, so a failed one leaves nothing
+   * behind for the others to commit. `requestId` goes into each problem, as it does into a problem+json.
    */
-  return function runBatch(userId: string, operations: readonly unknown[], requestId: string): { results: BatchResult[] } {
-    const results = store.transaction(() =>
-      operations.map((raw, index): BatchResult => {
+  return async function runBatch(userId: string, operations: readonly unknown[], requestId: string): Promise<{ results: BatchResult[] }> {
+    const now = clock.now();
+    const results = await store.run(function* (tx) {
+      const answers: BatchResult[] = [];
+      for (const [index, raw] of operations.entries()) {
         const rawOpId = (raw as { opId?: unknown } | null)?.opId;
         const label = typeof rawOpId === 'string' ? rawOpId : `#${index}`;
         try {
@@ -69,19 +72,23 @@ export function createBatch(deps: { store: Store; clock: Clock; mail: MailServic
           // A space cannot occur in an Idempotency-Key header, so batch opIds never collide with header keys.
           const key = `batch op ${op.opId}`;
           const hash = requestHash([op]);
-          const prior = idempotency.replay(userId, key, hash, () =>
+          const prior = yield* replayIn(tx, userId, key, hash, now, () =>
             errors.invalidRequest(`opId ${op.opId} was already used for a different operation.`),
           );
-          if (prior) return { ...(JSON.parse(prior.body) as { opId: string; status: number }), replayed: true };
-          const result = run(userId, op);
-          idempotency.remember(userId, key, hash, result.status, JSON.stringify(result));
-          return result;
+          if (prior) {
+            answers.push({ ...(JSON.parse(prior.body) as { opId: string; status: number }), replayed: true });
+            continue;
+          }
+          const result = yield* runOperation(tx, userId, op, now);
+          yield* rememberIn(tx, userId, key, hash, result.status, JSON.stringify(result), now);
+          answers.push(result);
         } catch (err) {
-          if (err instanceof ApiError) return { opId: label, status: err.status, problem: problemOf(err, requestId) };
-          throw err;
+          if (!(err instanceof ApiError)) throw err;
+          answers.push({ opId: label, status: err.status, problem: problemOf(err, requestId) });
         }
-      }),
-    );
+      }
+      return answers;
+    });
     return { results };
   };
 }

@@ -3,9 +3,10 @@
  * come through here, so they agree on parsing, threading, duplicate detection and the change log (one `created`
  * entry per stored copy).
  *
- * Two steps, because a store transaction must never span an `await`: `prepare` parses the bytes (asynchronous,
- * no store access), `deliver` writes every recipient's copy in one synchronous transaction. When `deliver` returns,
- * the copies are committed with synchronous=FULL: that is the moment LMTP may answer 250.
+ * Two steps, because a unit of work must never await anything but its store: `prepare` parses the bytes
+ * (asynchronous, no store access), `deliver` writes every recipient's copy in one unit of work (`deliverIn` is the
+ * same as steps of a caller's unit). When `deliver` resolves, the copies are committed (on SQLite with
+ * synchronous=FULL): that is the moment LMTP may answer 250.
  *
  * Duplicate rule (documented in the README): a message is a duplicate when the target folder already holds an item
  * with the same Message-ID (or, for a message without one, the same bytes) that was stored within the duplicate
@@ -22,7 +23,7 @@ import crypto from 'node:crypto';
 import type { Clock } from '../clock';
 import { errors } from '../errors';
 import { computeConversationId, normalizeSubject, parseMessage, type ParsedMessage } from '../content/mime';
-import type { Folder, FolderKind, NewItem, Store, User } from '../store/types';
+import type { Folder, FolderKind, NewItem, Step, Store, TxStore, User } from '../store/types';
 
 /** Most messages one group commit takes (a bound on how long one transaction holds the write lock). */
 const MAX_GROUP = 64;
@@ -104,26 +105,26 @@ export function createDelivery(deps: DeliveryDeps) {
     return { raw, parsed, sha256: crypto.createHash('sha256').update(raw).digest('hex') };
   }
 
-  function conversationFor(userId: string, parsed: ParsedMessage, receivedAt: number): { id: string; threadSubject: string | null } {
+  function* conversationFor(tx: TxStore, userId: string, parsed: ParsedMessage, receivedAt: number): Step<{ id: string; threadSubject: string | null }> {
     const named = [...parsed.references, ...(parsed.inReplyTo ? [parsed.inReplyTo] : [])];
     if (named.length > 0) {
-      return { id: store.items.conversationByMessageIds(userId, named) ?? computeConversationId(parsed), threadSubject: null };
+      return { id: (yield* tx.items.conversationByMessageIds(userId, named)) ?? computeConversationId(parsed), threadSubject: null };
     }
     const threadSubject = normalizeSubject(parsed.subject);
     if (threadSubject && isReplySubject(parsed.subject)) {
       const from = receivedAt - deps.threadSubjectWindowSeconds * 1000;
-      const found = store.items.conversationBySubject(userId, threadSubject, from, receivedAt);
+      const found = yield* tx.items.conversationBySubject(userId, threadSubject, from, receivedAt);
       if (found) return { id: found, threadSubject };
     }
     // Replies that arrived before this message already carry the conversation of its Message-ID.
-    const own = parsed.internetMessageId ? store.items.conversationByMessageIds(userId, [parsed.internetMessageId]) : undefined;
+    const own = parsed.internetMessageId ? yield* tx.items.conversationByMessageIds(userId, [parsed.internetMessageId]) : undefined;
     return { id: own ?? computeConversationId(parsed), threadSubject: threadSubject || null };
   }
 
-  function targetFolder(target: DeliveryTarget): Folder {
+  function* targetFolder(tx: TxStore, target: DeliveryTarget): Step<Folder> {
     const folder = target.folderId
-      ? store.folders.byId(target.userId, target.folderId)
-      : store.folders.byKind(target.userId, target.folderKind ?? 'inbox');
+      ? yield* tx.folders.byId(target.userId, target.folderId)
+      : yield* tx.folders.byKind(target.userId, target.folderKind ?? 'inbox');
     if (!folder) throw errors.invalidRequest('The target folder does not exist.', [{ field: 'folderId', message: 'not found' }]);
     if (folder.kind === 'calendar' || folder.kind === 'contacts') {
       throw errors.invalidRequest('Messages can only be delivered into mail folders.', [{ field: 'folderId', message: 'not a mail folder' }]);
@@ -131,33 +132,44 @@ export function createDelivery(deps: DeliveryDeps) {
     return folder;
   }
 
-  /** Stores one copy per target in one transaction; returns once it is committed. */
-  function deliver(message: PreparedMessage, targets: DeliveryTarget[], options: DeliveryOptions): DeliveryResult[] {
-    const now = clock.now();
+  /**
+   * Stores one copy per target, as steps of the caller's unit of work (a send stores its copies, its outbox entry
+   * and its bounce in one transaction). `now` is the delivery time.
+   */
+  function* deliverIn(tx: TxStore, message: PreparedMessage, targets: DeliveryTarget[], options: DeliveryOptions, now: number): Step<DeliveryResult[]> {
     const receivedAt = options.receivedAt ?? now;
     const since = options.duplicates === 'import' ? 0 : now - deps.duplicateWindowSeconds * 1000;
     const key = { internetMessageId: message.parsed.internetMessageId, mimeSha256: message.sha256 };
-    return store.transaction(() =>
-      targets.map((target): DeliveryResult => {
-        const folder = targetFolder(target);
-        const existing = store.items.findDuplicate(folder.id, key, since);
-        if (existing) return { userId: target.userId, folderId: folder.id, status: 'duplicate', itemId: existing };
-        const conversation = conversationFor(target.userId, message.parsed, receivedAt);
-        const item = store.items.create(
-          {
-            ...emailFields(message.raw, message.parsed),
-            userId: target.userId,
-            folderId: folder.id,
-            receivedAt,
-            isRead: options.isRead ?? false,
-            conversationId: conversation.id,
-            threadSubject: conversation.threadSubject,
-          },
-          now,
-        );
-        return { userId: target.userId, folderId: folder.id, status: 'stored', itemId: item.id };
-      }),
-    );
+    const results: DeliveryResult[] = [];
+    for (const target of targets) {
+      const folder = yield* targetFolder(tx, target);
+      const existing = yield* tx.items.findDuplicate(target.userId, folder.id, key, since);
+      if (existing) {
+        results.push({ userId: target.userId, folderId: folder.id, status: 'duplicate', itemId: existing });
+        continue;
+      }
+      const conversation = yield* conversationFor(tx, target.userId, message.parsed, receivedAt);
+      const item = yield* tx.items.create(
+        {
+          ...emailFields(message.raw, message.parsed),
+          userId: target.userId,
+          folderId: folder.id,
+          receivedAt,
+          isRead: options.isRead ?? false,
+          conversationId: conversation.id,
+          threadSubject: conversation.threadSubject,
+        },
+        now,
+      );
+      results.push({ userId: target.userId, folderId: folder.id, status: 'stored', itemId: item.id });
+    }
+    return results;
+  }
+
+  /** Stores one copy per target in one transaction; resolves once it is committed. */
+  function deliver(message: PreparedMessage, targets: DeliveryTarget[], options: DeliveryOptions): Promise<DeliveryResult[]> {
+    const now = clock.now();
+    return store.run((tx) => deliverIn(tx, message, targets, options, now));
   }
 
   /**
@@ -169,31 +181,39 @@ export function createDelivery(deps: DeliveryDeps) {
    */
   const queue: Array<{ args: Parameters<typeof deliver>; resolve: (r: DeliveryResult[]) => void; reject: (e: unknown) => void }> = [];
   let flushScheduled = false;
-  function flush(): void {
+  async function flush(): Promise<void> {
     flushScheduled = false;
     const group = queue.splice(0, MAX_GROUP);
     if (queue.length) scheduleFlush();
     let results: DeliveryResult[][] | undefined;
     if (group.length > 1) {
+      const now = clock.now();
       try {
-        results = store.transaction(() => group.map((entry) => deliver(...entry.args)));
+        results = await store.run(function* (tx) {
+          const all: DeliveryResult[][] = [];
+          for (const entry of group) all.push(yield* deliverIn(tx, ...entry.args, now));
+          return all;
+        });
       } catch {
         results = undefined; // retried one by one below
       }
     }
-    group.forEach((entry, i) => {
-      if (results) return entry.resolve(results[i]!);
+    for (const [i, entry] of group.entries()) {
+      if (results) {
+        entry.resolve(results[i]!);
+        continue;
+      }
       try {
-        entry.resolve(deliver(...entry.args));
+        entry.resolve(await deliver(...entry.args));
       } catch (err) {
         entry.reject(err);
       }
-    });
+    }
   }
   function scheduleFlush(): void {
     if (flushScheduled) return;
     flushScheduled = true;
-    setImmediate(flush);
+    setImmediate(() => void flush());
   }
   function deliverGrouped(...args: Parameters<typeof deliver>): Promise<DeliveryResult[]> {
     return new Promise((resolve, reject) => {
@@ -206,13 +226,15 @@ export function createDelivery(deps: DeliveryDeps) {
    * The local users an address delivers to: the users with that address, else (plus addressing) the users with the
    * address minus its `+tag`. Disabled users receive nothing (an MTA should bounce rather than fill a closed box).
    */
-  function resolveRecipient(address: string): User[] {
-    const exact = store.users.byEmail(address.trim());
-    const found = exact.length ? exact : store.users.byEmail(address.trim().replace(/\+[^@]*@/, '@'));
-    return found.filter((u) => !u.disabled && store.mailboxes.get(u.id));
+  async function resolveRecipient(address: string): Promise<User[]> {
+    const exact = await store.users.byEmail(address.trim());
+    const found = exact.length ? exact : await store.users.byEmail(address.trim().replace(/\+[^@]*@/, '@'));
+    const enabled = found.filter((u) => !u.disabled);
+    const mailboxes = await Promise.all(enabled.map((u) => store.mailboxes.get(u.id)));
+    return enabled.filter((_u, i) => mailboxes[i] !== undefined);
   }
 
-  return { prepare, deliver, deliverGrouped, resolveRecipient };
+  return { prepare, deliver, deliverIn, deliverGrouped, resolveRecipient };
 }
 
 export type Delivery = ReturnType<typeof createDelivery>;

@@ -19,7 +19,7 @@ import path from 'node:path';
 import type { Clock } from '../clock';
 import { mboxMessageStream } from '../content/mbox';
 import { ApiError, errors } from '../errors';
-import { WELL_KNOWN_FOLDERS, type Folder, type Store, type User } from '../store/types';
+import { WELL_KNOWN_FOLDERS, type Folder, type Step, type Store, type TxStore, type User } from '../store/types';
 import type { Delivery, DeliveryResult, PreparedMessage } from './delivery';
 
 export const IMPORT_BATCH = 50;
@@ -61,12 +61,12 @@ export function createImporter(deps: ImporterDeps) {
    * The user's mail folder named by `folder`: a well-known kind (`inbox`, `archive`, ...) or a folder id; the Inbox
    * when absent. Unknown → 404 folderNotFound; calendar or contacts → 400 (only mail folders hold messages).
    */
-  function resolveTarget(user: User, folder?: string): ImportTarget {
+  async function resolveTarget(user: User, folder?: string): Promise<ImportTarget> {
     const found = !folder
-      ? store.folders.byKind(user.id, 'inbox')
+      ? await store.folders.byKind(user.id, 'inbox')
       : FOLDER_KINDS.has(folder)
-        ? store.folders.byKind(user.id, folder as Folder['kind'])
-        : store.folders.byId(user.id, folder);
+        ? await store.folders.byKind(user.id, folder as Folder['kind'])
+        : await store.folders.byId(user.id, folder);
     if (!found) throw errors.folderNotFound('No such folder for this user.');
     if (found.kind === 'calendar' || found.kind === 'contacts') {
       throw errors.invalidRequest('Messages can only be imported into mail folders.', [{ field: 'folderId', message: 'not a mail folder' }]);
@@ -81,12 +81,18 @@ export function createImporter(deps: ImporterDeps) {
     return delivery.prepare(raw);
   }
 
-  /** Stores one prepared message with the import rules (its own transaction, or the caller's when inside one). */
-  function deliver(target: ImportTarget, message: PreparedMessage): DeliveryResult {
-    const now = clock.now();
+  /** Stores one prepared message with the import rules, as steps of the caller's unit of work. */
+  function* deliverIn(tx: TxStore, target: ImportTarget, message: PreparedMessage, now: number): Step<DeliveryResult> {
     const sentAt = message.parsed.sentAt;
     const receivedAt = sentAt === null ? now : Math.min(sentAt, now);
-    return delivery.deliver(message, [{ userId: target.user.id, folderId: target.folder.id }], { duplicates: 'import', receivedAt })[0]!;
+    const [result] = yield* delivery.deliverIn(tx, message, [{ userId: target.user.id, folderId: target.folder.id }], { duplicates: 'import', receivedAt }, now);
+    return result!;
+  }
+
+  /** Stores one prepared message with the import rules, in a transaction of its own. */
+  function deliver(target: ImportTarget, message: PreparedMessage): Promise<DeliveryResult> {
+    const now = clock.now();
+    return store.run((tx) => deliverIn(tx, target, message, now));
   }
 
   /**
@@ -95,18 +101,19 @@ export function createImporter(deps: ImporterDeps) {
    * more visible to the admin than a user who does not exist.
    */
   async function importForAdmin(admin: { userId: string; tenantId: string }, userId: string, raw: Buffer, folder?: string): Promise<DeliveryResult> {
-    const user = store.users.byId(userId);
+    const user = await store.users.byId(userId);
     if (!user || user.tenantId !== admin.tenantId) throw errors.notFound('No such user.');
-    const target = resolveTarget(user, folder);
+    const target = await resolveTarget(user, folder);
     const message = await prepare(raw);
-    return store.transaction(() => {
-      const delivered = deliver(target, message);
+    const now = clock.now();
+    return store.run(function* (tx) {
+      const delivered = yield* deliverIn(tx, target, message, now);
       if (delivered.status === 'stored') {
-        store.audit.append({
+        yield* tx.audit.append({
           tenantId: admin.tenantId,
-          at: clock.now(),
+          at: now,
           actorId: admin.userId,
-          actorName: store.users.byId(admin.userId)?.username ?? admin.userId,
+          actorName: (yield* tx.users.byId(admin.userId))?.username ?? admin.userId,
           action: 'message.import',
           targetType: 'user',
           targetId: user.id,
@@ -138,17 +145,27 @@ export function createImporter(deps: ImporterDeps) {
     const progress = () =>
       options.onProgress?.({ processed, stored: report.stored, duplicates: report.duplicates, failed: report.failed.length });
 
-    const flush = () => {
+    const flush = async () => {
       if (batch.length === 0) return;
       const pending = batch;
       batch = [];
+      const now = clock.now();
+      let results: DeliveryResult[] | undefined;
       try {
-        store.transaction(() => pending.map((p) => deliver(target, p.message))).forEach(tally);
+        results = await store.run(function* (tx) {
+          const out: DeliveryResult[] = [];
+          for (const p of pending) out.push(yield* deliverIn(tx, target, p.message, now));
+          return out;
+        });
       } catch {
+        results = undefined; // retried one by one below
+      }
+      if (results) results.forEach(tally);
+      else {
         // The batch rolled back as a whole. Deliver its messages one by one so that only the culprit fails.
         for (const p of pending) {
           try {
-            tally(deliver(target, p.message));
+            tally(await deliver(target, p.message));
           } catch (err) {
             if (!(err instanceof ApiError)) throw err;
             report.failed.push({ index: p.index, reason: err.message });
@@ -166,15 +183,15 @@ export function createImporter(deps: ImporterDeps) {
         if (!(err instanceof ApiError)) throw err;
         report.failed.push({ index, reason: err.message });
       }
-      if (batch.length >= batchSize) flush();
+      if (batch.length >= batchSize) await flush();
     }
-    flush();
+    await flush();
     progress();
     report.failed.sort((a, b) => a.index - b.index); // a batch's delivery failures are found after later parse failures
     return report;
   }
 
-  return { resolveTarget, prepare, deliver, importForAdmin, importAll };
+  return { resolveTarget, prepare, deliver, deliverIn, importForAdmin, importAll };
 }
 
 export type Importer = ReturnType<typeof createImporter>;

@@ -18,7 +18,8 @@ export type EndReason =
   | 'expired' // the access token reached its exp
   | 'shutdown'
   | 'clientGone'
-  | 'slowConsumer';
+  | 'slowConsumer'
+  | 'failed'; // the store could not answer the channel's reads
 
 export interface Channel {
   readonly kind: 'stream' | 'ping';
@@ -131,13 +132,13 @@ export class ChannelRegistry {
  * Is the caller still allowed to hold a channel? The device gate again (access rules and the organisation default
  * change without a cut signal), the same device record, and the user's session (a password change or "revoke
  * sessions" ends every access token at once; a long-lived stream must not outlive that). Returns the error the
- * gate would answer now, or undefined when all is well.
+ * gate would answer now, or undefined when all is well. Never rejects.
  */
-export function recheck(ctx: PushContext, caller: Caller): ApiError | undefined {
+export async function recheck(ctx: PushContext, caller: Caller): Promise<ApiError | undefined> {
   try {
-    const device = ctx.devices.gate(caller.userId, caller.tenantId, caller.deviceId);
+    const device = await ctx.devices.gate(caller.userId, caller.tenantId, caller.deviceId);
     if (device.id !== caller.recordId) return errors.deviceNotRegistered();
-    const user = ctx.store.users.byId(caller.userId);
+    const user = await ctx.store.users.byId(caller.userId);
     if (!user || user.disabled || user.sessionVersion !== caller.sessionVersion) {
       return errors.unauthorized('The access token has been revoked.');
     }

@@ -38,14 +38,14 @@ export interface ChangedEvent {
 }
 
 /** What changed after `since` (a modseq), or null when that cannot be told (then the app must check everything). */
-export function changedSince(ctx: PushContext, userId: string, since: number): { folders: Folder[]; hierarchyChanged: boolean } | null {
-  const mailbox = ctx.store.mailboxes.get(userId);
+export async function changedSince(ctx: PushContext, userId: string, since: number): Promise<{ folders: Folder[]; hierarchyChanged: boolean } | null> {
+  const mailbox = await ctx.store.mailboxes.get(userId);
   // From the future (a restored backup) or older than the tombstones kept: the history cannot answer.
   if (!mailbox || since > mailbox.highestModseq || since < mailbox.purgedModseq) return null;
-  const folders = ctx.store.folders.listByUser(userId).filter((f) => Math.max(f.modseq, f.contentModseq) > since);
+  const folders = (await ctx.store.folders.listByUser(userId)).filter((f) => Math.max(f.modseq, f.contentModseq) > since);
   // A folder's `modseq` moves on create, rename and move but also on count changes, which the rows cannot tell
   // apart afterwards: over-report (one cheap hierarchy sync) rather than miss a rename.
-  const hierarchyChanged = folders.some((f) => f.modseq > since) || ctx.store.folders.deletedSince(userId, since, 1).length > 0;
+  const hierarchyChanged = folders.some((f) => f.modseq > since) || (await ctx.store.folders.deletedSince(userId, since, 1)).length > 0;
   return { folders, hierarchyChanged };
 }
 
@@ -56,6 +56,13 @@ export class EventStream implements Channel {
   private readonly pending = new Set<string>();
   private pendingHierarchy = false;
   private pendingModseq = 0;
+  /** A change arrived that no event has covered yet. */
+  private changeDue = false;
+  /**
+   * The catch-up or an event is being read and written: a change meanwhile waits for the next event, so events go
+   * out one at a time and in order (the reads await the store).
+   */
+  private busy = false;
   private lastId = 0;
   private flushTimer?: NodeJS.Timeout;
   /** Wall time of the last `changed` event (0: none yet), for the throttle in onChange. */
@@ -80,34 +87,49 @@ export class EventStream implements Channel {
     });
   }
 
-  /** Registers (may throw 429/503 before anything is written), then starts the stream. */
-  start(lastEventId: string | undefined): void {
+  /**
+   * Registers (rejects with 429/503 before anything is written), then starts the stream: the catch-up is in its
+   * bytes when this resolves. A store failure during the catch-up ends the stream and rejects (nothing was sent).
+   */
+  async start(lastEventId: string | undefined): Promise<void> {
     const { ctx, caller } = this;
     ctx.registry.open(this);
-    // Everything from here runs in one tick: no commit can slip between the catch-up read and the subscription.
+    // Subscribed before the catch-up reads: a commit while they run is heard (and perhaps seen by them too: at worst
+    // one event too many, never one too few). Its event waits until the catch-up is written.
     this.unsubscribe = ctx.bus.subscribe(caller.userId, (change) => this.onChange(change));
-    this.catchUp(lastEventId);
+    this.busy = true;
+    try {
+      await this.catchUp(lastEventId);
+    } catch (err) {
+      this.end('failed');
+      throw err;
+    }
+    this.busy = false;
+    if (this.ended) return; // cut, replaced or shut down meanwhile
 
-    this.heartbeat = setInterval(() => {
-      const denied = recheck(ctx, caller);
-      if (denied) return this.end('revoked');
-      this.write(': hb\n\n');
-    }, ctx.options.heartbeatMs);
+    this.heartbeat = setInterval(() => void this.beat(), ctx.options.heartbeatMs);
     this.heartbeat.unref();
     // The stream ends with the token that opened it; the app reconnects with a fresh one.
     this.expiry = setTimeout(() => this.end('expired'), Math.max(0, caller.expiresAt - ctx.clock.now()));
     this.expiry.unref();
+    this.scheduleFlush();
+  }
+
+  private async beat(): Promise<void> {
+    const denied = await recheck(this.ctx, this.caller);
+    if (denied) return this.end('revoked');
+    this.write(': hb\n\n');
   }
 
   /** Last-Event-ID: one event at once naming what changed since, or (when unknown) everything. */
-  private catchUp(lastEventId: string | undefined): void {
+  private async catchUp(lastEventId: string | undefined): Promise<void> {
     const { ctx, caller } = this;
-    const highest = ctx.store.mailboxes.get(caller.userId)?.highestModseq ?? 0;
+    const highest = (await ctx.store.mailboxes.get(caller.userId))?.highestModseq ?? 0;
     if (lastEventId === undefined) return this.write(`id: ${highest}\n\n`);
     const since = /^\d{1,15}$/.test(lastEventId.trim()) ? Number(lastEventId.trim()) : NaN;
-    const changed = Number.isFinite(since) ? changedSince(ctx, caller.userId, since) : null;
+    const changed = Number.isFinite(since) ? await changedSince(ctx, caller.userId, since) : null;
     if (changed && changed.folders.length === 0 && !changed.hierarchyChanged) return this.write(`id: ${highest}\n\n`);
-    const folders = changed ? changed.folders : ctx.store.folders.listByUser(caller.userId);
+    const folders = changed ? changed.folders : await ctx.store.folders.listByUser(caller.userId);
     this.send(highest, { folders: counts(folders), hierarchyChanged: changed ? changed.hierarchyChanged : true });
   }
 
@@ -115,7 +137,14 @@ export class EventStream implements Channel {
     for (const id of change.folderIds) this.pending.add(id);
     this.pendingHierarchy ||= change.hierarchyChanged;
     this.pendingModseq = Math.max(this.pendingModseq, change.modseq);
-    if (this.flushTimer) return; // an event is already due: this change rides along
+    this.changeDue = true;
+    this.scheduleFlush();
+  }
+
+  /** Sets the timer of the next event when a change awaits one and no event is already due or being written. */
+  private scheduleFlush(): void {
+    // An event already due or under way: this change rides along with it, or with the one after it.
+    if (!this.changeDue || this.flushTimer || this.busy || this.ended) return;
     // Throttle, not debounce: the first change after a quiet spell goes out at once (after the commits of this turn
     // of the event loop, so one burst is one event); later ones wait until `coalesceMs` after the last event. Apps
     // hear of new mail in milliseconds and still sync at most about once a second under a stream of changes.
@@ -127,18 +156,39 @@ export class EventStream implements Channel {
   private flush(): void {
     this.flushTimer = undefined;
     if (this.ended) return;
+    // The changes heard so far are this event's; one heard while it is read goes into the next.
+    const ids = [...this.pending];
+    const hierarchyChanged = this.pendingHierarchy;
+    const modseq = this.pendingModseq;
+    this.pending.clear();
+    this.pendingHierarchy = false;
+    this.changeDue = false;
+    this.busy = true;
+    this.writeChanged(ids, hierarchyChanged, modseq).then(
+      () => {
+        this.busy = false;
+        this.scheduleFlush();
+      },
+      (err: unknown) => {
+        // The store could not answer: end the stream (the app reconnects and catches up) rather than go quiet.
+        this.ctx.log.error({ err, userId: this.caller.userId }, 'push event failed');
+        this.busy = false;
+        this.end('failed');
+      },
+    );
+  }
+
+  private async writeChanged(ids: string[], hierarchyChanged: boolean, modseq: number): Promise<void> {
     const { ctx, caller } = this;
-    if (recheck(ctx, caller)) return this.end('revoked');
+    if (await recheck(ctx, caller)) return this.end('revoked');
+    // The mailbox before the folders: the folders read then show at least what the event's id claims.
+    const highest = Math.max((await ctx.store.mailboxes.get(caller.userId))?.highestModseq ?? 0, modseq);
+    const found = await Promise.all(ids.map((id) => ctx.store.folders.byId(caller.userId, id)));
     const folders: Folder[] = [];
-    let hierarchyChanged = this.pendingHierarchy;
-    for (const id of this.pending) {
-      const folder = ctx.store.folders.byId(caller.userId, id);
+    for (const folder of found) {
       if (folder) folders.push(folder);
       else hierarchyChanged = true; // deleted meanwhile: it has no count, the hierarchy sync reports it
     }
-    const highest = Math.max(ctx.store.mailboxes.get(caller.userId)?.highestModseq ?? 0, this.pendingModseq);
-    this.pending.clear();
-    this.pendingHierarchy = false;
     this.lastSentAt = Date.now();
     this.send(highest, { folders: counts(folders), hierarchyChanged });
   }

@@ -17,6 +17,8 @@ export class PingWait implements Channel {
   private unsubscribe?: () => void;
   private signal?: AbortSignal;
   private done = false;
+  /** The folders to answer with, gathered while the re-check before the answer runs (undefined: no answer under way). */
+  private answering?: Set<string>;
   private resolve!: (changed: string[]) => void;
   private reject!: (err: Error) => void;
   private readonly answered = new Promise<string[]>((resolve, reject) => {
@@ -66,13 +68,23 @@ export class PingWait implements Channel {
 
   private readonly onAbort = () => this.end('clientGone');
 
-  /** Answers (once), after checking the device may still be told anything. */
+  /**
+   * Answers (once), after checking the device may still be told anything. Folders that change while the check runs
+   * join the answer.
+   */
   private answer(changed: string[]): void {
     if (this.done) return;
-    const denied = recheck(this.ctx, this.caller);
-    if (denied) return this.fail(denied);
-    this.finish();
-    this.resolve(changed);
+    if (this.answering) {
+      for (const id of changed) this.answering.add(id);
+      return;
+    }
+    const answering = (this.answering = new Set(changed));
+    void recheck(this.ctx, this.caller).then((denied) => {
+      if (this.done) return; // ended meanwhile: the ending answered
+      if (denied) return this.fail(denied);
+      this.finish();
+      this.resolve([...answering]);
+    });
   }
 
   /** Ends with the gate's answer (403 deviceBlocked, wipeRequested, ...), so the app learns why at once. */
@@ -91,22 +103,25 @@ export class PingWait implements Channel {
 
   end(reason: EndReason): void {
     if (this.done) return;
+    // The wait and its channel slot end now, whatever the answer.
+    this.finish();
     if (reason === 'cut' || reason === 'revoked') {
-      const denied = recheck(this.ctx, this.caller);
-      if (denied) return this.fail(denied);
+      // The gate's answer (403 deviceBlocked, wipeRequested, ...), once the re-check has it; none: an empty answer.
+      void recheck(this.ctx, this.caller).then((denied) => (denied ? this.reject(denied) : this.resolve([])));
+      return;
     }
     // Replaced by a newer ping or stream, or shutting down: an empty answer, so the app simply polls again. (The
-    // client gone: the same, written nowhere; what matters is that the wait and its channel slot end now.)
-    this.finish();
+    // client gone: the same, written nowhere.)
     this.resolve([]);
   }
 }
 
 /** The folders a ping watches, each once; another user's folder id is not found either (404 folderNotFound). */
-export function watchedFolders(ctx: PushContext, userId: string, ids: readonly string[]): Folder[] {
-  return [...new Set(ids)].map((id) => {
-    const folder = ctx.store.folders.byId(userId, id);
-    if (!folder) throw errors.folderNotFound(`No such folder: ${id}.`);
+export async function watchedFolders(ctx: PushContext, userId: string, ids: readonly string[]): Promise<Folder[]> {
+  const unique = [...new Set(ids)];
+  const folders = await Promise.all(unique.map((id) => ctx.store.folders.byId(userId, id)));
+  return folders.map((folder, i) => {
+    if (!folder) throw errors.folderNotFound(`No such folder: ${unique[i]}.`);
     return folder;
   });
 }

@@ -36,12 +36,12 @@ export function pushRoutes(ctx: PushContext): Route[] {
     {
       method: 'GET',
       path: '/v1/events',
-      handler: (call) => {
+      handler: async (call) => {
         // What a stream would answer, without opening one (HEAD must not take the device's channel).
         if (call.method === 'HEAD') return { status: 200, headers: SSE_HEADERS };
         const lastEventId = call.headers['last-event-id'];
         const events = new EventStream(ctx, callerOf(call), call.requestId);
-        events.start(typeof lastEventId === 'string' ? lastEventId : undefined);
+        await events.start(typeof lastEventId === 'string' ? lastEventId : undefined);
         return { status: 200, headers: SSE_HEADERS, stream: events.body };
       },
     },
@@ -57,7 +57,7 @@ export function pushRoutes(ctx: PushContext): Route[] {
           ]);
         }
         const caller = callerOf(call);
-        const folders = watchedFolders(ctx, caller.userId, body.folderIds);
+        const folders = await watchedFolders(ctx, caller.userId, body.folderIds);
         const changed = await new PingWait(ctx, caller, folders).start(body.heartbeatSeconds, call.signal);
         return { status: 200, headers: { 'Cache-Control': 'no-store' }, body: { changed } };
       },

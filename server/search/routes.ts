@@ -16,7 +16,7 @@ export function searchRoutes(search: SearchService): Route[] {
     {
       method: 'GET',
       path: '/v1/search',
-      handler: (call) => ({ body: { results: search(call.auth.userId, parse(SearchQuery, call.query, 'query')) } }),
+      handler: async (call) => ({ body: { results: await search(call.auth.userId, parse(SearchQuery, call.query, 'query')) } }),
     },
   ];
 }

@@ -4,7 +4,7 @@
  * whether a synced device already holds that item — an app can open those from its own copy and fetch the rest.
  */
 import { errors } from '../errors';
-import type { Folder, Item, SortKey, Store } from '../store/types';
+import type { Folder, Item, SortKey, Step, Store } from '../store/types';
 import { DEFAULT_WINDOW } from '../sync/itemSync';
 import { compareKeys } from '../sync/tokens';
 import { itemView, type ItemView } from '../views';
@@ -39,7 +39,7 @@ const UNWINDOWED = new Set<Folder['kind']>(['calendar', 'contacts']);
 export function createSearchService(deps: { store: Store }) {
   const { store } = deps;
 
-  return function search(userId: string, query: { q: string; folderId?: string; limit?: number }): SearchResult[] {
+  return async function search(userId: string, query: { q: string; folderId?: string; limit?: number }): Promise<SearchResult[]> {
     const words = searchWords(query.q);
     if (words.length === 0) {
       throw errors.invalidRequest('The query has no words to search for.', [{ field: 'q', message: 'needs at least one letter or digit' }]);
@@ -47,30 +47,32 @@ export function createSearchService(deps: { store: Store }) {
     if (words.length > MAX_QUERY_WORDS) {
       throw errors.invalidRequest(`A query has at most ${MAX_QUERY_WORDS} words.`, [{ field: 'q', message: `more than ${MAX_QUERY_WORDS} words` }]);
     }
-    // One read transaction: the hits, the items and the window boundaries come from the same snapshot.
-    return store.transaction(() => {
-      if (query.folderId !== undefined && !store.folders.byId(userId, query.folderId)) {
+    // One unit of work: the hits, the items and the window boundaries come from the same snapshot.
+    return store.run(function* (tx) {
+      if (query.folderId !== undefined && !(yield* tx.folders.byId(userId, query.folderId))) {
         throw errors.folderNotFound();
       }
-      const hits = store.search.query(userId, words, { folderId: query.folderId, limit: query.limit ?? DEFAULT_SEARCH_LIMIT });
-      const items = new Map(store.items.byIds(userId, hits.map((h) => h.itemId)).map((i) => [i.id, i]));
+      const hits = yield* tx.search.query(userId, words, { folderId: query.folderId, limit: query.limit ?? DEFAULT_SEARCH_LIMIT });
+      const items = new Map((yield* tx.items.byIds(userId, hits.map((h) => h.itemId))).map((i) => [i.id, i]));
       const folders = new Map<string, Folder | undefined>();
       const boundaries = new Map<string, SortKey | undefined>();
 
-      const inWindow = (item: Item): boolean => {
-        if (!folders.has(item.folderId)) folders.set(item.folderId, store.folders.byId(userId, item.folderId));
+      function* inWindow(item: Item): Step<boolean> {
+        if (!folders.has(item.folderId)) folders.set(item.folderId, yield* tx.folders.byId(userId, item.folderId));
         const folder = folders.get(item.folderId);
         if (!folder || UNWINDOWED.has(folder.kind)) return true;
-        if (!boundaries.has(folder.id)) boundaries.set(folder.id, store.sync.boundary(folder.id, DEFAULT_WINDOW));
+        if (!boundaries.has(folder.id)) boundaries.set(folder.id, yield* tx.sync.boundary(userId, folder.id, DEFAULT_WINDOW));
         const boundary = boundaries.get(folder.id);
         // No boundary: the folder has fewer items than a window, so a device holds all of them.
         return boundary === undefined || compareKeys({ receivedAt: item.receivedAt, id: item.id }, boundary) >= 0;
-      };
+      }
 
-      return hits.flatMap((hit): SearchResult[] => {
+      const results: SearchResult[] = [];
+      for (const hit of hits) {
         const item = items.get(hit.itemId);
-        return item ? [{ item: itemView(item), score: hit.score, inWindow: inWindow(item) }] : [];
-      });
+        if (item) results.push({ item: itemView(item), score: hit.score, inWindow: yield* inWindow(item) });
+      }
+      return results;
     });
   };
 }

@@ -107,10 +107,10 @@ export function createRelay(deps: RelayDeps) {
   const held = new Map<string, number>();
   const abort = new AbortController();
 
-  function readMessage(entry: OutboxEntry): Buffer {
-    const size = store.blobs.size(entry.blobId);
+  async function readMessage(entry: OutboxEntry): Promise<Buffer> {
+    const size = await store.blobs.size(entry.userId, entry.blobId);
     if (size === undefined) throw new Error(`outbox entry ${entry.id} has no message blob`);
-    return store.blobs.read(entry.blobId, 0, size);
+    return store.blobs.read(entry.userId, entry.blobId, 0, size);
   }
 
   /** Which recipients went, which failed for good, which wait for another try. */
@@ -152,7 +152,7 @@ export function createRelay(deps: RelayDeps) {
 
   /** The prepared non-delivery report for the entry's sender, or undefined (logged) when none can be made. */
   async function reportFor(entry: OutboxEntry, raw: Buffer, failures: DeliveryFailure[], now: number) {
-    const sender = store.users.byId(entry.userId);
+    const sender = await store.users.byId(entry.userId);
     if (!sender) return undefined;
     try {
       const ndr = await buildNdr({
@@ -171,9 +171,12 @@ export function createRelay(deps: RelayDeps) {
     }
   }
 
-  /** One entry: send, then record the outcome (and any non-delivery report) in one transaction. */
+  /**
+   * One entry: read it, send it, then record the outcome (and any non-delivery report) in one unit of work. The SMTP
+   * session runs between store calls, never inside a unit: a unit holds its transaction (SQLite's write lock) open.
+   */
   async function relayEntry(entry: OutboxEntry, summary: PassSummary): Promise<void> {
-    const raw = readMessage(entry);
+    const raw = await readMessage(entry);
     const outcome = await attempt(entry, raw);
     const now = clock.now();
     const giveUpAt = entry.createdAt + config.outboxGiveUpAfter * 1000;
@@ -202,16 +205,17 @@ export function createRelay(deps: RelayDeps) {
       else summary.failed++;
     }
     const ndr = failures.length ? await reportFor(entry, raw, failures, now) : undefined;
+    const deliveredAt = clock.now();
     try {
-      store.transaction(() => {
-        store.outbox.update(entry.id, fields, now);
-        if (ndr) delivery.deliver(ndr, [{ userId: entry.userId, folderKind: 'inbox' }], { duplicates: 'live' });
+      await store.run(function* (tx) {
+        yield* tx.outbox.update(entry.id, fields, now);
+        if (ndr) yield* delivery.deliverIn(tx, ndr, [{ userId: entry.userId, folderKind: 'inbox' }], { duplicates: 'live' }, deliveredAt);
       });
     } catch (err) {
       // A report that cannot be stored must not keep the entry due: it would go to the relay again and again.
       if (!ndr) throw err;
       log.error({ err, outboxId: entry.id }, 'non-delivery report not stored');
-      store.outbox.update(entry.id, fields, now);
+      await store.outbox.update(entry.id, fields, now);
     }
     log.info(
       { outboxId: entry.id, relay: remoteMta, accepted: outcome.accepted, refused: outcome.permanent.length, deferred: outcome.temporary.length, state: fields.state ?? 'queued', error: outcome.lastError ?? undefined },
@@ -225,7 +229,7 @@ export function createRelay(deps: RelayDeps) {
     try {
       for (;;) {
         const now = clock.now();
-        const batch = store.outbox.due(now, BATCH).filter((e) => !seen.has(e.id) && (held.get(e.id) ?? 0) <= now);
+        const batch = (await store.outbox.due(now, BATCH)).filter((e) => !seen.has(e.id) && (held.get(e.id) ?? 0) <= now);
         if (batch.length === 0 || stopping) break;
         for (const entry of batch) {
           if (stopping) break;
@@ -244,7 +248,7 @@ export function createRelay(deps: RelayDeps) {
       for (const [id, until] of held) if (until <= now) held.delete(id);
       if (now - lastPurge >= PURGE_EVERY_MS) {
         lastPurge = now;
-        const purged = store.outbox.purge(now - FINISHED_KEPT_MS);
+        const purged = await store.outbox.purge(now - FINISHED_KEPT_MS);
         if (purged) log.info({ purged }, 'finished outbox entries purged');
       }
     } catch (err) {
@@ -253,16 +257,18 @@ export function createRelay(deps: RelayDeps) {
     return summary;
   }
 
-  function arm(): void {
+  /** Sets the timer for the next due entry (at the latest IDLE_WAKE_MS from now). The last arm to finish wins. */
+  async function arm(): Promise<void> {
     if (!started || stopping) return;
-    clearTimeout(timer);
     let delay = IDLE_WAKE_MS;
     try {
-      const due = store.outbox.nextDueAt();
+      const due = await store.outbox.nextDueAt();
       if (due !== undefined) delay = Math.max(MIN_WAKE_MS, Math.min(due - clock.now(), IDLE_WAKE_MS));
     } catch (err) {
       log.error({ err }, 'outbox schedule failed');
     }
+    if (!started || stopping) return; // stopped while the store answered
+    clearTimeout(timer);
     timer = setTimeout(() => void runOnce(), delay);
     timer.unref();
   }
@@ -278,7 +284,7 @@ export function createRelay(deps: RelayDeps) {
     }
     current = pass().finally(() => {
       current = undefined;
-      arm();
+      void arm();
     });
     return current;
   }

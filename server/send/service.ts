@@ -1,11 +1,11 @@
 /**
- * Sending (protocol.md §6): compose, then store everything the send means in ONE transaction: the sender's Sent
- * Items copy, every local recipient's Inbox copy (through `delivery`, the one delivery path), and either an outbox
- * entry for the remote recipients (a relay is configured) or a non-delivery report for them in the sender's Inbox
- * (none is). Either all of it happens or none of it: a failed send leaves no half-sent message behind.
+ * Sending (protocol.md §6): compose, then store everything the send means in ONE unit of work (one transaction):
+ * the sender's Sent Items copy, every local recipient's Inbox copy (through `delivery`, the one delivery path), and
+ * either an outbox entry for the remote recipients (a relay is configured) or a non-delivery report for them in the
+ * sender's Inbox (none is). Either all of it happens or none of it: a failed send leaves no half-sent message behind.
  *
  * An address is local when `delivery.resolveRecipient` finds a user for it; every other address is remote. Parsing
- * is asynchronous and a transaction must not span an await, so every message is composed and prepared first.
+ * is asynchronous and a unit of work awaits nothing but its store, so every message is composed and prepared first.
  */
 import crypto from 'node:crypto';
 import type { Clock } from '../clock';
@@ -45,7 +45,7 @@ export interface SendDeps {
   clock: Clock;
   delivery: Delivery;
   config: Pick<Config, 'mailHostname' | 'maxMessageBytes' | 'smtpRelayUrl'>;
-  /** Called after a transaction that queued mail committed (the relay worker starts a pass). */
+  /** Called after a unit of work that queued mail committed (the relay worker starts a pass). */
   onQueued: () => void;
 }
 
@@ -66,28 +66,34 @@ export function createSendService(deps: SendDeps) {
   const relayConfigured = config.smtpRelayUrl !== '';
 
   /** In-Reply-To and References of a reply to one of the sender's items. */
-  function threadOf(userId: string, itemId: string): OutgoingMessage['thread'] {
-    const parent = store.items.byId(userId, itemId);
+  async function threadOf(userId: string, itemId: string): Promise<OutgoingMessage['thread']> {
+    const parent = await store.items.byId(userId, itemId);
     if (!parent || parent.type !== 'email') throw errors.itemNotFound('inReplyTo names no message of yours.');
     if (!parent.internetMessageId) return undefined; // nothing to thread on: the reply starts its own conversation
-    const size = parent.mimeBlobId ? store.blobs.size(parent.mimeBlobId) ?? 0 : 0;
-    const headers = parent.mimeBlobId ? headerBlock(store.blobs.read(parent.mimeBlobId, 0, Math.min(size, 64 * 1024))) : Buffer.alloc(0);
+    const size = parent.mimeBlobId ? (await store.blobs.size(userId, parent.mimeBlobId)) ?? 0 : 0;
+    const headers = parent.mimeBlobId ? headerBlock(await store.blobs.read(userId, parent.mimeBlobId, 0, Math.min(size, 64 * 1024))) : Buffer.alloc(0);
     return { inReplyTo: parent.internetMessageId, references: replyReferences(referencesOf(headers), parent.internetMessageId) };
   }
 
   /** Every distinct address (case-insensitive), split into local users and remote addresses. */
-  function classify(request: SendRequest) {
+  async function classify(request: SendRequest) {
     const seen = new Set<string>();
-    const local = new Map<string, User[]>();
-    const remote: string[] = [];
+    const addresses: string[] = [];
     for (const { address } of [...request.to, ...request.cc, ...request.bcc]) {
       const key = address.toLowerCase();
       if (seen.has(key)) continue;
       seen.add(key);
-      const users = delivery.resolveRecipient(address);
+      addresses.push(address);
+    }
+    // Looked up together: independent reads, which a store with a connection pool answers side by side.
+    const found = await Promise.all(addresses.map((address) => delivery.resolveRecipient(address)));
+    const local = new Map<string, User[]>();
+    const remote: string[] = [];
+    addresses.forEach((address, i) => {
+      const users = found[i]!;
       if (users.length) local.set(address, users);
       else remote.push(address);
-    }
+    });
     return { local, remote };
   }
 
@@ -96,9 +102,9 @@ export function createSendService(deps: SendDeps) {
     // limit, the answer is known without composing (which costs several copies of the message in memory).
     const atLeast = request.attachments.reduce((sum, a) => sum + base64Lines(a.content.length), 0);
     if (atLeast > config.maxMessageBytes) throw tooLarge(atLeast, config.maxMessageBytes);
-    const sender = store.users.byId(userId);
+    const sender = await store.users.byId(userId);
     if (!sender) throw errors.notFound('No such user.');
-    const thread = request.inReplyTo ? threadOf(userId, request.inReplyTo) : undefined;
+    const thread = request.inReplyTo ? await threadOf(userId, request.inReplyTo) : undefined;
     const now = clock.now();
     const composed = await composeMessage(
       { ...request, from: { name: sender.displayName, address: sender.email }, thread },
@@ -107,7 +113,7 @@ export function createSendService(deps: SendDeps) {
     );
     if (composed.withBcc.length > config.maxMessageBytes) throw tooLarge(composed.withBcc.length, config.maxMessageBytes);
 
-    const { local, remote } = classify(request);
+    const { local, remote } = await classify(request);
     const queued = relayConfigured ? remote : [];
     const rejected = relayConfigured ? [] : remote;
     const [recipientCopy, bounce] = await Promise.all([
@@ -133,14 +139,15 @@ export function createSendService(deps: SendDeps) {
     const targets = new Map<string, DeliveryTarget>();
     for (const users of local.values()) for (const u of users) targets.set(u.id, { userId: u.id, folderKind: 'inbox' });
 
-    const sentId = store.transaction(() => {
-      const [sent] = delivery.deliver(sentCopy, [{ userId, folderKind: 'sentItems' }], { duplicates: 'live', isRead: true });
-      if (targets.size) delivery.deliver(recipientCopy, [...targets.values()], { duplicates: 'live' });
+    const deliveredAt = clock.now();
+    const sentId = await store.run(function* (tx) {
+      const [sent] = yield* delivery.deliverIn(tx, sentCopy, [{ userId, folderKind: 'sentItems' }], { duplicates: 'live', isRead: true }, deliveredAt);
+      if (targets.size) yield* delivery.deliverIn(tx, recipientCopy, [...targets.values()], { duplicates: 'live' }, deliveredAt);
       if (queued.length) {
-        const blobId = store.blobs.put(composed.withoutBcc, now);
-        store.outbox.enqueue({ userId, blobId, mailFrom: sender.email, recipients: queued }, now);
+        const blobId = yield* tx.blobs.put(userId, composed.withoutBcc, now);
+        yield* tx.outbox.enqueue({ userId, blobId, mailFrom: sender.email, recipients: queued }, now);
       }
-      if (bounce) delivery.deliver(bounce, [{ userId, folderKind: 'inbox' }], { duplicates: 'live' });
+      if (bounce) yield* delivery.deliverIn(tx, bounce, [{ userId, folderKind: 'inbox' }], { duplicates: 'live' }, deliveredAt);
       return sent!.itemId;
     });
     if (queued.length) deps.onQueued();

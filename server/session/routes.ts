@@ -33,7 +33,7 @@ export function sessionRoutes(config: Config, devices: DeviceService): Route[] {
     {
       method: 'GET',
       path: '/v1/session',
-      handler: (call) => {
+      handler: async (call) => {
         const auth = call.auth;
         const user = call.user;
         const device = call.deviceIfRegistered;
@@ -49,7 +49,7 @@ export function sessionRoutes(config: Config, devices: DeviceService): Route[] {
             },
             // The calling device's record (named by X-Device-Id, or the device the token is bound to) once the gate
             // has found it registered; null before registration.
-            device: device ? devices.view(device, user.tenantId) : null,
+            device: device ? await devices.view(device, user.tenantId) : null,
             scopes: auth.scopes,
             accessTokenExpiresAt: new Date(auth.expiresAt).toISOString(),
             limits,

@@ -16,8 +16,12 @@
  *   — a check is reused only if it was made after the request began (`beginRequest`; createApp wraps the
  *   authenticator, the first step of every authenticated request in either lane, with `perRequest`) and in the same
  *   turn (callers that are not requests: timers, push, the token endpoint) — and every entry is dropped when it moved.
- * - Inside a transaction nothing is cached or served from the cache: the transaction may have written the very
- *   record (it is announced only at its commit), and a rolled-back read must not be remembered.
+ * - Inside a unit of work (`store.run`) nothing is cached or served from the cache: the unit's steps go to the store,
+ *   because the unit may have written the very record (it is announced only at its commit), and a rolled-back read
+ *   must not be remembered.
+ * - A read that was under way when an invalidation arrived (possible on a backend whose reads wait, PostgreSQL) is
+ *   answered but not remembered: every invalidation moves a generation counter, and a load stores its result only
+ *   if the counter did not move while it waited.
  * - A sign-in's head is kept with its `expiresAt`, compared with the caller's clock on every use.
  *
  * Memory is bounded: each kind is a least-recently-used map with a cap; entries are frozen (shared between calls).
@@ -118,7 +122,10 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     tenants.clear();
   };
 
+  // Moves on every invalidation: a load that saw it move while it waited does not remember its (possibly older) answer.
+  let generation = 0;
   const unsubscribe = store.onInvalidate((changes: Invalidation[]) => {
+    generation++;
     for (const c of changes) {
       switch (c.kind) {
         case 'user':
@@ -149,12 +156,13 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     checked = false;
     turnEnd = undefined;
   };
-  const validate = () => {
+  const validate = async () => {
     if (checked) return;
     counts.versionChecks++;
-    const v = store.dataVersion();
+    const v = await store.dataVersion();
     if (version !== undefined && v !== version) {
       counts.versionMoves++;
+      generation++;
       clear();
     }
     version = v;
@@ -162,16 +170,6 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     if (!turnEnd) {
       turnEnd = setImmediate(endTurn);
       turnEnd.unref();
-    }
-  };
-
-  let depth = 0;
-  const transaction = <T>(fn: () => T): T => {
-    depth++;
-    try {
-      return store.transaction(fn);
-    } finally {
-      depth--;
     }
   };
 
@@ -186,22 +184,23 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     defaultState: store.deviceAccess.defaultState,
   };
 
-  /** The cached answer for `key`, or `load()`'s (remembered outside transactions). */
-  function cached<V>(lru: Lru<Cached<V>>, key: string, load: () => V | undefined, freeze: (v: V) => V = (v) => Object.freeze(v) as V): V | undefined {
-    validate();
+  /** The cached answer for `key`, or `load()`'s (remembered unless an invalidation arrived while it loaded). */
+  async function cached<V>(lru: Lru<Cached<V>>, key: string, load: () => Promise<V | undefined>, freeze: (v: V) => V = (v) => Object.freeze(v) as V): Promise<V | undefined> {
+    await validate();
     const hit = lru.get(key);
     if (hit !== undefined) {
       counts.hits++;
       return hit === NONE ? undefined : hit;
     }
     counts.misses++;
-    const v = load();
-    lru.set(key, v === undefined ? NONE : freeze(v));
+    const before = generation;
+    const v = await load();
+    if (generation === before) lru.set(key, v === undefined ? NONE : freeze(v));
     return v;
   }
 
-  function tenantAccess<K extends keyof TenantAccess>(tenantId: string, field: K, load: () => NonNullable<TenantAccess[K]>): NonNullable<TenantAccess[K]> {
-    validate();
+  async function tenantAccess<K extends keyof TenantAccess>(tenantId: string, field: K, load: () => Promise<NonNullable<TenantAccess[K]>>): Promise<NonNullable<TenantAccess[K]>> {
+    await validate();
     const entry = tenants.get(tenantId) ?? {};
     const hit = entry[field];
     if (hit !== undefined) {
@@ -209,8 +208,9 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
       return hit as NonNullable<TenantAccess[K]>;
     }
     counts.misses++;
-    const v = load();
-    tenants.set(tenantId, { ...entry, [field]: v });
+    const before = generation;
+    const v = await load();
+    if (generation === before) tenants.set(tenantId, { ...(tenants.get(tenantId) ?? {}), [field]: v });
     return v;
   }
 
@@ -228,32 +228,31 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
 
   const users$: Pick<Store['users'], 'byId'> = {
     byId(id) {
-      if (depth > 0 || store.users.byId !== own.userById) return store.users.byId(id);
+      if (store.users.byId !== own.userById) return store.users.byId(id);
       return cached(users, id, () => store.users.byId(id));
     },
   };
   const refreshTokens$: Pick<Store['refreshTokens'], 'liveHead'> = {
-    liveHead(familyId, now) {
-      if (depth > 0 || store.refreshTokens.liveHead !== own.liveHead || store.refreshTokens.head !== own.head) {
-        return store.refreshTokens.liveHead(familyId, now);
+    liveHead(userId, familyId, now) {
+      if (store.refreshTokens.liveHead !== own.liveHead || store.refreshTokens.head !== own.head) {
+        return store.refreshTokens.liveHead(userId, familyId, now);
       }
-      const head = cached<Head>(signIns, familyId, () => store.refreshTokens.head(familyId));
-      return head && head.expiresAt > now ? head : undefined;
+      return cached<Head>(signIns, familyId, () => store.refreshTokens.head(userId, familyId)).then((head) => (head && head.expiresAt > now ? head : undefined));
     },
   };
   const devices$: Pick<Store['devices'], 'byUserAndDeviceId'> = {
     byUserAndDeviceId(userId, deviceId) {
-      if (depth > 0 || store.devices.byUserAndDeviceId !== own.device) return store.devices.byUserAndDeviceId(userId, deviceId);
+      if (store.devices.byUserAndDeviceId !== own.device) return store.devices.byUserAndDeviceId(userId, deviceId);
       return cached(devices, deviceKey(userId, deviceId), () => store.devices.byUserAndDeviceId(userId, deviceId), frozenDevice);
     },
   };
   const deviceAccess$: Pick<Store['deviceAccess'], 'rules' | 'defaultState'> = {
     rules(tenantId) {
-      if (depth > 0 || store.deviceAccess.rules !== own.rules) return store.deviceAccess.rules(tenantId);
-      return tenantAccess(tenantId, 'rules', () => Object.freeze(store.deviceAccess.rules(tenantId).map((r) => Object.freeze(r)))) as DeviceAccessRule[];
+      if (store.deviceAccess.rules !== own.rules) return store.deviceAccess.rules(tenantId);
+      return tenantAccess(tenantId, 'rules', async () => Object.freeze((await store.deviceAccess.rules(tenantId)).map((r) => Object.freeze(r)))) as Promise<DeviceAccessRule[]>;
     },
     defaultState(tenantId) {
-      if (depth > 0 || store.deviceAccess.defaultState !== own.defaultState) return store.deviceAccess.defaultState(tenantId);
+      if (store.deviceAccess.defaultState !== own.defaultState) return store.deviceAccess.defaultState(tenantId);
       return tenantAccess(tenantId, 'defaultState', () => store.deviceAccess.defaultState(tenantId));
     },
   };
@@ -267,12 +266,11 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
 
   return front(store as CachedStore, {
     hotCache,
-    transaction,
     close() {
       unsubscribe();
       if (turnEnd) clearImmediate(turnEnd);
       clear();
-      store.close();
+      return store.close();
     },
     users: front(store.users, users$),
     refreshTokens: front(store.refreshTokens, refreshTokens$),

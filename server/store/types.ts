@@ -1,7 +1,15 @@
 /**
- * The storage interface the services use. It speaks in domain records (camelCase, typed), never rows or SQL, so a
- * second backend (PostgreSQL, for deployments that outgrow one machine) can be added without touching a service.
- * All methods are synchronous: the SQLite backend is in-process, and a transaction must never span an `await`.
+ * The storage interface the services use. It speaks in domain records (camelCase, typed), never rows or SQL, so the
+ * two backends (SQLite, embedded; PostgreSQL, for deployments that outgrow one machine) serve the same services.
+ *
+ * The contract is asynchronous at the unit-of-work level (server/store/unit.ts):
+ * - every method of `StoreMethods` is one transaction: `await store.items.update(...)` stamps the modseq, writes the
+ *   change log and commits, or does nothing;
+ * - a unit that reads and then writes (check a change key, then update) is a generator run by `store.run(unit)`: one
+ *   transaction around it, in which each step is `yield* tx.items.byId(...)`. SQLite runs the whole unit
+ *   synchronously inside BEGIN IMMEDIATE (its steps never yield), PostgreSQL awaits each step on one connection. A
+ *   unit does nothing but compute and call `tx`: no other I/O, no clock, no await, so no transaction ever waits on
+ *   application work.
  */
 
 export type Role = 'user' | 'admin';
@@ -350,33 +358,44 @@ export interface ConnectionPragmas {
   busyTimeout: number;
 }
 
-export interface Store {
-  /** Runs `fn` in one transaction (nested calls join the outer one). Never pass an async function. */
-  transaction<T>(fn: () => T): T;
+/** The store's infrastructure: feeds, health and shutdown. */
+export interface StoreInfra {
+  /** Which backend this is (metrics, /readyz, the bench report). */
+  readonly backend: 'sqlite' | 'postgres';
   /**
    * Calls `listener` after every commit that changed mailboxes, once per mailbox, never before the commit and never
-   * for a rolled-back transaction. Returns the unsubscribe function. Listeners must not throw or write.
+   * for a rolled-back transaction. SQLite: this store's own commits (other processes' reach push through the
+   * cluster bus); PostgreSQL: every node's, the others' as their notifications arrive (LISTEN/NOTIFY). Returns the
+   * unsubscribe function. Listeners must not throw or write.
    */
   onCommit(listener: (changes: CommittedChange[]) => void): () => void;
   /**
    * Calls `listener` with what every write to users, refresh tokens, devices, access rules or tenant settings
    * changed: after the transaction commits (never for a rolled-back one), and at once for a write made outside a
-   * transaction. Only this store's own writes: another connection's show in `dataVersion`. Returns the unsubscribe
-   * function. Listeners must not throw or write.
+   * transaction. SQLite: only this store's own writes, another connection's show in `dataVersion`; PostgreSQL:
+   * other nodes' writes too, as their notifications arrive (and `dataVersion` moves with each). Returns the
+   * unsubscribe function. Listeners must not throw or write.
    */
   onInvalidate(listener: (changes: Invalidation[]) => void): () => void;
   /**
-   * A number that changes whenever another connection (another process, or another store over the same file)
-   * commits, and never for this store's own commits. One cheap statement.
+   * A number that changes whenever another connection (another process, another node, or another store over the
+   * same file) commits, and never for this store's own commits. SQLite: one cheap statement; PostgreSQL: a count of
+   * the other nodes' commit notifications.
    */
-  dataVersion(): number;
-  /** Throws when the store cannot answer (readiness). */
-  ping(): void;
-  /** Checkpoints the WAL and closes every connection. */
-  close(): void;
+  dataVersion(): Promise<number>;
+  /** Rejects when the store cannot answer (readiness). */
+  ping(): Promise<void>;
+  /** Finishes (SQLite: checkpoints the WAL) and closes every connection. */
+  close(): Promise<void>;
   /** The durability settings of every open connection (tests and /readyz check them). */
-  connectionPragmas(): ConnectionPragmas[];
+  connectionPragmas(): Promise<ConnectionPragmas[]>;
+}
 
+/**
+ * The domain operations, written as plain signatures: the SQLite backend implements them synchronously; the store
+ * offers them as promises (`Store`) and, inside a unit of work, as steps (`TxStore`, server/store/unit.ts).
+ */
+export interface StoreMethods {
   tenants: {
     create(name: string, now: number): Tenant;
     get(id: string): Tenant | undefined;
@@ -411,9 +430,9 @@ export interface Store {
      * The sign-in's current token when the sign-in is live (neither revoked nor expired), with the device it is
      * bound to; undefined when it has ended. Checked on every API call, so access tokens die with their sign-in.
      */
-    liveHead(familyId: string, now: number): { deviceId: string | null; expiresAt: number } | undefined;
+    liveHead(userId: string, familyId: string, now: number): { deviceId: string | null; expiresAt: number } | undefined;
     /** The sign-in's current token (neither revoked nor rotated), expired or not: `liveHead` without the clock. */
-    head(familyId: string): { deviceId: string | null; expiresAt: number } | undefined;
+    head(userId: string, familyId: string): { deviceId: string | null; expiresAt: number } | undefined;
   };
 
   devices: {
@@ -487,12 +506,13 @@ export interface Store {
     byId(userId: string, id: string): Item | undefined;
     byIds(userId: string, ids: string[]): Item[];
     body(userId: string, id: string): { text: string | null; html: string | null } | undefined;
-    attachments(itemId: string): AttachmentRecord[];
+    attachments(userId: string, itemId: string): AttachmentRecord[];
     /**
      * The id of an item in `folderId` that is the same message: the same Message-ID or, for a message without one,
      * the same bytes (`mimeSha256`); only items created at or after `createdSince` count.
      */
     findDuplicate(
+      userId: string,
       folderId: string,
       key: { internetMessageId: string | null; mimeSha256: string },
       createdSince: number,
@@ -506,23 +526,30 @@ export interface Store {
     delete(userId: string, id: string, now: number): void;
   };
 
-  /** The reads incremental sync is made of; each is an index range scan. */
+  /**
+   * The reads incremental sync is made of; each is an index range scan. They name the mailbox (`userId`, which the
+   * caller has checked owns the folder): PostgreSQL's tables are keyed by it (its distribution key, see
+   * schema/postgres/README.md); SQLite's folder ids are unique on their own.
+   */
   sync: {
     /** The folder's history after (modseq, id) among items with sort key ≥ `lower`, in modseq order. */
-    changes(folderId: string, after: number, lower: SortKey, limit: number): FolderChange[];
+    changes(userId: string, folderId: string, after: number, lower: SortKey, limit: number): FolderChange[];
     /** The sort key of the `size`-th newest item, or undefined when the folder has fewer items. */
-    boundary(folderId: string, size: number): SortKey | undefined;
+    boundary(userId: string, folderId: string, size: number): SortKey | undefined;
     /** Items with `from` ≤ key < `to`, ascending (evictions) or descending (pull-ins). */
-    range(folderId: string, from: SortKey, to: SortKey, order: 'asc' | 'desc', limit: number): Item[];
+    range(userId: string, folderId: string, from: SortKey, to: SortKey, order: 'asc' | 'desc', limit: number): Item[];
   };
 
-  /** Content-addressed blobs (raw messages, attachments), read in ranges so downloads stream. */
+  /**
+   * Content-addressed blobs (raw messages, attachments) of a mailbox, read in ranges so downloads stream. SQLite
+   * keeps one copy per content for the whole file; PostgreSQL one per mailbox (its rows are keyed by the mailbox).
+   */
   blobs: {
-    size(id: string): number | undefined;
+    size(userId: string, id: string): number | undefined;
     /** Bytes [start, end) of the blob. */
-    read(id: string, start: number, end: number): Buffer;
+    read(userId: string, id: string, start: number, end: number): Buffer;
     /** Stores the bytes (once per content) and returns the blob id; only a row that references it keeps it. */
-    put(bytes: Buffer, now: number): string;
+    put(userId: string, bytes: Buffer, now: number): string;
   };
 
   search: {
@@ -552,4 +579,30 @@ export interface Store {
     put(userId: string, key: string, result: IdempotentResult): void;
     purge(before: number): number;
   };
+}
+
+// Units of work (server/store/unit.ts says how they run).
+
+/** A step of a unit: yields promises to wait for (never on SQLite), returns `T`. */
+export type Step<T> = Generator<Promise<unknown>, T, unknown>;
+
+/** `StoreMethods` with every method returning a step: what a unit of work is given. */
+export type TxStore = {
+  [G in keyof StoreMethods]: {
+    [M in keyof StoreMethods[G]]: StoreMethods[G][M] extends (...args: infer A) => infer R ? (...args: A) => Step<R> : never;
+  };
+};
+
+/** `StoreMethods` with every method returning a promise: each call is one transaction. */
+export type AsyncMethods = {
+  [G in keyof StoreMethods]: {
+    [M in keyof StoreMethods[G]]: StoreMethods[G][M] extends (...args: infer A) => infer R ? (...args: A) => Promise<R> : never;
+  };
+};
+
+export type Unit<T> = (tx: TxStore) => Step<T>;
+
+export interface Store extends AsyncMethods, StoreInfra {
+  /** Runs `unit` as one transaction and resolves with what it returned (rejects with what it threw, rolled back). */
+  run<T>(unit: Unit<T>): Promise<T>;
 }

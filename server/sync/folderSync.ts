@@ -38,11 +38,11 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
   const next = (req: Request, mailbox: Mailbox, m: number, c: string): string =>
     codec.encode({ k: 'h', u: req.userId, d: req.device.id, di: req.device.deviceId, e: mailbox.epoch, de: req.device.epoch, m, c });
 
-  return function syncFolders(req: Request): FolderSyncPage {
+  return async function syncFolders(req: Request): Promise<FolderSyncPage> {
     const token = req.token === undefined ? undefined : codec.decode(req.token, 'h', { userId: req.userId, deviceRecordId: req.device.id, deviceId: req.device.deviceId });
     if (token) {
       // The usual poll: one statement says nothing changed after the cursor, and gives the mailbox to check it with.
-      const poll = store.folders.hierarchyPoll(req.userId, { modseq: token.m, id: token.c });
+      const poll = await store.folders.hierarchyPoll(req.userId, { modseq: token.m, id: token.c });
       if (!poll) throw errors.notFound('No mailbox.');
       cursor(req, token, poll.mailbox);
       if (!poll.changed) {
@@ -52,16 +52,17 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
         return { token: text, moreAvailable: false, created: [], updated: [], deleted: [] };
       }
     }
-    return store.transaction(() => {
-      const mailbox = store.mailboxes.get(req.userId);
+    // Everything else reads in one unit of work: one snapshot, so a page never mixes two states.
+    return store.run(function* (tx) {
+      const mailbox = yield* tx.mailboxes.get(req.userId);
       if (!mailbox) throw errors.notFound('No mailbox.');
       const { m, c } = cursor(req, token, mailbox);
       const initial = token === undefined;
       const heldAt = m;
       const limit = req.maxChanges;
-      const changed = store.folders.changedSince(req.userId, { modseq: m, id: c }, limit + 1);
+      const changed = yield* tx.folders.changedSince(req.userId, { modseq: m, id: c }, limit + 1);
       // A folder created and deleted after the cursor was never seen; on an initial sync no tombstone matters.
-      const gone = initial ? [] : store.folders.deletedSince(req.userId, m, limit + 1);
+      const gone = initial ? [] : yield* tx.folders.deletedSince(req.userId, m, limit + 1);
       const entries = [
         ...changed.map((f) => ({ modseq: f.modseq, id: f.id, folder: f })),
         ...gone.map((g) => ({ modseq: g.modseq, id: g.id, folder: undefined })),

@@ -13,13 +13,13 @@
  *
  * Every page ends at a position that is again exactly such a held set, so a page's token is a complete description
  * of the device: a lost response is retried with the previous token, and nothing is stored per device. All reads run
- * in one transaction (a WAL snapshot), so a page never mixes two states. A poll whose folder has not changed since M
- * reads nothing beyond the folder's own read (its row, its mailbox and the hierarchy state: one statement, one
- * snapshot) and writes nothing.
+ * in one unit of work (one transaction, one snapshot), so a page never mixes two states. A poll whose folder has not
+ * changed since M reads nothing beyond the folder's own read (its row, its mailbox and the hierarchy state: one
+ * statement, one snapshot) and writes nothing.
  */
 import type { Clock } from '../clock';
 import { errors } from '../errors';
-import type { DeviceRecord, Folder, Item, Mailbox, SortKey, Store } from '../store/types';
+import type { DeviceRecord, Folder, Item, Mailbox, SortKey, Step, Store, TxStore } from '../store/types';
 import { MAX_KEY, MIN_KEY, compareKeys, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
 import { emailBody, itemPatchView, itemView, type ItemView } from '../views';
 
@@ -91,6 +91,34 @@ export interface WindowSizes {
 
 export const PROTOCOL_WINDOW: WindowSizes = { initial: DEFAULT_WINDOW, step: WINDOW_STEP, max: MAX_WINDOW };
 
+/** Where the device stands and what this answer works toward: the token checked against the mailbox. */
+interface Position {
+  pos: ItemToken;
+  initial: boolean;
+  windowed: boolean;
+  /** The window size this answer works toward, and when it was extended (0: not extended). */
+  size: number;
+  extendedAt: number;
+  /**
+   * "Placed at or before this" = the device holds it (when its key is ≥ the lower bound). Mid-replay that is where
+   * the replay started, not where the last page stopped (see ItemToken.h).
+   */
+  heldAt: number;
+  /** Nothing to replay or re-window: the answer is the position itself, at the mailbox's modseq. */
+  quiet: boolean;
+}
+
+/** What a page sends, and where it leaves the device. */
+interface PageEntries {
+  created: ItemView[];
+  updated: ItemView[];
+  removed: RemovedEntry[];
+  modseq: number;
+  lower: SortKey;
+  more: boolean;
+  replayUnfinished: boolean;
+}
+
 export function createItemSync(deps: {
   store: Store;
   clock: Clock;
@@ -102,32 +130,27 @@ export function createItemSync(deps: {
   const { store, clock, codec } = deps;
   const W = deps.window ?? PROTOCOL_WINDOW;
 
-  function withBody(view: ItemView, item: Item, bodyBytes: number): ItemView {
+  function* withBody(tx: TxStore, view: ItemView, item: Item, bodyBytes: number): Step<ItemView> {
     if (bodyBytes <= 0 || item.type !== 'email') return view;
-    return { ...view, body: emailBody(store.items.body(item.userId, item.id), undefined, bodyBytes) };
+    return { ...view, body: emailBody(yield* tx.items.body(item.userId, item.id), undefined, bodyBytes) };
   }
 
-  /**
-   * The page for `req` against `mailbox`. `quietOnly`: answer only when the folder is quiet (nothing to replay or
-   * re-window), else undefined before reading anything — the caller then runs it again in a transaction.
-   */
-  function page(req: ItemSyncRequest, mailbox: Mailbox, hierarchyState: () => string, quietOnly: boolean): ItemSyncPage | undefined {
+  /** The position `req` claims (`claimed`: its decoded token, none for an initial sync), checked against `mailbox`. */
+  function position(req: ItemSyncRequest, claimed: ItemToken | undefined, mailbox: Mailbox, now: number): Position {
     const { userId, device, folder } = req;
-    const now = clock.now();
     const windowed = !UNWINDOWED.has(folder.kind);
 
     // The position the device claims, checked against what this mailbox can still serve.
     let pos: ItemToken;
-    let initial = false;
-    if (req.token !== undefined) {
-      pos = codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId: folder.id });
+    const initial = claimed === undefined;
+    if (claimed !== undefined) {
+      pos = claimed;
       if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
       if (pos.de !== device.epoch) throw resyncRequired('deviceReset');
       // A token from the future means this store is older than the state the device saw (a restored backup).
       if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
       if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
     } else {
-      initial = true;
       pos = {
         k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
         m: mailbox.highestModseq, l: [MAX_KEY.receivedAt, MAX_KEY.id], s: windowed ? W.initial : 0, x: 0, z: 0, h: mailbox.highestModseq,
@@ -147,6 +170,54 @@ export function createItemSync(deps: {
       }
     }
 
+    const heldAt = pos.h ?? pos.m;
+    if (heldAt > pos.m) throw errors.invalidToken();
+    const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
+    return { pos, initial, windowed, size, extendedAt, heldAt, quiet };
+  }
+
+  /** The page that leaves the device at `entries`, with its token. */
+  function finish(req: ItemSyncRequest, mailbox: Mailbox, p: Position, entries: PageEntries, hierarchyState: string): ItemSyncPage {
+    const { userId, device, folder } = req;
+    const { modseq, lower, more } = entries;
+    const token: ItemToken = {
+      k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
+      m: modseq, l: [lower.receivedAt, lower.id], s: p.size, x: p.extendedAt, z: more ? 0 : 1, h: entries.replayUnfinished ? p.heldAt : modseq,
+    };
+    return {
+      // Nothing moved (the usual poll): the position is the one presented, so is its text — no new MAC.
+      token: req.token !== undefined && samePosition(token, p.pos) ? req.token : codec.encode(token),
+      moreAvailable: more,
+      hierarchyState,
+      window: {
+        size: p.windowed ? p.size : folder.totalCount,
+        max: p.windowed ? W.max : null,
+        itemsInFolder: folder.totalCount,
+        hasOlder: p.windowed && folder.totalCount > p.size,
+      },
+      created: entries.created,
+      updated: entries.updated,
+      removed: entries.removed,
+    };
+  }
+
+  /** A quiet position's page: nothing sent, the position moved to the mailbox's modseq. Reads nothing. */
+  const quietEntries = (p: Position, mailbox: Mailbox): PageEntries => ({
+    created: [],
+    updated: [],
+    removed: [],
+    modseq: mailbox.highestModseq,
+    lower: { receivedAt: p.pos.l[0], id: p.pos.l[1] },
+    more: false,
+    replayUnfinished: false,
+  });
+
+  /** The entries of the page for `req` at `p`: the history replay, then the re-window (steps of one unit). */
+  function* pageEntries(tx: TxStore, req: ItemSyncRequest, mailbox: Mailbox, p: Position): Step<PageEntries> {
+    const { userId, folder } = req;
+    const { pos, heldAt, size } = p;
+    if (p.quiet) return quietEntries(p, mailbox);
+
     const created: ItemView[] = [];
     const updated: ItemView[] = [];
     const removed: RemovedEntry[] = [];
@@ -164,21 +235,15 @@ export function createItemSync(deps: {
     let lower: SortKey = { receivedAt: pos.l[0], id: pos.l[1] };
     let modseq = pos.m;
     let more = false;
-    // "Placed at or before this" = the device holds it (when its key is ≥ lower). Mid-replay that is where the
-    // replay started, not where the last page stopped (see ItemToken.h).
-    const heldAt = pos.h ?? pos.m;
-    if (heldAt > pos.m) throw errors.invalidToken();
     let replayUnfinished = false;
-    const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
-    if (quietOnly && !quiet) return undefined;
 
-    if (!quiet && !initial) {
+    if (!p.initial) {
       // Phase A: replay the folder's history after M, in modseq order.
       let cursor = pos.m;
       scan: for (;;) {
-        const batch = store.sync.changes(folder.id, cursor, lower, req.maxChanges + 1);
+        const batch = yield* tx.sync.changes(userId, folder.id, cursor, lower, req.maxChanges + 1);
         if (batch.length === 0) break;
-        const present = new Map(store.items.byIds(userId, [...new Set(batch.map((c) => c.objectId))]).map((i) => [i.id, i]));
+        const present = new Map((yield* tx.items.byIds(userId, [...new Set(batch.map((c) => c.objectId))])).map((i) => [i.id, i]));
         for (const change of batch) {
           if (full()) {
             more = true;
@@ -190,7 +255,7 @@ export function createItemSync(deps: {
           if (change.kind === 'item') {
             if (!inFolder || item.modseq !== change.modseq) continue; // superseded by a later entry
             if (item.placedModseq <= heldAt) add(updated, itemPatchView(item));
-            else add(created, withBody(itemView(item), item, req.bodyBytes));
+            else add(created, yield* withBody(tx, itemView(item), item, req.bodyBytes));
           } else if (!inFolder && !removedIds.has(change.objectId)) {
             // Gone from the folder. (Back in it? Then its own later entry carries it: no removal for a held item.)
             removedIds.add(change.objectId);
@@ -206,13 +271,13 @@ export function createItemSync(deps: {
     }
 
     // Phase B: move the lower bound to the window's boundary.
-    if (!quiet && !more) {
-      const target: SortKey = windowed && folder.totalCount > size ? store.sync.boundary(folder.id, size) ?? MIN_KEY : MIN_KEY;
+    if (!more) {
+      const target: SortKey = p.windowed && folder.totalCount > size ? (yield* tx.sync.boundary(userId, folder.id, size)) ?? MIN_KEY : MIN_KEY;
       if (compareKeys(lower, target) < 0) {
         // Each row evicts (one entry of room) or replaces a `created`/`updated` entry of this page (net zero). So
         // room + created + updated rows either fill the page or drain the range, and one more shows which: "not
         // more" then really means drained.
-        const out = store.sync.range(folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length + updated.length);
+        const out = yield* tx.sync.range(userId, folder.id, lower, target, 'asc', Math.max(room(), 0) + 1 + created.length + updated.length);
         for (const item of out) {
           if (full()) {
             more = true;
@@ -230,52 +295,39 @@ export function createItemSync(deps: {
         }
         if (!more) lower = target;
       } else if (compareKeys(target, lower) < 0) {
-        const into = store.sync.range(folder.id, target, lower, 'desc', Math.max(room(), 0) + 1);
+        const into = yield* tx.sync.range(userId, folder.id, target, lower, 'desc', Math.max(room(), 0) + 1);
         for (const item of into) {
           if (full()) {
             more = true;
             break;
           }
-          add(created, withBody(itemView(item), item, req.bodyBytes));
+          add(created, yield* withBody(tx, itemView(item), item, req.bodyBytes));
           lower = keyOf(item);
         }
         if (!more) lower = target;
       }
     }
-
-    const token: ItemToken = {
-      k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
-      m: modseq, l: [lower.receivedAt, lower.id], s: size, x: extendedAt, z: more ? 0 : 1, h: replayUnfinished ? heldAt : modseq,
-    };
-    return {
-      // Nothing moved (the usual poll): the position is the one presented, so is its text — no new MAC.
-      token: req.token !== undefined && samePosition(token, pos) ? req.token : codec.encode(token),
-      moreAvailable: more,
-      hierarchyState: hierarchyState(),
-      window: {
-        size: windowed ? size : folder.totalCount,
-        max: windowed ? W.max : null,
-        itemsInFolder: folder.totalCount,
-        hasOlder: windowed && folder.totalCount > size,
-      },
-      created,
-      updated,
-      removed,
-    };
+    return { created, updated, removed, modseq, lower, more, replayUnfinished };
   }
 
-  return function syncItems(req: ItemSyncRequest): ItemSyncPage {
+  return async function syncItems(req: ItemSyncRequest): Promise<ItemSyncPage> {
+    const now = clock.now();
+    const { userId, device, folder } = req;
+    const claimed = req.token === undefined ? undefined : codec.decode(req.token, 'i', { userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId: folder.id });
     // The usual poll: the folder's read (folders.byId) carried its mailbox and hierarchy state, one statement, and
     // nothing changed since the token — answered from that read, without a transaction or another statement.
-    const state = req.folder.mailboxState;
-    if (state && req.token !== undefined) {
-      const quiet = page(req, state.mailbox, () => state.hierarchyState, true);
-      if (quiet) return quiet;
+    const state = folder.mailboxState;
+    if (state && claimed !== undefined) {
+      const p = position(req, claimed, state.mailbox, now);
+      if (p.quiet) return finish(req, state.mailbox, p, quietEntries(p, state.mailbox), state.hierarchyState);
     }
-    return store.transaction(() => {
-      const mailbox = store.mailboxes.get(req.userId);
+    // Everything else reads in one unit of work: one snapshot, so a page never mixes two states.
+    return store.run(function* (tx) {
+      const mailbox = yield* tx.mailboxes.get(userId);
       if (!mailbox) throw errors.notFound('No mailbox.');
-      return page(req, mailbox, () => store.folders.hierarchyState(req.userId), false)!;
+      const p = position(req, claimed, mailbox, now);
+      const entries = yield* pageEntries(tx, req, mailbox, p);
+      return finish(req, mailbox, p, entries, yield* tx.folders.hierarchyState(userId));
     });
   };
 }

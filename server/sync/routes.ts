@@ -51,44 +51,44 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
     {
       method: 'GET',
       path: '/v1/folders/sync',
-      handler: (call) => {
+      handler: async (call) => {
         const q = parse(FolderSyncQuery, call.query, 'query');
-        return { body: d.syncFolders({ userId: call.auth.userId, device: call.device, token: q.token, maxChanges: q.maxChanges ?? DEFAULT_MAX_CHANGES }) };
+        return { body: await d.syncFolders({ userId: call.auth.userId, device: call.device, token: q.token, maxChanges: q.maxChanges ?? DEFAULT_MAX_CHANGES }) };
       },
     },
     {
       method: 'POST',
       path: '/v1/folders',
       idempotent: true,
-      handler: (call) => {
+      handler: async (call) => {
         const body = parse(FolderCreate, call.body);
-        return { status: 201, body: d.mail.createFolder(call.auth.userId, { displayName: body.displayName, parentId: body.parentId ?? null }) };
+        return { status: 201, body: await d.mail.createFolder(call.auth.userId, { displayName: body.displayName, parentId: body.parentId ?? null }) };
       },
     },
     {
       method: 'PATCH',
       path: '/v1/folders/:folderId',
       idempotent: true,
-      handler: (call) => ({ body: d.mail.updateFolder(call.auth.userId, call.params.folderId!, parse(FolderUpdate, call.body)) }),
+      handler: async (call) => ({ body: await d.mail.updateFolder(call.auth.userId, call.params.folderId!, parse(FolderUpdate, call.body)) }),
     },
     {
       method: 'DELETE',
       path: '/v1/folders/:folderId',
       idempotent: true,
-      handler: (call) => {
-        d.mail.deleteFolder(call.auth.userId, call.params.folderId!);
+      handler: async (call) => {
+        await d.mail.deleteFolder(call.auth.userId, call.params.folderId!);
         return {};
       },
     },
     {
       method: 'GET',
       path: '/v1/folders/:folderId/items/sync',
-      handler: (call) => {
+      handler: async (call) => {
         const q = parse(ItemSyncQuery, call.query, 'query');
         const userId = call.auth.userId;
-        const folder = d.mail.folder(userId, call.params.folderId!);
+        const folder = await d.mail.folder(userId, call.params.folderId!);
         const device = call.device;
-        const page = d.syncItems({
+        const page = await d.syncItems({
           userId,
           device,
           folder,
@@ -107,20 +107,20 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       method: 'PATCH',
       path: '/v1/items/:itemId',
       idempotent: true,
-      handler: (call) => {
+      handler: async (call) => {
         const patch = parse(ItemPatch, call.body);
         const ifMatch = call.headers['if-match'];
         if (ifMatch !== undefined && (typeof ifMatch !== 'string' || ifMatch.length > 64)) throw errors.invalidRequest('If-Match must be one change key.');
-        return { body: d.mail.update(call.auth.userId, call.params.itemId!, patch, ifMatch?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1')) };
+        return { body: await d.mail.update(call.auth.userId, call.params.itemId!, patch, ifMatch?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1')) };
       },
     },
     {
       method: 'DELETE',
       path: '/v1/items/:itemId',
       idempotent: true,
-      handler: (call) => {
+      handler: async (call) => {
         const permanent = parse(z.object({ permanent: flag.optional() }), call.query, 'query').permanent ?? false;
-        const result = d.mail.delete(call.auth.userId, call.params.itemId!, permanent);
+        const result = await d.mail.delete(call.auth.userId, call.params.itemId!, permanent);
         return result.item ? { body: result.item } : {};
       },
     },
@@ -128,15 +128,15 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       method: 'POST',
       path: '/v1/items/:itemId/move',
       idempotent: true,
-      handler: (call) => ({ body: d.mail.move(call.auth.userId, call.params.itemId!, parse(Move, call.body).destinationFolderId) }),
+      handler: async (call) => ({ body: await d.mail.move(call.auth.userId, call.params.itemId!, parse(Move, call.body).destinationFolderId) }),
     },
     {
       method: 'POST',
       path: '/v1/batch',
       idempotent: true,
-      handler: (call) => {
+      handler: async (call) => {
         const { operations } = parse(BatchRequest, call.body);
-        return { body: d.batch(call.auth.userId, operations, call.requestId) };
+        return { body: await d.batch(call.auth.userId, operations, call.requestId) };
       },
     },
   ];

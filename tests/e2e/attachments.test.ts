@@ -31,16 +31,16 @@ beforeAll(async () => {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   try {
     const user = await createUserAdmin(store, systemClock).addUser({ username: 'carol', password: PASSWORD, role: 'user' });
-    const inbox = store.folders.byKind(user.id, 'inbox')!;
-    itemId = store.items.create(
+    const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
+    itemId = (await store.items.create(
       {
         userId: user.id, folderId: inbox.id, type: 'email', receivedAt: Date.now(), subject: 'Big file',
         attachments: [{ name: 'big.bin', contentType: 'application/octet-stream', isInline: false, contentId: null, content: attachment }],
       },
       Date.now(),
-    ).id;
+    )).id;
   } finally {
-    store.close();
+    await store.close();
   }
   server = await startServer({ PIGEON_DATA_DIR: dataDir }, 60_000);
   const form = `grant_type=password&client_id=pigeon-app&username=carol&password=${PASSWORD}&device_id=${DEVICE}`;

@@ -27,7 +27,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await lmtp?.close(1000);
-  ctx?.close();
+  await ctx?.close();
 });
 
 /** The CLI as its own process (asynchronously: the LMTP server answering it runs in this one). */
@@ -86,7 +86,7 @@ test('the stored message has the bytes sent: LF or CRLF line ends, lines that st
   const body = ['From: x@example.org', 'To: bob@demo.pigeon.test', 'Subject: dots', 'Message-ID: <dots-1@example.org>', '', '.starts with a dot', '.', '..two', 'end', ''];
   const [reply] = await deliver({ host: '127.0.0.1', port: lmtp.port, from: 'x@example.org', to: ['bob@demo.pigeon.test'], raw: Buffer.from(body.join('\n')) });
   expect(reply!.code).toBe(250);
-  const row = ctx.store.db.prepare("SELECT mime_blob_id AS blob FROM items WHERE internet_message_id = '<dots-1@example.org>'").get() as { blob: string };
-  const stored = ctx.store.blobs.read(row.blob, 0, ctx.store.blobs.size(row.blob)!).toString('utf8');
+  const row = ctx.store.db.prepare("SELECT user_id AS userId, mime_blob_id AS blob FROM items WHERE internet_message_id = '<dots-1@example.org>'").get() as { userId: string; blob: string };
+  const stored = (await ctx.store.blobs.read(row.userId, row.blob, 0, (await ctx.store.blobs.size(row.userId, row.blob))!)).toString('utf8');
   expect(stored.endsWith(body.join('\r\n'))).toBe(true);
 });

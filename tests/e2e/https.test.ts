@@ -18,13 +18,13 @@ let server: RunningServer;
 /** Creates alice directly in the store before start-up, so the e2e walk signs in to a real account. */
 async function seedAlice(dataDir: string) {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
-  const tenant = store.tenants.create('T', Date.now());
-  const user = store.users.create(
+  const tenant = await store.tenants.create('T', Date.now());
+  const user = await store.users.create(
     { tenantId: tenant.id, username: 'alice', email: 'alice@x', displayName: 'Alice', role: 'user', passwordHash: await hashPassword('alice-password-1') },
     Date.now(),
   );
-  store.mailboxes.create(user.id, Date.now());
-  store.close();
+  await store.mailboxes.create(user.id, Date.now());
+  await store.close();
 }
 
 beforeAll(async () => {

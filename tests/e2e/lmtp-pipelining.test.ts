@@ -29,7 +29,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await lmtp?.close(1000);
-  ctx?.close();
+  await ctx?.close();
 });
 
 /** The final line of every reply the server sent (the code and the start of its text), until it closed or went quiet. */

@@ -19,6 +19,7 @@ import { systemClock } from '../../server/clock';
 import { createLogger } from '../../server/logger';
 import { startLmtp, type LmtpHandle } from '../../server/lmtp/server';
 import type { Delivery } from '../../server/mail/delivery';
+import { StoreFull } from '../../server/store/errors';
 
 const PASSWORDS = { alice: 'alice-password-1', bob: 'bob-password-1' };
 
@@ -27,7 +28,7 @@ async function seedUsers(dir: string) {
   const users = createUserAdmin(store, systemClock);
   await users.addUser({ username: 'alice', password: PASSWORDS.alice, role: 'user', email: 'alice@example.com' });
   await users.addUser({ username: 'bob', password: PASSWORDS.bob, role: 'user', email: 'bob@example.com' });
-  store.close();
+  await store.close();
 }
 
 function send(port: number, to: string[], raw: string | Buffer) {
@@ -250,8 +251,8 @@ describe('LMTP failure replies and shutdown (in process)', () => {
         return real.prepare(raw);
       },
       async deliverGrouped(prepared, targets, options) {
-        if (failure === 'full') throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
-        if (failure === 'broken') throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' });
+        if (failure === 'full') throw new StoreFull();
+        if (failure === 'broken') throw new Error('disk I/O error');
         return real.deliverGrouped(prepared, targets, options);
       },
     };
@@ -260,7 +261,7 @@ describe('LMTP failure replies and shutdown (in process)', () => {
   });
   afterAll(async () => {
     await lmtp?.close(1000);
-    ctx?.close();
+    await ctx?.close();
   });
 
   const itemCount = () => (ctx.store.db.prepare('SELECT count(*) AS n FROM items').get() as { n: number }).n;
@@ -285,15 +286,15 @@ describe('LMTP failure replies and shutdown (in process)', () => {
     await send(lmtp.port, ['alice@example.com'], m.raw);
     const both = message('Traced for two');
     await send(lmtp.port, ['alice@example.com', 'bob@example.com'], both.raw);
-    const mimeOf = (id: string) => {
-      const row = ctx.store.db.prepare('SELECT mime_blob_id AS blob FROM items WHERE internet_message_id = ? LIMIT 1').get(id) as { blob: string };
-      return ctx.store.blobs.read(row.blob, 0, ctx.store.blobs.size(row.blob)!).toString('utf8');
+    const mimeOf = async (id: string) => {
+      const row = ctx.store.db.prepare('SELECT user_id AS userId, mime_blob_id AS blob FROM items WHERE internet_message_id = ? LIMIT 1').get(id) as { userId: string; blob: string };
+      return (await ctx.store.blobs.read(row.userId, row.blob, 0, (await ctx.store.blobs.size(row.userId, row.blob))!)).toString('utf8');
     };
-    const single = mimeOf(m.id);
+    const single = await mimeOf(m.id);
     expect(single.startsWith('Return-Path: <sender@example.org>\r\nReceived: from ')).toBe(true);
     expect(single).toMatch(/^Received: from [^\r\n]+ \(\[127\.0\.0\.1\]\)\r\n\tby mx\.pigeon\.test \(Pigeon\) with LMTP id \S+\r\n\tfor <alice@example\.com>; \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n/m);
     expect(single).toContain(m.raw);
-    const multi = mimeOf(both.id);
+    const multi = await mimeOf(both.id);
     expect(multi).toMatch(/with LMTP id \S+; \w{3}, /);
     expect(multi).not.toContain('\tfor <');
   });

@@ -19,12 +19,12 @@ let inboxId: string;
 async function seed(dataDir: string) {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const now = Date.now();
-  const tenant = store.tenants.create('T', now);
-  const user = store.users.create({ tenantId: tenant.id, username: 'alice', email: 'alice@x', displayName: 'Alice', role: 'user', passwordHash: await hashPassword('alice-password-1') }, now);
-  store.mailboxes.create(user.id, now);
-  inboxId = store.folders.byKind(user.id, 'inbox')!.id;
-  messageId = store.items.create({ userId: user.id, folderId: inboxId, type: 'email', receivedAt: now, subject: 'Hello', from: { name: 'B', address: 'b@x' }, preview: 'hi' }, now).id;
-  store.close();
+  const tenant = await store.tenants.create('T', now);
+  const user = await store.users.create({ tenantId: tenant.id, username: 'alice', email: 'alice@x', displayName: 'Alice', role: 'user', passwordHash: await hashPassword('alice-password-1') }, now);
+  await store.mailboxes.create(user.id, now);
+  inboxId = (await store.folders.byKind(user.id, 'inbox'))!.id;
+  messageId = (await store.items.create({ userId: user.id, folderId: inboxId, type: 'email', receivedAt: now, subject: 'Hello', from: { name: 'B', address: 'b@x' }, preview: 'hi' }, now)).id;
+  await store.close();
 }
 
 beforeAll(async () => {

@@ -41,19 +41,19 @@ async function seed(dataDir: string) {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const now = Date.now();
   const hash = await hashPassword(PASSWORD, { N: 1024, r: 8, p: 1, keyLength: 32 }); // cheap: many sign-ins below
-  const tenant = store.tenants.create('T', now);
+  const tenant = await store.tenants.create('T', now);
   for (const username of ['alice', 'bob', 'carol', 'dave', 'victim', 'root']) {
-    const user = store.users.create(
+    const user = await store.users.create(
       { tenantId: tenant.id, username, email: `${username}@example.com`, displayName: username, role: username === 'root' ? 'admin' : 'user', passwordHash: hash },
       now,
     );
-    store.mailboxes.create(user.id, now);
+    await store.mailboxes.create(user.id, now);
     if (username === 'alice') {
-      inboxId = store.folders.byKind(user.id, 'inbox')!.id;
-      messageId = store.items.create({ userId: user.id, folderId: inboxId, type: 'email', receivedAt: now, subject: 'Hello', from: { name: 'B', address: 'b@x' }, preview: 'hi' }, now).id;
+      inboxId = (await store.folders.byKind(user.id, 'inbox'))!.id;
+      messageId = (await store.items.create({ userId: user.id, folderId: inboxId, type: 'email', receivedAt: now, subject: 'Hello', from: { name: 'B', address: 'b@x' }, preview: 'hi' }, now)).id;
     }
   }
-  store.close();
+  await store.close();
 }
 
 beforeAll(async () => {

@@ -19,6 +19,7 @@ import { startServer, type RunningServer } from './server';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { createUserAdmin } from '../../server/admin/users';
 import { systemClock } from '../../server/clock';
+import type { NewItem } from '../../server/store/types';
 
 export const ALICE = { username: 'alice', password: 'crash-password-0001', email: 'alice@example.com' };
 const DEVICE_ID = 'crash-harness-device-0001';
@@ -74,22 +75,26 @@ export class Client {
 export async function seedCrashStore(dataDir: string, workers: number, inboxItems: number, itemsPerWorker: number) {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
   const user = await createUserAdmin(store, systemClock).addUser({ ...ALICE, role: 'user' });
-  const inbox = store.folders.byKind(user.id, 'inbox')!;
+  const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
   const now = Date.now();
-  const item = (folderId: string, receivedAt: number, subject: string) =>
-    store.items.create({ userId: user.id, folderId, type: 'email', receivedAt, subject, from: { name: 'Seed', address: 'seed@example.org' }, preview: subject }, now);
-  store.transaction(() => {
-    for (let i = 0; i < inboxItems; i++) item(inbox.id, now - 86_400_000 - i * 60_000, `seeded ${i}`);
+  const item = (folderId: string, receivedAt: number, subject: string): NewItem =>
+    ({ userId: user.id, folderId, type: 'email', receivedAt, subject, from: { name: 'Seed', address: 'seed@example.org' }, preview: subject });
+  const seeded = Array.from({ length: inboxItems }, (_, i) => item(inbox.id, now - 86_400_000 - i * 60_000, `seeded ${i}`));
+  await store.run(function* (tx) {
+    for (const s of seeded) yield* tx.items.create(s, now);
   });
-  const owned = store.transaction(() =>
-    Array.from({ length: workers }, (_, w) => {
-      const a = store.folders.create(user.id, { displayName: `worker ${w} A`, parentId: null }, now);
-      const b = store.folders.create(user.id, { displayName: `worker ${w} B`, parentId: null }, now);
-      const items = Array.from({ length: itemsPerWorker }, (_, i) => item(a.id, now - i * 1000, `worker ${w} item ${i}`).id);
-      return { folders: [a.id, b.id] as [string, string], items };
-    }),
-  );
-  store.close();
+  const owned = await store.run(function* (tx) {
+    const out: Array<{ folders: [string, string]; items: string[] }> = [];
+    for (let w = 0; w < workers; w++) {
+      const a = yield* tx.folders.create(user.id, { displayName: `worker ${w} A`, parentId: null }, now);
+      const b = yield* tx.folders.create(user.id, { displayName: `worker ${w} B`, parentId: null }, now);
+      const items: string[] = [];
+      for (let i = 0; i < itemsPerWorker; i++) items.push((yield* tx.items.create(item(a.id, now - i * 1000, `worker ${w} item ${i}`), now)).id);
+      out.push({ folders: [a.id, b.id], items });
+    }
+    return out;
+  });
+  await store.close();
   return { inbox: inbox.id, owned };
 }
 
@@ -435,9 +440,9 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
     const n = (count.get(id) as { n: number }).n;
     if (n !== 1) report.lost.push(`LMTP ${id}: ${n} copies at the end`);
   }
-  const user = store.users.byUsername(ALICE.username)!;
-  for (const [id, name] of ackedFolders) if (store.folders.byId(user.id, id)?.displayName !== name) report.lost.push(`folder ${name} missing at the end`);
-  store.close();
+  const user = (await store.users.byUsername(ALICE.username))!;
+  for (const [id, name] of ackedFolders) if ((await store.folders.byId(user.id, id))?.displayName !== name) report.lost.push(`folder ${name} missing at the end`);
+  await store.close();
   return report;
 }
 

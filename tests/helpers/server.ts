@@ -58,13 +58,13 @@ export function serverEnv(dataDir: string, tls: { certFile: string; keyFile: str
 /** A store file in `dataDir` with one tenant and one user (role `user`) with this password and a mailbox. */
 export async function storeWithUser(dataDir: string, username: string, password: string): Promise<void> {
   const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
-  const tenant = store.tenants.create('T', Date.now());
-  const user = store.users.create(
+  const tenant = await store.tenants.create('T', Date.now());
+  const user = await store.users.create(
     { tenantId: tenant.id, username, email: `${username}@x`, displayName: username, role: 'user', passwordHash: await hashPassword(password) },
     Date.now(),
   );
-  store.mailboxes.create(user.id, Date.now());
-  store.close();
+  await store.mailboxes.create(user.id, Date.now());
+  await store.close();
 }
 
 export async function startServer(env: Record<string, string> = {}, timeoutMs = 60_000): Promise<RunningServer> {

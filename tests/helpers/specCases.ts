@@ -765,7 +765,7 @@ export async function buildWorld(ctx: TestContext, api: Agent, plan: PartyPlan[]
   for (const { name, role, tenant } of plan) {
     const password = `${name}-password-1`;
     ctx.secrets.add(password);
-    tenants[tenant] ??= tenant === 'A' ? undefined : ctx.store.tenants.create(`Tenant ${tenant}`, ctx.clock.now()).id;
+    tenants[tenant] ??= tenant === 'A' ? undefined : (await ctx.store.tenants.create(`Tenant ${tenant}`, ctx.clock.now())).id;
     const user = await ctx.users.addUser({ username: name, password, role, email: `${name}@example.com`, tenantId: tenants[tenant] });
     tenants[tenant] = user.tenantId;
     const p: Party = { name, role, userId: user.id, tenantId: user.tenantId, username: name, email: `${name}@example.com`, password, token: await token(api, { username: name, password }), ids: emptyIds(), fingerprints: [] };
@@ -807,7 +807,7 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   for (const [n, folderId] of [[1, inbox], [2, inbox], [3, folder.id]] as const) {
     const messageId = `${p.name}-message-${n}@example.org`;
     const prepared = await ctx.built.delivery.prepare(rawMessage({ id: messageId, to: p.email, subject: `Quarterly figures ${n} for ${p.name}` }));
-    const [stored] = ctx.built.delivery.deliver(prepared, [{ userId: p.userId, folderId }], { duplicates: 'import' });
+    const [stored] = await ctx.built.delivery.deliver(prepared, [{ userId: p.userId, folderId }], { duplicates: 'import' });
     itemIds.push(stored!.itemId);
     messageIds.push(messageId);
   }
@@ -820,6 +820,6 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   p.ids.user.push(p.userId);
   p.ids.folderSyncToken.push(folders.token);
   p.ids.itemSyncToken.push(items.token);
-  const conversations = itemIds.map((id) => ctx.store.items.byId(p.userId, id)!.conversationId).filter((c): c is string => c !== null);
+  const conversations = (await ctx.store.items.byIds(p.userId, itemIds)).map((i) => i.conversationId).filter((c): c is string => c !== null);
   p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds);
 }

@@ -27,7 +27,7 @@ export interface TestContext {
   logLines: string[];
   /** Passwords the tests used: the log scan at close() looks for each of them literally. */
   secrets: Set<string>;
-  close(): void;
+  close(): Promise<void>;
 }
 
 export function tempDir(prefix = 'pigeon-test-'): string {
@@ -59,8 +59,8 @@ export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<
     users: createUserAdmin(store, clock),
     logLines,
     secrets,
-    close() {
-      store.close();
+    async close() {
+      await store.close();
       fs.rmSync(dir, { recursive: true, force: true });
       assertNoSecretsInLogs(logLines, secrets, 'the test app log');
     },

@@ -136,7 +136,7 @@ describe('refresh rotation', () => {
 
   test('admin "revoke sessions" ends refresh and access tokens', async () => {
     const s = await signIn(ctx, ALICE.username, ALICE.password);
-    expect(ctx.users.revokeSessionsOf('alice')).toBeGreaterThan(0);
+    expect(await ctx.users.revokeSessionsOf('alice')).toBeGreaterThan(0);
     expect((await session(s.access_token)).status).toBe(401);
     expect((await refresh(s.refresh_token)).body.error).toBe('invalid_grant');
   });
@@ -227,15 +227,15 @@ describe('rate limits on the token endpoint', () => {
     try {
       // A cheap hash keeps this test fast; verification reads the cost from the stored string.
       const hash = await hashPassword('load-password', { N: 1024, r: 8, p: 1, keyLength: 32 });
-      const tenant = rl.store.tenants.create('T', rl.clock.now());
+      const tenant = await rl.store.tenants.create('T', rl.clock.now());
       for (let i = 0; i < 110; i++) {
-        rl.store.users.create({ tenantId: tenant.id, username: `u${i}`, email: `u${i}@x`, displayName: `U${i}`, role: 'user', passwordHash: hash }, rl.clock.now());
+        await rl.store.users.create({ tenantId: tenant.id, username: `u${i}`, email: `u${i}@x`, displayName: `U${i}`, role: 'user', passwordHash: hash }, rl.clock.now());
       }
       const statuses: number[] = [];
       for (let i = 0; i < 110; i++) statuses.push((await passwordGrant(rl, `u${i}`, 'load-password')).status);
       expect(statuses.filter((s) => s === 200)).toHaveLength(110);
     } finally {
-      rl.close();
+      await rl.close();
     }
   });
 
@@ -243,8 +243,8 @@ describe('rate limits on the token endpoint', () => {
     const rl = await buildTestApp();
     try {
       const hash = await hashPassword('right-password', { N: 1024, r: 8, p: 1, keyLength: 32 });
-      const tenant = rl.store.tenants.create('T', rl.clock.now());
-      rl.store.users.create({ tenantId: tenant.id, username: 'victim', email: 'v@x', displayName: 'V', role: 'user', passwordHash: hash }, rl.clock.now());
+      const tenant = await rl.store.tenants.create('T', rl.clock.now());
+      await rl.store.users.create({ tenantId: tenant.id, username: 'victim', email: 'v@x', displayName: 'V', role: 'user', passwordHash: hash }, rl.clock.now());
       let throttled = 0;
       let sample: request.Response | undefined;
       for (let i = 0; i < 110; i++) {
@@ -259,7 +259,7 @@ describe('rate limits on the token endpoint', () => {
       expect(sample!.headers['content-type']).toContain('json');
       expect(sample!.body.code).toBe('rateLimited');
     } finally {
-      rl.close();
+      await rl.close();
     }
   });
 });
@@ -271,9 +271,9 @@ describe('issue 12, defect 5: guessing is capped, but nobody can lock a user out
     // Client addresses come from X-Forwarded-For here, as behind a proxy, so one test can speak from many.
     rl = await buildTestApp({ trustProxy: 'true' });
     const hash = await hashPassword(VICTIM.password, { N: 1024, r: 8, p: 1, keyLength: 32 });
-    const tenant = rl.store.tenants.create('T', rl.clock.now());
+    const tenant = await rl.store.tenants.create('T', rl.clock.now());
     for (const username of ['victim', 'mallory']) {
-      rl.store.users.create({ tenantId: tenant.id, username, email: `${username}@x`, displayName: username, role: 'user', passwordHash: hash }, rl.clock.now());
+      await rl.store.users.create({ tenantId: tenant.id, username, email: `${username}@x`, displayName: username, role: 'user', passwordHash: hash }, rl.clock.now());
     }
     rl.secrets.add(VICTIM.password);
   });

@@ -74,7 +74,7 @@ function message(opts: { subject: string; text?: string; html?: string; attachme
 
 async function deliver(userId: string, raw: Buffer): Promise<string> {
   const prepared = await ctx.built.delivery.prepare(raw);
-  const [result] = ctx.built.delivery.deliver(prepared, [{ userId }], { duplicates: 'import' });
+  const [result] = await ctx.built.delivery.deliver(prepared, [{ userId }], { duplicates: 'import' });
   return result!.itemId;
 }
 
@@ -114,8 +114,8 @@ beforeAll(async () => {
   await ctx.users.addUser({ username: 'bob', password: PW, role: 'user' });
   alice = await device('alice', 'content-alice-device-01');
   bob = await device('bob', 'content-bob-device-0001');
-  aliceId = ctx.store.users.byUsername('alice')!.id;
-  const bobId = ctx.store.users.byUsername('bob')!.id;
+  aliceId = (await ctx.store.users.byUsername('alice'))!.id;
+  const bobId = (await ctx.store.users.byUsername('bob'))!.id;
 
   mainRaw = message({
     id: 'main',
@@ -130,7 +130,7 @@ beforeAll(async () => {
     ],
   });
   mainId = await deliver(aliceId, mainRaw);
-  for (const a of ctx.store.items.byId(aliceId, mainId)!.attachments) atts[a.name] = a.id;
+  for (const a of (await ctx.store.items.byId(aliceId, mainId))!.attachments) atts[a.name] = a.id;
   htmlOnlyId = await deliver(aliceId, message({ id: 'html-only', subject: 'HTML only', html: `<p>Tom &amp; Jerry</p><p>${'€'.repeat(200)}</p>` }));
   textOnlyId = await deliver(aliceId, message({ id: 'text-only', subject: 'Text only', text: `Bonjour ${'é'.repeat(300)}` }));
   bobItemId = await deliver(bobId, message({ id: 'bob', subject: 'For Bob', text: 'secret', attachments: [{ name: 'b.txt', type: 'text/plain', content: Buffer.from('bob only') }] }));
@@ -161,7 +161,7 @@ describe('GET /v1/items/{itemId}', () => {
     const res = await request(ctx.app).get(`/v1/items/${mainId}`).set(alice);
     expect(res.status).toBe(200);
     expectToMatchSpec(res, 'get', ITEM);
-    const item = ctx.store.items.byId(aliceId, mainId)!;
+    const item = (await ctx.store.items.byId(aliceId, mainId))!;
     expect(res.headers.etag).toBe(`"${item.changeKey}"`);
     expect(res.headers['cache-control']).toBe('private, no-cache');
 
@@ -340,8 +340,8 @@ describe('GET /v1/items/{itemId}/attachments/{attachmentId}', () => {
   });
 
   test('a media type that is not a plain type/subtype is served as application/octet-stream', async () => {
-    const folder = ctx.store.folders.byKind(aliceId, 'inbox')!;
-    const odd = ctx.store.items.create(
+    const folder = (await ctx.store.folders.byKind(aliceId, 'inbox'))!;
+    const odd = await ctx.store.items.create(
       {
         userId: aliceId, folderId: folder.id, type: 'email', receivedAt: ctx.clock.now(), subject: 'odd',
         attachments: [
@@ -436,21 +436,21 @@ describe('GET /v1/items/{itemId}/attachments/{attachmentId}', () => {
   });
 
   test('a client that stops reading holds the server back; one that leaves stops the reads', async () => {
-    const folder = ctx.store.folders.byKind(aliceId, 'inbox')!;
+    const folder = (await ctx.store.folders.byKind(aliceId, 'inbox'))!;
     const chunks = 64;
-    const large = ctx.store.items.create(
+    const large = await ctx.store.items.create(
       {
         userId: aliceId, folderId: folder.id, type: 'email', receivedAt: ctx.clock.now(), subject: 'large',
         attachments: [{ name: 'large.bin', contentType: 'application/octet-stream', isInline: false, contentId: null, content: crypto.randomBytes(chunks * READ_BYTES) }],
       },
       ctx.clock.now(),
     );
-    const blobId = ctx.store.items.attachments(large.id)[0]!.blobId;
+    const blobId = (await ctx.store.items.attachments(aliceId, large.id))[0]!.blobId;
     let reads = 0;
     const read = ctx.store.blobs.read;
-    ctx.store.blobs.read = (id, start, end) => {
+    ctx.store.blobs.read = (userId, id, start, end) => {
       if (id === blobId) reads++;
-      return read(id, start, end);
+      return read(userId, id, start, end);
     };
     const server = http.createServer(ctx.app).listen(0, '127.0.0.1');
     try {
@@ -492,8 +492,8 @@ describe('GET /v1/items/{itemId}/mime', () => {
   });
 
   test('an event has no raw message (404 notFound); another user\'s item is 404 itemNotFound', async () => {
-    const calendar = ctx.store.folders.byKind(aliceId, 'calendar')!;
-    const event = ctx.store.items.create({ userId: aliceId, folderId: calendar.id, type: 'event', receivedAt: ctx.clock.now(), subject: 'Meeting' }, ctx.clock.now());
+    const calendar = (await ctx.store.folders.byKind(aliceId, 'calendar'))!;
+    const event = await ctx.store.items.create({ userId: aliceId, folderId: calendar.id, type: 'event', receivedAt: ctx.clock.now(), subject: 'Meeting' }, ctx.clock.now());
     const none = await request(ctx.app).get(`/v1/items/${event.id}/mime`).set(alice);
     expect(none.status).toBe(404);
     expect(none.body.code).toBe('notFound');
@@ -506,7 +506,7 @@ describe('GET /v1/items/{itemId}/mime', () => {
 
 describe('bodies in sync pages', () => {
   async function syncPage(bodyBytes: number) {
-    const inbox = ctx.store.folders.byKind(aliceId, 'inbox')!;
+    const inbox = (await ctx.store.folders.byKind(aliceId, 'inbox'))!;
     const res = await request(ctx.app).get(`/v1/folders/${inbox.id}/items/sync?maxChanges=512&bodyBytes=${bodyBytes}`).set(alice);
     expect(res.status).toBe(200);
     return { res, byId: new Map<string, { body?: { contentType: string; content: string; truncated: boolean } }>(res.body.created.map((c: { id: string }) => [c.id, c])) };

@@ -6,6 +6,7 @@
 import request from 'supertest';
 import { buildTestApp, signIn, CLIENT_ID, type TestContext } from '../helpers/testApp';
 import type { DeviceCut } from '../../server/devices/signals';
+import type { Store, TxStore, Unit } from '../../server/store/types';
 
 let ctx: TestContext;
 let cuts: DeviceCut[];
@@ -126,13 +127,13 @@ describe('registration', () => {
 
   test('bad bodies are 400 with field errors and register nothing', async () => {
     const s = await signInOn('alice');
-    const before = ctx.store.devices.listByUser(ctx.store.users.byUsername('alice')!.id).length;
+    const before = (await ctx.store.devices.listByUser((await ctx.store.users.byUsername('alice'))!.id)).length;
     const bad = await as(s).post('/v1/devices', { friendlyName: 42, accessState: 'allowed', capabilities: ['ok', 'not ok!'] });
     expect(bad.status).toBe(400);
     expect(bad.body.errors.map((e: { field: string }) => e.field).sort()).toEqual(['(root)', 'capabilities.1', 'friendlyName']);
     const noHeader = await as({ access: s.access }).post('/v1/devices', {});
     expect(noHeader.status).toBe(400);
-    expect(ctx.store.devices.listByUser(ctx.store.users.byUsername('alice')!.id).length).toBe(before);
+    expect((await ctx.store.devices.listByUser((await ctx.store.users.byUsername('alice'))!.id)).length).toBe(before);
   });
 });
 
@@ -211,9 +212,9 @@ describe('access states', () => {
 
   test('resync moves the device epoch (its sync tokens will answer 410 deviceReset)', async () => {
     const d = await registered('alice');
-    const before = ctx.store.devices.byId(d.id)!.epoch;
+    const before = (await ctx.store.devices.byId(d.id))!.epoch;
     await admin().post(`/admin/v1/devices/${d.id}/resync`).expect(200);
-    expect(ctx.store.devices.byId(d.id)!.epoch).toBe(before + 1);
+    expect((await ctx.store.devices.byId(d.id))!.epoch).toBe(before + 1);
   });
 });
 
@@ -237,19 +238,19 @@ describe('remote wipe', () => {
     expect((await as(other).delete(`/v1/devices/${d.deviceId}`)).status).toBe(409);
     expect((await admin().delete(`/admin/v1/devices/${d.id}`)).body.code).toBe('wipePending');
     expect((await admin().post(`/admin/v1/devices/${d.id}/wipe`)).status).toBe(400);
-    expect(ctx.store.devices.byId(d.id)!.wipeState).toBe('pending');
+    expect((await ctx.store.devices.byId(d.id))!.wipeState).toBe('pending');
   });
 
   test('ack: every token dies, sync state is dropped, the device stays wiped until an admin removes it', async () => {
     const d = await registered('alice');
     expect((await as(d).post('/v1/devices/current/wipe-ack', { status: 'ok' })).status).toBe(400); // nothing pending
     await admin().post(`/admin/v1/devices/${d.id}/wipe`).expect(200);
-    const epoch = ctx.store.devices.byId(d.id)!.epoch;
+    const epoch = (await ctx.store.devices.byId(d.id))!.epoch;
     expect((await as(d).post('/v1/devices/current/wipe-ack', { status: 'maybe' })).status).toBe(400);
     const ack = await as(d).post('/v1/devices/current/wipe-ack', { status: 'ok' });
     expect(ack.status).toBe(200);
     expect(ack.body).toMatchObject({ wipeState: 'acknowledged', wipeAcknowledgedAt: expect.any(String) });
-    expect(ctx.store.devices.byId(d.id)!.epoch).toBe(epoch + 1);
+    expect((await ctx.store.devices.byId(d.id))!.epoch).toBe(epoch + 1);
     expect(cuts.map((c) => c.reason)).toEqual(['wipeRequested', 'wiped']);
 
     expect((await refresh(d)).body.error).toBe('invalid_grant');
@@ -309,9 +310,9 @@ describe('the user\'s devices', () => {
       const res = await register();
       expect(res.status).toBe(403);
       expect(res.body.code).toBe('deviceLimitReached');
-      expect(small.store.devices.countByUser(small.store.users.byUsername('hoarder')!.id)).toBe(3);
+      expect(await small.store.devices.countByUser((await small.store.users.byUsername('hoarder'))!.id)).toBe(3);
     } finally {
-      small.close();
+      await small.close();
     }
   });
 });
@@ -338,8 +339,8 @@ describe('admin API', () => {
       expect(res.status).toBe(403);
       expect(res.body.code).toBe('forbidden');
     }
-    expect(ctx.store.devices.byId(d.id)).toMatchObject({ adminDecision: null, wipeState: 'none' });
-    expect(ctx.store.deviceAccess.defaultState(ctx.store.users.byUsername('alice')!.tenantId)).toBe('allowed');
+    expect(await ctx.store.devices.byId(d.id)).toMatchObject({ adminDecision: null, wipeState: 'none' });
+    expect(await ctx.store.deviceAccess.defaultState((await ctx.store.users.byUsername('alice'))!.tenantId)).toBe('allowed');
   });
 
   test('admin routes need a token: 401 first', async () => {
@@ -398,42 +399,68 @@ describe('admin API', () => {
 
   test('an admin of another tenant sees none of these devices', async () => {
     const d = await registered('alice');
-    const other = ctx.store.tenants.create('Other Org', ctx.clock.now());
+    const other = await ctx.store.tenants.create('Other Org', ctx.clock.now());
     await ctx.users.addUser({ username: 'otheradmin', password: PW, role: 'admin', tenantId: other.id });
     const o = as({ access: (await signIn(ctx, 'otheradmin', PW)).access_token });
     expect((await o.get('/admin/v1/devices')).body.devices).toEqual([]);
     expect((await o.get('/admin/v1/devices?user=alice')).body.devices).toEqual([]);
     expect((await o.post(`/admin/v1/devices/${d.id}/block`)).status).toBe(404);
     expect((await o.delete(`/admin/v1/devices/${d.id}`)).status).toBe(404);
-    expect(ctx.store.devices.byId(d.id)!.adminDecision).toBeNull();
+    expect((await ctx.store.devices.byId(d.id))!.adminDecision).toBeNull();
   });
 });
+
+/**
+ * Counts `devices.touch` writes, whether made on the store (a transaction of their own) or as a step of a unit of
+ * work (`store.run`); both still write.
+ */
+function countTouches(store: Store) {
+  let steps = 0;
+  const direct = jest.spyOn(store.devices, 'touch');
+  const run = store.run.bind(store);
+  const units = jest.spyOn(store, 'run').mockImplementation(<T>(unit: Unit<T>) =>
+    run((tx) => {
+      const touch: TxStore['devices']['touch'] = (...args) => {
+        steps++;
+        return tx.devices.touch(...args);
+      };
+      return unit({ ...tx, devices: { ...tx.devices, touch } });
+    }),
+  );
+  return {
+    calls: () => direct.mock.calls.length + steps,
+    restore() {
+      direct.mockRestore();
+      units.mockRestore();
+    },
+  };
+}
 
 describe('last-seen times and inactivity', () => {
   test('last-seen times cost no write per request: buffered, then one write per device per flush', async () => {
     const d = await registered('alice');
-    ctx.built.devices.flushLastSeen();
-    const spy = jest.spyOn(ctx.store.devices, 'touch');
+    await ctx.built.devices.flushLastSeen();
+    const touches = countTouches(ctx.store);
     try {
       for (let i = 0; i < 10; i++) {
         ctx.clock.advance(1_000);
         await as(d).get('/v1/devices').expect(200);
       }
-      expect(spy).toHaveBeenCalledTimes(0);
-      expect(ctx.built.devices.flushLastSeen()).toBe(1);
-      expect(spy).toHaveBeenCalledTimes(1);
-      const rec = ctx.store.devices.byId(d.id)!;
+      expect(touches.calls()).toBe(0);
+      expect(await ctx.built.devices.flushLastSeen()).toBe(1);
+      expect(touches.calls()).toBe(1);
+      const rec = (await ctx.store.devices.byId(d.id))!;
       expect(rec.lastSuccessSyncTime).toBe(ctx.clock.now());
       expect(rec.lastSyncAttemptTime).toBe(ctx.clock.now());
       // A failed call moves the attempt time only.
       ctx.clock.advance(5_000);
       await as(d).get('/v1/devices?x=1').set('X-Device-Id', d.deviceId).expect(200);
       await as(d).post('/v1/devices/current/wipe-ack', { status: 'ok' }).expect(400);
-      ctx.built.devices.flushLastSeen();
-      expect(spy).toHaveBeenCalledTimes(2);
-      expect(ctx.built.devices.flushLastSeen()).toBe(0);
+      await ctx.built.devices.flushLastSeen();
+      expect(touches.calls()).toBe(2);
+      expect(await ctx.built.devices.flushLastSeen()).toBe(0);
     } finally {
-      spy.mockRestore();
+      touches.restore();
     }
   });
 
@@ -444,12 +471,12 @@ describe('last-seen times and inactivity', () => {
     ctx.clock.advance(29 * 86400_000);
     const fresh = await registered('bob');
     ctx.clock.advance(2 * 86400_000);
-    const purged = ctx.built.devices.purgeInactive().map((d) => d.id);
+    const purged = (await ctx.built.devices.purgeInactive()).map((d) => d.id);
     expect(purged).toContain(stale.id);
     expect(purged).not.toContain(fresh.id);
     expect(purged).not.toContain(wiping.id);
-    expect(ctx.store.devices.byId(stale.id)).toBeUndefined();
-    expect(ctx.store.devices.byId(wiping.id)).toBeDefined();
+    expect(await ctx.store.devices.byId(stale.id)).toBeUndefined();
+    expect(await ctx.store.devices.byId(wiping.id)).toBeDefined();
     expect((await refresh(stale)).body.error).toBe('invalid_grant');
     adminSession = await signInOn('root'); // a month passed: the old access token has expired
     const audit = (await admin().get('/admin/v1/audit?limit=500')).body;
@@ -473,7 +500,7 @@ describe('issue 12: a device-bound token is judged by its device, header or not,
       expect(res.status).toBe(401);
       expect(res.body.code).toBe('unauthorized');
     }
-    expect(ctx.store.devices.byUserAndDeviceId(ctx.store.users.byUsername('alice')!.id, d.deviceId)).toBeUndefined();
+    expect(await ctx.store.devices.byUserAndDeviceId((await ctx.store.users.byUsername('alice'))!.id, d.deviceId)).toBeUndefined();
     // Still dead an hour minus a minute later (just before its exp), and its refresh token too.
     ctx.clock.advance(59 * 60_000);
     expect((await as(d).post('/v1/devices', {})).status).toBe(401);
@@ -568,6 +595,6 @@ describe('issue 12: a device-bound token is judged by its device, header or not,
     // After the record goes, the sign-in it ended stays ended.
     await admin().delete(`/admin/v1/devices/${wiping.id}`).expect(204);
     expect((await as({ access: wiping.access }).post(`/admin/v1/devices/${victim.id}/block`)).status).toBe(401);
-    expect(ctx.store.devices.byId(victim.id)!.adminDecision).toBeNull();
+    expect((await ctx.store.devices.byId(victim.id))!.adminDecision).toBeNull();
   });
 });

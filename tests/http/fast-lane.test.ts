@@ -144,11 +144,11 @@ beforeAll(async () => {
     await request(ctx.app).post(`/admin/v1/devices/${id}/${action}`).set('Authorization', admin).expect(200);
   };
 
-  const alice = ctx.store.users.byUsername('alice')!;
-  const inbox = ctx.store.folders.byKind(alice.id, 'inbox')!;
+  const alice = (await ctx.store.users.byUsername('alice'))!;
+  const inbox = (await ctx.store.folders.byKind(alice.id, 'inbox'))!;
   st.inboxId = inbox.id;
   for (let i = 0; i < 40; i++) {
-    ctx.store.items.create(
+    await ctx.store.items.create(
       { userId: alice.id, folderId: inbox.id, type: 'email', receivedAt: ctx.clock.now() - i * 60_000, subject: `Quarterly figures, part ${i}`, from: { name: 'Sender', address: 's@example.test' }, preview: 'The figures for the quarter are attached; see the second sheet.' },
       ctx.clock.now(),
     );
@@ -177,7 +177,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of sides) await s.https.drain(1000);
-  ctx?.close();
+  await ctx?.close();
 });
 
 const items = () => `/v1/folders/${st.inboxId}/items/sync`;
@@ -313,13 +313,13 @@ describe('last-seen times', () => {
       const deviceId = `parity-seen-${sides.indexOf(s)}-${path.length}-0001`;
       const h = { Authorization: `Bearer ${t.access_token}`, 'X-Device-Id': deviceId };
       await request(ctx.app).post('/v1/devices').set(h).send({}).expect(201);
-      ctx.built.devices.flushLastSeen();
+      await ctx.built.devices.flushLastSeen();
       const at = ctx.clock.now() + 60_000;
       ctx.clock.set(at);
       expect((await send(s, { path, headers: h })).status).toBe(200);
       await new Promise((r) => setTimeout(r, 20)); // the touch is made when the response finishes
-      s.built.devices.flushLastSeen();
-      const record = ctx.store.devices.byUserAndDeviceId(ctx.store.users.byUsername('alice')!.id, deviceId)!;
+      await s.built.devices.flushLastSeen();
+      const record = (await ctx.store.devices.byUserAndDeviceId((await ctx.store.users.byUsername('alice'))!.id, deviceId))!;
       return record.lastSuccessSyncTime === at;
     };
     const before = fast.built.fastLane!.served;

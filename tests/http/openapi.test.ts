@@ -13,6 +13,7 @@ import YAML from 'yaml';
 import type { Express } from 'express';
 import { buildTestApp, signIn, passwordGrant, CLIENT_ID, type TestContext } from '../helpers/testApp';
 import type { FolderKind, NewItem } from '../../server/store/types';
+import { StoreBusy, StoreFull } from '../../server/store/errors';
 import {
   HTTP_METHODS,
   SPEC_FILE,
@@ -303,9 +304,7 @@ describe('(b) POST /oauth2/token', () => {
   });
 
   test('out of disk: 507', async () => {
-    const spy = jest.spyOn(ctx.store.refreshTokens, 'insert').mockImplementation(() => {
-      throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
-    });
+    const spy = jest.spyOn(ctx.store.refreshTokens, 'insert').mockRejectedValue(new StoreFull());
     try {
       const res = await passwordGrant(ctx, ALICE.username, ALICE.password);
       expect(res.status).toBe(507);
@@ -365,7 +364,7 @@ describe('(b) rate limits on the OAuth endpoints', () => {
       expect(limited.status).toBe(429);
       expectToMatchSpec(limited, 'post', '/oauth2/revoke');
     } finally {
-      rl.close();
+      await rl.close();
     }
   });
 });
@@ -428,7 +427,7 @@ describe('(b) GET /v1/session', () => {
   test('a token whose sessions were revoked: 401', async () => {
     await ctx.users.addUser({ username: 'dave', password: 'dave-password-1', role: 'user' });
     const { access_token } = await signIn(ctx, 'dave', 'dave-password-1');
-    ctx.users.revokeSessionsOf('dave');
+    await ctx.users.revokeSessionsOf('dave');
     const res = await api().get(S).set('Authorization', bearer(access_token));
     expect(res.status).toBe(401);
     expect(res.headers['www-authenticate']).toContain('error="invalid_token"');
@@ -439,16 +438,12 @@ describe('(b) GET /v1/session', () => {
     const { access_token } = await signIn(ctx, ALICE.username, ALICE.password);
     const spy = jest.spyOn(ctx.store.users, 'byId');
     try {
-      spy.mockImplementation(() => {
-        throw new Error('boom');
-      });
+      spy.mockRejectedValue(new Error('boom'));
       const bug = await api().get(S).set('Authorization', bearer(access_token));
       expect(bug.status).toBe(500);
       expect(bug.text).not.toContain('boom');
       check(bug);
-      spy.mockImplementation(() => {
-        throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
-      });
+      spy.mockRejectedValue(new StoreBusy());
       const busy = await api().get(S).set('Authorization', bearer(access_token));
       expect(busy.status).toBe(503);
       check(busy);
@@ -553,7 +548,7 @@ describe('(b) devices: POST /v1/devices', () => {
     const malformed = await api().post(D).set({ Authorization: bearer(access_token), 'X-Device-Id': 'short' }).send({});
     expect(malformed.status).toBe(400);
     check(malformed);
-    expect(ctx.store.devices.byUserAndDeviceId(ctx.store.users.byUsername('alice')!.id, p.deviceId)).toBeUndefined();
+    expect(await ctx.store.devices.byUserAndDeviceId((await ctx.store.users.byUsername('alice'))!.id, p.deviceId)).toBeUndefined();
   });
 
   test('401 without a token or with a token bound to another device; 413; 415', async () => {
@@ -588,7 +583,7 @@ describe('(b) devices: POST /v1/devices', () => {
       expect(res.body.code).toBe('deviceLimitReached');
       check(res);
     } finally {
-      small.close();
+      await small.close();
     }
   });
 });
@@ -895,6 +890,8 @@ async function mailUser(): Promise<MailUser> {
   const headers = { Authorization: bearer(t.access_token), 'X-Device-Id': deviceId };
   const reg = await api().post('/v1/devices').set(headers).send({ friendlyName: 'sync contract test' });
   expect(reg.status).toBe(201);
+  // The well-known folders' ids never change: read once, so tests name them without a round trip.
+  const wellKnown = new Map((await ctx.store.folders.listByUser(user.id)).map((f) => [f.kind, f.id]));
   return {
     username,
     password,
@@ -902,7 +899,7 @@ async function mailUser(): Promise<MailUser> {
     deviceId,
     deviceRecordId: reg.body.id,
     headers,
-    folder: (kind) => ctx.store.folders.byKind(user.id, kind)!.id,
+    folder: (kind) => wellKnown.get(kind)!,
   };
 }
 /** Another registered device of the same user. */
@@ -1033,7 +1030,7 @@ describe('(b) sync: GET /v1/folders/sync and folder changes', () => {
     expect(child.status).toBe(201);
     expect(child.body.parentId).toBe(projects);
     expectToMatchSpec(child, 'post', FOLDERS);
-    deliver(u, u.folder('inbox')); // changes the inbox's counts
+    await deliver(u, u.folder('inbox')); // changes the inbox's counts
 
     const next = await folderSync(u, { token: initial.token });
     expect(next.created.map((f: Json) => f.id).sort()).toEqual([projects, child.body.id].sort());
@@ -1057,7 +1054,7 @@ describe('(b) sync: GET /v1/folders/sync and folder changes', () => {
     expect(changed.updated.map((f: Json) => f.id).sort()).toEqual([projects, child.body.id].sort());
 
     // Deleting a folder deletes its subfolders (and their items) too.
-    deliver(u, child.body.id);
+    await deliver(u, child.body.id);
     const deleted = await api().delete(`/v1/folders/${projects}`).set(u.headers);
     expect(deleted.status).toBe(204);
     expectToMatchSpec(deleted, 'delete', FOLDER);
@@ -1172,7 +1169,7 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
     const u = await mailUser();
     const inbox = u.folder('inbox');
     const archive = u.folder('archive');
-    const m1 = deliver(u, inbox, {
+    const m1 = await deliver(u, inbox, {
       subject: 'Quarterly numbers',
       to: [{ name: 'Carol', address: 'carol@example.test' }],
       cc: [{ name: 'Dave', address: 'dave@example.test' }],
@@ -1188,8 +1185,8 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
         { name: 'logo.png', contentType: 'image/png', isInline: true, contentId: 'logo@x', content: Buffer.from([0x89, 0x50]) },
       ],
     });
-    const m2 = deliver(u, inbox, { bodyText: 'short', isRead: true });
-    const m3 = deliver(u, inbox, { from: null });
+    const m2 = await deliver(u, inbox, { bodyText: 'short', isRead: true });
+    const m3 = await deliver(u, inbox, { from: null });
 
     const withBodies = await itemSync(u, inbox, { bodyBytes: 12 });
     expect(withBodies).toMatchObject({ moreAvailable: false, updated: [], removed: [], window: { size: 500, max: 1000, itemsInFolder: 3, hasOlder: false } });
@@ -1203,7 +1200,7 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
     expect(initial.created.every((i: Json) => i.body === undefined)).toBe(true);
 
     // Changes of every kind: a delivery, an edit from the app, a delete for good, a move.
-    const m4 = deliver(u, inbox);
+    const m4 = await deliver(u, inbox);
     const flag = await api().patch(`/v1/items/${m2.id}`).set(u.headers).send({ isFlagged: true });
     expect(flag.status).toBe(200);
     expect((await api().delete(`/v1/items/${m3.id}?permanent=true`).set(u.headers)).status).toBe(204);
@@ -1241,7 +1238,8 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
     const folder = await api().post(FOLDERS).set(u.headers).send({ displayName: 'Bulk' });
     expect(folder.status).toBe(201);
     const bulk: string = folder.body.id;
-    const items = Array.from({ length: 502 }, () => deliver(u, bulk)); // oldest first
+    const items = [];
+    for (let i = 0; i < 502; i++) items.push(await deliver(u, bulk)); // oldest first
 
     const held = new Map<string, Json>();
     const initial = await itemSyncToEnd(u, bulk, held, { maxChanges: 512 });
@@ -1250,7 +1248,7 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
     expect(held.has(items[0]!.id) || held.has(items[1]!.id)).toBe(false);
 
     // A new message pushes the oldest held one out: evicted, not deleted.
-    const newest = deliver(u, bulk);
+    const newest = await deliver(u, bulk);
     const pushed = await itemSync(u, bulk, { token: initial.page.token });
     expect(pushed.created.map((i: Json) => i.id)).toEqual([newest.id]);
     expect(pushed.removed).toEqual([{ id: items[2]!.id, reason: 'evicted' }]);
@@ -1305,9 +1303,9 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
         },
         ctx.clock.now(),
       );
-    const e1 = event('2026-04-01T09:00:00.000Z', 'Sprint planning');
-    const e2 = event('2026-04-02T09:00:00.000Z', 'Retro');
-    const c1 = ctx.store.items.create(
+    const e1 = await event('2026-04-01T09:00:00.000Z', 'Sprint planning');
+    const e2 = await event('2026-04-02T09:00:00.000Z', 'Retro');
+    const c1 = await ctx.store.items.create(
       {
         userId: u.userId,
         folderId: contacts,
@@ -1356,7 +1354,7 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
   test('400 for bad parameters; 400 invalidToken for forged, altered and foreign tokens; 404 folderNotFound', async () => {
     const u = await mailUser();
     const inbox = u.folder('inbox');
-    deliver(u, inbox);
+    await deliver(u, inbox);
     const { token } = await itemSync(u, inbox);
     const url = `/v1/folders/${inbox}/items/sync`;
     for (const q of ['maxChanges=0', 'maxChanges=513', 'loadMore=yes', 'bodyBytes=65537', 'bodyBytes=-1', 'token=', 'token=a&token=b']) {
@@ -1393,7 +1391,7 @@ describe('(b) sync: GET /v1/folders/{folderId}/items/sync', () => {
 describe('(b) item changes: PATCH, move and DELETE /v1/items/{itemId}', () => {
   test('PATCH: 200 with the item; If-Match; 412 conflict with the server\'s item; 400; 404; 415', async () => {
     const u = await mailUser();
-    const m = deliver(u, u.folder('inbox'));
+    const m = await deliver(u, u.folder('inbox'));
     const res = await api().patch(`/v1/items/${m.id}`).set(u.headers).send({ isRead: true, categories: ['Blue', 'Red'], inferenceClassification: 'other' });
     expect(res.status).toBe(200);
     expect(res.body).toMatchObject({ id: m.id, isRead: true, categories: ['Blue', 'Red'], inferenceClassification: 'other' });
@@ -1426,7 +1424,7 @@ describe('(b) item changes: PATCH, move and DELETE /v1/items/{itemId}', () => {
     expect(longIfMatch.status).toBe(400);
     expectToMatchSpec(longIfMatch, 'patch', ITEM);
     const other = await mailUser();
-    for (const id of ['no-such-item', deliver(other, other.folder('inbox')).id]) {
+    for (const id of ['no-such-item', (await deliver(other, other.folder('inbox'))).id]) {
       const missing = await api().patch(`/v1/items/${id}`).set(u.headers).send({ isRead: true });
       expect({ id, status: missing.status, code: missing.body.code }).toEqual({ id, status: 404, code: 'itemNotFound' });
       expectToMatchSpec(missing, 'patch', ITEM);
@@ -1438,7 +1436,7 @@ describe('(b) item changes: PATCH, move and DELETE /v1/items/{itemId}', () => {
 
   test('move: 200 with the same id; 400 for the wrong kind of folder or a bad body; 404 item or folder', async () => {
     const u = await mailUser();
-    const m = deliver(u, u.folder('inbox'));
+    const m = await deliver(u, u.folder('inbox'));
     const url = `/v1/items/${m.id}/move`;
     const res = await api().post(url).set(u.headers).send({ destinationFolderId: u.folder('archive') });
     expect(res.status).toBe(200);
@@ -1465,7 +1463,7 @@ describe('(b) item changes: PATCH, move and DELETE /v1/items/{itemId}', () => {
 
   test('DELETE: 200 moved to Deleted Items, then 204 for good; permanent; 400; 404', async () => {
     const u = await mailUser();
-    const m = deliver(u, u.folder('inbox'));
+    const m = await deliver(u, u.folder('inbox'));
     const first = await api().delete(`/v1/items/${m.id}`).set(u.headers);
     expect(first.status).toBe(200);
     expect(first.body).toMatchObject({ id: m.id, folderId: u.folder('deletedItems') });
@@ -1479,14 +1477,14 @@ describe('(b) item changes: PATCH, move and DELETE /v1/items/{itemId}', () => {
     expect(gone.body).toMatchObject({ status: 404, code: 'itemNotFound' });
     expectToMatchSpec(gone, 'delete', ITEM);
 
-    const p = deliver(u, u.folder('inbox'));
+    const p = await deliver(u, u.folder('inbox'));
     const bad = await api().delete(`/v1/items/${p.id}?permanent=maybe`).set(u.headers);
     expect(bad.status).toBe(400);
     expectToMatchSpec(bad, 'delete', ITEM);
     const permanent = await api().delete(`/v1/items/${p.id}?permanent=true`).set(u.headers);
     expect(permanent.status).toBe(204);
     expectToMatchSpec(permanent, 'delete', ITEM);
-    expect(ctx.store.items.byId(u.userId, p.id)).toBeUndefined();
+    expect(await ctx.store.items.byId(u.userId, p.id)).toBeUndefined();
   });
 });
 
@@ -1494,8 +1492,8 @@ describe('(b) POST /v1/batch', () => {
   test('mixed successes and failures in one 200; a repeated batch replays its successes; 400 for a bad batch', async () => {
     const u = await mailUser();
     const inbox = u.folder('inbox');
-    const [a, b, c, d] = [deliver(u, inbox), deliver(u, inbox), deliver(u, inbox), deliver(u, inbox)];
-    const e = ctx.store.items.create({ userId: u.userId, folderId: u.folder('calendar'), type: 'event', receivedAt, subject: 'Standup', isRead: true, data: {} }, ctx.clock.now());
+    const [a, b, c, d] = [await deliver(u, inbox), await deliver(u, inbox), await deliver(u, inbox), await deliver(u, inbox)];
+    const e = await ctx.store.items.create({ userId: u.userId, folderId: u.folder('calendar'), type: 'event', receivedAt, subject: 'Standup', isRead: true, data: {} }, ctx.clock.now());
     const operations = [
       { opId: 'op-update', op: 'update', id: a.id, isRead: true, categories: ['Done'] },
       { opId: 'op-stale', op: 'update', id: b.id, ifMatch: 'stale', isFlagged: true },
@@ -1549,7 +1547,7 @@ describe('(b) POST /v1/batch', () => {
       ['#9', 400, 'invalidRequest', false],
     ]);
     expect(again.body.results[0].item).toEqual(res.body.results[0].item);
-    expect(ctx.store.items.byId(u.userId, d.id)!.folderId).toBe(u.folder('deletedItems')); // not deleted for good by the replay
+    expect((await ctx.store.items.byId(u.userId, d.id))!.folderId).toBe(u.folder('deletedItems')); // not deleted for good by the replay
 
     const reused = await api().post(BATCH).set(u.headers).send({ operations: [{ opId: 'op-update', op: 'update', id: a.id, isFlagged: true }] });
     expect(summary(reused.body)).toEqual([['op-update', 400, 'invalidRequest', false]]);
@@ -1582,13 +1580,13 @@ describe('(b) Idempotency-Key on mutating calls', () => {
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.body).toEqual(first.body);
     expectToMatchSpec(replay, 'post', FOLDERS);
-    expect(ctx.store.folders.listByUser(u.userId).filter((f) => f.displayName === 'Receipts')).toHaveLength(1);
+    expect((await ctx.store.folders.listByUser(u.userId)).filter((f) => f.displayName === 'Receipts')).toHaveLength(1);
     const reused = await api().post(FOLDERS).set(u.headers).set('Idempotency-Key', key('create')).send({ displayName: 'Invoices' });
     expect(reused.status).toBe(400);
     expect(reused.body.errors).toEqual([{ field: 'Idempotency-Key', message: 'reused' }]);
     expectToMatchSpec(reused, 'post', FOLDERS);
 
-    const m = deliver(u, u.folder('inbox'));
+    const m = await deliver(u, u.folder('inbox'));
     const calls = [
       ['patch', ITEM, () => api().patch(`/v1/items/${m.id}`).send({ isFlagged: true }), 200],
       ['post', MOVE, () => api().post(`/v1/items/${m.id}/move`).send({ destinationFolderId: u.folder('archive') }), 200],
@@ -1628,7 +1626,7 @@ describe('(b) sync: 410 resyncRequired', () => {
     const admin = await asAdmin();
     const u = await mailUser();
     const inbox = u.folder('inbox');
-    deliver(u, inbox);
+    await deliver(u, inbox);
     const tokens = async () => ({ item: (await itemSync(u, inbox)).token as string, hierarchy: (await folderSync(u)).token as string });
     const expectGone = async (t: { item: string; hierarchy: string }, reason: string) => {
       const item = await api().get(`/v1/folders/${inbox}/items/sync`).query({ token: t.item }).set(u.headers);
@@ -1647,14 +1645,14 @@ describe('(b) sync: 410 resyncRequired', () => {
     await expectGone(beforeResync, 'deviceReset');
 
     const beforeReset = await tokens(); // a sync from no token works again at once
-    ctx.store.mailboxes.resetEpoch(u.userId);
+    await ctx.store.mailboxes.resetEpoch(u.userId);
     await expectGone(beforeReset, 'mailboxReset');
 
     const beforePurge = await tokens();
-    deliver(u, inbox);
+    await deliver(u, inbox);
     await api().post(FOLDERS).set(u.headers).send({ displayName: 'After the token' }).expect(201);
     ctx.clock.advance(1000);
-    ctx.store.mailboxes.purgeHistory(ctx.clock.now());
+    await ctx.store.mailboxes.purgeHistory(ctx.clock.now());
     await expectGone(beforePurge, 'tokenExpired');
   });
 });
@@ -1679,7 +1677,7 @@ describe('(b) push: GET /v1/events and POST /v1/ping', () => {
           res.setEncoding('utf8');
           res.on('data', (chunk: string) => {
             received += chunk;
-            if (received.startsWith('id: ') && !received.includes('event: ') && received.endsWith('\n\n')) deliver(u, inbox);
+            if (received.startsWith('id: ') && !received.includes('event: ') && received.endsWith('\n\n')) deliver(u, inbox).catch(reject);
             if (/event: changed\ndata: .*\n\n$/.test(received)) {
               clearTimeout(timer);
               req.destroy();
@@ -1760,7 +1758,7 @@ describe('(b) the admin API', () => {
       expect({ method, template, status: forbidden.status, code: forbidden.body.code }).toEqual({ method, template, status: 403, code: 'forbidden' });
       expectToMatchSpec(forbidden, method, template);
     }
-    expect(ctx.store.deviceAccess.defaultState(ctx.store.users.byUsername('alice')!.tenantId)).toBe('allowed');
+    expect(await ctx.store.deviceAccess.defaultState((await ctx.store.users.byUsername('alice'))!.tenantId)).toBe('allowed');
   });
 
   test('GET /admin/v1/devices: the inventory, filters, 400 for bad filters', async () => {
@@ -1771,7 +1769,7 @@ describe('(b) the admin API', () => {
     expect(all.body.devices).toContainEqual(expect.objectContaining({ id: p.id, username: 'alice', deviceId: p.deviceId }));
     expectToMatchSpec(all, 'get', L);
     for (const d of all.body.devices) expectDocumentedMembers(d, 'AdminDevice');
-    for (const q of ['user=alice&clientType=InventoryClient', 'deviceModel=Inventory%20Model%201&accessState=allowed', `user=${ctx.store.users.byUsername('alice')!.id}&clientType=InventoryClient`]) {
+    for (const q of ['user=alice&clientType=InventoryClient', 'deviceModel=Inventory%20Model%201&accessState=allowed', `user=${(await ctx.store.users.byUsername('alice'))!.id}&clientType=InventoryClient`]) {
       const res = await api().get(`${L}?${q}`).set(admin);
       expect({ q, ids: res.body.devices.map((d: { id: string }) => d.id) }).toEqual({ q, ids: [p.id] });
       expectToMatchSpec(res, 'get', L);
@@ -1794,7 +1792,7 @@ describe('(b) the admin API', () => {
     const T = '/admin/v1/devices/{id}';
     const res = await api().get(`/admin/v1/devices/${p.id}`).set(admin);
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ id: p.id, deviceId: p.deviceId, userId: ctx.store.users.byUsername('alice')!.id });
+    expect(res.body).toMatchObject({ id: p.id, deviceId: p.deviceId, userId: (await ctx.store.users.byUsername('alice'))!.id });
     expectToMatchSpec(res, 'get', T);
     expectDocumentedMembers(res.body, 'Device');
     const missing = await api().get('/admin/v1/devices/no-such-record').set(admin);
@@ -1813,13 +1811,13 @@ describe('(b) the admin API', () => {
       resync: { accessState: 'allowed', wipeState: 'none' },
       wipe: { wipeState: 'pending' },
     };
-    const epoch = ctx.store.devices.byId(p.id)!.epoch;
+    const epoch = (await ctx.store.devices.byId(p.id))!.epoch;
     for (const [action, state] of Object.entries(expected)) {
       const res = await api().post(`/admin/v1/devices/${p.id}/${action}`).set(admin);
       expect({ action, status: res.status, body: res.body }).toEqual({ action, status: 200, body: expect.objectContaining(state) });
       expectToMatchSpec(res, 'post', T);
     }
-    expect(ctx.store.devices.byId(p.id)!.epoch).toBe(epoch + 1);
+    expect((await ctx.store.devices.byId(p.id))!.epoch).toBe(epoch + 1);
     for (const url of [`/admin/v1/devices/${p.id}/explode`, '/admin/v1/devices/no-such-record/block']) {
       const res = await api().post(url).set(admin);
       expect({ url, status: res.status }).toEqual({ url, status: 404 });
@@ -1941,9 +1939,7 @@ describe('(b) operational endpoints', () => {
     const ok = await api().get('/readyz');
     expect(ok.status).toBe(200);
     expectToMatchSpec(ok, 'get', '/readyz');
-    const spy = jest.spyOn(ctx.store, 'ping').mockImplementation(() => {
-      throw new Error('disk gone');
-    });
+    const spy = jest.spyOn(ctx.store, 'ping').mockRejectedValue(new Error('disk gone'));
     try {
       const down = await api().get('/readyz');
       expect(down.status).toBe(503);

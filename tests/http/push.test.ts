@@ -178,7 +178,7 @@ async function device(c: TestContext, app: PigeonApp['app'], user: string, descr
   const headers = { Authorization: `Bearer ${grant.body.access_token}`, 'X-Device-Id': deviceId };
   const reg = await request(app).post('/v1/devices').set(headers).send({ friendlyName: `${user}'s phone`, deviceOS: 'PushOS 1', ...description });
   expect(reg.status).toBe(201);
-  return { user, userId: c.store.users.byUsername(user)!.id, deviceId, recordId: reg.body.id, headers };
+  return { user, userId: (await c.store.users.byUsername(user))!.id, deviceId, recordId: reg.body.id, headers };
 }
 
 async function stream(d: Pick<Dev, 'headers'>, extra: Record<string, string> = {}, p = port): Promise<Sse> {
@@ -187,12 +187,12 @@ async function stream(d: Pick<Dev, 'headers'>, extra: Record<string, string> = {
   return s;
 }
 
-const folderOf = (userId: string, kind: Folder['kind']) => ctx.store.folders.byKind(userId, kind)!;
+const folderOf = async (userId: string, kind: Folder['kind']) => (await ctx.store.folders.byKind(userId, kind))!;
 let subjects = 0;
 /** A delivery, as LMTP will make it: one item created in its own transaction (and so its own commit). */
-function deliver(userId: string, kind: Folder['kind'] = 'inbox', isRead = false) {
+async function deliver(userId: string, kind: Folder['kind'] = 'inbox', isRead = false) {
   return ctx.store.items.create(
-    { userId, folderId: folderOf(userId, kind).id, type: 'email', receivedAt: Date.now(), subject: `push test ${++subjects}`, isRead, from: { name: 'S', address: 's@example.org' }, preview: 'hi' },
+    { userId, folderId: (await folderOf(userId, kind)).id, type: 'email', receivedAt: Date.now(), subject: `push test ${++subjects}`, isRead, from: { name: 'S', address: 's@example.org' }, preview: 'hi' },
     ctx.clock.now(),
   );
 }
@@ -214,7 +214,7 @@ afterAll(async () => {
   fast.push.close();
   ctx.built.push.close();
   await new Promise((r) => server.close(r));
-  ctx.close();
+  await ctx.close();
 });
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -229,7 +229,7 @@ describe('GET /v1/events', () => {
     expect(s.headers['x-accel-buffering']).toBe('no');
     expect(s.headers['content-encoding']).toBeUndefined();
     const id = await s.until(() => s.bareIds[0], 1000, 'the bare id');
-    expect(Number(id)).toBe(ctx.store.mailboxes.get(a.userId)!.highestModseq);
+    expect(Number(id)).toBe((await ctx.store.mailboxes.get(a.userId))!.highestModseq);
     expect(s.events).toEqual([]);
     // The metrics listener serves this registry (tests/http/requests.test.ts); the API port has no /metrics.
     expect(await fast.metrics.registry.metrics()).toMatch(/^pigeon_push_channels\{kind="stream"\} [1-9]/m);
@@ -256,42 +256,42 @@ describe('GET /v1/events', () => {
     const s = await stream(a);
     const first = Number(await s.until(() => s.bareIds[0], 1000, 'the bare id'));
     const sent = Date.now();
-    deliver(a.userId);
+    await deliver(a.userId);
     const e = await s.event(0);
     expect(e.at - sent).toBeLessThan(2000);
     expect(e.type).toBe('changed');
-    const inbox = folderOf(a.userId, 'inbox');
+    const inbox = await folderOf(a.userId, 'inbox');
     expect(e.data).toEqual({ folders: { [inbox.id]: { unreadCount: inbox.unreadCount } }, hierarchyChanged: false });
     expect(inbox.unreadCount).toBeGreaterThan(0);
-    expect(e.id).toBe(ctx.store.mailboxes.get(a.userId)!.highestModseq);
+    expect(e.id).toBe((await ctx.store.mailboxes.get(a.userId))!.highestModseq);
     expect(e.id).toBeGreaterThan(first);
   });
 
   test('a change from another device (mark read over HTTP) → an event on this device\'s stream with the new count', async () => {
     const [phone, laptop] = [await device(ctx, fast.app, 'alice'), await device(ctx, fast.app, 'alice')];
-    const item = deliver(phone.userId);
+    const item = await deliver(phone.userId);
     const s = await stream(phone);
     await s.until(() => s.bareIds[0], 1000, 'the bare id');
-    const before = folderOf(phone.userId, 'inbox').unreadCount;
+    const before = (await folderOf(phone.userId, 'inbox')).unreadCount;
     const sent = Date.now();
     expect((await request(fast.app).patch(`/v1/items/${item.id}`).set(laptop.headers).send({ isRead: true })).status).toBe(200);
     const e = await s.event(0);
     expect(e.at - sent).toBeLessThan(2000);
-    expect(e.data.folders[folderOf(phone.userId, 'inbox').id]).toEqual({ unreadCount: before - 1 });
+    expect(e.data.folders[(await folderOf(phone.userId, 'inbox')).id]).toEqual({ unreadCount: before - 1 });
   });
 
   test('a burst of changes → one coalesced event naming every folder touched, counts as after the burst', async () => {
     const a = await device(ctx, fast.app, 'alice');
     const s = await stream(a);
     await s.until(() => s.bareIds[0], 1000, 'the bare id');
-    const moved = deliver(a.userId);
-    for (let i = 0; i < 5; i++) deliver(a.userId); // six separate commits, well inside one window
-    ctx.store.transaction(() => ctx.store.items.move(a.userId, moved.id, folderOf(a.userId, 'archive').id, ctx.clock.now()));
+    const moved = await deliver(a.userId);
+    for (let i = 0; i < 5; i++) await deliver(a.userId); // six separate commits, well inside one window
+    await ctx.store.items.move(a.userId, moved.id, (await folderOf(a.userId, 'archive')).id, ctx.clock.now());
     const e = await s.event(0);
     await sleep(COALESCE_MS * 6);
     expect(s.events).toHaveLength(1);
-    const inbox = folderOf(a.userId, 'inbox');
-    const archive = folderOf(a.userId, 'archive');
+    const inbox = await folderOf(a.userId, 'inbox');
+    const archive = await folderOf(a.userId, 'archive');
     expect(e.data.folders).toEqual({ [inbox.id]: { unreadCount: inbox.unreadCount }, [archive.id]: { unreadCount: archive.unreadCount } });
     expect(archive.unreadCount).toBeGreaterThan(0);
   });
@@ -301,14 +301,14 @@ describe('GET /v1/events', () => {
     const b = await device(ctx, fast.app, 'bob');
     const s = await stream(a);
     await s.until(() => s.bareIds[0], 1000, 'the bare id');
-    deliver(b.userId);
-    deliver(b.userId, 'archive');
+    await deliver(b.userId);
+    await deliver(b.userId, 'archive');
     await sleep(COALESCE_MS * 6);
     expect(s.events).toEqual([]);
-    deliver(a.userId, 'drafts');
+    await deliver(a.userId, 'drafts');
     const e = await s.event(0);
-    expect(Object.keys(e.data.folders)).toEqual([folderOf(a.userId, 'drafts').id]);
-    expect(Object.keys(e.data.folders)).not.toContain(folderOf(b.userId, 'drafts').id);
+    expect(Object.keys(e.data.folders)).toEqual([(await folderOf(a.userId, 'drafts')).id]);
+    expect(Object.keys(e.data.folders)).not.toContain((await folderOf(b.userId, 'drafts')).id);
   });
 
   test('folder changes set hierarchyChanged; a deleted folder is not in `folders`', async () => {
@@ -339,7 +339,7 @@ describe('GET /v1/events', () => {
     await older.until(() => older.bareIds[0], 1000, 'the bare id');
     const newer = await stream(a);
     await older.waitEnd(1000);
-    deliver(a.userId);
+    await deliver(a.userId);
     await newer.event(0);
     await bystander.event(0);
     expect(newer.endedAt).toBeUndefined();
@@ -357,22 +357,22 @@ describe('Last-Event-ID', () => {
 
   test('after missed changes: one event at once naming exactly the folders that changed', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const item = deliver(a.userId, 'junkEmail');
+    const item = await deliver(a.userId, 'junkEmail');
     const id = await lastId(a);
     // While away: a flag in junk (content only) and a delivery to drafts (content and counts).
-    ctx.store.transaction(() => ctx.store.items.update(a.userId, item.id, { isFlagged: true }, ctx.clock.now()));
+    await ctx.store.items.update(a.userId, item.id, { isFlagged: true }, ctx.clock.now());
     const flagged = await stream(a, { 'Last-Event-ID': id });
     const e = await flagged.event(0, 1000);
-    expect(e.data).toEqual({ folders: { [folderOf(a.userId, 'junkEmail').id]: { unreadCount: folderOf(a.userId, 'junkEmail').unreadCount } }, hierarchyChanged: false });
-    expect(e.id).toBe(ctx.store.mailboxes.get(a.userId)!.highestModseq);
+    expect(e.data).toEqual({ folders: { [(await folderOf(a.userId, 'junkEmail')).id]: { unreadCount: (await folderOf(a.userId, 'junkEmail')).unreadCount } }, hierarchyChanged: false });
+    expect(e.id).toBe((await ctx.store.mailboxes.get(a.userId))!.highestModseq);
     flagged.close();
 
     const connectedAt = Date.now();
-    deliver(a.userId, 'drafts');
+    await deliver(a.userId, 'drafts');
     const s = await stream(a, { 'Last-Event-ID': String(e.id) });
     const caught = await s.event(0, 1000);
     expect(caught.at - connectedAt).toBeLessThan(COALESCE_MS * 4); // at once, not after a coalescing window
-    const drafts = folderOf(a.userId, 'drafts');
+    const drafts = await folderOf(a.userId, 'drafts');
     expect(caught.data.folders).toEqual({ [drafts.id]: { unreadCount: drafts.unreadCount } });
     // Counts moved: afterwards the rows cannot tell that from a rename, so the hierarchy is reported as changed.
     expect(caught.data.hierarchyChanged).toBe(true);
@@ -402,7 +402,7 @@ describe('Last-Event-ID', () => {
     const s = await stream(a, { 'Last-Event-ID': bad });
     const e = await s.event(0, 1000);
     expect(e.data.hierarchyChanged).toBe(true);
-    expect(Object.keys(e.data.folders).sort()).toEqual(ctx.store.folders.listByUser(a.userId).map((f) => f.id).sort());
+    expect(Object.keys(e.data.folders).sort()).toEqual((await ctx.store.folders.listByUser(a.userId)).map((f) => f.id).sort());
   });
 });
 
@@ -460,7 +460,7 @@ describe('streams end when the device may no longer hold them', () => {
     const c = await device(ctx, fast.app, 'carol');
     const s = await stream(c);
     await s.until(() => s.bareIds[0], 1000, 'the bare id');
-    ctx.store.users.bumpSessionVersion(c.userId, ctx.clock.now());
+    await ctx.store.users.bumpSessionVersion(c.userId, ctx.clock.now());
     await s.waitEnd(HEARTBEAT_MS * 5);
   });
 
@@ -489,7 +489,7 @@ describe('streams end when the device may no longer hold them', () => {
         await new Promise((r) => srv.close(r));
       }
     } finally {
-      short.close();
+      await short.close();
     }
   });
 
@@ -508,7 +508,7 @@ describe('streams end when the device may no longer hold them', () => {
         expect(over.body.code).toBe('rateLimited');
         expect(Number(over.headers['retry-after'])).toBeGreaterThan(0);
         expectToMatchSpec(over, 'get', '/v1/events');
-        const overPing = await request(capped.app).post('/v1/ping').set(d3.headers).send({ folderIds: [capped.store.folders.byKind(d3.userId, 'inbox')!.id], heartbeatSeconds: 60 });
+        const overPing = await request(capped.app).post('/v1/ping').set(d3.headers).send({ folderIds: [(await capped.store.folders.byKind(d3.userId, 'inbox'))!.id], heartbeatSeconds: 60 });
         expect(overPing.status).toBe(429);
         // A device replacing its own stream is not over the cap.
         const again = await stream(d1, {}, p);
@@ -524,7 +524,7 @@ describe('streams end when the device may no longer hold them', () => {
         await new Promise((r) => srv.close(r));
       }
     } finally {
-      capped.close();
+      await capped.close();
     }
   });
 });
@@ -546,7 +546,7 @@ describe('POST /v1/ping', () => {
 
   test('heartbeatSeconds outside 60..1740 (the defaults) → 400 naming the range', async () => {
     const a = await device(ctx, ctx.app, 'alice');
-    const inbox = folderOf(a.userId, 'inbox').id;
+    const inbox = (await folderOf(a.userId, 'inbox')).id;
     for (const heartbeatSeconds of [59, 1741, 0]) {
       const res = await ping(a, { folderIds: [inbox], heartbeatSeconds }, ctx.app);
       expect(res.status).toBe(400);
@@ -563,9 +563,9 @@ describe('POST /v1/ping', () => {
 
   test('an unknown folder, or another user\'s, is 404 folderNotFound', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const bobs = folderOf(ctx.store.users.byUsername('bob')!.id, 'inbox').id;
+    const bobs = (await folderOf((await ctx.store.users.byUsername('bob'))!.id, 'inbox')).id;
     for (const id of ['no-such-folder', bobs]) {
-      const res = await ping(a, { folderIds: [folderOf(a.userId, 'inbox').id, id], heartbeatSeconds: 60 });
+      const res = await ping(a, { folderIds: [(await folderOf(a.userId, 'inbox')).id, id], heartbeatSeconds: 60 });
       expect(res.status).toBe(404);
       expect(res.body.code).toBe('folderNotFound');
     }
@@ -573,7 +573,7 @@ describe('POST /v1/ping', () => {
 
   test('answers at once for folders changed since the device last synced them (or never synced here)', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const [inbox, drafts] = [folderOf(a.userId, 'inbox').id, folderOf(a.userId, 'drafts').id];
+    const [inbox, drafts] = [(await folderOf(a.userId, 'inbox')).id, (await folderOf(a.userId, 'drafts')).id];
     await syncFolder(a, inbox);
     const t0 = Date.now();
     const res = await ping(a, { folderIds: [inbox, drafts], heartbeatSeconds: 5 });
@@ -581,22 +581,22 @@ describe('POST /v1/ping', () => {
     expect(Date.now() - t0).toBeLessThan(1000);
     expect(res.headers['cache-control']).toBe('no-store');
     await syncFolder(a, drafts);
-    deliver(a.userId);
+    await deliver(a.userId);
     expect((await ping(a, { folderIds: [inbox, drafts], heartbeatSeconds: 5 })).body).toEqual({ changed: [inbox] });
   });
 
   test('returns early when a watched folder changes; a change elsewhere does not answer it', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const inbox = folderOf(a.userId, 'inbox').id;
+    const inbox = (await folderOf(a.userId, 'inbox')).id;
     await syncFolder(a, inbox);
     const t0 = Date.now();
     const pending = ping(a, { folderIds: [inbox], heartbeatSeconds: 10 }).then((r) => ({ r, at: Date.now() }));
     await sleep(150);
-    deliver(a.userId, 'archive'); // not watched
-    deliver(ctx.store.users.byUsername('bob')!.id); // not this mailbox
+    await deliver(a.userId, 'archive'); // not watched
+    await deliver((await ctx.store.users.byUsername('bob'))!.id); // not this mailbox
     await sleep(150);
     const changedAt = Date.now();
-    deliver(a.userId);
+    await deliver(a.userId);
     const { r, at } = await pending;
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ changed: [inbox] });
@@ -607,7 +607,7 @@ describe('POST /v1/ping', () => {
 
   test('answers {"changed":[]} at the heartbeat when nothing changes', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const inbox = folderOf(a.userId, 'inbox').id;
+    const inbox = (await folderOf(a.userId, 'inbox')).id;
     await syncFolder(a, inbox);
     const t0 = Date.now();
     const res = await ping(a, { folderIds: [inbox], heartbeatSeconds: 1 });
@@ -619,7 +619,7 @@ describe('POST /v1/ping', () => {
 
   test('a second ping from the same device ends the first with {"changed":[]}; the second keeps waiting', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const inbox = folderOf(a.userId, 'inbox').id;
+    const inbox = (await folderOf(a.userId, 'inbox')).id;
     await syncFolder(a, inbox);
     const first = ping(a, { folderIds: [inbox], heartbeatSeconds: 10 }).then((r) => ({ r, at: Date.now() }));
     await sleep(150);
@@ -629,13 +629,13 @@ describe('POST /v1/ping', () => {
     expect(one.r.body).toEqual({ changed: [] });
     expect(one.at - t1).toBeLessThan(1000);
     expect(fast.push.count('ping')).toBeGreaterThanOrEqual(1);
-    deliver(a.userId);
+    await deliver(a.userId);
     expect((await second).r.body).toEqual({ changed: [inbox] });
   });
 
   test('a stream and a ping of one device: each newer one ends the older', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const inbox = folderOf(a.userId, 'inbox').id;
+    const inbox = (await folderOf(a.userId, 'inbox')).id;
     await syncFolder(a, inbox);
     const s = await stream(a);
     await s.until(() => s.bareIds[0], 1000, 'the bare id');
@@ -649,7 +649,7 @@ describe('POST /v1/ping', () => {
 
   test('a waiting ping of a device that gets blocked is answered at once with the gate\'s 403', async () => {
     const a = await device(ctx, fast.app, 'alice');
-    const inbox = folderOf(a.userId, 'inbox').id;
+    const inbox = (await folderOf(a.userId, 'inbox')).id;
     await syncFolder(a, inbox);
     const waiting = ping(a, { folderIds: [inbox], heartbeatSeconds: 10 }).then((r) => ({ r, at: Date.now() }));
     await sleep(150);
@@ -682,14 +682,14 @@ describe('coalescing is a throttle: the first change goes out at once, later one
     const s = await stream(a, {}, slowPort);
     await s.until(() => s.bareIds[0], 1000, 'the bare id');
     const t0 = Date.now();
-    deliver(a.userId);
+    await deliver(a.userId);
     const first = await s.event(0, WINDOW_MS);
     expect(first.at - t0).toBeLessThan(WINDOW_MS / 3);
-    deliver(a.userId, 'archive');
-    deliver(a.userId, 'drafts');
+    await deliver(a.userId, 'archive');
+    await deliver(a.userId, 'drafts');
     const second = await s.event(1, WINDOW_MS * 3);
     // The two later changes share one event, sent about a window after the first.
     expect(second.at - first.at).toBeGreaterThanOrEqual(WINDOW_MS - 100);
-    expect(Object.keys(second.data.folders).sort()).toEqual([folderOf(a.userId, 'archive').id, folderOf(a.userId, 'drafts').id].sort());
+    expect(Object.keys(second.data.folders).sort()).toEqual([(await folderOf(a.userId, 'archive')).id, (await folderOf(a.userId, 'drafts')).id].sort());
   });
 });

@@ -13,8 +13,8 @@ const PW = 'search-password-1';
 const headers: Record<string, Record<string, string>> = {};
 const ids: Record<string, string> = {};
 
-const userId = (name: string) => ctx.store.users.byUsername(name)!.id;
-const folder = (name: string, kind: FolderKind) => ctx.store.folders.byKind(userId(name), kind)!;
+const userId = async (name: string) => (await ctx.store.users.byUsername(name))!.id;
+const folder = async (name: string, kind: FolderKind) => (await ctx.store.folders.byKind(await userId(name), kind))!;
 
 /** A real message through the one delivery path, so the index sees what LMTP would give it. */
 async function deliver(to: string, key: string, m: { from: string; subject: string; body: string; folder?: FolderKind }) {
@@ -22,7 +22,7 @@ async function deliver(to: string, key: string, m: { from: string; subject: stri
     [`From: ${m.from}`, `To: ${to}@example.test`, `Subject: ${m.subject}`, `Message-ID: <${key}@search.test>`, 'Content-Type: text/plain; charset=utf-8', '', m.body, ''].join('\r\n'),
   );
   const prepared = await ctx.built.delivery.prepare(raw);
-  const [result] = ctx.built.delivery.deliver(prepared, [{ userId: userId(to), folderKind: m.folder ?? 'inbox' }], { duplicates: 'live' });
+  const [result] = await ctx.built.delivery.deliver(prepared, [{ userId: await userId(to), folderKind: m.folder ?? 'inbox' }], { duplicates: 'live' });
   ids[key] = result!.itemId;
 }
 
@@ -58,7 +58,7 @@ test('finds by subject word, and each result is the item exactly as sync sends i
   expect(res.status).toBe(200);
   expect(res.body.results).toHaveLength(1);
   const [hit] = res.body.results;
-  const page = await request(ctx.app).get(`/v1/folders/${folder('alice', 'inbox').id}/items/sync`).set(headers.alice!);
+  const page = await request(ctx.app).get(`/v1/folders/${(await folder('alice', 'inbox')).id}/items/sync`).set(headers.alice!);
   expect(hit.item).toEqual(page.body.created.find((i: { id: string }) => i.id === ids.invoice));
   expect(hit).toMatchObject({ inWindow: true, score: expect.any(Number) });
 });
@@ -77,17 +77,17 @@ test('never another user\'s mail: bob does not find alice\'s words, alice not bo
   expect(await found('bob', { q: 'kumquat' })).toEqual([]);
   expect(await found('bob', { q: 'zephyrine' })).toEqual([ids.secret]);
   expect(await found('alice', { q: 'xylophonic' })).toEqual([]);
-  const res = await search('alice', { q: 'xylophonic', folderId: folder('bob', 'inbox').id });
+  const res = await search('alice', { q: 'xylophonic', folderId: (await folder('bob', 'inbox')).id });
   expect(res.status).toBe(404);
   expect(res.body.code).toBe('folderNotFound');
 });
 
 test('folderId narrows to one folder; a move changes where an item is found, not whether', async () => {
-  expect(await found('alice', { q: 'invoice', folderId: folder('alice', 'archive').id })).toEqual([ids.archived]);
-  expect(await found('alice', { q: 'kumquat', folderId: folder('alice', 'archive').id })).toEqual([]);
-  await request(ctx.app).post(`/v1/items/${ids.lunch}/move`).set(headers.alice!).send({ destinationFolderId: folder('alice', 'archive').id }).expect(200);
-  expect(await found('alice', { q: 'kumquat', folderId: folder('alice', 'archive').id })).toEqual([ids.lunch]);
-  expect(await found('alice', { q: 'kumquat', folderId: folder('alice', 'inbox').id })).toEqual([]);
+  expect(await found('alice', { q: 'invoice', folderId: (await folder('alice', 'archive')).id })).toEqual([ids.archived]);
+  expect(await found('alice', { q: 'kumquat', folderId: (await folder('alice', 'archive')).id })).toEqual([]);
+  await request(ctx.app).post(`/v1/items/${ids.lunch}/move`).set(headers.alice!).send({ destinationFolderId: (await folder('alice', 'archive')).id }).expect(200);
+  expect(await found('alice', { q: 'kumquat', folderId: (await folder('alice', 'archive')).id })).toEqual([ids.lunch]);
+  expect(await found('alice', { q: 'kumquat', folderId: (await folder('alice', 'inbox')).id })).toEqual([]);
 });
 
 test('limit caps the results', async () => {
@@ -121,17 +121,20 @@ test('inWindow: an item older than the newest 500 of its folder is found and rep
   const created = await request(ctx.app).post('/v1/folders').set(headers.alice!).send({ displayName: 'Bulk' }).expect(201);
   const bulk = created.body.id as string;
   const base = ctx.clock.now() - 10 * 86400_000;
-  const byIndex: string[] = [];
-  ctx.store.transaction(() => {
+  const alice = await userId('alice');
+  const now = ctx.clock.now();
+  const byIndex = await ctx.store.run(function* (tx) {
+    const ids: string[] = [];
     // Index 0 is the oldest; the newest DEFAULT_WINDOW (indexes 1..500) are the window.
     for (let i = 0; i <= DEFAULT_WINDOW; i++) {
       const word = i === 0 ? 'ancient' : i === 1 ? 'borderline' : i === DEFAULT_WINDOW ? 'freshest' : 'filler';
-      const item = ctx.store.items.create(
-        { userId: userId('alice'), folderId: bulk, type: 'email', receivedAt: base + i * 1000, subject: `bulkitem ${word}`, bodyText: `number ${i}` },
-        ctx.clock.now(),
+      const item = yield* tx.items.create(
+        { userId: alice, folderId: bulk, type: 'email', receivedAt: base + i * 1000, subject: `bulkitem ${word}`, bodyText: `number ${i}` },
+        now,
       );
-      byIndex.push(item.id);
+      ids.push(item.id);
     }
+    return ids;
   });
   const windowOf = async (q: string) => {
     const res = await search('alice', { q, folderId: bulk });

@@ -35,18 +35,19 @@ async function addPeople(ctx: TestContext): Promise<Record<Person, Record<string
   return out;
 }
 
-const userId = (ctx: TestContext, p: Person) => ctx.store.users.byUsername(p)!.id;
-const folder = (ctx: TestContext, p: Person, kind: FolderKind) => ctx.store.folders.byKind(userId(ctx, p), kind)!;
-const count = (ctx: TestContext, p: Person, kind: FolderKind) => folder(ctx, p, kind).totalCount;
+const userId = async (ctx: TestContext, p: Person) => (await ctx.store.users.byUsername(p))!.id;
+const folder = async (ctx: TestContext, p: Person, kind: FolderKind) => (await ctx.store.folders.byKind(await userId(ctx, p), kind))!;
+const count = async (ctx: TestContext, p: Person, kind: FolderKind) => (await folder(ctx, p, kind)).totalCount;
 /** The raw RFC 5322 bytes an item was stored from. */
-function rawOf(ctx: TestContext, p: Person, itemId: string): string {
-  const item = ctx.store.items.byId(userId(ctx, p), itemId)!;
-  return ctx.store.blobs.read(item.mimeBlobId!, 0, ctx.store.blobs.size(item.mimeBlobId!)!).toString('utf8');
+async function rawOf(ctx: TestContext, p: Person, itemId: string): Promise<string> {
+  const owner = await userId(ctx, p);
+  const item = (await ctx.store.items.byId(owner, itemId))!;
+  return (await ctx.store.blobs.read(owner, item.mimeBlobId!, 0, (await ctx.store.blobs.size(owner, item.mimeBlobId!))!)).toString('utf8');
 }
 
 /** What the person's device sees of a folder: a full sync from no token, newest first. */
 async function synced(ctx: TestContext, h: Record<string, string>, p: Person, kind: FolderKind): Promise<any[]> {
-  const res = await request(ctx.app).get(`/v1/folders/${folder(ctx, p, kind).id}/items/sync?bodyBytes=4096`).set(h);
+  const res = await request(ctx.app).get(`/v1/folders/${(await folder(ctx, p, kind)).id}/items/sync?bodyBytes=4096`).set(h);
   expect(res.status).toBe(200);
   return res.body.created;
 }
@@ -84,7 +85,7 @@ describe('send without a relay', () => {
     const item = (await synced(ctx, h.bob, 'bob', 'inbox')).find((i) => i.internetMessageId === res.body.internetMessageId);
     expect(item).toMatchObject({ importance: 'high', body: { contentType: 'html' } });
     expect(item.body.content).toContain('<b>one</b>');
-    const raw = rawOf(ctx, 'bob', item.id);
+    const raw = await rawOf(ctx, 'bob', item.id);
     expect(raw).toMatch(/Content-Type: multipart\/alternative/);
     expect(raw).toMatch(/Content-Type: text\/plain[^]*Item one Item two/);
   });
@@ -102,11 +103,11 @@ describe('send without a relay', () => {
     for (const p of ['bob', 'carol', 'dave'] as const) {
       const copy = (await synced(ctx, h[p], p, 'inbox')).find((i) => i.internetMessageId === res.body.internetMessageId);
       expect(copy).toMatchObject({ subject: 'Surprise party', to: [{ address: email('bob') }], cc: [{ address: email('carol') }] });
-      const raw = rawOf(ctx, p, copy.id);
+      const raw = await rawOf(ctx, p, copy.id);
       expect(raw).not.toMatch(/^bcc:/im);
       expect(raw).not.toContain(email('dave')); // nowhere in the copies recipients get
     }
-    expect(rawOf(ctx, 'alice', res.body.id)).toMatch(/^Bcc: Dave <dave@pigeon\.test>\r$/m);
+    expect(await rawOf(ctx, 'alice', res.body.id)).toMatch(/^Bcc: Dave <dave@pigeon\.test>\r$/m);
   });
 
   test('attachments round-trip: names, types, sizes, bytes; an inline image does not count as an attachment', async () => {
@@ -129,9 +130,10 @@ describe('send without a relay', () => {
       ['report.pdf', 'application/pdf', pdf.length, false],
     ]);
     expect(item.attachments.find((a: any) => a.name === 'logo.png').contentId).toBe('logo@pigeon');
-    const stored = ctx.store.items.attachments(item.id).find((a) => a.name === 'report.pdf')!;
-    expect(ctx.store.blobs.read(stored.blobId, 0, stored.size).equals(pdf)).toBe(true);
-    const sent = ctx.store.items.byId(userId(ctx, 'alice'), res.body.id)!;
+    const bobId = await userId(ctx, 'bob');
+    const stored = (await ctx.store.items.attachments(bobId, item.id)).find((a) => a.name === 'report.pdf')!;
+    expect((await ctx.store.blobs.read(bobId, stored.blobId, 0, stored.size)).equals(pdf)).toBe(true);
+    const sent = (await ctx.store.items.byId(await userId(ctx, 'alice'), res.body.id))!;
     expect(sent.attachments.map((a) => a.size).sort()).toEqual([png.length, pdf.length].sort());
   });
 
@@ -142,22 +144,22 @@ describe('send without a relay', () => {
     const reply = await send('bob', { to: [{ address: email('alice') }], subject: 'numbers?', inReplyTo: original.id, body: { contentType: 'text', content: 'Still waiting.' } });
     expect(reply.status).toBe(202);
     const aliceInbox = (await synced(ctx, h.alice, 'alice', 'inbox')).find((i) => i.internetMessageId === reply.body.internetMessageId);
-    expect(aliceInbox.conversationId).toBe(ctx.store.items.byId(userId(ctx, 'alice'), first.body.id)!.conversationId);
-    expect(ctx.store.items.byId(userId(ctx, 'bob'), reply.body.id)!.conversationId).toBe(original.conversationId);
-    const raw = rawOf(ctx, 'bob', reply.body.id);
+    expect(aliceInbox.conversationId).toBe((await ctx.store.items.byId(await userId(ctx, 'alice'), first.body.id))!.conversationId);
+    expect((await ctx.store.items.byId(await userId(ctx, 'bob'), reply.body.id))!.conversationId).toBe(original.conversationId);
+    const raw = await rawOf(ctx, 'bob', reply.body.id);
     expect(raw).toContain(`In-Reply-To: ${first.body.internetMessageId}`);
     expect(raw).toContain(`References: ${first.body.internetMessageId}`);
 
-    const before = count(ctx, 'bob', 'sentItems');
+    const before = await count(ctx, 'bob', 'sentItems');
     const foreign = await send('bob', { to: [{ address: email('alice') }], subject: 'x', inReplyTo: first.body.id, body: { contentType: 'text', content: 'x' } });
     expect(foreign.status).toBe(404);
     expect(foreign.body.code).toBe('itemNotFound');
     expectToMatchSpec(foreign, 'post', '/v1/messages/send');
-    expect(count(ctx, 'bob', 'sentItems')).toBe(before);
+    expect(await count(ctx, 'bob', 'sentItems')).toBe(before);
   });
 
   test('bad requests: 400 with errors naming each field, 415 for a form, and nothing is sent', async () => {
-    const before = { sent: count(ctx, 'alice', 'sentItems'), bob: count(ctx, 'bob', 'inbox') };
+    const before = { sent: await count(ctx, 'alice', 'sentItems'), bob: await count(ctx, 'bob', 'inbox') };
     const body = { contentType: 'text', content: 'x' };
     const bob = [{ address: email('bob') }];
     const cases: Array<[unknown, string]> = [
@@ -187,7 +189,7 @@ describe('send without a relay', () => {
     const form = await request(ctx.app).post('/v1/messages/send').set(h.alice).type('form').send({ to: email('bob') });
     expect(form.status).toBe(415);
     expectToMatchSpec(form, 'post', '/v1/messages/send');
-    expect({ sent: count(ctx, 'alice', 'sentItems'), bob: count(ctx, 'bob', 'inbox') }).toEqual(before);
+    expect({ sent: await count(ctx, 'alice', 'sentItems'), bob: await count(ctx, 'bob', 'inbox') }).toEqual(before);
   });
 
   test('size: a body over the general JSON limit is fine here; a message over the limit is 413 and nothing is sent', async () => {
@@ -195,7 +197,7 @@ describe('send without a relay', () => {
     const fits = await send('alice', { to: [{ address: email('bob') }], body: { contentType: 'text', content: 'big' }, attachments: [{ name: 'a.bin', contentType: 'application/octet-stream', contentBase64: Buffer.alloc(100 * 1024, 1).toString('base64') }] });
     expect(fits.status).toBe(202);
 
-    const before = { sent: count(ctx, 'alice', 'sentItems'), bob: count(ctx, 'bob', 'inbox') };
+    const before = { sent: await count(ctx, 'alice', 'sentItems'), bob: await count(ctx, 'bob', 'inbox') };
     // 190 KiB decoded fits the JSON limit, but base64 in MIME makes it ~260 KiB: over the 200 KiB limit.
     const attachmentTooBig = await send('alice', { to: [{ address: email('bob') }], body: { contentType: 'text', content: 'x' }, attachments: [{ name: 'b.bin', contentType: 'application/octet-stream', contentBase64: Buffer.alloc(190 * 1024, 2).toString('base64') }] });
     expect(attachmentTooBig.status).toBe(413);
@@ -214,11 +216,11 @@ describe('send without a relay', () => {
     const jsonTooBig = await send('alice', { to: [{ address: email('bob') }], body: { contentType: 'text', content: 'y'.repeat(400 * 1024) } });
     expect(jsonTooBig.status).toBe(413);
     expectToMatchSpec(jsonTooBig, 'post', '/v1/messages/send');
-    expect({ sent: count(ctx, 'alice', 'sentItems'), bob: count(ctx, 'bob', 'inbox') }).toEqual(before);
+    expect({ sent: await count(ctx, 'alice', 'sentItems'), bob: await count(ctx, 'bob', 'inbox') }).toEqual(before);
   });
 
   test('Idempotency-Key: a replay answers the same 202 body and sends nothing again', async () => {
-    const before = { sent: count(ctx, 'alice', 'sentItems'), bob: count(ctx, 'bob', 'inbox') };
+    const before = { sent: await count(ctx, 'alice', 'sentItems'), bob: await count(ctx, 'bob', 'inbox') };
     const body = { to: [{ address: email('bob') }], subject: 'Once only', body: { contentType: 'text', content: 'One copy.' } };
     const first = await send('alice', body).set('Idempotency-Key', 'send-once-1');
     const again = await send('alice', body).set('Idempotency-Key', 'send-once-1');
@@ -227,7 +229,7 @@ describe('send without a relay', () => {
     expect(again.headers['idempotent-replayed']).toBe('true');
     expectToMatchSpec(again, 'post', '/v1/messages/send');
     expect(again.body).toEqual(first.body);
-    expect({ sent: count(ctx, 'alice', 'sentItems'), bob: count(ctx, 'bob', 'inbox') }).toEqual({ sent: before.sent + 1, bob: before.bob + 1 });
+    expect({ sent: await count(ctx, 'alice', 'sentItems'), bob: await count(ctx, 'bob', 'inbox') }).toEqual({ sent: before.sent + 1, bob: before.bob + 1 });
     const other = await send('alice', { ...body, subject: 'Another' }).set('Idempotency-Key', 'send-once-1');
     expect(other.status).toBe(400);
   });
@@ -236,12 +238,12 @@ describe('send without a relay', () => {
     const res = await send('alice', { to: [{ address: 'zed@remote.example' }], cc: [{ address: email('bob') }], subject: 'Hello Zed', body: { contentType: 'text', content: 'Hi.' } });
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ localRecipients: [email('bob')], queuedRecipients: [], rejectedRecipients: ['zed@remote.example'] });
-    expect(ctx.store.outbox.list(userId(ctx, 'alice'))).toEqual([]);
+    expect(await ctx.store.outbox.list(await userId(ctx, 'alice'))).toEqual([]);
     const ndr = (await synced(ctx, h.alice, 'alice', 'inbox')).find((i) => i.subject === 'Undeliverable: Hello Zed');
     expect(ndr).toMatchObject({ from: { address: `MAILER-DAEMON@${HOST}` }, to: [{ address: email('alice') }] });
     expect(ndr.preview).toContain('zed@remote.example');
-    expect(ndr.conversationId).toBe(ctx.store.items.byId(userId(ctx, 'alice'), res.body.id)!.conversationId);
-    const raw = rawOf(ctx, 'alice', ndr.id);
+    expect(ndr.conversationId).toBe((await ctx.store.items.byId(await userId(ctx, 'alice'), res.body.id))!.conversationId);
+    const raw = await rawOf(ctx, 'alice', ndr.id);
     expect(raw).toMatch(/Content-Type: multipart\/report; report-type=delivery-status;/);
     expect(raw).toMatch(/Content-Type: message\/delivery-status\r\n\r\nReporting-MTA: dns; mail\.pigeon\.test\r\n/);
     expect(raw).toMatch(/Final-Recipient: rfc822; zed@remote\.example\r\nAction: failed\r\nStatus: 5\.4\.4\r\n/);
@@ -305,7 +307,7 @@ describe('the relay worker', () => {
   afterAll(async () => {
     await ctx.built.relay.stop();
     await relay.close();
-    ctx.close();
+    await ctx.close();
   });
   beforeEach(() => {
     answers.clear();
@@ -313,13 +315,13 @@ describe('the relay worker', () => {
   });
 
   const send = (body: object) => request(ctx.app).post('/v1/messages/send').set(h.alice).send(body);
-  const outbox = () => ctx.store.outbox.list(userId(ctx, 'alice'));
+  const outbox = async () => ctx.store.outbox.list(await userId(ctx, 'alice'));
 
   test('queued, then relayed once with the sender\'s envelope and without Bcc, even when passes overlap', async () => {
     const res = await send({ to: [{ address: 'x@remote.example' }, { address: email('bob') }], bcc: [{ address: 'hidden@remote.example' }], subject: 'Via relay', body: { contentType: 'text', content: 'Hello.' } });
     expect(res.status).toBe(202);
     expect(res.body).toMatchObject({ localRecipients: [email('bob')], queuedRecipients: ['x@remote.example', 'hidden@remote.example'], rejectedRecipients: [] });
-    expect(outbox()).toEqual([expect.objectContaining({ state: 'queued', recipients: ['x@remote.example', 'hidden@remote.example'], mailFrom: email('alice') })]);
+    expect(await outbox()).toEqual([expect.objectContaining({ state: 'queued', recipients: ['x@remote.example', 'hidden@remote.example'], mailFrom: email('alice') })]);
 
     const passes = await Promise.all([ctx.built.relay.runOnce(), ctx.built.relay.runOnce(), ctx.built.relay.runOnce()]);
     expect(passes.reduce((n, p) => n + p.sent, 0)).toBe(1);
@@ -328,20 +330,20 @@ describe('the relay worker', () => {
     expect(relay.received[0]!.raw).toContain(`Message-ID: ${res.body.internetMessageId}`);
     expect(relay.received[0]!.raw).not.toMatch(/^bcc:/im);
     expect(relay.received[0]!.raw).not.toContain('hidden@remote.example');
-    expect(outbox()).toEqual([expect.objectContaining({ state: 'sent', recipients: [] })]);
+    expect(await outbox()).toEqual([expect.objectContaining({ state: 'sent', recipients: [] })]);
   });
 
   test('a permanent refusal of one recipient: the others go, the refused one gets a report with the relay\'s answer', async () => {
     answers.set('nobody@remote.example', { code: 550, text: '5.1.1 No such user here' });
     const res = await send({ to: [{ address: 'nobody@remote.example' }, { address: 'someone@remote.example' }], subject: 'Partly', body: { contentType: 'text', content: 'x' } });
     expect(res.status).toBe(202);
-    const entry = outbox().find((e) => e.state === 'queued')!;
+    const entry = (await outbox()).find((e) => e.state === 'queued')!;
     expect(await ctx.built.relay.runOnce()).toEqual({ sent: 1, retrying: 0, failed: 0 });
     expect(relay.received.map((r) => r.to)).toEqual([['someone@remote.example']]);
-    expect(ctx.store.outbox.byId(entry.id)).toMatchObject({ state: 'sent', recipients: [] });
+    expect(await ctx.store.outbox.byId(entry.id)).toMatchObject({ state: 'sent', recipients: [] });
     const ndr = (await synced(ctx, h.alice, 'alice', 'inbox')).find((i) => i.subject === 'Undeliverable: Partly');
     expect(ndr.preview).toContain('nobody@remote.example');
-    const raw = rawOf(ctx, 'alice', ndr.id);
+    const raw = await rawOf(ctx, 'alice', ndr.id);
     expect(raw).toMatch(/Final-Recipient: rfc822; nobody@remote\.example\r\nAction: failed\r\nStatus: 5\.1\.1\r\n/);
     expect(raw).toMatch(/Diagnostic-Code: smtp; 550 5\.1\.1 No such user here/);
     expect(raw).not.toContain('Final-Recipient: rfc822; someone@remote.example');
@@ -351,13 +353,13 @@ describe('the relay worker', () => {
     answers.set('slow@remote.example', { code: 451, text: '4.3.0 Try again later' });
     const res = await send({ to: [{ address: 'slow@remote.example' }], subject: 'Eventually', body: { contentType: 'text', content: 'x' } });
     expect(res.status).toBe(202);
-    const id = outbox().find((e) => e.state === 'queued')!.id;
-    const created = ctx.store.outbox.byId(id)!.createdAt;
+    const id = (await outbox()).find((e) => e.state === 'queued')!.id;
+    const created = (await ctx.store.outbox.byId(id))!.createdAt;
     const delays: number[] = [];
     for (let attempt = 1; attempt <= 7; attempt++) {
       const before = ctx.clock.now();
       expect(await ctx.built.relay.runOnce()).toEqual({ sent: 0, retrying: 1, failed: 0 });
-      const entry = ctx.store.outbox.byId(id)!;
+      const entry = (await ctx.store.outbox.byId(id))!;
       expect(entry).toMatchObject({ state: 'queued', attempts: attempt, lastError: expect.stringContaining('451') });
       delays.push((entry.nextAttemptAt - before) / 1000);
       expect(await ctx.built.relay.runOnce()).toEqual({ sent: 0, retrying: 0, failed: 0 }); // not due yet
@@ -369,15 +371,15 @@ describe('the relay worker', () => {
     // Past the give-up time (6 h after the send): the last try fails, the entry is failed, Alice has a report.
     ctx.clock.set(created + GIVE_UP * 1000);
     expect(await ctx.built.relay.runOnce()).toEqual({ sent: 0, retrying: 0, failed: 1 });
-    expect(ctx.store.outbox.byId(id)).toMatchObject({ state: 'failed', recipients: ['slow@remote.example'] });
+    expect(await ctx.store.outbox.byId(id)).toMatchObject({ state: 'failed', recipients: ['slow@remote.example'] });
     h.alice = await signedIn(ctx, 'alice'); // the clock moved past the access token's life
     const ndr = (await synced(ctx, h.alice, 'alice', 'inbox')).find((i) => i.subject === 'Undeliverable: Eventually');
-    expect(rawOf(ctx, 'alice', ndr.id)).toMatch(/Final-Recipient: rfc822; slow@remote\.example\r\nAction: failed\r\nStatus: 4\.4\.7\r\n/);
+    expect(await rawOf(ctx, 'alice', ndr.id)).toMatch(/Final-Recipient: rfc822; slow@remote\.example\r\nAction: failed\r\nStatus: 4\.4\.7\r\n/);
 
     // Finished entries go after seven days.
     ctx.clock.advance(8 * 86400_000);
     await ctx.built.relay.runOnce();
-    expect(ctx.store.outbox.byId(id)).toBeUndefined();
+    expect(await ctx.store.outbox.byId(id)).toBeUndefined();
   });
 
   test('a relay that cannot be reached is a temporary failure', async () => {
@@ -386,18 +388,19 @@ describe('the relay worker', () => {
     const other = await buildTestApp({ smtpRelayUrl: `smtp://127.0.0.1:${down.port}`, outboxRetryBase: 5 });
     try {
       await other.users.addUser({ username: 'erin', password: PW, role: 'user', email: 'erin@pigeon.test' });
-      const sender = other.store.users.byUsername('erin')!;
-      const blobId = other.store.transaction(() => {
-        const id = other.store.blobs.put(Buffer.from('Subject: x\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n'), other.clock.now());
-        other.store.outbox.enqueue({ userId: sender.id, blobId: id, mailFrom: sender.email, recipients: ['a@remote.example'] }, other.clock.now());
+      const sender = (await other.store.users.byUsername('erin'))!;
+      const now = other.clock.now();
+      const blobId = await other.store.run(function* (tx) {
+        const id = yield* tx.blobs.put(sender.id, Buffer.from('Subject: x\r\nMessage-ID: <x@y>\r\n\r\nbody\r\n'), now);
+        yield* tx.outbox.enqueue({ userId: sender.id, blobId: id, mailFrom: sender.email, recipients: ['a@remote.example'] }, now);
         return id;
       });
       expect(blobId).toMatch(/^[0-9a-f]{64}$/);
       expect(await other.built.relay.runOnce()).toEqual({ sent: 0, retrying: 1, failed: 0 });
-      expect(other.store.outbox.list(sender.id)[0]).toMatchObject({ state: 'queued', attempts: 1, nextAttemptAt: other.clock.now() + 5000, lastError: expect.stringMatching(/ECONNREFUSED|connect/i) });
+      expect((await other.store.outbox.list(sender.id))[0]).toMatchObject({ state: 'queued', attempts: 1, nextAttemptAt: other.clock.now() + 5000, lastError: expect.stringMatching(/ECONNREFUSED|connect/i) });
     } finally {
       await other.built.relay.stop();
-      other.close();
+      await other.close();
     }
   });
 });

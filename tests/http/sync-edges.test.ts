@@ -22,16 +22,16 @@ async function device(deviceId: string) {
   return h;
 }
 
-const alice = () => ctx.store.users.byUsername('alice')!;
-const inbox = () => ctx.store.folders.byKind(alice().id, 'inbox')!;
-const deliver = (subject: string) =>
-  ctx.store.items.create({ userId: alice().id, folderId: inbox().id, type: 'email', receivedAt: ctx.clock.now(), subject }, ctx.clock.now());
+const alice = async () => (await ctx.store.users.byUsername('alice'))!;
+const inbox = async () => (await ctx.store.folders.byKind((await alice()).id, 'inbox'))!;
+const deliver = async (subject: string) =>
+  ctx.store.items.create({ userId: (await alice()).id, folderId: (await inbox()).id, type: 'email', receivedAt: ctx.clock.now(), subject }, ctx.clock.now());
 
 test('a token of a removed-and-re-registered device is 410 deviceReset; another device\'s token is 400', async () => {
-  deliver('one');
+  await deliver('one');
   const a = await device('edge-device-a-000001');
   const b = await device('edge-device-b-000001');
-  const path = `/v1/folders/${inbox().id}/items/sync`;
+  const path = `/v1/folders/${(await inbox()).id}/items/sync`;
   const tokenA = (await request(ctx.app).get(path).set(a)).body.token;
   const folderToken = (await request(ctx.app).get('/v1/folders/sync').set(a)).body.token;
 
@@ -50,7 +50,7 @@ test('hierarchyState moves when a folder is deleted, and stays put when nothing 
   const h = await device('edge-device-c-000001');
   const a = await request(ctx.app).post('/v1/folders').set(h).send({ displayName: 'A' });
   await request(ctx.app).post('/v1/folders').set(h).send({ displayName: 'B' }).expect(201);
-  const state = async () => (await request(ctx.app).get(`/v1/folders/${inbox().id}/items/sync`).set(h)).body.hierarchyState;
+  const state = async () => (await request(ctx.app).get(`/v1/folders/${(await inbox()).id}/items/sync`).set(h)).body.hierarchyState;
   const before = await state();
   expect(await state()).toBe(before);
   await request(ctx.app).delete(`/v1/folders/${a.body.id}`).set(h).expect(204);
@@ -59,33 +59,33 @@ test('hierarchyState moves when a folder is deleted, and stays put when nothing 
 
 test('batch opIds and Idempotency-Keys live apart', async () => {
   const h = await device('edge-device-d-000001');
-  const item = deliver('two');
+  const item = await deliver('two');
   await request(ctx.app).patch(`/v1/items/${item.id}`).set(h).set('Idempotency-Key', 'op:x').send({ isFlagged: true }).expect(200);
   const batch = await request(ctx.app).post('/v1/batch').set(h).send({ operations: [{ opId: 'x', op: 'update', id: item.id, isRead: true }] });
   expect(batch.body.results).toEqual([expect.objectContaining({ opId: 'x', status: 200 })]);
-  expect(ctx.store.items.byId(alice().id, item.id)!.isRead).toBe(true);
+  expect((await ctx.store.items.byId((await alice()).id, item.id))!.isRead).toBe(true);
 });
 
 test('If-Match: * matches any version; a stale change key is 412 with the server\'s item', async () => {
   const h = await device('edge-device-e-000001');
-  const item = deliver('three');
+  const item = await deliver('three');
   expect((await request(ctx.app).patch(`/v1/items/${item.id}`).set(h).set('If-Match', '*').send({ isFlagged: true })).status).toBe(200);
   const stale = await request(ctx.app).patch(`/v1/items/${item.id}`).set(h).set('If-Match', item.changeKey).send({ isRead: true });
   expect(stale.status).toBe(412);
   expect(stale.body).toMatchObject({ code: 'conflict', item: { id: item.id, isFlagged: true, isRead: false } });
-  expect(ctx.store.items.byId(alice().id, item.id)!.isRead).toBe(false);
+  expect((await ctx.store.items.byId((await alice()).id, item.id))!.isRead).toBe(false);
 });
 
 test('an idempotent replay returns the first answer and changes nothing', async () => {
   const h = await device('edge-device-f-000001');
-  const item = deliver('four');
-  const trash = ctx.store.folders.byKind(alice().id, 'deletedItems')!;
+  const item = await deliver('four');
+  const trash = (await ctx.store.folders.byKind((await alice()).id, 'deletedItems'))!;
   const first = await request(ctx.app).delete(`/v1/items/${item.id}`).set(h).set('Idempotency-Key', 'del-1');
   expect(first.body.folderId).toBe(trash.id);
-  const modseq = ctx.store.mailboxes.get(alice().id)!.highestModseq;
+  const modseq = (await ctx.store.mailboxes.get((await alice()).id))!.highestModseq;
   const replay = await request(ctx.app).delete(`/v1/items/${item.id}`).set(h).set('Idempotency-Key', 'del-1');
   expect(replay.headers['idempotent-replayed']).toBe('true');
   expect(replay.body).toEqual(first.body);
-  expect(ctx.store.mailboxes.get(alice().id)!.highestModseq).toBe(modseq);
-  expect(ctx.store.items.byId(alice().id, item.id)!.folderId).toBe(trash.id); // not deleted for good by the replay
+  expect((await ctx.store.mailboxes.get((await alice()).id))!.highestModseq).toBe(modseq);
+  expect((await ctx.store.items.byId((await alice()).id, item.id))!.folderId).toBe(trash.id); // not deleted for good by the replay
 });

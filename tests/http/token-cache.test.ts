@@ -110,7 +110,7 @@ describe('what the server can revoke still ends a cached token', () => {
     const before = ctx.built.accessTokens.stats().hits;
     expect((await session(access_token)).status).toBe(200);
     expect(ctx.built.accessTokens.stats().hits).toBe(before + 1); // the second call came from the cache
-    ctx.store.users.bumpSessionVersion(ctx.store.users.byUsername(ALICE.username)!.id, ctx.clock.now());
+    await ctx.store.users.bumpSessionVersion((await ctx.store.users.byUsername(ALICE.username))!.id, ctx.clock.now());
     const res = await session(access_token);
     expect(res.status).toBe(401);
     expect(res.headers['www-authenticate']).toMatch(/invalid_token/);
@@ -120,7 +120,7 @@ describe('what the server can revoke still ends a cached token', () => {
     const { access_token } = await signIn(ctx, ALICE.username, ALICE.password);
     expect((await session(access_token)).status).toBe(200);
     expect((await session(access_token)).status).toBe(200);
-    const id = ctx.store.users.byUsername(ALICE.username)!.id;
+    const id = (await ctx.store.users.byUsername(ALICE.username))!.id;
     ctx.store.db.prepare('UPDATE users SET disabled = 1 WHERE id = ?').run(id);
     try {
       expect((await session(access_token)).status).toBe(401);

@@ -48,11 +48,11 @@ describe('synchronous=FULL', () => {
     const ctx = await buildTestApp();
     try {
       await ctx.users.addUser({ username: 'alice', password: ALICE.password, role: 'user' });
-      const pragmas = ctx.store.connectionPragmas();
+      const pragmas = await ctx.store.connectionPragmas();
       expect(pragmas.length).toBeGreaterThan(0);
       for (const p of pragmas) expect(p).toMatchObject({ journalMode: 'wal', synchronous: 2 });
     } finally {
-      ctx.close();
+      await ctx.close();
     }
   });
 

@@ -1,10 +1,11 @@
 /**
  * A full disk (issue 8): the store file may not grow (`PRAGMA max_page_count`, which surfaces exactly as a full disk
- * does: SQLITE_FULL, field-notes.md). Writes answer 507 insufficientStorage with a problem body and change nothing,
+ * does: SQLITE_FULL, field-notes.md, which the store reports as StoreFull). Writes answer 507 insufficientStorage with a problem body and change nothing,
  * reads keep working, the file stays intact, and writes resume without a restart once space returns.
  */
 import request from 'supertest';
 import { buildTestApp, signIn, type TestContext } from '../helpers/testApp';
+import { StoreFull } from '../../server/store/errors';
 
 let ctx: TestContext;
 const PW = 'password-for-tests';
@@ -19,8 +20,6 @@ beforeAll(async () => {
 });
 afterAll(() => ctx.close());
 
-const alice = () => ctx.store.users.byUsername('alice')!;
-const inbox = () => ctx.store.folders.byKind(alice().id, 'inbox')!;
 const pageCount = () => ctx.store.db.pragma('page_count', { simple: true }) as number;
 /** Leaves no free page: the next write that needs one fails as on a full disk. */
 const fillDisk = () => {
@@ -32,14 +31,19 @@ const freeDisk = () => ctx.store.db.pragma('max_page_count = 1073741823');
 const bulky = (n: number) => `${'lorem ipsum dolor sit amet '.repeat(200)} #${n}`;
 
 test('writes answer 507 and change nothing; reads work; writes resume once space returns', async () => {
-  const items = Array.from({ length: 20 }, (_, i) =>
-    ctx.store.items.create(
-      { userId: alice().id, folderId: inbox().id, type: 'email', receivedAt: ctx.clock.now() + i, subject: `m${i}`, bodyText: bulky(i) },
-      ctx.clock.now(),
-    ),
-  );
-  const sync = await request(ctx.app).get(`/v1/folders/${inbox().id}/items/sync`).set(h).expect(200);
-  const modseqBefore = ctx.store.mailboxes.get(alice().id)!.highestModseq;
+  const alice = (await ctx.store.users.byUsername('alice'))!;
+  const inbox = (await ctx.store.folders.byKind(alice.id, 'inbox'))!;
+  const items = [];
+  for (let i = 0; i < 20; i++) {
+    items.push(
+      await ctx.store.items.create(
+        { userId: alice.id, folderId: inbox.id, type: 'email', receivedAt: ctx.clock.now() + i, subject: `m${i}`, bodyText: bulky(i) },
+        ctx.clock.now(),
+      ),
+    );
+  }
+  const sync = await request(ctx.app).get(`/v1/folders/${inbox.id}/items/sync`).set(h).expect(200);
+  const modseqBefore = (await ctx.store.mailboxes.get(alice.id))!.highestModseq;
 
   fillDisk();
   try {
@@ -63,23 +67,23 @@ test('writes answer 507 and change nothing; reads work; writes resume once space
     const created = outcomes.filter((s) => s === 201).length;
 
     // A delivery fails as a whole (the LMTP listener turns this into 452): no half-stored message.
-    expect(() =>
+    await expect(
       ctx.store.items.create(
-        { userId: alice().id, folderId: inbox().id, type: 'email', receivedAt: ctx.clock.now(), subject: 'too much', bodyText: bulky(999).repeat(20) },
+        { userId: alice.id, folderId: inbox.id, type: 'email', receivedAt: ctx.clock.now(), subject: 'too much', bodyText: bulky(999).repeat(20) },
         ctx.clock.now(),
       ),
-    ).toThrow(/full/i);
-    expect(ctx.store.items.byIds(alice().id, items.map((i) => i.id))).toHaveLength(20);
+    ).rejects.toBeInstanceOf(StoreFull);
+    expect(await ctx.store.items.byIds(alice.id, items.map((i) => i.id))).toHaveLength(20);
 
     // Reads keep working: the session, the hierarchy, an incremental sync (which now reports only the folders made).
     await request(ctx.app).get('/v1/session').set(h).expect(200);
     const folders = await request(ctx.app).get('/v1/folders/sync').set(h).expect(200);
     expect(folders.body.created.filter((f: { displayName: string }) => f.displayName.startsWith('Folder '))).toHaveLength(created);
-    const again = await request(ctx.app).get(`/v1/folders/${inbox().id}/items/sync?token=${encodeURIComponent(sync.body.token)}`).set(h);
+    const again = await request(ctx.app).get(`/v1/folders/${inbox.id}/items/sync?token=${encodeURIComponent(sync.body.token)}`).set(h);
     expect(again.status).toBe(200);
     expect(again.body.created).toEqual([]);
     // Every failed write left no trace: the mailbox counter moved only for the folders that were made.
-    expect(ctx.store.mailboxes.get(alice().id)!.highestModseq).toBe(modseqBefore + created);
+    expect((await ctx.store.mailboxes.get(alice.id))!.highestModseq).toBe(modseqBefore + created);
     expect(ctx.store.db.pragma('integrity_check', { simple: true })).toBe('ok');
   } finally {
     freeDisk();

@@ -32,7 +32,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
-  ctx?.close();
+  await ctx?.close();
 });
 
 const ADMIN_OPS = specOperations().filter((o) => o.path.startsWith('/admin/'));

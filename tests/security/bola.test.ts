@@ -82,7 +82,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
-  ctx?.close();
+  await ctx?.close();
 });
 
 // ---------------------------------------------------------------------------------------------------------------

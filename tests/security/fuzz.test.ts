@@ -41,7 +41,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
-  ctx?.close();
+  await ctx?.close();
 });
 
 const WRITES = specOperations().filter((o) => ['post', 'put', 'patch', 'delete'].includes(o.method) && o.body?.mediaType === 'application/json');

@@ -52,7 +52,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
-  ctx?.close();
+  await ctx?.close();
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -388,7 +388,7 @@ describe('over a real HTTPS socket', () => {
     const dataDir = tempDir('pigeon-hostile-');
     const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
     await createUserAdmin(store, systemClock).addUser({ username: 'alice', password: 'alice-password-1', role: 'user' });
-    store.close();
+    await store.close();
     proc = await startServer({ PIGEON_DATA_DIR: dataDir, PIGEON_LMTP_ENABLED: 'false' });
     const deviceId = 'hostile-socket-device-01';
     const token = JSON.parse(

@@ -34,7 +34,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
-  ctx?.close();
+  await ctx?.close();
 });
 
 /** The protected members and what an attacker would put in them. */
@@ -119,7 +119,7 @@ async function probe(p: Probe): Promise<string[]> {
   } else {
     wrong.push(`status ${res.status}: ${res.text?.slice(0, 200)}`);
   }
-  const self = ctx.store.users.byUsername(partyOf(op).username)!;
+  const self = (await ctx.store.users.byUsername(partyOf(op).username))!;
   if (self.role !== partyOf(op).role || self.tenantId !== partyOf(op).tenantId) wrong.push(`the caller is now ${self.role} in ${self.tenantId}`);
   return wrong.map((w) => `${op.key} + ${p.where}.${p.field}: ${w}`);
 }

@@ -35,18 +35,18 @@ test('add-user, list-users, set-password, revoke-sessions', async () => {
   expect(list.map((l) => l.split('\t').slice(1, 3))).toEqual([['dave', 'admin'], ['erin', 'user']]);
 
   const store = openSqliteStore(path.join(dir, 'pigeon.db'));
-  const erin = store.users.byUsername('erin')!;
-  expect(store.folders.listByUser(erin.id).map((f) => f.kind)).toContain('inbox');
-  store.refreshTokens.insert({ id: 'r1', familyId: 'f1', userId: erin.id, deviceId: null, clientId: 'pigeon-app', scope: 'mail', tokenHash: Buffer.from('h1'), createdAt: 0, expiresAt: Date.now() + 1e9 });
-  store.close();
+  const erin = (await store.users.byUsername('erin'))!;
+  expect((await store.folders.listByUser(erin.id)).map((f) => f.kind)).toContain('inbox');
+  await store.refreshTokens.insert({ id: 'r1', familyId: 'f1', userId: erin.id, deviceId: null, clientId: 'pigeon-app', scope: 'mail', tokenHash: Buffer.from('h1'), createdAt: 0, expiresAt: Date.now() + 1e9 });
+  await store.close();
 
   expect((await admin('set-password', '--username', 'erin', '--password', 'erin-password-2')).out).toContain('1 refresh token(s) revoked');
   const after = openSqliteStore(path.join(dir, 'pigeon.db'));
-  const erin2 = after.users.byUsername('erin')!;
+  const erin2 = (await after.users.byUsername('erin'))!;
   expect(await verifyPassword('erin-password-2', erin2.passwordHash)).toBe(true);
   expect(erin2.sessionVersion).toBe(erin.sessionVersion + 1);
-  expect(after.refreshTokens.byId('r1')!.revokedAt).not.toBeNull();
-  after.close();
+  expect((await after.refreshTokens.byId('r1'))!.revokedAt).not.toBeNull();
+  await after.close();
 
   expect((await admin('revoke-sessions', '--username', 'erin')).code).toBe(0);
 });
@@ -65,35 +65,35 @@ test('a password can come from PIGEON_ADMIN_PASSWORD instead of the command line
   process.env.PIGEON_ADMIN_PASSWORD = 'from-env-password';
   expect((await admin('add-user', '--username', 'frank')).code).toBe(0);
   const store = openSqliteStore(path.join(dir, 'pigeon.db'));
-  expect(await verifyPassword('from-env-password', store.users.byUsername('frank')!.passwordHash)).toBe(true);
-  store.close();
+  expect(await verifyPassword('from-env-password', (await store.users.byUsername('frank'))!.passwordHash)).toBe(true);
+  await store.close();
 });
 
 test('purge-devices ends partnerships unseen for the inactivity period', async () => {
   await admin('add-user', '--username', 'gina', '--password', 'gina-password-1');
   const store = openSqliteStore(path.join(dir, 'pigeon.db'));
-  const gina = store.users.byUsername('gina')!;
-  const old = store.devices.create(gina.id, 'old-device-0000000001', { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] }, Date.now() - 31 * 86400_000);
-  const recent = store.devices.create(gina.id, 'new-device-0000000001', { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] }, Date.now());
-  store.close();
+  const gina = (await store.users.byUsername('gina'))!;
+  const old = await store.devices.create(gina.id, 'old-device-0000000001', { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] }, Date.now() - 31 * 86400_000);
+  const recent = await store.devices.create(gina.id, 'new-device-0000000001', { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] }, Date.now());
+  await store.close();
   const { out } = await admin('purge-devices');
   expect(out).toContain(`purged ${old.id}`);
   expect(out).toContain('1 inactive device(s) purged');
   const after = openSqliteStore(path.join(dir, 'pigeon.db'));
-  expect(after.devices.byId(old.id)).toBeUndefined();
-  expect(after.devices.byId(recent.id)).toBeDefined();
-  after.close();
+  expect(await after.devices.byId(old.id)).toBeUndefined();
+  expect(await after.devices.byId(recent.id)).toBeDefined();
+  await after.close();
 });
 
 test('reset-mailbox gives the mailbox a new epoch', async () => {
   await admin('add-user', '--username', 'hank', '--password', 'hank-password-1');
   const before = openSqliteStore(path.join(dir, 'pigeon.db'));
-  const epoch = before.mailboxes.get(before.users.byUsername('hank')!.id)!.epoch;
-  before.close();
+  const epoch = (await before.mailboxes.get((await before.users.byUsername('hank'))!.id))!.epoch;
+  await before.close();
   expect((await admin('reset-mailbox', '--username', 'hank')).code).toBe(0);
   const after = openSqliteStore(path.join(dir, 'pigeon.db'));
-  expect(after.mailboxes.get(after.users.byUsername('hank')!.id)!.epoch).not.toBe(epoch);
-  after.close();
+  expect((await after.mailboxes.get((await after.users.byUsername('hank'))!.id))!.epoch).not.toBe(epoch);
+  await after.close();
   await expect(admin('reset-mailbox', '--username', 'nobody')).rejects.toThrow(/no user/);
 });
 

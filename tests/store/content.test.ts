@@ -19,18 +19,18 @@ beforeEach(() => {
   dir = tempDir('pigeon-content-');
   store = openSqliteStore(path.join(dir, 'p.db'));
 });
-afterEach(() => {
-  store.close();
+afterEach(async () => {
+  await store.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-function user(name: string) {
-  const tenant = store.tenants.create('T', clock.now());
-  const u = store.users.create(
+async function user(name: string) {
+  const tenant = await store.tenants.create('T', clock.now());
+  const u = await store.users.create(
     { tenantId: tenant.id, username: name, email: `${name}@example.test`, displayName: name, role: 'user', passwordHash: null },
     clock.now(),
   );
-  store.mailboxes.create(u.id, clock.now());
+  await store.mailboxes.create(u.id, clock.now());
   return u;
 }
 
@@ -70,11 +70,12 @@ const delivery = () => createDelivery({ store, clock, duplicateWindowSeconds: 36
 const blobCount = () => (store.db.prepare('SELECT count(*) AS n FROM blobs').get() as { n: number }).n;
 const chunkCount = () => (store.db.prepare('SELECT count(*) AS n FROM blob_chunks').get() as { n: number }).n;
 
-test('a blob larger than a chunk is stored in chunks and read back exactly, in any range', () => {
+test('a blob larger than a chunk is stored in chunks and read back exactly, in any range', async () => {
+  const owner = await user('alice');
   const bytes = Buffer.alloc(BLOB_CHUNK_BYTES * 2 + 1234);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + (i >> 9)) & 0xff;
-  const id = store.transaction(() => store.blobs.put(bytes, clock.now()));
-  expect(store.blobs.size(id)).toBe(bytes.length);
+  const id = await store.blobs.put(owner.id, bytes, clock.now());
+  expect(await store.blobs.size(owner.id, id)).toBe(bytes.length);
   expect(chunkCount()).toBe(3);
   for (const [a, b] of [
     [0, bytes.length],
@@ -83,83 +84,83 @@ test('a blob larger than a chunk is stored in chunks and read back exactly, in a
     [bytes.length - 10, bytes.length],
     [BLOB_CHUNK_BYTES, BLOB_CHUNK_BYTES * 2],
   ] as const) {
-    expect(store.blobs.read(id, a, b).equals(bytes.subarray(a, b))).toBe(true);
+    expect((await store.blobs.read(owner.id, id, a, b)).equals(bytes.subarray(a, b))).toBe(true);
   }
 });
 
 test('blobs are shared by content and freed when the last item referring to them is deleted', async () => {
-  const alice = user('alice');
-  const bob = user('bob');
+  const alice = await user('alice');
+  const bob = await user('bob');
   const d = delivery();
   const prepared = await d.prepare(message({ id: '<shared@x>', attachment: Buffer.alloc(300_000, 1) }));
-  const results = d.deliver(prepared, [{ userId: alice.id }, { userId: bob.id }], { duplicates: 'live' });
+  const results = await d.deliver(prepared, [{ userId: alice.id }, { userId: bob.id }], { duplicates: 'live' });
   expect(results.map((r) => r.status)).toEqual(['stored', 'stored']);
   // One raw message and one attachment, each stored once although two mailboxes hold them.
   expect(blobCount()).toBe(2);
-  store.items.delete(alice.id, results[0]!.itemId, clock.now());
+  await store.items.delete(alice.id, results[0]!.itemId, clock.now());
   expect(blobCount()).toBe(2);
-  store.items.delete(bob.id, results[1]!.itemId, clock.now());
+  await store.items.delete(bob.id, results[1]!.itemId, clock.now());
   expect(blobCount()).toBe(0);
   expect(chunkCount()).toBe(0);
 });
 
 test('deleting a folder (a cascade) releases the blobs of its items and their search entries', async () => {
-  const alice = user('alice');
-  const folder = store.folders.create(alice.id, { displayName: 'Projects', parentId: null }, clock.now());
+  const alice = await user('alice');
+  const folder = await store.folders.create(alice.id, { displayName: 'Projects', parentId: null }, clock.now());
   const d = delivery();
-  d.deliver(await d.prepare(message({ id: '<p1@x>', subject: 'Quarterly zebra report', attachment: Buffer.alloc(10, 2) })), [{ userId: alice.id, folderId: folder.id }], {
+  await d.deliver(await d.prepare(message({ id: '<p1@x>', subject: 'Quarterly zebra report', attachment: Buffer.alloc(10, 2) })), [{ userId: alice.id, folderId: folder.id }], {
     duplicates: 'live',
   });
-  expect(store.search.query(alice.id, ['zebra'], { limit: 10 })).toHaveLength(1);
-  store.folders.delete(alice.id, folder.id, clock.now());
+  expect(await store.search.query(alice.id, ['zebra'], { limit: 10 })).toHaveLength(1);
+  await store.folders.delete(alice.id, folder.id, clock.now());
   expect(blobCount()).toBe(0);
-  expect(store.search.query(alice.id, ['zebra'], { limit: 10 })).toHaveLength(0);
+  expect(await store.search.query(alice.id, ['zebra'], { limit: 10 })).toHaveLength(0);
   expect((store.db.prepare('SELECT count(*) AS n FROM search_docs').get() as { n: number }).n).toBe(0);
 });
 
 test('search matches subject, sender and body, ranks subject first, and never crosses mailboxes', async () => {
-  const alice = user('alice');
-  const bob = user('bob');
+  const alice = await user('alice');
+  const bob = await user('bob');
   const d = delivery();
   const put = async (userId: string, m: Parameters<typeof message>[0]) =>
-    d.deliver(await d.prepare(message(m)), [{ userId }], { duplicates: 'live' })[0]!.itemId;
+    (await d.deliver(await d.prepare(message(m)), [{ userId }], { duplicates: 'live' }))[0]!.itemId;
   const inSubject = await put(alice.id, { id: '<1@x>', subject: 'Budget for the aquarium', body: 'numbers inside' });
   const inBody = await put(alice.id, { id: '<2@x>', subject: 'Misc', body: 'we talked about the aquarium once' });
   const bobs = await put(bob.id, { id: '<3@x>', subject: 'Aquarium secrets', body: 'bob only' });
   await put(alice.id, { id: '<4@x>', subject: 'From Carol', from: 'Carol Quincy <carol@remote.test>' });
 
-  const hits = store.search.query(alice.id, ['aquarium'], { limit: 10 }).map((h) => h.itemId);
+  const hits = (await store.search.query(alice.id, ['aquarium'], { limit: 10 })).map((h) => h.itemId);
   expect(hits).toEqual([inSubject, inBody]);
   expect(hits).not.toContain(bobs);
-  expect(store.search.query(alice.id, ['quincy'], { limit: 10 })).toHaveLength(1);
-  expect(store.search.query(alice.id, ['aqua'], { limit: 10 })).toHaveLength(2); // the last word is a prefix
+  expect(await store.search.query(alice.id, ['quincy'], { limit: 10 })).toHaveLength(1);
+  expect(await store.search.query(alice.id, ['aqua'], { limit: 10 })).toHaveLength(2); // the last word is a prefix
   // Words that look like FTS syntax are just words.
-  expect(store.search.query(alice.id, ['owner', ':', 'NEAR(', '"', '*', 'OR'], { limit: 10 })).toEqual([]);
-  expect(store.search.query(bob.id, ['aquarium'], { limit: 10 }).map((h) => h.itemId)).toEqual([bobs]);
+  expect(await store.search.query(alice.id, ['owner', ':', 'NEAR(', '"', '*', 'OR'], { limit: 10 })).toEqual([]);
+  expect((await store.search.query(bob.id, ['aquarium'], { limit: 10 })).map((h) => h.itemId)).toEqual([bobs]);
 });
 
 test('a second live delivery of one Message-ID to one folder within the window is a duplicate; after it, a new copy', async () => {
-  const alice = user('alice');
+  const alice = await user('alice');
   const d = delivery();
   const m = await d.prepare(message({ id: '<dup@x>' }));
-  const first = d.deliver(m, [{ userId: alice.id }], { duplicates: 'live' })[0]!;
-  const again = d.deliver(m, [{ userId: alice.id }], { duplicates: 'live' })[0]!;
+  const first = (await d.deliver(m, [{ userId: alice.id }], { duplicates: 'live' }))[0]!;
+  const again = (await d.deliver(m, [{ userId: alice.id }], { duplicates: 'live' }))[0]!;
   expect(again).toEqual({ ...first, status: 'duplicate' });
   clock.advance(3601_000);
-  expect(d.deliver(m, [{ userId: alice.id }], { duplicates: 'live' })[0]!.status).toBe('stored');
+  expect((await d.deliver(m, [{ userId: alice.id }], { duplicates: 'live' }))[0]!.status).toBe('stored');
   // An import looks at any age, and a message without a Message-ID is matched by its bytes.
-  expect(d.deliver(m, [{ userId: alice.id }], { duplicates: 'import' })[0]!.status).toBe('duplicate');
+  expect((await d.deliver(m, [{ userId: alice.id }], { duplicates: 'import' }))[0]!.status).toBe('duplicate');
   const anonymous = await d.prepare(message({ subject: 'no id' }));
-  expect(d.deliver(anonymous, [{ userId: alice.id }], { duplicates: 'import' })[0]!.status).toBe('stored');
-  expect(d.deliver(anonymous, [{ userId: alice.id }], { duplicates: 'import' })[0]!.status).toBe('duplicate');
+  expect((await d.deliver(anonymous, [{ userId: alice.id }], { duplicates: 'import' }))[0]!.status).toBe('stored');
+  expect((await d.deliver(anonymous, [{ userId: alice.id }], { duplicates: 'import' }))[0]!.status).toBe('duplicate');
 });
 
 test('threading: replies join their root, a late root joins its replies, a bare "Re:" joins by subject', async () => {
-  const alice = user('alice');
+  const alice = await user('alice');
   const d = delivery();
   const put = async (m: Parameters<typeof message>[0]) => {
-    const r = d.deliver(await d.prepare(message(m)), [{ userId: alice.id }], { duplicates: 'live' })[0]!;
-    return store.items.byId(alice.id, r.itemId)!.conversationId;
+    const r = (await d.deliver(await d.prepare(message(m)), [{ userId: alice.id }], { duplicates: 'live' }))[0]!;
+    return (await store.items.byId(alice.id, r.itemId))!.conversationId;
   };
   // The reply arrives first, naming only its parent (a message we never saw).
   const reply = await put({ id: '<r1@x>', subject: 'Re: Plans', refs: '<root@x>' });
@@ -201,7 +202,7 @@ test('migration 0004 moves blobs stored inline into chunks and counts their refe
 });
 
 test('grouped deliveries in one turn commit once; a bad one in the group fails alone', async () => {
-  const alice = user('alice');
+  const alice = await user('alice');
   const d = delivery();
   const commits: number[] = [];
   const off = store.onCommit((changes) => commits.push(changes.length));
@@ -218,5 +219,5 @@ test('grouped deliveries in one turn commit once; a bad one in the group fails a
   ]);
   off();
   expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
-  expect(store.items.findDuplicate(store.folders.byKind(alice.id, 'inbox')!.id, { internetMessageId: '<group6@x>', mimeSha256: '' }, 0)).toBeDefined();
+  expect(await store.items.findDuplicate(alice.id, (await store.folders.byKind(alice.id, 'inbox'))!.id, { internetMessageId: '<group6@x>', mimeSha256: '' }, 0)).toBeDefined();
 });

@@ -27,8 +27,8 @@ describe('demo seed', () => {
     seedMs = performance.now() - t0;
   });
 
-  afterAll(() => {
-    store?.close();
+  afterAll(async () => {
+    await store?.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -37,8 +37,8 @@ describe('demo seed', () => {
     if (!id) throw new Error(`no user ${name}`);
     return id;
   };
-  const folderOf = (user: string, kind: Parameters<SqliteStore['folders']['byKind']>[1]) => {
-    const f = store.folders.byKind(userId(user), kind);
+  const folderOf = async (user: string, kind: Parameters<SqliteStore['folders']['byKind']>[1]) => {
+    const f = await store.folders.byKind(userId(user), kind);
     if (!f) throw new Error(`no ${kind} folder for ${user}`);
     return f;
   };
@@ -51,22 +51,22 @@ describe('demo seed', () => {
   });
 
   test('creates the three users with their roles and documented demo passwords', async () => {
-    const users = store.users.list();
+    const users = await store.users.list();
     expect(users.map((u) => [u.username, u.role, u.email])).toEqual([
       ['admin', 'admin', 'admin@demo.pigeon.test'],
       ['alice', 'user', 'alice@demo.pigeon.test'],
       ['bob', 'user', 'bob@demo.pigeon.test'],
     ]);
     expect(new Set(users.map((u) => u.tenantId))).toEqual(new Set([result.tenantId]));
-    expect(store.tenants.get(result.tenantId)?.name).toBe('Demo Org');
-    const alice = store.users.byUsername('alice')!;
+    expect((await store.tenants.get(result.tenantId))?.name).toBe('Demo Org');
+    const alice = (await store.users.byUsername('alice'))!;
     expect(await verifyPassword('alice-demo-pass', alice.passwordHash)).toBe(true);
     expect(await verifyPassword('bob-demo-pass', alice.passwordHash)).toBe(false);
-    for (const u of users) expect(store.mailboxes.get(u.id)).toBeDefined();
+    for (const u of users) expect(await store.mailboxes.get(u.id)).toBeDefined();
   });
 
-  test("alice's inbox holds the fixture's 1,200+ messages, and the folder counts agree with the rows", () => {
-    const inbox = folderOf('alice', 'inbox');
+  test("alice's inbox holds the fixture's 1,200+ messages, and the folder counts agree with the rows", async () => {
+    const inbox = await folderOf('alice', 'inbox');
     const rows = count(store, "SELECT count(*) AS n FROM items WHERE folder_id = ? AND type = 'email'", inbox.id);
     const unread = count(store, 'SELECT count(*) AS n FROM items WHERE folder_id = ? AND is_read = 0', inbox.id);
     const inFile = mboxMessages(fs.readFileSync(path.join(DEFAULT_FIXTURES_DIR, 'alice-inbox.mbox'))).length;
@@ -76,28 +76,28 @@ describe('demo seed', () => {
     expect(inbox.unreadCount).toBe(unread);
     expect(unread).toBeGreaterThan(0);
     expect(unread).toBeLessThan(rows);
-    expect(folderOf('alice', 'sentItems').totalCount).toBeGreaterThanOrEqual(5);
-    expect(folderOf('alice', 'drafts').totalCount).toBeGreaterThanOrEqual(1);
-    expect(folderOf('alice', 'archive').totalCount).toBeGreaterThanOrEqual(5);
-    expect(folderOf('bob', 'inbox').totalCount).toBeGreaterThanOrEqual(25);
+    expect((await folderOf('alice', 'sentItems')).totalCount).toBeGreaterThanOrEqual(5);
+    expect((await folderOf('alice', 'drafts')).totalCount).toBeGreaterThanOrEqual(1);
+    expect((await folderOf('alice', 'archive')).totalCount).toBeGreaterThanOrEqual(5);
+    expect((await folderOf('bob', 'inbox')).totalCount).toBeGreaterThanOrEqual(25);
   });
 
-  test('read and flagged state follow X-Pigeon-Demo-State', () => {
+  test('read and flagged state follow X-Pigeon-Demo-State', async () => {
     const raws = mboxMessages(fs.readFileSync(path.join(DEFAULT_FIXTURES_DIR, 'alice-inbox.mbox')));
     const flaggedInFile = raws.filter((r) => demoState(r).has('flagged')).length;
     const readInFile = raws.filter((r) => demoState(r).has('read')).length;
-    const inbox = folderOf('alice', 'inbox');
+    const inbox = await folderOf('alice', 'inbox');
     expect(flaggedInFile).toBeGreaterThan(0);
     expect(count(store, 'SELECT count(*) AS n FROM items WHERE folder_id = ? AND is_flagged = 1', inbox.id)).toBe(flaggedInFile);
     expect(count(store, 'SELECT count(*) AS n FROM items WHERE folder_id = ? AND is_read = 1', inbox.id)).toBe(readInFile);
   });
 
-  test('attachments are stored, both real and inline ones', () => {
+  test('attachments are stored, both real and inline ones', async () => {
     const withFiles = store.db
       .prepare("SELECT id FROM items WHERE user_id = ? AND type = 'email' AND has_attachments = 1")
       .all(userId('alice')) as { id: string }[];
     expect(withFiles.length).toBeGreaterThan(20);
-    const first = store.items.attachments(withFiles[0]!.id);
+    const first = await store.items.attachments(userId('alice'), withFiles[0]!.id);
     expect(first.length).toBeGreaterThan(0);
     expect(first[0]!.size).toBeGreaterThan(0);
     expect(first.some((a) => !a.isInline)).toBe(true);
@@ -109,8 +109,8 @@ describe('demo seed', () => {
       )
       .get(userId('alice')) as { itemId: string } | undefined;
     expect(inline).toBeDefined();
-    const item = store.items.byId(userId('alice'), inline!.itemId)!;
-    const att = store.items.attachments(item.id).find((a) => a.isInline)!;
+    const item = (await store.items.byId(userId('alice'), inline!.itemId))!;
+    const att = (await store.items.attachments(item.userId, item.id)).find((a) => a.isInline)!;
     const html = (store.db.prepare('SELECT body_html AS h FROM items WHERE id = ?').get(item.id) as { h: string }).h;
     expect(html).toContain(`cid:${att.contentId}`);
   });
@@ -129,7 +129,7 @@ describe('demo seed', () => {
     expect(count(store, `SELECT count(*) AS n FROM items WHERE from_json LIKE '%Jürgen Müller%'`)).toBeGreaterThan(0);
   });
 
-  test('threads: several conversations hold two or more messages, replies included', () => {
+  test('threads: several conversations hold two or more messages, replies included', async () => {
     const shared = store.db
       .prepare(
         `SELECT conversation_id AS id, count(*) AS n, sum(subject LIKE 'Re:%' OR subject LIKE 'AW:%' OR subject LIKE 'RE :%') AS replies
@@ -140,7 +140,7 @@ describe('demo seed', () => {
     expect(shared.filter((c) => c.replies >= 1).length).toBeGreaterThanOrEqual(20);
     expect(Math.max(...shared.map((c) => c.n))).toBeGreaterThanOrEqual(4);
     // A sent reply joins the inbox conversation it answers.
-    const sent = folderOf('alice', 'sentItems');
+    const sent = await folderOf('alice', 'sentItems');
     expect(
       count(
         store,
@@ -157,11 +157,11 @@ describe('demo seed', () => {
     expect(count(store, `SELECT count(*) AS n FROM items WHERE instr(body_text, '>>From') > 0`)).toBe(0);
   });
 
-  test('events and contacts land in the calendar and contacts folders', () => {
+  test('events and contacts land in the calendar and contacts folders', async () => {
     const events = JSON.parse(fs.readFileSync(path.join(DEFAULT_FIXTURES_DIR, 'alice-calendar.json'), 'utf8')) as { subject: string; start: string }[];
     const contacts = JSON.parse(fs.readFileSync(path.join(DEFAULT_FIXTURES_DIR, 'alice-contacts.json'), 'utf8')) as { displayName: string }[];
-    const calendar = folderOf('alice', 'calendar');
-    const people = folderOf('alice', 'contacts');
+    const calendar = await folderOf('alice', 'calendar');
+    const people = await folderOf('alice', 'contacts');
     expect(events.length).toBeGreaterThanOrEqual(5);
     expect(contacts.length).toBeGreaterThanOrEqual(8);
     expect(count(store, "SELECT count(*) AS n FROM items WHERE folder_id = ? AND type = 'event'", calendar.id)).toBe(events.length);
@@ -171,7 +171,7 @@ describe('demo seed', () => {
     const row = store.db
       .prepare('SELECT id FROM items WHERE folder_id = ? AND subject = ?')
       .get(calendar.id, events[0]!.subject) as { id: string };
-    const event = store.items.byId(userId('alice'), row.id)!;
+    const event = (await store.items.byId(userId('alice'), row.id))!;
     expect(event.receivedAt).toBe(Date.parse(events[0]!.start));
     expect(event.data).toMatchObject({ start: events[0]!.start, organizer: expect.objectContaining({ address: expect.any(String) }) });
     expect(event.data).not.toHaveProperty('subject');

@@ -62,7 +62,7 @@ const admin = {
   put: (p: string, body: object) => request(ctx.app).put(p).set('Authorization', `Bearer ${adminToken}`).send(body),
   delete: (p: string) => request(ctx.app).delete(p).set('Authorization', `Bearer ${adminToken}`),
 };
-const userId = (username: string) => ctx.store.users.byUsername(username)!.id;
+const userId = async (username: string) => (await ctx.store.users.byUsername(username))!.id;
 
 /** Every SQLite statement `fn` runs (better-sqlite3's Statement run/get/all/iterate), whitespace squashed. */
 async function statementsOf<T>(fn: () => Promise<T>): Promise<{ result: T; statements: string[] }> {
@@ -106,10 +106,10 @@ describe('a no-change poll runs two SQLite statements', () => {
       expect(statements[1]).toMatch(FOLDER_READ);
     }
     // The hierarchy state answered from that read is the one folders.hierarchyState computes.
-    expect((await get(s, url(token))).body.hierarchyState).toBe(ctx.store.folders.hierarchyState(userId('bob')));
+    expect((await get(s, url(token))).body.hierarchyState).toBe(await ctx.store.folders.hierarchyState(await userId('bob')));
 
     // A change to the folder is seen by the next poll (which then reads what it must).
-    ctx.store.items.create({ userId: userId('bob'), folderId: inbox, type: 'email', receivedAt: ctx.clock.now(), subject: 'new' }, ctx.clock.now());
+    await ctx.store.items.create({ userId: await userId('bob'), folderId: inbox, type: 'email', receivedAt: ctx.clock.now(), subject: 'new' }, ctx.clock.now());
     const changed = await get(s, url(token)).expect(200);
     expect(changed.body.created.map((c: { subject: string }) => c.subject)).toEqual(['new']);
   });
@@ -128,7 +128,7 @@ describe('a no-change poll runs two SQLite statements', () => {
       token = result.body.token;
     }
     // A new folder is seen by the next poll.
-    ctx.store.folders.create(userId('bob'), { displayName: 'Hot', parentId: null }, ctx.clock.now());
+    await ctx.store.folders.create(await userId('bob'), { displayName: 'Hot', parentId: null }, ctx.clock.now());
     const changed = await get(s, `/v1/folders/sync?token=${encodeURIComponent(token)}`).expect(200);
     expect(changed.body.created.map((f: { displayName: string }) => f.displayName)).toEqual(['Hot']);
   });
@@ -151,9 +151,9 @@ describe('the very next request sees every security-relevant change', () => {
   test('a device blocked through the store (the decision alone: the sign-in stays live)', async () => {
     const s = await session('alice', { bound: false });
     await poll(s).expect(200);
-    ctx.store.devices.setAdminDecision(s.id, 'blocked', ctx.clock.now());
+    await ctx.store.devices.setAdminDecision(s.id, 'blocked', ctx.clock.now());
     expect((await poll(s)).body.code).toBe('deviceBlocked');
-    ctx.store.devices.setAdminDecision(s.id, null, ctx.clock.now());
+    await ctx.store.devices.setAdminDecision(s.id, null, ctx.clock.now());
     await poll(s).expect(200);
   });
 
@@ -206,11 +206,11 @@ describe('the very next request sees every security-relevant change', () => {
   test('a user disabled, and enabled again', async () => {
     const s = await session('bob');
     await poll(s).expect(200);
-    ctx.store.users.setDisabled(userId('bob'), true, ctx.clock.now());
+    await ctx.store.users.setDisabled(await userId('bob'), true, ctx.clock.now());
     try {
       expect((await poll(s)).status).toBe(401);
     } finally {
-      ctx.store.users.setDisabled(userId('bob'), false, ctx.clock.now());
+      await ctx.store.users.setDisabled(await userId('bob'), false, ctx.clock.now());
     }
     await poll(s).expect(200);
   });
@@ -218,11 +218,12 @@ describe('the very next request sees every security-relevant change', () => {
   test('a user disabled by raw SQL through the test handle (announced as "everything")', async () => {
     const s = await session('bob');
     await poll(s).expect(200);
-    ctx.store.db.prepare('UPDATE users SET disabled = 1 WHERE id = ?').run(userId('bob'));
+    const bobId = await userId('bob');
+    ctx.store.db.prepare('UPDATE users SET disabled = 1 WHERE id = ?').run(bobId);
     try {
       expect((await poll(s)).status).toBe(401);
     } finally {
-      ctx.store.db.prepare('UPDATE users SET disabled = 0 WHERE id = ?').run(userId('bob'));
+      ctx.store.db.prepare('UPDATE users SET disabled = 0 WHERE id = ?').run(bobId);
     }
     await poll(s).expect(200);
   });
@@ -234,14 +235,14 @@ describe('the very next request sees every security-relevant change', () => {
     expect((await poll(a)).status).toBe(401);
     const b = await session('bob');
     await poll(b).expect(200);
-    ctx.users.revokeSessionsOf('bob');
+    await ctx.users.revokeSessionsOf('bob');
     expect((await poll(b)).status).toBe(401);
   });
 
   test('the session version alone (bumpSessionVersion)', async () => {
     const s = await session('bob');
     await poll(s).expect(200);
-    ctx.store.users.bumpSessionVersion(userId('bob'), ctx.clock.now());
+    await ctx.store.users.bumpSessionVersion(await userId('bob'), ctx.clock.now());
     expect((await poll(s)).status).toBe(401);
   });
 
@@ -278,45 +279,52 @@ describe('the very next request sees every security-relevant change', () => {
     await poll(bob).expect(200);
     const other = openSqliteStore(path.join(ctx.dir, 'pigeon.db'));
     try {
-      other.devices.setAdminDecision(s.id, 'blocked', ctx.clock.now());
+      await other.devices.setAdminDecision(s.id, 'blocked', ctx.clock.now());
       expect((await poll(s)).body.code).toBe('deviceBlocked');
-      other.devices.setAdminDecision(s.id, null, ctx.clock.now());
+      await other.devices.setAdminDecision(s.id, null, ctx.clock.now());
       await poll(s).expect(200);
       // What the admin CLI's revoke-sessions does, from its own process.
-      other.transaction(() => {
-        other.refreshTokens.revokeAllForUser(userId('bob'), 'revoked by admin', ctx.clock.now());
-        other.users.bumpSessionVersion(userId('bob'), ctx.clock.now());
+      const bobId = await userId('bob');
+      const now = ctx.clock.now();
+      await other.run(function* (tx) {
+        yield* tx.refreshTokens.revokeAllForUser(bobId, 'revoked by admin', now);
+        yield* tx.users.bumpSessionVersion(bobId, now);
       });
       expect((await poll(bob)).status).toBe(401);
       await poll(s).expect(200); // everything was dropped, nothing lost
     } finally {
-      other.close();
+      await other.close();
     }
   });
 });
 
 describe('the cache and the feed', () => {
-  const uid = () => userId('alice');
+  let aliceId = '';
+  beforeAll(async () => {
+    aliceId = await userId('alice');
+  });
+  const uid = () => aliceId;
 
-  test('the feed speaks after the commit, never for a rollback, and at once outside a transaction', () => {
+  test('the feed speaks after the commit, never for a rollback, and at once outside a transaction', async () => {
     const seen: Invalidation[][] = [];
     const off = ctx.store.onInvalidate((c) => seen.push(c));
+    const now = ctx.clock.now();
     try {
-      ctx.store.transaction(() => {
-        ctx.store.users.bumpSessionVersion(uid(), ctx.clock.now());
-        ctx.store.users.setPassword(uid(), ctx.store.users.byId(uid())!.passwordHash!, ctx.clock.now());
+      await ctx.store.run(function* (tx) {
+        yield* tx.users.bumpSessionVersion(uid(), now);
+        yield* tx.users.setPassword(uid(), (yield* tx.users.byId(uid()))!.passwordHash!, now);
         expect(seen).toEqual([]); // not before the commit
       });
       expect(seen).toEqual([[{ kind: 'user', userId: uid() }]]); // once per record
       seen.length = 0;
-      expect(() =>
-        ctx.store.transaction(() => {
-          ctx.store.users.bumpSessionVersion(uid(), ctx.clock.now());
+      await expect(
+        ctx.store.run(function* (tx) {
+          yield* tx.users.bumpSessionVersion(uid(), now);
           throw new Error('rolled back');
         }),
-      ).toThrow('rolled back');
+      ).rejects.toThrow('rolled back');
       expect(seen).toEqual([]);
-      ctx.store.users.bumpSessionVersion(uid(), ctx.clock.now());
+      await ctx.store.users.bumpSessionVersion(uid(), now);
       expect(seen).toEqual([[{ kind: 'user', userId: uid() }]]);
     } finally {
       off();
@@ -329,106 +337,109 @@ describe('the cache and the feed', () => {
     const off = ctx.store.onInvalidate((c) => seen.push(...c));
     const now = ctx.clock.now();
     const device = { kind: 'device', userId: uid(), deviceId: s.deviceId };
-    const tenantId = ctx.store.users.byId(uid())!.tenantId;
+    const tenantId = (await ctx.store.users.byId(uid()))!.tenantId;
     try {
-      const expectReport = (write: () => unknown, change: object) => {
+      // Reported by the time the write's promise settles (SQLite: before the call returns).
+      const expectReport = async (write: () => Promise<unknown>, change: object) => {
         seen.length = 0;
-        write();
+        await write();
         expect(seen).toContainEqual(change);
       };
-      const rec = ctx.store.devices.byId(s.id)!;
-      expectReport(() => ctx.store.devices.updateDescription(s.id, rec, now), device);
-      expectReport(() => ctx.store.devices.setAdminDecision(s.id, null, now), device);
-      expectReport(() => ctx.store.devices.setWipe(s.id, 'none', {}, now), device);
-      expectReport(() => ctx.store.devices.bumpEpoch(s.id, now), device);
-      expectReport(() => ctx.store.devices.touch(s.id, now, now), device);
+      const rec = (await ctx.store.devices.byId(s.id))!;
+      await expectReport(() => ctx.store.devices.updateDescription(s.id, rec, now), device);
+      await expectReport(() => ctx.store.devices.setAdminDecision(s.id, null, now), device);
+      await expectReport(() => ctx.store.devices.setWipe(s.id, 'none', {}, now), device);
+      await expectReport(() => ctx.store.devices.bumpEpoch(s.id, now), device);
+      await expectReport(() => ctx.store.devices.touch(s.id, now, now), device);
       const family = { kind: 'signIn', familyId: 'family-hot-1' };
-      expectReport(
+      await expectReport(
         () => ctx.store.refreshTokens.insert({ id: 'rt-hot-1', familyId: 'family-hot-1', userId: uid(), deviceId: s.deviceId, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-1'), createdAt: now, expiresAt: now + 1000 }),
         family,
       );
-      expectReport(() => ctx.store.refreshTokens.insert({ id: 'rt-hot-2', familyId: 'family-hot-1', userId: uid(), deviceId: s.deviceId, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-2'), createdAt: now, expiresAt: now + 1000 }), family);
-      expectReport(() => expect(ctx.store.refreshTokens.markRotated('rt-hot-1', 'rt-hot-2', now)).toBe(true), family);
-      expectReport(() => expect(ctx.store.refreshTokens.revokeFamily('family-hot-1', 'test', now)).toBe(2), family); // both rows: the rotated one too
-      ctx.store.refreshTokens.insert({ id: 'rt-hot-3', familyId: 'family-hot-3', userId: uid(), deviceId: s.deviceId, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-3'), createdAt: now, expiresAt: now + 1000 });
-      expectReport(() => ctx.store.refreshTokens.revokeForDevice(uid(), s.deviceId, 'test', now), { kind: 'signIn', familyId: 'family-hot-3' });
-      ctx.store.refreshTokens.insert({ id: 'rt-hot-4', familyId: 'family-hot-4', userId: uid(), deviceId: null, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-4'), createdAt: now, expiresAt: now + 1000 });
-      expectReport(() => ctx.store.refreshTokens.revokeAllForUser(uid(), 'test', now), { kind: 'signIn', familyId: 'family-hot-4' });
+      await expectReport(() => ctx.store.refreshTokens.insert({ id: 'rt-hot-2', familyId: 'family-hot-1', userId: uid(), deviceId: s.deviceId, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-2'), createdAt: now, expiresAt: now + 1000 }), family);
+      await expectReport(async () => expect(await ctx.store.refreshTokens.markRotated('rt-hot-1', 'rt-hot-2', now)).toBe(true), family);
+      await expectReport(async () => expect(await ctx.store.refreshTokens.revokeFamily('family-hot-1', 'test', now)).toBe(2), family); // both rows: the rotated one too
+      await ctx.store.refreshTokens.insert({ id: 'rt-hot-3', familyId: 'family-hot-3', userId: uid(), deviceId: s.deviceId, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-3'), createdAt: now, expiresAt: now + 1000 });
+      await expectReport(() => ctx.store.refreshTokens.revokeForDevice(uid(), s.deviceId, 'test', now), { kind: 'signIn', familyId: 'family-hot-3' });
+      await ctx.store.refreshTokens.insert({ id: 'rt-hot-4', familyId: 'family-hot-4', userId: uid(), deviceId: null, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('hot-4'), createdAt: now, expiresAt: now + 1000 });
+      await expectReport(() => ctx.store.refreshTokens.revokeAllForUser(uid(), 'test', now), { kind: 'signIn', familyId: 'family-hot-4' });
       const user = { kind: 'user', userId: uid() };
-      expectReport(() => ctx.store.users.setPassword(uid(), ctx.store.users.byId(uid())!.passwordHash!, now), user);
-      expectReport(() => ctx.store.users.bumpSessionVersion(uid(), now), user);
-      expectReport(() => ctx.store.users.setDisabled(uid(), false, now), user);
+      const passwordHash = (await ctx.store.users.byId(uid()))!.passwordHash!;
+      await expectReport(() => ctx.store.users.setPassword(uid(), passwordHash, now), user);
+      await expectReport(() => ctx.store.users.bumpSessionVersion(uid(), now), user);
+      await expectReport(() => ctx.store.users.setDisabled(uid(), false, now), user);
       const tenant = { kind: 'tenantAccess', tenantId };
       let ruleId = '';
-      expectReport(() => (ruleId = ctx.store.deviceAccess.createRule(tenantId, { field: 'deviceModel', match: 'exact', value: 'x', accessState: 'allowed', description: '' }, now).id), tenant);
-      expectReport(() => ctx.store.deviceAccess.updateRule(tenantId, ruleId, { field: 'deviceModel', match: 'exact', value: 'y', accessState: 'allowed', description: '' }, now), tenant);
-      expectReport(() => ctx.store.deviceAccess.deleteRule(tenantId, ruleId), tenant);
-      expectReport(() => ctx.store.deviceAccess.setDefaultState(tenantId, 'allowed', now), tenant);
-      expectReport(() => ctx.store.devices.delete(s.id), device);
+      await expectReport(async () => (ruleId = (await ctx.store.deviceAccess.createRule(tenantId, { field: 'deviceModel', match: 'exact', value: 'x', accessState: 'allowed', description: '' }, now)).id), tenant);
+      await expectReport(() => ctx.store.deviceAccess.updateRule(tenantId, ruleId, { field: 'deviceModel', match: 'exact', value: 'y', accessState: 'allowed', description: '' }, now), tenant);
+      await expectReport(() => ctx.store.deviceAccess.deleteRule(tenantId, ruleId), tenant);
+      await expectReport(() => ctx.store.deviceAccess.setDefaultState(tenantId, 'allowed', now), tenant);
+      await expectReport(() => ctx.store.devices.delete(s.id), device);
       let created = '';
-      expectReport(() => (created = ctx.store.devices.create(uid(), s.deviceId, rec, now).id), device);
-      ctx.store.devices.delete(created);
+      await expectReport(async () => (created = (await ctx.store.devices.create(uid(), s.deviceId, rec, now)).id), device);
+      await ctx.store.devices.delete(created);
     } finally {
       off();
     }
   });
 
-  test('a sign-in head is kept with its expiry, checked against the caller\'s clock on every use', () => {
+  test('a sign-in head is kept with its expiry, checked against the caller\'s clock on every use', async () => {
     const cached = withHotCache(ctx.store);
     const now = ctx.clock.now();
-    ctx.store.refreshTokens.insert({ id: 'rt-exp-1', familyId: 'family-exp', userId: uid(), deviceId: null, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('exp-1'), createdAt: now, expiresAt: now + 1000 });
-    expect(cached.refreshTokens.liveHead('family-exp', now)).toMatchObject({ deviceId: null });
-    expect(cached.refreshTokens.liveHead('family-exp', now + 999)).toBeDefined();
-    expect(cached.refreshTokens.liveHead('family-exp', now + 1000)).toBeUndefined();
-    expect(cached.refreshTokens.liveHead('family-exp', now)).toBeDefined(); // a clock set back: live again, as in SQL
+    await ctx.store.refreshTokens.insert({ id: 'rt-exp-1', familyId: 'family-exp', userId: uid(), deviceId: null, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('exp-1'), createdAt: now, expiresAt: now + 1000 });
+    expect(await cached.refreshTokens.liveHead(uid(), 'family-exp', now)).toMatchObject({ deviceId: null });
+    expect(await cached.refreshTokens.liveHead(uid(), 'family-exp', now + 999)).toBeDefined();
+    expect(await cached.refreshTokens.liveHead(uid(), 'family-exp', now + 1000)).toBeUndefined();
+    expect(await cached.refreshTokens.liveHead(uid(), 'family-exp', now)).toBeDefined(); // a clock set back: live again, as in SQL
     expect(cached.hotCache.stats()).toMatchObject({ misses: 1, hits: 3 });
   });
 
-  test('inside a transaction nothing is served from or kept in the cache', () => {
+  test('inside a transaction nothing is served from or kept in the cache', async () => {
     const cached = withHotCache(ctx.store);
-    expect(cached.users.byId(uid())!.disabled).toBe(false);
-    expect(() =>
-      cached.transaction(() => {
-        cached.users.setDisabled(uid(), true, ctx.clock.now());
-        expect(cached.users.byId(uid())!.disabled).toBe(true); // the transaction's own write
+    expect((await cached.users.byId(uid()))!.disabled).toBe(false);
+    const now = ctx.clock.now();
+    await expect(
+      cached.run(function* (tx) {
+        yield* tx.users.setDisabled(uid(), true, now);
+        expect((yield* tx.users.byId(uid()))!.disabled).toBe(true); // the unit's own write
         throw new Error('rolled back');
       }),
-    ).toThrow('rolled back');
-    expect(cached.users.byId(uid())!.disabled).toBe(false);
+    ).rejects.toThrow('rolled back');
+    expect((await cached.users.byId(uid()))!.disabled).toBe(false);
   });
 
-  test('cached records are frozen: one caller cannot change what the next one sees', () => {
+  test('cached records are frozen: one caller cannot change what the next one sees', async () => {
     const cached = withHotCache(ctx.store);
-    const user = cached.users.byId(uid())!;
+    const user = (await cached.users.byId(uid()))!;
     expect(Object.isFrozen(user)).toBe(true);
-    expect(cached.users.byId(uid())).toBe(user);
+    expect(await cached.users.byId(uid())).toBe(user);
   });
 
   test('memory is bounded: each kind forgets its least recently used entries beyond its cap', async () => {
     const cached = withHotCache(ctx.store, { devices: 2, users: 1 });
     const ids = [await session('alice'), await session('alice'), await session('alice')].map((s) => s.deviceId);
-    for (const id of ids) cached.devices.byUserAndDeviceId(uid(), id);
-    cached.devices.byUserAndDeviceId(uid(), 'unregistered-device-0001'); // "none" is an entry too
-    cached.users.byId(uid());
-    cached.users.byId(userId('bob'));
+    for (const id of ids) await cached.devices.byUserAndDeviceId(uid(), id);
+    await cached.devices.byUserAndDeviceId(uid(), 'unregistered-device-0001'); // "none" is an entry too
+    await cached.users.byId(uid());
+    await cached.users.byId(await userId('bob'));
     expect(cached.hotCache.stats().size).toMatchObject({ devices: 2, users: 1 });
   });
 
-  test('another connection\'s commit drops every entry at the next check', () => {
+  test('another connection\'s commit drops every entry at the next check', async () => {
     const cached = withHotCache(ctx.store);
-    cached.users.byId(uid());
+    await cached.users.byId(uid());
     const other = openSqliteStore(path.join(ctx.dir, 'pigeon.db'));
     try {
       cached.hotCache.beginRequest();
-      cached.users.byId(uid());
+      await cached.users.byId(uid());
       expect(cached.hotCache.stats()).toMatchObject({ hits: 1, versionMoves: 0 });
-      other.users.setDisabled(uid(), true, ctx.clock.now());
+      await other.users.setDisabled(uid(), true, ctx.clock.now());
       cached.hotCache.beginRequest();
-      expect(cached.users.byId(uid())!.disabled).toBe(true);
+      expect((await cached.users.byId(uid()))!.disabled).toBe(true);
       expect(cached.hotCache.stats()).toMatchObject({ hits: 1, versionMoves: 1 });
     } finally {
-      other.users.setDisabled(uid(), false, ctx.clock.now());
-      other.close();
+      await other.users.setDisabled(uid(), false, ctx.clock.now());
+      await other.close();
     }
   });
 });

@@ -15,14 +15,14 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const NOW = Date.UTC(2026, 0, 1);
 
-function seedUser(store: ReturnType<typeof openSqliteStore>) {
-  const tenant = store.tenants.create('T', NOW);
-  const user = store.users.create({ tenantId: tenant.id, username: 'alice', email: 'a@x', displayName: 'A', role: 'user', passwordHash: null }, NOW);
-  store.mailboxes.create(user.id, NOW);
+async function seedUser(store: ReturnType<typeof openSqliteStore>) {
+  const tenant = await store.tenants.create('T', NOW);
+  const user = await store.users.create({ tenantId: tenant.id, username: 'alice', email: 'a@x', displayName: 'A', role: 'user', passwordHash: null }, NOW);
+  await store.mailboxes.create(user.id, NOW);
   return user;
 }
 
-test('migrations apply to an empty file and record every file in schema/sqlite', () => {
+test('migrations apply to an empty file and record every file in schema/sqlite', async () => {
   const store = openSqliteStore(path.join(dir, 'p.db'));
   const files = fs.readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql')).sort();
   expect(store.migrations.applied).toEqual(files);
@@ -30,11 +30,11 @@ test('migrations apply to an empty file and record every file in schema/sqlite',
   for (const t of ['tenants', 'users', 'mailboxes', 'devices', 'refresh_tokens', 'folders', 'items', 'blobs', 'attachments', 'changes']) {
     expect(tables).toContain(t);
   }
-  store.close();
+  await store.close();
   // Reopening applies nothing again.
   const again = openSqliteStore(path.join(dir, 'p.db'));
   expect(again.migrations.applied).toEqual([]);
-  again.close();
+  await again.close();
 });
 
 test('a landed migration that was edited is refused', () => {
@@ -48,32 +48,32 @@ test('a landed migration that was edited is refused', () => {
   db.close();
 });
 
-test('the store reopens after a restart with the same data', () => {
+test('the store reopens after a restart with the same data', async () => {
   const file = path.join(dir, 'p.db');
   const store = openSqliteStore(file);
-  const user = seedUser(store);
-  const inbox = store.folders.byKind(user.id, 'inbox')!;
-  const item = store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'Grüße', mime: Buffer.from('Subject: x\r\n\r\nhi') }, NOW);
-  store.close();
+  const user = await seedUser(store);
+  const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
+  const item = await store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'Grüße', mime: Buffer.from('Subject: x\r\n\r\nhi') }, NOW);
+  await store.close();
   const reopened = openSqliteStore(file);
-  expect(reopened.users.byUsername('ALICE')?.id).toBe(user.id);
-  expect(reopened.items.byId(user.id, item.id)).toEqual(item);
-  expect(reopened.folders.byKind(user.id, 'inbox')).toMatchObject({ totalCount: 1, unreadCount: 1 });
-  reopened.close();
+  expect((await reopened.users.byUsername('ALICE'))?.id).toBe(user.id);
+  expect(await reopened.items.byId(user.id, item.id)).toEqual(item);
+  expect(await reopened.folders.byKind(user.id, 'inbox')).toMatchObject({ totalCount: 1, unreadCount: 1 });
+  await reopened.close();
 });
 
-test('PRAGMA synchronous reads 2 (FULL) after writes, and after a reopen, on every connection', () => {
+test('PRAGMA synchronous reads 2 (FULL) after writes, and after a reopen, on every connection', async () => {
   const file = path.join(dir, 'p.db');
   const store = openSqliteStore(file);
-  seedUser(store);
-  for (const p of store.connectionPragmas()) {
+  await seedUser(store);
+  for (const p of await store.connectionPragmas()) {
     expect(p).toEqual({ journalMode: 'wal', synchronous: 2, foreignKeys: 1, busyTimeout: 5000 });
   }
-  store.close();
+  await store.close();
   const reopened = openSqliteStore(file);
-  reopened.tenants.create('again', NOW);
-  expect(reopened.connectionPragmas().map((p) => p.synchronous)).toEqual([2]);
-  reopened.close();
+  await reopened.tenants.create('again', NOW);
+  expect((await reopened.connectionPragmas()).map((p) => p.synchronous)).toEqual([2]);
+  await reopened.close();
   // The trap this guards against: a plain better-sqlite3 connection under WAL reads 1 (NORMAL) after a write.
   const plain = new Database(file);
   plain.prepare('INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)').run('t-plain', 'x', NOW);
@@ -81,62 +81,64 @@ test('PRAGMA synchronous reads 2 (FULL) after writes, and after a reopen, on eve
   plain.close();
 });
 
-test('every change takes its own strictly increasing modseq and is logged in the same transaction', () => {
+test('every change takes its own strictly increasing modseq and is logged in the same transaction', async () => {
   const store = openSqliteStore(path.join(dir, 'p.db'));
-  const user = seedUser(store);
-  const inbox = store.folders.byKind(user.id, 'inbox')!;
-  const created = store.transaction(() =>
-    [1, 2, 3].map((i) => store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW + i, subject: `m${i}` }, NOW)),
-  );
+  const user = await seedUser(store);
+  const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
+  const created = await store.run(function* (tx) {
+    const items = [];
+    for (const i of [1, 2, 3]) items.push(yield* tx.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW + i, subject: `m${i}` }, NOW));
+    return items;
+  });
   const modseqs = created.map((i) => i.modseq);
   expect(new Set(modseqs).size).toBe(3);
   expect([...modseqs].sort((a, b) => a - b)).toEqual(modseqs);
   const logged = store.db.prepare("SELECT modseq, object_id, op, folder_id, received_at FROM changes WHERE object_type = 'item' ORDER BY modseq").all();
   expect(logged).toEqual(created.map((i) => ({ modseq: i.modseq, object_id: i.id, op: 'created', folder_id: inbox.id, received_at: i.receivedAt })));
-  expect(store.mailboxes.get(user.id)!.highestModseq).toBe(modseqs[2]);
-  // A failed transaction leaves neither the item nor its modseq behind.
-  const before = store.mailboxes.get(user.id)!.highestModseq;
-  expect(() =>
-    store.transaction(() => {
-      store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'lost' }, NOW);
+  expect((await store.mailboxes.get(user.id))!.highestModseq).toBe(modseqs[2]);
+  // A failed unit leaves neither the item nor its modseq behind.
+  const before = (await store.mailboxes.get(user.id))!.highestModseq;
+  await expect(
+    store.run(function* (tx) {
+      yield* tx.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'lost' }, NOW);
       throw new Error('abort');
     }),
-  ).toThrow('abort');
-  expect(store.mailboxes.get(user.id)!.highestModseq).toBe(before);
-  store.close();
+  ).rejects.toThrow('abort');
+  expect((await store.mailboxes.get(user.id))!.highestModseq).toBe(before);
+  await store.close();
 });
 
-test('an item cannot be filed into another user\'s folder', () => {
+test('an item cannot be filed into another user\'s folder', async () => {
   const store = openSqliteStore(path.join(dir, 'p.db'));
-  const alice = seedUser(store);
-  const bob = store.users.create({ tenantId: alice.tenantId, username: 'bob', email: 'b@x', displayName: 'B', role: 'user', passwordHash: null }, NOW);
-  store.mailboxes.create(bob.id, NOW);
-  const bobInbox = store.folders.byKind(bob.id, 'inbox')!;
-  expect(() => store.items.create({ userId: alice.id, folderId: bobInbox.id, type: 'email', receivedAt: NOW, subject: 'x' }, NOW)).toThrow();
-  expect(store.folders.byKind(bob.id, 'inbox')!.totalCount).toBe(0);
-  store.close();
+  const alice = await seedUser(store);
+  const bob = await store.users.create({ tenantId: alice.tenantId, username: 'bob', email: 'b@x', displayName: 'B', role: 'user', passwordHash: null }, NOW);
+  await store.mailboxes.create(bob.id, NOW);
+  const bobInbox = (await store.folders.byKind(bob.id, 'inbox'))!;
+  await expect(store.items.create({ userId: alice.id, folderId: bobInbox.id, type: 'email', receivedAt: NOW, subject: 'x' }, NOW)).rejects.toThrow();
+  expect((await store.folders.byKind(bob.id, 'inbox'))!.totalCount).toBe(0);
+  await store.close();
 });
 
-test('onCommit announces each mailbox change after the commit, once per transaction, never for a rollback', () => {
+test('onCommit announces each mailbox change after the commit, once per transaction, never for a rollback', async () => {
   const store = openSqliteStore(path.join(dir, 'p.db'));
-  const user = seedUser(store);
-  const inbox = store.folders.byKind(user.id, 'inbox')!;
-  const archive = store.folders.byKind(user.id, 'archive')!;
+  const user = await seedUser(store);
+  const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
+  const archive = (await store.folders.byKind(user.id, 'archive'))!;
   const seen: Array<{ changes: unknown; committed: boolean }> = [];
   store.onCommit((changes) => seen.push({ changes, committed: !store.db.inTransaction }));
-  const item = store.transaction(() => {
-    const a = store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'a' }, NOW);
-    store.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'b' }, NOW);
+  const item = await store.run(function* (tx) {
+    const a = yield* tx.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'a' }, NOW);
+    yield* tx.items.create({ userId: user.id, folderId: inbox.id, type: 'email', receivedAt: NOW, subject: 'b' }, NOW);
     expect(seen).toHaveLength(0); // not before the commit
     return a;
   });
-  expect(seen).toEqual([{ changes: [{ userId: user.id, modseq: store.mailboxes.get(user.id)!.highestModseq, folderIds: [inbox.id], hierarchyChanged: false }], committed: true }]);
-  store.items.move(user.id, item.id, archive.id, NOW);
+  expect(seen).toEqual([{ changes: [{ userId: user.id, modseq: (await store.mailboxes.get(user.id))!.highestModseq, folderIds: [inbox.id], hierarchyChanged: false }], committed: true }]);
+  await store.items.move(user.id, item.id, archive.id, NOW);
   expect((seen[1]!.changes as Array<{ folderIds: string[] }>)[0]!.folderIds.sort()).toEqual([inbox.id, archive.id].sort());
-  expect(() => store.transaction(() => {
-    store.items.update(user.id, item.id, { isFlagged: true }, NOW);
+  await expect(store.run(function* (tx) {
+    yield* tx.items.update(user.id, item.id, { isFlagged: true }, NOW);
     throw new Error('rollback');
-  })).toThrow('rollback');
+  })).rejects.toThrow('rollback');
   expect(seen).toHaveLength(2);
-  store.close();
+  await store.close();
 });

@@ -31,15 +31,15 @@ const op: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ t: fc.constant('burst' as const), folder: fc.nat(2), item: fc.nat(60) }) },
 );
 
-function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
-  const w = new SyncWorld(SMALL_WINDOW);
+async function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
+  const w = await SyncWorld.open(SMALL_WINDOW);
   try {
-    const inbox = w.folder('inbox');
-    const trash = w.folder('deletedItems');
-    let projects = w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
+    const inbox = await w.folder('inbox');
+    const trash = await w.folder('deletedItems');
+    let projects = await w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
     const folders = () => [inbox.id, projects.id, trash.id];
-    const a = new Replica(w, inbox.id, w.device('device-a-0000000000'));
-    const b = new Replica(w, inbox.id, w.device('device-b-0000000000'));
+    const a = new Replica(w, inbox.id, await w.device('device-a-0000000000'));
+    const b = new Replica(w, inbox.id, await w.device('device-b-0000000000'));
     let pa = new Replica(w, projects.id, a.device);
     const itemIds = () => (w.store.db.prepare('SELECT id FROM items ORDER BY created_at, id').all() as { id: string }[]).map((r) => r.id);
     const pick = (n: number) => {
@@ -48,14 +48,14 @@ function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
     };
     let base = w.clock.now();
     // A folder that already overflows the window before the first sync, so eviction and pull-in always matter.
-    for (let i = 0; i < initialItems; i++) w.deliver(i % 4 === 3 ? projects.id : inbox.id, (base += 1000) - (i % 5) * 3000, { isRead: i % 2 === 0 });
+    for (let i = 0; i < initialItems; i++) await w.deliver(i % 4 === 3 ? projects.id : inbox.id, (base += 1000) - (i % 5) * 3000, { isRead: i % 2 === 0 });
 
     for (const o of ops) {
       switch (o.t) {
         case 'deliver':
           base += 1000;
           // Some mail arrives "old" (imports, delayed delivery), landing below the window.
-          w.deliver(folders()[o.folder]!, base - o.age * 7_000, { isRead: o.read });
+          await w.deliver(folders()[o.folder]!, base - o.age * 7_000, { isRead: o.read });
           break;
         case 'flag':
         case 'read':
@@ -64,23 +64,23 @@ function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
           const id = pick(o.item);
           if (!id) break;
           const patch = o.t === 'flag' ? { isFlagged: true } : o.t === 'read' ? { isRead: true } : o.t === 'unread' ? { isRead: false } : { categories: [`c${o.item % 3}`] };
-          w.mail.update(w.user.id, id, patch);
+          await w.mail.update(w.user.id, id, patch);
           break;
         }
         case 'trash':
         case 'purge': {
           const id = pick(o.item);
-          if (id) w.mail.delete(w.user.id, id, o.t === 'purge');
+          if (id) await w.mail.delete(w.user.id, id, o.t === 'purge');
           break;
         }
         case 'move': {
           const id = pick(o.item);
-          if (id) w.mail.move(w.user.id, id, folders()[o.folder]!);
+          if (id) await w.mail.move(w.user.id, id, folders()[o.folder]!);
           break;
         }
         case 'deleteFolder':
-          w.mail.deleteFolder(w.user.id, projects.id);
-          projects = w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
+          await w.mail.deleteFolder(w.user.id, projects.id);
+          projects = await w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
           pa = new Replica(w, projects.id, a.device);
           break;
         case 'advance':
@@ -88,58 +88,62 @@ function run(initialItems: number, ops: Op[], finalMaxChanges: number) {
           break;
         case 'sync':
           for (let i = 0; i < o.pages; i++) {
-            const page = a.step({ maxChanges: o.maxChanges, loadMore: o.loadMore && i === 0, lose: o.lose && i === 0 });
+            const page = await a.step({ maxChanges: o.maxChanges, loadMore: o.loadMore && i === 0, lose: o.lose && i === 0 });
             if (!page.moreAvailable) break;
           }
-          pa.step({ maxChanges: o.maxChanges });
+          await pa.step({ maxChanges: o.maxChanges });
           break;
         case 'otherDeviceSync':
-          b.syncToEnd(7);
+          await b.syncToEnd(7);
           break;
-        case 'burst':
+        case 'burst': {
           // Several changes in one transaction, an item created and then edited within it.
-          w.store.transaction(() => {
-            base += 1000;
-            const x = w.deliver(folders()[o.folder]!, base);
-            w.deliver(folders()[o.folder]!, base - o.item * 500);
-            w.mail.update(w.user.id, x.id, { isFlagged: true });
-            const other = pick(o.item);
-            if (other) w.mail.update(w.user.id, other, { categories: ['burst'] });
+          base += 1000;
+          const first = w.newItem(folders()[o.folder]!, base);
+          const second = w.newItem(folders()[o.folder]!, base - o.item * 500);
+          const other = pick(o.item);
+          const now = w.clock.now();
+          await w.store.run(function* (tx) {
+            const x = yield* tx.items.create(first, now);
+            yield* tx.items.create(second, now);
+            yield* tx.items.update(w.user.id, x.id, { isFlagged: true }, now);
+            if (other) yield* tx.items.update(w.user.id, other, { categories: ['burst'] }, now);
           });
           break;
+        }
       }
     }
 
     // Folder counters are maintained incrementally by every change; they must equal a recount.
-    for (const f of w.store.folders.listByUser(w.user.id)) {
+    for (const f of await w.store.folders.listByUser(w.user.id)) {
       const actual = w.store.db.prepare('SELECT count(*) AS total, coalesce(sum(is_read = 0), 0) AS unread FROM items WHERE folder_id = ?').get(f.id);
       expect({ folder: f.kind, total: f.totalCount, unread: f.unreadCount }).toEqual({ folder: f.kind, ...(actual as object) });
     }
 
     for (const replica of [a, b, pa]) {
-      const last = replica.syncToEnd(finalMaxChanges);
-      const fresh = new Replica(w, replica.folderId, w.device('device-new-000000000'));
-      fresh.syncToEnd(finalMaxChanges);
-      const expected = w.expectedWindow(replica.folderId, last.window.size);
+      const last = await replica.syncToEnd(finalMaxChanges);
+      const fresh = new Replica(w, replica.folderId, await w.device('device-new-000000000'));
+      await fresh.syncToEnd(finalMaxChanges);
+      const expected = await w.expectedWindow(replica.folderId, last.window.size);
       // The fresh device starts at the default window; the replica may hold an extended one.
-      expect(sorted(fresh.items)).toEqual(sorted(w.expectedWindow(replica.folderId, SMALL_WINDOW.initial)));
+      expect(sorted(fresh.items)).toEqual(sorted(await w.expectedWindow(replica.folderId, SMALL_WINDOW.initial)));
       expect(sorted(replica.items)).toEqual(sorted(expected));
-      expect(last.window.itemsInFolder).toBe(w.store.folders.byId(w.user.id, replica.folderId)!.totalCount);
+      expect(last.window.itemsInFolder).toBe((await w.store.folders.byId(w.user.id, replica.folderId))!.totalCount);
       // And a no-change poll from here returns nothing.
-      const again = replica.step({ maxChanges: finalMaxChanges });
+      const again = await replica.step({ maxChanges: finalMaxChanges });
       expect([again.created, again.updated, again.removed, again.moreAvailable]).toEqual([[], [], [], false]);
-      w.store.devices.delete(fresh.device.id);
+      await w.store.devices.delete(fresh.device.id);
     }
   } finally {
-    w.close();
+    await w.close();
   }
 }
 
 const sorted = (m: Map<string, unknown>) => [...m.entries()].sort(([x], [y]) => (x < y ? -1 : 1));
 
-test(`convergence: a synced replica equals a brand-new device's initial sync (${RUNS} runs)`, () => {
-  fc.assert(
-    fc.property(fc.nat(25), fc.array(op, { minLength: 1, maxLength: 60 }), fc.integer({ min: 1, max: 20 }), (initial, ops, finalMaxChanges) => run(initial, ops, finalMaxChanges)),
+test(`convergence: a synced replica equals a brand-new device's initial sync (${RUNS} runs)`, async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.nat(25), fc.array(op, { minLength: 1, maxLength: 60 }), fc.integer({ min: 1, max: 20 }), (initial, ops, finalMaxChanges) => run(initial, ops, finalMaxChanges)),
     { numRuns: RUNS },
   );
 });
@@ -153,6 +157,6 @@ const REGRESSIONS: Array<[number, Op[], number]> = [
   [12, [{ t: 'move', item: 0, folder: 1 }, { t: 'sync', pages: 1, maxChanges: 4, loadMore: false, lose: false }, { t: 'deliver', folder: 1, age: 0, read: false }, { t: 'deliver', folder: 1, age: 0, read: false }, { t: 'deliver', folder: 1, age: 0, read: false }, { t: 'deliver', folder: 1, age: 4, read: false }], 5],
 ];
 
-test.each(REGRESSIONS.map((r, i) => [i, ...r] as const))('regression %i', (_i, initial, ops, finalMaxChanges) => {
-  run(initial, ops as Op[], finalMaxChanges);
+test.each(REGRESSIONS.map((r, i) => [i, ...r] as const))('regression %i', async (_i, initial, ops, finalMaxChanges) => {
+  await run(initial, ops as Op[], finalMaxChanges);
 });

@@ -23,19 +23,19 @@ const DAY = 86_400_000;
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
 
-function withWorld<T>(fn: (w: SyncWorld) => T, window = SMALL_WINDOW): T {
-  const w = new SyncWorld(window);
+async function withWorld<T>(fn: (w: SyncWorld) => Promise<T>, window = SMALL_WINDOW): Promise<T> {
+  const w = await SyncWorld.open(window);
   try {
-    return fn(w);
+    return await fn(w);
   } finally {
-    w.close();
+    await w.close();
   }
 }
 
 /** Delivers `n` messages, one second apart from `start` on; returns their ids oldest first. */
-function fill(w: SyncWorld, folderId: string, n: number, start: number): string[] {
+async function fill(w: SyncWorld, folderId: string, n: number, start: number): Promise<string[]> {
   const ids: string[] = [];
-  for (let i = 0; i < n; i++) ids.push(w.deliver(folderId, start + i * 1000).id);
+  for (let i = 0; i < n; i++) ids.push((await w.deliver(folderId, start + i * 1000)).id);
   return ids;
 }
 
@@ -43,14 +43,14 @@ const byId = ([a]: [string, unknown], [b]: [string, unknown]) => (a < b ? -1 : a
 const sorted = (m: Map<string, unknown>) => [...m.entries()].sort(byId);
 
 /** The replica holds exactly the folder's window of `size`: the same ids and the same field values. */
-function expectHolds(w: SyncWorld, r: Replica, size: number) {
-  expect(sorted(r.items)).toEqual(sorted(w.expectedWindow(r.folderId, size)));
+async function expectHolds(w: SyncWorld, r: Replica, size: number) {
+  expect(sorted(r.items)).toEqual(sorted(await w.expectedWindow(r.folderId, size)));
 }
 
-/** The ApiError a sync call throws (fails the test when it answers a page instead). */
-function refused(fn: () => unknown): ApiError {
+/** The ApiError a sync call rejects with (fails the test when it answers a page instead). */
+async function refused(fn: () => Promise<unknown>): Promise<ApiError> {
   try {
-    fn();
+    await fn();
   } catch (err) {
     if (err instanceof ApiError) return err;
     throw err;
@@ -66,11 +66,11 @@ function position(token: string): Pick<ItemToken, 'm' | 'l' | 'z'> {
 const entries = (p: ItemSyncPage) => p.created.length + p.updated.length + p.removed.length;
 
 /** Hierarchy sync to the end, applying pages to `held`; returns every page. */
-function syncHierarchy(w: SyncWorld, device: DeviceRecord, held: Map<string, unknown>, token: string | undefined, maxChanges: number) {
+async function syncHierarchy(w: SyncWorld, device: DeviceRecord, held: Map<string, unknown>, token: string | undefined, maxChanges: number) {
   const pages: FolderSyncPage[] = [];
   for (let guard = 0; ; guard++) {
     if (guard > 1000) throw new Error('hierarchy sync did not terminate');
-    const page = w.syncFolders({ userId: w.user.id, device: w.store.devices.byId(device.id)!, token, maxChanges });
+    const page = await w.syncFolders({ userId: w.user.id, device: (await w.store.devices.byId(device.id))!, token, maxChanges });
     expect(page.created.length + page.updated.length + page.deleted.length).toBeLessThanOrEqual(maxChanges);
     if (page.moreAvailable) expect(page.token).not.toBe(token);
     for (const id of page.deleted) held.delete(id);
@@ -81,7 +81,7 @@ function syncHierarchy(w: SyncWorld, device: DeviceRecord, held: Map<string, unk
   }
 }
 
-const currentFolders = (w: SyncWorld) => new Map(w.store.folders.listByUser(w.user.id).map((f: Folder) => [f.id, folderView(f)]));
+const currentFolders = async (w: SyncWorld) => new Map((await w.store.folders.listByUser(w.user.id)).map((f: Folder) => [f.id, folderView(f)]));
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -90,67 +90,67 @@ describe('retrying a token after a lost response', () => {
   // never stored, or the stored cursor advanced although the client never saw the page): the retry would then
   // answer a different page, or skip the lost one.
   test('the same token answers the same page, mid initial sync and incrementally, and the replica converges', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const ids = fill(w, inbox.id, 12, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const ids = await fill(w, inbox.id, 12, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
 
-      a.step({ maxChanges: 2 });
+      await a.step({ maxChanges: 2 });
       const mid = a.token;
-      const lost = a.step({ maxChanges: 2, lose: true });
+      const lost = await a.step({ maxChanges: 2, lose: true });
       expect(a.token).toBe(mid);
-      const retried = a.step({ maxChanges: 2 });
+      const retried = await a.step({ maxChanges: 2 });
       expect(retried).toEqual(lost); // same token, same entries, same order
-      a.syncToEnd(2);
-      expectHolds(w, a, 5);
+      await a.syncToEnd(2);
+      await expectHolds(w, a, 5);
 
       // Incrementally: a flag, a new message (evicting the oldest held one) and a delete inside the window.
-      w.mail.update(w.user.id, ids[11]!, { isFlagged: true });
-      w.deliver(inbox.id, w.clock.now() + 100_000);
-      w.mail.delete(w.user.id, ids[10]!, true);
+      await w.mail.update(w.user.id, ids[11]!, { isFlagged: true });
+      await w.deliver(inbox.id, w.clock.now() + 100_000);
+      await w.mail.delete(w.user.id, ids[10]!, true);
       const before = a.token;
-      const lost2 = a.step({ lose: true });
+      const lost2 = await a.step({ lose: true });
       expect(entries(lost2)).toBeGreaterThan(0);
       expect(a.token).toBe(before);
-      expect(a.step()).toEqual(lost2);
-      expectHolds(w, a, 5);
+      expect(await a.step()).toEqual(lost2);
+      await expectHolds(w, a, 5);
 
       // A lost response, then more changes before the retry: the retry answers both.
-      w.mail.update(w.user.id, ids[9]!, { isRead: true });
-      a.step({ lose: true });
-      w.deliver(inbox.id, w.clock.now() + 200_000);
-      w.mail.update(w.user.id, ids[11]!, { isFlagged: false });
-      a.syncToEnd(1);
-      expectHolds(w, a, 5);
+      await w.mail.update(w.user.id, ids[9]!, { isRead: true });
+      await a.step({ lose: true });
+      await w.deliver(inbox.id, w.clock.now() + 200_000);
+      await w.mail.update(w.user.id, ids[11]!, { isFlagged: false });
+      await a.syncToEnd(1);
+      await expectHolds(w, a, 5);
     }));
 
   // An app that applied newer pages but persisted only an older token presents that older token again. The retry
   // re-sends what the newer pages carried (created is an upsert, updated a merge) and converges.
   test('an older token presented after newer pages were applied converges (nothing moved below its window)', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const ids = fill(w, inbox.id, 12, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const ids = await fill(w, inbox.id, 12, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
 
       // Mid initial sync: keep page 1's token, apply the rest, then go back to it with nothing changed.
-      a.step({ maxChanges: 2 });
+      await a.step({ maxChanges: 2 });
       const t1 = a.token;
-      a.syncToEnd(2);
+      await a.syncToEnd(2);
       a.token = t1;
-      a.syncToEnd(2);
-      expectHolds(w, a, 5);
+      await a.syncToEnd(2);
+      await expectHolds(w, a, 5);
 
       // From a final token: newer incremental pages applied, then the older token again after more changes.
       const t2 = a.token;
-      w.mail.update(w.user.id, ids[11]!, { isFlagged: true });
-      w.deliver(inbox.id, w.clock.now() + 100_000); // evicts the oldest held item
-      a.syncToEnd(1);
-      w.mail.update(w.user.id, ids[10]!, { categories: ['red'] });
-      w.deliver(inbox.id, w.clock.now() + 200_000);
-      w.mail.delete(w.user.id, ids[11]!, true);
+      await w.mail.update(w.user.id, ids[11]!, { isFlagged: true });
+      await w.deliver(inbox.id, w.clock.now() + 100_000); // evicts the oldest held item
+      await a.syncToEnd(1);
+      await w.mail.update(w.user.id, ids[10]!, { categories: ['red'] });
+      await w.deliver(inbox.id, w.clock.now() + 200_000);
+      await w.mail.delete(w.user.id, ids[11]!, true);
       a.token = t2;
-      a.syncToEnd(1);
-      expectHolds(w, a, 5);
+      await a.syncToEnd(1);
+      await expectHolds(w, a, 5);
     }));
 
   // KNOWN GAP (reported): a token describes the held set, so the server cannot know about items that newer pages
@@ -160,18 +160,18 @@ describe('retrying a token after a lost response', () => {
   // app that applied a page but kept the previous token. Either the protocol must require apps to persist a page's
   // entries and its token atomically, or this must 410 / be repaired server-side. Remove `.failing` once decided.
   test.failing('an older token presented after newer pages pulled items in below its lower bound, which then left the window', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      fill(w, inbox.id, 5, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
-      a.step({ maxChanges: 2 }); // the 2 newest; t1's lower bound is the 2nd newest
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      await fill(w, inbox.id, 5, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.step({ maxChanges: 2 }); // the 2 newest; t1's lower bound is the 2nd newest
       const t1 = a.token;
-      a.syncToEnd(2); // the 3 older ones arrive: the app holds all 5 but persisted only t1
-      w.deliver(inbox.id, w.clock.now() + 100_000);
-      w.deliver(inbox.id, w.clock.now() + 200_000); // the two oldest are now outside the window
+      await a.syncToEnd(2); // the 3 older ones arrive: the app holds all 5 but persisted only t1
+      await w.deliver(inbox.id, w.clock.now() + 100_000);
+      await w.deliver(inbox.id, w.clock.now() + 200_000); // the two oldest are now outside the window
       a.token = t1;
-      a.syncToEnd(2);
-      expectHolds(w, a, 5); // fails: the app still holds the two oldest (never evicted)
+      await a.syncToEnd(2);
+      await expectHolds(w, a, 5); // fails: the app still holds the two oldest (never evicted)
     }));
 });
 
@@ -183,26 +183,29 @@ describe('pages of size 1 over a batch of changes made in one transaction', () =
   // "exactly once" and convergence assertions below fail.
   test('every change arrives exactly once, each page holds one entry, and the token strictly advances', () =>
     withWorld(
-      (w) => {
-        const inbox = w.folder('inbox');
-        const archive = w.folder('archive');
+      async (w) => {
+        const inbox = await w.folder('inbox');
+        const archive = await w.folder('archive');
         const start = w.clock.now();
-        const held = fill(w, inbox.id, 10, start);
-        const a = new Replica(w, inbox.id, w.device());
-        a.syncToEnd();
+        const held = await fill(w, inbox.id, 10, start);
+        const a = new Replica(w, inbox.id, await w.device());
+        await a.syncToEnd();
         expect(a.items.size).toBe(10);
 
-        const fresh: string[] = [];
-        w.store.transaction(() => {
-          for (let i = 0; i < 20; i++) {
-            fresh.push(w.deliver(inbox.id, start + 100_000 + i * 1000).id);
+        const newItems = Array.from({ length: 20 }, (_, i) => w.newItem(inbox.id, start + 100_000 + i * 1000));
+        const now = w.clock.now();
+        const fresh = await w.store.run(function* (tx) {
+          const made: string[] = [];
+          for (const [i, item] of newItems.entries()) {
+            made.push((yield* tx.items.create(item, now)).id);
             // Created, then changed at once (the non-adjacent case is the KNOWN BUG test below).
-            if (i < 4) w.mail.update(w.user.id, fresh[i]!, { isFlagged: true });
+            if (i < 4) yield* tx.items.update(w.user.id, made[i]!, { isFlagged: true }, now);
           }
-          for (const id of held.slice(0, 5)) w.mail.update(w.user.id, id, { isFlagged: true });
-          for (const id of held.slice(3, 6)) w.mail.update(w.user.id, id, { isRead: true }); // two of them twice
-          w.mail.delete(w.user.id, held[8]!, true);
-          w.mail.move(w.user.id, held[9]!, archive.id);
+          for (const id of held.slice(0, 5)) yield* tx.items.update(w.user.id, id, { isFlagged: true }, now);
+          for (const id of held.slice(3, 6)) yield* tx.items.update(w.user.id, id, { isRead: true }, now); // two of them twice
+          yield* tx.items.delete(w.user.id, held[8]!, now);
+          yield* tx.items.move(w.user.id, held[9]!, archive.id, now);
+          return made;
         });
         const stamps = w.store.db
           .prepare('SELECT count(*) AS n, count(DISTINCT modseq) AS d FROM changes WHERE user_id = ?')
@@ -216,7 +219,7 @@ describe('pages of size 1 over a batch of changes made in one transaction', () =
         let last = position(a.token!).m;
         for (let guard = 0; ; guard++) {
           expect(guard).toBeLessThan(100);
-          const page = a.step({ maxChanges: 1 });
+          const page = await a.step({ maxChanges: 1 });
           const n = entries(page);
           expect(n).toBeLessThanOrEqual(1);
           if (page.moreAvailable) expect(n).toBe(1);
@@ -235,20 +238,20 @@ describe('pages of size 1 over a batch of changes made in one transaction', () =
         expect(created.sort()).toEqual([...fresh].sort()); // each new item once, with its final flags
         expect(updated.sort()).toEqual([...held.slice(0, 6)].sort()); // each changed held item once
         expect(removed.sort()).toEqual([`${held[8]}:deleted`, `${held[9]}:moved`].sort());
-        expectHolds(w, a, 50);
+        await expectHolds(w, a, 50);
         for (const id of fresh.slice(0, 4)) expect(a.items.get(id)!.isFlagged).toBe(true);
 
         // A brand-new device pages through the same folder one item at a time: each item exactly once.
-        const b = new Replica(w, inbox.id, w.device('device-b-0000000000'));
+        const b = new Replica(w, inbox.id, await w.device('device-b-0000000000'));
         const seen: string[] = [];
-        for (let page = b.step({ maxChanges: 1 }); ; page = b.step({ maxChanges: 1 })) {
+        for (let page = await b.step({ maxChanges: 1 }); ; page = await b.step({ maxChanges: 1 })) {
           expect(entries(page)).toBeLessThanOrEqual(1);
           seen.push(...page.created.map((c) => c.id));
           if (!page.moreAvailable) break;
         }
         expect(seen.length).toBe(new Set(seen).size);
-        expect(seen.length).toBe(w.store.folders.byId(w.user.id, inbox.id)!.totalCount);
-        expectHolds(w, b, 50);
+        expect(seen.length).toBe((await w.store.folders.byId(w.user.id, inbox.id))!.totalCount);
+        await expectHolds(w, b, 50);
       },
       { initial: 50, step: 50, max: 100 },
     ));
@@ -259,82 +262,90 @@ describe('pages of size 1 over a batch of changes made in one transaction', () =
   // `updated`. Reproduction: the device holds one item; one transaction delivers X, delivers Y, flags X; sync at
   // maxChanges=1. The token now keeps the replay's starting modseq (ItemToken.h).
   test('regression: an item created, then edited later in the same batch, arrives as created (not a bare updated)', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      fill(w, inbox.id, 1, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
-      a.syncToEnd();
-      let x = '';
-      w.store.transaction(() => {
-        x = w.deliver(inbox.id, w.clock.now() + 1000).id;
-        w.deliver(inbox.id, w.clock.now() + 2000);
-        w.mail.update(w.user.id, x, { isFlagged: true });
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      await fill(w, inbox.id, 1, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.syncToEnd();
+      const [first, second] = [w.newItem(inbox.id, w.clock.now() + 1000), w.newItem(inbox.id, w.clock.now() + 2000)];
+      const now = w.clock.now();
+      const x = await w.store.run(function* (tx) {
+        const created = yield* tx.items.create(first, now);
+        yield* tx.items.create(second, now);
+        yield* tx.items.update(w.user.id, created.id, { isFlagged: true }, now);
+        return created.id;
       });
       const created: string[] = [];
-      for (let page = a.step({ maxChanges: 1 }); ; page = a.step({ maxChanges: 1 })) {
+      for (let page = await a.step({ maxChanges: 1 }); ; page = await a.step({ maxChanges: 1 })) {
         created.push(...page.created.map((c) => c.id)); // the Replica throws ProtocolViolation on the bare updated
         if (!page.moreAvailable) break;
       }
       expect(created).toContain(x);
-      expectHolds(w, a, 5);
+      await expectHolds(w, a, 5);
     }));
 
   // The same batch against the small window: the page boundary now also falls inside phase B (evictions and
   // pull-ins), still one entry per page, still converging.
   test('with the window in play (evictions and pull-ins at one entry per page)', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
       const start = w.clock.now();
-      const ids = fill(w, inbox.id, 12, start);
-      const a = new Replica(w, inbox.id, w.device());
-      a.syncToEnd(1);
-      w.store.transaction(() => {
-        for (let i = 0; i < 3; i++) w.deliver(inbox.id, start + 100_000 + i * 1000); // evict three
-        w.deliver(inbox.id, start - 50_000); // an old message: below the window
-        for (const id of ids.slice(-3)) w.mail.delete(w.user.id, id, true); // pull three back in
-        w.mail.update(w.user.id, ids[8]!, { isFlagged: true });
+      const ids = await fill(w, inbox.id, 12, start);
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.syncToEnd(1);
+      const newer = [0, 1, 2].map((i) => w.newItem(inbox.id, start + 100_000 + i * 1000));
+      const old = w.newItem(inbox.id, start - 50_000);
+      const now = w.clock.now();
+      await w.store.run(function* (tx) {
+        for (const item of newer) yield* tx.items.create(item, now); // evict three
+        yield* tx.items.create(old, now); // an old message: below the window
+        for (const id of ids.slice(-3)) yield* tx.items.delete(w.user.id, id, now); // pull three back in
+        yield* tx.items.update(w.user.id, ids[8]!, { isFlagged: true }, now);
       });
-      for (let page = a.step({ maxChanges: 1 }); ; page = a.step({ maxChanges: 1 })) {
+      for (let page = await a.step({ maxChanges: 1 }); ; page = await a.step({ maxChanges: 1 })) {
         expect(entries(page)).toBeLessThanOrEqual(1);
         if (page.moreAvailable) expect(entries(page)).toBe(1);
         if (!page.moreAvailable) break;
       }
-      expectHolds(w, a, 5);
+      await expectHolds(w, a, 5);
     }));
 
   // A move changes the counts of two folders under one modseq. Hierarchy paging by modseq alone would end page 1 at
   // that modseq and resume after it, skipping the second folder; the (modseq, id) cursor must not.
   test('hierarchy sync with maxChanges=1 does not skip the second folder of a move', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const archive = w.folder('archive');
-      const projects = w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
-      const ids = fill(w, inbox.id, 8, w.clock.now());
-      const device = w.device();
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const archive = await w.folder('archive');
+      const projects = await w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
+      const ids = await fill(w, inbox.id, 8, w.clock.now());
+      const device = await w.device();
       const held = new Map<string, unknown>();
-      const first = syncHierarchy(w, device, held, undefined, 1);
+      const first = await syncHierarchy(w, device, held, undefined, 1);
       expect(first.pages.length).toBeGreaterThanOrEqual(10); // 9 well-known folders + Projects, one per page
-      expect(held).toEqual(currentFolders(w));
+      expect(held).toEqual(await currentFolders(w));
 
-      w.mail.move(w.user.id, ids[0]!, archive.id);
-      const one = syncHierarchy(w, device, held, first.token, 1);
+      await w.mail.move(w.user.id, ids[0]!, archive.id);
+      const one = await syncHierarchy(w, device, held, first.token, 1);
       const touched = one.pages.flatMap((p) => p.updated.map((f) => f.id));
       expect(touched.sort()).toEqual([inbox.id, archive.id].sort());
       expect(one.pages[0]!.moreAvailable).toBe(true); // the two folders really were split across pages
-      expect(held).toEqual(currentFolders(w));
+      expect(held).toEqual(await currentFolders(w));
 
       // Many moves in one transaction, among four folders: each move stamps two folders with one modseq.
-      w.store.transaction(() => {
-        w.mail.move(w.user.id, ids[1]!, projects.id);
-        w.mail.move(w.user.id, ids[2]!, archive.id);
-        w.mail.move(w.user.id, ids[1]!, w.folder('junkEmail').id);
-        w.mail.delete(w.user.id, ids[3]!, false); // to Deleted Items
-        w.mail.update(w.user.id, ids[4]!, { isRead: true }); // unread count of inbox only
+      const junk = (await w.folder('junkEmail')).id;
+      const trash = (await w.folder('deletedItems')).id;
+      const now = w.clock.now();
+      await w.store.run(function* (tx) {
+        yield* tx.items.move(w.user.id, ids[1]!, projects.id, now);
+        yield* tx.items.move(w.user.id, ids[2]!, archive.id, now);
+        yield* tx.items.move(w.user.id, ids[1]!, junk, now);
+        yield* tx.items.move(w.user.id, ids[3]!, trash, now); // a delete: to Deleted Items
+        yield* tx.items.update(w.user.id, ids[4]!, { isRead: true }, now); // unread count of inbox only
       });
-      const many = syncHierarchy(w, device, held, one.token, 1);
+      const many = await syncHierarchy(w, device, held, one.token, 1);
       const names = new Set(many.pages.flatMap((p) => p.updated.map((f) => f.id)));
-      expect(names).toEqual(new Set([inbox.id, archive.id, projects.id, w.folder('junkEmail').id, w.folder('deletedItems').id]));
-      expect(held).toEqual(currentFolders(w));
+      expect(names).toEqual(new Set([inbox.id, archive.id, projects.id, (await w.folder('junkEmail')).id, (await w.folder('deletedItems')).id]));
+      expect(held).toEqual(await currentFolders(w));
     }));
 });
 
@@ -343,44 +354,48 @@ describe('mass delete below the window sends nothing', () => {
   // device never held must cost it nothing. Without the `(received_at, id) >= lower` filter in sync.changes, the
   // next sync would carry 6,000 `removed` entries over 60 pages (or 6,000 pages at maxChanges=1).
   test('10,000 items, the device holds the 5 newest, 6,000 old ones are deleted for good: no removed, one page', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
       const start = w.clock.now();
-      const ids: string[] = [];
-      w.store.transaction(() => {
-        for (let i = 0; i < 10_000; i++) ids.push(w.deliver(inbox.id, start + i * 1000).id);
+      const newItems = Array.from({ length: 10_000 }, (_, i) => w.newItem(inbox.id, start + i * 1000));
+      const ids = await w.store.run(function* (tx) {
+        const made: string[] = [];
+        for (const item of newItems) made.push((yield* tx.items.create(item, start)).id);
+        return made;
       });
-      const a = new Replica(w, inbox.id, w.device());
-      const b = new Replica(w, inbox.id, w.device('device-b-0000000000'));
-      a.syncToEnd();
-      b.syncToEnd(100, true); // an extended window of 10
-      expectHolds(w, a, 5);
-      expectHolds(w, b, 10);
+      const a = new Replica(w, inbox.id, await w.device());
+      const b = new Replica(w, inbox.id, await w.device('device-b-0000000000'));
+      await a.syncToEnd();
+      await b.syncToEnd(100, true); // an extended window of 10
+      await expectHolds(w, a, 5);
+      await expectHolds(w, b, 10);
 
-      w.store.transaction(() => {
-        for (const id of ids.slice(0, 6000)) w.store.items.delete(w.user.id, id, w.clock.now());
+      const now = w.clock.now();
+      await w.store.run(function* (tx) {
+        for (const id of ids.slice(0, 6000)) yield* tx.items.delete(w.user.id, id, now);
       });
       // And 2,000 more old ones to Deleted Items (a move out of the folder: below the window, also nothing).
-      w.store.transaction(() => {
-        for (const id of ids.slice(6000, 8000)) w.mail.delete(w.user.id, id, false);
+      const trash = (await w.folder('deletedItems')).id;
+      await w.store.run(function* (tx) {
+        for (const id of ids.slice(6000, 8000)) yield* tx.items.move(w.user.id, id, trash, now);
       });
 
       for (const [replica, maxChanges] of [[a, 100], [b, 1]] as const) {
         const pagesBefore = replica.pages;
-        const page = replica.step({ maxChanges });
+        const page = await replica.step({ maxChanges });
         expect(page).toMatchObject({ created: [], updated: [], removed: [], moreAvailable: false });
         expect(page.window.itemsInFolder).toBe(2000);
         expect(replica.pages - pagesBefore).toBe(1);
       }
-      expectHolds(w, a, 5);
-      expectHolds(w, b, 10);
+      await expectHolds(w, a, 5);
+      await expectHolds(w, b, 10);
 
       // The same device is told at once when one of *its* items goes: one removal, one pull-in.
-      w.mail.delete(w.user.id, ids[9999]!, true);
-      const page = a.step();
+      await w.mail.delete(w.user.id, ids[9999]!, true);
+      const page = await a.step();
       expect(page.removed).toEqual([{ id: ids[9999], reason: 'deleted' }]);
       expect(page.created.map((c) => c.id)).toEqual([ids[9994]]);
-      expectHolds(w, a, 5);
+      await expectHolds(w, a, 5);
     }));
 });
 
@@ -389,49 +404,53 @@ describe('moved item keeps its id and is not duplicated', () => {
   // Were a move a delete + create under a new id, the source would report `deleted`, the destination a different
   // id, and the id census below would change.
   test('source reports removed/moved, destination created with the same id; never two copies; ids never change', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const trash = w.folder('deletedItems');
-      const projects = w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const trash = await w.folder('deletedItems');
+      const projects = await w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
       const start = w.clock.now();
-      const inInbox = fill(w, inbox.id, 3, start);
-      fill(w, projects.id, 3, start - 60_000);
+      const inInbox = await fill(w, inbox.id, 3, start);
+      await fill(w, projects.id, 3, start - 60_000);
       const census = () => (w.store.db.prepare('SELECT id FROM items ORDER BY id').all() as { id: string }[]).map((r) => r.id);
       const ids = census();
-      const device = w.device();
+      const device = await w.device();
       const ri = new Replica(w, inbox.id, device);
       const rp = new Replica(w, projects.id, device);
       const rt = new Replica(w, trash.id, device);
       const all = [ri, rp, rt];
-      const syncAll = () => all.map((r) => r.syncToEnd());
+      const syncAll = async () => {
+        const pages = [];
+        for (const r of all) pages.push(await r.syncToEnd());
+        return pages;
+      };
       const copies = (id: string) => all.filter((r) => r.items.has(id)).length;
-      syncAll();
+      await syncAll();
 
       const x = inInbox[2]!; // the newest: inside the window wherever it goes
-      w.mail.move(w.user.id, x, projects.id);
-      const [pi, pp] = syncAll();
+      await w.mail.move(w.user.id, x, projects.id);
+      const [pi, pp] = await syncAll();
       expect(pi!.removed).toEqual([{ id: x, reason: 'moved' }]);
       expect(pp!.created.map((c) => [c.id, c.folderId])).toEqual([[x, projects.id]]);
       expect(copies(x)).toBe(1);
       expect(rp.items.get(x)).toEqual(expect.objectContaining({ id: x, folderId: projects.id }));
 
       // Deleting (to Deleted Items) is a move too: same id there.
-      w.mail.delete(w.user.id, x, false);
-      const [, pp2, pt2] = syncAll();
+      await w.mail.delete(w.user.id, x, false);
+      const [, pp2, pt2] = await syncAll();
       expect(pp2!.removed).toEqual([{ id: x, reason: 'moved' }]);
       expect(pt2!.created.map((c) => c.id)).toEqual([x]);
       expect(copies(x)).toBe(1);
 
       // Back and forth between two syncs: one copy, in the folder it ended in.
-      w.mail.move(w.user.id, x, inbox.id);
-      w.mail.move(w.user.id, x, projects.id);
-      w.mail.move(w.user.id, x, inbox.id);
-      const [pi3] = syncAll();
+      await w.mail.move(w.user.id, x, inbox.id);
+      await w.mail.move(w.user.id, x, projects.id);
+      await w.mail.move(w.user.id, x, inbox.id);
+      const [pi3] = await syncAll();
       expect(pi3!.created.filter((c) => c.id === x)).toHaveLength(1);
       expect(copies(x)).toBe(1);
       expect(ri.items.get(x)!.folderId).toBe(inbox.id);
 
-      for (const r of all) expectHolds(w, r, 5);
+      for (const r of all) await expectHolds(w, r, 5);
       expect(census()).toEqual(ids); // no move ever minted a new id
     }));
 });
@@ -496,11 +515,11 @@ describe('token of another device / folder / user, forged or altered, expired, r
     aliceA = await register('alice', 'alice-phone-0000000001');
     aliceB = await register('alice', 'alice-tablet-000000002');
     bob = await register('bob', 'bob-phone-000000000003');
-    inbox = ctx.store.folders.byKind(alice.id, 'inbox')!.id;
-    archive = ctx.store.folders.byKind(alice.id, 'archive')!.id;
-    bobInbox = ctx.store.folders.byKind(b.id, 'inbox')!.id;
+    inbox = (await ctx.store.folders.byKind(alice.id, 'inbox'))!.id;
+    archive = (await ctx.store.folders.byKind(alice.id, 'archive'))!.id;
+    bobInbox = (await ctx.store.folders.byKind(b.id, 'inbox'))!.id;
     for (let i = 0; i < 8; i++) {
-      ctx.store.items.create({ userId: alice.id, folderId: inbox, type: 'email', receivedAt: ctx.clock.now() - i * 1000, subject: `m${i}` }, ctx.clock.now());
+      await ctx.store.items.create({ userId: alice.id, folderId: inbox, type: 'email', receivedAt: ctx.clock.now() - i * 1000, subject: `m${i}` }, ctx.clock.now());
     }
   });
   afterAll(() => ctx.close());
@@ -564,7 +583,7 @@ describe('token of another device / folder / user, forged or altered, expired, r
     const poller = (await syncToEnd(aliceB, inbox)).token;
 
     ctx.clock.set(t0 + 1 * DAY);
-    ctx.store.items.create({ userId: aliceId, folderId: archive, type: 'email', receivedAt: ctx.clock.now(), subject: 'elsewhere' }, ctx.clock.now());
+    await ctx.store.items.create({ userId: aliceId, folderId: archive, type: 'email', receivedAt: ctx.clock.now(), subject: 'elsewhere' }, ctx.clock.now());
     ctx.clock.set(t0 + 2 * DAY);
     await renew(aliceB);
     const poll = await itemSync(aliceB, inbox, poller);
@@ -575,7 +594,7 @@ describe('token of another device / folder / user, forged or altered, expired, r
     ctx.clock.set(t0 + 33 * DAY);
     await renew(aliceA);
     await renew(aliceB);
-    expect(ctx.store.mailboxes.purgeHistory(ctx.clock.now() - 30 * DAY)).toBeGreaterThan(0);
+    expect(await ctx.store.mailboxes.purgeHistory(ctx.clock.now() - 30 * DAY)).toBeGreaterThan(0);
 
     expectProblem(await itemSync(aliceA, inbox, stale), 410, 'resyncRequired', 'tokenExpired');
     expectProblem(await folderSync(aliceA, staleHierarchy), 410, 'resyncRequired', 'tokenExpired');
@@ -597,14 +616,14 @@ describe('token of another device / folder / user, forged or altered, expired, r
     const b = (await syncToEnd(aliceB, inbox)).token;
     const bh = (await folderSync(aliceB)).body.token as string;
 
-    ctx.store.devices.bumpEpoch(aliceB.id, ctx.clock.now()); // what the admin "resync" does
+    await ctx.store.devices.bumpEpoch(aliceB.id, ctx.clock.now()); // what the admin "resync" does
     expectProblem(await itemSync(aliceB, inbox, b), 410, 'resyncRequired', 'deviceReset');
     expectProblem(await folderSync(aliceB, bh), 410, 'resyncRequired', 'deviceReset');
     expect((await itemSync(aliceA, inbox, a)).status).toBe(200); // only that device
     expect((await folderSync(aliceA, ah)).status).toBe(200);
     const b2 = (await syncToEnd(aliceB, inbox)).token;
 
-    ctx.store.mailboxes.resetEpoch(aliceId);
+    await ctx.store.mailboxes.resetEpoch(aliceId);
     for (const [d, t] of [[aliceA, a], [aliceB, b2]] as const) {
       expectProblem(await itemSync(d, inbox, t), 410, 'resyncRequired', 'mailboxReset');
     }
@@ -617,20 +636,20 @@ describe('token of another device / folder / user, forged or altered, expired, r
 describe('forged or altered token → 400 (every single-character change)', () => {
   // The HTTP test above shows a few; here every position of a real token is altered in turn.
   test('any one character changed, anywhere in the token, is refused as invalidToken', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      fill(w, inbox.id, 7, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
-      a.step({ maxChanges: 2 });
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      await fill(w, inbox.id, 7, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.step({ maxChanges: 2 });
       const good = a.token!;
       for (let at = 0; at < good.length; at++) {
         a.token = good.slice(0, at) + (good[at] === 'A' ? 'B' : 'A') + good.slice(at + 1);
-        const err = refused(() => a.step());
+        const err = await refused(() => a.step());
         expect({ at, status: err.status, code: err.code }).toEqual({ at, status: 400, code: 'invalidToken' });
       }
       a.token = good;
-      a.syncToEnd();
-      expectHolds(w, a, 5);
+      await a.syncToEnd();
+      await expectHolds(w, a, 5);
     }));
 });
 
@@ -638,63 +657,66 @@ describe('restored backup answers 410 rather than wrong data', () => {
   // matrix spec PR #2855: a restored backup replayed tokens as if valid. The device's token was issued by the live
   // store *after* the backup; the restored store has never reached that modseq. Serving it a page would skip the
   // lost changes and leave the device holding items the restored store never had.
-  async function scenario(afterRestore?: (restored: SyncWorld) => void) {
-    const live = new SyncWorld(SMALL_WINDOW);
+  async function scenario(afterRestore?: (restored: SyncWorld) => Promise<unknown>) {
+    const live = await SyncWorld.open(SMALL_WINDOW);
     const backups = tempDir('pigeon-backup-');
-    const cleanup: Array<() => void> = [() => fs.rmSync(backups, { recursive: true, force: true })];
+    const cleanup: Array<() => Promise<void> | void> = [() => fs.rmSync(backups, { recursive: true, force: true })];
+    const cleanUp = async () => {
+      for (const f of cleanup) await f();
+    };
     try {
-      const inbox = live.folder('inbox');
-      const ids = fill(live, inbox.id, 8, live.clock.now());
-      const device = live.device();
+      const inbox = await live.folder('inbox');
+      const ids = await fill(live, inbox.id, 8, live.clock.now());
+      const device = await live.device();
       const a = new Replica(live, inbox.id, device);
-      a.syncToEnd();
+      await a.syncToEnd();
       const held = new Map<string, unknown>();
-      const h = syncHierarchy(live, device, held, undefined, 100);
+      const h = await syncHierarchy(live, device, held, undefined, 100);
       const atBackup = a.token!;
 
       const file = path.join(backups, 'backup.db');
       await live.store.db.backup(file);
 
       // The live store moves on, and the device with it.
-      live.deliver(inbox.id, live.clock.now() + 100_000);
-      live.mail.update(live.user.id, ids[7]!, { isFlagged: true });
-      live.mail.move(live.user.id, ids[6]!, live.folder('archive').id);
-      a.syncToEnd();
-      const h2 = syncHierarchy(live, device, held, h.token, 100);
+      await live.deliver(inbox.id, live.clock.now() + 100_000);
+      await live.mail.update(live.user.id, ids[7]!, { isFlagged: true });
+      await live.mail.move(live.user.id, ids[6]!, (await live.folder('archive')).id);
+      await a.syncToEnd();
+      const h2 = await syncHierarchy(live, device, held, h.token, 100);
       expect(position(a.token!).m).toBeGreaterThan(position(atBackup).m);
-      live.close();
+      await live.close();
 
       // The backup is restored: the same secret, the same users, device records and epoch.
-      const restored = new SyncWorld(SMALL_WINDOW, file);
+      const restored = await SyncWorld.open(SMALL_WINDOW, file);
       cleanup.unshift(() => restored.close());
-      afterRestore?.(restored);
-      const ra = new Replica(restored, inbox.id, restored.device(device.deviceId));
+      await afterRestore?.(restored);
+      const ra = new Replica(restored, inbox.id, await restored.device(device.deviceId));
       expect(ra.device.id).toBe(device.id);
       ra.items = new Map(a.items);
       ra.token = a.token;
-      return { restored, ra, hierarchyToken: h2.token, atBackup, done: () => cleanup.forEach((f) => f()) };
+      return { restored, ra, hierarchyToken: h2.token, atBackup, done: cleanUp };
     } catch (err) {
-      cleanup.forEach((f) => f());
+      await cleanUp();
       throw err;
     } finally {
-      if (live.store.db.open) live.close();
+      if (live.store.db.open) await live.close();
     }
   }
 
   test("the device's newer item and hierarchy tokens get 410 mailboxReset, never a page", async () => {
     const { restored, ra, hierarchyToken, done } = await scenario();
     try {
-      const err = refused(() => ra.step());
+      const err = await refused(() => ra.step());
       expect([err.status, err.code, err.extra.reason]).toEqual([410, 'resyncRequired', 'mailboxReset']);
-      const herr = refused(() => restored.syncFolders({ userId: restored.user.id, device: ra.device, token: hierarchyToken, maxChanges: 100 }));
+      const herr = await refused(() => restored.syncFolders({ userId: restored.user.id, device: ra.device, token: hierarchyToken, maxChanges: 100 }));
       expect([herr.status, herr.code, herr.extra.reason]).toEqual([410, 'resyncRequired', 'mailboxReset']);
       // Starting over on the restored store converges.
       ra.items.clear();
       ra.token = undefined;
-      ra.syncToEnd();
-      expectHolds(restored, ra, 5);
+      await ra.syncToEnd();
+      await expectHolds(restored, ra, 5);
     } finally {
-      done();
+      await done();
     }
   });
 
@@ -703,10 +725,10 @@ describe('restored backup answers 410 rather than wrong data', () => {
     try {
       for (const token of [ra.token, atBackup]) {
         ra.token = token;
-        expect(refused(() => ra.step()).extra.reason).toBe('mailboxReset');
+        expect((await refused(() => ra.step())).extra.reason).toBe('mailboxReset');
       }
     } finally {
-      done();
+      await done();
     }
   });
 
@@ -716,14 +738,14 @@ describe('restored backup answers 410 rather than wrong data', () => {
   // restored store are never sent, and the device keeps items the restored store never had. A store epoch that
   // changes whenever the file is restored (or a fingerprint of the change at modseq m in the token) would catch it.
   test.failing('without reset-mailbox, once the restored store has overtaken the lost modseqs, the token still gets 410', async () => {
-    const { ra, done } = await scenario((r) => {
-      for (let i = 0; i < 10; i++) r.deliver(r.folder('inbox').id, r.clock.now() + 300_000 + i * 1000);
+    const { ra, done } = await scenario(async (r) => {
+      for (let i = 0; i < 10; i++) await r.deliver((await r.folder('inbox')).id, r.clock.now() + 300_000 + i * 1000);
     });
     try {
-      const err = refused(() => ra.step()); // fails: a page is served
+      const err = await refused(() => ra.step()); // fails: a page is served
       expect(err.extra.reason).toBe('mailboxReset');
     } finally {
-      done();
+      await done();
     }
   });
 });
@@ -756,16 +778,16 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   },
 );
 
-type PageCheck = (w: SyncWorld, r: Replica, page: ItemSyncPage, heldBefore: Set<string>) => void;
+type PageCheck = (w: SyncWorld, r: Replica, page: ItemSyncPage, heldBefore: Set<string>) => void | Promise<void>;
 
 /** Runs a random history against three folders' replicas, checking every page (applied or lost) with `check`. */
-function randomHistory(initial: number, ops: Op[], check: PageCheck) {
-  withWorld((w) => {
-    const inbox = w.folder('inbox');
-    const trash = w.folder('deletedItems');
-    const projects = w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
+async function randomHistory(initial: number, ops: Op[], check: PageCheck) {
+  await withWorld(async (w) => {
+    const inbox = await w.folder('inbox');
+    const trash = await w.folder('deletedItems');
+    const projects = await w.mail.createFolder(w.user.id, { displayName: 'Projects', parentId: null });
     const folders = [inbox.id, projects.id, trash.id];
-    const device = w.device();
+    const device = await w.device();
     const replicas = folders.map((f) => new Replica(w, f, device));
     const bases = new Map<Replica, number>();
     const pick = (n: number) => {
@@ -773,15 +795,15 @@ function randomHistory(initial: number, ops: Op[], check: PageCheck) {
       return ids.length ? ids[n % ids.length] : undefined;
     };
     let base = w.clock.now();
-    for (let i = 0; i < initial; i++) w.deliver(i % 3 === 2 ? projects.id : inbox.id, (base += 1000) - (i % 4) * 2500);
+    for (let i = 0; i < initial; i++) await w.deliver(i % 3 === 2 ? projects.id : inbox.id, (base += 1000) - (i % 4) * 2500);
 
-    const step = (r: Replica, opts: { maxChanges: number; loadMore?: boolean; lose?: boolean }) => {
+    const step = async (r: Replica, opts: { maxChanges: number; loadMore?: boolean; lose?: boolean }) => {
       const before = r.token;
       const heldBefore = new Set(r.items.keys());
-      const page = r.step({ ...opts, lose: true });
-      check(w, r, page, heldBefore);
+      const page = await r.step({ ...opts, lose: true });
+      await check(w, r, page, heldBefore);
       if (!opts.lose) {
-        r.apply(page, before); // and the Replica's own protocol checks
+        await r.apply(page, before); // and the Replica's own protocol checks
         const at = position(page.token);
         if (at.z === 1 || !bases.has(r)) bases.set(r, at.m);
       }
@@ -791,41 +813,46 @@ function randomHistory(initial: number, ops: Op[], check: PageCheck) {
     for (const o of ops) {
       switch (o.t) {
         case 'deliver':
-          w.deliver(folders[o.folder]!, (base += 1000) - o.age * 5000);
+          await w.deliver(folders[o.folder]!, (base += 1000) - o.age * 5000);
           break;
         case 'flag':
         case 'read': {
           const id = pick(o.item);
-          if (id) w.mail.update(w.user.id, id, o.t === 'flag' ? { isFlagged: !w.store.items.byId(w.user.id, id)!.isFlagged } : { isRead: true });
+          if (id) await w.mail.update(w.user.id, id, o.t === 'flag' ? { isFlagged: !(await w.store.items.byId(w.user.id, id))!.isFlagged } : { isRead: true });
           break;
         }
         case 'trash':
         case 'purge': {
           const id = pick(o.item);
-          if (id) w.mail.delete(w.user.id, id, o.t === 'purge');
+          if (id) await w.mail.delete(w.user.id, id, o.t === 'purge');
           break;
         }
         case 'move': {
           const id = pick(o.item);
-          if (id) w.mail.move(w.user.id, id, folders[o.folder]!);
+          if (id) await w.mail.move(w.user.id, id, folders[o.folder]!);
           break;
         }
-        case 'batch':
-          // Several changes in one transaction: new mail, then edits to the first of it and to older mail.
-          w.store.transaction(() => {
-            const fresh = Array.from({ length: o.n }, () => w.deliver(folders[o.folder]!, (base += 1000)).id);
-            w.mail.update(w.user.id, fresh[0]!, { isFlagged: true });
-            const older = pick(o.n + 1);
-            if (older) w.mail.update(w.user.id, older, { categories: [`b${o.n}`] });
+        case 'batch': {
+          // Several changes in one transaction: new mail, then edits to the first of it and to older mail (the one
+          // picked before the batch: a unit of work reads only through its steps).
+          const newItems = Array.from({ length: o.n }, () => w.newItem(folders[o.folder]!, (base += 1000)));
+          const older = pick(1);
+          const now = w.clock.now();
+          await w.store.run(function* (tx) {
+            const fresh: string[] = [];
+            for (const item of newItems) fresh.push((yield* tx.items.create(item, now)).id);
+            yield* tx.items.update(w.user.id, fresh[0]!, { isFlagged: true }, now);
+            if (older) yield* tx.items.update(w.user.id, older, { categories: [`b${o.n}`] }, now);
           });
           break;
+        }
         case 'advance':
           w.clock.advance(o.ms);
           break;
         case 'sync':
           for (const r of replicas) {
             for (let i = 0; i < o.pages; i++) {
-              const page = step(r, { maxChanges: o.maxChanges, loadMore: o.loadMore && i === 0, lose: o.lose && i === 0 });
+              const page = await step(r, { maxChanges: o.maxChanges, loadMore: o.loadMore && i === 0, lose: o.lose && i === 0 });
               if (!page.moreAvailable) break;
             }
           }
@@ -835,8 +862,8 @@ function randomHistory(initial: number, ops: Op[], check: PageCheck) {
     // Drain every replica (each page checked). Convergence itself is convergence.test.ts's property (and the known
     // phase-B bug in the trim tests below would fail it here for reasons outside these two properties).
     for (const r of replicas) {
-      let page = step(r, { maxChanges: 3 });
-      while (page.moreAvailable) page = step(r, { maxChanges: 3 });
+      let page = await step(r, { maxChanges: 3 });
+      while (page.moreAvailable) page = await step(r, { maxChanges: 3 });
     }
   });
 }
@@ -846,9 +873,9 @@ const RUNS = 100;
 describe('random histories', () => {
   // Breaks if phase A sent `updated` for an item placed in the folder after the token's modseq (moved in, or
   // created then edited before the device synced), or for an item only pulled in by this very page.
-  test(`updated never names an item the device does not hold (${RUNS} runs)`, () => {
-    fc.assert(
-      fc.property(fc.nat(20), fc.array(opArb, { minLength: 1, maxLength: 40 }), (initial, ops) =>
+  test(`updated never names an item the device does not hold (${RUNS} runs)`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.nat(20), fc.array(opArb, { minLength: 1, maxLength: 40 }), (initial, ops) =>
         randomHistory(initial, ops, (_w, _r, page, heldBefore) => {
           for (const u of page.updated) expect({ updated: u.id, held: heldBefore.has(u.id) }).toEqual({ updated: u.id, held: true });
         }),
@@ -859,14 +886,14 @@ describe('random histories', () => {
 
   // Breaks if a delete/move tombstone were sent for an item that is back in the window (moved back, or still there),
   // or if eviction ran past the window's boundary. Also checks that each reason tells the truth.
-  test(`removed never names an item inside the window (${RUNS} runs)`, () => {
-    fc.assert(
-      fc.property(fc.nat(20), fc.array(opArb, { minLength: 1, maxLength: 40 }), (initial, ops) =>
-        randomHistory(initial, ops, (w, r, page) => {
-          const window = w.expectedWindow(r.folderId, page.window.size);
+  test(`removed never names an item inside the window (${RUNS} runs)`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.nat(20), fc.array(opArb, { minLength: 1, maxLength: 40 }), (initial, ops) =>
+        randomHistory(initial, ops, async (w, r, page) => {
+          const window = await w.expectedWindow(r.folderId, page.window.size);
           for (const { id, reason } of page.removed) {
             expect({ removed: id, reason, inWindow: window.has(id) }).toEqual({ removed: id, reason, inWindow: false });
-            const now = w.store.items.byId(w.user.id, id);
+            const now = await w.store.items.byId(w.user.id, id);
             if (reason === 'deleted') expect({ id, reason, exists: now !== undefined }).toEqual({ id, reason, exists: false });
             if (reason === 'moved') expect({ id, reason, stillHere: now?.folderId === r.folderId }).toEqual({ id, reason, stillHere: false });
             if (reason === 'evicted') expect({ id, reason, inFolder: now?.folderId === r.folderId }).toEqual({ id, reason, inFolder: true });
@@ -885,15 +912,15 @@ describe('no-change sync performs no write', () => {
   // engine stored per-device sync state, stamped a last-sync time, or bumped anything on a poll: total_changes()
   // on the store's connection and data_version seen from a second connection would both move.
   test('the poll changes no row, commits nothing, returns an empty page and a stable token', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const archive = w.folder('archive');
-      fill(w, inbox.id, 8, w.clock.now());
-      const device = w.device();
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const archive = await w.folder('archive');
+      await fill(w, inbox.id, 8, w.clock.now());
+      const device = await w.device();
       const a = new Replica(w, inbox.id, device);
-      a.syncToEnd();
+      await a.syncToEnd();
       const held = new Map<string, unknown>();
-      const h = syncHierarchy(w, device, held, undefined, 100);
+      const h = await syncHierarchy(w, device, held, undefined, 100);
 
       const reader = openDatabase(path.join(w.dir, 'p.db'), { readonly: true });
       try {
@@ -904,21 +931,21 @@ describe('no-change sync performs no write', () => {
 
         const before = snapshot();
         const token = a.token;
-        const p1 = a.step();
-        const p2 = a.step();
-        const hp = w.syncFolders({ userId: w.user.id, device, token: h.token, maxChanges: 100 });
+        const p1 = await a.step();
+        const p2 = await a.step();
+        const hp = await w.syncFolders({ userId: w.user.id, device, token: h.token, maxChanges: 100 });
         expect(snapshot()).toEqual(before);
         for (const p of [p1, p2]) expect(p).toMatchObject({ token, created: [], updated: [], removed: [], moreAvailable: false });
         expect(hp).toMatchObject({ token: h.token, created: [], updated: [], deleted: [], moreAvailable: false });
 
         // Another folder changed: the inbox poll is still empty and still writes nothing (its token may advance).
-        w.deliver(archive.id, w.clock.now());
+        await w.deliver(archive.id, w.clock.now());
         const after = snapshot();
         expect(after.totalChanges).toBeGreaterThan(before.totalChanges); // the probe does see real writes
-        const p3 = a.step();
+        const p3 = await a.step();
         expect(p3).toMatchObject({ created: [], updated: [], removed: [], moreAvailable: false });
         expect(snapshot()).toEqual(after);
-        expect(a.step().token).toBe(p3.token);
+        expect((await a.step()).token).toBe(p3.token);
       } finally {
         reader.close();
       }
@@ -929,39 +956,39 @@ describe('loadMore extends to at most max and the window is trimmed back after t
   // Breaks if loadMore grew the window past `max`, if the trim fired early, late or never, or if a trim dropped
   // items silently (the app would keep them) or as `deleted` (the app would treat them as user deletes).
   test('5 → 10 → still 10; trimmed back to 5 once extended for the trim interval, the dropped items evicted', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const ids = fill(w, inbox.id, 20, w.clock.now()); // oldest first
-      const a = new Replica(w, inbox.id, w.device());
-      const first = a.syncToEnd();
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const ids = await fill(w, inbox.id, 20, w.clock.now()); // oldest first
+      const a = new Replica(w, inbox.id, await w.device());
+      const first = await a.syncToEnd();
       expect(first.window).toEqual({ size: 5, max: 10, itemsInFolder: 20, hasOlder: true });
 
-      const more = a.syncToEnd(2, true);
+      const more = await a.syncToEnd(2, true);
       expect(more.window).toEqual({ size: 10, max: 10, itemsInFolder: 20, hasOlder: true });
-      expectHolds(w, a, 10);
+      await expectHolds(w, a, 10);
       expect(new Set(a.items.keys())).toEqual(new Set(ids.slice(10)));
 
-      const again = a.step({ loadMore: true });
+      const again = await a.step({ loadMore: true });
       expect(again).toMatchObject({ created: [], updated: [], removed: [], moreAvailable: false });
       expect(again.window.size).toBe(10); // never beyond max
-      expectHolds(w, a, 10);
+      await expectHolds(w, a, 10);
 
       // The interval runs from the last loadMore.
       w.clock.advance(TRIM_AFTER_MS - 1);
-      const early = a.step();
+      const early = await a.step();
       expect(early).toMatchObject({ created: [], updated: [], removed: [], window: { size: 10 } });
       w.clock.advance(1);
       const trimmed: ItemSyncPage[] = [];
-      let page = a.step({ maxChanges: 2 });
+      let page = await a.step({ maxChanges: 2 });
       trimmed.push(page);
-      while (page.moreAvailable) trimmed.push((page = a.step({ maxChanges: 2 })));
+      while (page.moreAvailable) trimmed.push((page = await a.step({ maxChanges: 2 })));
       const evicted = trimmed.flatMap((p) => p.removed);
       expect(evicted).toEqual(ids.slice(10, 15).map((id) => ({ id, reason: 'evicted' }))); // oldest first
       expect(trimmed.flatMap((p) => [...p.created, ...p.updated])).toEqual([]);
       expect(page.window).toEqual({ size: 5, max: 10, itemsInFolder: 20, hasOlder: true });
-      expectHolds(w, a, 5);
-      for (const { id } of evicted) expect(w.store.items.byId(w.user.id, id)!.folderId).toBe(inbox.id); // not deleted
-      expect(a.step()).toMatchObject({ created: [], updated: [], removed: [], window: { size: 5 } });
+      await expectHolds(w, a, 5);
+      for (const { id } of evicted) expect((await w.store.items.byId(w.user.id, id))!.folderId).toBe(inbox.id); // not deleted
+      expect(await a.step()).toMatchObject({ created: [], updated: [], removed: [], window: { size: 5 } });
     }));
 
   // KNOWN BUG (reported; breaks the convergence invariant of protocol.md §5: after a complete sync the device holds
@@ -972,46 +999,47 @@ describe('loadMore extends to at most max and the window is trimmed back after t
   // evicted. Fix: fetch until the page is full or a fetch returns fewer rows than asked; only then lower = target.
   // Found by the random-history properties below (counterexample: a batch of new mail, a page boundary, then a move).
   test('regression: a trim whose first eviction replaces an `updated` entry still evicts every dropped item', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      const ids = fill(w, inbox.id, 10, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
-      a.syncToEnd();
-      a.syncToEnd(100, true); // holds all 10
-      w.mail.update(w.user.id, ids[0]!, { isFlagged: true }); // the oldest: updated, then evicted in the same page
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      const ids = await fill(w, inbox.id, 10, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.syncToEnd();
+      await a.syncToEnd(100, true); // holds all 10
+      await w.mail.update(w.user.id, ids[0]!, { isFlagged: true }); // the oldest: updated, then evicted in the same page
       w.clock.advance(TRIM_AFTER_MS);
-      const last = a.syncToEnd(2);
+      const last = await a.syncToEnd(2);
       expect(last.window.size).toBe(5);
-      expectHolds(w, a, 5); // fails: ids[2..4] are never evicted (the app keeps 8 items)
+      await expectHolds(w, a, 5); // fails: ids[2..4] are never evicted (the app keeps 8 items)
     }));
 
   test('regression: a trim whose first rows cancel this page\'s `created` entries still evicts every dropped item', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
       const start = w.clock.now();
-      const ids = fill(w, inbox.id, 12, start);
-      const a = new Replica(w, inbox.id, w.device());
-      a.syncToEnd();
-      a.syncToEnd(100, true); // holds ids[2..11]; the lower bound is ids[2]
-      w.store.transaction(() => {
-        w.mail.delete(w.user.id, ids[2]!, true);
-        w.deliver(inbox.id, start + 2300); // two old messages just above the lower bound: created, then evicted
-        w.deliver(inbox.id, start + 2600);
+      const ids = await fill(w, inbox.id, 12, start);
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.syncToEnd();
+      await a.syncToEnd(100, true); // holds ids[2..11]; the lower bound is ids[2]
+      const old = [w.newItem(inbox.id, start + 2300), w.newItem(inbox.id, start + 2600)];
+      const now = w.clock.now();
+      await w.store.run(function* (tx) {
+        yield* tx.items.delete(w.user.id, ids[2]!, now);
+        for (const item of old) yield* tx.items.create(item, now); // two old messages just above the lower bound: created, then evicted
       });
       w.clock.advance(TRIM_AFTER_MS);
-      a.syncToEnd(4);
-      expectHolds(w, a, 5); // fails: ids[5] and ids[6] are never evicted
+      await a.syncToEnd(4);
+      await expectHolds(w, a, 5); // fails: ids[5] and ids[6] are never evicted
     }));
 
   test('loadMore on a folder smaller than max: everything, hasOlder false', () =>
-    withWorld((w) => {
-      const inbox = w.folder('inbox');
-      fill(w, inbox.id, 7, w.clock.now());
-      const a = new Replica(w, inbox.id, w.device());
-      a.syncToEnd();
-      const page = a.syncToEnd(100, true);
+    withWorld(async (w) => {
+      const inbox = await w.folder('inbox');
+      await fill(w, inbox.id, 7, w.clock.now());
+      const a = new Replica(w, inbox.id, await w.device());
+      await a.syncToEnd();
+      const page = await a.syncToEnd(100, true);
       expect(page.window).toEqual({ size: 10, max: 10, itemsInFolder: 7, hasOlder: false });
-      expectHolds(w, a, 10);
+      await expectHolds(w, a, 10);
       expect(a.items.size).toBe(7);
     }));
 });
@@ -1019,36 +1047,36 @@ describe('loadMore extends to at most max and the window is trimmed back after t
 describe('calendar and contacts have no window', () => {
   // Breaks if the window applied to calendar/contacts (only 5 of 23 events would arrive, the rest never).
   test('every item is paged to the device, window.max is null, and nothing is ever evicted', () =>
-    withWorld((w) => {
-      const device = w.device();
+    withWorld(async (w) => {
+      const device = await w.device();
       for (const [kind, type, n] of [['calendar', 'event', 23], ['contacts', 'contact', 17]] as const) {
-        const folder = w.folder(kind);
+        const folder = await w.folder(kind);
         const create = (i: number) =>
           w.store.items.create(
             { userId: w.user.id, folderId: folder.id, type, receivedAt: w.clock.now() - i * 60_000, subject: `${type} ${i}`, data: type === 'event' ? { start: '2026-02-01T10:00:00Z', end: '2026-02-01T11:00:00Z' } : { givenName: `G${i}` } },
             w.clock.now(),
           );
-        for (let i = 0; i < n; i++) create(i);
+        for (let i = 0; i < n; i++) await create(i);
         const r = new Replica(w, folder.id, device);
         const pages: ItemSyncPage[] = [];
-        let page = r.step({ maxChanges: 4 });
+        let page = await r.step({ maxChanges: 4 });
         pages.push(page);
-        while (page.moreAvailable) pages.push((page = r.step({ maxChanges: 4 })));
+        while (page.moreAvailable) pages.push((page = await r.step({ maxChanges: 4 })));
         expect(pages.length).toBeGreaterThanOrEqual(Math.ceil(n / 4));
         for (const p of pages) {
           expect(p.window).toEqual({ size: n, max: null, itemsInFolder: n, hasOlder: false });
           expect(p.removed).toEqual([]);
         }
         expect(r.items.size).toBe(n);
-        expectHolds(w, r, 10_000);
+        await expectHolds(w, r, 10_000);
 
         // More items: all arrive, none is evicted; loadMore changes nothing.
-        for (let i = n; i < n + 6; i++) create(i);
-        const more = r.syncToEnd(100, true);
+        for (let i = n; i < n + 6; i++) await create(i);
+        const more = await r.syncToEnd(100, true);
         expect(more.window).toEqual({ size: n + 6, max: null, itemsInFolder: n + 6, hasOlder: false });
         expect(more.removed).toEqual([]);
         expect(r.items.size).toBe(n + 6);
-        expectHolds(w, r, 10_000);
+        await expectHolds(w, r, 10_000);
       }
     }));
 });

@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import { newId } from '../../ids';
 import type { Sql } from './devices';
-import type { OutboxEntry, SearchHit, Store } from '../types';
+import type { OutboxEntry, SearchHit, StoreMethods } from '../types';
 
 export const BLOB_CHUNK_BYTES = 256 * 1024;
 
@@ -46,7 +46,7 @@ function ftsQuery(userId: string, terms: string[]): string {
   return `owner : ${quote(userId)} AND {subject sender recipients body} : (${words.join(' AND ')})`;
 }
 
-export function contentRepositories(sql: Sql): Pick<Store, 'blobs' | 'search' | 'outbox'> {
+export function contentRepositories(sql: Sql): Pick<StoreMethods, 'blobs' | 'search' | 'outbox'> {
   const toOutbox = (r: Row): OutboxEntry => ({
     id: r.id as string,
     userId: r.user_id as string,
@@ -61,12 +61,12 @@ export function contentRepositories(sql: Sql): Pick<Store, 'blobs' | 'search' | 
     updatedAt: r.updated_at as number,
   });
 
-  const blobs: Store['blobs'] = {
-    size(id) {
+  const blobs: StoreMethods['blobs'] = {
+    size(_userId, id) {
       const r = sql('SELECT size FROM blobs WHERE id = ?').get(id) as { size: number } | undefined;
       return r?.size;
     },
-    read(id, start, end) {
+    read(_userId, id, start, end) {
       if (end <= start) return Buffer.alloc(0);
       const first = Math.floor(start / BLOB_CHUNK_BYTES);
       const last = Math.floor((end - 1) / BLOB_CHUNK_BYTES);
@@ -80,12 +80,12 @@ export function contentRepositories(sql: Sql): Pick<Store, 'blobs' | 'search' | 
       const offset = start - first * BLOB_CHUNK_BYTES;
       return whole.subarray(offset, offset + (end - start));
     },
-    put(bytes, now) {
+    put(_userId, bytes, now) {
       return putBlob(sql, bytes, now);
     },
   };
 
-  const search: Store['search'] = {
+  const search: StoreMethods['search'] = {
     query(userId, terms, options): SearchHit[] {
       if (terms.length === 0) return [];
       // bm25 weights: owner 0, subject 10, sender 5, recipients 2, body 1. The joins re-check the owner: the `owner`
@@ -113,7 +113,7 @@ export function contentRepositories(sql: Sql): Pick<Store, 'blobs' | 'search' | 
     },
   };
 
-  const outbox: Store['outbox'] = {
+  const outbox: StoreMethods['outbox'] = {
     enqueue(entry, now) {
       const id = newId();
       sql(

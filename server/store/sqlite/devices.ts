@@ -10,7 +10,7 @@ import type {
   DeviceAccessRule,
   DeviceDescription,
   DeviceRecord,
-  Store,
+  StoreMethods,
   WipeState,
 } from '../types';
 
@@ -88,7 +88,7 @@ const descriptionParams = (d: DeviceDescription) => [
   JSON.stringify(d.capabilities),
 ];
 
-export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store, 'devices' | 'deviceAccess' | 'audit'> {
+export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<StoreMethods, 'devices' | 'deviceAccess' | 'audit'> {
   /** Runs a write by record id that answers `RETURNING user_id, device_id`, and reports the device it changed. */
   const deviceWrite = (text: string, ...params: unknown[]) => {
     for (const r of sql(text).all(...params) as { user_id: string; device_id: string }[]) {
@@ -97,7 +97,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
   };
   const tenantWrite = (tenantId: string) => invalidate({ kind: 'tenantAccess', tenantId });
 
-  const devices: Store['devices'] = {
+  const devices: StoreMethods['devices'] = {
     byId(id) {
       const r = sql('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
       return r && toDevice(r);
@@ -180,7 +180,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
     },
   };
 
-  const deviceAccess: Store['deviceAccess'] = {
+  const deviceAccess: StoreMethods['deviceAccess'] = {
     rules(tenantId) {
       return (sql('SELECT * FROM device_access_rules WHERE tenant_id = ? ORDER BY created_at, id').all(tenantId) as Row[]).map(toRule);
     },
@@ -227,7 +227,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
     },
   };
 
-  const audit: Store['audit'] = {
+  const audit: StoreMethods['audit'] = {
     append(e) {
       const r = sql(
         `INSERT INTO audit_log (tenant_id, at, actor_id, actor_name, action, target_type, target_id, details)

@@ -16,14 +16,29 @@ import {
   type NewUser,
   type RefreshTokenRecord,
   type Store,
+  type StoreMethods,
   type Tenant,
   type User,
 } from '../types';
+import { mapMethods, runSync, stepsOf, type AsyncMethods } from '../unit';
+import { StoreBusy, StoreFull } from '../errors';
 
 type Row = Record<string, unknown>;
 
+/** The store's methods as SQLite runs them: synchronous, joining the running transaction if there is one. */
+export interface SqliteSync extends StoreMethods {
+  /** Runs `fn` in one transaction (nested calls join the outer one). Never pass an async function. */
+  transaction<T>(fn: () => T): T;
+}
+
 export interface SqliteStore extends Store {
+  readonly backend: 'sqlite';
   readonly migrations: MigrationReport;
+  /**
+   * The same methods, synchronous: for SQLite-only tools and tests that set a file up or inspect it (never for
+   * services, which must run on either backend).
+   */
+  readonly sqlite: SqliteSync;
   /**
    * The underlying handle, for tests that inspect the file directly (never for services). A statement run through
    * it that may write is announced to `onInvalidate` as `all`: the store cannot tell what raw SQL changed.
@@ -181,41 +196,8 @@ export function openSqliteStore(file: string): SqliteStore {
     return result;
   };
 
-  const store: SqliteStore = {
-    db: reportingHandle(db, rawWrite),
-    migrations,
+  const store: SqliteSync = {
     transaction,
-    onCommit(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    onInvalidate(listener) {
-      invalidationListeners.add(listener);
-      return () => invalidationListeners.delete(listener);
-    },
-    dataVersion() {
-      return sql('PRAGMA data_version').pluck().get() as number;
-    },
-    ping() {
-      sql('SELECT 1').get();
-    },
-    close() {
-      if (!db.open) return;
-      db.pragma('optimize'); // refresh planner statistics where SQLite thinks they are stale (cheap, recommended at close)
-      db.pragma('wal_checkpoint(TRUNCATE)');
-      db.close();
-    },
-    connectionPragmas(): ConnectionPragmas[] {
-      return [
-        {
-          journalMode: String(db.pragma('journal_mode', { simple: true })),
-          synchronous: Number(db.pragma('synchronous', { simple: true })),
-          foreignKeys: Number(db.pragma('foreign_keys', { simple: true })),
-          busyTimeout: Number(db.pragma('busy_timeout', { simple: true })),
-        },
-      ];
-    },
-
     tenants: {
       create(name, now) {
         const tenant: Tenant = { id: newId(), name, createdAt: now };
@@ -321,11 +303,12 @@ export function openSqliteStore(file: string): SqliteStore {
           ).all(now, reason, userId, deviceId),
         );
       },
-      liveHead(familyId, now) {
-        const head = store.refreshTokens.head(familyId);
+      liveHead(userId, familyId, now) {
+        const head = store.refreshTokens.head(userId, familyId);
         return head && head.expiresAt > now ? head : undefined;
       },
-      head(familyId) {
+      // The family id is unique on its own here (the user id is PostgreSQL's key).
+      head(_userId, familyId) {
         // The predicate repeats the partial index's, so the planner uses it (tests/sync/query-plans.test.ts).
         const r = sql(
           `SELECT device_id, expires_at FROM refresh_tokens INDEXED BY refresh_tokens_live_head
@@ -341,5 +324,57 @@ export function openSqliteStore(file: string): SqliteStore {
     ...mailRepositories(sql, transaction, record),
     ...contentRepositories(sql),
   };
-  return store;
+
+  const steps = stepsOf(store);
+  const asyncMethods = mapMethods<AsyncMethods>(store, (_g, _n, fn) => (...args: never[]) => answer(() => fn(...args)));
+
+  return {
+    ...asyncMethods,
+    backend: 'sqlite',
+    db: reportingHandle(db, rawWrite),
+    migrations,
+    sqlite: store,
+    run: (unit) => answer(() => transaction(() => runSync(unit(steps)))),
+    onCommit(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    onInvalidate(listener) {
+      invalidationListeners.add(listener);
+      return () => invalidationListeners.delete(listener);
+    },
+    dataVersion: () => answer(() => sql('PRAGMA data_version').pluck().get() as number),
+    ping: () => answer(() => void sql('SELECT 1').get()),
+    close: () => answer(() => {
+      if (!db.open) return;
+      db.pragma('optimize'); // refresh planner statistics where SQLite thinks they are stale (cheap, recommended at close)
+      db.pragma('wal_checkpoint(TRUNCATE)');
+      db.close();
+    }),
+    connectionPragmas: () => answer((): ConnectionPragmas[] => [
+        {
+          journalMode: String(db.pragma('journal_mode', { simple: true })),
+          synchronous: Number(db.pragma('synchronous', { simple: true })),
+          foreignKeys: Number(db.pragma('foreign_keys', { simple: true })),
+          busyTimeout: Number(db.pragma('busy_timeout', { simple: true })),
+        },
+      ]),
+
+  };
+}
+
+/** `fn()`'s answer as a promise; SQLite's failures become the store's own (server/store/errors.ts). */
+function answer<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(storeError(err));
+  }
+}
+
+function storeError(err: unknown): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (code === 'SQLITE_FULL') return new StoreFull('The database or disk is full.', { cause: err });
+  if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') return new StoreBusy('The database is locked; retry shortly.', { cause: err });
+  return err;
 }

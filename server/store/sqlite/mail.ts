@@ -22,7 +22,7 @@ import {
   type Mailbox,
   type NewItem,
   type SortKey,
-  type Store,
+  type StoreMethods,
 } from '../types';
 
 type Row = Record<string, unknown>;
@@ -111,7 +111,7 @@ export function mailRepositories(
   sql: Sql,
   transaction: <T>(fn: () => T) => T,
   record: ChangeRecorder,
-): Pick<Store, 'mailboxes' | 'folders' | 'items' | 'sync' | 'idempotency'> {
+): Pick<StoreMethods, 'mailboxes' | 'folders' | 'items' | 'sync' | 'idempotency'> {
   /** Takes the mailbox's next modseq: unique and strictly increasing, in the caller's transaction. */
   const nextModseq = (userId: string): number => {
     const r = sql('UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE user_id = ? RETURNING highest_modseq').get(
@@ -194,7 +194,7 @@ export function mailRepositories(
   const itemRow = (userId: string, id: string) =>
     itemSql(`SELECT ${ITEM_COLUMNS} FROM items WHERE id = ? AND user_id = ?`).get(id, userId) as ItemValues | undefined;
 
-  const mailboxes: Store['mailboxes'] = {
+  const mailboxes: StoreMethods['mailboxes'] = {
     create(userId, now) {
       return transaction(() => {
         const epoch = crypto.randomBytes(8).toString('hex');
@@ -232,7 +232,7 @@ export function mailRepositories(
     },
   };
 
-  const folders: Store['folders'] = {
+  const folders: StoreMethods['folders'] = {
     listByUser(userId) {
       return (sql('SELECT * FROM folders WHERE user_id = ? ORDER BY created_modseq, id').all(userId) as Row[]).map(toFolder);
     },
@@ -336,7 +336,7 @@ export function mailRepositories(
     },
   };
 
-  const items: Store['items'] = {
+  const items: StoreMethods['items'] = {
     create(item: NewItem, now) {
       return transaction(() => {
         const folder = sql('SELECT user_id FROM folders WHERE id = ?').get(item.folderId) as Row | undefined;
@@ -427,7 +427,7 @@ export function mailRepositories(
       const r = sql('SELECT body_text, body_html FROM items WHERE id = ? AND user_id = ?').get(id, userId) as Row | undefined;
       return r && { text: (r.body_text as string | null) ?? null, html: (r.body_html as string | null) ?? null };
     },
-    attachments(itemId): AttachmentRecord[] {
+    attachments(_userId, itemId): AttachmentRecord[] {
       return (sql('SELECT * FROM attachments WHERE item_id = ? ORDER BY position').all(itemId) as Row[]).map((r) => ({
         id: r.id as string,
         blobId: r.blob_id as string,
@@ -438,7 +438,7 @@ export function mailRepositories(
         contentId: (r.content_id as string | null) ?? null,
       }));
     },
-    findDuplicate(folderId, key, createdSince) {
+    findDuplicate(_userId, folderId, key, createdSince) {
       const r = (
         key.internetMessageId
           ? sql(
@@ -530,8 +530,8 @@ export function mailRepositories(
     },
   };
 
-  const sync: Store['sync'] = {
-    changes(folderId, after, lower, limit): FolderChange[] {
+  const sync: StoreMethods['sync'] = {
+    changes(_userId, folderId, after, lower, limit): FolderChange[] {
       // Three index range scans merged in modseq order: items in the folder now, and items that left it
       // (deleted, moved out). Anything below the device's window is filtered out in SQL.
       return (
@@ -550,13 +550,13 @@ export function mailRepositories(
         ).all({ f: folderId, m: after, r: lower.receivedAt, i: lower.id, n: limit }) as Row[]
       ).map((r) => ({ modseq: r.modseq as number, objectId: r.object_id as string, kind: r.kind as FolderChange['kind'] }));
     },
-    boundary(folderId, size) {
+    boundary(_userId, folderId, size) {
       const r = sql(
         'SELECT received_at, id FROM items WHERE folder_id = ? ORDER BY received_at DESC, id DESC LIMIT 1 OFFSET ?',
       ).get(folderId, size - 1) as Row | undefined;
       return r && { receivedAt: r.received_at as number, id: r.id as string };
     },
-    range(folderId, from, to, order, limit) {
+    range(_userId, folderId, from, to, order, limit) {
       const text =
         order === 'asc'
           ? `SELECT ${ITEM_COLUMNS} FROM items WHERE folder_id = ? AND (received_at, id) >= (?, ?) AND (received_at, id) < (?, ?)
@@ -567,7 +567,7 @@ export function mailRepositories(
     },
   };
 
-  const idempotency: Store['idempotency'] = {
+  const idempotency: StoreMethods['idempotency'] = {
     get(userId, key) {
       const r = sql('SELECT * FROM idempotency WHERE user_id = ? AND key = ?').get(userId, key) as Row | undefined;
       return (
