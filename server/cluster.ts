@@ -20,11 +20,18 @@
  * every request, where an IPC round trip would cost more than the request; a device's connection stays on one
  * worker, so one connection still meets the limit), the load shedder (each process's own event loop) and the hot
  * cache (which sees the other workers' commits through SQLite's data_version).
+ *
+ * With PostgreSQL (PIGEON_DATABASE_URL) each worker is a node of its own, like the servers on other machines that
+ * share the database: commits reach it from the database's feed (so the primary does not relay them), the token
+ * endpoint counts in the database (`DatabaseRateLimitStore`, so all nodes count together), and the leader's jobs run
+ * under the store's `exclusive`, so the leaders of all the nodes take turns. Device cuts, push channels and
+ * watermarks still travel through the primary, between the workers of one node.
  */
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { MemoryStore, type ClientRateLimitInfo, type Options as RateLimitOptions, type Store as RateLimitStore } from 'express-rate-limit';
+import type { SharedCounters } from './store/postgres';
 import type { ClusterLink, ClusterMessage } from './push/clusterBus';
 import { ChannelBook } from './push/clusterBus';
 
@@ -148,6 +155,43 @@ export class IpcRateLimitStore implements RateLimitStore {
 
   async resetKey(key: string): Promise<void> {
     await this.ask('resetKey', key);
+  }
+}
+
+/**
+ * An express-rate-limit store whose counts are rows in the shared database (PostgreSQL: `SharedCounters`), so every
+ * node, and every worker of each, counts together. Each call is one statement; only the token endpoint uses it.
+ */
+export class DatabaseRateLimitStore implements RateLimitStore {
+  /** Counts are shared by every node: a key counted here is counted everywhere. */
+  readonly localKeys = false;
+  private windowMs = 60_000;
+
+  constructor(
+    private readonly counters: SharedCounters,
+    readonly prefix: string,
+  ) {}
+
+  init(options: RateLimitOptions): void {
+    this.windowMs = options.windowMs;
+  }
+
+  async get(key: string): Promise<ClientRateLimitInfo | undefined> {
+    const count = await this.counters.get(this.prefix, key);
+    return count && { totalHits: count.hits, resetTime: new Date(count.resetAt) };
+  }
+
+  async increment(key: string): Promise<ClientRateLimitInfo> {
+    const count = await this.counters.increment(this.prefix, key, this.windowMs);
+    return { totalHits: count.hits, resetTime: new Date(count.resetAt) };
+  }
+
+  async decrement(key: string): Promise<void> {
+    await this.counters.decrement(this.prefix, key);
+  }
+
+  async resetKey(key: string): Promise<void> {
+    await this.counters.reset(this.prefix, key);
   }
 }
 

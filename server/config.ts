@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 
-type Kind = 'string' | 'int' | 'bool' | 'duration' | 'list' | 'enum';
+type Kind = 'string' | 'int' | 'bool' | 'duration' | 'list' | 'enum' | 'url';
 
 interface Entry<K extends Kind = Kind> {
   env: string;
@@ -15,13 +15,17 @@ interface Entry<K extends Kind = Kind> {
   min?: number;
   max?: number;
   choices?: readonly string[];
+  /** Never logged nor echoed in an error. A `url` entry is never secret as a whole: only its password is masked. */
   secret?: boolean;
 }
 
 export const CONFIG_TABLE = {
   host: { env: 'PIGEON_HOST', kind: 'string', default: 'localhost', doc: 'Address the HTTPS listener binds to.' },
   port: { env: 'PIGEON_PORT', kind: 'int', default: '8443', min: 0, max: 65535, doc: 'HTTPS port (0 picks a free one).' },
-  dataDir: { env: 'PIGEON_DATA_DIR', kind: 'string', default: 'data', doc: 'Directory for the SQLite file and generated keys.' },
+  dataDir: { env: 'PIGEON_DATA_DIR', kind: 'string', default: 'data', doc: 'Directory for the SQLite file and generated keys (with PIGEON_DATABASE_URL: only the generated development certificate).' },
+  databaseUrl: { env: 'PIGEON_DATABASE_URL', kind: 'url', default: '', doc: 'PostgreSQL to keep everything in (postgres://user:password@host:5432/database); several nodes may share one. Empty: the embedded SQLite file in PIGEON_DATA_DIR. Its password is never logged.' },
+  databasePoolSize: { env: 'PIGEON_DATABASE_POOL_SIZE', kind: 'int', default: '10', min: 1, max: 1000, doc: 'PostgreSQL connections each server process keeps (besides one that listens to the commit feed and one for cluster-wide jobs).' },
+  nodeId: { env: 'PIGEON_NODE_ID', kind: 'string', default: '', doc: "This node's name among the nodes sharing PIGEON_DATABASE_URL (logs, the commit feed), to which each process adds its worker number and random characters, so no two share one; empty: the host name and process id." },
   tlsCert: { env: 'PIGEON_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain; empty generates a self-signed dev certificate in certs/.' },
   tlsKey: { env: 'PIGEON_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for PIGEON_TLS_CERT.', secret: true },
   demo: { env: 'PIGEON_DEMO', kind: 'bool', default: 'true', doc: 'Seed the demo tenant when the store has no users.' },
@@ -32,8 +36,8 @@ export const CONFIG_TABLE = {
   accessTokenTtl: { env: 'PIGEON_ACCESS_TOKEN_TTL', kind: 'duration', default: '1h', min: 60, max: 86400, doc: 'Access token lifetime.' },
   refreshTokenTtl: { env: 'PIGEON_REFRESH_TOKEN_TTL', kind: 'duration', default: '90d', min: 3600, max: 365 * 86400, doc: 'Refresh token lifetime.' },
   refreshRetryGrace: { env: 'PIGEON_REFRESH_RETRY_GRACE', kind: 'duration', default: '10s', min: 0, max: 300, doc: 'Window in which replaying the just-rotated refresh token returns the same successor (lost responses).' },
-  signingKeyFile: { env: 'PIGEON_SIGNING_KEY_FILE', kind: 'string', default: '', doc: 'Ed25519 private key (PKCS#8 PEM) that signs access tokens; empty means <data dir>/keys/jwt-signing-key.pem, generated if missing.' },
-  secretFile: { env: 'PIGEON_SECRET_FILE', kind: 'string', default: '', doc: 'Server secret for HMACs (refresh and sync tokens); empty means <data dir>/keys/server-secret, generated if missing.' },
+  signingKeyFile: { env: 'PIGEON_SIGNING_KEY_FILE', kind: 'string', default: '', doc: 'Ed25519 private key (PKCS#8 PEM) that signs access tokens; empty means <data dir>/keys/jwt-signing-key.pem, generated if missing (with PIGEON_DATABASE_URL: kept in the database, one for every node).' },
+  secretFile: { env: 'PIGEON_SECRET_FILE', kind: 'string', default: '', doc: 'Server secret for HMACs (refresh and sync tokens); empty means <data dir>/keys/server-secret, generated if missing (with PIGEON_DATABASE_URL: kept in the database, one for every node).' },
   oauthClients: { env: 'PIGEON_OAUTH_CLIENTS', kind: 'list', default: 'pigeon-app,pigeon-cli', doc: 'Comma-separated public OAuth client ids allowed at the token endpoint.' },
   passwordGrant: { env: 'PIGEON_PASSWORD_GRANT', kind: 'bool', default: 'true', doc: 'Allow the OAuth password grant.' },
   loginFailuresPerUser: { env: 'PIGEON_LOGIN_FAILURES_PER_USER', kind: 'int', default: '10', min: 1, max: 10000, doc: 'Failed password grants per username from one client address per window before 429.' },
@@ -43,7 +47,7 @@ export const CONFIG_TABLE = {
   trustProxy: { env: 'PIGEON_TRUST_PROXY', kind: 'string', default: 'false', doc: "Express 'trust proxy' setting (false, true, a hop count or a subnet list)." },
   maxRequestBytes: { env: 'PIGEON_MAX_REQUEST_BYTES', kind: 'int', default: '1048576', min: 1024, max: 100 * 1024 * 1024, doc: 'Largest JSON or form request body.' },
   maxJsonDepth: { env: 'PIGEON_MAX_JSON_DEPTH', kind: 'int', default: '32', min: 2, max: 1000, doc: 'Deepest nesting of a JSON request body.' },
-  workers: { env: 'PIGEON_WORKERS', kind: 'int', default: '0', min: 0, max: 256, doc: 'Server processes sharing the listeners and the one SQLite file (node:cluster; commits, device cuts and limits are carried between them); 0: one per available core; 1: a single process, no cluster.' },
+  workers: { env: 'PIGEON_WORKERS', kind: 'int', default: '0', min: 0, max: 256, doc: 'Server processes sharing the listeners and the store (node:cluster; device cuts, push channels and, with SQLite, commits and limits are carried between them; with PostgreSQL each is a node); 0: one per available core; 1: a single process, no cluster.' },
   shutdownTimeout: { env: 'PIGEON_SHUTDOWN_TIMEOUT', kind: 'duration', default: '30s', min: 1, max: 3600, doc: 'Longest wait for in-flight requests on SIGTERM before connections are cut.' },
   headersTimeout: { env: 'PIGEON_HEADERS_TIMEOUT', kind: 'duration', default: '10s', min: 1, max: 600, doc: 'Time a client has to send its request headers.' },
   requestTimeout: { env: 'PIGEON_REQUEST_TIMEOUT', kind: 'duration', default: '5m', min: 1, max: 86400, doc: 'Time a client has to send a whole request.' },
@@ -113,6 +117,8 @@ function parseValue(key: string, entry: Entry, raw: string): unknown {
   switch (entry.kind) {
     case 'string':
       return raw;
+    case 'url':
+      return raw === '' ? raw : checkDatabaseUrl(entry.env, raw);
     case 'list':
       return raw
         .split(',')
@@ -159,13 +165,63 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   return config;
 }
 
-/** The config as it may be logged: secrets masked. */
+/** The config as it may be logged: secrets masked, a URL's password too. */
 export function redactedConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, entry] of Object.entries(CONFIG_TABLE) as [keyof Config, Entry][]) {
-    out[key] = entry.secret && config[key] ? '[redacted]' : config[key];
+    const value = config[key];
+    out[key] = entry.secret && value ? '[redacted]' : entry.kind === 'url' && typeof value === 'string' ? redactUrl(value) : value;
   }
   return out;
+}
+
+/** What stands in for a masked password (characters a URL keeps as they are). */
+const REDACTED = '***';
+
+/**
+ * `url` as it may be logged: its password (user-info or `?password=`) replaced. Text that is no URL at all is
+ * replaced whole, since where a password would be in it cannot be told.
+ */
+export function redactUrl(url: string): string {
+  if (url === '') return url;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return REDACTED;
+  }
+  if (u.password) u.password = REDACTED;
+  if (u.searchParams.has('password')) u.searchParams.set('password', REDACTED);
+  return u.toString();
+}
+
+/**
+ * PIGEON_DATABASE_URL: a postgres:// or postgresql:// URL (libpq's form; the host may instead come as `?host=` for a
+ * Unix socket). A bad one is refused naming what is wrong, showing the value with its password masked.
+ */
+function checkDatabaseUrl(env: string, raw: string): string {
+  const shown = redactUrl(raw);
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    throw new ConfigError(env, 'expected a URL like postgres://user:password@host:5432/database (a password with @ : / ? # or % in it must be percent-encoded)');
+  }
+  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:') {
+    throw new ConfigError(env, `expected a postgres:// or postgresql:// URL (got ${JSON.stringify(shown)}); leave it empty for the embedded SQLite file`);
+  }
+  if (!u.hostname && !u.searchParams.get('host')) {
+    throw new ConfigError(env, `names no host (got ${JSON.stringify(shown)})`);
+  }
+  if (u.port && !(Number(u.port) >= 1 && Number(u.port) <= 65535)) throw new ConfigError(env, `bad port (got ${JSON.stringify(shown)})`);
+  try {
+    decodeURIComponent(u.username);
+    decodeURIComponent(u.password);
+    decodeURIComponent(u.pathname);
+  } catch {
+    throw new ConfigError(env, `bad percent-encoding in the user, password or database name (got ${JSON.stringify(shown)})`);
+  }
+  return raw;
 }
 
 /** Markdown table for the README. */

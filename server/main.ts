@@ -4,8 +4,14 @@
  *
  * PIGEON_WORKERS=1 runs all of it in this one process. Above 1 (0, the default: one per available core) this process
  * becomes the cluster's primary (server/cluster.ts): it migrates, seeds and makes the keys once, forks the workers —
- * each runs `serve` below over the same SQLite file and the shared listening sockets — serves the metrics listener
- * with every worker's sums, and logs `ready` once every worker is listening.
+ * each runs `serve` below over the same store and the shared listening sockets — serves the metrics listener with
+ * every worker's sums, and logs `ready` once every worker is listening.
+ *
+ * The store is the embedded SQLite file, or PostgreSQL when PIGEON_DATABASE_URL is set (server/database.ts): then
+ * any number of servers ("nodes", behind a load balancer) may share the database, and each worker process is a node
+ * of its own. What must happen once across all of them — the purges, the outbox relay — runs under the store's
+ * `exclusive` (an advisory lock), the keys are kept in the database, the token endpoint counts there, and every node
+ * hears every other's commits (push events, hot-cache invalidations) from the database's feed.
  */
 import cluster from 'node:cluster';
 import os from 'node:os';
@@ -14,25 +20,30 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { loadConfig, ConfigError, redactedConfig, issuerOf, type Config } from './config';
 import { createLogger, drainLogs, writeStderr } from './logger';
-import { openSqliteStore } from './store/sqlite';
 import { loadKeys } from './auth/keys';
 import { loadCertificate } from './tls';
 import { createApp } from './app';
 import { listenHttps } from './httpsServer';
 import { withFastLane } from './http/fastLane';
 import { systemClock } from './clock';
-import { databaseFile } from './paths';
+import { JOBS, nodeName, openConfiguredStore, storeLocation, usesPostgres, type ConfiguredStore } from './database';
 import { LAST_SEEN_FLUSH_MS } from './devices/service';
 import { seedDemo } from './demo/seed';
 import { startLmtp } from './lmtp/server';
 import { startMetricsServer } from './http/metricsServer';
 import { DeviceSignals, type DeviceCut } from './devices/signals';
-import { createPushCluster } from './push/clusterBus';
-import { IpcRateLimitStore, startPrimary, workerCount, workerLink, type WorkerLink } from './cluster';
+import { createPushCluster, processPush } from './push/clusterBus';
+import { DatabaseRateLimitStore, IpcRateLimitStore, startPrimary, workerCount, workerLink, type WorkerLink } from './cluster';
 import type { AppCluster } from './app';
 
 /** The last log lines get this long to reach a slow output before exit; a stuck one (stalled pipe) is given up. */
 const FINAL_LOG_FLUSH_MS = 2_000;
+/**
+ * With PostgreSQL, how often each node offers to run a relay pass (one node at a time runs it); a pass a node could
+ * not take right after queueing mail is offered again this much later.
+ */
+const RELAY_TURN_MS = 5_000;
+const RELAY_RETRY_MS = 1_000;
 
 function walkthrough(base: string, certFile: string | undefined, demo: boolean, metrics: string | undefined): string {
   const cacert = certFile ? `--cacert ${path.relative(process.cwd(), certFile)} ` : '';
@@ -67,26 +78,49 @@ async function main(): Promise<void> {
   return serve(config, undefined);
 }
 
-/** Opens and migrates the store and seeds the demo tenant when it is empty (once: the primary does it for its workers). */
-async function openStore(config: Config, log: Logger) {
-  const store = openSqliteStore(databaseFile(config));
-  if (store.migrations.applied.length) log.info({ applied: store.migrations.applied }, 'migrations applied');
-  const seeded = config.demo && (await store.users.count()) === 0;
-  if (seeded) {
-    const t0 = performance.now();
-    const result = await seedDemo(store, { clock: systemClock, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
-    log.info({ messages: result.messages, ms: Math.round(performance.now() - t0) }, 'demo tenant seeded');
+/**
+ * Opens and migrates the store and seeds the demo tenant when it is empty (once: the primary does it for its
+ * workers; with PostgreSQL, the first of the nodes starting together, the others waiting for it).
+ */
+async function openStore(config: Config, log: Logger, nodeId: string): Promise<ConfiguredStore> {
+  const store = await openConfiguredStore(config, { log, nodeId });
+  try {
+    if (store.migrations.applied.length) log.info({ applied: store.migrations.applied }, 'migrations applied');
+    if (config.demo) {
+      await store.exclusive(
+        JOBS.demoSeed,
+        async () => {
+          if ((await store.users.count()) !== 0) return;
+          const t0 = performance.now();
+          const result = await seedDemo(store, { clock: systemClock, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
+          log.info({ messages: result.messages, ms: Math.round(performance.now() - t0) }, 'demo tenant seeded');
+        },
+        { wait: true },
+      );
+    }
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
   }
   return store;
+}
+
+/** The key material: files (configured, or generated in the data directory), or, with PostgreSQL, the database's. */
+function keysFor(config: Config, store: ConfiguredStore) {
+  return loadKeys(config, store.backend === 'postgres' ? store.secrets : undefined);
 }
 
 /** The primary of PIGEON_WORKERS processes: prepares once, forks, relays, aggregates metrics, drains them all. */
 async function runPrimary(config: Config, workers: number): Promise<void> {
   const log = createLogger(config);
-  log.info({ config: redactedConfig(config), workers }, 'starting');
-  // Once, before any worker opens the file: migrations, the demo tenant, generated keys and certificate.
-  await (await openStore(config, log)).close();
-  await loadKeys(config);
+  log.info({ config: redactedConfig(config), store: storeLocation(config), workers }, 'starting');
+  // Once, before any worker opens the store: migrations, the demo tenant, generated keys and certificate.
+  const store = await openStore(config, log, nodeName(config, 'primary'));
+  try {
+    await keysFor(config, store);
+  } finally {
+    await store.close();
+  }
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
 
@@ -136,16 +170,22 @@ async function runPrimary(config: Config, workers: number): Promise<void> {
 
 /**
  * The server: the whole of it in one process (`link` undefined), or one worker of several (server/cluster.ts): then
- * commits, device cuts, push channels, watermarks and the token endpoint's counts are shared through the primary,
- * the relay and the purges run only in the worker the primary names leader, and the primary serves metrics and
- * logs `ready`.
+ * device cuts, push channels, watermarks, the token endpoint's counts (SQLite) and commits (SQLite) are shared
+ * through the primary, the relay and the purges run only in the worker the primary names leader, and the primary
+ * serves metrics and logs `ready`. With PostgreSQL every process is a node: commits reach it from the database, the
+ * token endpoint counts in the database, and the leaders of all the nodes take turns at the relay and the purges.
  */
 async function serve(config: Config, link: WorkerLink | undefined): Promise<void> {
-  const log = link ? createLogger(config).child({ worker: link.id }) : createLogger(config);
-  if (!link) log.info({ config: redactedConfig(config) }, 'starting');
+  const nodeId = nodeName(config, link ? `w${link.id}` : undefined);
+  const processLog = link ? createLogger(config).child({ worker: link.id }) : createLogger(config);
+  // Sharing a database, the logs of many nodes end up together: each line names its node.
+  const log = usesPostgres(config) ? processLog.child({ node: nodeId }) : processLog;
+  if (!link) log.info({ config: redactedConfig(config), store: storeLocation(config) }, 'starting');
 
-  const store = link ? openSqliteStore(databaseFile(config)) : await openStore(config, log);
-  const keys = await loadKeys(config);
+  const store = link ? await openConfiguredStore(config, { log, nodeId }) : await openStore(config, log, nodeId);
+  const postgres = store.backend === 'postgres' ? store : undefined;
+  if (postgres) log.info('sharing the database with the other nodes');
+  const keys = await keysFor(config, store);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
 
@@ -160,11 +200,19 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     link.on('drain', (m) => (stop ? void stop(String(m.signal)) : (drainAsked = String(m.signal))));
     deviceSignals = signals;
     shared = {
-      push: createPushCluster(link, log),
-      rateLimitStore: (name) => new IpcRateLimitStore(link, name),
+      push: createPushCluster(link, log, { commitsFromStore: Boolean(postgres) }),
+      rateLimitStore: postgres ? (name) => new DatabaseRateLimitStore(postgres.counters, name) : (name) => new IpcRateLimitStore(link, name),
       outboxQueued: () => {
-        if (!leading) link.send({ pigeon: 'kick' });
+        if (postgres) relayTurn();
+        else if (!leading) link.send({ pigeon: 'kick' });
       },
+    };
+  } else if (postgres) {
+    // One process, one node of several: only the token endpoint's counts are shared (in the database).
+    shared = {
+      push: processPush(log),
+      rateLimitStore: (name) => new DatabaseRateLimitStore(postgres.counters, name),
+      outboxQueued: () => relayTurn(),
     };
   }
   const { app, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics } = createApp({ config, store, keys, clock: systemClock, log, deviceSignals, cluster: shared });
@@ -186,39 +234,75 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   }, LAST_SEEN_FLUSH_MS);
   lastSeen.unref();
 
-  // What runs once per server: in the one process, or in the leader among the workers.
+  // With PostgreSQL, a relay pass runs on whichever node offers first, and on one node at a time: offered by the
+  // leader's timer, and at once by the process that queued mail (offered again soon when another node's pass held it,
+  // since that pass may have looked at the queue just before the new mail).
+  let relayStopping = false;
+  let relayRetry: NodeJS.Timeout | undefined;
+  function relayTurn(): void {
+    if (!postgres || relayStopping) return;
+    inBackground(async () => {
+      try {
+        const turn = await store.exclusive(JOBS.relay, () => relay.runOnce());
+        if (!turn.ran && !relayRetry && !relayStopping) {
+          relayRetry = setTimeout(() => {
+            relayRetry = undefined;
+            relayTurn();
+          }, RELAY_RETRY_MS);
+          relayRetry.unref();
+        }
+      } catch (err) {
+        log.error({ err }, 'outbox relay turn failed');
+      }
+    });
+  }
+
+  /** Runs a job on a timer, on one node at a time (with SQLite, this process is the only one that runs jobs). */
+  const everyInterval = (job: string, seconds: number, run: () => Promise<void>) => {
+    const timer = setInterval(() => {
+      inBackground(async () => {
+        try {
+          await store.exclusive(job, run);
+        } catch (err) {
+          log.error({ err, job }, `${job.replace(/-/g, ' ')} failed`);
+        }
+      });
+    }, seconds * 1000);
+    timer.unref();
+    return timer;
+  };
+
+  // What runs once per server: in the one process, or in the leader among the workers; with PostgreSQL, the leaders
+  // of every node take turns (each job on one node at a time).
   let purge: NodeJS.Timeout | undefined;
   let history: NodeJS.Timeout | undefined;
+  let relayTimer: NodeJS.Timeout | undefined;
   const lead = () => {
     // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
-    purge = setInterval(() => {
-      inBackground(async () => {
-        try {
-          const purged = await devices.purgeInactive();
-          if (purged.length) log.info({ purged: purged.map((d) => ({ id: d.id, userId: d.userId })) }, 'inactive devices purged');
-        } catch (err) {
-          log.error({ err }, 'device purge failed');
-        }
-      });
-    }, config.devicePurgeInterval * 1000);
-    purge.unref();
+    purge = everyInterval(JOBS.devicePurge, config.devicePurgeInterval, async () => {
+      const purged = await devices.purgeInactive();
+      if (purged.length) log.info({ purged: purged.map((d) => ({ id: d.id, userId: d.userId })) }, 'inactive devices purged');
+    });
     // Tombstones older than the history horizon go (their tokens then answer 410 tokenExpired), and so do
-    // idempotency records older than a day.
-    history = setInterval(() => {
-      inBackground(async () => {
-        try {
-          const now = Date.now();
-          const tombstones = await store.mailboxes.purgeHistory(now - config.changeHistory * 1000);
-          const replays = await store.idempotency.purge(now - 24 * 3600_000);
-          if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
-        } catch (err) {
-          log.error({ err }, 'history purge failed');
-        }
-      });
-    }, config.historyPurgeInterval * 1000);
-    history.unref();
-    // The relay worker's first pass sends what an earlier run left queued.
-    relay.start();
+    // idempotency records older than a day (and, with PostgreSQL, the rate-limit counts of ended windows).
+    history = everyInterval(JOBS.historyPurge, config.historyPurgeInterval, async () => {
+      const now = Date.now();
+      const tombstones = await store.mailboxes.purgeHistory(now - config.changeHistory * 1000);
+      const replays = await store.idempotency.purge(now - 24 * 3600_000);
+      const counts = postgres ? await postgres.counters.sweep() : 0;
+      if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
+      if (counts) log.debug({ counts }, 'ended rate-limit windows purged');
+    });
+    if (postgres) {
+      // The first turn sends what an earlier run left queued; then every few seconds, whichever node is free.
+      log.info({ everyMs: RELAY_TURN_MS }, 'outbox relay takes turns with the other nodes');
+      relayTurn();
+      relayTimer = setInterval(relayTurn, RELAY_TURN_MS);
+      relayTimer.unref();
+    } else {
+      // The relay worker's first pass sends what an earlier run left queued.
+      relay.start();
+    }
   };
   if (link) {
     link.on('lead', () => {
@@ -226,7 +310,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
       leading = true;
       lead();
     });
-    link.on('kick', () => relay.kick());
+    link.on('kick', () => (postgres ? relayTurn() : relay.kick()));
     // A scrape of the primary's metrics listener asks every worker for its registry.
     link.on('metrics?', (m) => {
       metrics.registry.getMetricsAsJSON().then(
@@ -265,6 +349,9 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     clearInterval(lastSeen);
     clearInterval(history);
     clearInterval(buckets);
+    clearInterval(relayTimer);
+    clearTimeout(relayRetry);
+    relayStopping = true;
     lag.stop();
     // Event streams and waiting pings never finish on their own: end them first (pings answer `{"changed":[]}`),
     // or the drain would wait the whole shutdown timeout for them.

@@ -1,6 +1,7 @@
 /**
- * Admin CLI: `npm run admin -- <command> [options]`. Works on the store file directly (the server may be running:
- * SQLite's WAL and busy timeout make that safe).
+ * Admin CLI: `npm run admin -- <command> [options]`. Works on the configured store directly, also while the server
+ * runs: the SQLite file (its WAL and busy timeout make that safe) or, with PIGEON_DATABASE_URL, PostgreSQL (the
+ * servers hear its changes from the database's feed, as they hear each other's).
  *
  *   add-user --username U [--password P] [--admin] [--display-name N] [--email E]
  *   set-password --username U [--password P]      (revokes every session of U)
@@ -16,8 +17,9 @@
  * so it need not appear in shell history.
  *
  * `import` goes through the same delivery path as LMTP (server/mail/import.ts). It runs in this process, not the
- * server's, so devices connected to a running server get no push event for imported mail: they see it on their next
- * sync (apps sync at start and on a timer). Exit status: 0 when every message was stored or was a duplicate, 1 when
+ * server's, so with SQLite devices connected to a running server get no push event for imported mail: they see it on
+ * their next sync (apps sync at start and on a timer). With PostgreSQL the database's feed tells the servers, as it
+ * does of any node's commits. Exit status: 0 when every message was stored or was a duplicate, 1 when
  * some failed (each is listed), 2 when the user or folder does not exist.
  */
 import fs from 'node:fs';
@@ -25,10 +27,9 @@ import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import cliProgress from 'cli-progress';
 import { loadConfig, configMarkdown, ConfigError, type Config } from '../config';
-import { openSqliteStore } from '../store/sqlite';
+import { JOBS, nodeName, openConfiguredStore } from '../database';
 import { systemClock } from '../clock';
 import { createUserAdmin, UserAdminError } from '../admin/users';
-import { databaseFile } from '../paths';
 import { createDeviceService } from '../devices/service';
 import { DeviceSignals } from '../devices/signals';
 import { createDelivery } from '../mail/delivery';
@@ -188,7 +189,8 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
   });
   const { PIGEON_ADMIN_PASSWORD: _ignored, ...env } = process.env;
   const config = loadConfig(env);
-  const store = openSqliteStore(databaseFile(config));
+  // A command is a few statements at a time: two connections are plenty.
+  const store = await openConfiguredStore(config, { nodeId: nodeName(config, 'admin'), poolSize: 2 });
   try {
     const admin = createUserAdmin(store, systemClock);
     const needUser = () => {
@@ -227,7 +229,9 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
           maxDevicesPerUser: config.maxDevicesPerUser,
           inactivityMs: config.deviceInactivity * 1000,
         });
-        const purged = await devices.purgeInactive();
+        // Not while a server's purge runs (with PostgreSQL: on any node); after it, this one finds what is left.
+        const turn = await store.exclusive(JOBS.devicePurge, () => devices.purgeInactive(), { wait: true });
+        const purged = turn.ran ? turn.value : [];
         for (const d of purged) out(`purged ${d.id}\t${d.deviceId}\tuser ${d.userId}`);
         out(`${purged.length} inactive device(s) purged`);
         return 0;

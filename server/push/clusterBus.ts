@@ -1,10 +1,12 @@
 /**
  * Push across worker processes (server/cluster.ts): what one worker's channels must learn from the others.
  *
- * - The change feed. `ClusterBus` publishes each commit to this process's subscribers at once, then sends it to the
- *   primary, which relays it to every other worker, where it reaches their subscribers as if committed there. A
- *   message is a `CommittedChange` (a user id, a modseq, folder ids): the subscriber reads what it needs from its
- *   own SQLite connection, which sees the commit (it was committed before it was published).
+ * - The change feed (SQLite). `ClusterBus` publishes each commit to this process's subscribers at once, then sends
+ *   it to the primary, which relays it to every other worker, where it reaches their subscribers as if committed
+ *   there. A message is a `CommittedChange` (a user id, a modseq, folder ids): the subscriber reads what it needs
+ *   from its own SQLite connection, which sees the commit (it was committed before it was published). With
+ *   PostgreSQL every worker is a node whose store hears every other node's commits (LISTEN/NOTIFY), so the bus stays
+ *   in the process (`commitsFromStore`): relaying them as well would deliver each twice.
  * - Channels. The per-user cap and the one-live-channel-per-device rule hold across the workers:
  *   `ClusterChannelRegistry` tells the primary of each channel it opens and releases; the primary keeps the book of
  *   every worker's channels (`ChannelBook`), tells a worker when its channel of a device was replaced by one opened
@@ -204,9 +206,17 @@ export class ChannelBook {
   }
 }
 
+export interface PushClusterOptions {
+  /**
+   * The store already tells this process of every other process's commits (PostgreSQL's feed): the bus then only
+   * publishes locally, and commits do not travel through the primary.
+   */
+  commitsFromStore?: boolean;
+}
+
 /** Push's share of a worker's link: the bus, the cross-worker registry and the watermark notes. */
-export function createPushCluster(link: ClusterLink, log?: Logger): PushCluster {
-  const bus = new ClusterBus(link, log);
+export function createPushCluster(link: ClusterLink, log?: Logger, options: PushClusterOptions = {}): PushCluster {
+  const bus = options.commitsFromStore ? new InProcessBus(log) : new ClusterBus(link, log);
   return {
     bus,
     registry: (maxPerUser) => new ClusterChannelRegistry(maxPerUser, link),
@@ -215,4 +225,12 @@ export function createPushCluster(link: ClusterLink, log?: Logger): PushCluster 
       return (deviceRecordId, folderId, modseq) => link.send({ pigeon: 'wm', r: deviceRecordId, f: folderId, m: modseq });
     },
   };
+}
+
+/**
+ * One process's push in the shape of a cluster's: what createPush builds when it is given none (a node without
+ * workers that shares PostgreSQL with other nodes needs an `AppCluster` for the shared rate limits, not for push).
+ */
+export function processPush(log?: Logger): PushCluster {
+  return { bus: new InProcessBus(log), registry: (maxPerUser) => new ChannelRegistry(maxPerUser), watermarks: () => () => undefined };
 }

@@ -389,7 +389,19 @@ export interface StoreInfra {
   close(): Promise<void>;
   /** The durability settings of every open connection (tests and /readyz check them). */
   connectionPragmas(): Promise<ConnectionPragmas[]>;
+  /**
+   * Runs `fn` unless `task` is running elsewhere: what must happen once across every node sharing the data (the
+   * purges, the outbox relay). PostgreSQL: an advisory lock named after `task`, taken on a session of its own, held
+   * while `fn` runs and released after; a node that dies loses it with its session. Answers `{ ran: false }` at once
+   * when another node (or this one) holds it, or, with `wait`, waits for it. SQLite: one process per file runs these
+   * jobs (server/cluster.ts names the leader), so `fn` runs; a second call for a task still running in this store is
+   * `{ ran: false }` all the same. `fn`'s rejection is this call's.
+   */
+  exclusive<T>(task: string, fn: () => Promise<T>, options?: { wait?: boolean }): Promise<Exclusive<T>>;
 }
+
+/** What `exclusive` did: ran `fn` (and what it answered), or left it to whoever holds the task. */
+export type Exclusive<T> = { ran: true; value: T } | { ran: false };
 
 /**
  * The domain operations, written as plain signatures: the SQLite backend implements them synchronously; the store

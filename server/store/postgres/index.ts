@@ -24,6 +24,9 @@
  * Connections: `synchronous_commit = on` on every one (nothing acknowledged is lost), `lock_timeout` 5 s unless the
  * server or the URL sets one (SQLite's busy_timeout: a lock that does not come answers StoreBusy), statements
  * prepared by name on each connection so the server keeps their plans, BIGINT read as a JS number.
+ *
+ * Besides the `Store` contract, for the nodes sharing the database: `exclusive` (a job on one node at a time, on a
+ * session of its own: exclusive.ts), the shared key material and the token endpoint's rate-limit counts (shared.ts).
  */
 import crypto from 'node:crypto';
 import { Pool, types as pgTypes, type PoolClient, type PoolConfig, type QueryResult } from 'pg';
@@ -35,12 +38,16 @@ import { accountSteps } from './accounts';
 import { contentSteps } from './content';
 import { deviceSteps } from './devices';
 import { isConnectionLost, isRetryable, storeError } from './errors';
+import { exclusiveRunner } from './exclusive';
 import { NOTIFY, feedPayloads, listenToFeed, parseFeedMessage, type FeedListener } from './feed';
 import { mailSteps } from './mail';
 import { migrate, type MigrationReport } from './migrate';
+import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
 export { MIGRATIONS_DIR, migrate, type MigrationReport } from './migrate';
+export { exclusiveLockKey } from './exclusive';
+export type { SharedCounters, SharedSecrets, WindowCount } from './shared';
 
 export interface PostgresStoreOptions {
   /** Connections in the pool (default 10), besides the one that listens to the feed. */
@@ -55,6 +62,10 @@ export interface PostgresStore extends Store {
   /** This store's name in the commit feed: notifications it sent come back to it and are told apart by it. */
   readonly nodeId: string;
   readonly migrations: MigrationReport;
+  /** Key material every node shares (when no key files are configured): server/auth/keys.ts. */
+  readonly secrets: SharedSecrets;
+  /** The token endpoint's rate-limit counts, shared by every node. */
+  readonly counters: SharedCounters;
 }
 
 /**
@@ -262,6 +273,9 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       : (...args: unknown[]) => transact((tx) => call(tx, args), false);
   });
 
+  // Cluster-wide jobs hold their advisory locks on a session of their own (exclusive.ts).
+  const jobs = exclusiveRunner({ ...connection, fallback_application_name: 'pigeon jobs' }, fail, log);
+
   let closing: Promise<void> | undefined;
 
   return {
@@ -269,6 +283,9 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     backend: 'postgres',
     nodeId,
     migrations,
+    secrets: sharedSecrets(pool, fail),
+    counters: sharedCounters(pool, fail),
+    exclusive: jobs.exclusive,
     run: (unit) => transact(unit, true),
     onCommit(listener) {
       commitListeners.add(listener);
@@ -284,6 +301,7 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     },
     close: () =>
       (closing ??= (async () => {
+        await jobs.close();
         await feed.close();
         await pool.end();
       })()),

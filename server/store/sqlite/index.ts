@@ -11,6 +11,7 @@ import { contentRepositories } from './content';
 import {
   type CommittedChange,
   type ConnectionPragmas,
+  type Exclusive,
   type Invalidation,
   type NewRefreshToken,
   type NewUser,
@@ -325,6 +326,22 @@ export function openSqliteStore(file: string): SqliteStore {
     ...contentRepositories(sql),
   };
 
+  // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.
+  const runningTasks = new Map<string, Promise<unknown>>();
+  async function exclusive<T>(task: string, fn: () => Promise<T>, options: { wait?: boolean } = {}): Promise<Exclusive<T>> {
+    for (let running = runningTasks.get(task); running; running = runningTasks.get(task)) {
+      if (!options.wait) return { ran: false };
+      await running.catch(() => undefined);
+    }
+    const run = fn();
+    runningTasks.set(task, run);
+    try {
+      return { ran: true, value: await run };
+    } finally {
+      runningTasks.delete(task);
+    }
+  }
+
   const steps = stepsOf(store);
   const asyncMethods = mapMethods<AsyncMethods>(store, (_g, _n, fn) => (...args: never[]) => answer(() => fn(...args)));
 
@@ -345,6 +362,7 @@ export function openSqliteStore(file: string): SqliteStore {
     },
     dataVersion: () => answer(() => sql('PRAGMA data_version').pluck().get() as number),
     ping: () => answer(() => void sql('SELECT 1').get()),
+    exclusive,
     close: () => answer(() => {
       if (!db.open) return;
       db.pragma('optimize'); // refresh planner statistics where SQLite thinks they are stale (cheap, recommended at close)
