@@ -38,6 +38,7 @@ import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
 import { deviceRateLimit, eventLoopLag, loadShedder, shedCheck, type LagSource } from './http/overload';
 import { createFastLane, expressIp } from './http/fastLane';
+import { regionsOf } from './regions';
 
 export interface AppDeps {
   config: Config;
@@ -76,12 +77,15 @@ export function createApp(deps: AppDeps) {
   const { config, keys, clock, log } = deps;
   const store = withHotCache(deps.store); // users, sign-ins, devices and access rules from memory (store/cached.ts)
   const issuer = issuerOf(config);
+  // The region this node serves and the public directory of the others (README, "Regions").
+  const regions = regionsOf(config);
   const accessTokens = createAccessTokens({
     keys,
     clock,
     issuer,
     audience: config.audience,
     ttlSeconds: config.accessTokenTtl,
+    region: regions.region,
   });
   const deviceSignals = deps.deviceSignals ?? new DeviceSignals();
   const devices = createDeviceService({
@@ -176,19 +180,22 @@ export function createApp(deps: AppDeps) {
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist. /admin needs an administrator, held to the same device rules.
   const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
-  const authenticator = store.hotCache.perRequest(createAuthenticator(store, accessTokens, now, judgeDevice));
+  // A token of another region gets 421 wrongRegion with that region's base URL, on /v1 and /admin and in the fast lane.
+  const authenticator = store.hotCache.perRequest(createAuthenticator(store, accessTokens, now, judgeDevice, regions));
   app.use('/v1', authenticate(authenticator), deviceGate(devices), deviceLimit);
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
   // Every route, from the one table (server/routes.ts), through the one adapter (http/table.ts).
   const routes = routeTable({
     config,
+    regions,
     ready: store,
     auth: {
       auth,
       accessTokens,
       keys,
       issuer,
+      regions,
       maxRequestBytes: config.maxRequestBytes,
       loginFailuresPerUser: config.loginFailuresPerUser,
       loginFailuresPerUserGlobal: config.loginFailuresPerUserGlobal,

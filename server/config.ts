@@ -25,6 +25,8 @@ export const CONFIG_TABLE = {
   dataDir: { env: 'PIGEON_DATA_DIR', kind: 'string', default: 'data', doc: 'Directory for the SQLite file and generated keys (with PIGEON_DATABASE_URL: only the generated development certificate).' },
   databaseUrl: { env: 'PIGEON_DATABASE_URL', kind: 'url', default: '', doc: 'PostgreSQL to keep everything in (postgres://user:password@host:5432/database); several nodes may share one. Empty: the embedded SQLite file in PIGEON_DATA_DIR. Its password is never logged.' },
   databasePoolSize: { env: 'PIGEON_DATABASE_POOL_SIZE', kind: 'int', default: '10', min: 1, max: 1000, doc: 'PostgreSQL connections each server process keeps (besides one that listens to the commit feed and one for cluster-wide jobs).' },
+  region: { env: 'PIGEON_REGION', kind: 'string', default: 'default', doc: 'The region this node serves (1 to 32 of a-z 0-9 -): it creates tenants there and refuses to start on a store holding a tenant of another region (README, "Regions").' },
+  regions: { env: 'PIGEON_REGIONS', kind: 'list', default: '', doc: "The public directory of regions, comma-separated `name=https://base-url` (this node's own may be listed, else its base URL is the issuer): a token of a listed region gets 421 wrongRegion naming its base URL; the session and discovery documents show it." },
   nodeId: { env: 'PIGEON_NODE_ID', kind: 'string', default: '', doc: "This node's name among the nodes sharing PIGEON_DATABASE_URL (logs, the commit feed), to which each process adds its worker number and random characters, so no two share one; empty: the host name and process id." },
   tlsCert: { env: 'PIGEON_TLS_CERT', kind: 'string', default: '', doc: 'PEM certificate chain; empty generates a self-signed dev certificate in certs/.' },
   tlsKey: { env: 'PIGEON_TLS_KEY', kind: 'string', default: '', doc: 'PEM private key for PIGEON_TLS_CERT.', secret: true },
@@ -162,7 +164,48 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (config.metricsToken && !/^[A-Za-z0-9._~+/-]{16,}=*$/.test(config.metricsToken)) {
     throw new ConfigError('PIGEON_METRICS_TOKEN', 'must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / -');
   }
+  checkRegions(config);
   return config;
+}
+
+/** A region's name: short, lower-case, safe in a URL, a log line and a file name. */
+const REGION_NAME = /^[a-z0-9-]{1,32}$/;
+
+/** PIGEON_REGION and PIGEON_REGIONS: well-formed names and base URLs, each region listed once. */
+function checkRegions(config: Config): void {
+  if (!REGION_NAME.test(config.region)) {
+    throw new ConfigError('PIGEON_REGION', `expected 1 to 32 of a-z 0-9 - (got ${JSON.stringify(config.region)})`);
+  }
+  regionDirectory(config);
+}
+
+/**
+ * The directory of regions, name → base URL (no trailing slash), from PIGEON_REGIONS, with this node's own region
+ * added at the issuer's URL when the list does not name it. A bad entry is a ConfigError naming it.
+ */
+export function regionDirectory(config: Pick<Config, 'region' | 'regions' | 'issuer' | 'host' | 'port'>): Record<string, string> {
+  const env = 'PIGEON_REGIONS';
+  const directory: Record<string, string> = {};
+  for (const entry of config.regions) {
+    const eq = entry.indexOf('=');
+    const name = eq < 0 ? entry : entry.slice(0, eq).trim();
+    const raw = eq < 0 ? '' : entry.slice(eq + 1).trim();
+    if (eq < 0) throw new ConfigError(env, `expected name=https://base-url, comma-separated (got ${JSON.stringify(entry)})`);
+    if (!REGION_NAME.test(name)) throw new ConfigError(env, `region names are 1 to 32 of a-z 0-9 - (got ${JSON.stringify(name)})`);
+    if (Object.hasOwn(directory, name)) throw new ConfigError(env, `region ${name} is listed twice`);
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new ConfigError(env, `region ${name}: expected an https:// base URL (got ${JSON.stringify(raw)})`);
+    }
+    if (url.protocol !== 'https:' || url.username || url.password || url.search || url.hash || raw.includes('?') || raw.includes('#')) {
+      throw new ConfigError(env, `region ${name}: expected an https:// base URL without credentials, query or fragment (got ${JSON.stringify(raw)})`);
+    }
+    directory[name] = url.toString().replace(/\/+$/, '');
+  }
+  directory[config.region] ??= issuerOf(config);
+  return directory;
 }
 
 /** The config as it may be logged: secrets masked, a URL's password too. */
@@ -232,6 +275,6 @@ export function configMarkdown(): string {
   return ['| variable | type | default | meaning |', '|---|---|---|---|', ...rows].join('\n');
 }
 
-export function issuerOf(config: Config): string {
+export function issuerOf(config: Pick<Config, 'issuer' | 'host' | 'port'>): string {
   return config.issuer || `https://${config.host}:${config.port}`;
 }

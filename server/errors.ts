@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'folderNotFound'
   | 'itemNotFound'
   | 'methodNotAllowed'
+  | 'wrongRegion'
   | 'folderProtected'
   | 'wipePending'
   | 'resyncRequired'
@@ -51,6 +52,7 @@ const TITLES: Record<ErrorCode, string> = {
   folderNotFound: 'Folder not found',
   itemNotFound: 'Item not found',
   methodNotAllowed: 'Method not allowed',
+  wrongRegion: 'Misdirected request',
   folderProtected: 'Folder protected',
   wipePending: 'Wipe pending',
   resyncRequired: 'Resync required',
@@ -116,6 +118,12 @@ export const errors = {
     new ApiError(405, 'methodNotAllowed', `Allowed methods: ${allowed.join(', ')}.`, {}, {
       Allow: allowed.join(', '),
     }),
+  /**
+   * The mailbox lives in another region (README, "Regions"): its base URL, from this node's directory — never from
+   * the request, so the answer cannot be made to point anywhere else.
+   */
+  wrongRegion: (region: string, baseUrl: string) =>
+    new ApiError(421, 'wrongRegion', `This mailbox is served by region ${region}; send its requests to ${baseUrl}.`, { region, baseUrl }),
   payloadTooLarge: (limitBytes: number) =>
     new ApiError(413, 'payloadTooLarge', `The request body exceeds ${limitBytes} bytes.`),
   unsupportedMediaType: (expected: string) =>

@@ -35,6 +35,7 @@ import { DeviceSignals, type DeviceCut } from './devices/signals';
 import { createPushCluster, processPush } from './push/clusterBus';
 import { DatabaseRateLimitStore, IpcRateLimitStore, startPrimary, workerCount, workerLink, type WorkerLink } from './cluster';
 import type { AppCluster } from './app';
+import { checkStoreRegion, WrongRegionStore } from './regions';
 
 /** The last log lines get this long to reach a slow output before exit; a stuck one (stalled pipe) is given up. */
 const FINAL_LOG_FLUSH_MS = 2_000;
@@ -79,20 +80,37 @@ async function main(): Promise<void> {
 }
 
 /**
- * Opens and migrates the store and seeds the demo tenant when it is empty (once: the primary does it for its
- * workers; with PostgreSQL, the first of the nodes starting together, the others waiting for it).
+ * Opens (and migrates) the store and refuses it when it holds a tenant of another region than PIGEON_REGION: a node
+ * pointed at the wrong store must never write one region's data into another's (README, "Regions").
+ */
+async function openRegionStore(config: Config, log: Logger, nodeId: string): Promise<ConfiguredStore> {
+  const store = await openConfiguredStore(config, { log, nodeId });
+  try {
+    await checkStoreRegion(store, config.region);
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  return store;
+}
+
+/**
+ * Opens and migrates the store, checks its region and seeds the demo tenant (in this region) when it is empty (once:
+ * the primary does it for its workers; with PostgreSQL, the first of the nodes starting together, the others
+ * waiting for it).
  */
 async function openStore(config: Config, log: Logger, nodeId: string): Promise<ConfiguredStore> {
   const store = await openConfiguredStore(config, { log, nodeId });
   try {
     if (store.migrations.applied.length) log.info({ applied: store.migrations.applied }, 'migrations applied');
+    await checkStoreRegion(store, config.region);
     if (config.demo) {
       await store.exclusive(
         JOBS.demoSeed,
         async () => {
           if ((await store.users.count()) !== 0) return;
           const t0 = performance.now();
-          const result = await seedDemo(store, { clock: systemClock, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
+          const result = await seedDemo(store, { clock: systemClock, region: config.region, log: (msg: string, extra?: object) => log.info(extra ?? {}, msg) });
           log.info({ messages: result.messages, ms: Math.round(performance.now() - t0) }, 'demo tenant seeded');
         },
         { wait: true },
@@ -182,9 +200,10 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   const log = usesPostgres(config) ? processLog.child({ node: nodeId }) : processLog;
   if (!link) log.info({ config: redactedConfig(config), store: storeLocation(config) }, 'starting');
 
-  const store = link ? await openConfiguredStore(config, { log, nodeId }) : await openStore(config, log, nodeId);
+  const store = link ? await openRegionStore(config, log, nodeId) : await openStore(config, log, nodeId);
   const postgres = store.backend === 'postgres' ? store : undefined;
   if (postgres) log.info('sharing the database with the other nodes');
+  if (!link) log.info({ region: config.region }, 'serving region');
   const keys = await keysFor(config, store);
   const tls = await loadCertificate(config);
   if (tls.generated) log.warn({ certFile: tls.certFile }, 'generated a self-signed development certificate');
@@ -403,7 +422,9 @@ function urlHost(host: string): string {
 }
 
 main().catch(async (err) => {
-  writeStderr(`pigeon: failed to start: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  // A store of another region is a configuration mistake, told in full by its message: no stack trace.
+  const told = err instanceof WrongRegionStore ? err.message : err instanceof Error ? err.stack ?? err.message : String(err);
+  writeStderr(`pigeon: failed to start: ${told}\n`);
   await drainLogs(FINAL_LOG_FLUSH_MS);
   process.exit(1);
 });

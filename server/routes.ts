@@ -23,9 +23,11 @@ import { adminRoutes } from './admin/routes';
 import type { AdminService } from './admin/service';
 import { adminMessageRoutes } from './admin/messages';
 import type { Importer } from './mail/import';
+import type { Regions } from './regions';
 
 export interface RouteDeps {
   config: Config;
+  regions: Regions;
   ready: Pingable;
   auth: AuthRoutesOptions;
   devices: DeviceService;
@@ -48,7 +50,7 @@ export function routeTable(d: RouteDeps): Route[] {
     ...authRoutes(d.auth),
 
     // GET /v1/session
-    ...sessionRoutes(d.config, d.devices),
+    ...sessionRoutes(d.config, d.regions, d.devices),
     // GET|POST /v1/devices, POST /v1/devices/current/wipe-ack, DELETE /v1/devices/:deviceId
     ...deviceRoutes(d.devices),
     // GET /v1/folders/sync, POST /v1/folders, PATCH|DELETE /v1/folders/:folderId,

@@ -8,7 +8,7 @@ import { hashPassword, passwordProblem } from '../auth/passwords';
 
 export class UserAdminError extends Error {}
 
-export function createUserAdmin(store: Store, clock: Clock) {
+export function createUserAdmin(store: Store, clock: Clock, options: { region?: string } = {}) {
   async function find(username: string): Promise<User> {
     const user = await store.users.byUsername(username);
     if (!user) throw new UserAdminError(`no user named ${JSON.stringify(username)}`);
@@ -40,7 +40,12 @@ export function createUserAdmin(store: Store, clock: Clock) {
       const passwordHash = await hashPassword(input.password);
       const now = clock.now();
       return store.run(function* (tx) {
-        const tenantId = input.tenantId ?? (yield* tx.users.list())[0]?.tenantId ?? (yield* tx.tenants.create('Default', now)).id;
+        if (input.tenantId !== undefined && !(yield* tx.tenants.get(input.tenantId))) {
+          throw new UserAdminError(`no tenant ${JSON.stringify(input.tenantId)} (see tenant list)`);
+        }
+        // The first user of an empty store founds its tenant, in the region this store serves.
+        const tenantId =
+          input.tenantId ?? (yield* tx.users.list())[0]?.tenantId ?? (yield* tx.tenants.create('Default', now, options.region)).id;
         const user = yield* tx.users.create(
           {
             tenantId,

@@ -13,7 +13,7 @@ import crypto from 'node:crypto';
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import type { KeyMaterial } from './keys';
 import type { Clock } from '../clock';
-import type { Role } from '../store/types';
+import { DEFAULT_REGION, type Role } from '../store/types';
 
 export interface AccessClaims {
   sub: string;
@@ -25,6 +25,11 @@ export interface AccessClaims {
   /** The refresh-token family (sign-in) the token belongs to, so RFC 7009 revocation can find it. */
   sid: string;
   role: Role;
+  /**
+   * The region whose nodes serve the mailbox (README, "Regions"): set on every token issued since regions; a token
+   * without it is judged as the verifying node's region's.
+   */
+  rgn?: string;
   jti: string;
   iat: number;
   exp: number;
@@ -37,6 +42,8 @@ export interface AccessTokenOptions {
   issuer: string;
   audience: string;
   ttlSeconds: number;
+  /** The region this node serves (`default` when not given): every token it issues carries it (`rgn`). */
+  region?: string;
   /** Verified tokens remembered at most (oldest forgotten first); 0 turns the memory off. */
   verifiedCacheSize?: number;
 }
@@ -61,6 +68,7 @@ function checkTimes(claims: AccessClaims, nowMs: number): void {
 
 export function createAccessTokens(opts: AccessTokenOptions) {
   const { keys, clock, issuer, audience, ttlSeconds } = opts;
+  const region = opts.region ?? DEFAULT_REGION;
   const capacity = opts.verifiedCacheSize ?? VERIFIED_CACHE_SIZE;
   const verified = new Map<string, Readonly<AccessClaims>>();
   const stats = { hits: 0, misses: 0 };
@@ -76,9 +84,9 @@ export function createAccessTokens(opts: AccessTokenOptions) {
     ttlSeconds,
     /** Cache hits and misses so far (tests, metrics). */
     stats: () => ({ ...stats, size: verified.size }),
-    async issue(claims: Omit<AccessClaims, 'jti' | 'iat' | 'exp'>): Promise<string> {
+    async issue(claims: Omit<AccessClaims, 'jti' | 'iat' | 'exp' | 'rgn'>): Promise<string> {
       const iat = Math.floor(clock.now() / 1000);
-      const body: Record<string, unknown> = { tid: claims.tid, scope: claims.scope, sv: claims.sv, sid: claims.sid, role: claims.role };
+      const body: Record<string, unknown> = { tid: claims.tid, scope: claims.scope, sv: claims.sv, sid: claims.sid, role: claims.role, rgn: region };
       if (claims.did) body.did = claims.did;
       return new SignJWT(body)
         .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: keys.kid })
@@ -114,7 +122,12 @@ export function createAccessTokens(opts: AccessTokenOptions) {
           currentDate: new Date(clock.now()),
           clockTolerance: CLOCK_TOLERANCE_SECONDS,
         });
-        if (typeof payload.tid !== 'string' || typeof payload.sv !== 'number' || typeof payload.scope !== 'string') {
+        if (
+          typeof payload.tid !== 'string' ||
+          typeof payload.sv !== 'number' ||
+          typeof payload.scope !== 'string' ||
+          (payload.rgn !== undefined && typeof payload.rgn !== 'string')
+        ) {
           throw new InvalidAccessToken('missing claims');
         }
         claims = Object.freeze(payload as unknown as AccessClaims);

@@ -9,6 +9,7 @@ import type { RequestHandler } from 'express';
 import { errors } from '../errors';
 import type { Store, Role, User } from '../store/types';
 import { InvalidAccessToken, type AccessTokens } from './accessTokens';
+import { claimedRegion, type Regions } from '../regions';
 
 export interface AuthContext {
   /** The caller's user row, read (and checked: enabled, same tenant and session version) on this request. */
@@ -48,14 +49,33 @@ function mayCarryAccessToken(url: string): boolean {
 /** Rejects with the device's own refusal (blocked, quarantined, wiped, wipe pending) when its record says so. */
 export type DeviceJudge = (userId: string, tenantId: string, deviceId: string) => Promise<void>;
 
-/** Authenticates one request from its URL (for the query-string check) and headers; throws 401 when it cannot. */
+/** Authenticates one request from its URL (for the query-string check) and headers; throws 401 when it cannot (421 for another region's token). */
 export type Authenticator = (url: string, headers: IncomingHttpHeaders) => Promise<AuthContext>;
 
 /**
- * The bearer check, free of any HTTP framework so the Express chain and the fast lane (http/fastLane.ts) run the
- * very same code.
+ * 421 wrongRegion when the token's region is another one of the directory (README, "Regions"); nothing when it is
+ * this node's, names no region (a token from before regions is this region's) or names one the directory does not
+ * list (then the token is judged here like any other, and fails). The base URL comes from this node's directory.
  */
-export function createAuthenticator(store: Store, accessTokens: AccessTokens, now: () => number, judgeDevice?: DeviceJudge): Authenticator {
+function misdirected(regions: Regions | undefined, rgn: string | undefined): void {
+  if (!regions || rgn === undefined || rgn === regions.region || !Object.hasOwn(regions.directory, rgn)) return;
+  throw errors.wrongRegion(rgn, regions.directory[rgn]!);
+}
+
+/**
+ * The bearer check, free of any HTTP framework so the Express chain and the fast lane (http/fastLane.ts) run the
+ * very same code. With `regions`, a token of another region gets 421 wrongRegion: from its verified claim, or, when
+ * this node cannot verify it (another region's node may sign with other keys), from its unverified one — which then
+ * only picks which public directory entry the answer shows. That costs nothing on the hot path: the token is read
+ * again only when it failed verification.
+ */
+export function createAuthenticator(
+  store: Store,
+  accessTokens: AccessTokens,
+  now: () => number,
+  judgeDevice?: DeviceJudge,
+  regions?: Regions,
+): Authenticator {
   return async (url, headers) => {
     if (mayCarryAccessToken(url) && new URLSearchParams(url.slice(url.indexOf('?') + 1)).has('access_token')) {
       throw errors.unauthorized('Access tokens are accepted only in the Authorization header.');
@@ -69,10 +89,14 @@ export function createAuthenticator(store: Store, accessTokens: AccessTokens, no
       claims = await accessTokens.verify(token);
     } catch (err) {
       if (err instanceof InvalidAccessToken) {
+        misdirected(regions, claimedRegion(token));
         throw errors.unauthorized(err.message === 'expired' ? 'The access token has expired.' : 'The access token is not valid.');
       }
       throw err;
     }
+    misdirected(regions, claims.rgn);
+    // A verified token of a region the directory does not list was not issued for this node's mailboxes either.
+    if (regions && claims.rgn !== undefined && claims.rgn !== regions.region) throw errors.unauthorized('The access token is not valid.');
     // One read after the other, not both at once: the first is what checks the hot cache's data version for this
     // request (server/store/cached.ts), and two at once would both check it.
     const user = await store.users.byId(claims.sub);

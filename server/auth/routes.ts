@@ -9,12 +9,15 @@ import type { AuthService } from './service';
 import type { AccessTokens } from './accessTokens';
 import { bearerToken } from './authenticate';
 import type { KeyMaterial } from './keys';
+import type { Regions } from '../regions';
 
 export interface AuthRoutesOptions {
   auth: AuthService;
   accessTokens: AccessTokens;
   keys: KeyMaterial;
   issuer: string;
+  /** This node's region and the public directory, shown in the discovery document. */
+  regions: Regions;
   maxRequestBytes: number;
   loginFailuresPerUser: number;
   loginFailuresPerUserGlobal: number;
@@ -141,6 +144,9 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
           scopes_supported: ['mail', 'admin'],
           id_token_signing_alg_values_supported: ['EdDSA'],
           subject_types_supported: ['public'],
+          // Regions (README): this issuer's, and where every region's mailboxes are served.
+          pigeon_region: o.regions.region,
+          pigeon_regions: o.regions.directory,
         },
       }),
     },

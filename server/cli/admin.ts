@@ -3,13 +3,16 @@
  * runs: the SQLite file (its WAL and busy timeout make that safe) or, with PIGEON_DATABASE_URL, PostgreSQL (the
  * servers hear its changes from the database's feed, as they hear each other's).
  *
- *   add-user --username U [--password P] [--admin] [--display-name N] [--email E]
+ *   add-user --username U [--password P] [--admin] [--display-name N] [--email E] [--tenant ID]
  *   set-password --username U [--password P]      (revokes every session of U)
  *   revoke-sessions --username U
  *   list-users
  *   purge-devices                                  (ends partnerships unseen for PIGEON_DEVICE_INACTIVITY)
  *   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
  *   import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
+ *   tenant create --name N [--region R]           (R: PIGEON_REGION, the only region this node may create in)
+ *   tenant list
+ *   region adopt NAME                              (relabels a store created before regions as region NAME's)
  *   config-doc                                     (the config table as Markdown)
  *   help, --help, -h                               (the usage on stdout, exit 0; also `<command> --help`)
  *
@@ -21,6 +24,10 @@
  * their next sync (apps sync at start and on a timer). With PostgreSQL the database's feed tells the servers, as it
  * does of any node's commits. Exit status: 0 when every message was stored or was a duplicate, 1 when
  * some failed (each is listed), 2 when the user or folder does not exist.
+ *
+ * Regions (README): every command but `tenant list` and `region adopt` first checks that the store holds no tenant of
+ * another region than PIGEON_REGION, as the server does at start, so a CLI pointed at the wrong store changes
+ * nothing. `tenant create` for another region is refused with that region's base URL: run it there.
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -36,10 +43,12 @@ import { createDelivery } from '../mail/delivery';
 import { createImporter, emlDirectorySource, mboxFileSource, type ImportCounts, type ImportReport, type ImportTarget } from '../mail/import';
 import { MboxFormatError } from '../content/mbox';
 import type { Store } from '../store/types';
+import { adoptRegion, checkStoreRegion, regionsOf, RegionAdoptError, WrongRegionStore } from '../regions';
 
 const USAGE = `usage: npm run admin -- <command> [options]
 commands:
-  add-user --username U [--password P] [--admin] [--display-name N] [--email E]
+  add-user --username U [--password P] [--admin] [--display-name N] [--email E] [--tenant ID]
+                                                 (ID: a tenant of this store; the first user's tenant by default)
   set-password --username U [--password P]
   revoke-sessions --username U
   list-users
@@ -47,6 +56,9 @@ commands:
   reset-mailbox --username U                     (new sync epoch: every device of U resyncs; use after a restore)
   import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
                                                  (U: username, address or id; folder: inbox by default)
+  tenant create --name N [--region R]            (R must be PIGEON_REGION, the default)
+  tenant list
+  region adopt NAME                              (relabels a store created before regions as NAME's; audited)
   config-doc
   help                                           (this text; also --help, -h, or --help after a command)`;
 
@@ -148,7 +160,9 @@ async function importCommand(
   return report.failed.length ? 1 : 0;
 }
 
-const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'config-doc'];
+const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'tenant', 'region', 'config-doc'];
+/** The subcommands of the commands that have them, and how many more words each takes. */
+const SUBCOMMANDS: Record<string, Record<string, number>> = { tenant: { create: 0, list: 0 }, region: { adopt: 1 } };
 const HELP = ['help', '--help', '-h'];
 const EX_USAGE = 64;
 
@@ -172,8 +186,9 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
     out(configMarkdown());
     return 0;
   }
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: rest,
+    allowPositionals: true,
     options: {
       username: { type: 'string' },
       password: { type: 'string' },
@@ -184,15 +199,38 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
       mbox: { type: 'string' },
       eml: { type: 'string' },
       folder: { type: 'string' },
+      name: { type: 'string' },
+      region: { type: 'string' },
+      tenant: { type: 'string' },
     },
     strict: true,
   });
+  const [sub, ...words] = positionals;
+  const subcommands = SUBCOMMANDS[command];
+  if (subcommands ? sub === undefined || !Object.hasOwn(subcommands, sub) || words.length !== subcommands[sub] : positionals.length) {
+    throw new UserAdminError(
+      subcommands ? `${command}: expected one of ${Object.keys(subcommands).map((c) => `${command} ${c}`).join(', ')}` : `unexpected argument ${JSON.stringify(positionals[0])}`,
+    );
+  }
+  const action = subcommands ? `${command} ${sub}` : command;
   const { PIGEON_ADMIN_PASSWORD: _ignored, ...env } = process.env;
   const config = loadConfig(env);
+  const regions = regionsOf(config);
+  if (action === 'tenant create') {
+    if (!values.name) throw new UserAdminError('--name is required');
+    const region = values.region ?? config.region;
+    // A tenant is created by its own region's nodes, in its own region's store, never from here into another's.
+    if (region !== config.region) {
+      const where = Object.hasOwn(regions.directory, region) ? `: run it against region ${region}'s store (${regions.directory[region]})` : ' (PIGEON_REGIONS does not list it)';
+      throw new UserAdminError(`refused: this store is region ${config.region}'s (PIGEON_REGION), not ${region}'s${where}`);
+    }
+  }
   // A command is a few statements at a time: two connections are plenty.
   const store = await openConfiguredStore(config, { nodeId: nodeName(config, 'admin'), poolSize: 2 });
   try {
-    const admin = createUserAdmin(store, systemClock);
+    // As the server does at start: a store of another region is not this CLI's to change (README, "Regions").
+    if (action !== 'tenant list' && action !== 'region adopt') await checkStoreRegion(store, config.region);
+    const admin = createUserAdmin(store, systemClock, { region: config.region });
     const needUser = () => {
       if (!values.username) throw new UserAdminError('--username is required');
       return values.username;
@@ -206,6 +244,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
           role: values.admin ? 'admin' : 'user',
           displayName: values['display-name'],
           email: values.email,
+          tenantId: values.tenant,
         });
         out(`added ${user.role} ${user.username} (${user.id})`);
         return 0;
@@ -246,6 +285,40 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
       }
       case 'import':
         return await importCommand(store, config, { user: values.user, mbox: values.mbox, eml: values.eml, folder: values.folder }, out);
+      case 'tenant': {
+        if (sub === 'list') {
+          for (const t of await store.tenants.list()) out(`${t.id}\t${t.name}\t${t.region}\t${new Date(t.createdAt).toISOString()}`);
+          return 0;
+        }
+        const now = systemClock.now();
+        const name = values.name!;
+        const tenant = await store.run(function* (tx) {
+          const created = yield* tx.tenants.create(name, now, config.region);
+          yield* tx.audit.append({
+            tenantId: created.id,
+            at: now,
+            actorId: null,
+            actorName: 'system',
+            action: 'tenant.create',
+            targetType: 'tenant',
+            targetId: created.id,
+            details: { region: created.region },
+          });
+          return created;
+        });
+        out(`created tenant ${tenant.name} (${tenant.id}) in region ${tenant.region}`);
+        return 0;
+      }
+      case 'region': {
+        const region = words[0]!;
+        if (region !== config.region) {
+          throw new UserAdminError(`refused: region adopt ${region} needs PIGEON_REGION=${region} (this configuration serves ${config.region})`);
+        }
+        const adopted = await adoptRegion(store, region, systemClock.now());
+        for (const t of adopted) out(`tenant ${t.name} (${t.id}): region default → ${region}`);
+        out(`${adopted.length} tenant(s) adopted into region ${region}`);
+        return 0;
+      }
       case 'list-users': {
         for (const u of await admin.list()) out(`${u.id}\t${u.username}\t${u.role}\t${u.email}\t${u.disabled ? 'disabled' : 'active'}`);
         return 0;
@@ -264,8 +337,10 @@ if (require.main === module) {
     (code) => process.exit(code),
     (err) => {
       const known = err instanceof UserAdminError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-      process.stderr.write(`pigeon admin: ${known ? err.message : err.stack}\n${known ? USAGE + '\n' : ''}`);
-      process.exit(known ? EX_USAGE : 1);
+      // A store of another region, a refused adoption: the message says it all, and it is no usage error.
+      const refused = err instanceof WrongRegionStore || err instanceof RegionAdoptError;
+      process.stderr.write(`pigeon admin: ${known || refused ? err.message : err.stack}\n${known ? USAGE + '\n' : ''}`);
+      process.exit(known ? EX_USAGE : refused ? 2 : 1);
     },
   );
 }

@@ -30,6 +30,8 @@ const CONTACTS_BASE = Date.UTC(2025, 0, 1);
 
 export interface SeedOptions {
   clock: Clock;
+  /** The region the demo tenant is created in (the node's PIGEON_REGION); `default` when not given. */
+  region?: string;
   fixturesDir?: string;
   log?: (msg: string, extra?: object) => void;
 }
@@ -97,7 +99,7 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
   // Phase 2: one unit of work.
   const now = opts.clock.now();
   const result = await store.run(function* (tx): Step<SeedResult> {
-    const tenant = yield* tx.tenants.create(manifest.name, now);
+    const tenant = yield* tx.tenants.create(manifest.name, now, opts.region);
     const users: Record<string, string> = {};
     for (const [i, u] of manifest.users.entries()) {
       const user = yield* tx.users.create(

@@ -9,6 +9,7 @@ import { DEFAULT_WINDOW, MAX_CHANGES, MAX_WINDOW } from '../sync/itemSync';
 import { DEFAULT_PUSH_OPTIONS } from '../push/channels';
 import { sendBodyLimit } from '../send/routes';
 import type { DeviceService } from '../devices/service';
+import type { Regions } from '../regions';
 
 
 export function sessionLimits(config: Config) {
@@ -27,7 +28,7 @@ export function sessionLimits(config: Config) {
   };
 }
 
-export function sessionRoutes(config: Config, devices: DeviceService): Route[] {
+export function sessionRoutes(config: Config, regions: Regions, devices: DeviceService): Route[] {
   const limits = sessionLimits(config);
   return [
     {
@@ -52,6 +53,9 @@ export function sessionRoutes(config: Config, devices: DeviceService): Route[] {
             device: device ? await devices.view(device, user.tenantId) : null,
             scopes: auth.scopes,
             accessTokenExpiresAt: new Date(auth.expiresAt).toISOString(),
+            // Where this mailbox lives (README, "Regions"): an app keeps using this base URL for it.
+            region: regions.region,
+            regionBaseUrl: regions.baseUrl,
             limits,
           },
         };

@@ -38,9 +38,17 @@ export const WELL_KNOWN_FOLDERS: ReadonlyArray<{ kind: Exclude<FolderKind, 'mail
   { kind: 'contacts', displayName: 'Contacts' },
 ];
 
+/** The region of tenants created before regions, and of a node that names none (PIGEON_REGION). */
+export const DEFAULT_REGION = 'default';
+
 export interface Tenant {
   id: string;
   name: string;
+  /**
+   * The region whose store holds the tenant's data (README, "Regions"): a node serves one region, and refuses a store
+   * holding a tenant of another. `default` for tenants created before regions.
+   */
+  region: string;
   createdAt: number;
 }
 
@@ -409,8 +417,13 @@ export type Exclusive<T> = { ran: true; value: T } | { ran: false };
  */
 export interface StoreMethods {
   tenants: {
-    create(name: string, now: number): Tenant;
+    /** A tenant of `region` (`default` when not given). */
+    create(name: string, now: number, region?: string): Tenant;
     get(id: string): Tenant | undefined;
+    /** Every tenant, oldest first (a store has few). */
+    list(): Tenant[];
+    /** Relabels the tenant's region (`region adopt`); false when there is no such tenant. */
+    setRegion(id: string, region: string): boolean;
   };
 
   users: {

@@ -119,6 +119,8 @@ const problemOf = (code: string, status: number) => ({
   requestId: 'req-1',
   reason: 'tokenExpired',
   wipe: { scope: 'account' },
+  region: 'eu',
+  baseUrl: 'https://eu.mail.example',
 });
 
 describe('(a) the OpenAPI document', () => {
@@ -185,6 +187,8 @@ describe('(a) the OpenAPI document', () => {
     expect(validateAt(PROBLEM, { ...problemOf('resyncRequired', 410), reason: undefined })).not.toEqual([]);
     const { wipe: _wipe, ...noWipe } = problemOf('wipeRequested', 403);
     expect(validateAt(PROBLEM, noWipe)).not.toEqual([]);
+    const { baseUrl: _baseUrl, ...noBaseUrl } = problemOf('wrongRegion', 421);
+    expect(validateAt(PROBLEM, noBaseUrl)).not.toEqual([]);
   });
 
   test('every `new ApiError(status, code, ...)` in server/ uses the status the document gives its code', () => {

@@ -5,8 +5,8 @@
  * that key on both sides, and no unique index spans distribution keys except the named global ones. This is what
  * sharding by mailbox and tenant (Citus) needs; a new table must be classified here to pass.
  *
- * Also the migrations themselves: the same file names as SQLite's (and the PostgreSQL-only ones), applied once even
- * by two nodes starting at once, and an edited one refused.
+ * Also the migrations themselves: the same changes as SQLite's in the same order (and the PostgreSQL-only ones),
+ * applied once even by two nodes starting at once, and an edited one refused.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -66,9 +66,24 @@ const tables = async () =>
     )
   ).rows.map((r) => r.name);
 
-test('schema/postgres has the same migration files as schema/sqlite (and its own), all applied', async () => {
+/** `0008_tenant_region.sql` → `tenant_region`: what a migration does, without its place in its store's history. */
+const changeOf = (file: string) => file.replace(/^\d{4}_/, '').replace(/\.sql$/, '');
+
+/**
+ * The rule: every SQLite migration has a PostgreSQL one named for the same change, in the same order, and the
+ * PostgreSQL-only ones are the named ones. The numbers agree up to the first PostgreSQL-only migration and run ahead
+ * after it (SQLite's 0006_tenant_region is PostgreSQL's 0008_tenant_region); a change never gets two names.
+ */
+test('schema/postgres has the same changes as schema/sqlite in the same order (and its own), all applied', async () => {
   const sql = (dir: string) => fs.readdirSync(dir).filter((f) => f.endsWith('.sql')).sort();
-  expect(sql(MIGRATIONS_DIR)).toEqual([...sql(SQLITE_MIGRATIONS_DIR), ...POSTGRES_ONLY_MIGRATIONS].sort());
+  const postgres = sql(MIGRATIONS_DIR);
+  expect(postgres.filter((f) => POSTGRES_ONLY_MIGRATIONS.includes(f)).sort()).toEqual([...POSTGRES_ONLY_MIGRATIONS].sort());
+  const shared = postgres.filter((f) => !POSTGRES_ONLY_MIGRATIONS.includes(f));
+  expect(shared.map(changeOf)).toEqual(sql(SQLITE_MIGRATIONS_DIR).map(changeOf));
+  // Numbered 0001, 0002, ... without gaps or repeats on both sides.
+  for (const files of [postgres, sql(SQLITE_MIGRATIONS_DIR)]) {
+    expect(files.map((f) => f.slice(0, 4))).toEqual(files.map((_, i) => String(i + 1).padStart(4, '0')));
+  }
   const applied = (await client.query<{ name: string }>('SELECT name FROM schema_migrations ORDER BY name')).rows.map((r) => r.name);
   expect(applied).toEqual(sql(MIGRATIONS_DIR));
 });

@@ -2,8 +2,8 @@
  * Tenants, users and refresh tokens in PostgreSQL (the SQLite store's index.ts is the specification).
  */
 import { newId } from '../../ids';
-import type { NewRefreshToken, NewUser, RefreshTokenRecord, Tenant, TxStore, User } from '../types';
-import { rows, type Row, type Tx } from './tx';
+import { DEFAULT_REGION, type NewRefreshToken, type NewUser, type RefreshTokenRecord, type Tenant, type TxStore, type User } from '../types';
+import { rowCount, rows, type Row, type Tx } from './tx';
 
 const toUser = (r: Row): User => ({
   id: r.id as string,
@@ -35,7 +35,7 @@ const toRefresh = (r: Row): RefreshTokenRecord => ({
   revokedReason: (r.revoked_reason as string | null) ?? null,
 });
 
-const toTenant = (r: Row): Tenant => ({ id: r.id as string, name: r.name as string, createdAt: r.created_at as number });
+const toTenant = (r: Row): Tenant => ({ id: r.id as string, name: r.name as string, region: r.region as string, createdAt: r.created_at as number });
 
 const USER_COLUMNS = 'id, tenant_id, username, email, display_name, role, password_hash, session_version, disabled, created_at, updated_at';
 
@@ -127,15 +127,23 @@ export function accountSteps(tx: Tx): Pick<TxStore, 'tenants' | 'users' | 'refre
 
   return {
     tenants: {
-      *create(name, now) {
-        const tenant: Tenant = { id: newId(), name, createdAt: now };
-        yield* rows(tx, 'INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)', [tenant.id, name, now]);
+      *create(name, now, region = DEFAULT_REGION) {
+        const tenant: Tenant = { id: newId(), name, region, createdAt: now };
+        yield* rows(tx, 'INSERT INTO tenants (id, name, region, created_at) VALUES ($1, $2, $3, $4)', [tenant.id, name, region, now]);
         tx.invalidate({ kind: 'tenantAccess', tenantId: tenant.id });
         return tenant;
       },
       *get(id) {
         const [r] = yield* rows(tx, 'SELECT * FROM tenants WHERE id = $1', [id]);
         return r && toTenant(r);
+      },
+      *list() {
+        return (yield* rows(tx, 'SELECT * FROM tenants ORDER BY created_at, id')).map(toTenant);
+      },
+      *setRegion(id, region) {
+        const changed = (yield* rowCount(tx, 'UPDATE tenants SET region = $1 WHERE id = $2', [region, id])) === 1;
+        if (changed) tx.invalidate({ kind: 'tenantAccess', tenantId: id });
+        return changed;
       },
     },
 

@@ -73,7 +73,7 @@ export interface PostgresStore extends Store {
  * BEGIN/COMMIT on any pooled connection (a second statement in one would be a bug, and throws).
  */
 const LONE_READS = new Set([
-  'tenants.get',
+  'tenants.get', 'tenants.list',
   'users.byId', 'users.byUsername', 'users.byEmail', 'users.list', 'users.count',
   'refreshTokens.byHash', 'refreshTokens.byId', 'refreshTokens.liveHead', 'refreshTokens.head',
   'devices.byId', 'devices.byUserAndDeviceId', 'devices.listByUser', 'devices.countByUser', 'devices.list', 'devices.inactiveSince',

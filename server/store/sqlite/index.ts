@@ -9,6 +9,7 @@ import { deviceRepositories, type Invalidate } from './devices';
 import { mailRepositories, type ChangeRecorder } from './mail';
 import { contentRepositories } from './content';
 import {
+  DEFAULT_REGION,
   type CommittedChange,
   type ConnectionPragmas,
   type Exclusive,
@@ -97,6 +98,8 @@ export function openSqliteStore(file: string): SqliteStore {
     }
     return s;
   };
+
+  const toTenant = (r: Row): Tenant => ({ id: r.id as string, name: r.name as string, region: r.region as string, createdAt: r.created_at as number });
 
   const toUser = (r: Row): User => ({
     id: r.id as string,
@@ -200,15 +203,23 @@ export function openSqliteStore(file: string): SqliteStore {
   const store: SqliteSync = {
     transaction,
     tenants: {
-      create(name, now) {
-        const tenant: Tenant = { id: newId(), name, createdAt: now };
-        sql('INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)').run(tenant.id, name, now);
+      create(name, now, region = DEFAULT_REGION) {
+        const tenant: Tenant = { id: newId(), name, region, createdAt: now };
+        sql('INSERT INTO tenants (id, name, region, created_at) VALUES (?, ?, ?, ?)').run(tenant.id, name, region, now);
         invalidate({ kind: 'tenantAccess', tenantId: tenant.id });
         return tenant;
       },
       get(id) {
         const r = sql('SELECT * FROM tenants WHERE id = ?').get(id) as Row | undefined;
-        return r && { id: r.id as string, name: r.name as string, createdAt: r.created_at as number };
+        return r && toTenant(r);
+      },
+      list() {
+        return (sql('SELECT * FROM tenants ORDER BY created_at, id').all() as Row[]).map(toTenant);
+      },
+      setRegion(id, region) {
+        const changed = sql('UPDATE tenants SET region = ? WHERE id = ?').run(region, id).changes === 1;
+        if (changed) invalidate({ kind: 'tenantAccess', tenantId: id });
+        return changed;
       },
     },
 

@@ -9,11 +9,38 @@ eachBackend('tenants', (t) => {
     const { store } = t();
     const name = unique('Acme');
     const tenant = await store.tenants.create(name, NOW + 5);
-    expect(tenant).toEqual({ id: expect.any(String), name, createdAt: NOW + 5 });
+    expect(tenant).toEqual({ id: expect.any(String), name, region: 'default', createdAt: NOW + 5 });
     expect(await store.tenants.get(tenant.id)).toEqual(tenant);
     const other = await store.tenants.create(unique('Other'), NOW);
     expect(other.id).not.toBe(tenant.id);
     expect(await store.tenants.get('no-such-tenant')).toBeUndefined();
+  });
+
+  test('a tenant keeps the region it was created in; list reads every tenant; setRegion relabels one', async () => {
+    const { store } = t();
+    const eu = await store.tenants.create(unique('Eu'), NOW, 'eu');
+    expect(eu.region).toBe('eu');
+    expect(await store.tenants.get(eu.id)).toEqual(eu);
+    const us = await store.tenants.create(unique('Us'), NOW + 1, 'us-east-2');
+    const listed = await store.tenants.list();
+    expect(listed).toEqual(expect.arrayContaining([eu, us]));
+    expect(listed.findIndex((x) => x.id === eu.id)).toBeLessThan(listed.findIndex((x) => x.id === us.id));
+    expect(await store.tenants.setRegion(eu.id, 'eu-west')).toBe(true);
+    expect(await store.tenants.get(eu.id)).toEqual({ ...eu, region: 'eu-west' });
+    expect(await store.tenants.setRegion('no-such-tenant', 'eu')).toBe(false);
+  });
+
+  test('setRegion announces the tenant, after the commit', async () => {
+    const { store } = t();
+    const tenant = await store.tenants.create(unique('Moving'), NOW);
+    const seen: unknown[] = [];
+    const off = store.onInvalidate((changes) => seen.push(...changes));
+    try {
+      await store.tenants.setRegion(tenant.id, 'eu');
+    } finally {
+      off();
+    }
+    expect(seen).toContainEqual({ kind: 'tenantAccess', tenantId: tenant.id });
   });
 });
 
