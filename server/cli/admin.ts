@@ -12,6 +12,8 @@
  *   import --user U (--mbox FILE | --eml DIR) [--folder KIND|ID]
  *   tenant create --name N [--region R]           (R: PIGEON_REGION, the only region this node may create in)
  *   tenant list
+ *   tenant export --tenant ID --out FILE          (the tenant's users, mail, rules and audit log, to move it)
+ *   tenant import --in FILE                        (recreates an exported tenant here, in PIGEON_REGION)
  *   region adopt NAME                              (relabels a store created before regions as region NAME's)
  *   config-doc                                     (the config table as Markdown)
  *   help, --help, -h                               (the usage on stdout, exit 0; also `<command> --help`)
@@ -27,7 +29,10 @@
  *
  * Regions (README): every command but `tenant list` and `region adopt` first checks that the store holds no tenant of
  * another region than PIGEON_REGION, as the server does at start, so a CLI pointed at the wrong store changes
- * nothing. `tenant create` for another region is refused with that region's base URL: run it there.
+ * nothing. `tenant create` for another region is refused with that region's base URL: run it there. `tenant
+ * export` on a node of the source region and `tenant import` on one of the target region move a tenant
+ * (server/admin/tenantMove.ts): exit status 2 when the move is refused (a damaged file, a tenant or username that
+ * exists), 1 when an import failed after writing (the message names what it created).
  */
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -44,6 +49,7 @@ import { createImporter, emlDirectorySource, mboxFileSource, type ImportCounts, 
 import { MboxFormatError } from '../content/mbox';
 import type { Store } from '../store/types';
 import { adoptRegion, checkStoreRegion, regionsOf, RegionAdoptError, WrongRegionStore } from '../regions';
+import { exportTenant, importTenant, TenantImportFailed, TenantMoveError } from '../admin/tenantMove';
 
 const USAGE = `usage: npm run admin -- <command> [options]
 commands:
@@ -58,6 +64,9 @@ commands:
                                                  (U: username, address or id; folder: inbox by default)
   tenant create --name N [--region R]            (R must be PIGEON_REGION, the default)
   tenant list
+  tenant export --tenant ID --out FILE           (to move a tenant to another region: its users, mail, rules and
+                                                 audit log, not its devices or sign-ins; audited)
+  tenant import --in FILE                        (on the target region: recreates the exported tenant; audited)
   region adopt NAME                              (relabels a store created before regions as NAME's; audited)
   config-doc
   help                                           (this text; also --help, -h, or --help after a command)`;
@@ -160,9 +169,47 @@ async function importCommand(
   return report.failed.length ? 1 : 0;
 }
 
+/** `tenant export` and `tenant import` (server/admin/tenantMove.ts). */
+async function tenantMoveCommand(
+  store: Store,
+  region: string,
+  sub: 'export' | 'import',
+  args: { tenant?: string; out?: string; in?: string },
+  out: (line: string) => void,
+  err: (line: string) => void,
+): Promise<number> {
+  const progress = (line: string) => err(`pigeon admin: ${line}`);
+  if (sub === 'export') {
+    if (!args.tenant || !args.out) throw new UserAdminError('tenant export needs --tenant ID and --out FILE');
+    const done = await exportTenant(store, args.tenant, args.out, { clock: systemClock, progress });
+    const c = done.counts;
+    out(
+      `exported tenant ${done.tenant.name} (${done.tenant.id}) of region ${done.tenant.region} to ${done.file}: ${c.users} users, ` +
+        `${c.folders} folders, ${c.items} items, ${c.attachments} attachments, ${c.rules} rules, ${c.audit} audit entries; sha256 ${done.sha256}`,
+    );
+    out('not moved: devices, sign-ins, outbox, idempotency records and sync history (devices sign in again at the new region)');
+    return 0;
+  }
+  if (!args.in) throw new UserAdminError('tenant import needs --in FILE');
+  try {
+    const done = await importTenant(store, args.in, region, { clock: systemClock, progress });
+    const c = done.counts;
+    out(
+      `imported tenant ${done.tenant.name} (${done.tenant.id}) from region ${done.sourceRegion} into region ${done.tenant.region}: ` +
+        `${c.users} users, ${c.folders} folders, ${c.items} items, ${c.attachments} attachments, ${c.rules} rules, ` +
+        `${c.audit} audit entries; sha256 ${done.sha256}; audited as tenant.imported`,
+    );
+    return 0;
+  } catch (e) {
+    if (!(e instanceof TenantImportFailed)) throw e;
+    err(`pigeon admin: ${e.message}`);
+    return 1;
+  }
+}
+
 const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'tenant', 'region', 'config-doc'];
 /** The subcommands of the commands that have them, and how many more words each takes. */
-const SUBCOMMANDS: Record<string, Record<string, number>> = { tenant: { create: 0, list: 0 }, region: { adopt: 1 } };
+const SUBCOMMANDS: Record<string, Record<string, number>> = { tenant: { create: 0, list: 0, export: 0, import: 0 }, region: { adopt: 1 } };
 const HELP = ['help', '--help', '-h'];
 const EX_USAGE = 64;
 
@@ -202,6 +249,8 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
       name: { type: 'string' },
       region: { type: 'string' },
       tenant: { type: 'string' },
+      out: { type: 'string' },
+      in: { type: 'string' },
     },
     strict: true,
   });
@@ -290,6 +339,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
           for (const t of await store.tenants.list()) out(`${t.id}\t${t.name}\t${t.region}\t${new Date(t.createdAt).toISOString()}`);
           return 0;
         }
+        if (sub === 'export' || sub === 'import') return await tenantMoveCommand(store, config.region, sub, values, out, err);
         const now = systemClock.now();
         const name = values.name!;
         const tenant = await store.run(function* (tx) {
@@ -337,8 +387,8 @@ if (require.main === module) {
     (code) => process.exit(code),
     (err) => {
       const known = err instanceof UserAdminError || err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
-      // A store of another region, a refused adoption: the message says it all, and it is no usage error.
-      const refused = err instanceof WrongRegionStore || err instanceof RegionAdoptError;
+      // A store of another region, a refused adoption or move: the message says it all, and it is no usage error.
+      const refused = err instanceof WrongRegionStore || err instanceof RegionAdoptError || err instanceof TenantMoveError;
       process.stderr.write(`pigeon admin: ${known || refused ? err.message : err.stack}\n${known ? USAGE + '\n' : ''}`);
       process.exit(known ? EX_USAGE : refused ? 2 : 1);
     },

@@ -1,0 +1,717 @@
+/**
+ * Moving a tenant between regions (README, "Regions"; issue 14): an explicit export from the source region's store
+ * into a file, and an import of that file into the target region's store. Both go through the public `Store` API
+ * only, so either end may be SQLite or PostgreSQL.
+ *
+ * The file is JSON Lines, one record per line:
+ *   {"record":"header", format, version, createdAt, source: {region, tenant}, counts, notMoved}
+ *   {"record":"tenantSettings", defaultDeviceAccessState}
+ *   {"record":"deviceAccessRule", rule}                              (each rule)
+ *   {"record":"user", user, mailbox}                                 (each user, then that user's:)
+ *   {"record":"folder", folder}                                      (parents before their children)
+ *   {"record":"item", item, body, mime, attachments}                 (blobs base64; per folder, newest first)
+ *   {"record":"audit", entry}                                        (the tenant's audit log, oldest first)
+ *   {"record":"trailer", counts, sha256}                             (SHA-256 of every byte before this line)
+ *
+ * What does not move (the header says so too): devices, sign-ins (refresh tokens), outbox entries, idempotency
+ * records and change history. A device signs in again at the new region (its old tokens name the old one) and syncs
+ * from scratch, as after a mailbox reset. Ids are the target store's own: every tenant, user, folder, item and rule
+ * gets a new one; blob ids are content hashes and conversation ids are derived from the messages, so both carry over.
+ *
+ * Neither end is one snapshot: the export reads folder by folder. Move a tenant while it is quiet (after telling its
+ * users, with its mail held at the MX), or changes made during the export may be missing from the file.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { once } from 'node:events';
+import type { Clock } from '../clock';
+import { normalizeSubject } from '../content/mime';
+import type {
+  AccessState,
+  AttachmentRecord,
+  AuditEntry,
+  DeviceAccessRule,
+  Folder,
+  Mailbox,
+  NewItem,
+  SortKey,
+  Store,
+  Tenant,
+  User,
+  Item,
+} from '../store/types';
+
+export const TENANT_EXPORT_FORMAT = 'pigeon-tenant-export';
+export const TENANT_EXPORT_VERSION = 1;
+
+/** What the export leaves behind, and why (in the header, for whoever reads the file). */
+export const NOT_MOVED = {
+  records: ['devices', 'signIns', 'outbox', 'idempotency', 'changeHistory'],
+  why:
+    'devices sign in again at the new region (their tokens name the old one and are answered 421 there) and start ' +
+    'a fresh sync; unsent outbox entries, idempotency records and sync history belong to the old region\'s sessions',
+};
+
+export interface MoveCounts {
+  users: number;
+  folders: number;
+  items: number;
+  attachments: number;
+  rules: number;
+  audit: number;
+}
+
+const zeroCounts = (): MoveCounts => ({ users: 0, folders: 0, items: 0, attachments: 0, rules: 0, audit: 0 });
+
+export interface ExportHeader {
+  record: 'header';
+  format: typeof TENANT_EXPORT_FORMAT;
+  version: number;
+  createdAt: number;
+  source: { region: string; tenant: Tenant };
+  counts: MoveCounts;
+  notMoved: typeof NOT_MOVED;
+}
+
+interface UserRecord {
+  record: 'user';
+  user: User;
+  mailbox: Mailbox | null;
+}
+interface FolderRecord {
+  record: 'folder';
+  folder: Omit<Folder, 'mailboxState'>;
+}
+interface ItemRecord {
+  record: 'item';
+  item: Item;
+  body: { text: string | null; html: string | null };
+  /** The raw message, base64; null for items without one (events, contacts). */
+  mime: string | null;
+  attachments: Array<AttachmentRecord & { content: string }>;
+}
+type BodyRecord =
+  | { record: 'tenantSettings'; defaultDeviceAccessState: AccessState }
+  | { record: 'deviceAccessRule'; rule: DeviceAccessRule }
+  | UserRecord
+  | FolderRecord
+  | ItemRecord
+  | { record: 'audit'; entry: AuditEntry };
+interface Trailer {
+  record: 'trailer';
+  counts: MoveCounts;
+  sha256: string;
+}
+
+/** A move refused before anything was written: a bad file, a tenant or username that exists here. */
+export class TenantMoveError extends Error {}
+
+/** An import that failed after it had written: says what it created, so the operator can remove it. */
+export class TenantImportFailed extends Error {
+  constructor(
+    readonly created: ImportCreated,
+    readonly reason: unknown,
+  ) {
+    const users = created.users.map((u) => `${u.username} (${u.id})`).join(', ') || 'none';
+    super(
+      `import failed: ${(reason as Error)?.message ?? String(reason)}. It had created ` +
+        (created.tenant ? `tenant ${JSON.stringify(created.tenant.name)} (${created.tenant.id})` : 'no tenant') +
+        `, users: ${users}; ${created.folders} folder(s), ${created.items} item(s), ${created.rules} rule(s), ` +
+        `${created.audit} audit entries. Remove them (README, "Regions") before importing the file again.`,
+    );
+    this.name = 'TenantImportFailed';
+  }
+}
+
+export interface ImportCreated {
+  tenant?: Tenant;
+  users: Array<{ username: string; id: string }>;
+  folders: number;
+  items: number;
+  rules: number;
+  audit: number;
+}
+
+export interface MoveOptions {
+  clock: Clock;
+  /** Progress lines for the operator (the CLI writes them to stderr). */
+  progress?: (line: string) => void;
+  /** Items read per range read (export) and written per unit of work (import); small in tests. */
+  pageSize?: number;
+}
+
+const DEFAULT_PAGE = 100;
+/** An import unit also ends once its items carry this many bytes of content, so no unit holds a large mailbox. */
+const IMPORT_UNIT_BYTES = 8 * 1024 * 1024;
+const AUDIT_PAGE = 500;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Export
+
+/** Writes lines to a file, waiting when the stream's buffer is full, so a large mailbox streams through. */
+class LineFile {
+  private readonly stream: fs.WriteStream;
+  private readonly hash = crypto.createHash('sha256');
+  /** The stream's error (no such directory, a full disk), thrown by the next write or close. */
+  private failure: Error | undefined;
+  constructor(file: string) {
+    this.stream = fs.createWriteStream(file, { flags: 'wx' });
+    this.stream.on('error', (err) => (this.failure ??= err));
+  }
+  /** Writes `bytes`; `hashed: false` for the trailer, which the checksum does not cover. */
+  async write(bytes: Buffer | string, hashed = true): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (hashed) this.hash.update(bytes);
+    if (!this.stream.write(bytes)) await once(this.stream, 'drain');
+  }
+  writeRecord(record: unknown): Promise<void> {
+    return this.write(JSON.stringify(record) + '\n');
+  }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+  async close(): Promise<void> {
+    if (this.failure) throw this.failure;
+    this.stream.end();
+    await once(this.stream, 'finish');
+  }
+  destroy(): void {
+    this.stream.destroy();
+  }
+}
+
+export interface ExportResult {
+  file: string;
+  sha256: string;
+  tenant: Tenant;
+  counts: MoveCounts;
+}
+
+/** Folders ordered so that every parent comes before its children (a folder may be moved under a newer one). */
+function parentsFirst(folders: Folder[]): Folder[] {
+  const byId = new Map(folders.map((f) => [f.id, f]));
+  const placed = new Set<string>();
+  const ordered: Folder[] = [];
+  const place = (folder: Folder, depth: number) => {
+    if (placed.has(folder.id)) return;
+    if (depth > folders.length) throw new TenantMoveError(`folder ${folder.id} is its own ancestor`);
+    if (folder.parentId !== null) {
+      const parent = byId.get(folder.parentId);
+      if (!parent) throw new TenantMoveError(`folder ${folder.id}: its parent ${folder.parentId} does not exist`);
+      place(parent, depth + 1);
+    }
+    placed.add(folder.id);
+    ordered.push(folder);
+  };
+  for (const f of folders) place(f, 0);
+  return ordered;
+}
+
+async function readBlob(store: Store, userId: string, blobId: string): Promise<Buffer> {
+  const size = await store.blobs.size(userId, blobId);
+  if (size === undefined) throw new TenantMoveError(`blob ${blobId} of user ${userId} is missing`);
+  return store.blobs.read(userId, blobId, 0, size);
+}
+
+/** Every item of a folder, newest first, a page at a time (the sync reads: one index range scan per page). */
+async function* folderItems(store: Store, userId: string, folderId: string, pageSize: number): AsyncGenerator<Item> {
+  const from: SortKey = { receivedAt: Number.MIN_SAFE_INTEGER, id: '' };
+  // Descending, the exclusive upper bound is simply the last key read: no "just after this id" needed.
+  let to: SortKey = { receivedAt: Number.MAX_SAFE_INTEGER, id: '' };
+  for (;;) {
+    const page = await store.sync.range(userId, folderId, from, to, 'desc', pageSize);
+    yield* page;
+    if (page.length < pageSize) return;
+    const last = page[page.length - 1]!;
+    to = { receivedAt: last.receivedAt, id: last.id };
+  }
+}
+
+/**
+ * The tenant's audit log, oldest first, in pages (the store lists it newest first): a first pass notes where each
+ * page starts, the second reads them backwards, so only the page boundaries are held.
+ */
+async function* auditOldestFirst(store: Store, tenantId: string): AsyncGenerator<AuditEntry> {
+  const newest = await store.audit.list(tenantId, { limit: 1 });
+  if (!newest.length) return;
+  // Entries appended while this runs (e.g. by an admin) are left out: the log is read up to its newest entry now.
+  const starts: number[] = [newest[0]!.seq + 1];
+  for (;;) {
+    const page = await store.audit.list(tenantId, { limit: AUDIT_PAGE, beforeSeq: starts[starts.length - 1] });
+    if (page.length < AUDIT_PAGE) break;
+    starts.push(page[page.length - 1]!.seq);
+  }
+  for (let i = starts.length - 1; i >= 0; i--) {
+    const page = await store.audit.list(tenantId, { limit: AUDIT_PAGE, beforeSeq: starts[i] });
+    for (let j = page.length - 1; j >= 0; j--) yield page[j]!;
+  }
+}
+
+/**
+ * `tenant export`: writes the tenant's file (refusing to overwrite one), then appends `tenant.exported` to its audit
+ * log. The records go to a side file first, so that the header can carry the exact counts; the final file is then
+ * header + records + trailer, renamed into place only when complete.
+ */
+export async function exportTenant(store: Store, tenantId: string, file: string, options: MoveOptions): Promise<ExportResult> {
+  const { clock, progress = () => {} } = options;
+  const pageSize = options.pageSize ?? DEFAULT_PAGE;
+  const tenant = await store.tenants.get(tenantId);
+  if (!tenant) throw new TenantMoveError(`no tenant ${JSON.stringify(tenantId)} in this store (see tenant list)`);
+  if (fs.existsSync(file)) throw new TenantMoveError(`${file} exists: choose another --out (an export never overwrites)`);
+  const createdAt = clock.now();
+  const suffix = crypto.randomBytes(4).toString('hex');
+  const recordsFile = path.join(path.dirname(file), `.${path.basename(file)}.${suffix}.records`);
+  const partialFile = path.join(path.dirname(file), `.${path.basename(file)}.${suffix}.partial`);
+  const counts = zeroCounts();
+  try {
+    const records = new LineFile(recordsFile);
+    try {
+      const write = (r: BodyRecord) => records.writeRecord(r);
+      await write({ record: 'tenantSettings', defaultDeviceAccessState: await store.deviceAccess.defaultState(tenantId) });
+      for (const rule of await store.deviceAccess.rules(tenantId)) {
+        await write({ record: 'deviceAccessRule', rule });
+        counts.rules++;
+      }
+      const users = (await store.users.list()).filter((u) => u.tenantId === tenantId);
+      for (const user of users) {
+        await write({ record: 'user', user, mailbox: (await store.mailboxes.get(user.id)) ?? null });
+        counts.users++;
+        const folders = parentsFirst(await store.folders.listByUser(user.id));
+        for (const { mailboxState: _state, ...folder } of folders) {
+          await write({ record: 'folder', folder });
+          counts.folders++;
+        }
+        for (const folder of folders) {
+          for await (const item of folderItems(store, user.id, folder.id, pageSize)) {
+            const body = (await store.items.body(user.id, item.id)) ?? { text: null, html: null };
+            const attachments = [];
+            for (const a of await store.items.attachments(user.id, item.id)) {
+              attachments.push({ ...a, content: (await readBlob(store, user.id, a.blobId)).toString('base64') });
+            }
+            const mime = item.mimeBlobId ? (await readBlob(store, user.id, item.mimeBlobId)).toString('base64') : null;
+            await write({ record: 'item', item, body, mime, attachments });
+            counts.items++;
+            counts.attachments += attachments.length;
+            if (counts.items % 1000 === 0) progress(`exported ${counts.items} items`);
+          }
+        }
+        progress(`exported user ${user.username}: ${folders.length} folders (${counts.items} items so far)`);
+      }
+      for await (const entry of auditOldestFirst(store, tenantId)) {
+        await write({ record: 'audit', entry });
+        counts.audit++;
+      }
+    } finally {
+      await records.close();
+    }
+
+    const out = new LineFile(partialFile);
+    let sha256: string;
+    try {
+      const header: ExportHeader = {
+        record: 'header',
+        format: TENANT_EXPORT_FORMAT,
+        version: TENANT_EXPORT_VERSION,
+        createdAt,
+        source: { region: tenant.region, tenant },
+        counts,
+        notMoved: NOT_MOVED,
+      };
+      await out.writeRecord(header);
+      for await (const chunk of fs.createReadStream(recordsFile)) await out.write(chunk as Buffer);
+      sha256 = out.digest();
+      const trailer: Trailer = { record: 'trailer', counts, sha256 };
+      await out.write(JSON.stringify(trailer) + '\n', false);
+    } catch (err) {
+      out.destroy();
+      throw err;
+    }
+    await out.close();
+    fs.renameSync(partialFile, file);
+
+    await store.audit.append({
+      tenantId,
+      at: clock.now(),
+      actorId: null,
+      actorName: 'system',
+      action: 'tenant.exported',
+      targetType: 'tenant',
+      targetId: tenantId,
+      details: { region: tenant.region, format: TENANT_EXPORT_VERSION, file: path.basename(file), sha256, counts },
+    });
+    return { file, sha256, tenant, counts };
+  } finally {
+    fs.rmSync(recordsFile, { force: true });
+    fs.rmSync(partialFile, { force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading a file
+
+/** The file's lines as raw bytes (without the newline), so the checksum is over exactly what was written. */
+async function* fileLines(file: string): AsyncGenerator<Buffer> {
+  let rest: Buffer[] = [];
+  for await (const chunk of fs.createReadStream(file, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>) {
+    let start = 0;
+    for (let nl = chunk.indexOf(10, start); nl !== -1; nl = chunk.indexOf(10, start)) {
+      const part = chunk.subarray(start, nl);
+      yield rest.length ? Buffer.concat([...rest, part]) : part;
+      rest = [];
+      start = nl + 1;
+    }
+    if (start < chunk.length) rest.push(chunk.subarray(start));
+  }
+  if (rest.length) throw new TenantMoveError('the file does not end with a complete line (was it cut short?)');
+}
+
+const NEWLINE = Buffer.from('\n');
+
+function parseLine(line: Buffer, number: number): { record: string } & Record<string, unknown> {
+  let value: unknown;
+  try {
+    value = JSON.parse(line.toString('utf8'));
+  } catch {
+    throw new TenantMoveError(`line ${number} is not JSON: the file is damaged`);
+  }
+  if (typeof value !== 'object' || value === null || typeof (value as { record?: unknown }).record !== 'string') {
+    throw new TenantMoveError(`line ${number} is not a record: the file is damaged`);
+  }
+  return value as { record: string } & Record<string, unknown>;
+}
+
+/** Reads the file's records in order, checking the header first and, at the end, the trailer's counts and checksum. */
+async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader } | { record: BodyRecord } | { trailer: Trailer }> {
+  if (!fs.existsSync(file)) throw new TenantMoveError(`${file}: no such file`);
+  const hash = crypto.createHash('sha256');
+  const counts = zeroCounts();
+  let header: ExportHeader | undefined;
+  let pending: Buffer | undefined;
+  let number = 0;
+  const countOf: Partial<Record<string, keyof MoveCounts>> = { user: 'users', folder: 'folders', item: 'items', deviceAccessRule: 'rules', audit: 'audit' };
+  for await (const line of fileLines(file)) {
+    // The line before this one was not the trailer: it is covered by the checksum.
+    if (pending) {
+      number++;
+      hash.update(pending).update(NEWLINE);
+      const parsed = parseLine(pending, number);
+      if (!header) {
+        if (parsed.record !== 'header' || parsed.format !== TENANT_EXPORT_FORMAT) {
+          throw new TenantMoveError(`not a Pigeon tenant export (its first line is no ${TENANT_EXPORT_FORMAT} header)`);
+        }
+        if (parsed.version !== TENANT_EXPORT_VERSION) {
+          throw new TenantMoveError(`export format version ${String(parsed.version)} is not supported (this server reads version ${TENANT_EXPORT_VERSION})`);
+        }
+        header = parsed as unknown as ExportHeader;
+        yield { header };
+      } else {
+        const kind = countOf[parsed.record];
+        if (kind) counts[kind]++;
+        else if (parsed.record !== 'tenantSettings') throw new TenantMoveError(`line ${number}: unknown record ${JSON.stringify(parsed.record)}`);
+        if (parsed.record === 'item') counts.attachments += (parsed.attachments as unknown[]).length;
+        yield { record: parsed as unknown as BodyRecord };
+      }
+    }
+    pending = line;
+  }
+  if (!pending || !header) throw new TenantMoveError('the file is empty or has no trailer (was it cut short?)');
+  const trailer = parseLine(pending, number + 1) as unknown as Trailer;
+  if (trailer.record !== 'trailer') throw new TenantMoveError('the file has no trailer (was it cut short?)');
+  const sha256 = hash.digest('hex');
+  if (trailer.sha256 !== sha256) throw new TenantMoveError(`checksum mismatch: the trailer says ${trailer.sha256}, the file's content is ${sha256}: the file is damaged`);
+  const same = (a: MoveCounts, b: MoveCounts) => (Object.keys(a) as Array<keyof MoveCounts>).every((k) => a[k] === b[k]);
+  if (!same(trailer.counts, counts) || !same(header.counts, counts)) {
+    throw new TenantMoveError(`the record counts (${JSON.stringify(counts)}) differ from the header's and trailer's: the file is damaged`);
+  }
+  yield { trailer };
+}
+
+export interface VerifiedExport {
+  header: ExportHeader;
+  sha256: string;
+  counts: MoveCounts;
+  usernames: string[];
+  /** Every string the audit records name: the items among them get their new id remembered on import. */
+  auditStrings: Set<string>;
+}
+
+/**
+ * Reads the whole file once and checks it: the header's format and version, every line a record, users before their
+ * folders, folders before their children and items, the counts, and the trailer's SHA-256. Writes nothing.
+ */
+export async function verifyExport(file: string): Promise<VerifiedExport> {
+  let header: ExportHeader | undefined;
+  const users = new Set<string>();
+  const folders = new Set<string>();
+  const usernames: string[] = [];
+  const auditStrings = new Set<string>();
+  for await (const part of readExport(file)) {
+    if ('header' in part) header = part.header;
+    else if ('trailer' in part) return { header: header!, sha256: part.trailer.sha256, counts: part.trailer.counts, usernames, auditStrings };
+    else {
+      const r = part.record;
+      if (r.record === 'user') {
+        users.add(r.user.id);
+        usernames.push(r.user.username);
+      } else if (r.record === 'folder') {
+        if (!users.has(r.folder.userId) || (r.folder.parentId !== null && !folders.has(r.folder.parentId))) {
+          throw new TenantMoveError(`folder ${r.folder.id} comes before its user or its parent folder: the file is damaged`);
+        }
+        folders.add(r.folder.id);
+      } else if (r.record === 'item') {
+        if (!users.has(r.item.userId) || !folders.has(r.item.folderId)) throw new TenantMoveError(`item ${r.item.id} comes before its folder: the file is damaged`);
+      } else if (r.record === 'audit') {
+        collectStrings(r.entry, auditStrings);
+      }
+    }
+  }
+  throw new TenantMoveError('the file has no trailer');
+}
+
+function collectStrings(value: unknown, into: Set<string>): void {
+  if (typeof value === 'string') into.add(value);
+  else if (Array.isArray(value)) value.forEach((v) => collectStrings(v, into));
+  else if (value && typeof value === 'object') Object.values(value).forEach((v) => collectStrings(v, into));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Import
+
+/** A delivered message's thread subject, as delivery would have stored it (the Store does not give it back). */
+function threadSubjectOf(item: Item, mime: Buffer | null): string | null {
+  if (item.type !== 'email' || !mime) return null;
+  const head = mime.subarray(0, 65536).toString('latin1');
+  const end = head.search(/\r?\n\r?\n/);
+  // A message with thread headers was threaded by them, and delivery stored no thread subject for it.
+  if (/^(references|in-reply-to)[ \t]*:/im.test(end === -1 ? head : head.slice(0, end))) return null;
+  return normalizeSubject(item.subject) || null;
+}
+
+function newItemOf(r: ItemRecord, userId: string, folderId: string): NewItem {
+  const { item } = r;
+  const mime = r.mime === null ? null : Buffer.from(r.mime, 'base64');
+  return {
+    userId,
+    folderId,
+    type: item.type,
+    receivedAt: item.receivedAt,
+    subject: item.subject,
+    isRead: item.isRead,
+    isFlagged: item.isFlagged,
+    importance: item.importance,
+    categories: item.categories,
+    inferenceClassification: item.inferenceClassification,
+    from: item.from,
+    to: item.to,
+    cc: item.cc,
+    replyTo: item.replyTo,
+    sentAt: item.sentAt,
+    preview: item.preview,
+    bodyText: r.body.text,
+    bodyHtml: r.body.html,
+    conversationId: item.conversationId,
+    internetMessageId: item.internetMessageId,
+    mime,
+    attachments: r.attachments.map((a) => ({
+      name: a.name,
+      contentType: a.contentType,
+      isInline: a.isInline,
+      contentId: a.contentId,
+      content: Buffer.from(a.content, 'base64'),
+    })),
+    data: item.data,
+    threadSubject: threadSubjectOf(item, mime),
+  };
+}
+
+export interface ImportResult {
+  tenant: Tenant;
+  sourceRegion: string;
+  sha256: string;
+  counts: MoveCounts;
+}
+
+/**
+ * `tenant import`: verifies the file (verifyExport), refuses a tenant or username that exists in this store, then
+ * recreates the tenant in `region` in bounded units of work: the tenant with its settings and rules, each user with
+ * their mailbox, each folder, items a page at a time, the audit log a page at a time (each entry re-appended with
+ * `details.imported`), and finally `tenant.imported`. A failure after the first write is a TenantImportFailed naming
+ * what was created. Resuming a failed import is not supported: remove what it created and import again.
+ */
+export async function importTenant(store: Store, file: string, region: string, options: MoveOptions): Promise<ImportResult> {
+  const { clock, progress = () => {} } = options;
+  const pageSize = options.pageSize ?? DEFAULT_PAGE;
+  const verified = await verifyExport(file);
+  const source = verified.header.source;
+  progress(`verified ${file}: tenant ${JSON.stringify(source.tenant.name)} of region ${source.region}, ${JSON.stringify(verified.counts)}`);
+
+  const existing = (await store.tenants.list()).find((t) => t.id === source.tenant.id || t.name === source.tenant.name);
+  if (existing) {
+    throw new TenantMoveError(`refused: this store already has tenant ${JSON.stringify(existing.name)} (${existing.id}, region ${existing.region})`);
+  }
+  const taken: string[] = [];
+  for (const username of verified.usernames) if (await store.users.byUsername(username)) taken.push(username);
+  if (taken.length) throw new TenantMoveError(`refused: username(s) already in use in this store: ${taken.join(', ')}`);
+
+  const created: ImportCreated = { users: [], folders: 0, items: 0, rules: 0, audit: 0 };
+  // Old id → new id. Items only when an audit entry names them (a mailbox's item ids are not held).
+  const ids = new Map<string, string>();
+  const mappedFolders = new Set<string>();
+  let tenantId = '';
+  let batch: Array<{ sourceId: string; item: NewItem }> = [];
+  let batchBytes = 0;
+  let audit: Array<Omit<AuditEntry, 'seq'>> = [];
+
+  const flushItems = async () => {
+    if (!batch.length) return;
+    const units = batch;
+    batch = [];
+    batchBytes = 0;
+    const now = clock.now();
+    const newIds = await store.run(function* (tx) {
+      const out: string[] = [];
+      for (const u of units) out.push((yield* tx.items.create(u.item, now)).id);
+      return out;
+    });
+    units.forEach((u, i) => verified.auditStrings.has(u.sourceId) && ids.set(u.sourceId, newIds[i]!));
+    created.items += units.length;
+    if (Math.floor(created.items / 1000) > Math.floor((created.items - units.length) / 1000)) progress(`imported ${created.items} items`);
+  };
+  const flushAudit = async () => {
+    if (!audit.length) return;
+    const entries = audit;
+    audit = [];
+    await store.run(function* (tx) {
+      for (const e of entries) yield* tx.audit.append(e);
+    });
+    created.audit += entries.length;
+  };
+  /** An audit value with every moved record's id replaced by its new one. */
+  const mapIds = (value: unknown): unknown => {
+    if (typeof value === 'string') return ids.get(value) ?? value;
+    if (Array.isArray(value)) return value.map(mapIds);
+    if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, mapIds(v)]));
+    return value;
+  };
+
+  try {
+    let sha256 = '';
+    for await (const part of readExport(file)) {
+      if ('header' in part) {
+        const { tenant } = part.header.source;
+        const made = await store.tenants.create(tenant.name, tenant.createdAt, region);
+        created.tenant = made;
+        tenantId = made.id;
+        ids.set(tenant.id, made.id);
+        continue;
+      }
+      if ('trailer' in part) {
+        sha256 = part.trailer.sha256;
+        break;
+      }
+      const r = part.record;
+      if (r.record !== 'item') await flushItems();
+      if (r.record !== 'audit') await flushAudit();
+      switch (r.record) {
+        case 'tenantSettings':
+          await store.deviceAccess.setDefaultState(tenantId, r.defaultDeviceAccessState, clock.now());
+          break;
+        case 'deviceAccessRule': {
+          const { rule } = r;
+          const input = { field: rule.field, match: rule.match, value: rule.value, accessState: rule.accessState, description: rule.description };
+          const made = await store.run(function* (tx) {
+            const made = yield* tx.deviceAccess.createRule(tenantId, input, rule.createdAt);
+            if (rule.updatedAt !== rule.createdAt) yield* tx.deviceAccess.updateRule(tenantId, made.id, input, rule.updatedAt);
+            return made;
+          });
+          ids.set(rule.id, made.id);
+          created.rules++;
+          break;
+        }
+        case 'user': {
+          const { user } = r;
+          const now = clock.now();
+          const made = await store.run(function* (tx) {
+            // Checked again here: a user of that name may have been added since the check above.
+            if (yield* tx.users.byUsername(user.username)) throw new TenantMoveError(`username ${user.username} is already in use in this store`);
+            const made = yield* tx.users.create(
+              { tenantId, username: user.username, email: user.email, displayName: user.displayName, role: user.role, passwordHash: user.passwordHash },
+              user.createdAt,
+            );
+            // Also carries the source's last-changed time over.
+            yield* tx.users.setDisabled(made.id, user.disabled, user.updatedAt);
+            yield* tx.mailboxes.create(made.id, now);
+            return made;
+          });
+          ids.set(user.id, made.id);
+          created.users.push({ username: made.username, id: made.id });
+          break;
+        }
+        case 'folder': {
+          const { folder } = r;
+          const userId = ids.get(folder.userId)!;
+          const parentId = folder.parentId === null ? null : ids.get(folder.parentId)!;
+          const now = clock.now();
+          const targetId = await store.run(function* (tx) {
+            if (folder.kind === 'mail') return (yield* tx.folders.create(userId, { displayName: folder.displayName, parentId }, now)).id;
+            // A well-known folder: the new mailbox has it already; carry over a rename or a move.
+            const target = yield* tx.folders.byKind(userId, folder.kind);
+            if (!target) throw new TenantMoveError(`the new mailbox has no ${folder.kind} folder`);
+            if (target.displayName !== folder.displayName || target.parentId !== parentId) {
+              yield* tx.folders.update(userId, target.id, { displayName: folder.displayName, parentId }, now);
+            }
+            return target.id;
+          });
+          if (mappedFolders.has(targetId)) throw new TenantMoveError(`two folders of kind ${folder.kind} for user ${folder.userId}`);
+          mappedFolders.add(targetId);
+          ids.set(folder.id, targetId);
+          created.folders++;
+          break;
+        }
+        case 'item': {
+          const item = newItemOf(r, ids.get(r.item.userId)!, ids.get(r.item.folderId)!);
+          batch.push({ sourceId: r.item.id, item });
+          batchBytes += (item.mime?.length ?? 0) + (item.attachments ?? []).reduce((n, a) => n + a.content.length, 0);
+          if (batch.length >= pageSize || batchBytes >= IMPORT_UNIT_BYTES) await flushItems();
+          break;
+        }
+        case 'audit': {
+          const { entry } = r;
+          // Ids of records that did not move (devices, deleted records) name nothing here: dropped, not carried.
+          const mapped = (id: string | null) => (id === null ? null : (ids.get(id) ?? null));
+          audit.push({
+            tenantId,
+            at: entry.at,
+            actorId: mapped(entry.actorId),
+            actorName: entry.actorName,
+            action: entry.action,
+            targetType: entry.targetType,
+            targetId: mapped(entry.targetId),
+            details: { ...(mapIds(entry.details) as Record<string, unknown>), imported: { region: source.region, seq: entry.seq } },
+          });
+          if (audit.length >= AUDIT_PAGE) await flushAudit();
+          break;
+        }
+      }
+    }
+    await flushItems();
+    await flushAudit();
+    if (sha256 !== verified.sha256) throw new TenantMoveError('the file changed while it was being imported');
+    const tenant = created.tenant!;
+    await store.audit.append({
+      tenantId,
+      at: clock.now(),
+      actorId: null,
+      actorName: 'system',
+      action: 'tenant.imported',
+      targetType: 'tenant',
+      targetId: tenantId,
+      details: { fromRegion: source.region, region, format: TENANT_EXPORT_VERSION, exportedAt: verified.header.createdAt, sha256, counts: verified.counts },
+    });
+    return { tenant, sourceRegion: source.region, sha256, counts: verified.counts };
+  } catch (err) {
+    if (!created.tenant) throw err;
+    throw new TenantImportFailed(created, err);
+  }
+}

@@ -1,0 +1,524 @@
+/**
+ * Moving a tenant between regions (server/admin/tenantMove.ts; README, "Regions"; issue 14): a tenant of region `eu`
+ * on a SQLite store — users (one disabled), nested folders (one moved under a newer one, a well-known one renamed),
+ * delivered mail with MIME, attachments and an inline part, flags and categories, an event and a contact, access
+ * rules, a default state, a device, a sign-in and audit entries — is exported and imported into region `us` on a
+ * PostgreSQL store. Everything that moves is compared field by field after mapping ids, the audit logs of both sides
+ * are checked, no source id is left in any row of the target, and a moved user signs in at a us app with the same
+ * password and syncs the moved mail. A damaged file, a second import and a username collision are refused without
+ * writing anything. The CLI commands run once as real processes.
+ */
+import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import request from 'supertest';
+import { Client } from 'pg';
+import { createApp } from '../../server/app';
+import { loadConfig } from '../../server/config';
+import { ManualClock } from '../../server/clock';
+import { loadKeys } from '../../server/auth/keys';
+import { createLogger } from '../../server/logger';
+import { withFastLane } from '../../server/http/fastLane';
+import { createUserAdmin } from '../../server/admin/users';
+import { createDelivery } from '../../server/mail/delivery';
+import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
+import { openPostgresStore, type PostgresStore } from '../../server/store/postgres';
+import type { AuditEntry, Folder, Store, Tenant } from '../../server/store/types';
+import { exportTenant, importTenant, TenantImportFailed, TenantMoveError, TENANT_EXPORT_FORMAT } from '../../server/admin/tenantMove';
+import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
+import { tempDir, CLIENT_ID } from '../helpers/testApp';
+import { ROOT } from '../helpers/server';
+
+const DIRECTORY = { eu: 'https://eu.mail.test', us: 'https://us.mail.test' };
+const REGIONS_ENV = `eu=${DIRECTORY.eu}, us=${DIRECTORY.us}`;
+const T0 = Date.UTC(2026, 1, 1);
+/** Small pages, so the export's range reads and the import's units each take several rounds. */
+const PAGE = 7;
+const LOWEST = { receivedAt: 0, id: '' };
+const HIGHEST = { receivedAt: 8.64e15, id: '' };
+
+let dir: string;
+let eu: SqliteStore;
+let us: PostgresStore;
+let usDatabase: FreshDatabase;
+let clock: ManualClock;
+let tenant: Tenant;
+let otherTenant: Tenant;
+/** Every id of the source tenant's records: none may appear in the target. */
+const sourceIds = new Set<string>();
+const names: Record<string, string> = {}; // username → source user id
+let deviceRecordId: string;
+let ruleIds: string[];
+let importedItemId: string;
+let exportFile: string;
+
+const password = (username: string) => `${username}-password-1`;
+
+function multipart(subject: string, messageId: string, attachment: Buffer, inline: Buffer, extraHeaders: string[] = []): Buffer {
+  return Buffer.from(
+    [
+      'From: Carol <carol@partner.test>',
+      'To: Anna <acme-anna@acme.test>',
+      'Cc: ben@acme.test',
+      `Subject: ${subject}`,
+      `Message-ID: <${messageId}>`,
+      ...extraHeaders,
+      'Date: Mon, 2 Feb 2026 10:00:00 +0000',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="outer"',
+      '',
+      '--outer',
+      'Content-Type: multipart/related; boundary="inner"',
+      '',
+      '--inner',
+      'Content-Type: text/html; charset=utf-8',
+      '',
+      `<p>The plan for ${subject}, see <img src="cid:logo@acme"> and the attached budget.</p>`,
+      '--inner',
+      'Content-Type: image/png',
+      'Content-ID: <logo@acme>',
+      'Content-Disposition: inline; filename="logo.png"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      inline.toString('base64'),
+      '--inner--',
+      '--outer',
+      'Content-Type: application/pdf; name="budget.pdf"',
+      'Content-Disposition: attachment; filename="budget.pdf"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      attachment.toString('base64').replace(/.{76}/g, '$&\r\n'),
+      '--outer--',
+      '',
+    ].join('\r\n'),
+  );
+}
+
+const plain = (i: number) =>
+  Buffer.from(
+    [`From: sender${i}@elsewhere.test`, 'To: acme-anna@acme.test', `Subject: Note ${i}`, `Message-ID: <note-${i}@elsewhere.test>`, 'Date: Mon, 2 Feb 2026 11:00:00 +0000', 'Content-Type: text/plain; charset=utf-8', '', `Plain note number ${i} about quarterly figures`, ''].join('\r\n'),
+  );
+
+/** Builds the eu tenant through the public Store API (and the delivery path, for real MIME). */
+async function buildSource(): Promise<void> {
+  tenant = await eu.tenants.create('Acme', clock.now(), 'eu');
+  otherTenant = await eu.tenants.create('Other', clock.now(), 'eu');
+  sourceIds.add(tenant.id);
+  const admin = createUserAdmin(eu, clock, { region: 'eu' });
+  for (const [username, role] of [['acme-admin', 'admin'], ['acme-anna', 'user'], ['acme-ben', 'user']] as const) {
+    const user = await admin.addUser({ username, password: password(username), role, displayName: `${username} display`, email: `${username}@acme.test`, tenantId: tenant.id });
+    names[username] = user.id;
+    sourceIds.add(user.id);
+  }
+  await admin.addUser({ username: 'other-olga', password: password('other-olga'), role: 'user', tenantId: otherTenant.id });
+  clock.advance(1000);
+  await eu.users.setDisabled(names['acme-ben']!, true, clock.now());
+  const anna = names['acme-anna']!;
+
+  // Folders: Projects/Alpha/Deep, then Projects moved under the newer Later; Archive renamed.
+  const f = async (displayName: string, parentId: string | null) => (await eu.folders.create(anna, { displayName, parentId }, clock.now())).id;
+  const projects = await f('Projects', null);
+  const alpha = await f('Alpha', projects);
+  const deep = await f('Deep', alpha);
+  const later = await f('Later', null);
+  await eu.folders.update(anna, projects, { parentId: later }, clock.now());
+  const archive = (await eu.folders.byKind(anna, 'archive'))!;
+  await eu.folders.update(anna, archive.id, { displayName: 'Old mail' }, clock.now());
+
+  // Mail through the delivery path: attachments, an inline part, thread headers, a subject-threaded reply.
+  const delivery = createDelivery({ store: eu, clock, duplicateWindowSeconds: 3600, threadSubjectWindowSeconds: 7 * 86400 });
+  const deliver = async (raw: Buffer, folderId: string, receivedAt: number) =>
+    (await delivery.deliver(await delivery.prepare(raw), [{ userId: anna, folderId }], { duplicates: 'live', receivedAt }))[0]!.itemId;
+  const budget = crypto.randomBytes(50_000);
+  const logo = crypto.randomBytes(3_000);
+  const planId = await deliver(multipart('Plan', 'plan@partner.test', budget, logo), deep, T0 + 1);
+  await deliver(multipart('Re: Plan', 'plan-reply@partner.test', crypto.randomBytes(2_000), logo, ['In-Reply-To: <plan@partner.test>']), deep, T0 + 2);
+  await deliver(multipart('Re: Plan', 'plan-loose@partner.test', crypto.randomBytes(1_000), logo), alpha, T0 + 3);
+  const inbox = (await eu.folders.byKind(anna, 'inbox'))!.id;
+  const notes: string[] = [];
+  for (let i = 0; i < 23; i++) notes.push(await deliver(plain(i), inbox, T0 + 100 + i));
+  await eu.items.update(anna, notes[0]!, { isRead: true, isFlagged: true, categories: ['Red', 'Finance'] }, clock.now());
+  await eu.items.update(anna, notes[1]!, { inferenceClassification: 'other', categories: ['Blue'] }, clock.now());
+  await eu.items.move(anna, notes[2]!, later, clock.now());
+  await eu.items.delete(anna, notes[3]!, clock.now());
+  await eu.items.update(anna, planId, { isFlagged: true }, clock.now());
+  importedItemId = planId;
+
+  // An event and a contact.
+  const calendar = (await eu.folders.byKind(anna, 'calendar'))!.id;
+  const contacts = (await eu.folders.byKind(anna, 'contacts'))!.id;
+  await eu.items.create(
+    { userId: anna, folderId: calendar, type: 'event', receivedAt: T0 + 500, subject: 'Standup', preview: 'Daily', bodyText: 'Daily standup', data: { start: T0 + 86400_000, end: T0 + 86400_000 + 900_000, location: 'Room 1', attendees: [{ name: 'Ben', address: 'ben@acme.test' }], recurrence: { freq: 'daily' } } },
+    clock.now(),
+  );
+  await eu.items.create(
+    { userId: anna, folderId: contacts, type: 'contact', receivedAt: T0 + 501, subject: 'Carol Partner', data: { givenName: 'Carol', surname: 'Partner', emails: ['carol@partner.test'], phones: [{ type: 'mobile', number: '+1 555 0100' }] } },
+    clock.now(),
+  );
+  // The disabled user's mail moves too.
+  const benInbox = (await eu.folders.byKind(names['acme-ben']!, 'inbox'))!.id;
+  for (let i = 0; i < 3; i++) await eu.items.create({ userId: names['acme-ben']!, folderId: benInbox, type: 'email', receivedAt: T0 + 600 + i, subject: `Ben ${i}`, bodyText: `for ben ${i}`, mime: plain(100 + i) }, clock.now());
+
+  // Access rules (one updated later), the default state, a device and a sign-in (neither moves), audit entries.
+  const rule1 = await eu.deviceAccess.createRule(tenant.id, { field: 'deviceModel', match: 'exact', value: 'Old phone', accessState: 'blocked', description: 'too old' }, clock.now());
+  clock.advance(1000);
+  const rule2 = await eu.deviceAccess.createRule(tenant.id, { field: 'clientType', match: 'prefix', value: 'beta', accessState: 'quarantined', description: '' }, clock.now());
+  clock.advance(1000);
+  await eu.deviceAccess.updateRule(tenant.id, rule2.id, { field: 'clientType', match: 'prefix', value: 'beta-', accessState: 'allowed', description: 'betas are fine' }, clock.now());
+  ruleIds = [rule1.id, rule2.id];
+  await eu.deviceAccess.setDefaultState(tenant.id, 'quarantined', clock.now());
+  const device = await eu.devices.create(anna, 'anna-device-0123456789', { friendlyName: 'phone', deviceType: 'phone', deviceModel: 'phone-model-x9', deviceOS: 'os', clientType: 'pigeon', clientVersion: '1', userAgent: 'ua', capabilities: [] }, clock.now());
+  deviceRecordId = device.id;
+  await eu.refreshTokens.insert({ id: 'rt-acme-anna-1', familyId: 'fam-acme-anna-1', userId: anna, deviceId: device.deviceId, clientId: CLIENT_ID, scope: 'mail', tokenHash: Buffer.from('h'), createdAt: clock.now(), expiresAt: clock.now() + 1e9 });
+  const audit = (action: string, targetType: string, targetId: string | null, details: Record<string, unknown>) =>
+    eu.audit.append({ tenantId: tenant.id, at: clock.now(), actorId: names['acme-admin']!, actorName: 'acme-admin', action, targetType, targetId, details });
+  await audit('rule.create', 'deviceAccessRule', rule1.id, { field: 'deviceModel', value: 'Old phone' });
+  await audit('device.quarantine', 'device', device.id, { userId: anna, deviceId: device.deviceId });
+  await audit('message.import', 'user', anna, { itemId: planId, folderId: deep, internetMessageId: 'plan@partner.test' });
+  await eu.audit.append({ tenantId: otherTenant.id, at: clock.now(), actorId: null, actorName: 'system', action: 'tenant.create', targetType: 'tenant', targetId: otherTenant.id, details: {} });
+
+  for (const id of Object.values(names)) {
+    for (const folder of await eu.folders.listByUser(id)) {
+      sourceIds.add(folder.id);
+      for (const item of await eu.sync.range(id, folder.id, LOWEST, HIGHEST, 'asc', 1000)) sourceIds.add(item.id);
+    }
+  }
+  for (const id of [...ruleIds, deviceRecordId, 'rt-acme-anna-1', 'fam-acme-anna-1']) sourceIds.add(id);
+}
+
+/**
+ * Everything of a tenant that moves, with the store's own ids replaced by paths and names: two tenants compare equal
+ * when the move kept every field. Blob bytes are read back through the store.
+ */
+async function snapshot(store: Store, tenantId: string) {
+  const users = (await store.users.list()).filter((u) => u.tenantId === tenantId);
+  const out = [];
+  for (const { id, tenantId: _t, sessionVersion: _v, ...user } of users) {
+    const folders = await store.folders.listByUser(id);
+    const byId = new Map(folders.map((f) => [f.id, f]));
+    const pathOf = (f: Folder): string => (f.parentId ? `${pathOf(byId.get(f.parentId)!)}/` : '/') + f.displayName;
+    const tree = [];
+    for (const f of folders) {
+      const items = [];
+      for (const { id: itemId, userId: _u, folderId: _f, modseq: _m, changeKey: _c, placedModseq: _p, createdAt: _a, ...item } of await store.sync.range(id, f.id, LOWEST, HIGHEST, 'asc', 1000)) {
+        const attachments = [];
+        for (const a of await store.items.attachments(id, itemId)) attachments.push({ ...a, bytes: await store.blobs.read(id, a.blobId, 0, a.size) });
+        const mime = item.mimeBlobId ? await store.blobs.read(id, item.mimeBlobId, 0, (await store.blobs.size(id, item.mimeBlobId))!) : null;
+        items.push({ ...item, body: await store.items.body(id, itemId), attachments, mime });
+      }
+      tree.push({ path: pathOf(f), kind: f.kind, totalCount: f.totalCount, unreadCount: f.unreadCount, items });
+    }
+    tree.sort((a, b) => a.path.localeCompare(b.path));
+    out.push({ user, folders: tree });
+  }
+  const rules = (await store.deviceAccess.rules(tenantId)).map(({ id: _i, tenantId: _t, ...rule }) => rule);
+  return { users: out, rules, defaultState: await store.deviceAccess.defaultState(tenantId) };
+}
+
+/** Every row of every table of the us database, each value as text. */
+async function usRows(): Promise<Array<{ table: string; column: string; text: string }>> {
+  const client = new Client({ connectionString: usDatabase.url });
+  await client.connect();
+  try {
+    const tables = (await client.query<{ name: string }>("SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")).rows.map((t) => t.name);
+    const out = [];
+    for (const table of tables) {
+      for (const row of (await client.query(`SELECT * FROM "${table}"`)).rows as Array<Record<string, unknown>>) {
+        for (const [column, v] of Object.entries(row)) out.push({ table, column, text: Buffer.isBuffer(v) ? v.toString('latin1') : typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v) });
+      }
+    }
+    return out;
+  } finally {
+    await client.end();
+  }
+}
+
+const allAudit = (store: Store, tenantId: string) => store.audit.list(tenantId, { limit: 1000 });
+
+beforeAll(async () => {
+  dir = tempDir('pigeon-move-');
+  clock = new ManualClock(T0);
+  // The eu store is the data directory's own file, so the CLI test below can run an eu node's admin CLI on it.
+  fs.mkdirSync(path.join(dir, 'eu'));
+  eu = openSqliteStore(path.join(dir, 'eu', 'pigeon.db'));
+  usDatabase = await freshDatabase('pigeon_move_us');
+  us = await openPostgresStore(usDatabase.url, { poolSize: 4, nodeId: 'move-us' });
+  await buildSource();
+  exportFile = path.join(dir, 'acme.jsonl');
+}, 60_000);
+
+afterAll(async () => {
+  await eu?.close();
+  await us?.close();
+  await usDatabase?.drop();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
+  let imported: Tenant;
+  let sha256: string;
+
+  test('export: a versioned JSON Lines file with a header, the records and a checksummed trailer; audited', async () => {
+    clock.advance(60_000);
+    const done = await exportTenant(eu, tenant.id, exportFile, { clock, pageSize: PAGE });
+    sha256 = done.sha256;
+    expect(done.counts).toEqual({ users: 3, folders: 3 * 9 + 4, items: 3 + 22 + 2 + 3, attachments: 6, rules: 2, audit: 3 });
+    const lines = fs.readFileSync(exportFile, 'utf8').split('\n');
+    expect(lines.pop()).toBe('');
+    const header = JSON.parse(lines[0]!);
+    expect(header).toMatchObject({ record: 'header', format: TENANT_EXPORT_FORMAT, version: 1, createdAt: T0 + 63_000, source: { region: 'eu', tenant }, counts: done.counts });
+    expect(header.notMoved.records).toEqual(['devices', 'signIns', 'outbox', 'idempotency', 'changeHistory']);
+    const trailer = JSON.parse(lines.pop()!);
+    expect(trailer).toEqual({ record: 'trailer', counts: done.counts, sha256: crypto.createHash('sha256').update(lines.map((l) => l + '\n').join('')).digest('hex') });
+    const records = lines.slice(1).map((l) => JSON.parse(l) as { record: string });
+    expect(records.map((r) => r.record).filter((r, i, all) => all.indexOf(r) === i)).toEqual(['tenantSettings', 'deviceAccessRule', 'user', 'folder', 'item', 'audit']);
+    // Only this tenant: the other tenant's user and audit are not in it, nor any device or sign-in.
+    expect(lines.join('\n')).not.toContain('other-olga');
+    for (const notMoved of ['rt-acme-anna-1', 'fam-acme-anna-1', 'phone-model-x9']) expect(lines.join('\n')).not.toContain(notMoved);
+    const plan = records.find((r) => r.record === 'item' && (r as unknown as { item: { internetMessageId: string } }).item.internetMessageId === '<plan@partner.test>') as unknown as {
+      mime: string;
+      attachments: Array<{ name: string; content: string; isInline: boolean }>;
+    };
+    expect(plan.attachments.map((a) => [a.name, a.isInline])).toEqual([['logo.png', true], ['budget.pdf', false]]);
+    expect(Buffer.from(plan.mime, 'base64').toString('latin1')).toContain('Subject: Plan');
+
+    const [exported] = await allAudit(eu, tenant.id);
+    expect(exported).toMatchObject({ action: 'tenant.exported', targetId: tenant.id, details: { region: 'eu', sha256, counts: done.counts, file: 'acme.jsonl' } });
+    await expect(exportTenant(eu, tenant.id, exportFile, { clock })).rejects.toThrow(/exists/);
+    await expect(exportTenant(eu, tenant.id, path.join(dir, 'missing', 'x.jsonl'), { clock })).rejects.toThrow(/ENOENT/);
+    await expect(exportTenant(eu, 'no-such-tenant', path.join(dir, 'x.jsonl'), { clock })).rejects.toThrow(/no tenant/);
+  }, 60_000);
+
+  test('a damaged file (one byte changed), a newer version or a cut file is refused, and nothing is written', async () => {
+    const bytes = fs.readFileSync(exportFile);
+    const refusals: Array<[string, Buffer, RegExp]> = [];
+    const flipped = Buffer.from(bytes);
+    // A byte inside the base64 of the big attachment: still valid JSON, only the checksum can tell.
+    const at = bytes.indexOf('budget.pdf', bytes.length / 4) + 200;
+    flipped[at] = flipped[at] === 0x41 ? 0x42 : 0x41;
+    refusals.push(['flipped', flipped, /checksum mismatch/]);
+    refusals.push(['newer', Buffer.from(bytes.toString('utf8').replace('"version":1', '"version":2')), /version 2 is not supported/]);
+    refusals.push(['cut', bytes.subarray(0, bytes.length - 100), /cut short/]);
+    for (const [name, content, message] of refusals) {
+      const file = path.join(dir, `${name}.jsonl`);
+      fs.writeFileSync(file, content);
+      await expect(importTenant(us, file, 'us', { clock, pageSize: PAGE })).rejects.toThrow(message);
+      await expect(importTenant(us, file, 'us', { clock })).rejects.toBeInstanceOf(TenantMoveError);
+    }
+    expect(await us.tenants.list()).toEqual([]);
+    expect(await us.users.count()).toBe(0);
+  });
+
+  test('import: the tenant is recreated in us with new ids, audited', async () => {
+    clock.advance(60_000);
+    const lines: string[] = [];
+    const done = await importTenant(us, exportFile, 'us', { clock, pageSize: PAGE, progress: (l) => lines.push(l) });
+    imported = done.tenant;
+    expect(done).toMatchObject({ sourceRegion: 'eu', sha256 });
+    expect(imported).toEqual({ id: expect.any(String), name: 'Acme', region: 'us', createdAt: tenant.createdAt });
+    expect(imported.id).not.toBe(tenant.id);
+    expect(await us.tenants.list()).toEqual([imported]);
+    expect(lines[0]).toMatch(/^verified .*acme\.jsonl: tenant "Acme" of region eu/);
+  }, 60_000);
+
+  test('everything that moves compares equal, field by field (users, folder tree, items, bodies, blobs, rules)', async () => {
+    const source = await snapshot(eu, tenant.id);
+    const target = await snapshot(us, imported.id);
+    expect(target).toEqual(source);
+    // The comparison covered what it should.
+    expect(source.users.map((u) => [u.user.username, u.user.role, u.user.disabled])).toEqual([
+      ['acme-admin', 'admin', false],
+      ['acme-anna', 'user', false],
+      ['acme-ben', 'user', true],
+    ]);
+    const anna = source.users[1]!.folders;
+    expect(anna.map((f) => f.path)).toEqual(
+      expect.arrayContaining(['/Later/Projects/Alpha/Deep', '/Later/Projects/Alpha', '/Later/Projects', '/Old mail', '/Inbox', '/Calendar', '/Contacts']),
+    );
+    const deep = anna.find((f) => f.path === '/Later/Projects/Alpha/Deep')!;
+    expect(deep.items.map((i) => [i.subject, i.attachments.length, i.isFlagged])).toEqual([['Plan', 2, true], ['Re: Plan', 2, false]]);
+    expect(deep.items[0]!.attachments[1]!.bytes.length).toBe(50_000);
+    expect(anna.find((f) => f.path === '/Calendar')!.items[0]).toMatchObject({ type: 'event', data: { location: 'Room 1', recurrence: { freq: 'daily' } } });
+    expect(anna.find((f) => f.path === '/Inbox')!.items.find((i) => i.subject === 'Note 0')).toMatchObject({ isRead: true, isFlagged: true, categories: ['Red', 'Finance'] });
+    expect(source.rules.map((r) => r.value)).toEqual(['Old phone', 'beta-']);
+    expect(source.defaultState).toBe('quarantined');
+  });
+
+  test('threading carries over: later replies find the moved conversations by Message-ID and by subject', async () => {
+    const anna = (await us.users.byUsername('acme-anna'))!.id;
+    const source = names['acme-anna']!;
+    const conversation = await eu.items.conversationByMessageIds(source, ['<plan@partner.test>']);
+    expect(conversation).toEqual(expect.any(String));
+    expect(await us.items.conversationByMessageIds(anna, ['<plan@partner.test>'])).toBe(conversation);
+    // The thread subject (which the Store does not give back) is derived again on import, as delivery set it.
+    expect(await eu.items.conversationBySubject(source, 'plan', T0, T0 + 10)).toBe(conversation);
+    expect(await us.items.conversationBySubject(anna, 'plan', T0, T0 + 10)).toBe(conversation);
+    expect(await us.items.conversationBySubject(anna, 'note 5', T0, T0 + 1000)).toBe(await eu.items.conversationBySubject(source, 'note 5', T0, T0 + 1000));
+  });
+
+  test('audit: source has tenant.exported; target has every entry re-appended as imported (ids mapped), then tenant.imported', async () => {
+    const source = await allAudit(eu, tenant.id);
+    const target = await allAudit(us, imported.id);
+    expect(source.map((e) => e.action)).toEqual(['tenant.exported', 'message.import', 'device.quarantine', 'rule.create']);
+    expect(target.map((e) => e.action)).toEqual(['tenant.imported', 'message.import', 'device.quarantine', 'rule.create']);
+    expect(target[0]).toMatchObject({
+      tenantId: imported.id,
+      actorName: 'system',
+      targetId: imported.id,
+      details: { fromRegion: 'eu', region: 'us', sha256, counts: { users: 3, rules: 2, audit: 3 } },
+    });
+    const newId = async (username: string) => (await us.users.byUsername(username))!.id;
+    const byAction = (list: AuditEntry[], action: string) => list.find((e) => e.action === action)!;
+    const usRules = await us.deviceAccess.rules(imported.id);
+    expect(byAction(target, 'rule.create')).toMatchObject({
+      at: byAction(source, 'rule.create').at,
+      actorId: await newId('acme-admin'),
+      actorName: 'acme-admin',
+      targetId: usRules.find((r) => r.value === 'Old phone')!.id,
+      details: { field: 'deviceModel', value: 'Old phone', imported: { region: 'eu', seq: byAction(source, 'rule.create').seq } },
+    });
+    // The device did not move: its record id is dropped, the device's own id (the app's) stays as information.
+    expect(byAction(target, 'device.quarantine')).toMatchObject({ targetId: null, details: { userId: await newId('acme-anna'), deviceId: 'anna-device-0123456789' } });
+    const item = byAction(target, 'message.import').details as { itemId: string; folderId: string };
+    expect((await us.items.byId(await newId('acme-anna'), item.itemId))!.internetMessageId).toBe('<plan@partner.test>');
+    expect((await us.folders.byId(await newId('acme-anna'), item.folderId))!.displayName).toBe('Deep');
+    expect(importedItemId).not.toBe(item.itemId);
+  });
+
+  test('nothing of the source tenant\'s ids is in any row of the target store; devices and sign-ins did not move', async () => {
+    const rows = await usRows();
+    const found = rows.flatMap((r) => [...sourceIds].filter((id) => r.text.includes(id)).map((id) => ({ table: r.table, column: r.column, id })));
+    expect(found).toEqual([]);
+    expect(sourceIds.size).toBeGreaterThan(60);
+    expect(rows.filter((r) => r.table === 'devices' || r.table === 'refresh_tokens' || r.table === 'outbox')).toEqual([]);
+  });
+
+  test('a second import, or one whose usernames are taken, is refused and writes nothing', async () => {
+    const before = { tenants: await us.tenants.list(), users: await us.users.count(), audit: await allAudit(us, imported.id) };
+    await expect(importTenant(us, exportFile, 'us', { clock })).rejects.toThrow(/already has tenant "Acme"/);
+    expect({ tenants: await us.tenants.list(), users: await us.users.count(), audit: await allAudit(us, imported.id) }).toEqual(before);
+    // Back into its own store: the tenant id exists.
+    await expect(importTenant(eu, exportFile, 'eu', { clock })).rejects.toThrow(/already has tenant "Acme"/);
+    // Another store where only a username is taken.
+    const other = openSqliteStore(path.join(dir, 'other.db'));
+    try {
+      await createUserAdmin(other, clock).addUser({ username: 'acme-ben', password: password('x'), role: 'user' });
+      const tenants = await other.tenants.list();
+      await expect(importTenant(other, exportFile, 'default', { clock })).rejects.toThrow(/username\(s\) already in use in this store: acme-ben/);
+      expect(await other.tenants.list()).toEqual(tenants);
+      expect(await other.users.count()).toBe(1);
+    } finally {
+      await other.close();
+    }
+  });
+
+  test('an import that fails after writing says what it created', async () => {
+    const target = openSqliteStore(path.join(dir, 'failing.db'));
+    try {
+      // The store fails (as a full disk would) at the third unit of items.
+      let itemUnits = 0;
+      const failing: Store = Object.create(target, {
+        run: {
+          value: (unit: Parameters<Store['run']>[0]) => {
+            const source = unit.toString();
+            if (source.includes('items.create') && ++itemUnits === 3) return Promise.reject(new Error('disk full (simulated)'));
+            return target.run(unit);
+          },
+        },
+      });
+      const failed = importTenant(failing, exportFile, 'us', { clock, pageSize: PAGE });
+      await expect(failed).rejects.toBeInstanceOf(TenantImportFailed);
+      const err = (await failed.catch((e: unknown) => e)) as TenantImportFailed;
+      const [made] = await target.tenants.list();
+      expect(err.message).toContain(`import failed: disk full (simulated). It had created tenant "Acme" (${made!.id}), users: acme-admin (`);
+      expect(err.created).toMatchObject({ tenant: made, items: 2 * PAGE, rules: 2, audit: 0 });
+      expect(err.created.users.map((u) => u.username)).toEqual(['acme-admin', 'acme-anna']);
+      expect((await target.users.list()).map((u) => [u.username, u.id])).toEqual(err.created.users.map((u) => [u.username, u.id]));
+    } finally {
+      await target.close();
+    }
+  });
+
+  test('a moved user signs in at a us app with the same password (quarantined until the us admin allows the device) and syncs the moved mail', async () => {
+    const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_REGION: 'us', PIGEON_REGIONS: REGIONS_ENV, PIGEON_ISSUER: DIRECTORY.us });
+    const keys = await loadKeys(config, us.secrets);
+    const built = createApp({ config, store: us, keys, clock: new ManualClock(Date.now()), log: createLogger({ logLevel: 'silent', logPretty: false }), lag: { lagMs: () => 0, stop() {} } });
+    const server = http.createServer(withFastLane(built.app, built.fastLane));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const api = () => request(server);
+      const signIn = async (username: string, extra: Record<string, string> = {}) =>
+        api().post('/oauth2/token').type('form').send({ grant_type: 'password', client_id: CLIENT_ID, username, password: password(username), ...extra });
+      const device = 'anna-new-device-0123456789';
+      const anna = await signIn('acme-anna', { device_id: device });
+      expect(anna.status).toBe(200);
+      expect((await signIn('acme-ben')).status).toBe(400); // disabled, as in eu
+      const h = { Authorization: `Bearer ${anna.body.access_token}`, 'X-Device-Id': device };
+      expect((await api().post('/v1/devices').set(h).send({ friendlyName: 'new phone' })).status).toBe(201);
+      // The tenant's default state moved: a new device is quarantined until an admin allows it.
+      expect((await api().get('/v1/folders/sync').set(h)).status).toBe(403);
+      const admin = await signIn('acme-admin', { scope: 'mail admin' });
+      expect(admin.status).toBe(200);
+      const ah = { Authorization: `Bearer ${admin.body.access_token}` };
+      const record = (await api().get('/admin/v1/devices').set(ah)).body.devices.find((d: { deviceId: string }) => d.deviceId === device);
+      expect((await api().post(`/admin/v1/devices/${record.id}/allow`).set(ah)).status).toBe(200);
+
+      const folders = await api().get('/v1/folders/sync').set(h);
+      expect(folders.status).toBe(200);
+      const deep = folders.body.created.find((f: { displayName: string }) => f.displayName === 'Deep');
+      const items = await api().get(`/v1/folders/${deep.id}/items/sync`).set(h);
+      expect(items.status).toBe(200);
+      const plan = items.body.created.find((i: { subject: string }) => i.subject === 'Plan');
+      expect(plan).toMatchObject({ isFlagged: true, hasAttachments: true });
+      const mime = await api().get(`/v1/items/${plan.id}/mime`).set(h).buffer(true).parse((res, cb) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => cb(null, Buffer.concat(chunks)));
+      });
+      expect(mime.status).toBe(200);
+      const euPlan = (await eu.items.byId(names['acme-anna']!, importedItemId))!;
+      expect((mime.body as Buffer).equals(await eu.blobs.read(euPlan.userId, euPlan.mimeBlobId!, 0, (await eu.blobs.size(euPlan.userId, euPlan.mimeBlobId!))!))).toBe(true);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  }, 60_000);
+});
+
+describe('through the real CLI', () => {
+  const { PATH, HOME } = process.env;
+  const cli = (env: Record<string, string>, ...argv: string[]) =>
+    spawnSync('npm', ['run', '--silent', 'admin', '--', ...argv], {
+      cwd: ROOT,
+      env: { PATH, HOME, npm_config_update_notifier: 'false', PIGEON_REGIONS: REGIONS_ENV, ...env },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+
+  test('tenant export on an eu node, tenant import on a us node (PostgreSQL); a second import exits 2', async () => {
+    const euDir = path.join(dir, 'eu');
+    const usDir = tempDir('pigeon-move-cli-us-');
+    const database = await freshDatabase('pigeon_move_cli');
+    try {
+      const file = path.join(dir, 'acme-cli.jsonl');
+      const exported = cli({ PIGEON_DATA_DIR: euDir, PIGEON_REGION: 'eu' }, 'tenant', 'export', '--tenant', tenant.id, '--out', file);
+      expect({ status: exported.status, stderr: exported.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
+      expect(exported.stdout).toMatch(new RegExp(`^exported tenant Acme \\(${tenant.id}\\) of region eu to .*acme-cli\\.jsonl: 3 users, 31 folders, 30 items, 6 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}\\nnot moved: devices, sign-ins`));
+
+      const usEnv = { PIGEON_DATA_DIR: usDir, PIGEON_REGION: 'us', PIGEON_DATABASE_URL: database.url };
+      const importedRun = cli(usEnv, 'tenant', 'import', '--in', file);
+      expect({ status: importedRun.status, stderr: importedRun.stderr }).toEqual({ status: 0, stderr: expect.stringContaining('verified') });
+      expect(importedRun.stdout).toMatch(/^imported tenant Acme \(\S+\) from region eu into region us: 3 users, 31 folders, 30 items, 6 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}; audited as tenant\.imported\n$/);
+      const listed = cli(usEnv, 'tenant', 'list');
+      expect(listed.stdout).toMatch(/^\S+\tAcme\tus\t/);
+
+      const again = cli(usEnv, 'tenant', 'import', '--in', file);
+      expect(again.status).toBe(2);
+      expect(again.stderr).toMatch(/^pigeon admin: refused: this store already has tenant "Acme"/m);
+    } finally {
+      await database.drop();
+      fs.rmSync(usDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
