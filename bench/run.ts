@@ -12,6 +12,10 @@
  *   npm run bench -- --only 1,5           some scenarios only (development)
  *   npm run bench -- --profile            runs Pigeon with --cpu-prof and prints where its CPU went
  *   npm run bench -- --baseline ../old    another checkout side by side with this one (request-path figures only)
+ *   npm run bench -- --store pg --pg-url postgres://…/postgres     Pigeon on PostgreSQL (a database of its own, dropped
+ *                                         at the end; or set BENCH_POSTGRES_URL), and where PostgreSQL's time goes
+ *   npm run bench -- --store both …       the same figures on SQLite and PostgreSQL side by side, in the same rounds
+ *                                         (--only picks scenarios there too: 1 2 3 5 6 7, and 9 for where the time goes)
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -30,7 +34,12 @@ import { authFigures } from './scenarios/auth';
 import { baselineFigures } from './scenarios/baseline';
 import { coldStartFigure } from './scenarios/coldStart';
 import { ingestFigure } from './scenarios/ingest';
+import { pgCost, type PgCost } from './scenarios/pgCost';
 import { pushFigures } from './scenarios/push';
+import { STORE_NAMES, storeFigures, type StoreName } from './scenarios/stores';
+import { buildPostgresMailbox } from './lib/mailbox';
+import { createBenchDatabase, NO_POSTGRES_URL, pgMeter, pgSettings } from './lib/postgres';
+import { costTable, sideBySideTable, statementDetail } from './lib/storeReport';
 import { incrementalFigures, initialWindowFigures, pollFigures, windowFigures, type Mailbox } from './scenarios/sync';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -43,6 +52,8 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     profile: { type: 'boolean', default: false },
     baseline: { type: 'string' },
+    store: { type: 'string', default: 'sqlite' },
+    'pg-url': { type: 'string' },
   },
 });
 
@@ -115,6 +126,11 @@ async function main(): Promise<void> {
     ? { latency: { rounds: 2, warmupSeconds: 1, seconds: 2, connections: 1 }, throughput: { rounds: 2, warmupSeconds: 1, seconds: 3, connections: 16 } }
     : { latency: { rounds: 3, warmupSeconds: 1, seconds: 3, connections: 1 }, throughput: { rounds: 3, warmupSeconds: 2, seconds: 5, connections: 16 } };
   const figures: Figure[] = [];
+  if (!['sqlite', 'pg', 'both'].includes(args.store!)) throw new Error(`--store ${args.store}: sqlite, pg or both`);
+  if (args.store !== 'sqlite') {
+    if (args.baseline) throw new Error('--store and --baseline cannot be combined');
+    return storeRun({ quick, plans, log, cpuProfDir, wants, startedAt, t0, machine });
+  }
   const small = await cachedMailbox(10_000, log);
   if (args.baseline) {
     log(`\nside by side with the checkout in ${args.baseline}`);
@@ -207,6 +223,71 @@ async function main(): Promise<void> {
     log('BENCHMARKS.md updated');
   }
   if (args.compare) log(`\nchange against ${args.compare}:\n${comparison(readResults(args.compare), results)}`);
+  log(`done in ${Math.round(results.durationSeconds)} s`);
+}
+
+/**
+ * `--store pg|both`: the store figures (scenarios/stores.ts) and, on PostgreSQL, where its time goes
+ * (scenarios/pgCost.ts), in a database of the run's own. Prints the tables and writes the JSON (to the temp dir
+ * unless --json); BENCHMARKS.md is written by hand from them.
+ */
+async function storeRun(run: {
+  quick: boolean;
+  plans: { latency: BenchContext['latency']; throughput: BenchContext['throughput'] };
+  log: (line: string) => void;
+  cpuProfDir?: string;
+  wants: (n: number) => boolean;
+  startedAt: string;
+  t0: number;
+  machine: ReturnType<typeof describeMachine>;
+}): Promise<void> {
+  const { quick, plans, log, wants } = run;
+  const stores: StoreName[] = args.store === 'both' ? ['sqlite', 'pg'] : ['pg'];
+  const serverUrl = args['pg-url'] ?? process.env.BENCH_POSTGRES_URL;
+  if (!serverUrl) throw new Error(NO_POSTGRES_URL);
+  const small = stores.includes('sqlite') ? await cachedMailbox(10_000, log) : undefined;
+  const db = await createBenchDatabase(serverUrl);
+  let meter: Awaited<ReturnType<typeof pgMeter>> | undefined;
+  let figures: Figure[] = [];
+  let cost: PgCost | undefined;
+  let settings: Record<string, string> = {};
+  try {
+    settings = await pgSettings(serverUrl);
+    log(`\nPostgreSQL ${settings.server_version}: database ${db.name}; synchronous_commit=${settings.synchronous_commit}, fsync=${settings.fsync}, wal_sync_method=${settings.wal_sync_method}`);
+    meter = await pgMeter(db);
+    await buildPostgresMailbox(db.url, 10_000, log);
+    log(`\n${stores.map((s) => STORE_NAMES[s]).join(' and ')}, 10,000-item mailbox`);
+    figures = await storeFigures({ quick, ...plans, log, cpuProfDir: run.cpuProfDir }, { stores, sqliteMailbox: small?.file, pg: { db, meter }, cpuProfDir: run.cpuProfDir, wants });
+    if (wants(9)) {
+      log("\nwhere PostgreSQL's time goes (one process, through a counting proxy)");
+      cost = await pgCost(log, db, meter, quick);
+    }
+  } finally {
+    await meter?.close();
+    await db.drop();
+  }
+  figures.sort((a, b) => a.scenario - b.scenario);
+  const columns = stores.map((key) => ({ key, name: STORE_NAMES[key] }));
+  log(`\n${table(figures)}\n`);
+  log(`${sideBySideTable(figures, columns)}\n`);
+  if (cost) log(`${costTable(cost)}\n\n${statementDetail(cost)}\n`);
+  if (run.cpuProfDir) for (const f of profilesIn(run.cpuProfDir, 0)) log(`\n${summarize(f)}\n(full profile: ${f})\n`);
+  const argv = process.argv.slice(2);
+  const results: Results & { pgCost?: PgCost } = {
+    version: 1,
+    startedAt: run.startedAt,
+    durationSeconds: (performance.now() - run.t0) / 1000,
+    command: `npm run bench -- ${argv.map((a) => a.replace(/\/\/[^@/]*@/, '//…@')).join(' ')}`,
+    quick,
+    machine: run.machine,
+    settings: { env: BENCH_ENV, plans, stores, postgres: settings, loadAverageAtEnd: os.loadavg().map((l) => Math.round(l * 100) / 100) },
+    figures,
+    pgCost: cost,
+  };
+  const jsonFile = args.json ?? path.join(os.tmpdir(), `pigeon-bench-store-${run.startedAt.replace(/[:.]/g, '-')}.json`);
+  fs.writeFileSync(jsonFile, `${JSON.stringify(results, null, 2)}\n`);
+  log(`results: ${jsonFile}`);
+  log(`load average at start ${run.machine.loadAverage.join(' / ')}, at end ${os.loadavg().map((l) => l.toFixed(2)).join(' / ')}`);
   log(`done in ${Math.round(results.durationSeconds)} s`);
 }
 

@@ -6,6 +6,7 @@
 import https from 'node:https';
 import zlib from 'node:zlib';
 import { performance } from 'node:perf_hooks';
+import type { PgMeter } from './postgres';
 
 export interface Target {
   port: number;
@@ -13,6 +14,8 @@ export interface Target {
   cert: string;
   /** The serving process, when the runner started it: its CPU time is measured too. */
   pid?: number;
+  /** The PostgreSQL database behind it (`--store pg`): its backends' CPU time is measured too. */
+  pg?: PgMeter;
 }
 
 export interface Exchange {

@@ -10,6 +10,7 @@
 import autocannon from 'autocannon';
 import type { Target } from './http';
 import { cpuMs } from './pigeon';
+import { pgDelta } from './postgres';
 import { latencySummary, median, roundSummary, type Summary } from './stats';
 
 export type LoadRequest = autocannon.Request;
@@ -29,6 +30,8 @@ export interface RunResult {
   statuses: Record<string, number>;
   /** The server's CPU milliseconds per 2xx response during the run (when its pid is known). */
   cpuMsPerOp?: number;
+  /** The CPU milliseconds of the database's PostgreSQL backends per 2xx response (when there is a database). */
+  dbCpuMsPerOp?: number;
 }
 
 export async function run(target: Target, requests: LoadRequest[], opts: RunOptions): Promise<RunResult> {
@@ -43,6 +46,7 @@ export async function run(target: Target, requests: LoadRequest[], opts: RunOpti
     tlsOptions: { ca: target.cert },
   } as autocannon.Options;
   const cpu0 = target.pid ? cpuMs(target.pid) : 0;
+  const db0 = await target.pg?.read();
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
     const instance = autocannon(options, (err, r) => (err ? reject(err) : resolve(r)));
     instance.on('response', (_client, status, _bytes, ms) => {
@@ -51,8 +55,9 @@ export async function run(target: Target, requests: LoadRequest[], opts: RunOpti
     });
   });
   const cpuMsPerOp = target.pid && result['2xx'] ? (cpuMs(target.pid) - cpu0) / result['2xx'] : undefined;
+  const dbCpuMsPerOp = db0 && result['2xx'] ? pgDelta(db0, await target.pg!.read()).backendCpuMs / result['2xx'] : undefined;
   const failed = result.non2xx + result.errors + result.timeouts;
-  return { latencies, rps: result['2xx'] / result.duration, ok: result['2xx'], failed, statuses, cpuMsPerOp };
+  return { latencies, rps: result['2xx'] / result.duration, ok: result['2xx'], failed, statuses, cpuMsPerOp, dbCpuMsPerOp };
 }
 
 export interface Plan {
@@ -93,7 +98,8 @@ export async function sideBySide(sides: Side[], plan: Plan, kind: 'latency' | 't
   }
   const cpu = (rs: RunResult[]) => {
     const known = rs.map((r) => r.cpuMsPerOp).filter((x): x is number => x !== undefined);
-    return known.length ? { cpuMsPerOp: median(known) } : {};
+    const db = rs.map((r) => r.dbCpuMsPerOp).filter((x): x is number => x !== undefined);
+    return { ...(known.length ? { cpuMsPerOp: median(known) } : {}), ...(db.length ? { dbCpuMsPerOp: median(db) } : {}) };
   };
   return results.map((rs) =>
     kind === 'latency'

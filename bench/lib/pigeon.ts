@@ -37,12 +37,13 @@ export const BENCH_ENV: Record<string, string> = {
 
 /**
  * Settings taken from the runner's environment: `PIGEON_FAST_LANE=false npm run bench` measures without the fast
- * lane, `PIGEON_WORKERS=1` (or 2, ...) with that many server processes (unset: the production default, one per core).
+ * lane, `PIGEON_WORKERS=1` (or 2, ...) with that many server processes (unset: the production default, one per core),
+ * `PIGEON_DATABASE_POOL_SIZE` with that many PostgreSQL connections per process (`--store pg`).
  * Only those that are set are passed: an older checkout (`--baseline`) refuses a setting it does not know.
  */
 function passedThrough(): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const name of ['PIGEON_FAST_LANE', 'PIGEON_WORKERS']) {
+  for (const name of ['PIGEON_FAST_LANE', 'PIGEON_WORKERS', 'PIGEON_DATABASE_POOL_SIZE']) {
     const v = process.env[name];
     if (v !== undefined) out[name] = v;
   }
@@ -102,6 +103,11 @@ export interface StartOptions {
   cpuProfDir?: string;
   /** Another checkout of Pigeon to run (to measure two versions side by side); this one when not given. */
   root?: string;
+  /**
+   * Keep the store in this PostgreSQL database (PIGEON_DATABASE_URL) instead of the SQLite file in the data dir, which
+   * then holds only the keys and the certificate. A checkout that does not know the setting is refused.
+   */
+  databaseUrl?: string;
 }
 
 /**
@@ -115,6 +121,9 @@ function knownSettings(root: string): (name: string) => boolean {
 }
 
 export async function startPigeon(dataDir: string, opts: StartOptions = {}): Promise<Pigeon> {
+  const known = knownSettings(opts.root ?? ROOT);
+  // Dropped like any unknown setting, it would leave the server on SQLite, measured as if it were PostgreSQL.
+  if (opts.databaseUrl && !known('PIGEON_DATABASE_URL')) throw new Error(`the checkout in ${opts.root ?? ROOT} has no PIGEON_DATABASE_URL: it cannot run on PostgreSQL`);
   const { certFile, keyFile, cert } = await devCertificate(dataDir);
   const logFile = path.join(dataDir, `pigeon-${Date.now()}.log`);
   const out = fs.openSync(logFile, 'a');
@@ -123,8 +132,11 @@ export async function startPigeon(dataDir: string, opts: StartOptions = {}): Pro
   const proc = spawn(process.execPath, [...execArgv, '--import', 'tsx', 'server/main.ts'], {
     cwd: opts.root ?? ROOT,
     env: Object.fromEntries(
-      Object.entries({ PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, ...passedThrough(), PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile, ...opts.env })
-        .filter(([name]) => knownSettings(opts.root ?? ROOT)(name)),
+      Object.entries({
+        PATH: process.env.PATH, HOME: process.env.HOME, ...BENCH_ENV, ...passedThrough(), PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile,
+        ...(opts.databaseUrl ? { PIGEON_DATABASE_URL: opts.databaseUrl } : {}),
+        ...opts.env,
+      }).filter(([name]) => known(name)),
     ),
     stdio: ['ignore', out, out],
   });

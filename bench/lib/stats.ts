@@ -19,6 +19,8 @@ export interface Summary {
   samples?: number;
   /** CPU time the serving process spent per request (or message), median round: what the operator pays. */
   cpuMsPerOp?: number;
+  /** CPU time PostgreSQL's backends spent per request, median round (`--store pg`). */
+  dbCpuMsPerOp?: number;
   /** For a throughput figure: the latencies seen under that load. */
   latency?: Summary;
 }

@@ -18,6 +18,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import nodemailer from 'nodemailer';
 import { openSqliteStore } from '../../server/store/sqlite';
+import type { Store } from '../../server/store/types';
 import { loadConfig } from '../../server/config';
 import { loadKeys } from '../../server/auth/keys';
 import { createAccessTokens } from '../../server/auth/accessTokens';
@@ -25,13 +26,14 @@ import { systemClock } from '../../server/clock';
 import { startCeiling } from '../lib/ceiling';
 import type { BenchContext, Figure } from '../lib/figure';
 import type { Recorded, Target } from '../lib/http';
-import { rssMiB, startPigeon } from '../lib/pigeon';
+import { rssMiB, startPigeon, type Pigeon } from '../lib/pigeon';
 import { latencySummary, roundSummary } from '../lib/stats';
 import { message } from './ingest';
 
 const ISSUER = 'https://pigeon-bench.invalid';
 const CHANGERS = 100;
 const RATE = 50;
+const STORE_RATE = 10;
 const DESCRIPTION = { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -41,8 +43,11 @@ interface BenchUser {
   devices: [string, string];
 }
 
-async function world(dataDir: string, users: number): Promise<BenchUser[]> {
-  const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
+/**
+ * The users, their devices and live sign-ins, made in `store` (closed afterwards); their access tokens are signed
+ * with the key files of `dataDir` (made there when missing: a server on PostgreSQL is pointed at them, KEY_FILES).
+ */
+async function world(store: Store, dataDir: string, users: number): Promise<BenchUser[]> {
   const now = Date.now();
   const seeded = await store.run(function* (tx) {
     const made: Array<{ id: string; tenantId: string; sv: number; sid: string; key: string; devices: [string, string] }> = [];
@@ -74,15 +79,22 @@ async function world(dataDir: string, users: number): Promise<BenchUser[]> {
   );
 }
 
+/** The key files `world` signs with, for a server that would otherwise keep its keys in its database. */
+const keyFiles = (dataDir: string) => ({
+  PIGEON_SIGNING_KEY_FILE: path.join(dataDir, 'keys', 'jwt-signing-key.pem'),
+  PIGEON_SECRET_FILE: path.join(dataDir, 'keys', 'server-secret'),
+});
+
 interface Stream {
   key: string;
   onEvent?: (at: number, chunk: string) => void;
   head?: Recorded;
+  close(): void;
 }
 
 function openStream(target: Target, u: BenchUser, device: 0 | 1): Promise<Stream> {
   return new Promise((resolve, reject) => {
-    const s: Stream = { key: u.key };
+    const s: Stream = { key: u.key, close: () => req.destroy() };
     const req = https.get(
       {
         host: '127.0.0.1', port: target.port, path: '/v1/events', ca: target.cert, servername: 'localhost', agent: false,
@@ -119,7 +131,7 @@ async function openAll(target: Target, users: BenchUser[]): Promise<Stream[]> {
 }
 
 /** Delivers to the changers at RATE per second for `seconds`; each delivery's time until its user's event. */
-async function latencies(lmtpPort: number, streams: Stream[], seconds: number): Promise<{ ms: number[]; missed: number; failed: number; event?: string }> {
+async function latencies(lmtpPort: number, streams: Stream[], seconds: number, rate = RATE): Promise<{ ms: number[]; missed: number; failed: number; event?: string }> {
   const ms: number[] = [];
   const waiting = new Map<string, number[]>();
   let event: string | undefined;
@@ -133,8 +145,8 @@ async function latencies(lmtpPort: number, streams: Stream[], seconds: number): 
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port: lmtpPort, lmtp: true, pool: true, maxConnections: 4, maxMessages: Infinity, ignoreTLS: true, secure: false });
   const sends: Array<Promise<boolean>> = [];
   const start = performance.now();
-  for (let k = 0; k < RATE * seconds; k++) {
-    const wait = start + (k * 1000) / RATE - performance.now();
+  for (let k = 0; k < rate * seconds; k++) {
+    const wait = start + (k * 1000) / rate - performance.now();
     if (wait > 0) await sleep(wait);
     const key = streams[k % CHANGERS]!.key;
     const to = `${key}@bench.example`;
@@ -156,7 +168,7 @@ export async function pushFigures(ctx: BenchContext): Promise<Figure[]> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pigeon-bench-push-'));
   try {
     ctx.log(`  push world: ${users.toLocaleString('en')} users × 2 devices ...`);
-    const people = await world(dataDir, users);
+    const people = await world(openSqliteStore(path.join(dataDir, 'pigeon.db')), dataDir, users);
     const pigeon = await startPigeon(dataDir, { env: { PIGEON_ISSUER: ISSUER }, cpuProfDir: ctx.cpuProfDir });
     let streams: Stream[] = [];
     let pigeonEvent: string | undefined;
@@ -211,4 +223,56 @@ export async function pushFigures(ctx: BenchContext): Promise<Figure[]> {
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
   return [rss, latency];
+}
+
+/**
+ * `--store`: delivery → event latency on one backend, without a ceiling. 100 users with two streams each, deliveries
+ * over LMTP as above but at 10 msg/s (STORE_RATE): what is measured is the way of a change to the streams, not how
+ * many deliveries a loaded machine takes before they queue (ingest measures that); each user's deliveries are 10 s
+ * apart, beyond the 1 s coalescing window, so every delivery is its own event. On PostgreSQL twice: streams on the node that stores the message, and — what several
+ * nodes add — streams on node B while node A, a second server process on the same database, takes the deliveries:
+ * B hears A's commit through the commit feed (NOTIFY). SQLite has no second node (one file, one machine: its worker
+ * processes share commits through the primary), so it has the one-node figure only.
+ */
+export async function storePushFigures(
+  ctx: Pick<BenchContext, 'quick' | 'log'>,
+  side: { store: string; name: string; open: (dataDir: string) => Promise<Store>; start: (dataDir: string, env: Record<string, string>) => Promise<Pigeon>; nodes: 1 | 2 },
+): Promise<Figure[]> {
+  const seconds = ctx.quick ? 12 : 30;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pigeon-bench-push-'));
+  const started: Pigeon[] = [];
+  const figures: Figure[] = [];
+  const measure = async (id: string, label: string, deliverTo: Pigeon, streamsOn: Pigeon) => {
+    const figure: Figure = { id, scenario: 7, label, unit: 'ms', better: 'lower' };
+    ctx.log(`  ${label} ...`);
+    const streams = await openAll(streamsOn, people);
+    try {
+      await sleep(1_000);
+      const r = await latencies(deliverTo.lmtpPort!, streams, seconds, STORE_RATE);
+      if (r.failed || r.missed) throw new Error(`push (${label}): ${r.failed} deliveries failed, ${r.missed} got no event`);
+      figure.pigeon = latencySummary([r.ms]);
+      figure.notes = { deliveries: STORE_RATE * seconds, messagesPerSecond: STORE_RATE, events: r.ms.length, coalescingWindowMs: 1000 };
+    } finally {
+      for (const s of streams) s.close();
+    }
+    figures.push(figure);
+  };
+  let people: BenchUser[] = [];
+  try {
+    people = await world(await side.open(dataDir), dataDir, CHANGERS);
+    const env = { PIGEON_ISSUER: ISSUER, ...keyFiles(dataDir) };
+    const a = await side.start(dataDir, env);
+    started.push(a);
+    if (!a.lmtpPort) throw new Error('push: the server logged no LMTP port');
+    await measure(`push.latency.${side.store}`, `delivery → event latency, one node (LMTP, ${STORE_RATE} msg/s) — ${side.name}`, a, a);
+    if (side.nodes === 2) {
+      const b = await side.start(dataDir, env);
+      started.push(b);
+      await measure(`push.latency.twoNodes.${side.store}`, `delivery on node A → event on node B (${STORE_RATE} msg/s) — ${side.name}`, a, b);
+    }
+  } finally {
+    for (const p of started) await p.stop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+  return figures;
 }

@@ -9,6 +9,7 @@
  */
 import path from 'node:path';
 import { openSqliteStore } from '../../server/store/sqlite';
+import type { Store } from '../../server/store/types';
 import { syncPath, syncToEnd, type SignedIn, type SyncPage } from '../lib/client';
 import { httpFigure, httpFigures, type BenchContext, type Figure } from '../lib/figure';
 import { json, type Recorded, type Target } from '../lib/http';
@@ -29,6 +30,11 @@ export interface Mailbox {
   size: string;
   pigeon: Target & { dataDir: string };
   app: SignedIn;
+  /** Opens another store over the mailbox's data (default: the SQLite file in the data dir). */
+  openStore?: () => Promise<Store>;
+  /** Set apart figure ids and labels (`--store`: `.pg` and ` — PostgreSQL`). */
+  idSuffix?: string;
+  labelSuffix?: string;
 }
 
 /** Latency on every mailbox side by side (does a poll cost more in a bigger mailbox?); throughput on the first. */
@@ -92,25 +98,27 @@ export async function windowFigures(ctx: BenchContext, p: Target, s: SignedIn): 
 
 /**
  * 100 mixed changes made in the store while the server runs (a second writer on the same SQLite file, as an admin
- * tool would be), then the sync from the token taken before them. Changes go to items of the device's window, so
+ * tool would be; on PostgreSQL another node's store, whose commit feed tells the server), then the sync from the token taken before them. Changes go to items of the device's window, so
  * every one of them is work for the sync, and new messages push nothing out (25 in, 25 deleted). The mailboxes are
  * measured side by side, so their ratio (does the cost depend on the mailbox's size?) is not the machine's drift.
  */
 export async function incrementalFigures(ctx: BenchContext, boxes: Mailbox[]): Promise<Figure[]> {
   const items = [];
-  for (const { size, pigeon, app } of boxes) {
+  for (const box of boxes) {
+    const { size, pigeon, app } = box;
     const { token, held } = await syncToEnd(pigeon, app);
-    await changeHundred(path.join(pigeon.dataDir, 'pigeon.db'), app.inboxId, [...held].sort().reverse());
+    await changeHundred(await storeOf(box), app.inboxId, [...held].sort().reverse());
     const x = { method: 'GET', path: syncPath(app, { token, maxChanges: 512 }), headers: app.headers };
     const check = expectPage('incremental', (pg) => entries(pg) === 100 && !pg.moreAvailable);
-    items.push({ pigeon, x, def: { id: `incremental.${size}`, scenario: 3, label: `incremental after 100 changes, ${size} mailbox`, check } });
+    items.push({ pigeon, x, def: { id: `incremental.${size}${box.idSuffix ?? ''}`, scenario: 3, label: `incremental after 100 changes, ${size} mailbox${box.labelSuffix ?? ''}`, check } });
   }
   return httpFigures(ctx, 'latency', items);
 }
 
-/** 50 flag-and-read changes, 25 new messages, 25 deletions; `held` newest first. */
-async function changeHundred(file: string, inboxId: string, held: string[]): Promise<void> {
-  const store = openSqliteStore(file);
+const storeOf = (box: Mailbox): Promise<Store> => (box.openStore ? box.openStore() : Promise.resolve(openSqliteStore(path.join(box.pigeon.dataDir, 'pigeon.db'))));
+
+/** 50 flag-and-read changes, 25 new messages, 25 deletions in one transaction; `held` newest first. Closes `store`. */
+export async function changeHundred(store: Store, inboxId: string, held: string[]): Promise<void> {
   try {
     const user = (await store.users.byUsername(BENCH_USER.username))!;
     const now = Date.now();
