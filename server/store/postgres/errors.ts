@@ -27,7 +27,9 @@ export function storeError(err: unknown): unknown {
     if (code === '53100' || code === '53200') return new StoreFull('The database is full.', { cause: err });
     if (code === '55P03' || code === '57014') return new StoreBusy('The database is busy: a lock or a statement took too long; retry shortly.', { cause: err });
     if (code && RETRYABLE.has(code)) return new StoreBusy('The database is busy: the transaction kept losing races; retry shortly.', { cause: err });
-    if (code && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300' || code === '3D000' || code.startsWith('28'))) {
+    // 55000 "object not in prerequisite state": what a database that is not accepting connections (being dropped,
+    // or set ALLOW_CONNECTIONS false) answers a new connection.
+    if (code && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === '53300' || code === '3D000' || code.startsWith('28') || (code === '55000' && /not currently accepting connections/i.test(err.message)))) {
       return new StoreUnavailable(`The database is unavailable: ${err.message}.`, { cause: err });
     }
     return new Error(`PostgreSQL: ${err.message}`, { cause: err });

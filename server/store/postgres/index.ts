@@ -136,6 +136,10 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
   const pool = new Pool({ ...connection, max: options.poolSize ?? 10, onConnect: (client) => client.query(CONNECTION_SETUP) });
   // An idle pooled connection that breaks is reported here; the pool drops it and the next call opens another.
   pool.on('error', (err) => log?.warn({ err }, 'an idle PostgreSQL connection failed'));
+  // The pool listens for errors of idle connections only. A connection that fails while checked out (the server
+  // terminated it, the network dropped) emits 'error' too, and with no listener that would end the process: this one
+  // logs it, and the query in flight rejects on its own (StoreUnavailable; the connection is then released broken).
+  pool.on('connect', (client) => client.on('error', (err) => log?.warn({ err }, 'a PostgreSQL connection failed while in use')));
   const fail = (err: unknown): never => {
     throw storeError(err);
   };
