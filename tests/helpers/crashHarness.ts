@@ -1,9 +1,16 @@
 /**
  * Crash safety against the real server process (issue 8). Each cycle: workers make acknowledged writes with unique
  * ids (LMTP deliveries, flag and category changes, moves, batches, folder creations) while a reader keeps a replica
- * of several folders in sync; the process is killed with SIGKILL at a random moment with writes in flight; the file
- * is checked with `PRAGMA integrity_check`; the server is restarted and must hold every acknowledged write, and every
- * sync token issued before the kill must either bring its replica to exactly what a fresh sync holds or answer 410.
+ * of several folders in sync; the process is killed with SIGKILL at a random moment with writes in flight; the store
+ * is checked (SQLite: `PRAGMA integrity_check` of the file; PostgreSQL: the mailbox invariants a torn write would
+ * break, `checkDatabase`); the server is restarted and must hold every acknowledged write, and every sync token
+ * issued before the kill must either bring its replica to exactly what a fresh sync holds or answer 410.
+ *
+ * On PostgreSQL (`databaseUrl`) a cycle's fault may instead be the database going away under a running server
+ * (`fault: 'dropConnections'`): new connections are refused for a moment and every connection the server holds is
+ * terminated (pg_terminate_backend) with writes in flight. Each request caught by it must be answered 503 (LMTP: a
+ * 4xx reply), never a 2xx for a write that did not commit and never anything else; the server must not exit, and
+ * must serve again once connections are allowed — then the same checks as after a restart.
  *
  * "Acknowledged" is what a client may rely on: a 2xx response read in full, or LMTP's 250 for the recipient. A write
  * in flight at the kill (sent, no answer) may or may not have happened, but a batch happens entirely or not at all,
@@ -15,11 +22,14 @@ import { isDeepStrictEqual } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import nodemailer from 'nodemailer';
+import { Client as PgClient } from 'pg';
 import { startServer, type RunningServer } from './server';
 import { openSqliteStore } from '../../server/store/sqlite';
+import { openPostgresStore } from '../../server/store/postgres';
 import { createUserAdmin } from '../../server/admin/users';
 import { systemClock } from '../../server/clock';
-import type { NewItem } from '../../server/store/types';
+import type { NewItem, Store } from '../../server/store/types';
+import { postgresServerUrl, withClient } from './postgres';
 
 export const ALICE = { username: 'alice', password: 'crash-password-0001', email: 'alice@example.com' };
 const DEVICE_ID = 'crash-harness-device-0001';
@@ -71,9 +81,19 @@ export class Client {
   }
 }
 
+/** The store the server under test keeps its data in: the SQLite file in `dataDir`, or PostgreSQL at `databaseUrl`. */
+export function openCrashStore(dataDir: string, databaseUrl?: string): Promise<Store> {
+  return databaseUrl ? openPostgresStore(databaseUrl, { poolSize: 2 }) : Promise.resolve(openSqliteStore(path.join(dataDir, 'pigeon.db')));
+}
+
+/** The server's environment for that store (the data directory still holds its development certificate). */
+export function crashServerEnv(dataDir: string, databaseUrl?: string): Record<string, string> {
+  return { PIGEON_DATA_DIR: dataDir, ...(databaseUrl ? { PIGEON_DATABASE_URL: databaseUrl } : {}), ...UNLIMITED_ENV };
+}
+
 /** Creates alice with a seeded inbox and, per worker, two folders with a few items only that worker touches. */
-export async function seedCrashStore(dataDir: string, workers: number, inboxItems: number, itemsPerWorker: number) {
-  const store = openSqliteStore(path.join(dataDir, 'pigeon.db'));
+export async function seedCrashStore(dataDir: string, workers: number, inboxItems: number, itemsPerWorker: number, databaseUrl?: string) {
+  const store = await openCrashStore(dataDir, databaseUrl);
   const user = await createUserAdmin(store, systemClock).addUser({ ...ALICE, role: 'user' });
   const inbox = (await store.folders.byKind(user.id, 'inbox'))!;
   const now = Date.now();
@@ -131,6 +151,14 @@ export interface CrashOptions {
   inboxItems?: number;
   itemsPerWorker?: number;
   dataDir: string;
+  /** PostgreSQL: the (fresh) database the server keeps everything in; unset: the SQLite file in `dataDir`. */
+  databaseUrl?: string;
+  /**
+   * What ends each cycle's writes: `kill` (SIGKILL, then a restart), or, on PostgreSQL, `dropConnections` (the
+   * database refuses connections for `outageMs` and terminates the server's, which keeps running).
+   */
+  fault?: 'kill' | 'dropConnections';
+  outageMs?: [number, number];
   log?: (line: string) => void;
 }
 
@@ -138,7 +166,7 @@ export interface CrashReport {
   cycles: number;
   acked: Record<Write['kind'], number>;
   ackedTotal: number;
-  /** Writes sent and unanswered when the process was killed. */
+  /** Writes sent and unanswered when the process was killed (with dropped connections: answered 503 or 4xx). */
   inFlightAtKill: number;
   /** Of those, how many had taken effect (seen after the restart). */
   inFlightApplied: number;
@@ -148,17 +176,21 @@ export interface CrashReport {
   problems: string[];
   tokensChecked: number;
   tokens410: number;
-  /** Milliseconds from spawn to `ready` for each restart after a kill. */
+  /** Milliseconds from spawn to `ready` for each restart after a kill (dropped connections: from connections allowed again to the first answer that needed the store). */
   restartMs: number[];
+  /** Dropped connections: requests answered 503 (LMTP: 4xx) in all. */
+  unavailable: number;
 }
 
 export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
-  const seed = await seedCrashStore(opts.dataDir, opts.workers, opts.inboxItems ?? 300, opts.itemsPerWorker ?? 8);
+  const fault = opts.fault ?? 'kill';
+  if (fault === 'dropConnections' && !opts.databaseUrl) throw new Error('dropConnections: a PostgreSQL fault (set databaseUrl)');
+  const seed = await seedCrashStore(opts.dataDir, opts.workers, opts.inboxItems ?? 300, opts.itemsPerWorker ?? 8, opts.databaseUrl);
   const log = opts.log ?? (() => undefined);
-  const env = { PIGEON_DATA_DIR: opts.dataDir, ...UNLIMITED_ENV };
+  const env = crashServerEnv(opts.dataDir, opts.databaseUrl);
   const report: CrashReport = {
     cycles: 0, acked: { lmtp: 0, patch: 0, move: 0, batch: 0, folder: 0 }, ackedTotal: 0, inFlightAtKill: 0, inFlightApplied: 0,
-    lost: [], problems: [], tokensChecked: 0, tokens410: 0, restartMs: [],
+    lost: [], problems: [], tokensChecked: 0, tokens410: 0, restartMs: [], unavailable: 0,
   };
   const syncedFolders = [seed.inbox, ...seed.owned.flatMap((o) => o.folders)];
   const states = new Map<string, ItemState>();
@@ -188,7 +220,7 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
       const q = new URLSearchParams({ maxChanges: String(maxChanges), ...(r.token ? { token: r.token } : {}) });
       const res = await c.request('GET', `${syncPath(key)}?${q}`, headers);
       if (res.status === 410) return { gone: String(res.body?.reason) };
-      if (res.status !== 200) throw new Error(`sync of ${key} answered ${res.status}: ${JSON.stringify(res.body)}`);
+      if (res.status !== 200) throw new Refused(res.status, `sync of ${key} answered ${res.status}: ${JSON.stringify(res.body)}`);
       const page = res.body;
       if (key === FOLDERS) {
         for (const id of page.deleted) r.held.delete(id);
@@ -223,8 +255,10 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
     headers = { ...headers, authorization: `Bearer ${refreshed.body.access_token}` };
     const before = new Map([...replicas].map(([k, r]) => [k, copy(r)]));
 
-    // ---- writes until the kill ----
+    // ---- writes until the fault ----
     let stopping = false;
+    /** Set as the fault begins: from then on a write may fail (after a kill, in any way; dropped connections: 503). */
+    let faulted = false;
     const pending: Array<Write | undefined> = [];
     const lastAckedBatch: Array<object[] | undefined> = [];
     const workerClients = seed.owned.map(() => new Client(server.port, server.cert));
@@ -236,12 +270,14 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
       const c = workerClients[w]!;
       pending[w] = write;
       if (write.kind === 'lmtp') {
-        const info = await deliver(lmtpPort, write.raw);
-        if (!info.accepted.includes(ALICE.email) || !/^250 /.test(info.response)) throw new Error(`LMTP answered ${info.response}`);
+        const info = await deliver(lmtpPort, write.raw).catch((err: { responseCode?: number; message: string }) => {
+          throw new Refused(err.responseCode ?? 0, `LMTP answered ${err.responseCode ?? 'nothing'}: ${err.message}`);
+        });
+        if (!info.accepted.includes(ALICE.email) || !/^250 /.test(info.response)) throw new Refused(Number(/^\d{3}/.exec(info.response)?.[0] ?? 0), `LMTP answered ${info.response}`);
         ackedMessageIds.push(write.messageId);
       } else if (write.kind === 'folder') {
         const res = await c.request('POST', '/v1/folders', headers, { displayName: write.name, parentId: null });
-        if (res.status !== 201 || res.body.displayName !== write.name) throw new Error(`folder create answered ${res.status}`);
+        if (res.status !== 201 || res.body.displayName !== write.name) throw new Refused(res.status, `folder create answered ${res.status}`);
         ackedFolders.set(res.body.id, write.name);
       } else {
         const res =
@@ -250,7 +286,7 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
             : write.kind === 'move'
               ? await c.request('POST', `/v1/items/${write.changes[0]!.id}/move`, headers, { destinationFolderId: write.changes[0]!.after.folderId })
               : await c.request('PATCH', `/v1/items/${write.changes[0]!.id}`, headers, { isFlagged: write.changes[0]!.after.flagged, categories: [write.changes[0]!.after.tag] });
-        if (res.status !== 200) throw new Error(`${write.kind} answered ${res.status}: ${JSON.stringify(res.body)}`);
+        if (res.status !== 200) throw new Refused(res.status, `${write.kind} answered ${res.status}: ${JSON.stringify(res.body)}`);
         const views = write.kind === 'batch' ? res.body.results.map((r: any) => (r.status === 200 ? r.item : r)) : [res.body];
         write.changes.forEach((ch, i) => {
           if (!isDeepStrictEqual(stateOf(views[i], views[i].folderId ?? ch.after.folderId), ch.after)) throw new Error(`${write.kind} answered ${JSON.stringify(views[i])}, not ${JSON.stringify(ch.after)}`);
@@ -295,14 +331,26 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
       return { kind: 'folder', name: `crash folder ${unique}` };
     }
 
+    /**
+     * A failure after the fault began: after a kill, any (the write is in flight); with dropped connections, only
+     * "unavailable" (HTTP 503, LMTP 4xx: the client retries later), counted. Before the fault, any failure is a finding.
+     */
+    const failedAtFault = (who: string, err: unknown) => {
+      const message = (err as Error).message;
+      if (!faulted) return void report.problems.push(`cycle ${cycle} ${who}: ${message}`);
+      if (fault === 'kill') return;
+      if (isUnavailable(err)) return void report.unavailable++;
+      report.problems.push(`cycle ${cycle} ${who}, with the database connections dropped: ${message} (expected 503, or LMTP 4xx)`);
+    };
+
     async function worker(w: number) {
       while (!stopping) {
         const write = nextWrite(w);
         try {
           await attempt(w, write);
         } catch (err) {
-          // After the kill an unanswered write is "in flight"; before it, any failure is a finding.
-          if (!stopping) report.problems.push(`cycle ${cycle} worker ${w}: ${(err as Error).message}`);
+          // After the fault an unanswered (or refused) write is "in flight": it may or may not have taken effect.
+          failedAtFault(`worker ${w}`, err);
           return;
         }
       }
@@ -318,7 +366,7 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
           if ('gone' in r) throw new Error(`410 ${r.gone} while the server was up`);
           replicas.set(key, r); // answered in full: a token the server issued, even if the kill follows at once
         } catch (err) {
-          if (!stopping) report.problems.push(`cycle ${cycle} reader: ${(err as Error).message}`);
+          failedAtFault('reader', err);
           return;
         }
       }
@@ -327,24 +375,43 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
     const running = [...seed.owned.map((_, w) => worker(w)), reader()];
     const windowMs = opts.windowMs[0] + Math.random() * (opts.windowMs[1] - opts.windowMs[0]);
     await new Promise((r) => setTimeout(r, windowMs));
-    stopping = true;
-    server.proc.kill('SIGKILL');
-    await Promise.all(running);
-    if ((await server.exited).signal !== 'SIGKILL') report.problems.push(`cycle ${cycle}: the server had exited before the kill`);
+    if (fault === 'kill') {
+      stopping = faulted = true;
+      server.proc.kill('SIGKILL');
+      await Promise.all(running);
+      if ((await server.exited).signal !== 'SIGKILL') report.problems.push(`cycle ${cycle}: the server had exited before the kill`);
+    } else {
+      // The writes go on through the outage: each worker stops at its first refused write.
+      faulted = true;
+      const url = opts.databaseUrl!;
+      const [low, high] = opts.outageMs ?? [300, 1500];
+      await refuseConnections(url, true);
+      const terminated = await terminateConnections(url);
+      await new Promise((r) => setTimeout(r, low + Math.random() * (high - low)));
+      await refuseConnections(url, false);
+      stopping = true;
+      const unanswered = await deadline(Promise.all(running), 30_000);
+      if (unanswered) throw new Error(`cycle ${cycle}: requests still unanswered 30 s after the database connections were dropped`);
+      if (terminated === 0) report.problems.push(`cycle ${cycle}: the server held no connection to the database to terminate`);
+      if (server.proc.exitCode !== null || server.proc.signalCode !== null) {
+        throw new Error(`cycle ${cycle}: the server exited when its database connections were dropped: ${server.stderr.join('').slice(-2000)}`);
+      }
+    }
     for (const c of [...workerClients, readerClient, client]) c.close();
-    await server.stop();
+    if (fault === 'kill') await server.stop();
     const inFlight = pending.filter((p): p is Write => p !== undefined);
     report.inFlightAtKill += inFlight.length;
 
-    // ---- the file, before anything touches it again ----
-    const integrity = checkFile(path.join(opts.dataDir, 'pigeon.db'));
-    if (integrity !== 'ok') report.problems.push(`cycle ${cycle}: integrity_check: ${integrity}`);
+    // ---- the store, before anything touches it again ----
+    const integrity = opts.databaseUrl ? await checkDatabase(opts.databaseUrl) : checkFile(path.join(opts.dataDir, 'pigeon.db'));
+    if (integrity !== 'ok') report.problems.push(`cycle ${cycle}: ${opts.databaseUrl ? 'checkDatabase' : 'integrity_check'}: ${integrity}`);
 
-    // ---- restart ----
+    // ---- restart (dropped connections: the same server, once it answers from the store again) ----
     const t0 = performance.now();
-    server = await startServer(env);
-    report.restartMs.push(performance.now() - t0);
+    if (fault === 'kill') server = await startServer(env);
     client = new Client(server.port, server.cert, opts.workers + 2);
+    if (fault === 'dropConnections') await servingAgain(client, headers, cycle);
+    report.restartMs.push(performance.now() - t0);
     const verifyStart = performance.now();
 
     // ---- tokens issued before the kill: the cycle-start ones and the reader's latest ----
@@ -428,22 +495,130 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
       }
     }
     report.cycles = cycle;
-    log(`cycle ${cycle}: window ${Math.round(windowMs)} ms, ${report.ackedTotal} acked so far, ${inFlight.length} in flight at the kill, restart ${Math.round(report.restartMs.at(-1)!)} ms, checks ${Math.round(performance.now() - verifyStart)} ms`);
+    log(`cycle ${cycle}: window ${Math.round(windowMs)} ms, ${report.ackedTotal} acked so far, ${inFlight.length} in flight at the ${fault === 'kill' ? 'kill' : 'fault'}, ${fault === 'kill' ? 'restart' : 'serving again after'} ${Math.round(report.restartMs.at(-1)!)} ms, checks ${Math.round(performance.now() - verifyStart)} ms`);
   }
 
   client.close();
   await server.stop();
-  // Across all cycles, straight from the file: every acknowledged message once, every acknowledged folder there.
-  const store = openSqliteStore(path.join(opts.dataDir, 'pigeon.db'));
-  const count = store.db.prepare('SELECT count(*) AS n FROM items WHERE internet_message_id = ?');
+  // Across all cycles, straight from the store: every acknowledged message once, every acknowledged folder there.
+  const copies = await messageCopies(opts.dataDir, opts.databaseUrl);
   for (const id of ackedMessageIds) {
-    const n = (count.get(id) as { n: number }).n;
+    const n = copies.get(id) ?? 0;
     if (n !== 1) report.lost.push(`LMTP ${id}: ${n} copies at the end`);
   }
-  const user = (await store.users.byUsername(ALICE.username))!;
-  for (const [id, name] of ackedFolders) if ((await store.folders.byId(user.id, id))?.displayName !== name) report.lost.push(`folder ${name} missing at the end`);
-  await store.close();
+  const store = await openCrashStore(opts.dataDir, opts.databaseUrl);
+  try {
+    const user = (await store.users.byUsername(ALICE.username))!;
+    for (const [id, name] of ackedFolders) if ((await store.folders.byId(user.id, id))?.displayName !== name) report.lost.push(`folder ${name} missing at the end`);
+  } finally {
+    await store.close();
+  }
   return report;
+}
+
+/** A request refused by the server: its HTTP status (or LMTP reply code). */
+class Refused extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** "Try again later": HTTP 503, or an LMTP 4xx reply (the MTA keeps the message and retries). */
+const isUnavailable = (err: unknown) => err instanceof Refused && (err.status === 503 || (err.status >= 400 && err.status < 500 && err.message.startsWith('LMTP')));
+
+/** Resolves true when `promise` has not settled within `ms`. */
+async function deadline(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), ms)));
+  try {
+    return await Promise.race([promise.then(() => false), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls a request that needs the store (a hierarchy sync from scratch) until it answers 200: at most 20 s. */
+async function servingAgain(client: Client, headers: Record<string, string>, cycle: number) {
+  const until = performance.now() + 20_000;
+  for (;;) {
+    const res = await client.request('GET', '/v1/folders/sync?maxChanges=1', headers).catch((err: Error) => ({ status: 0, body: err.message }));
+    if (res.status === 200) return;
+    if (res.status !== 503) throw new Error(`cycle ${cycle}: after the database came back, a hierarchy sync answered ${res.status}: ${JSON.stringify(res.body)}`);
+    if (performance.now() > until) throw new Error(`cycle ${cycle}: the server still answers 503 20 s after the database accepts connections again`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The database's name in `url`. */
+const databaseName = (url: string) => decodeURIComponent(new URL(url).pathname.slice(1));
+
+/**
+ * Makes the database refuse (or accept again) every new connection, superusers' too (ALLOW_CONNECTIONS), from an
+ * administrator's connection to the server's maintenance database.
+ */
+async function refuseConnections(url: string, refuse: boolean) {
+  const name = databaseName(url).replace(/"/g, '""');
+  await withClient(postgresServerUrl(), (c) => c.query(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS ${refuse ? 'false' : 'true'}`));
+}
+
+/** Terminates every connection to the database (the server's pool, its feed and its lock connections); how many. */
+async function terminateConnections(url: string): Promise<number> {
+  return withClient(postgresServerUrl(), async (c) => {
+    const r = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [
+      databaseName(url),
+    ]);
+    return r.rows.filter((row) => row.ok).length;
+  });
+}
+
+/** How many items carry each Message-ID, counted in the store's own tables. */
+async function messageCopies(dataDir: string, databaseUrl?: string): Promise<Map<string, number>> {
+  const sql = 'SELECT internet_message_id AS id, count(*) AS n FROM items WHERE internet_message_id IS NOT NULL GROUP BY internet_message_id';
+  let rows: Array<{ id: string; n: number | string }>;
+  if (databaseUrl) {
+    rows = await withClient(databaseUrl, async (c) => (await c.query<{ id: string; n: string }>(sql)).rows);
+  } else {
+    const db = new Database(path.join(dataDir, 'pigeon.db'), { readonly: true, fileMustExist: true });
+    try {
+      rows = db.prepare(sql).all() as Array<{ id: string; n: number }>;
+    } finally {
+      db.close();
+    }
+  }
+  return new Map(rows.map((r) => [r.id, Number(r.n)]));
+}
+
+/**
+ * PostgreSQL's counterpart of the file check after a crash. The database itself needs none (its WAL replays every
+ * committed transaction and nothing else), so what is checked is what a write torn across transactions would break:
+ * every folder's counters equal a recount of its items, nothing carries a modseq above its mailbox's, and every item's
+ * modseq has its change-log row. 'ok', or what is wrong.
+ */
+export async function checkDatabase(url: string): Promise<string> {
+  const problems: string[] = [];
+  await withClient(url, async (c: PgClient) => {
+    const counters = await c.query(
+      `SELECT f.id, f.total_count, f.unread_count, count(i.id)::int AS total, (count(i.id) FILTER (WHERE NOT i.is_read))::int AS unread
+       FROM folders f LEFT JOIN items i ON i.user_id = f.user_id AND i.folder_id = f.id
+       GROUP BY f.user_id, f.id HAVING f.total_count <> count(i.id) OR f.unread_count <> count(i.id) FILTER (WHERE NOT i.is_read)`,
+    );
+    for (const r of counters.rows) problems.push(`folder ${r.id} counts ${r.total_count}/${r.unread_count} (total/unread), holds ${r.total}/${r.unread}`);
+    const ahead = await c.query<{ what: string; n: number }>(
+      `SELECT 'items' AS what, count(*)::int AS n FROM items i JOIN mailboxes m USING (user_id) WHERE i.modseq > m.highest_modseq
+       UNION ALL SELECT 'changes', count(*)::int FROM changes c JOIN mailboxes m USING (user_id) WHERE c.modseq > m.highest_modseq
+       UNION ALL SELECT 'folders', count(*)::int FROM folders f JOIN mailboxes m USING (user_id) WHERE greatest(f.modseq, f.content_modseq) > m.highest_modseq`,
+    );
+    for (const r of ahead.rows) if (r.n > 0) problems.push(`${r.n} ${r.what} rows carry a modseq above their mailbox's`);
+    const unlogged = await c.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM items i JOIN mailboxes m USING (user_id)
+       WHERE i.modseq > m.purged_modseq AND NOT EXISTS (SELECT 1 FROM changes c WHERE c.user_id = i.user_id AND c.modseq = i.modseq)`,
+    );
+    if (unlogged.rows[0]!.n > 0) problems.push(`${unlogged.rows[0]!.n} items whose last change has no change-log row`);
+  });
+  return problems.length ? problems.join('; ') : 'ok';
 }
 
 /** `PRAGMA integrity_check` (and foreign keys) on a read-only connection, which leaves the WAL for the server to recover. */

@@ -1,18 +1,27 @@
 /**
- * A mailbox on a real SQLite file with the real sync services, and a replica that applies pages exactly as an app
- * must (created = upsert, updated = merge into a held item, removed = drop), checking the protocol's promises on
- * every page. Used by the convergence property and the named failure-mode tests.
+ * A mailbox with the real sync services over a real store (SQLite or PostgreSQL), and a replica that applies pages
+ * exactly as an app must (created = upsert, updated = merge into a held item, removed = drop), checking the
+ * protocol's promises on every page. Used by the convergence property and the named failure-mode tests.
+ *
+ * A world is one user's mailbox. Worlds may share a store (`WorldStore`): a property opens one store per test file
+ * and gives each run a fresh tenant, user and mailbox in it (creating a PostgreSQL database per run would cost more
+ * than the run). Everything a world checks is scoped to its own user, so the other runs' data never matters.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import crypto from 'node:crypto';
+import { Pool } from 'pg';
 import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
+import { openPostgresStore } from '../../server/store/postgres';
 import { ManualClock } from '../../server/clock';
 import { createTokenCodec } from '../../server/sync/tokens';
 import { createItemSync, type ItemSyncPage, type WindowSizes } from '../../server/sync/itemSync';
 import { createFolderSync } from '../../server/sync/folderSync';
 import { createMailService } from '../../server/mail/service';
 import { itemView, type ItemView } from '../../server/views';
-import type { DeviceRecord, Folder, Item, NewItem, User } from '../../server/store/types';
+import type { DeviceRecord, Folder, Item, NewItem, Store, User } from '../../server/store/types';
+import { freshDatabase, type FreshDatabase } from './postgres';
+import type { StoreBackend } from './storeBackends';
 import { tempDir } from './testApp';
 
 export const SMALL_WINDOW: WindowSizes = { initial: 5, step: 5, max: 10 };
@@ -20,38 +29,197 @@ export const TRIM_AFTER_MS = 3600_000;
 
 const DESCRIPTION = { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] };
 
+/**
+ * Reads straight from the tables, each backend in its own SQL (the two schemas have the same tables and columns):
+ * the oracle a world checks the engine against, so it must not go through the store's own sync queries. Every read
+ * names the user, so a store shared by many worlds answers for one mailbox only.
+ */
+export interface TablePeek {
+  /** The user's item ids: by creation (ties by id), by last change (newest first), or by id. */
+  itemIds(userId: string, order: 'created' | 'lastChanged' | 'id'): Promise<string[]>;
+  /** The ids of the folder's `size` newest items (received_at, id), newest first: what a window of `size` holds. */
+  window(userId: string, folderId: string, size: number): Promise<string[]>;
+  /** The folder's items counted now (what its incrementally maintained counters must equal). */
+  recount(userId: string, folderId: string): Promise<{ total: number; unread: number }>;
+  /** The user's change-log rows and how many distinct modseqs they carry. */
+  changeStamps(userId: string): Promise<{ rows: number; modseqs: number }>;
+  close(): Promise<void>;
+}
+
+const ORDER = { created: 'created_at, id', lastChanged: 'modseq DESC', id: 'id' } as const;
+
+function sqlitePeek(store: SqliteStore): TablePeek {
+  const db = store.db;
+  return {
+    async itemIds(userId, order) {
+      return (db.prepare(`SELECT id FROM items WHERE user_id = ? ORDER BY ${ORDER[order]}`).all(userId) as { id: string }[]).map((r) => r.id);
+    },
+    async window(userId, folderId, size) {
+      const rows = db
+        .prepare('SELECT id FROM items WHERE user_id = ? AND folder_id = ? ORDER BY received_at DESC, id DESC LIMIT ?')
+        .all(userId, folderId, size) as { id: string }[];
+      return rows.map((r) => r.id);
+    },
+    async recount(userId, folderId) {
+      return db
+        .prepare('SELECT count(*) AS total, coalesce(sum(is_read = 0), 0) AS unread FROM items WHERE user_id = ? AND folder_id = ?')
+        .get(userId, folderId) as { total: number; unread: number };
+    },
+    async changeStamps(userId) {
+      return db.prepare('SELECT count(*) AS rows, count(DISTINCT modseq) AS modseqs FROM changes WHERE user_id = ?').get(userId) as { rows: number; modseqs: number };
+    },
+    async close() {},
+  };
+}
+
+/** The same reads on a connection of their own (ids are `COLLATE "C"`: the same bytewise order as SQLite's). */
+function postgresPeek(url: string): TablePeek {
+  const pool = new Pool({ connectionString: url, max: 1 });
+  const ids = async (text: string, values: unknown[]) => (await pool.query<{ id: string }>(text, values)).rows.map((r) => r.id);
+  return {
+    itemIds: (userId, order) => ids(`SELECT id FROM items WHERE user_id = $1 ORDER BY ${ORDER[order]}`, [userId]),
+    window: (userId, folderId, size) =>
+      ids('SELECT id FROM items WHERE user_id = $1 AND folder_id = $2 ORDER BY received_at DESC, id DESC LIMIT $3', [userId, folderId, size]),
+    async recount(userId, folderId) {
+      const r = await pool.query<{ total: number; unread: number }>(
+        'SELECT count(*)::int AS total, (count(*) FILTER (WHERE NOT is_read))::int AS unread FROM items WHERE user_id = $1 AND folder_id = $2',
+        [userId, folderId],
+      );
+      return r.rows[0]!;
+    },
+    async changeStamps(userId) {
+      const r = await pool.query<{ rows: number; modseqs: number }>(
+        'SELECT count(*)::int AS rows, count(DISTINCT modseq)::int AS modseqs FROM changes WHERE user_id = $1',
+        [userId],
+      );
+      return r.rows[0]!;
+    },
+    close: () => pool.end(),
+  };
+}
+
+/** A store worlds live in, with its table reads; closing it deletes its data (unless it was opened over a file). */
+export class WorldStore {
+  private constructor(
+    readonly backend: StoreBackend,
+    readonly store: Store,
+    readonly peek: TablePeek,
+    /** SQLite: the file. */
+    readonly file: string | undefined,
+    /** PostgreSQL: the database. */
+    readonly database: FreshDatabase | undefined,
+    private readonly cleanUp: () => Promise<void>,
+  ) {}
+
+  /** A new, empty store: a file in a temporary folder, or a fresh database on TEST_POSTGRES_URL's server. */
+  static async open(backend: StoreBackend): Promise<WorldStore> {
+    if (backend === 'sqlite') {
+      const dir = tempDir('pigeon-sync-');
+      return WorldStore.overFile(path.join(dir, 'p.db'), () => fs.rmSync(dir, { recursive: true, force: true }));
+    }
+    return WorldStore.overDatabase(await freshDatabase('pigeon_sync'));
+  }
+
+  /** The SQLite store over `file` (left in place when closed, unless `remove` is given). */
+  static overFile(file: string, remove?: () => void): WorldStore {
+    const store = openSqliteStore(file);
+    return new WorldStore('sqlite', store, sqlitePeek(store), file, undefined, async () => {
+      await store.close();
+      remove?.();
+    });
+  }
+
+  /** The PostgreSQL store over `database` (fresh or restored), which is dropped when the store closes. */
+  static async overDatabase(database: FreshDatabase): Promise<WorldStore> {
+    try {
+      const store = await openPostgresStore(database.url);
+      const peek = postgresPeek(database.url);
+      return new WorldStore('postgres', store, peek, undefined, database, async () => {
+        try {
+          await peek.close();
+          await store.close();
+        } finally {
+          await database.drop();
+        }
+      });
+    } catch (err) {
+      await database.drop();
+      throw err;
+    }
+  }
+
+  /** The SQLite store with its raw handle, for the SQLite-only tests (query plans, the file's own write counters). */
+  get sqlite(): SqliteStore {
+    if (this.backend !== 'sqlite') throw new Error(`a SQLite-only check was run on the ${this.backend} store`);
+    return this.store as SqliteStore;
+  }
+
+  close(): Promise<void> {
+    return this.cleanUp();
+  }
+}
+
+export interface WorldOptions {
+  /** A store of its own on this backend (default sqlite), closed and deleted with the world; the world is alice. */
+  backend?: StoreBackend;
+  /** A shared store: the world is a fresh tenant, user and mailbox in it, and closing the world leaves the store open. */
+  on?: WorldStore;
+  /** A store that already holds alice (a restored backup): the world is her, and the store closes with the world. */
+  restored?: WorldStore;
+  window?: WindowSizes;
+}
+
 export class SyncWorld {
   readonly secret = Buffer.alloc(32, 7);
   readonly codec = createTokenCodec(this.secret);
   readonly syncItems: ReturnType<typeof createItemSync>;
   readonly syncFolders: ReturnType<typeof createFolderSync>;
   readonly mail: ReturnType<typeof createMailService>;
+  readonly store: Store;
   private seq = 0;
+  private closed = false;
 
-  /** A world over a new file in a temporary folder, or over `file` (alice is created unless she is there). */
-  static async open(window: WindowSizes = SMALL_WINDOW, file?: string): Promise<SyncWorld> {
-    const dir = tempDir('pigeon-sync-');
-    const store = openSqliteStore(file ?? path.join(dir, 'p.db'));
-    const clock = new ManualClock(Date.UTC(2026, 0, 1));
-    let user = await store.users.byUsername('alice');
-    if (!user) {
-      const tenant = await store.tenants.create('T', clock.now());
-      user = await store.users.create({ tenantId: tenant.id, username: 'alice', email: 'a@x', displayName: 'A', role: 'user', passwordHash: null }, clock.now());
-      await store.mailboxes.create(user.id, clock.now());
+  /** A world (see WorldOptions); by default alice in a SQLite store of her own. */
+  static async open(options: WorldOptions = {}): Promise<SyncWorld> {
+    const own = options.on ? undefined : (options.restored ?? (await WorldStore.open(options.backend ?? 'sqlite')));
+    const host = options.on ?? own!;
+    try {
+      const clock = new ManualClock(Date.UTC(2026, 0, 1));
+      // Sharing a store, every world is a user of its own: a unique name, in a tenant of its own.
+      const username = own ? 'alice' : `alice-${crypto.randomBytes(6).toString('hex')}`;
+      let user = await host.store.users.byUsername(username);
+      if (!user) {
+        const tenant = await host.store.tenants.create('T', clock.now());
+        user = await host.store.users.create({ tenantId: tenant.id, username, email: `${username}@x`, displayName: 'A', role: 'user', passwordHash: null }, clock.now());
+        await host.store.mailboxes.create(user.id, clock.now());
+      }
+      return new SyncWorld(host, own !== undefined, clock, user, options.window ?? SMALL_WINDOW);
+    } catch (err) {
+      await own?.close();
+      throw err;
     }
-    return new SyncWorld(dir, store, clock, user, window);
   }
 
   private constructor(
-    readonly dir: string,
-    readonly store: SqliteStore,
+    readonly host: WorldStore,
+    private readonly ownsStore: boolean,
     readonly clock: ManualClock,
     readonly user: User,
     readonly window: WindowSizes,
   ) {
+    this.store = host.store;
     this.syncItems = createItemSync({ store: this.store, clock: this.clock, codec: this.codec, trimAfterMs: TRIM_AFTER_MS, window });
     this.syncFolders = createFolderSync({ store: this.store, codec: this.codec });
     this.mail = createMailService({ store: this.store, clock: this.clock });
+  }
+
+  get backend(): StoreBackend {
+    return this.host.backend;
+  }
+
+  /** The SQLite store with its raw handle (throws on PostgreSQL): for the SQLite-only checks. */
+  get sqlite(): SqliteStore {
+    return this.host.sqlite;
   }
 
   async folder(kind: Folder['kind']): Promise<Folder> {
@@ -71,18 +239,28 @@ export class SyncWorld {
     return { userId: this.user.id, folderId, type: 'email', receivedAt, subject: opts.subject ?? `message ${++this.seq}`, isRead: opts.isRead ?? false, from: { name: 'S', address: 's@x' }, preview: 'hello' };
   }
 
+  /** This user's item ids, straight from the table (see TablePeek.itemIds). */
+  itemIds(order: 'created' | 'lastChanged' | 'id'): Promise<string[]> {
+    return this.host.peek.itemIds(this.user.id, order);
+  }
+
+  /** The folder's items counted straight from the table. */
+  recount(folderId: string): Promise<{ total: number; unread: number }> {
+    return this.host.peek.recount(this.user.id, folderId);
+  }
+
   /** What a brand-new device's initial sync must hold: the window, straight from the table. */
   async expectedWindow(folderId: string, size: number): Promise<Map<string, ItemView>> {
-    const rows = this.store.db
-      .prepare('SELECT id FROM items WHERE folder_id = ? ORDER BY received_at DESC, id DESC LIMIT ?')
-      .all(folderId, size) as { id: string }[];
-    const items = await this.store.items.byIds(this.user.id, rows.map((r) => r.id));
+    const ids = await this.host.peek.window(this.user.id, folderId, size);
+    const items = await this.store.items.byIds(this.user.id, ids);
     return new Map(items.map((i) => [i.id, itemView(i)]));
   }
 
+  /** Closes the world (once; again does nothing): its own store is closed and deleted, a shared one stays open. */
   async close() {
-    await this.store.close();
-    fs.rmSync(this.dir, { recursive: true, force: true });
+    if (this.closed) return;
+    this.closed = true;
+    if (this.ownsStore) await this.host.close();
   }
 }
 

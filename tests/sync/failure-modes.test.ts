@@ -1,14 +1,20 @@
 /**
  * The failure modes real sync servers shipped (design.md, "Sync: lessons the anchors paid for"), one named test
- * each, against the real engine over a real SQLite file (tests/helpers/syncWorld.ts: window 5 / +5 / max 10) and,
- * for the error codes, over HTTP. Every test asserts the exact thing its failure would break; the comment above each
+ * each, against the real engine over a real store (tests/helpers/syncWorld.ts: window 5 / +5 / max 10) — on each
+ * backend, SQLite and PostgreSQL, every test a fresh user in one store per describe block — and, for the error codes,
+ * over HTTP (the SQLite app). Every test asserts the exact thing its failure would break; the comment above each
  * says which change to the engine would make it fail.
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import fc from 'fast-check';
 import request from 'supertest';
-import { SyncWorld, Replica, SMALL_WINDOW, TRIM_AFTER_MS } from '../helpers/syncWorld';
+import { Client } from 'pg';
+import { SyncWorld, Replica, SMALL_WINDOW, TRIM_AFTER_MS, WorldStore } from '../helpers/syncWorld';
+import { STORE_BACKENDS, type StoreBackend } from '../helpers/storeBackends';
+import { freshDatabase } from '../helpers/postgres';
+import type { WindowSizes } from '../../server/sync/itemSync';
 import { buildTestApp, signIn, tempDir, type TestContext } from '../helpers/testApp';
 import { ApiError } from '../../server/errors';
 import { openDatabase } from '../../server/store/sqlite/db';
@@ -23,13 +29,26 @@ const DAY = 86_400_000;
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers
 
-async function withWorld<T>(fn: (w: SyncWorld) => Promise<T>, window = SMALL_WINDOW): Promise<T> {
-  const w = await SyncWorld.open(window);
-  try {
-    return await fn(w);
-  } finally {
-    await w.close();
-  }
+type WithWorld = <T>(fn: (w: SyncWorld) => Promise<T>, window?: WindowSizes) => Promise<T>;
+
+/**
+ * For one describe block on one backend: a store opened before its tests (one file, one database), and `withWorld`,
+ * which runs a test in a fresh user's mailbox in it.
+ */
+function worldsOn(backend: StoreBackend): WithWorld {
+  let stores: WorldStore | undefined;
+  beforeAll(async () => {
+    stores = await WorldStore.open(backend);
+  });
+  afterAll(() => stores?.close());
+  return async (fn, window = SMALL_WINDOW) => {
+    const w = await SyncWorld.open({ on: stores!, window });
+    try {
+      return await fn(w);
+    } finally {
+      await w.close();
+    }
+  };
 }
 
 /** Delivers `n` messages, one second apart from `start` on; returns their ids oldest first. */
@@ -85,7 +104,8 @@ const currentFolders = async (w: SyncWorld) => new Map((await w.store.folders.li
 
 // ---------------------------------------------------------------------------------------------------------------
 
-describe('retrying a token after a lost response', () => {
+describe.each(STORE_BACKENDS)('%s: retrying a token after a lost response', (backend) => {
+  const withWorld = worldsOn(backend);
   // Breaks if a token named server-side state that a page moves on (Z-Push-contrib #296: the response's token was
   // never stored, or the stored cursor advanced although the client never saw the page): the retry would then
   // answer a different page, or skip the lost one.
@@ -175,7 +195,8 @@ describe('retrying a token after a lost response', () => {
     }));
 });
 
-describe('pages of size 1 over a batch of changes made in one transaction', () => {
+describe.each(STORE_BACKENDS)('%s: pages of size 1 over a batch of changes made in one transaction', (backend) => {
+  const withWorld = worldsOn(backend);
   // The cyrus-imapd bug (PR #6220): changes that share one sequence number break paging, because a page that ends
   // inside a run of equal numbers resumes *after* the number and skips the rest. Here one transaction makes 30-odd
   // changes; with maxChanges=1 every one must arrive exactly once. Were the store to stamp one modseq per
@@ -207,10 +228,8 @@ describe('pages of size 1 over a batch of changes made in one transaction', () =
           yield* tx.items.move(w.user.id, held[9]!, archive.id, now);
           return made;
         });
-        const stamps = w.store.db
-          .prepare('SELECT count(*) AS n, count(DISTINCT modseq) AS d FROM changes WHERE user_id = ?')
-          .get(w.user.id) as { n: number; d: number };
-        expect(stamps.d).toBe(stamps.n); // every change has its own number, even inside one transaction
+        const stamps = await w.host.peek.changeStamps(w.user.id);
+        expect(stamps.modseqs).toBe(stamps.rows); // every change has its own number, even inside one transaction
 
         const created: string[] = [];
         const updated: string[] = [];
@@ -349,15 +368,21 @@ describe('pages of size 1 over a batch of changes made in one transaction', () =
     }));
 });
 
-describe('mass delete below the window sends nothing', () => {
+describe.each(STORE_BACKENDS)('%s: mass delete below the window sends nothing', (backend) => {
+  const withWorld = worldsOn(backend);
+  // How many items: on PostgreSQL each change in a unit is a few round trips (and changes to one folder in one
+  // transaction grow slower as it goes: ~3 ms each at first, ~9 ms after 4,000), so 10,000 creates and 8,000
+  // removals would take minutes there. 2,000 keep the point: the removals still span many pages of 100.
+  const total = backend === 'sqlite' ? 10_000 : 2_000;
+  const [deleted, moved] = [total * 0.6, total * 0.2];
   // nextcloud/mail #11908: a mass delete on the server became a mass wipe on the phone. Removing 6,000 items the
   // device never held must cost it nothing. Without the `(received_at, id) >= lower` filter in sync.changes, the
   // next sync would carry 6,000 `removed` entries over 60 pages (or 6,000 pages at maxChanges=1).
-  test('10,000 items, the device holds the 5 newest, 6,000 old ones are deleted for good: no removed, one page', () =>
+  test(`${total} items, the device holds the 5 newest, ${deleted} old ones are deleted for good: no removed, one page`, () =>
     withWorld(async (w) => {
       const inbox = await w.folder('inbox');
       const start = w.clock.now();
-      const newItems = Array.from({ length: 10_000 }, (_, i) => w.newItem(inbox.id, start + i * 1000));
+      const newItems = Array.from({ length: total }, (_, i) => w.newItem(inbox.id, start + i * 1000));
       const ids = await w.store.run(function* (tx) {
         const made: string[] = [];
         for (const item of newItems) made.push((yield* tx.items.create(item, start)).id);
@@ -372,34 +397,35 @@ describe('mass delete below the window sends nothing', () => {
 
       const now = w.clock.now();
       await w.store.run(function* (tx) {
-        for (const id of ids.slice(0, 6000)) yield* tx.items.delete(w.user.id, id, now);
+        for (const id of ids.slice(0, deleted)) yield* tx.items.delete(w.user.id, id, now);
       });
-      // And 2,000 more old ones to Deleted Items (a move out of the folder: below the window, also nothing).
+      // And 2,000 (a fifth) more old ones to Deleted Items (a move out of the folder: below the window, also nothing).
       const trash = (await w.folder('deletedItems')).id;
       await w.store.run(function* (tx) {
-        for (const id of ids.slice(6000, 8000)) yield* tx.items.move(w.user.id, id, trash, now);
+        for (const id of ids.slice(deleted, deleted + moved)) yield* tx.items.move(w.user.id, id, trash, now);
       });
 
       for (const [replica, maxChanges] of [[a, 100], [b, 1]] as const) {
         const pagesBefore = replica.pages;
         const page = await replica.step({ maxChanges });
         expect(page).toMatchObject({ created: [], updated: [], removed: [], moreAvailable: false });
-        expect(page.window.itemsInFolder).toBe(2000);
+        expect(page.window.itemsInFolder).toBe(total - deleted - moved);
         expect(replica.pages - pagesBefore).toBe(1);
       }
       await expectHolds(w, a, 5);
       await expectHolds(w, b, 10);
 
       // The same device is told at once when one of *its* items goes: one removal, one pull-in.
-      await w.mail.delete(w.user.id, ids[9999]!, true);
+      await w.mail.delete(w.user.id, ids[total - 1]!, true);
       const page = await a.step();
-      expect(page.removed).toEqual([{ id: ids[9999], reason: 'deleted' }]);
-      expect(page.created.map((c) => c.id)).toEqual([ids[9994]]);
+      expect(page.removed).toEqual([{ id: ids[total - 1], reason: 'deleted' }]);
+      expect(page.created.map((c) => c.id)).toEqual([ids[total - 6]]);
       await expectHolds(w, a, 5);
-    }));
+    }), 120_000);
 });
 
-describe('moved item keeps its id and is not duplicated', () => {
+describe.each(STORE_BACKENDS)('%s: moved item keeps its id and is not duplicated', (backend) => {
+  const withWorld = worldsOn(backend);
   // proton-bridge #220, tine20 #7297: ids that change on a move make the app hold two copies (or re-download).
   // Were a move a delete + create under a new id, the source would report `deleted`, the destination a different
   // id, and the id census below would change.
@@ -411,8 +437,8 @@ describe('moved item keeps its id and is not duplicated', () => {
       const start = w.clock.now();
       const inInbox = await fill(w, inbox.id, 3, start);
       await fill(w, projects.id, 3, start - 60_000);
-      const census = () => (w.store.db.prepare('SELECT id FROM items ORDER BY id').all() as { id: string }[]).map((r) => r.id);
-      const ids = census();
+      const census = () => w.itemIds('id');
+      const ids = await census();
       const device = await w.device();
       const ri = new Replica(w, inbox.id, device);
       const rp = new Replica(w, projects.id, device);
@@ -451,7 +477,7 @@ describe('moved item keeps its id and is not duplicated', () => {
       expect(ri.items.get(x)!.folderId).toBe(inbox.id);
 
       for (const r of all) await expectHolds(w, r, 5);
-      expect(census()).toEqual(ids); // no move ever minted a new id
+      expect(await census()).toEqual(ids); // no move ever minted a new id
     }));
 });
 
@@ -633,7 +659,8 @@ describe('token of another device / folder / user, forged or altered, expired, r
   });
 });
 
-describe('forged or altered token → 400 (every single-character change)', () => {
+describe.each(STORE_BACKENDS)('%s: forged or altered token → 400 (every single-character change)', (backend) => {
+  const withWorld = worldsOn(backend);
   // The HTTP test above shows a few; here every position of a real token is altered in turn.
   test('any one character changed, anywhere in the token, is refused as invalidToken', () =>
     withWorld(async (w) => {
@@ -653,12 +680,43 @@ describe('forged or altered token → 400 (every single-character change)', () =
     }));
 });
 
-describe('restored backup answers 410 rather than wrong data', () => {
+/** Runs one of PostgreSQL's client programs (pg_dump, pg_restore); throws with its output when it fails. */
+function pgProgram(program: string, args: string[]) {
+  const r = spawnSync(program, args, { encoding: 'utf8' });
+  if (r.error) throw new Error(`${program} could not run (${r.error.message}): install PostgreSQL's client programs`);
+  if (r.status !== 0) throw new Error(`${program} failed: ${`${r.stdout}${r.stderr}`.trim()}`);
+}
+
+/**
+ * Backs the live world's whole store up, the backend's way, into `dir`; returns how to restore it as a store of its
+ * own. SQLite: the online backup API, restored by opening the copy. PostgreSQL: pg_dump (one consistent snapshot,
+ * taken while the store runs), restored with pg_restore into a fresh database.
+ */
+async function backUp(live: SyncWorld, dir: string): Promise<() => Promise<WorldStore>> {
+  const file = path.join(dir, 'backup');
+  if (live.backend === 'sqlite') {
+    await live.sqlite.db.backup(file);
+    return async () => WorldStore.overFile(file);
+  }
+  pgProgram('pg_dump', ['--format=custom', `--file=${file}`, `--dbname=${live.host.database!.url}`]);
+  return async () => {
+    const database = await freshDatabase('pigeon_restored');
+    try {
+      pgProgram('pg_restore', ['--no-owner', '--exit-on-error', `--dbname=${database.url}`, file]);
+    } catch (err) {
+      await database.drop();
+      throw err;
+    }
+    return WorldStore.overDatabase(database);
+  };
+}
+
+describe.each(STORE_BACKENDS)('%s: restored backup answers 410 rather than wrong data', (backend) => {
   // matrix spec PR #2855: a restored backup replayed tokens as if valid. The device's token was issued by the live
   // store *after* the backup; the restored store has never reached that modseq. Serving it a page would skip the
   // lost changes and leave the device holding items the restored store never had.
   async function scenario(afterRestore?: (restored: SyncWorld) => Promise<unknown>) {
-    const live = await SyncWorld.open(SMALL_WINDOW);
+    const live = await SyncWorld.open({ backend });
     const backups = tempDir('pigeon-backup-');
     const cleanup: Array<() => Promise<void> | void> = [() => fs.rmSync(backups, { recursive: true, force: true })];
     const cleanUp = async () => {
@@ -674,8 +732,7 @@ describe('restored backup answers 410 rather than wrong data', () => {
       const h = await syncHierarchy(live, device, held, undefined, 100);
       const atBackup = a.token!;
 
-      const file = path.join(backups, 'backup.db');
-      await live.store.db.backup(file);
+      const restore = await backUp(live, backups);
 
       // The live store moves on, and the device with it.
       await live.deliver(inbox.id, live.clock.now() + 100_000);
@@ -687,7 +744,7 @@ describe('restored backup answers 410 rather than wrong data', () => {
       await live.close();
 
       // The backup is restored: the same secret, the same users, device records and epoch.
-      const restored = await SyncWorld.open(SMALL_WINDOW, file);
+      const restored = await SyncWorld.open({ restored: await restore() });
       cleanup.unshift(() => restored.close());
       await afterRestore?.(restored);
       const ra = new Replica(restored, inbox.id, await restored.device(device.deviceId));
@@ -699,7 +756,7 @@ describe('restored backup answers 410 rather than wrong data', () => {
       await cleanUp();
       throw err;
     } finally {
-      if (live.store.db.open) await live.close();
+      await live.close();
     }
   }
 
@@ -781,7 +838,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
 type PageCheck = (w: SyncWorld, r: Replica, page: ItemSyncPage, heldBefore: Set<string>) => void | Promise<void>;
 
 /** Runs a random history against three folders' replicas, checking every page (applied or lost) with `check`. */
-async function randomHistory(initial: number, ops: Op[], check: PageCheck) {
+async function randomHistory(withWorld: WithWorld, initial: number, ops: Op[], check: PageCheck) {
   await withWorld(async (w) => {
     const inbox = await w.folder('inbox');
     const trash = await w.folder('deletedItems');
@@ -790,8 +847,8 @@ async function randomHistory(initial: number, ops: Op[], check: PageCheck) {
     const device = await w.device();
     const replicas = folders.map((f) => new Replica(w, f, device));
     const bases = new Map<Replica, number>();
-    const pick = (n: number) => {
-      const ids = (w.store.db.prepare('SELECT id FROM items ORDER BY modseq DESC').all() as { id: string }[]).map((r) => r.id);
+    const pick = async (n: number) => {
+      const ids = await w.itemIds('lastChanged');
       return ids.length ? ids[n % ids.length] : undefined;
     };
     let base = w.clock.now();
@@ -817,18 +874,18 @@ async function randomHistory(initial: number, ops: Op[], check: PageCheck) {
           break;
         case 'flag':
         case 'read': {
-          const id = pick(o.item);
+          const id = await pick(o.item);
           if (id) await w.mail.update(w.user.id, id, o.t === 'flag' ? { isFlagged: !(await w.store.items.byId(w.user.id, id))!.isFlagged } : { isRead: true });
           break;
         }
         case 'trash':
         case 'purge': {
-          const id = pick(o.item);
+          const id = await pick(o.item);
           if (id) await w.mail.delete(w.user.id, id, o.t === 'purge');
           break;
         }
         case 'move': {
-          const id = pick(o.item);
+          const id = await pick(o.item);
           if (id) await w.mail.move(w.user.id, id, folders[o.folder]!);
           break;
         }
@@ -836,7 +893,7 @@ async function randomHistory(initial: number, ops: Op[], check: PageCheck) {
           // Several changes in one transaction: new mail, then edits to the first of it and to older mail (the one
           // picked before the batch: a unit of work reads only through its steps).
           const newItems = Array.from({ length: o.n }, () => w.newItem(folders[o.folder]!, (base += 1000)));
-          const older = pick(1);
+          const older = await pick(1);
           const now = w.clock.now();
           await w.store.run(function* (tx) {
             const fresh: string[] = [];
@@ -869,27 +926,30 @@ async function randomHistory(initial: number, ops: Op[], check: PageCheck) {
 }
 
 const RUNS = 100;
+/** PostgreSQL's 100 runs take ~20 s on two cores; SQLite's a few. */
+const PROPERTY_TIMEOUT_MS = 180_000;
 
-describe('random histories', () => {
+describe.each(STORE_BACKENDS)('%s: random histories', (backend) => {
+  const withWorld = worldsOn(backend);
   // Breaks if phase A sent `updated` for an item placed in the folder after the token's modseq (moved in, or
   // created then edited before the device synced), or for an item only pulled in by this very page.
   test(`updated never names an item the device does not hold (${RUNS} runs)`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.nat(20), fc.array(opArb, { minLength: 1, maxLength: 40 }), (initial, ops) =>
-        randomHistory(initial, ops, (_w, _r, page, heldBefore) => {
+        randomHistory(withWorld, initial, ops, (_w, _r, page, heldBefore) => {
           for (const u of page.updated) expect({ updated: u.id, held: heldBefore.has(u.id) }).toEqual({ updated: u.id, held: true });
         }),
       ),
       { numRuns: RUNS, maxSkipsPerRun: 1000 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 
   // Breaks if a delete/move tombstone were sent for an item that is back in the window (moved back, or still there),
   // or if eviction ran past the window's boundary. Also checks that each reason tells the truth.
   test(`removed never names an item inside the window (${RUNS} runs)`, async () => {
     await fc.assert(
       fc.asyncProperty(fc.nat(20), fc.array(opArb, { minLength: 1, maxLength: 40 }), (initial, ops) =>
-        randomHistory(initial, ops, async (w, r, page) => {
+        randomHistory(withWorld, initial, ops, async (w, r, page) => {
           const window = await w.expectedWindow(r.folderId, page.window.size);
           for (const { id, reason } of page.removed) {
             expect({ removed: id, reason, inWindow: window.has(id) }).toEqual({ removed: id, reason, inWindow: false });
@@ -902,15 +962,69 @@ describe('random histories', () => {
       ),
       { numRuns: RUNS, maxSkipsPerRun: 1000 },
     );
-  });
+  }, PROPERTY_TIMEOUT_MS);
 });
 
 // ---------------------------------------------------------------------------------------------------------------
 
-describe('no-change sync performs no write', () => {
+interface WriteProbe {
+  /** What a write would change; equal snapshots: nothing was written in between. */
+  snapshot(): Promise<Record<string, unknown>>;
+  close(): Promise<void>;
+}
+
+/**
+ * Sees every write to the world's store. SQLite: total_changes() on the store's connection (rows it changed),
+ * data_version from a second connection (commits) and the WAL's size (pages written). PostgreSQL: a fingerprint of
+ * every row version in the database — its location (ctid) and creating transaction (xmin) with its values, so an
+ * insert, a delete or any UPDATE (even one that sets the same values) shows — and, apart, the rows' xmax, which a
+ * row lock (SELECT ... FOR UPDATE) also writes: the lock goes into the tuple on disk and through the WAL, and gives
+ * the transaction an id whose commit is flushed like any other.
+ */
+async function writeProbe(w: SyncWorld): Promise<WriteProbe> {
+  if (w.backend === 'sqlite') {
+    const file = w.host.file!;
+    const reader = openDatabase(file, { readonly: true });
+    return {
+      async snapshot() {
+        return {
+          totalChanges: (w.sqlite.db.prepare('SELECT total_changes() AS n').get() as { n: number }).n,
+          dataVersion: Number(reader.pragma('data_version', { simple: true })),
+          walBytes: fs.statSync(`${file}-wal`).size,
+        };
+      },
+      async close() {
+        reader.close();
+      },
+    };
+  }
+  const client = new Client({ connectionString: w.host.database!.url });
+  await client.connect();
+  const tables = (
+    await client.query<{ name: string }>(
+      `SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1`,
+    )
+  ).rows.map((r) => r.name);
+  if (tables.length === 0) throw new Error('writeProbe: the database has no tables');
+  const fingerprint = (expression: string) =>
+    tables.map((t) => `SELECT '${t} ' || md5(coalesce(string_agg(${expression}, E'\\n' ORDER BY ctid), '')) AS md5 FROM ${t} AS r`).join(' UNION ALL ');
+  const rowVersions = fingerprint(`ctid::text || ' ' || xmin::text || ' ' || r::text`);
+  const rowLocks = fingerprint(`ctid::text || ' ' || xmax::text`);
+  const digest = async (text: string) => (await client.query<{ md5: string }>(text)).rows.map((r) => r.md5).join(',');
+  return {
+    async snapshot() {
+      return { rowVersions: await digest(rowVersions), rowLocks: await digest(rowLocks) };
+    },
+    close: () => client.end(),
+  };
+}
+
+describe.each(STORE_BACKENDS)('%s: no-change sync performs no write', (backend) => {
+  const withWorld = worldsOn(backend);
   // protocol.md §5: "a no-change sync returns an empty page and must cost no write to storage". Breaks if the
-  // engine stored per-device sync state, stamped a last-sync time, or bumped anything on a poll: total_changes()
-  // on the store's connection and data_version seen from a second connection would both move.
+  // engine stored per-device sync state, stamped a last-sync time, or bumped anything on a poll (or, on
+  // PostgreSQL, locked a row to read): the probe's snapshot (writeProbe) would move.
   test('the poll changes no row, commits nothing, returns an empty page and a stable token', () =>
     withWorld(async (w) => {
       const inbox = await w.folder('inbox');
@@ -922,37 +1036,35 @@ describe('no-change sync performs no write', () => {
       const held = new Map<string, unknown>();
       const h = await syncHierarchy(w, device, held, undefined, 100);
 
-      const reader = openDatabase(path.join(w.dir, 'p.db'), { readonly: true });
+      const probe = await writeProbe(w);
       try {
-        const totalChanges = () => (w.store.db.prepare('SELECT total_changes() AS n').get() as { n: number }).n;
-        const dataVersion = () => Number(reader.pragma('data_version', { simple: true }));
-        const walBytes = () => fs.statSync(path.join(w.dir, 'p.db-wal')).size;
-        const snapshot = () => ({ totalChanges: totalChanges(), dataVersion: dataVersion(), walBytes: walBytes() });
-
-        const before = snapshot();
+        const before = await probe.snapshot();
         const token = a.token;
         const p1 = await a.step();
         const p2 = await a.step();
         const hp = await w.syncFolders({ userId: w.user.id, device, token: h.token, maxChanges: 100 });
-        expect(snapshot()).toEqual(before);
+        expect(await probe.snapshot()).toEqual(before);
         for (const p of [p1, p2]) expect(p).toMatchObject({ token, created: [], updated: [], removed: [], moreAvailable: false });
         expect(hp).toMatchObject({ token: h.token, created: [], updated: [], deleted: [], moreAvailable: false });
 
         // Another folder changed: the inbox poll is still empty and still writes nothing (its token may advance).
         await w.deliver(archive.id, w.clock.now());
-        const after = snapshot();
-        expect(after.totalChanges).toBeGreaterThan(before.totalChanges); // the probe does see real writes
+        const after = await probe.snapshot();
+        for (const [what, value] of Object.entries(after)) {
+          if (what !== 'rowLocks') expect({ what, moved: value !== before[what] }).toEqual({ what, moved: true }); // the probe does see real writes
+        }
         const p3 = await a.step();
         expect(p3).toMatchObject({ created: [], updated: [], removed: [], moreAvailable: false });
-        expect(snapshot()).toEqual(after);
+        expect(await probe.snapshot()).toEqual(after);
         expect((await a.step()).token).toBe(p3.token);
       } finally {
-        reader.close();
+        await probe.close();
       }
     }));
 });
 
-describe('loadMore extends to at most max and the window is trimmed back after the trim interval', () => {
+describe.each(STORE_BACKENDS)('%s: loadMore extends to at most max and the window is trimmed back after the trim interval', (backend) => {
+  const withWorld = worldsOn(backend);
   // Breaks if loadMore grew the window past `max`, if the trim fired early, late or never, or if a trim dropped
   // items silently (the app would keep them) or as `deleted` (the app would treat them as user deletes).
   test('5 → 10 → still 10; trimmed back to 5 once extended for the trim interval, the dropped items evicted', () =>
@@ -1044,7 +1156,8 @@ describe('loadMore extends to at most max and the window is trimmed back after t
     }));
 });
 
-describe('calendar and contacts have no window', () => {
+describe.each(STORE_BACKENDS)('%s: calendar and contacts have no window', (backend) => {
+  const withWorld = worldsOn(backend);
   // Breaks if the window applied to calendar/contacts (only 5 of 23 events would arrive, the rest never).
   test('every item is paged to the device, window.max is null, and nothing is ever evicted', () =>
     withWorld(async (w) => {

@@ -202,7 +202,7 @@ beforeAll(async () => {
 afterAll(() => w.close());
 
 function plan(name: Name): string[] {
-  const rows = w.store.db.prepare(`EXPLAIN QUERY PLAN ${runnable(name)}`).all(...params[name]) as { detail: string }[];
+  const rows = w.sqlite.db.prepare(`EXPLAIN QUERY PLAN ${runnable(name)}`).all(...params[name]) as { detail: string }[];
   return rows.map((r) => r.detail);
 }
 
@@ -223,7 +223,7 @@ test('the copied statements are still the ones in server/store/sqlite/mail.ts', 
 });
 
 test('the data set is big enough for a bad plan to matter', () => {
-  const n = (sql: string) => (w.store.db.prepare(sql).get() as { n: number }).n;
+  const n = (sql: string) => (w.sqlite.db.prepare(sql).get() as { n: number }).n;
   expect(n('SELECT count(*) AS n FROM items')).toBeGreaterThan(6000);
   expect(n('SELECT count(*) AS n FROM changes')).toBeGreaterThan(7000);
   expect(n("SELECT count(*) AS n FROM changes WHERE object_type = 'folder' AND op = 'deleted'")).toBeGreaterThanOrEqual(5);
@@ -232,7 +232,7 @@ test('the data set is big enough for a bad plan to matter', () => {
 // Every statement runs for real too, so a plan is never checked for SQL that does not execute.
 test('each statement executes with its parameters', () => {
   for (const name of Object.keys(SQL) as Name[]) {
-    expect(() => w.store.db.prepare(runnable(name)).all(...params[name])).not.toThrow();
+    expect(() => w.sqlite.db.prepare(runnable(name)).all(...params[name])).not.toThrow();
   }
 });
 
@@ -243,7 +243,7 @@ describe.each([
   ['after ANALYZE', true],
 ])('query plans %s', (_label, analyze) => {
   beforeAll(() => {
-    if (analyze) w.store.db.exec('ANALYZE');
+    if (analyze) w.sqlite.db.exec('ANALYZE');
   });
 
   test.each(HEALTHY)('%s reads only an index range', (name) => {
