@@ -77,6 +77,8 @@ const CAP_RETRY_AFTER_SECONDS = 30;
 export class ChannelRegistry {
   private readonly byDevice = new Map<string, Channel>();
   private readonly perUser = new Map<string, number>();
+  /** This process's live channels by user: which to re-check when a user's or a device's record changes. */
+  private readonly byUser = new Map<string, Set<Channel>>();
   private closed = false;
 
   constructor(private readonly maxPerUser: number) {}
@@ -95,6 +97,9 @@ export class ChannelRegistry {
     older?.end('replaced'); // releases itself
     this.byDevice.set(recordId, channel);
     this.perUser.set(userId, (this.perUser.get(userId) ?? 0) + 1);
+    let mine = this.byUser.get(userId);
+    if (!mine) this.byUser.set(userId, (mine = new Set()));
+    mine.add(channel);
   }
 
   /** Called by a channel when it ends. A channel that was already replaced is no longer registered: no-op. */
@@ -102,9 +107,17 @@ export class ChannelRegistry {
     const { userId, recordId } = channel.caller;
     if (this.byDevice.get(recordId) !== channel) return;
     this.byDevice.delete(recordId);
+    const mine = this.byUser.get(userId);
+    mine?.delete(channel);
+    if (mine?.size === 0) this.byUser.delete(userId);
     const n = (this.perUser.get(userId) ?? 1) - 1;
     if (n > 0) this.perUser.set(userId, n);
     else this.perUser.delete(userId);
+  }
+
+  /** This process's live channels of a user. */
+  channelsOf(userId: string): Channel[] {
+    return [...(this.byUser.get(userId) ?? [])];
   }
 
   /** Ends the live channel of a device record (a device cut). */

@@ -14,7 +14,7 @@ import type { DeviceService } from '../devices/service';
 import type { DeviceSignals } from '../devices/signals';
 import type { TokenCodec } from '../sync/tokens';
 import { InProcessBus, feedFromStore, type EventBus } from './bus';
-import { ChannelRegistry, DEFAULT_PUSH_OPTIONS, type PushContext, type PushOptions } from './channels';
+import { ChannelRegistry, DEFAULT_PUSH_OPTIONS, recheck, type PushContext, type PushOptions } from './channels';
 import { SyncWatermarks } from './watermarks';
 import { pushRoutes } from './routes';
 
@@ -65,6 +65,22 @@ export function createPush(deps: PushDeps) {
     if (cut.reason === 'wiped' || cut.reason === 'removed' || cut.reason === 'purged') watermarks.forget(cut.recordId);
   });
 
+  // A device's or a user's record changed — here, or on another node (PostgreSQL's commit feed brings other nodes'
+  // writes): the channels of that device (or user) held here are checked again at once, so a block, wipe or removal
+  // made through another node, or by the admin CLI on PostgreSQL, ends a stream now rather than at its next heartbeat.
+  // Cuts made in this process also arrive as signals above; a second check of an ended channel is a no-op.
+  const unwatch = deps.store.onInvalidate((changes) => {
+    for (const change of changes) {
+      if (change.kind !== 'device' && change.kind !== 'user') continue;
+      for (const channel of registry.channelsOf(change.userId)) {
+        if (change.kind === 'device' && channel.caller.deviceId !== change.deviceId) continue;
+        void recheck(ctx, channel.caller).then((denied) => {
+          if (denied) channel.end('revoked');
+        });
+      }
+    }
+  });
+
   if (deps.metrics) {
     new Gauge({
       name: 'pigeon_push_channels',
@@ -103,6 +119,7 @@ export function createPush(deps: PushDeps) {
     close(): number {
       unfeed();
       unsignal();
+      unwatch();
       return registry.closeAll();
     },
   };

@@ -233,6 +233,18 @@ test('changes through node A (LMTP, the API) wake event streams held on node B',
   expect(sorted.at(-1)!).toBeLessThan(10_000);
 }, 40_000);
 
+test('a device blocked through node A loses its event stream on node B at once, not at the next heartbeat', async () => {
+  const admin = { authorization: `Bearer ${(await tokens(a, 'root')).access_token}` };
+  const tablet = await device(a, 'carol', 'tablet');
+  const stream = openStream(b, tablet.headers);
+  await stream.opened();
+  const blockedAt = Date.now();
+  expect((await call(a, 'POST', `/admin/v1/devices/${tablet.id}/block`, admin)).status).toBe(200);
+  // The heartbeat's re-check would end it within 25 s; B re-checks the device when A's commit notification names it.
+  const endedAt = await stream.ended(5000);
+  process.stdout.write(`two nodes: block through A ended B's stream after ${endedAt - blockedAt} ms\n`);
+});
+
 test('a device blocked through node A is refused by node B as soon as its commit notification arrives', async () => {
   const admin = { authorization: `Bearer ${(await tokens(a, 'root')).access_token}` };
   const phone = await device(a, 'carol', 'phone');
