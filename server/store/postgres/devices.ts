@@ -4,65 +4,8 @@
  */
 import { newId } from '../../ids';
 import type { AccessState, AuditEntry, DeviceAccessRule, DeviceDescription, DeviceRecord, TxStore, WipeState } from '../types';
+import { toAudit, toDevice, toRule, jsonValue } from '../rows';
 import { json, limitParam, readLock, rows, rowCount, type Row, type Tx } from './tx';
-
-const str = (v: unknown) => (v as string | null) ?? null;
-const num = (v: unknown) => (v as number | null) ?? null;
-
-function toDevice(r: Row): DeviceRecord {
-  return {
-    id: r.id as string,
-    userId: r.user_id as string,
-    deviceId: r.device_id as string,
-    friendlyName: str(r.friendly_name),
-    deviceType: str(r.device_type),
-    deviceModel: str(r.device_model),
-    deviceOS: str(r.device_os),
-    clientType: str(r.client_type),
-    clientVersion: str(r.client_version),
-    userAgent: str(r.user_agent),
-    capabilities: r.capabilities as string[],
-    adminDecision: str(r.admin_decision) as AccessState | null,
-    wipeState: r.wipe_state as WipeState,
-    wipeRequestedAt: num(r.wipe_requested_at),
-    wipeRequestedBy: str(r.wipe_requested_by),
-    wipeAcknowledgedAt: num(r.wipe_acknowledged_at),
-    epoch: r.epoch as number,
-    firstSyncTime: r.first_sync_time as number,
-    lastSyncAttemptTime: num(r.last_sync_attempt_time),
-    lastSuccessSyncTime: num(r.last_success_sync_time),
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toRule(r: Row): DeviceAccessRule {
-  return {
-    id: r.id as string,
-    tenantId: r.tenant_id as string,
-    field: r.field as DeviceAccessRule['field'],
-    match: r.match as DeviceAccessRule['match'],
-    value: r.value as string,
-    accessState: r.access_state as AccessState,
-    description: r.description as string,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toAudit(r: Row): AuditEntry {
-  return {
-    seq: r.seq as number,
-    tenantId: r.tenant_id as string,
-    at: r.at as number,
-    actorId: str(r.actor_id),
-    actorName: r.actor_name as string,
-    action: r.action as string,
-    targetType: r.target_type as string,
-    targetId: str(r.target_id),
-    details: r.details as Record<string, unknown>,
-  };
-}
 
 const descriptionParams = (d: DeviceDescription) => [
   d.friendlyName,
@@ -74,6 +17,9 @@ const descriptionParams = (d: DeviceDescription) => [
   d.userAgent,
   json(d.capabilities),
 ];
+
+const toDeviceRow = (r: Row): DeviceRecord => toDevice(r, jsonValue);
+const toAuditRow = (r: Row): AuditEntry => toAudit(r, jsonValue);
 
 export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 'audit'> {
   /** Runs a write by record id that answers `RETURNING user_id, device_id`, and reports the device it changed. */
@@ -89,16 +35,16 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
       // In a unit of work the record is locked until commit: the unit decides on its state (a wipe pending, say)
       // and then writes, as it would alone on SQLite.
       const [r] = yield* rows(tx, tx.unit ? 'SELECT * FROM devices WHERE id = $1 FOR NO KEY UPDATE' : 'SELECT * FROM devices WHERE id = $1', [id]);
-      return r && toDevice(r);
+      return r && toDeviceRow(r);
     },
     *byUserAndDeviceId(userId, deviceId) {
       yield* readLock(tx, userId);
       const [r] = yield* rows(tx, 'SELECT * FROM devices WHERE user_id = $1 AND device_id = $2', [userId, deviceId]);
-      return r && toDevice(r);
+      return r && toDeviceRow(r);
     },
     *listByUser(userId) {
       yield* readLock(tx, userId);
-      return (yield* rows(tx, 'SELECT * FROM devices WHERE user_id = $1 ORDER BY first_sync_time, id', [userId])).map(toDevice);
+      return (yield* rows(tx, 'SELECT * FROM devices WHERE user_id = $1 ORDER BY first_sync_time, id', [userId])).map(toDeviceRow);
     },
     *countByUser(userId) {
       yield* readLock(tx, userId);
@@ -116,7 +62,7 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
          ORDER BY nocase(u.username), d.first_sync_time, d.id`,
         [filter.tenantId, filter.userId ?? null, filter.clientType ?? null, filter.deviceModel ?? null],
       );
-      return found.map((r) => ({ ...toDevice(r), username: r.username as string }));
+      return found.map((r) => ({ ...toDeviceRow(r), username: r.username as string }));
     },
     *create(userId, deviceId, d, now) {
       const [r] = yield* rows(
@@ -127,7 +73,7 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
         [userId, newId(), deviceId, ...descriptionParams(d), now],
       );
       tx.invalidate({ kind: 'device', userId, deviceId });
-      return toDevice(r!);
+      return toDeviceRow(r!);
     },
     *updateDescription(id, d, now) {
       yield* deviceWrite(
@@ -165,7 +111,7 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
     *inactiveSince(cutoff) {
       return (
         yield* rows(tx, `SELECT * FROM devices WHERE coalesce(last_sync_attempt_time, first_sync_time) < $1 AND wipe_state <> 'pending'`, [cutoff])
-      ).map(toDevice);
+      ).map(toDeviceRow);
     },
   };
 
@@ -227,7 +173,7 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *`,
         [e.tenantId, e.at, e.actorId, e.actorName, e.action, e.targetType, e.targetId, json(e.details)],
       );
-      return toAudit(r!);
+      return toAuditRow(r!);
     },
     *list(tenantId, { limit, beforeSeq }) {
       return (
@@ -236,7 +182,7 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
           beforeSeq ?? Number.MAX_SAFE_INTEGER,
           limitParam(limit),
         ])
-      ).map(toAudit);
+      ).map(toAuditRow);
     },
   };
 

@@ -13,69 +13,12 @@ import type {
   StoreMethods,
   WipeState,
 } from '../types';
+import { toAudit, toDevice, toRule, jsonText } from '../rows';
 
 type Row = Record<string, unknown>;
 export type Sql = (text: string) => Statement;
 /** Told of every write to a record the hot cache keeps; the store announces it once the transaction commits. */
 export type Invalidate = (change: Invalidation) => void;
-
-const str = (v: unknown) => (v as string | null) ?? null;
-const num = (v: unknown) => (v as number | null) ?? null;
-
-function toDevice(r: Row): DeviceRecord {
-  return {
-    id: r.id as string,
-    userId: r.user_id as string,
-    deviceId: r.device_id as string,
-    friendlyName: str(r.friendly_name),
-    deviceType: str(r.device_type),
-    deviceModel: str(r.device_model),
-    deviceOS: str(r.device_os),
-    clientType: str(r.client_type),
-    clientVersion: str(r.client_version),
-    userAgent: str(r.user_agent),
-    capabilities: JSON.parse(r.capabilities as string),
-    adminDecision: str(r.admin_decision) as AccessState | null,
-    wipeState: r.wipe_state as WipeState,
-    wipeRequestedAt: num(r.wipe_requested_at),
-    wipeRequestedBy: str(r.wipe_requested_by),
-    wipeAcknowledgedAt: num(r.wipe_acknowledged_at),
-    epoch: r.epoch as number,
-    firstSyncTime: r.first_sync_time as number,
-    lastSyncAttemptTime: num(r.last_sync_attempt_time),
-    lastSuccessSyncTime: num(r.last_success_sync_time),
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toRule(r: Row): DeviceAccessRule {
-  return {
-    id: r.id as string,
-    tenantId: r.tenant_id as string,
-    field: r.field as DeviceAccessRule['field'],
-    match: r.match as DeviceAccessRule['match'],
-    value: r.value as string,
-    accessState: r.access_state as AccessState,
-    description: r.description as string,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toAudit(r: Row): AuditEntry {
-  return {
-    seq: r.seq as number,
-    tenantId: r.tenant_id as string,
-    at: r.at as number,
-    actorId: str(r.actor_id),
-    actorName: r.actor_name as string,
-    action: r.action as string,
-    targetType: r.target_type as string,
-    targetId: str(r.target_id),
-    details: JSON.parse(r.details as string),
-  };
-}
 
 const descriptionParams = (d: DeviceDescription) => [
   d.friendlyName,
@@ -87,6 +30,9 @@ const descriptionParams = (d: DeviceDescription) => [
   d.userAgent,
   JSON.stringify(d.capabilities),
 ];
+
+const toDeviceRow = (r: Row): DeviceRecord => toDevice(r, jsonText);
+const toAuditRow = (r: Row): AuditEntry => toAudit(r, jsonText);
 
 export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<StoreMethods, 'devices' | 'deviceAccess' | 'audit'> {
   /** Runs a write by record id that answers `RETURNING user_id, device_id`, and reports the device it changed. */
@@ -100,14 +46,14 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
   const devices: StoreMethods['devices'] = {
     byId(id) {
       const r = sql('SELECT * FROM devices WHERE id = ?').get(id) as Row | undefined;
-      return r && toDevice(r);
+      return r && toDeviceRow(r);
     },
     byUserAndDeviceId(userId, deviceId) {
       const r = sql('SELECT * FROM devices WHERE user_id = ? AND device_id = ?').get(userId, deviceId) as Row | undefined;
-      return r && toDevice(r);
+      return r && toDeviceRow(r);
     },
     listByUser(userId) {
-      return (sql('SELECT * FROM devices WHERE user_id = ? ORDER BY first_sync_time, id').all(userId) as Row[]).map(toDevice);
+      return (sql('SELECT * FROM devices WHERE user_id = ? ORDER BY first_sync_time, id').all(userId) as Row[]).map(toDeviceRow);
     },
     countByUser(userId) {
       return (sql('SELECT count(*) AS n FROM devices WHERE user_id = ?').get(userId) as { n: number }).n;
@@ -126,7 +72,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
         clientType: filter.clientType ?? null,
         deviceModel: filter.deviceModel ?? null,
       }) as Row[];
-      return rows.map((r) => ({ ...toDevice(r), username: r.username as string }));
+      return rows.map((r) => ({ ...toDeviceRow(r), username: r.username as string }));
     },
     create(userId, deviceId, d, now) {
       const id = newId();
@@ -176,7 +122,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
         sql(
           `SELECT * FROM devices WHERE coalesce(last_sync_attempt_time, first_sync_time) < ? AND wipe_state <> 'pending'`,
         ).all(cutoff) as Row[]
-      ).map(toDevice);
+      ).map(toDeviceRow);
     },
   };
 
@@ -233,7 +179,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
         `INSERT INTO audit_log (tenant_id, at, actor_id, actor_name, action, target_type, target_id, details)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
       ).get(e.tenantId, e.at, e.actorId, e.actorName, e.action, e.targetType, e.targetId, JSON.stringify(e.details)) as Row;
-      return toAudit(r);
+      return toAuditRow(r);
     },
     list(tenantId, { limit, beforeSeq }) {
       return (
@@ -242,7 +188,7 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
           beforeSeq ?? Number.MAX_SAFE_INTEGER,
           limit,
         ) as Row[]
-      ).map(toAudit);
+      ).map(toAuditRow);
     },
   };
 

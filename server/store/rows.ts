@@ -1,0 +1,69 @@
+/**
+ * Rows of the device tables as domain records, for both backends: their columns have the same names and types,
+ * except that SQLite keeps JSON as text and PostgreSQL as JSONB (already parsed), which `json` settles.
+ */
+import type { AccessState, AuditEntry, DeviceAccessRule, DeviceRecord, WipeState } from './types';
+
+type Row = Record<string, unknown>;
+/** A JSON column's value as read: parsed text (SQLite) or the value itself (PostgreSQL's JSONB). */
+export type JsonColumn = (value: unknown) => unknown;
+export const jsonText: JsonColumn = (value) => JSON.parse(value as string);
+export const jsonValue: JsonColumn = (value) => value;
+
+const str = (v: unknown) => (v as string | null) ?? null;
+const num = (v: unknown) => (v as number | null) ?? null;
+
+export function toDevice(r: Row, json: JsonColumn): DeviceRecord {
+  return {
+    id: r.id as string,
+    userId: r.user_id as string,
+    deviceId: r.device_id as string,
+    friendlyName: str(r.friendly_name),
+    deviceType: str(r.device_type),
+    deviceModel: str(r.device_model),
+    deviceOS: str(r.device_os),
+    clientType: str(r.client_type),
+    clientVersion: str(r.client_version),
+    userAgent: str(r.user_agent),
+    capabilities: json(r.capabilities) as string[],
+    adminDecision: str(r.admin_decision) as AccessState | null,
+    wipeState: r.wipe_state as WipeState,
+    wipeRequestedAt: num(r.wipe_requested_at),
+    wipeRequestedBy: str(r.wipe_requested_by),
+    wipeAcknowledgedAt: num(r.wipe_acknowledged_at),
+    epoch: r.epoch as number,
+    firstSyncTime: r.first_sync_time as number,
+    lastSyncAttemptTime: num(r.last_sync_attempt_time),
+    lastSuccessSyncTime: num(r.last_success_sync_time),
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+export function toRule(r: Row): DeviceAccessRule {
+  return {
+    id: r.id as string,
+    tenantId: r.tenant_id as string,
+    field: r.field as DeviceAccessRule['field'],
+    match: r.match as DeviceAccessRule['match'],
+    value: r.value as string,
+    accessState: r.access_state as AccessState,
+    description: r.description as string,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+export function toAudit(r: Row, json: JsonColumn): AuditEntry {
+  return {
+    seq: r.seq as number,
+    tenantId: r.tenant_id as string,
+    at: r.at as number,
+    actorId: str(r.actor_id),
+    actorName: r.actor_name as string,
+    action: r.action as string,
+    targetType: r.target_type as string,
+    targetId: str(r.target_id),
+    details: json(r.details) as Record<string, unknown>,
+  };
+}
