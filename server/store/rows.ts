@@ -1,8 +1,8 @@
 /**
- * Rows of the device tables as domain records, for both backends: their columns have the same names and types,
+ * Rows of the account and device tables as domain records, for both backends: their columns have the same names and types,
  * except that SQLite keeps JSON as text and PostgreSQL as JSONB (already parsed), which `json` settles.
  */
-import type { AccessState, AuditEntry, DeviceAccessRule, DeviceRecord, WipeState } from './types';
+import type { AccessState, AuditEntry, DeviceAccessRule, DeviceRecord, RefreshTokenRecord, User, WipeState } from './types';
 
 type Row = Record<string, unknown>;
 /** A JSON column's value as read: parsed text (SQLite) or the value itself (PostgreSQL's JSONB). */
@@ -67,3 +67,34 @@ export function toAudit(r: Row, json: JsonColumn): AuditEntry {
     details: json(r.details) as Record<string, unknown>,
   };
 }
+
+/** A user row; `disabled` is 0/1 in SQLite and a boolean in PostgreSQL. */
+export const toUser = (r: Row): User => ({
+  id: r.id as string,
+  tenantId: r.tenant_id as string,
+  username: r.username as string,
+  email: r.email as string,
+  displayName: r.display_name as string,
+  role: r.role as User['role'],
+  passwordHash: (r.password_hash as string | null) ?? null,
+  sessionVersion: r.session_version as number,
+  disabled: r.disabled === true || r.disabled === 1,
+  createdAt: r.created_at as number,
+  updatedAt: r.updated_at as number,
+});
+
+export const toRefresh = (r: Row): RefreshTokenRecord => ({
+  id: r.id as string,
+  familyId: r.family_id as string,
+  userId: r.user_id as string,
+  deviceId: (r.device_id as string | null) ?? null,
+  clientId: r.client_id as string,
+  scope: r.scope as string,
+  tokenHash: r.token_hash as Buffer,
+  createdAt: r.created_at as number,
+  expiresAt: r.expires_at as number,
+  rotatedAt: (r.rotated_at as number | null) ?? null,
+  replacedBy: (r.replaced_by as string | null) ?? null,
+  revokedAt: (r.revoked_at as number | null) ?? null,
+  revokedReason: (r.revoked_reason as string | null) ?? null,
+});

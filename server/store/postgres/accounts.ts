@@ -1,39 +1,10 @@
 /**
  * Tenants, users and refresh tokens in PostgreSQL (the SQLite store's index.ts is the specification).
  */
+import { toRefresh, toUser } from '../rows';
 import { newId } from '../../ids';
 import { DEFAULT_REGION, type NewRefreshToken, type NewUser, type RefreshTokenRecord, type Tenant, type TxStore, type User } from '../types';
 import { rowCount, rows, type Row, type Tx } from './tx';
-
-const toUser = (r: Row): User => ({
-  id: r.id as string,
-  tenantId: r.tenant_id as string,
-  username: r.username as string,
-  email: r.email as string,
-  displayName: r.display_name as string,
-  role: r.role as User['role'],
-  passwordHash: (r.password_hash as string | null) ?? null,
-  sessionVersion: r.session_version as number,
-  disabled: r.disabled as boolean,
-  createdAt: r.created_at as number,
-  updatedAt: r.updated_at as number,
-});
-
-const toRefresh = (r: Row): RefreshTokenRecord => ({
-  id: r.id as string,
-  familyId: r.family_id as string,
-  userId: r.user_id as string,
-  deviceId: (r.device_id as string | null) ?? null,
-  clientId: r.client_id as string,
-  scope: r.scope as string,
-  tokenHash: r.token_hash as Buffer,
-  createdAt: r.created_at as number,
-  expiresAt: r.expires_at as number,
-  rotatedAt: (r.rotated_at as number | null) ?? null,
-  replacedBy: (r.replaced_by as string | null) ?? null,
-  revokedAt: (r.revoked_at as number | null) ?? null,
-  revokedReason: (r.revoked_reason as string | null) ?? null,
-});
 
 const toTenant = (r: Row): Tenant => ({ id: r.id as string, name: r.name as string, region: r.region as string, createdAt: r.created_at as number });
 

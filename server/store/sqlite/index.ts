@@ -24,6 +24,7 @@ import {
 } from '../types';
 import { mapMethods, runSync, stepsOf, type AsyncMethods } from '../unit';
 import { StoreBusy, StoreFull } from '../errors';
+import { toRefresh, toUser } from '../rows';
 
 type Row = Record<string, unknown>;
 
@@ -100,38 +101,6 @@ export function openSqliteStore(file: string): SqliteStore {
   };
 
   const toTenant = (r: Row): Tenant => ({ id: r.id as string, name: r.name as string, region: r.region as string, createdAt: r.created_at as number });
-
-  const toUser = (r: Row): User => ({
-    id: r.id as string,
-    tenantId: r.tenant_id as string,
-    username: r.username as string,
-    email: r.email as string,
-    displayName: r.display_name as string,
-    role: r.role as User['role'],
-    passwordHash: (r.password_hash as string | null) ?? null,
-    sessionVersion: r.session_version as number,
-    disabled: r.disabled === 1,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  });
-
-  const toRefresh = (r: Row): RefreshTokenRecord => ({
-    id: r.id as string,
-    familyId: r.family_id as string,
-    userId: r.user_id as string,
-    deviceId: (r.device_id as string | null) ?? null,
-    clientId: r.client_id as string,
-    scope: r.scope as string,
-    tokenHash: r.token_hash as Buffer,
-    createdAt: r.created_at as number,
-    expiresAt: r.expires_at as number,
-    rotatedAt: (r.rotated_at as number | null) ?? null,
-    replacedBy: (r.replaced_by as string | null) ?? null,
-    revokedAt: (r.revoked_at as number | null) ?? null,
-    revokedReason: (r.revoked_reason as string | null) ?? null,
-  });
-
-
 
   /** Reports the sign-ins a refresh-token write changed (its `RETURNING family_id` rows); answers how many rows. */
   const changedSignIns = (rows: unknown[]): number => {
