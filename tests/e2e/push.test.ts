@@ -4,6 +4,7 @@
  * a stream outlives the request timeout, and SIGTERM ends streams and pings at once instead of waiting out the
  * shutdown timeout.
  */
+import { readEventStream } from '../helpers/eventStream';
 import https from 'node:https';
 import path from 'node:path';
 import { startServer, type RunningServer } from '../helpers/server';
@@ -62,48 +63,7 @@ async function device(name: string): Promise<Record<string, string>> {
 
 /** An event stream read as it arrives: `blocks` are the SSE blocks received so far. */
 function openStream(headers: Record<string, string>) {
-  const blocks: Array<{ text: string; at: number }> = [];
-  let buffer = '';
-  let endedAt: number | undefined;
-  let wake = () => undefined as void;
-  const ready = new Promise<number>((resolve, reject) => {
-    const req = https.get({ host: '127.0.0.1', port: server.port, path: '/v1/events', headers, ca: server.cert, servername: 'localhost', agent: false }, (res) => {
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffer += chunk;
-        let cut: number;
-        while ((cut = buffer.indexOf('\n\n')) >= 0) {
-          blocks.push({ text: buffer.slice(0, cut), at: Date.now() });
-          buffer = buffer.slice(cut + 2);
-        }
-        wake();
-      });
-      res.on('close', () => {
-        endedAt = Date.now();
-        wake();
-      });
-      resolve(res.statusCode!);
-    });
-    req.once('error', reject);
-  });
-  const until = <T>(check: () => T | undefined, ms: number, what: string) =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; got ${JSON.stringify(blocks)}`)), ms);
-      const test = () => {
-        const v = check();
-        if (v !== undefined) {
-          clearTimeout(timer);
-          resolve(v);
-        } else wake = test;
-      };
-      test();
-    });
-  return {
-    ready,
-    blocks,
-    event: (n: number, ms = 3000) => until(() => blocks.filter((b) => b.text.includes('event: changed'))[n], ms, `event #${n}`),
-    ended: (ms: number) => until(() => endedAt, ms, 'end of stream'),
-  };
+  return readEventStream(server, headers);
 }
 
 test('another device\'s change → an event on the open stream within 2 s with the exact badge; a ping returns early', async () => {

@@ -16,6 +16,7 @@
  * And a bad PIGEON_DATABASE_URL, or a database that cannot be reached, stops the start naming the setting, never
  * echoing its password.
  */
+import { readEventStream } from '../helpers/eventStream';
 import nodemailer from 'nodemailer';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -127,52 +128,13 @@ async function device(server: RunningServer, username: string, name: string) {
 
 /** An event stream on `server`, read as it arrives. */
 function openStream(server: RunningServer, headers: Record<string, string>) {
-  const blocks: Array<{ text: string; at: number }> = [];
-  let buffer = '';
-  let endedAt: number | undefined;
-  let wake = () => undefined as void;
-  let request: ReturnType<typeof https.get> | undefined;
-  const ready = new Promise<number>((resolve, reject) => {
-    request = https.get({ host: '127.0.0.1', port: server.port, path: '/v1/events', headers, ca: server.cert, servername: 'localhost', agent: false }, (res) => {
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        buffer += chunk;
-        let cut: number;
-        while ((cut = buffer.indexOf('\n\n')) >= 0) {
-          blocks.push({ text: buffer.slice(0, cut), at: Date.now() });
-          buffer = buffer.slice(cut + 2);
-        }
-        wake();
-      });
-      res.on('close', () => {
-        endedAt = Date.now();
-        wake();
-      });
-      resolve(res.statusCode!);
-    });
-    request.once('error', reject);
-  });
-  const until = <T>(check: () => T | undefined, ms: number, what: string) =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms; got ${JSON.stringify(blocks)}`)), ms);
-      const test = () => {
-        const v = check();
-        if (v !== undefined) {
-          clearTimeout(timer);
-          resolve(v);
-        } else wake = test;
-      };
-      test();
-    });
-  const events = () => blocks.filter((block) => block.text.includes('event: changed'));
+  const stream = readEventStream(server, headers);
   return {
+    ...stream,
     opened: async () => {
-      expect(await ready).toBe(200);
-      await until(() => blocks[0], 3000, 'first block');
+      expect(await stream.ready).toBe(200);
+      await stream.until(() => stream.blocks[0], 3000, 'first block');
     },
-    event: (n: number, ms = 3000) => until(() => events()[n], ms, `event #${n}`),
-    ended: (ms: number) => until(() => endedAt, ms, 'end of stream'),
-    close: () => request?.destroy(),
   };
 }
 

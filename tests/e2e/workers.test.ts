@@ -17,6 +17,7 @@
  * - The admin CLI's commit (another SQLite connection) is seen by both workers at once.
  * - SIGTERM: both workers drain, streams end at once, the process exits 0 and no worker is left; `ready` came once.
  */
+import { readEventStream } from '../helpers/eventStream';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -125,58 +126,15 @@ async function workerOf(requestId: string): Promise<number> {
 
 /** An event stream read as it arrives, over a connection of its own. */
 function openStream(headers: Record<string, string>, requestId = rid('stream')) {
-  const blocks: Array<{ text: string; at: number }> = [];
-  let buffer = '';
-  let endedAt: number | undefined;
-  let wake = () => undefined as void;
-  let request: http.ClientRequest | undefined;
-  const ready = new Promise<number>((resolve, reject) => {
-    request = https.get(
-      { host: '127.0.0.1', port: server.port, path: '/v1/events', headers: { ...headers, 'x-request-id': requestId }, ca: server.cert, servername: 'localhost', agent: false },
-      (res) => {
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => {
-          buffer += chunk;
-          let cut: number;
-          while ((cut = buffer.indexOf('\n\n')) >= 0) {
-            blocks.push({ text: buffer.slice(0, cut), at: Date.now() });
-            buffer = buffer.slice(cut + 2);
-          }
-          wake();
-        });
-        res.on('close', () => {
-          endedAt = Date.now();
-          wake();
-        });
-        resolve(res.statusCode!);
-      },
-    );
-    request.once('error', reject);
-  });
-  const until = <T>(check: () => T | undefined, ms: number, what: string) =>
-    new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms on ${requestId}; got ${JSON.stringify(blocks)}`)), ms);
-      const test = () => {
-        const v = check();
-        if (v !== undefined) {
-          clearTimeout(timer);
-          resolve(v);
-        } else wake = test;
-      };
-      test();
-    });
-  const events = () => blocks.filter((b) => b.text.includes('event: changed'));
+  const stream = readEventStream(server, { ...headers, 'x-request-id': requestId }, ` on ${requestId}`);
   return {
+    ...stream,
     requestId,
-    ready,
     /** Open and registered: the first block (the bare `id:`) has arrived. */
     opened: async () => {
-      expect(await ready).toBe(200);
-      await until(() => blocks[0], 3000, 'first block');
+      expect(await stream.ready).toBe(200);
+      await stream.until(() => stream.blocks[0], 3000, 'first block');
     },
-    event: (n: number, ms = 3000) => until(() => events()[n], ms, `event #${n}`),
-    ended: (ms: number) => until(() => endedAt, ms, 'end of stream'),
-    close: () => request?.destroy(),
   };
 }
 
