@@ -415,6 +415,28 @@ export type Exclusive<T> = { ran: true; value: T } | { ran: false };
  * The domain operations, written as plain signatures: the SQLite backend implements them synchronously; the store
  * offers them as promises (`Store`) and, inside a unit of work, as steps (`TxStore`, server/store/unit.ts).
  */
+/** One record of the identity provider (oidc-provider's adapter contract, with times in ms). */
+export interface IdentityRecord {
+  model: string;
+  id: string;
+  payload: Record<string, unknown>;
+  grantId: string | null;
+  userCode: string | null;
+  uid: string | null;
+  expiresAt: number | null;
+  consumedAt: number | null;
+}
+
+export interface MfaEnrollment {
+  userId: string;
+  sealedSecret: string;
+  enrolledAt: number;
+  /** The time step of the last code accepted (a code is good once). */
+  lastStep: number | null;
+  /** Recovery codes not used yet. */
+  recoveryCodesLeft: number;
+}
+
 export interface StoreMethods {
   tenants: {
     /** A tenant of `region` (`default` when not given). */
@@ -597,6 +619,38 @@ export interface StoreMethods {
     list(userId: string): OutboxEntry[];
     /** Deletes finished entries last updated before `before`; returns how many. */
     purge(before: number): number;
+  };
+
+  /**
+   * The built-in identity provider's records (server/identity/adapter.ts): oidc-provider's models — browser sessions,
+   * interactions, authorization and device codes, grants, refresh tokens — each a JSON payload under (model, id).
+   */
+  identityRecords: {
+    upsert(record: IdentityRecord): void;
+    /** The record, expired or not (the caller compares `expiresAt` with its clock). */
+    find(model: string, id: string): IdentityRecord | undefined;
+    findByUid(model: string, uid: string): IdentityRecord | undefined;
+    findByUserCode(model: string, userCode: string): IdentityRecord | undefined;
+    /** Marks a code or token used; a second use is the provider's to detect (`consumedAt` is set). */
+    consume(model: string, id: string, now: number): void;
+    destroy(model: string, id: string): void;
+    /** Deletes every record of the grant (all models); answers how many. */
+    revokeByGrantId(grantId: string): number;
+    /** Deletes records that expired before `now`, at most `limit`; answers how many. */
+    purgeExpired(now: number, limit: number): number;
+  };
+
+  /** TOTP multi-factor of a user (server/identity/mfa.ts seals the secret and hashes the recovery codes). */
+  mfa: {
+    get(userId: string): MfaEnrollment | undefined;
+    /** Enrols the user (replacing an earlier enrolment and all its recovery codes). */
+    enroll(userId: string, sealedSecret: string, recoveryCodeHashes: string[], now: number): void;
+    /** Records that a code of time step `step` was used; false when that step or a later one was used already. */
+    useStep(userId: string, step: number): boolean;
+    /** Uses up a recovery code; false when the user has no such unused code. */
+    useRecoveryCode(userId: string, codeHash: string, now: number): boolean;
+    /** Removes the enrolment and its recovery codes ("reset MFA"); false when there was none. */
+    remove(userId: string): boolean;
   };
 
   idempotency: {

@@ -70,6 +70,8 @@ const GROUPS = [
   'search',
   'outbox',
   'idempotency',
+  'identityRecords',
+  'mfa',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

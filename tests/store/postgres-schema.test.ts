@@ -20,7 +20,7 @@ import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
  * Not distributed: small tables every node reads whole (Citus reference tables), the migrations' own, and the token
  * endpoint's rate-limit counts (keyed by address and username).
  */
-const GLOBAL = ['node_secrets', 'rate_limits', 'schema_migrations', 'tenants'];
+const GLOBAL = ['identity_records', 'node_secrets', 'rate_limits', 'schema_migrations', 'tenants'];
 /** Migrations with no SQLite counterpart: what they hold lives in files and in memory with SQLite (README.md). */
 const POSTGRES_ONLY_MIGRATIONS = ['0006_node_secrets.sql', '0007_rate_limits.sql'];
 const TENANT_DATA = ['audit_log', 'device_access_rules', 'tenant_settings', 'users'];
@@ -34,9 +34,11 @@ const MAILBOX_DATA = [
   'idempotency',
   'items',
   'mailboxes',
+  'mfa_recovery_codes',
   'outbox',
   'refresh_tokens',
   'search_docs',
+  'user_mfa',
 ];
 /** Unique indexes that span distribution keys on purpose (README.md says why, and what Citus would need instead). */
 const GLOBAL_UNIQUE_INDEXES = ['refresh_tokens_hash', 'users_username'];

@@ -36,6 +36,7 @@ import type { CommittedChange, ConnectionPragmas, Invalidation, Store, StoreMeth
 import { mapMethods, runAsync, type AsyncMethods } from '../unit';
 import { accountSteps } from './accounts';
 import { contentSteps } from './content';
+import { identitySteps } from './identity';
 import { deviceSteps } from './devices';
 import { isConnectionLost, isRetryable, storeError } from './errors';
 import { exclusiveRunner } from './exclusive';
@@ -125,7 +126,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

@@ -8,6 +8,7 @@ import { newId } from '../../ids';
 import { deviceRepositories, type Invalidate } from './devices';
 import { mailRepositories, type ChangeRecorder } from './mail';
 import { contentRepositories } from './content';
+import { identityRepositories } from './identity';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -304,6 +305,7 @@ export function openSqliteStore(file: string): SqliteStore {
 
     ...mailRepositories(sql, transaction, record),
     ...contentRepositories(sql),
+    ...identityRepositories(sql),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.
