@@ -478,6 +478,11 @@ export interface StoreMethods {
      * bound to; undefined when it has ended. Checked on every API call, so access tokens die with their sign-in.
      */
     liveHead(userId: string, familyId: string, now: number): { deviceId: string | null; expiresAt: number } | undefined;
+    /**
+     * Moves the live sign-in's expiry to `expiresAt` when that is later (a sign-in of the identity provider slides
+     * with each refresh); answers whether it moved.
+     */
+    extend(familyId: string, expiresAt: number): boolean;
     /** The sign-in's current token (neither revoked nor rotated), expired or not: `liveHead` without the clock. */
     head(userId: string, familyId: string): { deviceId: string | null; expiresAt: number } | undefined;
   };

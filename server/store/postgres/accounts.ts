@@ -57,6 +57,15 @@ export function accountSteps(tx: Tx): Pick<TxStore, 'tenants' | 'users' | 'refre
         ),
       );
     },
+    *extend(familyId, expiresAt) {
+      const changed = yield* rows<{ family_id: string }>(
+        tx,
+        `UPDATE refresh_tokens SET expires_at = $1
+         WHERE family_id = $2 AND revoked_at IS NULL AND rotated_at IS NULL AND expires_at < $1 RETURNING family_id`,
+        [expiresAt, familyId],
+      );
+      return changedSignIns(changed) > 0;
+    },
     *revokeAllForUser(userId, reason, now) {
       return changedSignIns(
         yield* rows(

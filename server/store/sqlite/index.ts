@@ -285,6 +285,16 @@ export function openSqliteStore(file: string): SqliteStore {
           ).all(now, reason, userId, deviceId),
         );
       },
+      extend(familyId, expiresAt) {
+        return (
+          changedSignIns(
+            sql(
+              `UPDATE refresh_tokens SET expires_at = ?
+               WHERE family_id = ? AND revoked_at IS NULL AND rotated_at IS NULL AND expires_at < ? RETURNING family_id`,
+            ).all(expiresAt, familyId, expiresAt),
+          ) > 0
+        );
+      },
       liveHead(userId, familyId, now) {
         const head = store.refreshTokens.head(userId, familyId);
         return head && head.expiresAt > now ? head : undefined;

@@ -172,6 +172,29 @@ eachBackend('refresh tokens', (t) => {
     expect(await store.refreshTokens.liveHead(user.id, first.familyId, NOW)).toBeUndefined();
   });
 
+  test('extend moves a live sign-in\'s expiry forward only, announces it, and leaves ended sign-ins alone', async () => {
+    const { store } = t();
+    const user = await newUser(store);
+    const live = token(user.id, { expiresAt: NOW + DAY });
+    const ended = token(user.id, { expiresAt: NOW + DAY });
+    await store.refreshTokens.insert(live);
+    await store.refreshTokens.insert(ended);
+    await store.refreshTokens.revokeFamily(ended.familyId, 'signed out', NOW);
+    const seen: unknown[] = [];
+    const off = store.onInvalidate((changes) => seen.push(...changes));
+    try {
+      expect(await store.refreshTokens.extend(live.familyId, NOW + 3 * DAY)).toBe(true);
+    } finally {
+      off();
+    }
+    expect(seen).toContainEqual({ kind: 'signIn', familyId: live.familyId });
+    expect(await store.refreshTokens.liveHead(user.id, live.familyId, NOW + 2 * DAY)).toEqual({ deviceId: null, expiresAt: NOW + 3 * DAY });
+    expect(await store.refreshTokens.extend(live.familyId, NOW + 2 * DAY)).toBe(false); // never backwards
+    expect((await store.refreshTokens.head(user.id, live.familyId))?.expiresAt).toBe(NOW + 3 * DAY);
+    expect(await store.refreshTokens.extend(ended.familyId, NOW + 9 * DAY)).toBe(false);
+    expect(await store.refreshTokens.head(user.id, ended.familyId)).toBeUndefined();
+  });
+
   test('revokeFamily revokes the live tokens of one sign-in and answers how many', async () => {
     const { store } = t();
     const user = await newUser(store);
