@@ -2,6 +2,7 @@
  * createApp(deps): builds the whole HTTP application from its dependencies. Nothing here is module-level state, so
  * every test builds its own app over its own store, clock and keys.
  */
+import type { TLSSocket } from 'node:tls';
 import express from 'express';
 import helmet from 'helmet';
 import compression from 'compression';
@@ -12,8 +13,14 @@ import type { Store } from './store/types';
 import { withHotCache } from './store/cached';
 import type { KeyMaterial } from './auth/keys';
 import { createAccessTokens } from './auth/accessTokens';
-import { createAuthService } from './auth/service';
-import { authenticate, createAuthenticator, requireAdmin } from './auth/authenticate';
+import { createAuthService } from './identity/passwordGrant';
+import { createIdentityProvider } from './identity/provider';
+import { certificatePageUrl, signInPages } from './identity/interactions';
+import type { ClientCertTrust } from './identity/clientCert';
+import { providerEndpoints } from './identity/routes';
+import { IDENTITY_STYLESHEET } from './identity/style';
+import { authenticate, createAuthenticator, expressOrigin, requireAdmin } from './auth/authenticate';
+import { createExternalIssuers, loadExternalIssuers } from './auth/externalIssuers';
 import { DeviceSignals } from './devices/signals';
 import { createDeviceService } from './devices/service';
 import { adminDeviceGate, deviceGate } from './devices/gate';
@@ -54,6 +61,15 @@ export interface AppDeps {
   lag?: LagSource;
   /** One of several worker processes (server/cluster.ts, wired in main.ts); one process when not given. */
   cluster?: AppCluster;
+  /** Certificate sign-in (PIGEON_CLIENT_CERT_TRUST_FILE): main.ts runs its listener with `certificateApp`. */
+  certificateSignIn?: CertificateSignInDeps;
+}
+
+export interface CertificateSignInDeps {
+  /** The trust the connection's TLS context was built with (main.ts reloads it). */
+  trustFor(socket: TLSSocket): ClientCertTrust;
+  /** The certificate listener's port (asked when a login page is shown, so once it listens). */
+  port(): number;
 }
 
 /** What a worker shares with the others through the primary. */
@@ -107,6 +123,25 @@ export function createApp(deps: AppDeps) {
     deviceCheck: devices.grantCheck,
   });
   const metrics = createMetrics();
+  /** The name the sign-in pages show: configured, else the user's tenant's, else the only tenant's, else Pigeon. */
+  const organizationName = async (user?: { tenantId: string }) => {
+    if (config.organizationName) return config.organizationName;
+    if (user) return (await store.tenants.get(user.tenantId))?.name ?? 'Pigeon';
+    const tenants = await store.tenants.list();
+    return tenants.length === 1 ? tenants[0]!.name : 'Pigeon';
+  };
+  // The built-in identity provider (server/identity/): sign-in pages, authorization code + PKCE, device flow.
+  const idp = createIdentityProvider({
+    config,
+    store,
+    clock,
+    keys,
+    issuer,
+    regions,
+    log,
+    deviceCheck: devices.grantCheck,
+    organizationName: () => organizationName(),
+  });
 
   const app = express();
   app.disable('x-powered-by');
@@ -180,8 +215,35 @@ export function createApp(deps: AppDeps) {
   // Every /v1 path, known or not, needs a token and passes the device gate: unauthenticated or unregistered
   // callers learn nothing about which routes exist. /admin needs an administrator, held to the same device rules.
   const deviceLimit = deviceRateLimit({ ratePerSecond: config.deviceRateLimit, burst: config.deviceRateBurst });
+  // External trusted OIDC issuers (README, "External identity providers"): a bad file, or one naming Pigeon's own
+  // issuer, stops start-up here (ConfigError); main.ts checks their tenants against the store before listening.
+  const externalIssuers = loadExternalIssuers(config.externalIssuersFile, [issuer, ...Object.values(regions.directory)]);
+  const external = { issuers: createExternalIssuers({ issuers: externalIssuers, now }), ownIssuer: issuer };
   // A token of another region gets 421 wrongRegion with that region's base URL, on /v1 and /admin and in the fast lane.
-  const authenticator = store.hotCache.perRequest(createAuthenticator(store, accessTokens, now, judgeDevice, regions));
+  const authenticator = store.hotCache.perRequest(createAuthenticator(store, accessTokens, now, judgeDevice, regions, undefined, external));
+  // The identity provider's pages and endpoints: the provider answers its own paths; the sign-in pages are Pigeon's.
+  const stylesheet: express.RequestHandler = (_req, res) => {
+    res.setHeader('Cache-Control', 'public, max-age=3600');
+    res.type('css').send(IDENTITY_STYLESHEET);
+  };
+  app.get('/idp/static/style.css', stylesheet);
+  app.use(providerEndpoints(idp, { tokenRequestsPerIp: config.tokenRequestsPerIp, rateLimitWindowSeconds: config.rateLimitWindow, rateLimitStore: deps.cluster?.rateLimitStore }));
+  const certificateSignIn = deps.certificateSignIn;
+  const signIn = signInPages({
+    idp,
+    config,
+    store,
+    clock,
+    log,
+    serverSecret: keys.serverSecret,
+    issuer,
+    organizationName,
+    rateLimitStore: deps.cluster?.rateLimitStore,
+    ...(certificateSignIn
+      ? { certificateUrl: (uid: string) => certificatePageUrl(issuer, certificateSignIn.port(), uid), clientCertTrust: certificateSignIn.trustFor }
+      : {}),
+  });
+  app.use(signIn.routes);
   app.use('/v1', authenticate(authenticator), deviceGate(devices), deviceLimit);
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
@@ -193,9 +255,7 @@ export function createApp(deps: AppDeps) {
     auth: {
       auth,
       accessTokens,
-      keys,
-      issuer,
-      regions,
+      idp,
       maxRequestBytes: config.maxRequestBytes,
       loginFailuresPerUser: config.loginFailuresPerUser,
       loginFailuresPerUserGlobal: config.loginFailuresPerUserGlobal,
@@ -227,10 +287,27 @@ export function createApp(deps: AppDeps) {
 
   // The hot reads without the Express chain, by the same code (http/fastLane.ts); the listener tries it first.
   const fastLane = config.fastLane
-    ? createFastLane({ routes, authenticator, devices, deviceLimit, shed: shedCheck(shedding), metrics, log, securityHeaders, compression: compress, ipOf: expressIp(app) })
+    ? createFastLane({ routes, authenticator, devices, deviceLimit, shed: shedCheck(shedding), metrics, log, securityHeaders, compression: compress, ipOf: expressIp(app), originOf: expressOrigin(app) })
     : undefined;
 
-  return { app, fastLane, auth, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send };
+  // The certificate listener's application: the certificate page (and the stylesheet its page links), nothing else.
+  // No proxy can sit in front of it (it would end the TLS connection and with it the certificate), so the client
+  // address is the socket's and forwarded headers are never believed.
+  let certificateApp: express.Express | undefined;
+  if (signIn.certificateRoutes) {
+    certificateApp = express();
+    certificateApp.disable('x-powered-by');
+    certificateApp.set('trust proxy', false);
+    certificateApp.set('etag', false);
+    certificateApp.set('query parser', 'simple');
+    certificateApp.use(requestId, requestLogger(log), securityHeaders);
+    certificateApp.get('/idp/static/style.css', stylesheet);
+    certificateApp.use(signIn.certificateRoutes);
+    certificateApp.use(notFoundHandler);
+    certificateApp.use(errorHandler(log));
+  }
+
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

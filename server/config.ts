@@ -40,8 +40,16 @@ export const CONFIG_TABLE = {
   refreshRetryGrace: { env: 'PIGEON_REFRESH_RETRY_GRACE', kind: 'duration', default: '10s', min: 0, max: 300, doc: 'Window in which replaying the just-rotated refresh token returns the same successor (lost responses).' },
   signingKeyFile: { env: 'PIGEON_SIGNING_KEY_FILE', kind: 'string', default: '', doc: 'Ed25519 private key (PKCS#8 PEM) that signs access tokens; empty means <data dir>/keys/jwt-signing-key.pem, generated if missing (with PIGEON_DATABASE_URL: kept in the database, one for every node).' },
   secretFile: { env: 'PIGEON_SECRET_FILE', kind: 'string', default: '', doc: 'Server secret for HMACs (refresh and sync tokens); empty means <data dir>/keys/server-secret, generated if missing (with PIGEON_DATABASE_URL: kept in the database, one for every node).' },
-  oauthClients: { env: 'PIGEON_OAUTH_CLIENTS', kind: 'list', default: 'pigeon-app,pigeon-cli', doc: 'Comma-separated public OAuth client ids allowed at the token endpoint.' },
-  passwordGrant: { env: 'PIGEON_PASSWORD_GRANT', kind: 'bool', default: 'true', doc: 'Allow the OAuth password grant.' },
+  oauthClients: { env: 'PIGEON_OAUTH_CLIENTS', kind: 'list', default: 'pigeon-app,pigeon-cli', doc: 'Comma-separated public OAuth client ids (the apps): authorization code + PKCE, the device flow, and the development password grant.' },
+  passwordGrant: { env: 'PIGEON_PASSWORD_GRANT', kind: 'bool', default: '', doc: 'Allow the OAuth password grant (RFC 9700 says not to): for development and the curl walk-through only. Unset: on exactly when PIGEON_DEMO is; the discovery document says which.' },
+  oauthRedirectUris: { env: 'PIGEON_OAUTH_REDIRECT_URIS', kind: 'list', default: 'com.pigeon.app:/oauth2redirect,http://127.0.0.1/callback', doc: "Comma-separated redirect URIs the apps (PIGEON_OAUTH_CLIENTS) may use with the authorization code flow; a loopback http URI allows any port (RFC 8252)." },
+  organizationName: { env: 'PIGEON_ORGANIZATION_NAME', kind: 'string', default: '', doc: "The name the sign-in pages show before the user is known; empty: the tenant's name when there is one tenant, else Pigeon." },
+  mfaRequired: { env: 'PIGEON_MFA_REQUIRED', kind: 'bool', default: 'false', doc: 'Every user must use two-step sign-in (TOTP): one who has not enrolled enrols at the next sign-in. Off: enrolment is offered and may be skipped.' },
+  operatorClientSecret: { env: 'PIGEON_OPERATOR_CLIENT_SECRET', kind: 'string', default: '', doc: 'Secret of the confidential client `pigeon-operator`, which may use token introspection (RFC 7662); empty: no such client. At least 32 characters.', secret: true },
+  externalIssuersFile: { env: 'PIGEON_EXTERNAL_ISSUERS_FILE', kind: 'string', default: '', doc: 'JSON file of external OIDC issuers whose access tokens the API accepts (issuer, audience, tenant, claim mapping; README, "External identity providers"); empty: only the built-in identity provider.' },
+  clientCertTrustFile: { env: 'PIGEON_CLIENT_CERT_TRUST_FILE', kind: 'string', default: '', doc: 'JSON file naming, per tenant, the CAs (and CRLs) whose client certificates may sign users in (README, "Certificate sign-in"); empty: no certificate sign-in.' },
+  certSignInPort: { env: 'PIGEON_CERT_SIGNIN_PORT', kind: 'int', default: '8444', min: 0, max: 65535, doc: 'HTTPS port of the listener that asks browsers for a client certificate (only with PIGEON_CLIENT_CERT_TRUST_FILE; 0 picks a free one). A listener of its own, so the API and the other pages never prompt for a certificate.' },
+  signInSessionTtl: { env: 'PIGEON_SIGN_IN_SESSION_TTL', kind: 'duration', default: '8h', min: 60, max: 30 * 86400, doc: "How long the identity provider's browser session lasts (a second app signing in on the same browser skips the password in that time)." },
   loginFailuresPerUser: { env: 'PIGEON_LOGIN_FAILURES_PER_USER', kind: 'int', default: '10', min: 1, max: 10000, doc: 'Failed password grants per username from one client address per window before 429.' },
   loginFailuresPerUserGlobal: { env: 'PIGEON_LOGIN_FAILURES_PER_USER_GLOBAL', kind: 'int', default: '20', min: 1, max: 100000, doc: 'Failed password grants per username from all addresses together per window before 429 (a device proving a live sign-in is exempt).' },
   tokenRequestsPerIp: { env: 'PIGEON_TOKEN_REQUESTS_PER_IP', kind: 'int', default: '300', min: 1, max: 1000000, doc: 'Token-endpoint requests per client address per window before 429.' },
@@ -156,13 +164,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const out: Record<string, unknown> = {};
   for (const [key, entry] of Object.entries(CONFIG_TABLE) as [string, Entry][]) {
     const raw = env[entry.env];
+    if (key === 'passwordGrant' && (raw === undefined || raw === '')) continue; // follows PIGEON_DEMO, below
     out[key] = parseValue(key, entry, raw === undefined || raw === '' ? entry.default : raw);
   }
+  out.passwordGrant ??= out.demo;
   const config = { ...(out as Config), ...overrides };
   config.dataDir = path.resolve(config.dataDir);
   // A bearer token: URL- and header-safe characters, long enough not to be guessed. Never echoed (it is a secret).
   if (config.metricsToken && !/^[A-Za-z0-9._~+/-]{16,}=*$/.test(config.metricsToken)) {
     throw new ConfigError('PIGEON_METRICS_TOKEN', 'must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / -');
+  }
+  if (config.operatorClientSecret && config.operatorClientSecret.length < 32) {
+    throw new ConfigError('PIGEON_OPERATOR_CLIENT_SECRET', 'must be at least 32 characters');
   }
   checkRegions(config);
   return config;

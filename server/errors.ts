@@ -84,6 +84,14 @@ export class ApiError extends Error {
   }
 }
 
+/**
+ * Text as an `error_description` may carry it (RFC 6750 §3: printable ASCII without `"` or `\`): double quotes
+ * become single ones, anything else outside the set is dropped.
+ */
+function errorDescription(text: string): string {
+  return text.replace(/"/g, "'").replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, '');
+}
+
 /** Named constructors, so call sites read as the protocol does and statuses never drift from codes. */
 export const errors = {
   invalidRequest: (detail: string, fieldErrors?: FieldError[]) =>
@@ -95,6 +103,23 @@ export const errors = {
       'WWW-Authenticate': bearerError
         ? `Bearer realm="pigeon", error="${bearerError}"`
         : 'Bearer realm="pigeon"',
+    }),
+  /**
+   * A request with the `DPoP` scheme (RFC 9449 §7.1) that fails: `invalid_dpop_proof` for the proof, `invalid_token`
+   * for the access token. The challenge names the scheme, the reason and the proof algorithms the server accepts; the
+   * body carries the same error code as `error`.
+   */
+  dpopUnauthorized: (detail: string, dpopError: 'invalid_dpop_proof' | 'invalid_token', algs: readonly string[]) =>
+    new ApiError(401, 'unauthorized', detail, { error: dpopError }, {
+      'WWW-Authenticate': `DPoP error="${dpopError}", error_description="${errorDescription(detail)}", algs="${algs.join(' ')}"`,
+    }),
+  /**
+   * A DPoP-bound access token presented as a bearer token (RFC 9449 §7.2): refused with today's Bearer challenge,
+   * and a DPoP challenge beside it that tells the client which scheme the token needs.
+   */
+  dpopBoundAsBearer: (algs: readonly string[]) =>
+    new ApiError(401, 'unauthorized', 'The access token is bound to a DPoP key: send it as "DPoP <token>" with a DPoP proof.', { error: 'invalid_token' }, {
+      'WWW-Authenticate': `Bearer realm="pigeon", error="invalid_token", DPoP algs="${algs.join(' ')}"`,
     }),
   forbidden: (detail = 'You are not allowed to do this.') => new ApiError(403, 'forbidden', detail),
   notFound: (detail = 'No such resource.') => new ApiError(404, 'notFound', detail),

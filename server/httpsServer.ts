@@ -1,8 +1,10 @@
 /**
- * The HTTPS listener and its graceful drain. There is no plain-HTTP listener for the API.
+ * The HTTPS listener and its graceful drain. There is no plain-HTTP listener for the API. The certificate sign-in
+ * listener is one too, with the client-certificate options added (`extraTls`).
  */
 import https from 'node:https';
 import type { Socket } from 'node:net';
+import type { TlsOptions } from 'node:tls';
 import type { RequestListener } from 'node:http';
 import type { Config } from './config';
 import { TLS_PROFILE } from './tls';
@@ -19,12 +21,14 @@ export async function listenHttps(
   handler: RequestListener,
   tls: { cert: string | Buffer; key: string | Buffer },
   config: Pick<Config, 'host' | 'port' | 'headersTimeout' | 'requestTimeout' | 'keepAliveTimeout' | 'bodyMinRate'>,
+  extraTls: TlsOptions = {},
 ): Promise<HttpsHandle> {
   const server = https.createServer(
     {
       ...TLS_PROFILE,
       cert: tls.cert,
       key: tls.key,
+      ...extraTls,
       handshakeTimeout: 10_000,
       // Node enforces headersTimeout only at this sweep (default 30 s): sweep every 2 s so slow-header clients
       // are reaped within headersTimeout + 2 s.

@@ -12,18 +12,25 @@
  * of its own. What must happen once across all of them — the purges, the outbox relay — runs under the store's
  * `exclusive` (an advisory lock), the keys are kept in the database, the token endpoint counts there, and every node
  * hears every other's commits (push events, hot-cache invalidations) from the database's feed.
+ *
+ * With PIGEON_CLIENT_CERT_TRUST_FILE, each process also serves certificate sign-in on a second HTTPS listener
+ * (PIGEON_CERT_SIGNIN_PORT, shared between the workers like the main one), which asks browsers for a client
+ * certificate; its trust is reloaded on SIGHUP (the primary passes it on to the workers) and when one of its files
+ * changes (README, "Certificate sign-in").
  */
 import cluster from 'node:cluster';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { Server as TlsServer, TLSSocket, TlsOptions } from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import { loadConfig, ConfigError, redactedConfig, issuerOf, type Config } from './config';
 import { createLogger, drainLogs, writeStderr } from './logger';
 import { loadKeys } from './auth/keys';
-import { loadCertificate } from './tls';
+import { loadCertificate, TLS_PROFILE } from './tls';
 import { createApp } from './app';
-import { listenHttps } from './httpsServer';
+import { listenHttps, type HttpsHandle } from './httpsServer';
 import { withFastLane } from './http/fastLane';
 import { systemClock } from './clock';
 import { JOBS, nodeName, openConfiguredStore, storeLocation, usesPostgres, type ConfiguredStore } from './database';
@@ -35,7 +42,9 @@ import { DeviceSignals, type DeviceCut } from './devices/signals';
 import { createPushCluster, processPush } from './push/clusterBus';
 import { DatabaseRateLimitStore, IpcRateLimitStore, startPrimary, workerCount, workerLink, type WorkerLink } from './cluster';
 import type { AppCluster } from './app';
-import { checkStoreRegion, WrongRegionStore } from './regions';
+import { checkStoreRegion, regionsOf, WrongRegionStore } from './regions';
+import { checkExternalIssuerTenants, loadExternalIssuers, type ExternalIssuer } from './auth/externalIssuers';
+import { ClientCertTrustError, certificateListenerOptions, loadClientCertTrust, staleCrls, type ClientCertTrust } from './identity/clientCert';
 
 /** The last log lines get this long to reach a slow output before exit; a stuck one (stalled pipe) is given up. */
 const FINAL_LOG_FLUSH_MS = 2_000;
@@ -45,6 +54,137 @@ const FINAL_LOG_FLUSH_MS = 2_000;
  */
 const RELAY_TURN_MS = 5_000;
 const RELAY_RETRY_MS = 1_000;
+/** How often the certificate trust's files are looked at for changes (a stat each), and stale CRLs looked for. */
+const CERT_TRUST_CHECK_MS = 60_000;
+/** A CRL this close to its nextUpdate is warned about: after it, OpenSSL refuses every certificate of its CA. */
+const CRL_WARNING_MS = 24 * 3600_000;
+
+/**
+ * The client certificate trust file, checked against the store: a tenant id it names that the store does not have
+ * (a typo, say) would refuse every certificate of that CA as naming no user, which is better said at once.
+ */
+async function loadCertificateTrust(file: string, knownTenant: (id: string) => Promise<boolean>): Promise<ClientCertTrust> {
+  const trust = loadClientCertTrust(file);
+  const unknown: string[] = [];
+  for (const tenant of trust.tenants) if (!(await knownTenant(tenant))) unknown.push(tenant);
+  if (unknown.length) {
+    throw new ClientCertTrustError(`${file}: no tenant ${unknown.map((t) => `"${t}"`).join(', ')} in the store (npm run admin -- tenant list)`);
+  }
+  return trust;
+}
+
+const tenantIn = (store: ConfiguredStore) => async (id: string) => (await store.tenants.get(id)) !== undefined;
+
+/**
+ * Certificate sign-in's trust, reloadable: on SIGHUP and when one of its files changes, the trust file is read again
+ * and the listener's TLS context rebuilt with the new CAs and CRLs (setSecureContext: new connections only; idle
+ * kept-alive ones are closed so they reconnect under the new one). A file that does not load keeps the previous
+ * trust (logged). Each connection is answered with the trust its handshake was verified under.
+ */
+class CertificateTrust {
+  private trust: ClientCertTrust;
+  private loadedFrom: string;
+  private lastTried: string;
+  private readonly bySocket = new WeakMap<TLSSocket, ClientCertTrust>();
+  private readonly warned = new Set<string>();
+  private server: TlsServer | undefined;
+  private baseTls: TlsOptions = {};
+  private timer: NodeJS.Timeout | undefined;
+  /** Reloads one after the other, so the last one asked for is the one in force. */
+  private reloading: Promise<void> = Promise.resolve();
+
+  /** Throws ClientCertTrustError: start-up fails with its message. */
+  static async load(file: string, log: Logger, knownTenant: (id: string) => Promise<boolean>): Promise<CertificateTrust> {
+    return new CertificateTrust(file, log, knownTenant, await loadCertificateTrust(file, knownTenant));
+  }
+
+  private constructor(
+    private readonly file: string,
+    private readonly log: Logger,
+    private readonly knownTenant: (id: string) => Promise<boolean>,
+    trust: ClientCertTrust,
+  ) {
+    this.trust = trust;
+    this.loadedFrom = this.lastTried = this.filesState(this.trust);
+    this.warnStale();
+  }
+
+  current(): ClientCertTrust {
+    return this.trust;
+  }
+
+  trustFor(socket: TLSSocket): ClientCertTrust {
+    return this.bySocket.get(socket) ?? this.trust;
+  }
+
+  /** From now on the listener's context follows the trust; `baseTls` is the rest of its TLS options. */
+  attach(server: TlsServer, baseTls: TlsOptions): void {
+    this.server = server;
+    this.baseTls = baseTls;
+    server.on('secureConnection', (socket: TLSSocket) => this.bySocket.set(socket, this.trust));
+    this.timer = setInterval(() => {
+      const state = this.filesState(this.trust);
+      if (state !== this.loadedFrom && state !== this.lastTried) void this.reload('files changed');
+      this.warnStale();
+    }, CERT_TRUST_CHECK_MS);
+    this.timer.unref();
+  }
+
+  reload(why: string): Promise<void> {
+    this.reloading = this.reloading.then(() => this.reloadNow(why));
+    return this.reloading;
+  }
+
+  private async reloadNow(why: string): Promise<void> {
+    this.lastTried = this.filesState(this.trust);
+    let next: ClientCertTrust;
+    try {
+      next = await loadCertificateTrust(this.file, this.knownTenant);
+    } catch (err) {
+      this.log.error({ why, file: this.file, problem: (err as Error).message }, 'client certificate trust not reloaded: the previous one stays in force');
+      return;
+    }
+    this.server?.setSecureContext({ ...this.baseTls, ...certificateListenerOptions(next) });
+    this.trust = next;
+    this.loadedFrom = this.lastTried = this.filesState(next);
+    (this.server as { closeIdleConnections?: () => void } | undefined)?.closeIdleConnections?.();
+    this.log.info({ why, tenants: next.tenants, cas: next.cas.length, crls: next.crls.length }, 'client certificate trust reloaded');
+    this.warnStale();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** The trust file's and the files it names' sizes and times: a change in any of them means a reload. */
+  private filesState(trust: ClientCertTrust): string {
+    const files = [this.file, ...new Set([...trust.cas.map((ca) => ca.file), ...trust.crls.map((crl) => crl.file)])];
+    return files
+      .map((f) => {
+        try {
+          const st = fs.statSync(f);
+          return `${f}:${st.size}:${st.mtimeMs}:${st.ino}`;
+        } catch {
+          return `${f}:missing`;
+        }
+      })
+      .join('|');
+  }
+
+  /** Once per CRL: soon stale (warning), stale (error: its CA's users are refused until a new one is loaded). */
+  private warnStale(): void {
+    const now = Date.now();
+    for (const crl of staleCrls(this.trust, new Date(now + CRL_WARNING_MS))) {
+      const expired = crl.nextUpdate!.getTime() <= now;
+      const key = `${crl.file}|${crl.thisUpdate.toISOString()}|${expired}`;
+      if (this.warned.has(key)) continue;
+      this.warned.add(key);
+      const fields = { tenant: crl.tenantId, crlFile: crl.file, nextUpdate: crl.nextUpdate!.toISOString() };
+      if (expired) this.log.error(fields, "client certificate CRL is past its nextUpdate: its CA's certificates are refused until a fresh CRL is loaded");
+      else this.log.warn(fields, 'client certificate CRL reaches its nextUpdate soon: publish a fresh one (certificates of its CA are refused after it)');
+    }
+  }
+}
 
 function walkthrough(base: string, certFile: string | undefined, demo: boolean, metrics: string | undefined): string {
   const cacert = certFile ? `--cacert ${path.relative(process.cwd(), certFile)} ` : '';
@@ -136,6 +276,13 @@ async function runPrimary(config: Config, workers: number): Promise<void> {
   const store = await openStore(config, log, nodeName(config, 'primary'));
   try {
     await keysFor(config, store);
+    // The external issuers' file and tenants, checked once here too: a bad one stops the start before any fork.
+    const pigeonIssuers = [issuerOf(config), ...Object.values(regionsOf(config).directory)];
+    const externalIssuers = loadExternalIssuers(config.externalIssuersFile, pigeonIssuers);
+    await checkExternalIssuerTenants(store, externalIssuers);
+    if (externalIssuers.length) log.info({ issuers: trustedIssuersForLog(externalIssuers) }, 'external issuers trusted');
+    // So is the client certificate trust file.
+    if (config.clientCertTrustFile) await loadCertificateTrust(config.clientCertTrustFile, tenantIn(store));
   } finally {
     await store.close();
   }
@@ -168,6 +315,13 @@ async function runPrimary(config: Config, workers: number): Promise<void> {
   // Installed at once: a signal during start-up still reaches the workers (their default action, or their drain).
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // Each worker serves certificate sign-in with its own TLS context: a reload is theirs to do.
+  if (config.clientCertTrustFile) {
+    process.on('SIGHUP', () => {
+      log.info({ signal: 'SIGHUP' }, 'reloading the client certificate trust in the workers');
+      for (const worker of Object.values(cluster.workers ?? {})) worker?.process.kill('SIGHUP');
+    });
+  }
 
   // Metrics have their own plain-HTTP listener (loopback by default), never the API port: here, summing the workers.
   metricsServer = config.metricsEnabled
@@ -234,7 +388,31 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
       outboxQueued: () => relayTurn(),
     };
   }
-  const { app, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics } = createApp({ config, store, keys, clock: systemClock, log, deviceSignals, cluster: shared });
+  // Certificate sign-in: its trust now (a bad file stops the start), its listener next to the main one below.
+  // SIGHUP's handler first: its default action ends the process, and the primary may pass one on while this starts.
+  let reloadable: CertificateTrust | undefined;
+  if (config.clientCertTrustFile) process.on('SIGHUP', () => void reloadable?.reload('SIGHUP'));
+  const certificateTrust = config.clientCertTrustFile ? await CertificateTrust.load(config.clientCertTrustFile, log, tenantIn(store)) : undefined;
+  reloadable = certificateTrust;
+  let certificateHttps: HttpsHandle | undefined;
+  const certificateSignIn = certificateTrust && {
+    trustFor: (socket: TLSSocket) => certificateTrust.trustFor(socket),
+    port: () => certificateHttps?.port ?? config.certSignInPort,
+  };
+  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers } = createApp({
+    config,
+    store,
+    keys,
+    clock: systemClock,
+    log,
+    deviceSignals,
+    cluster: shared,
+    certificateSignIn,
+  });
+  // createApp refused a bad external issuers file; that each one's tenant exists needs the store (README,
+  // "External identity providers").
+  await checkExternalIssuerTenants(store, externalIssuers);
+  if (externalIssuers.length && !link) log.info({ issuers: trustedIssuersForLog(externalIssuers) }, 'external issuers trusted');
   // Buckets of devices that went quiet are forgotten, so the limiter's memory follows active devices only.
   const buckets = setInterval(() => deviceLimit.sweep(), 60_000);
   buckets.unref();
@@ -309,6 +487,10 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
       const tombstones = await store.mailboxes.purgeHistory(now - config.changeHistory * 1000);
       const replays = await store.idempotency.purge(now - 24 * 3600_000);
       const counts = postgres ? await postgres.counters.sweep() : 0;
+      // The identity provider's expired records (codes, interactions, sessions, ended grants), a batch at a time.
+      let identity = 0;
+      for (let n = -1; n !== 0 && identity < 100_000; identity += n) n = await store.identityRecords.purgeExpired(now, 1000);
+      if (identity) log.info({ identity }, 'expired identity records purged');
       if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
       if (counts) log.debug({ counts }, 'ended rate-limit windows purged');
     });
@@ -355,6 +537,12 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     }
   }
   // The fast lane takes the hot reads it is sure of (PIGEON_FAST_LANE); Express serves everything else.
+  if (certificateTrust && certificateApp) {
+    certificateHttps = await listenHttps(certificateApp, tls, { ...config, port: config.certSignInPort }, certificateListenerOptions(certificateTrust.current()));
+    certificateTrust.attach(certificateHttps.server, { ...TLS_PROFILE, cert: tls.cert, key: tls.key });
+    const trust = certificateTrust.current();
+    log.info({ host: config.host, port: certificateHttps.port, tenants: trust.tenants, crls: trust.crls.length }, 'certificate sign-in listening');
+  }
   const https = await listenHttps(withFastLane(app, fastLane), tls, config);
   const base = config.issuer || `https://${config.host}:${https.port}`;
   const metricsUrl = metricsServer ? `http://${urlHost(config.metricsHost)}:${metricsServer.port}/metrics` : undefined;
@@ -371,6 +559,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     clearInterval(relayTimer);
     clearTimeout(relayRetry);
     relayStopping = true;
+    certificateTrust?.stop();
     lag.stop();
     // Event streams and waiting pings never finish on their own: end them first (pings answer `{"changed":[]}`),
     // or the drain would wait the whole shutdown timeout for them.
@@ -379,8 +568,13 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     const channels = push.close();
     if (channels) log.info({ channels }, 'push channels closed');
     // LMTP deliveries under way commit and get their replies before the store closes.
-    const [{ forced }, lmtpClosed] = await Promise.all([https.drain(config.shutdownTimeout * 1000), lmtp?.close(config.shutdownTimeout * 1000)]);
+    const [{ forced }, lmtpClosed, certificateDrained] = await Promise.all([
+      https.drain(config.shutdownTimeout * 1000),
+      lmtp?.close(config.shutdownTimeout * 1000),
+      certificateHttps?.drain(config.shutdownTimeout * 1000),
+    ]);
     if (lmtpClosed?.forced) log.warn('lmtp deliveries still running at the shutdown timeout');
+    if (certificateDrained?.forced) log.warn('certificate sign-in requests still running at the shutdown timeout');
     await Promise.all([relayStopped, metricsServer?.close()]);
     // A purge or flush the timers started finishes first: the store must not close under it.
     await Promise.all(background);
@@ -407,10 +601,15 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   // Only now `ready`: whoever waits for it (a supervisor, a test) may signal at once, and must reach a handler, not
   // the default action (which would kill the process without draining).
   log.info(
-    { url: base, issuer: issuerOf(config), port: https.port, metricsPort: metricsServer?.port, readyMs: Math.round(performance.now()) },
+    { url: base, issuer: issuerOf(config), port: https.port, metricsPort: metricsServer?.port, certificateSignInPort: certificateHttps?.port, readyMs: Math.round(performance.now()) },
     'ready',
   );
   writeStderr(`\n${walkthrough(base, config.tlsCert ? undefined : tls.certFile, config.demo, metricsUrl)}\n\n`);
+}
+
+/** What the start-up log says of each trusted external issuer. */
+function trustedIssuersForLog(issuers: readonly ExternalIssuer[]) {
+  return issuers.map((i) => ({ issuer: i.issuer, tenant: i.tenant, justInTime: i.justInTime }));
 }
 
 function isLoopback(host: string): boolean {
@@ -422,6 +621,14 @@ function urlHost(host: string): string {
 }
 
 main().catch(async (err) => {
+  if (err instanceof ConfigError || err instanceof ClientCertTrustError) {
+    // Found after loading (the external issuers file, the client certificate trust file, say): the same answer as a
+    // bad setting at start.
+    const setting = err instanceof ClientCertTrustError ? 'PIGEON_CLIENT_CERT_TRUST_FILE: ' : '';
+    writeStderr(`pigeon: bad configuration: ${setting}${err.message}\n`);
+    await drainLogs(FINAL_LOG_FLUSH_MS);
+    process.exit(2);
+  }
   // A store of another region is a configuration mistake, told in full by its message: no stack trace.
   const told = err instanceof WrongRegionStore ? err.message : err instanceof Error ? err.stack ?? err.message : String(err);
   writeStderr(`pigeon: failed to start: ${told}\n`);

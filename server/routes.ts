@@ -9,7 +9,7 @@
 import type { Config } from './config';
 import type { Route } from './http/table';
 import { opsRoutes, type Pingable } from './http/ops';
-import { authRoutes, type AuthRoutesOptions } from './auth/routes';
+import { authRoutes, type AuthRoutesOptions } from './identity/routes';
 import { sessionRoutes } from './session/routes';
 import { deviceRoutes } from './devices/routes';
 import type { DeviceService } from './devices/service';
@@ -46,7 +46,8 @@ export function routeTable(d: RouteDeps): Route[] {
   const routes: Route[] = [
     // Public: GET /healthz, /readyz, /openapi.yaml (metrics have their own listener: http/metricsServer.ts).
     ...opsRoutes(d.ready),
-    // Public: POST /oauth2/token, /oauth2/revoke; GET /.well-known/openid-configuration, /.well-known/jwks.json.
+    // Public: POST /oauth2/token, /oauth2/revoke (shared with the identity provider, whose other endpoints it serves
+    // itself: identity/routes.ts providerEndpoints).
     ...authRoutes(d.auth),
 
     // GET /v1/session

@@ -18,7 +18,7 @@ import { Client } from 'pg';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { openPostgresStore } from '../../server/store/postgres';
 import { MIGRATIONS_DIR } from '../../server/store/sqlite/db';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 import type { Store } from '../../server/store/types';
 
 /** Bump when the generated content changes: cached mailboxes of an older version are rebuilt. */

@@ -23,6 +23,7 @@ export const BENCH_ENV: Record<string, string> = {
   PIGEON_HOST: '127.0.0.1',
   PIGEON_PORT: '0',
   PIGEON_DEMO: 'false',
+  PIGEON_PASSWORD_GRANT: 'true', // the benchmark signs in with the development grant
   PIGEON_LOG_LEVEL: 'info',
   PIGEON_DEVICE_RATE_LIMIT: '0',
   PIGEON_SHED_LAG_MS: '0',

@@ -4,7 +4,7 @@
  */
 import type { Clock } from '../clock';
 import type { Role, Step, Store, TxStore, User } from '../store/types';
-import { hashPassword, passwordProblem } from '../auth/passwords';
+import { hashPassword, passwordProblem } from '../identity/passwords';
 
 export class UserAdminError extends Error {}
 

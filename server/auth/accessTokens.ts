@@ -30,6 +30,13 @@ export interface AccessClaims {
    * without it is judged as the verifying node's region's.
    */
   rgn?: string;
+  /**
+   * Confirmation (RFC 7800): the key the token is bound to. `jkt` is the RFC 7638 SHA-256 thumbprint of a DPoP key
+   * (RFC 9449 §6.1): such a token is honoured only with the `DPoP` scheme and a proof signed by that key, never as a
+   * bearer token (server/auth/authenticate.ts). Any other confirmation member binds it to something this API cannot
+   * check, so it is refused altogether.
+   */
+  cnf?: { jkt?: string };
   jti: string;
   iat: number;
   exp: number;
@@ -66,6 +73,17 @@ function checkTimes(claims: AccessClaims, nowMs: number): void {
   if (claims.iat > nowMs / 1000 + CLOCK_TOLERANCE_SECONDS) throw new InvalidAccessToken('issued in the future');
 }
 
+/**
+ * `cnf`, when present, must be an object, and its `jkt` (when present) a SHA-256 thumbprint in base64url: anything
+ * else is refused rather than read loosely, so a malformed binding can never pass for "not bound".
+ */
+function wellFormedConfirmation(cnf: unknown): boolean {
+  if (cnf === undefined) return true;
+  if (typeof cnf !== 'object' || cnf === null || Array.isArray(cnf)) return false;
+  const { jkt } = cnf as { jkt?: unknown };
+  return jkt === undefined || (typeof jkt === 'string' && /^[A-Za-z0-9_-]{43}$/.test(jkt));
+}
+
 export function createAccessTokens(opts: AccessTokenOptions) {
   const { keys, clock, issuer, audience, ttlSeconds } = opts;
   const region = opts.region ?? DEFAULT_REGION;
@@ -84,10 +102,12 @@ export function createAccessTokens(opts: AccessTokenOptions) {
     ttlSeconds,
     /** Cache hits and misses so far (tests, metrics). */
     stats: () => ({ ...stats, size: verified.size }),
-    async issue(claims: Omit<AccessClaims, 'jti' | 'iat' | 'exp' | 'rgn'>): Promise<string> {
+    /** Mints a token; with `cnf.jkt` it is DPoP-bound (the built-in IdP mints bound tokens with the same claim). */
+    async issue(claims: Omit<AccessClaims, 'jti' | 'iat' | 'exp' | 'rgn' | 'cnf'> & { cnf?: { jkt: string } }): Promise<string> {
       const iat = Math.floor(clock.now() / 1000);
       const body: Record<string, unknown> = { tid: claims.tid, scope: claims.scope, sv: claims.sv, sid: claims.sid, role: claims.role, rgn: region };
       if (claims.did) body.did = claims.did;
+      if (claims.cnf) body.cnf = { jkt: claims.cnf.jkt };
       return new SignJWT(body)
         .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: keys.kid })
         .setIssuer(issuer)
@@ -126,7 +146,8 @@ export function createAccessTokens(opts: AccessTokenOptions) {
           typeof payload.tid !== 'string' ||
           typeof payload.sv !== 'number' ||
           typeof payload.scope !== 'string' ||
-          (payload.rgn !== undefined && typeof payload.rgn !== 'string')
+          (payload.rgn !== undefined && typeof payload.rgn !== 'string') ||
+          !wellFormedConfirmation(payload.cnf)
         ) {
           throw new InvalidAccessToken('missing claims');
         }

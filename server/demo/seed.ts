@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Clock } from '../clock';
-import { hashPassword } from '../auth/passwords';
+import { hashPassword } from '../identity/passwords';
 import { mboxMessages } from '../content/mbox';
 import { computeConversationId, parseMessage, type ParsedMessage } from '../content/mime';
 import { emailFields } from '../mail/delivery';

@@ -133,7 +133,9 @@ export function formBody(limitBytes: number): RequestHandler[] {
     extended: false,
     parameterLimit: 50,
     type: () => true,
-    verify: (_req, _res, buf) => {
+    verify: (req, _res, buf) => {
+      // Kept for the identity provider, which reads the token and revocation bodies itself (identity/routes.ts).
+      (req as { rawBody?: Buffer }).rawBody = buf;
       let text: string;
       try {
         text = fatalUtf8.decode(buf);

@@ -24,7 +24,7 @@ import querystring from 'node:querystring';
 import { pipeline } from 'node:stream/promises';
 import type { Express, RequestHandler } from 'express';
 import type { Logger } from 'pino';
-import type { AuthContext, Authenticator } from '../auth/authenticate';
+import { originForAuth, socketOrigin, type AuthContext, type Authenticator, type RequestOrigin } from '../auth/authenticate';
 import { admitsWithoutDevice, gateCall, type GateVerdict } from '../devices/gate';
 import type { DeviceService } from '../devices/service';
 import type { DeviceRecord } from '../store/types';
@@ -55,6 +55,12 @@ export interface FastLaneDeps {
   compression: RequestHandler;
   /** The client address as Express's `req.ip` has it (the app's trust-proxy setting); see `expressIp`. */
   ipOf: (req: IncomingMessage) => string | undefined;
+  /**
+   * The scheme and host the client addressed as Express's `req.protocol` and `req.host` have them (the app's
+   * trust-proxy setting; `expressOrigin` in auth/authenticate.ts), for DPoP proofs. Without it, the listener's and
+   * the Host header's (`socketOrigin`): the same when no proxy is trusted.
+   */
+  originOf?: (req: IncomingMessage) => RequestOrigin;
 }
 
 export interface FastLane {
@@ -280,6 +286,7 @@ const noop = () => {};
 
 export function createFastLane(deps: FastLaneDeps): FastLane {
   const { authenticator, devices, deviceLimit, shed, metrics, log, compression, ipOf } = deps;
+  const originOf = deps.originOf ?? socketOrigin;
   const fast = compile(deps.routes);
   const security = headersOf(deps.securityHeaders);
 
@@ -328,7 +335,8 @@ export function createFastLane(deps: FastLaneDeps): FastLane {
       shed(path);
       for (const [name, value] of security) res.setHeader(name, value);
       compression(req as never, res as never, noop);
-      auth = await authenticator(req.url!, req.headers);
+      // The origin (for a DPoP proof's `htu`) is made only for the DPoP scheme: a Bearer poll allocates nothing more.
+      auth = await authenticator(method, req.url!, req.headers, originForAuth(req, originOf));
       const verdict = await gateCall(devices, method, path.slice('/v1'.length), req.headers, auth);
       const { device } = verdict;
       // Last-seen times: gated calls only, as the Express gate counts them.

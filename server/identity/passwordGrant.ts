@@ -11,7 +11,7 @@ import { oauthErrors } from '../errors';
 import { newId } from '../ids';
 import type { Clock } from '../clock';
 import type { Store, User, RefreshTokenRecord } from '../store/types';
-import type { AccessTokens } from './accessTokens';
+import type { AccessTokens } from '../auth/accessTokens';
 import { verifyPassword } from './passwords';
 
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;

@@ -1,23 +1,20 @@
 /**
- * The OAuth endpoints and the issuer's discovery documents.
+ * The OAuth endpoints Pigeon shares with its identity provider (token, revocation) and the provider's own paths.
  */
 import type { Request, RequestHandler, Response } from 'express';
 import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions, type Store as RateLimitStore } from 'express-rate-limit';
 import { errors, oauthErrors } from '../errors';
 import type { Route } from '../http/table';
-import type { AuthService } from './service';
-import type { AccessTokens } from './accessTokens';
-import { bearerToken } from './authenticate';
-import type { KeyMaterial } from './keys';
-import type { Regions } from '../regions';
+import type { AuthService } from './passwordGrant';
+import type { AccessTokens } from '../auth/accessTokens';
+import { bearerToken } from '../auth/authenticate';
+import type { IdentityProvider } from './provider';
 
 export interface AuthRoutesOptions {
   auth: AuthService;
   accessTokens: AccessTokens;
-  keys: KeyMaterial;
-  issuer: string;
-  /** This node's region and the public directory, shown in the discovery document. */
-  regions: Regions;
+  /** The built-in identity provider, which shares the token and revocation endpoints. */
+  idp: Pick<IdentityProvider, 'handle'>;
   maxRequestBytes: number;
   loginFailuresPerUser: number;
   loginFailuresPerUserGlobal: number;
@@ -43,6 +40,46 @@ const noStore: RequestHandler = (_req, res, next) => {
   for (const [name, value] of Object.entries(NO_STORE)) res.setHeader(name, value);
   next();
 };
+
+/** The development grant's requests: the password grant and refreshes of its `prt_` refresh tokens. */
+export const developmentGrant = (body: Record<string, unknown>): boolean =>
+  body.grant_type === 'password' || (body.grant_type === 'refresh_token' && typeof body.refresh_token === 'string' && body.refresh_token.startsWith('prt_'));
+
+/** Revocations Pigeon answers itself: the development grant's refresh tokens, and access tokens (JWTs). */
+export const pigeonRevocation = (body: Record<string, unknown>): boolean =>
+  typeof body.token === 'string' && (body.token.startsWith('prt_') || body.token.split('.').length === 3);
+
+/**
+ * The identity provider's own endpoints, answered by oidc-provider directly (no Express body parsing): the
+ * authorization endpoint and its resumption, the device flow, introspection, discovery in both forms (OpenID and
+ * RFC 8414, the same document) and the keys.
+ */
+export function providerEndpoints(
+  idp: Pick<IdentityProvider, 'handle'>,
+  limits: { tokenRequestsPerIp: number; rateLimitWindowSeconds: number; rateLimitStore?: (name: string) => RateLimitStore },
+): RequestHandler {
+  // Their POSTs (device authorization, the device form, introspection) count against the same per-address budget
+  // as the token endpoint's: each device authorization stores a record.
+  const perAddress = rateLimit({
+    windowMs: limits.rateLimitWindowSeconds * 1000,
+    limit: limits.tokenRequestsPerIp,
+    standardHeaders: 'draft-6',
+    legacyHeaders: false,
+    keyGenerator: (req) => ipKeyGenerator(req.ip ?? 'unknown'),
+    handler: (req, _res, next, options) => {
+      const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime() ?? Date.now() + options.windowMs;
+      next(errors.rateLimited(Math.max(1, Math.ceil((reset - Date.now()) / 1000))));
+    },
+    store: limits.rateLimitStore?.('identity-address'),
+  });
+  const paths = /^\/(?:oauth2\/(?:authorize|device_authorization|device|introspect)(?:\/|$)|\.well-known\/(?:openid-configuration|oauth-authorization-server|jwks\.json)$)/;
+  return (req, res, next) => {
+    if (!paths.test(req.path)) return next();
+    if (req.path === '/.well-known/oauth-authorization-server') req.url = '/.well-known/openid-configuration';
+    if (req.method !== 'POST') return idp.handle(req, res);
+    perAddress(req, res, (err?: unknown) => (err ? next(err) : idp.handle(req, res)));
+  };
+}
 
 export function authRoutes(o: AuthRoutesOptions): Route[] {
   const windowMs = o.rateLimitWindowSeconds * 1000;
@@ -88,6 +125,17 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
     next();
   };
 
+  /**
+   * The token and revocation endpoints are shared: the identity provider (oidc-provider) answers every request but
+   * the development grant's — `password`, and `refresh_token` with one of its `prt_` tokens — and revocation of those
+   * tokens and of access tokens (a JWT names its sign-in, which Pigeon ends itself). Both go through the same rate
+   * limits first; the provider reads the same body again.
+   */
+  const toProvider = (pigeons: (body: Record<string, unknown>) => boolean): RequestHandler => (req, res, next) => {
+    if (pigeons((req.body ?? {}) as Record<string, unknown>)) return next();
+    o.idp.handle(req, res, (req as { rawBody?: Buffer }).rawBody ?? Buffer.alloc(0));
+  };
+
   return [
     {
       method: 'POST',
@@ -96,7 +144,7 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
       bodyLimit: o.maxRequestBytes,
       before: [noStore, perAddress],
       // The failure budgets key on the form's username and on the proof of a live sign-in, so they follow the body.
-      after: [checkProof, perUserAndAddress, perUser, perProvenSignIn],
+      after: [toProvider(developmentGrant), checkProof, perUserAndAddress, perUser, perProvenSignIn],
       handler: async (call) => {
         const params = call.body as Record<string, unknown>;
         switch (params.grant_type) {
@@ -118,6 +166,7 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
       body: 'form',
       bodyLimit: o.maxRequestBytes,
       before: [noStore, perAddress],
+      after: [toProvider(pigeonRevocation)],
       handler: async (call) => {
         const params = call.body as Record<string, unknown>;
         let sid: string | undefined;
@@ -128,32 +177,6 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
         await o.auth.revoke(params, sid);
         return { status: 200, headers: NO_STORE, body: {} };
       },
-    },
-    {
-      method: 'GET',
-      path: '/.well-known/openid-configuration',
-      handler: () => ({
-        body: {
-          issuer: o.issuer,
-          token_endpoint: `${o.issuer}/oauth2/token`,
-          revocation_endpoint: `${o.issuer}/oauth2/revoke`,
-          jwks_uri: `${o.issuer}/.well-known/jwks.json`,
-          grant_types_supported: [...(o.passwordGrant ? ['password'] : []), 'refresh_token'],
-          response_types_supported: [],
-          token_endpoint_auth_methods_supported: ['none'],
-          scopes_supported: ['mail', 'admin'],
-          id_token_signing_alg_values_supported: ['EdDSA'],
-          subject_types_supported: ['public'],
-          // Regions (README): this issuer's, and where every region's mailboxes are served.
-          pigeon_region: o.regions.region,
-          pigeon_regions: o.regions.directory,
-        },
-      }),
-    },
-    {
-      method: 'GET',
-      path: '/.well-known/jwks.json',
-      handler: () => ({ headers: { 'Cache-Control': 'public, max-age=300' }, body: { keys: [o.keys.publicJwk] } }),
     },
   ];
 }

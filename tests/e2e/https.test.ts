@@ -8,7 +8,7 @@ import https from 'node:https';
 import { spawnSync } from 'node:child_process';
 import { startServer, ROOT, type RunningServer } from '../helpers/server';
 import { TLS12_CIPHERS } from '../../server/tls';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { tempDir } from '../helpers/testApp';
 import path from 'node:path';

@@ -8,7 +8,7 @@ import { readEventStream } from '../helpers/eventStream';
 import https from 'node:https';
 import path from 'node:path';
 import { startServer, type RunningServer } from '../helpers/server';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { tempDir } from '../helpers/testApp';
 

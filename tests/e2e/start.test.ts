@@ -31,6 +31,7 @@ const npmEnv = (dataDir: string, certFile: string, keyFile: string): NodeJS.Proc
   PIGEON_LMTP_PORT: '0',
   PIGEON_DATA_DIR: dataDir,
   PIGEON_DEMO: 'false',
+  PIGEON_PASSWORD_GRANT: 'true',
   PIGEON_TLS_CERT: certFile,
   PIGEON_TLS_KEY: keyFile,
   // Every listener on a free port, so parallel test servers never race for a fixed default.

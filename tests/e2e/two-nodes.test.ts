@@ -25,7 +25,7 @@ import path from 'node:path';
 import { Client } from 'pg';
 import { ROOT, startServer, type RunningServer } from '../helpers/server';
 import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 import { exclusiveLockKey, openPostgresStore } from '../../server/store/postgres';
 import { assertNoSecretsInLogs } from '../helpers/secrets';
 

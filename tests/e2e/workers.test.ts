@@ -25,7 +25,7 @@ import https from 'node:https';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { ROOT, alive, childrenOf, startServer, type RunningServer } from '../helpers/server';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { tempDir } from '../helpers/testApp';
 

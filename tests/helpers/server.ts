@@ -8,7 +8,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { loadCertificate } from '../../server/tls';
 import { openSqliteStore } from '../../server/store/sqlite';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 import { tempDir } from './testApp';
 import { assertNoSecretsInLogs } from './secrets';
 
@@ -48,6 +48,7 @@ export function serverEnv(dataDir: string, tls: { certFile: string; keyFile: str
     PIGEON_HOST: '127.0.0.1',
     PIGEON_DATA_DIR: dataDir,
     PIGEON_DEMO: 'false',
+    PIGEON_PASSWORD_GRANT: 'true',
     PIGEON_WORKERS: '1',
     PIGEON_TLS_CERT: tls.certFile,
     PIGEON_TLS_KEY: tls.keyFile,

@@ -1,7 +1,12 @@
 /**
  * Security cases derived from schema/openapi.yaml, so a newly documented route is covered without anyone
  * remembering to add it:
- * - `specOperations()` — every operation with its path, query and header parameters and request body schema;
+ * - `specOperations()` — every operation Pigeon's own routes answer, with its path, query and header parameters and
+ *   request body schema; `providerOperations()` — the same for the operations the built-in identity provider answers
+ *   itself (marked `x-pigeon-served-by: identity-provider`). Those are oidc-provider's handlers, not Pigeon's: they
+ *   take no mailbox ids (nothing for the id table) and follow OAuth's rules (unknown parameters are ignored, errors
+ *   are RFC 6749 JSON or a page), so only the hostile corpus, which is told what an OAuth server must answer, takes
+ *   them (`hostileCases(c, ops)`);
  * - the id table — which parameter or body member of which operation carries which kind of id. It is the one thing
  *   the document cannot say; `unclassifiedSlots()` names every parameter or id-like member it does not classify
  *   (tests/security/bola.test.ts fails on any), so a future id-taking route cannot silently escape the isolation
@@ -35,8 +40,13 @@ export interface SpecOperation {
   key: string;
   method: string;
   path: string;
-  /** `public`: no token; `user`: a user's token (and a registered device under /v1/); `admin`: an admin's token. */
+  /**
+   * `public`: no token; `user`: a user's token (and a registered device under /v1/); `admin`: an admin's token. The
+   * identity provider's operations are `public` here (it authenticates clients, not bearer tokens).
+   */
   access: 'public' | 'user' | 'admin';
+  /** Who answers: Pigeon's route table (also when absent), or the identity provider itself (`x-pigeon-served-by`). */
+  servedBy?: 'pigeon' | 'identity-provider';
   pathParams: string[];
   query: QueryParam[];
   headers: string[];
@@ -62,7 +72,17 @@ export function resolveSchema(schema: Json): Json {
 
 let operationsCache: SpecOperation[] | undefined;
 
+/** The operations Pigeon's own routes answer (the identity provider's are `providerOperations()`). */
 export function specOperations(): SpecOperation[] {
+  return allOperations().filter((o) => o.servedBy !== 'identity-provider');
+}
+
+/** The operations the built-in identity provider answers itself (`x-pigeon-served-by: identity-provider`). */
+export function providerOperations(): SpecOperation[] {
+  return allOperations().filter((o) => o.servedBy === 'identity-provider');
+}
+
+function allOperations(): SpecOperation[] {
   if (operationsCache) return operationsCache;
   const doc = loadSpec();
   const out: SpecOperation[] = [];
@@ -80,11 +100,13 @@ export function specOperations(): SpecOperation[] {
         const rbPtr = op.requestBody.$ref ? decodeURIComponent(op.requestBody.$ref.slice(1)) : pointer('paths', path, method, 'requestBody');
         body = { mediaType: mediaType!, schemaPtr: `${rbPtr}${pointer('content', mediaType!, 'schema')}`, schema: rb.content[mediaType!].schema };
       }
+      const servedBy = op['x-pigeon-served-by'] === 'identity-provider' ? 'identity-provider' : 'pigeon';
       out.push({
         key: `${method.toUpperCase()} ${path}`,
         method,
         path,
-        access: Array.isArray(security) && security.length === 0 ? 'public' : path.startsWith('/admin/') ? 'admin' : 'user',
+        access: servedBy === 'identity-provider' || (Array.isArray(security) && security.length === 0) ? 'public' : path.startsWith('/admin/') ? 'admin' : 'user',
+        servedBy,
         pathParams: params.filter((p: Json) => p.in === 'path').map((p: Json) => p.name),
         query: params.filter((p: Json) => p.in === 'query').map((p: Json) => ({ name: p.name, required: !!p.required, schema: resolveSchema(p.schema) })),
         headers: params.filter((p: Json) => p.in === 'header').map((p: Json) => p.name),
@@ -264,8 +286,15 @@ export function fillPath(op: SpecOperation, id: IdResolver, override: Record<str
   });
 }
 
-/** Values for required query parameters that are not ids. */
-const REQUIRED_QUERY_VALUES: Record<string, string> = { q: 'quarterly' };
+/** Values for required query parameters that are not ids (the authorization request's: a valid one of `pigeon-app`). */
+const REQUIRED_QUERY_VALUES: Record<string, string> = {
+  q: 'quarterly',
+  client_id: 'pigeon-app',
+  response_type: 'code',
+  redirect_uri: 'http://127.0.0.1/callback',
+  code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
+  code_challenge_method: 'S256',
+};
 
 /** The query an operation needs to succeed: its required parameters (ids from the resolver). */
 export function baseQuery(op: SpecOperation, id: IdResolver): Record<string, string> {
@@ -332,6 +361,9 @@ export interface BodyContext {
 const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   'POST /oauth2/token': (c) => ({ grant_type: 'password', client_id: 'pigeon-app', username: c.username, password: c.password }),
   'POST /oauth2/revoke': () => ({ token: 'not-a-token-of-anyone', client_id: 'pigeon-app' }),
+  'POST /oauth2/device_authorization': () => ({ client_id: 'pigeon-cli', scope: 'offline_access mail', device_id: 'sec-cli-device-000001' }),
+  'POST /oauth2/device': () => ({ xsrf: 'not-the-xsrf-of-any-page', user_code: 'BCDF-GHJK' }),
+  'POST /oauth2/introspect': () => ({ token: 'not-a-token-of-anyone' }),
   'POST /v1/devices': () => ({ friendlyName: 'Security suite phone' }),
   'POST /v1/devices/current/wipe-ack': () => ({ status: 'ok' }),
   'POST /v1/folders': (c) => ({ displayName: unique('Folder'), parentId: c.id('folder', 'body:parentId') }),
@@ -448,9 +480,8 @@ function encodeBody(op: SpecOperation, body: unknown): string | Buffer {
  * break every query parameter, malformed or wrong bodies, wrong content types and encodings, and bad headers.
  * Every case is invalid in exactly one way, so its expected answer is that one 4xx.
  */
-export function hostileCases(c: CaseContext): HostileCase[] {
+export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperations()): HostileCase[] {
   const cases: HostileCase[] = [];
-  const ops = specOperations();
   const add = (op: SpecOperation, name: string, x: Partial<HostileCase> & { expect: number[] }) => {
     const body = op.body ? validBody(op, c) : undefined;
     cases.push({

@@ -36,7 +36,7 @@ export function tempDir(prefix = 'pigeon-test-'): string {
 
 export async function buildTestApp(overrides: Partial<Config> = {}, env: Record<string, string> = {}): Promise<TestContext> {
   const dir = tempDir();
-  const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_LOG_LEVEL: 'info', ...env }, overrides);
+  const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_PASSWORD_GRANT: 'true', PIGEON_LOG_LEVEL: 'info', ...env }, overrides);
   const store = openSqliteStore(path.join(dir, 'pigeon.db'));
   const keys = await loadKeys(config);
   const clock = new ManualClock(Date.now());

@@ -2,7 +2,7 @@ import crypto from 'node:crypto';
 import request from 'supertest';
 import { SignJWT } from 'jose';
 import { buildTestApp, passwordGrant, signIn, CLIENT_ID, type TestContext } from '../helpers/testApp';
-import { hashPassword } from '../../server/auth/passwords';
+import { hashPassword } from '../../server/identity/passwords';
 
 let ctx: TestContext;
 const ALICE = { username: 'alice', password: 'alice-password-1' };

@@ -1,9 +1,12 @@
 /**
  * schema/openapi.yaml is the API's contract: (a) it is a well-formed OpenAPI 3.1 document whose error table agrees
- * with server/errors.ts, (b) every response the routes give — happy paths and the main errors — matches it,
- * (c) it lists exactly the operations the app answers (a new route without documentation fails here), and
+ * with server/errors.ts, (b) every response the routes give — happy paths and the main errors — matches it, and so
+ * does every answer of the built-in identity provider's endpoints (discovery, keys, the device and code flows,
+ * refresh, revocation, introspection, DPoP), (c) it lists exactly the operations the app's route table answers (a
+ * new route without documentation fails here) plus the identity provider's, marked `x-pigeon-served-by`, and
  * (d) GET /openapi.yaml serves it byte for byte.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +14,7 @@ import path from 'node:path';
 import request from 'supertest';
 import YAML from 'yaml';
 import type { Express } from 'express';
+import { SignJWT, calculateJwkThumbprint, decodeProtectedHeader, exportJWK, generateKeyPair, importJWK, jwtVerify, type JWK } from 'jose';
 import { buildTestApp, signIn, passwordGrant, CLIENT_ID, type TestContext } from '../helpers/testApp';
 import type { FolderKind, NewItem } from '../../server/store/types';
 import { StoreBusy, StoreFull } from '../../server/store/errors';
@@ -28,11 +32,13 @@ import {
 const ALICE = { username: 'alice', password: 'alice-password-1' };
 const ROOT = { username: 'root', password: 'root-password-1' };
 const DEVICE = 'device-0123456789abcdef';
+/** The confidential client `pigeon-operator` (introspection). */
+const OPERATOR_SECRET = 'operator-secret-of-the-contract-test-0123';
 
 let ctx: TestContext;
 
 beforeAll(async () => {
-  ctx = await buildTestApp();
+  ctx = await buildTestApp({ operatorClientSecret: OPERATOR_SECRET });
   await ctx.users.addUser({ ...ALICE, role: 'user' });
   await ctx.users.addUser({ ...ROOT, role: 'admin' });
 });
@@ -373,23 +379,6 @@ describe('(b) rate limits on the OAuth endpoints', () => {
   });
 });
 
-describe('(b) discovery documents', () => {
-  test('GET /.well-known/openid-configuration', async () => {
-    const res = await api().get('/.well-known/openid-configuration');
-    expect(res.status).toBe(200);
-    expectToMatchSpec(res, 'get', '/.well-known/openid-configuration');
-  });
-
-  test('GET /.well-known/jwks.json names the key that signs access tokens', async () => {
-    const res = await api().get('/.well-known/jwks.json');
-    expect(res.status).toBe(200);
-    expectToMatchSpec(res, 'get', '/.well-known/jwks.json');
-    const { access_token } = await signIn(ctx, ALICE.username, ALICE.password);
-    const header = JSON.parse(Buffer.from(access_token.split('.')[0]!, 'base64url').toString());
-    expect(res.body.keys.map((k: { kid: string }) => k.kid)).toContain(header.kid);
-  });
-});
-
 describe('(b) GET /v1/session', () => {
   const S = '/v1/session';
   const check = (res: request.Response) => expectToMatchSpec(res, 'get', S);
@@ -489,6 +478,427 @@ async function phone(body: Record<string, unknown> = {}, register = true): Promi
 const refreshOn = (p: Phone) =>
   form('/oauth2/token', { grant_type: 'refresh_token', client_id: CLIENT_ID, refresh_token: p.refresh, device_id: p.deviceId });
 const passwordOn = (p: Phone) => passwordGrant(ctx, ALICE.username, ALICE.password, { device_id: p.deviceId });
+
+// ---- the identity provider (protocol §2) ------------------------------------------------------------------------
+
+/** The operations the identity provider answers itself (`x-pigeon-served-by: identity-provider`). */
+const providerOperations = () => specOperations().filter(({ method, path: p }) => loadSpec().paths[p][method]['x-pigeon-served-by'] === 'identity-provider');
+const operator = () => ({ Authorization: `Basic ${Buffer.from(`pigeon-operator:${OPERATOR_SECRET}`).toString('base64')}` });
+const claimsOf = (jwt: string) => JSON.parse(Buffer.from(jwt.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+const hiddenField = (html: string, name: string) => new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1] ?? '';
+const formActions = (html: string) => [...html.matchAll(/<form method="post" action="([^"]*)"/g)].map((m) => m[1]!.replace(/&amp;/g, '&'));
+/** An absolute URL of the provider's (its issuer's origin, or the test server's) as a path on the app under test. */
+const local = (url: string) => {
+  const u = new URL(url, 'http://pigeon.invalid');
+  return u.pathname + u.search;
+};
+/** PKCE (RFC 7636): a verifier and its S256 challenge. */
+function pkce() {
+  const verifier = crypto.randomBytes(32).toString('base64url');
+  return { verifier, challenge: crypto.createHash('sha256').update(verifier).digest('base64url') };
+}
+
+/**
+ * The sign-in pages as a person goes through them in a browser (a cookie-keeping agent): the password, "Not now" to
+ * two-step enrolment, Allow. Follows redirects within the provider and its pages; answers the first response that
+ * leaves them (the redirect to the app) or is no sign-in page (the device flow's last page).
+ */
+async function walkSignIn(agent: ReturnType<typeof request.agent>, first: request.Response, who = ALICE): Promise<request.Response> {
+  let res = first;
+  for (let step = 0; step < 12; step++) {
+    if (res.status === 303) {
+      const next = new URL(String(res.headers.location), 'http://pigeon.invalid');
+      if (!/^\/(interaction|oauth2)\//.test(next.pathname)) return res;
+      res = await agent.get(next.pathname + next.search);
+      continue;
+    }
+    const title = /<h1>([^<]*)<\/h1>/.exec(res.text ?? '')?.[1];
+    const csrf = hiddenField(res.text, 'csrf');
+    const actions = formActions(res.text);
+    if (title === 'Sign in') res = await agent.post(actions[0]!).type('form').send({ csrf, username: who.username, password: who.password });
+    else if (title === 'Set up two-step verification') res = await agent.post(actions[1]!).type('form').send({ csrf }); // Not now
+    else if (title === 'Allow access') res = await agent.post(actions[0]!).type('form').send({ csrf });
+    else return res;
+  }
+  throw new Error('the sign-in pages did not come to an end');
+}
+
+/**
+ * The device flow (RFC 8628) end to end against `target` (the app, or a listening server when DPoP proofs must name
+ * its URL): the app asks for codes, a person types the user code on the verification page and signs in, the app
+ * redeems the device code (with `redeemTwice`, once more: refused, and the sign-in ends). Every answer of a documented
+ * operation is checked against the document on the way.
+ */
+async function deviceFlow(target: Parameters<typeof request>[0], o: { deviceId: string; proof?: () => Promise<string>; redeemTwice?: boolean }) {
+  const started = await request(target).post('/oauth2/device_authorization').type('form').send({ client_id: 'pigeon-cli', scope: 'openid offline_access mail', device_id: o.deviceId });
+  expect(started.status).toBe(200);
+  expectToMatchSpec(started, 'post', '/oauth2/device_authorization');
+  expectDocumentedMembers(started.body, 'DeviceAuthorizationResponse');
+  const poll = () => {
+    let req = request(target).post('/oauth2/token').type('form');
+    return o.proof ? o.proof().then((p) => req.set('DPoP', p).send({ grant_type: DEVICE_CODE, client_id: 'pigeon-cli', device_code: started.body.device_code })) : req.send({ grant_type: DEVICE_CODE, client_id: 'pigeon-cli', device_code: started.body.device_code });
+  };
+  const pending = await poll();
+  expect(pending.status).toBe(400);
+  expect(pending.body.error).toBe('authorization_pending');
+  expectToMatchSpec(pending, 'post', '/oauth2/token');
+
+  const browser = request.agent(target);
+  const page = await browser.get(local(started.body.verification_uri));
+  expect(page.status).toBe(200);
+  expectToMatchSpec(page, 'get', '/oauth2/device');
+  const confirm = await browser.post(local(formActions(page.text)[0]!)).type('form').send({ xsrf: hiddenField(page.text, 'xsrf'), user_code: started.body.user_code });
+  expect(confirm.status).toBe(200);
+  expectToMatchSpec(confirm, 'post', '/oauth2/device');
+  expect(confirm.text).toContain(started.body.user_code);
+  const confirmed = await browser.post(local(formActions(confirm.text)[0]!)).type('form').send({ xsrf: hiddenField(confirm.text, 'xsrf'), user_code: started.body.user_code, confirm: 'yes' });
+  expect(confirmed.status).toBe(303);
+  expectToMatchSpec(confirmed, 'post', '/oauth2/device');
+  const done = await walkSignIn(browser, confirmed);
+  expect(done.text).toContain('Device signed in');
+
+  const tokens = await poll();
+  expect(tokens.status).toBe(200);
+  expectToMatchSpec(tokens, 'post', '/oauth2/token');
+  expectDocumentedMembers(tokens.body, 'TokenResponse');
+  if (o.redeemTwice) {
+    // A device code is good once; presenting it again ends the sign-in it made (as a replayed code does).
+    const spent = await poll();
+    expect(spent.status).toBe(400);
+    expect(spent.body.error).toBe('invalid_grant');
+    expectToMatchSpec(spent, 'post', '/oauth2/token');
+  }
+  return tokens.body as { access_token: string; refresh_token: string; id_token?: string; token_type: string; scope: string };
+}
+
+const DEVICE_CODE = 'urn:ietf:params:oauth:grant-type:device_code';
+
+describe('(b) the identity provider: discovery and keys', () => {
+  const DOCS = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
+
+  test('both discovery documents: the same document, with what the issue requires', async () => {
+    // One listener, so both documents name the same origin (the provider builds its endpoint URLs from the request).
+    const server = http.createServer(ctx.app).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const [oidc, oauth] = await Promise.all(DOCS.map((p) => request(origin).get(p))).finally(() => server.close());
+    for (const [res, p] of [[oidc!, DOCS[0]!], [oauth!, DOCS[1]!]] as const) {
+      expect(res.status).toBe(200);
+      expectToMatchSpec(res, 'get', p);
+      expect(res.body.authorization_endpoint).toBe(`${origin}/oauth2/authorize`);
+      expect(res.body.response_types_supported).toEqual(['code']);
+      expect(res.body.code_challenge_methods_supported).toEqual(['S256']);
+      expect(res.body.grant_types_supported).toEqual(expect.arrayContaining(['authorization_code', 'refresh_token', DEVICE_CODE]));
+      // This app has the development password grant on (tests/helpers/testApp.ts): the document says so.
+      expect(res.body.grant_types_supported).toContain('password');
+      expect(res.body.pigeon_password_grant).toBe('enabled for development only');
+      expect(res.body.pigeon_region).toBe(ctx.config.region);
+      expect(Object.keys(res.body.pigeon_regions)).toContain(ctx.config.region);
+      expect(res.body.dpop_signing_alg_values_supported).toEqual(expect.arrayContaining(['ES256', 'EdDSA']));
+    }
+    expect(oauth!.body).toEqual(oidc!.body);
+  });
+
+  test('with the password grant off, the documents do not offer it, and it is unsupported_grant_type', async () => {
+    const off = await buildTestApp({}, { PIGEON_PASSWORD_GRANT: 'false' });
+    try {
+      await off.users.addUser({ ...ALICE, role: 'user' });
+      for (const p of DOCS) {
+        const res = await request(off.app).get(p);
+        expect(res.status).toBe(200);
+        expectToMatchSpec(res, 'get', p);
+        expect(res.body.grant_types_supported).not.toContain('password');
+        expect(res.body.pigeon_password_grant).toBe('disabled');
+      }
+      const grant = await passwordGrant(off, ALICE.username, ALICE.password);
+      expect(grant.status).toBe(400);
+      expect(grant.body.error).toBe('unsupported_grant_type');
+      expectToMatchSpec(grant, 'post', '/oauth2/token');
+    } finally {
+      await off.close();
+    }
+  });
+
+  test('every endpoint the discovery document advertises is an operation of this document', async () => {
+    const res = await api().get(DOCS[0]!);
+    const advertised = Object.entries(res.body as Record<string, unknown>).filter(([k, v]) => (k.endsWith('_endpoint') || k === 'jwks_uri') && typeof v === 'string');
+    expect(advertised.length).toBeGreaterThanOrEqual(6);
+    const paths = loadSpec().paths;
+    const undocumented = advertised.filter(([, url]) => !paths[new URL(url as string).pathname]).map(([k, url]) => `${k}: ${url}`);
+    expect(undocumented).toEqual([]);
+  });
+
+  test('service_documentation points at this document', async () => {
+    const res = await api().get(DOCS[0]!);
+    const served = await api().get(new URL(res.body.service_documentation).pathname);
+    expect({ url: res.body.service_documentation, status: served.status, type: served.headers['content-type'] }).toEqual({
+      url: res.body.service_documentation,
+      status: 200,
+      type: expect.stringMatching(/^application\/yaml/),
+    });
+  });
+
+  test('GET /.well-known/jwks.json: one public EdDSA key, the one that signs every access token', async () => {
+    const res = await api().get('/.well-known/jwks.json');
+    expect(res.status).toBe(200);
+    expectToMatchSpec(res, 'get', '/.well-known/jwks.json');
+    const body = JSON.parse(res.text) as { keys: Array<JWK & { kid: string }> };
+    expect(body.keys).toHaveLength(1);
+    const [jwk] = body.keys;
+    expect(jwk).toMatchObject({ kty: 'OKP', crv: 'Ed25519', alg: 'EdDSA', use: 'sig' });
+    expect(jwk).not.toHaveProperty('d');
+    const key = await importJWK(jwk!, 'EdDSA');
+    // The development grant's token and the identity provider's: both verify by that key, under its kid.
+    const development = (await signIn(ctx, ALICE.username, ALICE.password)).access_token;
+    const provider = (await deviceFlow(ctx.app, { deviceId: newDeviceId() })).access_token;
+    for (const token of [development, provider]) {
+      expect(decodeProtectedHeader(token)).toMatchObject({ alg: 'EdDSA', typ: 'at+jwt', kid: jwk!.kid });
+      await expect(jwtVerify(token, key)).resolves.toBeDefined();
+    }
+  });
+});
+
+describe('(b) the identity provider: the device flow, refresh rotation, revocation and introspection', () => {
+  test('the device flow: codes, the verification page, polling, tokens with the documented claims that the API accepts', async () => {
+    const deviceId = newDeviceId();
+    const tokens = await deviceFlow(ctx.app, { deviceId });
+    expect(tokens.token_type).toBe('Bearer');
+    expect(tokens.scope).toBe('mail');
+    expect(typeof tokens.id_token).toBe('string'); // `openid` was asked for
+    const claims = claimsOf(tokens.access_token);
+    // The claims the document lists (bearerAuth); `cnf` only on a DPoP-bound token (below).
+    for (const claim of ['iss', 'aud', 'sub', 'tid', 'sv', 'sid', 'did', 'scope', 'rgn', 'client_id', 'role', 'jti', 'iat', 'exp']) {
+      expect({ claim, present: claim in claims }).toEqual({ claim, present: true });
+    }
+    expect(claims).toMatchObject({ aud: ctx.config.audience, did: deviceId, scope: 'mail', client_id: 'pigeon-cli', rgn: ctx.config.region });
+    expect(claims).not.toHaveProperty('cnf');
+    const session = await api().get('/v1/session').set('Authorization', bearer(tokens.access_token)).set('X-Device-Id', deviceId);
+    expect(session.status).toBe(200);
+    expectToMatchSpec(session, 'get', '/v1/session');
+  });
+
+  test('a device code redeemed twice: refused, and the sign-in it made ends', async () => {
+    const deviceId = newDeviceId();
+    const tokens = await deviceFlow(ctx.app, { deviceId, redeemTwice: true });
+    const session = await api().get('/v1/session').set('Authorization', bearer(tokens.access_token)).set('X-Device-Id', deviceId);
+    expect(session.status).toBe(401);
+    expectToMatchSpec(session, 'get', '/v1/session');
+  });
+
+  test('refresh rotates; a reused refresh token ends the whole sign-in; revocation answers 200 with an empty body', async () => {
+    const T = '/oauth2/token';
+    const first = await deviceFlow(ctx.app, { deviceId: newDeviceId() });
+    const refresh = (token: string) => form(T, { grant_type: 'refresh_token', client_id: 'pigeon-cli', refresh_token: token });
+    const second = await refresh(first.refresh_token);
+    expect(second.status).toBe(200);
+    expectToMatchSpec(second, 'post', T);
+    expect(second.body.refresh_token).not.toBe(first.refresh_token);
+    const reused = await refresh(first.refresh_token);
+    expect(reused.status).toBe(400);
+    expect(reused.body.error).toBe('invalid_grant');
+    expectToMatchSpec(reused, 'post', T);
+    // The sign-in ended with every token of it: the newest refresh token, and the access token.
+    expect((await refresh(second.body.refresh_token)).body.error).toBe('invalid_grant');
+    expect((await api().get('/v1/session').set('Authorization', bearer(second.body.access_token))).status).toBe(401);
+
+    const other = await deviceFlow(ctx.app, { deviceId: newDeviceId() });
+    const revoked = await form('/oauth2/revoke', { token: other.refresh_token, client_id: 'pigeon-cli' });
+    expect(revoked.status).toBe(200);
+    expect(revoked.text).toBe('');
+    expectToMatchSpec(revoked, 'post', '/oauth2/revoke');
+    expect((await refresh(other.refresh_token)).body.error).toBe('invalid_grant');
+  });
+
+  test('a grant for a device with a pending wipe carries `wipe`', async () => {
+    const deviceId = newDeviceId();
+    const tokens = await deviceFlow(ctx.app, { deviceId });
+    const registered = await api().post('/v1/devices').set({ Authorization: bearer(tokens.access_token), 'X-Device-Id': deviceId }).send({});
+    expect(registered.status).toBe(201);
+    expect((await api().post(`/admin/v1/devices/${registered.body.id}/wipe`).set(await asAdmin())).status).toBe(200);
+    const res = await form('/oauth2/token', { grant_type: 'refresh_token', client_id: 'pigeon-cli', refresh_token: tokens.refresh_token });
+    expect(res.status).toBe(200);
+    expect(res.body.wipe).toEqual({ scope: 'account' });
+    expectToMatchSpec(res, 'post', '/oauth2/token');
+    expectDocumentedMembers(res.body, 'TokenResponse');
+  });
+
+  test('introspection: the operator sees a refresh token; anyone else learns nothing; an access token is not introspected', async () => {
+    const I = '/oauth2/introspect';
+    const check = (res: request.Response) => expectToMatchSpec(res, 'post', I);
+    const tokens = await deviceFlow(ctx.app, { deviceId: newDeviceId() });
+    const seen = await api().post(I).set(operator()).type('form').send({ token: tokens.refresh_token });
+    expect(seen.status).toBe(200);
+    expect(seen.body).toMatchObject({ active: true, client_id: 'pigeon-cli', sub: claimsOf(tokens.access_token).sub });
+    check(seen);
+    expectDocumentedMembers(seen.body, 'IntrospectionResponse');
+    const unknown = await api().post(I).set(operator()).type('form').send({ token: 'not-a-token' });
+    expect(unknown.body).toEqual({ active: false });
+    check(unknown);
+    const app = await form(I, { token: tokens.refresh_token, client_id: 'pigeon-cli' });
+    expect(app.status).toBe(200);
+    expect(app.body).toEqual({ active: false });
+    check(app);
+    const jwt = await api().post(I).set(operator()).type('form').send({ token: tokens.access_token });
+    expect(jwt.status).toBe(400);
+    expect(jwt.body.error).toBe('unsupported_token_type');
+    check(jwt);
+    const anonymous = await form(I, { token: tokens.refresh_token });
+    expect(anonymous.status).toBe(400);
+    expect(anonymous.body.error).toBe('invalid_request');
+    check(anonymous);
+    const wrongSecret = await api().post(I).auth('pigeon-operator', 'x'.repeat(40)).type('form').send({ token: tokens.refresh_token });
+    expect(wrongSecret.status).toBe(401);
+    expect(wrongSecret.body.error).toBe('invalid_client');
+    expect(wrongSecret.headers['www-authenticate']).toMatch(/^Basic /);
+    check(wrongSecret);
+  });
+
+  test('the verification page refuses a code that is not valid; device authorization refuses an unknown client and a foreign resource', async () => {
+    const browser = request.agent(ctx.app);
+    const page = await browser.get('/oauth2/device');
+    const wrongCode = await browser.post(local(formActions(page.text)[0]!)).type('form').send({ xsrf: hiddenField(page.text, 'xsrf'), user_code: 'BCDF-GHJK' });
+    expect(wrongCode.status).toBe(400);
+    expect(wrongCode.headers['content-type']).toMatch(/^text\/html/);
+    expectToMatchSpec(wrongCode, 'post', '/oauth2/device');
+    const D = '/oauth2/device_authorization';
+    const evil = await form(D, { client_id: 'evil', scope: 'mail' });
+    expect(evil.status).toBe(401);
+    expect(evil.body.error).toBe('invalid_client');
+    expectToMatchSpec(evil, 'post', D);
+    const target = await form(D, { client_id: 'pigeon-cli', scope: 'mail', resource: 'https://evil.example/' });
+    expect(target.status).toBe(400);
+    expect(target.body.error).toBe('invalid_target');
+    expectToMatchSpec(target, 'post', D);
+    const json = await api().post(D).send({ client_id: 'pigeon-cli' });
+    expect(json.status).toBe(400);
+    expect(json.body.error).toBe('invalid_request');
+    expectToMatchSpec(json, 'post', D);
+  });
+});
+
+describe('(b) the identity provider: the authorization code flow with PKCE', () => {
+  const A = '/oauth2/authorize';
+  const REDIRECT = 'http://127.0.0.1/callback';
+  const authorizeUrl = (over: Record<string, string | undefined> = {}) => {
+    const q: Record<string, string | undefined> = { client_id: CLIENT_ID, response_type: 'code', redirect_uri: REDIRECT, scope: 'openid offline_access mail', state: 'st-1', code_challenge_method: 'S256', ...over };
+    return `${A}?${new URLSearchParams(Object.entries(q).filter((e): e is [string, string] => e[1] !== undefined)).toString()}`;
+  };
+
+  test('authorize (a loopback redirect URI, any port), sign in on the pages, redeem the code once with its verifier: tokens bound to device_id', async () => {
+    const { verifier, challenge } = pkce();
+    const deviceId = newDeviceId();
+    const redirectUri = 'http://127.0.0.1:53682/callback';
+    const browser = request.agent(ctx.app);
+    const start = await browser.get(authorizeUrl({ code_challenge: challenge, device_id: deviceId, redirect_uri: redirectUri }));
+    expect(start.status).toBe(303);
+    expect(start.headers.location).toMatch(/^\/interaction\//);
+    expectToMatchSpec(start, 'get', A);
+    const back = await walkSignIn(browser, start);
+    expect(back.status).toBe(303);
+    const redirect = new URL(String(back.headers.location));
+    expect(redirect.origin + redirect.pathname).toBe(redirectUri);
+    expect(redirect.searchParams.get('state')).toBe('st-1');
+    expect(redirect.searchParams.get('iss')).toBeTruthy();
+    const redeem = (codeVerifier: string) =>
+      form('/oauth2/token', { grant_type: 'authorization_code', client_id: CLIENT_ID, code: redirect.searchParams.get('code')!, redirect_uri: redirectUri, code_verifier: codeVerifier });
+    const wrong = await redeem(pkce().verifier);
+    expect(wrong.status).toBe(400);
+    expect(wrong.body.error).toBe('invalid_grant');
+    expectToMatchSpec(wrong, 'post', '/oauth2/token');
+    const tokens = await redeem(verifier);
+    expect(tokens.status).toBe(200);
+    expectToMatchSpec(tokens, 'post', '/oauth2/token');
+    expectDocumentedMembers(tokens.body, 'TokenResponse');
+    expect(tokens.body.token_type).toBe('Bearer');
+    expect(typeof tokens.body.id_token).toBe('string');
+    expect(claimsOf(tokens.body.access_token)).toMatchObject({ did: deviceId, client_id: CLIENT_ID, scope: 'mail' });
+    const headers = { Authorization: bearer(tokens.body.access_token), 'X-Device-Id': deviceId };
+    expect((await api().get('/v1/session').set(headers)).status).toBe(200);
+    const again = await redeem(verifier);
+    expect(again.status).toBe(400);
+    expect(again.body.error).toBe('invalid_grant');
+    expectToMatchSpec(again, 'post', '/oauth2/token');
+    expect((await api().get('/v1/session').set(headers)).status).toBe(401); // a replayed code ends the sign-in
+  });
+
+  test('PKCE cannot be left out or downgraded (the error goes back to the app); a bad client or redirect URI gets the error page, never a redirect', async () => {
+    const { challenge } = pkce();
+    for (const over of [{ code_challenge: undefined }, { code_challenge: challenge, code_challenge_method: 'plain' }, { code_challenge: challenge, code_challenge_method: undefined }]) {
+      const res = await api().get(authorizeUrl(over));
+      expect(res.status).toBe(303);
+      expectToMatchSpec(res, 'get', A);
+      const to = new URL(String(res.headers.location));
+      expect(to.origin + to.pathname).toBe(REDIRECT);
+      expect(to.searchParams.get('error')).toBe('invalid_request');
+    }
+    for (const over of [{ redirect_uri: 'https://evil.example/callback' }, { redirect_uri: 'http://localhost/callback' }, { client_id: 'evil' }]) {
+      const res = await api().get(authorizeUrl({ code_challenge: challenge, ...over }));
+      expect(res.status).toBe(400);
+      expect(res.headers.location).toBeUndefined();
+      expectToMatchSpec(res, 'get', A);
+    }
+  });
+});
+
+describe('(b) the identity provider: DPoP', () => {
+  let server: http.Server;
+  let base = '';
+  beforeAll(async () => {
+    server = http.createServer(ctx.app).listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise((resolve) => server.close(resolve)));
+
+  test('a proof at the token endpoint binds the tokens; the API takes them only as DPoP, with the documented challenges', async () => {
+    const { publicKey, privateKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const proof = (method: string, url: string, token?: string) =>
+      new SignJWT({ htm: method, htu: url, jti: crypto.randomUUID(), iat: Math.floor(Date.now() / 1000), ...(token ? { ath: crypto.createHash('sha256').update(token).digest('base64url') } : {}) })
+        .setProtectedHeader({ alg: 'ES256', typ: 'dpop+jwt', jwk })
+        .sign(privateKey);
+    const deviceId = newDeviceId();
+    const tokens = await deviceFlow(base, { deviceId, proof: () => proof('POST', `${base}/oauth2/token`) });
+    expect(tokens.token_type).toBe('DPoP');
+    expect(claimsOf(tokens.access_token).cnf).toEqual({ jkt: await calculateJwkThumbprint(jwk) });
+
+    const S = '/v1/session';
+    const session = (headers: Record<string, string>) => request(base).get(S).set({ 'X-Device-Id': deviceId, ...headers });
+    const ok = await session({ Authorization: `DPoP ${tokens.access_token}`, DPoP: await proof('GET', `${base}${S}`, tokens.access_token) });
+    expect(ok.status).toBe(200);
+    expectToMatchSpec(ok, 'get', S);
+    const cases: Array<[string, Record<string, string>, RegExp]> = [
+      ['no proof', { Authorization: `DPoP ${tokens.access_token}` }, /^DPoP error="invalid_dpop_proof", error_description="[^"]*", algs="ES256 EdDSA RS256 PS256"$/],
+      ['a proof for another URL', { Authorization: `DPoP ${tokens.access_token}`, DPoP: await proof('GET', `${base}/v1/devices`, tokens.access_token) }, /^DPoP error="invalid_dpop_proof"/],
+      ['the bound token as a bearer token', { Authorization: `Bearer ${tokens.access_token}` }, /^Bearer realm="pigeon", error="invalid_token", DPoP algs="ES256 EdDSA RS256 PS256"$/],
+      ['an unbound token under the DPoP scheme', { Authorization: `DPoP ${(await signIn(ctx, ALICE.username, ALICE.password)).access_token}`, DPoP: await proof('GET', `${base}${S}`) }, /^DPoP error="invalid_token"/],
+    ];
+    for (const [what, headers, challenge] of cases) {
+      const res = await session(headers);
+      expect({ what, status: res.status }).toEqual({ what, status: 401 });
+      expect({ what, challenge: res.headers['www-authenticate'] }).toEqual({ what, challenge: expect.stringMatching(challenge) });
+      expect(res.body.error).toBe(/error="([a-z_]+)"/.exec(String(res.headers['www-authenticate']))![1]);
+      expectToMatchSpec(res, 'get', S);
+      expectDocumentedMembers(res.body, 'Problem');
+    }
+
+    // The refresh token is bound too: no proof, or a bad one, and it does not refresh.
+    const T = '/oauth2/token';
+    const refresh = () => request(base).post(T).type('form');
+    const unproven = await refresh().send({ grant_type: 'refresh_token', client_id: 'pigeon-cli', refresh_token: tokens.refresh_token });
+    expect(unproven.status).toBe(400);
+    expect(unproven.body.error).toBe('invalid_grant');
+    expectToMatchSpec(unproven, 'post', T);
+    const badProof = await refresh().set('DPoP', 'a.b.c').send({ grant_type: 'refresh_token', client_id: 'pigeon-cli', refresh_token: tokens.refresh_token });
+    expect(badProof.status).toBe(400);
+    expect(badProof.body.error).toBe('invalid_dpop_proof');
+    expectToMatchSpec(badProof, 'post', T);
+    const proven = await refresh().set('DPoP', await proof('POST', `${base}${T}`)).send({ grant_type: 'refresh_token', client_id: 'pigeon-cli', refresh_token: tokens.refresh_token });
+    expect(proven.status).toBe(200);
+    expect(proven.body.token_type).toBe('DPoP');
+    expectToMatchSpec(proven, 'post', T);
+  });
+});
 
 describe('(b) devices: POST /v1/devices', () => {
   const D = '/v1/devices';
@@ -2002,7 +2412,8 @@ describe('(b) request ids, unknown routes and wrong methods', () => {
     const headers = await onDevice();
     const admin = await asAdmin(); // /admin paths check the role before routing
     const doc = loadSpec();
-    const paths = Object.keys(doc.paths);
+    const provider = new Set(providerOperations().map((o) => o.path));
+    const paths = Object.keys(doc.paths).filter((p) => !provider.has(p));
     expect(paths.length).toBeGreaterThan(0);
     for (const p of paths) {
       const documented = HTTP_METHODS.filter((m) => doc.paths[p][m]);
@@ -2012,6 +2423,25 @@ describe('(b) request ids, unknown routes and wrong methods', () => {
         const res = await api()[method](p).set(p.startsWith('/admin/') ? admin : headers);
         expect({ method, path: p, status: res.status }).toEqual({ method, path: p, status: 405 });
         expectToMatchSpec(res, method, p);
+      }
+    }
+  });
+
+  test("the identity provider's paths answer 404 (plain text, no Allow) for a method they do not have, as the introduction says", async () => {
+    const doc = loadSpec();
+    const paths = [...new Set(providerOperations().map((o) => o.path))];
+    expect(paths.length).toBeGreaterThanOrEqual(6);
+    for (const p of paths) {
+      const documented = HTTP_METHODS.filter((m) => doc.paths[p][m]);
+      for (const method of (['get', 'post', 'put', 'patch', 'delete', 'options'] as const).filter((m) => !documented.includes(m))) {
+        const res = await api()[method](p);
+        expect({ method, path: p, status: res.status, type: res.headers['content-type'], allow: res.headers.allow }).toEqual({
+          method,
+          path: p,
+          status: 404,
+          type: expect.stringMatching(/^text\/plain/),
+          allow: undefined,
+        });
       }
     }
   });
@@ -2060,10 +2490,17 @@ function appOperations(app: Express): Array<{ method: string; path: string }> {
 const toTemplate = (p: string) => p.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
 const key = (o: { method: string; path: string }) => `${o.method.toUpperCase()} ${o.path}`;
 
+/**
+ * The sign-in pages of the identity provider (server/identity/interactions.ts) and their stylesheet: HTML for people,
+ * which the document's introduction describes (*Sign-in*) but does not list as operations of the API.
+ */
+const SIGN_IN_PAGES = /^\/(interaction\/|idp\/static\/)/;
+
 describe('(c) route table', () => {
-  test('the operations in the document are exactly the routes of the app', () => {
-    const fromApp = new Set(appOperations(ctx.app).map((o) => key({ method: o.method, path: toTemplate(o.path) })));
-    const fromSpec = new Set(specOperations().map(key));
+  test("the operations in the document, but for the identity provider's, are exactly the routes of the app (but for the sign-in pages)", () => {
+    const fromApp = new Set(appOperations(ctx.app).filter((o) => !SIGN_IN_PAGES.test(o.path)).map((o) => key({ method: o.method, path: toTemplate(o.path) })));
+    const provider = new Set(providerOperations().map(key));
+    const fromSpec = new Set(specOperations().map(key).filter((k) => !provider.has(k)));
     expect(fromApp.size).toBeGreaterThanOrEqual(9);
     const undocumented = [...fromApp].filter((k) => !fromSpec.has(k)).sort();
     const unrouted = [...fromSpec].filter((k) => !fromApp.has(k)).sort();
@@ -2075,6 +2512,29 @@ describe('(c) route table', () => {
     expect(ops).toContainEqual({ method: 'get', path: '/v1/session' });
     expect(ops).toContainEqual({ method: 'post', path: '/oauth2/token' });
     expect(ops.some((o) => o.method === 'head' || o.method === '_all' || o.method === 'all')).toBe(false);
+  });
+
+  test('what is set aside is the sign-in pages, which the introduction describes', () => {
+    const pages = appOperations(ctx.app).filter((o) => SIGN_IN_PAGES.test(o.path));
+    expect(pages).toContainEqual({ method: 'get', path: '/interaction/:uid' });
+    expect(pages).toContainEqual({ method: 'post', path: '/interaction/:uid/login' });
+    expect(pages.every((o) => o.method === 'get' || o.method === 'post')).toBe(true);
+    expect(loadSpec().info.description).toContain('`/interaction/<uid>`');
+  });
+
+  test("every operation marked identity-provider is the provider's: no route of the table, and the provider answers it", async () => {
+    const ops = providerOperations();
+    expect(ops.map(key).sort()).toEqual(
+      expect.arrayContaining(['GET /oauth2/authorize', 'POST /oauth2/device_authorization', 'POST /oauth2/introspect', 'GET /.well-known/openid-configuration', 'GET /.well-known/oauth-authorization-server', 'GET /.well-known/jwks.json']),
+    );
+    const routes = new Set(appOperations(ctx.app).map((o) => key({ method: o.method, path: toTemplate(o.path) })));
+    for (const op of ops) {
+      expect({ op: key(op), inRouteTable: routes.has(key(op)) }).toEqual({ op: key(op), inRouteTable: false });
+      const res = op.method === 'post' ? await api().post(op.path).type('form').send('') : await api().get(op.path);
+      // Pigeon's own 404 (no such route) would be problem+json; the provider answers with its own status and type.
+      expect({ op: key(op), type: res.headers['content-type'] }).toEqual({ op: key(op), type: expect.not.stringMatching(/problem\+json/) });
+      expect({ op: key(op), serverError: res.status >= 500 }).toEqual({ op: key(op), serverError: false });
+    }
   });
 });
 

@@ -62,6 +62,7 @@ async function openRegion(name: RegionName, store: SqliteStore | PostgresStore, 
   const config = loadConfig({
     PIGEON_DATA_DIR: dir,
     PIGEON_DEMO: 'false',
+    PIGEON_PASSWORD_GRANT: 'true',
     PIGEON_REGION: name,
     PIGEON_REGIONS: REGIONS_ENV,
     PIGEON_ISSUER: DIRECTORY[name],

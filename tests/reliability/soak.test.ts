@@ -27,7 +27,7 @@ async function startLogged(dataDir: string) {
   const out = fs.openSync(logFile, 'a');
   const proc = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PIGEON_HOST: '127.0.0.1', PIGEON_PORT: '0', PIGEON_LMTP_PORT: '0', PIGEON_METRICS_PORT: '0', PIGEON_DEMO: 'false', PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile },
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PIGEON_HOST: '127.0.0.1', PIGEON_PORT: '0', PIGEON_LMTP_PORT: '0', PIGEON_METRICS_PORT: '0', PIGEON_DEMO: 'false', PIGEON_PASSWORD_GRANT: 'true', PIGEON_DATA_DIR: dataDir, PIGEON_TLS_CERT: certFile, PIGEON_TLS_KEY: keyFile },
     stdio: ['ignore', out, out],
   });
   fs.closeSync(out);

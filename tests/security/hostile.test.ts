@@ -4,6 +4,15 @@
  * answer its 4xx with a problem body (or, on the OAuth endpoints, an RFC 6749 error) that the document describes for
  * the operation, leave every table of the store exactly as it was, and leave /healthz answering 200.
  *
+ * The identity provider's own endpoints (`x-pigeon-served-by: identity-provider`: authorization, device flow,
+ * introspection, discovery, keys) get the same cases, judged as an OAuth server must answer them (`providerVerdict`):
+ * never a 5xx; a method the path lacks is 404 or 405; every other answer is one the document describes for the
+ * operation; and a case that is invalid in a way OAuth itself forbids (a parameter given twice, a missing or wrong
+ * required parameter, a body that is not a form or is too large) is refused — a 4xx (OAuth error JSON, or the error
+ * page of the browser endpoints), or on the authorization endpoint a redirect of the error to the app — and a refusal
+ * changes nothing in the store. Junk in a parameter the server does not know may be accepted: RFC 6749 §3.1 says to
+ * ignore unrecognized parameters.
+ *
  * Two more parts need a socket:
  * - LMTP, in process over the one delivery path: malformed MIME is answered 250 with an item the API can serve, or
  *   refused with a 5xx; a 100 MB header line is refused with 552 without being held in memory.
@@ -22,7 +31,19 @@ import request from 'supertest';
 import { buildTestApp, tempDir, type TestContext } from '../helpers/testApp';
 import { startServer, type RunningServer } from '../helpers/server';
 import { changedTables, snapshot } from '../helpers/storeDiff';
-import { buildWorld, hostileCases, idFor, ownId, partyHeaders, specOperations, type HostileCase, type IdKind, type Party } from '../helpers/specCases';
+import {
+  buildWorld,
+  hostileCases,
+  idFor,
+  ownId,
+  partyHeaders,
+  providerOperations,
+  specOperations,
+  type HostileCase,
+  type IdKind,
+  type Party,
+  type SpecOperation,
+} from '../helpers/specCases';
 import { expectToMatchSpec } from '../helpers/openapi';
 import { sendBodyLimit } from '../../server/send/routes';
 import { hasDuplicateKey } from '../../server/http/body';
@@ -33,6 +54,14 @@ import { createUserAdmin } from '../../server/admin/users';
 import { systemClock } from '../../server/clock';
 
 const LIMIT = 64 * 1024; // request and message limits of this app: small, so over-size cases stay cheap
+/** The confidential client `pigeon-operator`, so the introspection cases get past client authentication. */
+const OPERATOR_SECRET = 'hostile-operator-secret-0123456789abcdef';
+const operatorCredentials = { Authorization: `Basic ${Buffer.from(`pigeon-operator:${OPERATOR_SECRET}`).toString('base64')}` };
+
+/** Every operation of the document: Pigeon's own and the identity provider's. */
+const allOperations = (): SpecOperation[] => [...specOperations(), ...providerOperations()];
+const pathOf = (c: HostileCase) => c.route.slice(c.route.indexOf(' ') + 1);
+const providerPaths = () => new Set(providerOperations().map((o) => o.path));
 
 let ctx: TestContext;
 let server: http.Server;
@@ -41,7 +70,15 @@ let root: Party;
 const api = () => request(server);
 
 beforeAll(async () => {
-  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000, maxRequestBytes: LIMIT, maxMessageBytes: LIMIT });
+  ctx = await buildTestApp({
+    deviceRateLimit: 0,
+    tokenRequestsPerIp: 1_000_000,
+    loginFailuresPerUser: 10_000,
+    loginFailuresPerUserGlobal: 10_000,
+    maxRequestBytes: LIMIT,
+    maxMessageBytes: LIMIT,
+    operatorClientSecret: OPERATOR_SECRET,
+  });
   server = http.createServer(ctx.app).listen(0, '127.0.0.1');
   const world = await buildWorld(ctx, api, [
     { name: 'alice', role: 'user', tenant: 'A' },
@@ -86,15 +123,19 @@ function selection(all: HostileCase[]): HostileCase[] {
 
 let cases: HostileCase[] | undefined;
 function corpus(): HostileCase[] {
-  cases ??= hostileCases({
-    // Alice's ids, or for the admin-only kinds (rules) root's; root's users, devices and folders are alice's.
-    id: (kind: IdKind, slot: string) => (alice.ids[kind].length ? idFor(alice, kind, slot) : ownId(root, kind)),
-    email: alice.email,
-    username: alice.username,
-    password: alice.password,
-    credentials: (op) => (op.access === 'public' ? {} : partyHeaders(op.access === 'admin' ? root : alice, op)),
-    maxBodyBytes: Math.max(LIMIT, sendBodyLimit(LIMIT)),
-  });
+  cases ??= hostileCases(
+    {
+      // Alice's ids, or for the admin-only kinds (rules) root's; root's users, devices and folders are alice's.
+      id: (kind: IdKind, slot: string) => (alice.ids[kind].length ? idFor(alice, kind, slot) : ownId(root, kind)),
+      email: alice.email,
+      username: alice.username,
+      password: alice.password,
+      credentials: (op) =>
+        op.key === 'POST /oauth2/introspect' ? operatorCredentials : op.access === 'public' ? {} : partyHeaders(op.access === 'admin' ? root : alice, op),
+      maxBodyBytes: Math.max(LIMIT, sendBodyLimit(LIMIT)),
+    },
+    allOperations(),
+  );
   return cases;
 }
 let selected: HostileCase[] | undefined;
@@ -119,6 +160,43 @@ function problemCode(c: HostileCase, res: request.Response): { code?: string; wr
 
 const fiveHundreds: string[] = [];
 
+/** Form-body cases that only add junk in a parameter the server does not know (`x`, `p0`…): OAuth ignores those. */
+const UNKNOWN_PARAMETER_JUNK = ['a bad percent-escape', 'invalid UTF-8 bytes', 'an escape of invalid UTF-8', '60 parameters'];
+/** The verification page only shows a form (with any `user_code` filled in): nothing there to refuse. */
+const ONLY_SHOWS_A_PAGE = new Set(['GET /oauth2/device']);
+const kindOf = (c: HostileCase) => c.name.slice(c.route.length + 2);
+
+/**
+ * Whether the identity provider refused the request: a 4xx, or on the authorization endpoint a redirect of the error
+ * to the app (RFC 6749 §4.1.2.1: once the client and redirect URI are known to be right, errors go back to the app).
+ */
+function refusedByProvider(c: HostileCase, res: request.Response): boolean {
+  if (res.status >= 400 && res.status < 500) return true;
+  if (res.status !== 303 || pathOf(c) !== '/oauth2/authorize') return false;
+  const location = new URL(String(res.headers.location ?? ''), 'http://pigeon.invalid');
+  const params = new URLSearchParams(location.search || location.hash.slice(1));
+  return location.origin !== 'http://pigeon.invalid' && params.has('error');
+}
+
+/** What an OAuth server must answer to a hostile case at one of the identity provider's endpoints (module comment). */
+function providerVerdict(c: HostileCase, res: request.Response, changed: string[]): string[] {
+  const wrong: string[] = [];
+  const said = `${res.status} ${String(res.headers['content-type'] ?? '(no content-type)')}: ${res.text?.slice(0, 160)}`;
+  if (kindOf(c) === 'a method the path does not have') {
+    if (![404, 405].includes(res.status)) wrong.push(`status ${said}, expected 404 or 405`);
+  } else {
+    try {
+      expectToMatchSpec(res, c.method, pathOf(c));
+    } catch (err) {
+      wrong.push(`not as documented: ${(err as Error).message.split('\n').slice(1, 3).join(' ')}`);
+    }
+    const mayAccept = UNKNOWN_PARAMETER_JUNK.includes(kindOf(c)) || ONLY_SHOWS_A_PAGE.has(c.route);
+    if (!mayAccept && res.status < 500 && !refusedByProvider(c, res)) wrong.push(`accepted (${said}), but an OAuth server must refuse it`);
+  }
+  if (refusedByProvider(c, res) && changed.length) wrong.push(`refused, yet changed ${changed.join(', ')}`);
+  return wrong;
+}
+
 /** Runs one case; returns what was wrong with the answer (nothing when it is right). */
 async function run(c: HostileCase): Promise<string[]> {
   const before = snapshot(ctx.store.db);
@@ -128,6 +206,10 @@ async function run(c: HostileCase): Promise<string[]> {
   const changed = changedTables(before, snapshot(ctx.store.db));
   const wrong: string[] = [];
   if (res.status >= 500) fiveHundreds.push(c.name);
+  if (providerPaths().has(pathOf(c))) {
+    if (res.status >= 500) wrong.push(`status ${res.status}: ${res.text?.slice(0, 200)}`);
+    return [...wrong, ...providerVerdict(c, res, changed)];
+  }
   if (!c.expect.includes(res.status)) wrong.push(`status ${res.status}, expected ${c.expect.join('/')}: ${res.text?.slice(0, 200)}`);
   if (res.status >= 400) {
     const { code, wrong: notProblem } = problemCode(c, res);
@@ -147,13 +229,14 @@ describe('the hostile corpus', () => {
   test('covers every path of the document and has at least 200 cases', () => {
     const all = corpus();
     const run = toRun();
-    console.log(`hostile corpus: ${all.length} cases over ${new Set(all.map((c) => c.route)).size} method-path pairs (${specOperations().length} operations); this run sends ${run.length}`);
+    console.log(`hostile corpus: ${all.length} cases over ${new Set(all.map((c) => c.route)).size} method-path pairs (${allOperations().length} operations, ${providerOperations().length} of them the identity provider's); this run sends ${run.length}`);
     expect(new Set(run.map((c) => c.route)).size).toBe(new Set(all.map((c) => c.route)).size);
     expect(run.length).toBeGreaterThanOrEqual(200);
     const covered = new Set(all.map((c) => c.route.slice(c.route.indexOf(' ') + 1)));
     // Operations without parameters or a body (the probes, the discovery documents) are covered by their path's
     // other methods; every operation that takes anything has cases of its own.
-    const missing = specOperations()
+    expect(providerOperations().length).toBeGreaterThanOrEqual(5);
+    const missing = allOperations()
       .filter((o) => !covered.has(o.path) || ((o.pathParams.length || o.query.length || o.body) && !all.some((c) => c.route === o.key)))
       .map((o) => o.key);
     expect(missing).toEqual([]);
@@ -161,8 +244,8 @@ describe('the hostile corpus', () => {
     expect(new Set(all.map((c) => c.name)).size).toBe(all.length); // names identify cases in failure lists
   });
 
-  const paths = [...new Set(specOperations().map((o) => o.path))];
-  test.each(paths)('%s: every case is its 4xx with a problem body, changes nothing, and /healthz stays up', async (p) => {
+  const paths = [...new Set(allOperations().map((o) => o.path))];
+  test.each(paths)('%s: every case is its 4xx with a problem body (the provider\'s: what OAuth requires), changes nothing, and /healthz stays up', async (p) => {
     const mine = toRun().filter((c) => c.route.slice(c.route.indexOf(' ') + 1) === p);
     expect(mine.length).toBeGreaterThan(0);
     const failures: Record<string, string[]> = {};

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runAdmin } from '../../server/cli/admin';
 import { openSqliteStore } from '../../server/store/sqlite';
-import { verifyPassword } from '../../server/auth/passwords';
+import { verifyPassword } from '../../server/identity/passwords';
 import { tempDir } from '../helpers/testApp';
 import { ROOT } from '../helpers/server';
 

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
 import { demoState, seedDemo, DEFAULT_FIXTURES_DIR, type SeedResult } from '../../server/demo/seed';
 import { mboxMessages } from '../../server/content/mbox';
-import { verifyPassword } from '../../server/auth/passwords';
+import { verifyPassword } from '../../server/identity/passwords';
 import { generateFixtures } from '../../fixtures/generate';
 
 const clock = { now: () => Date.UTC(2026, 0, 2) };

@@ -442,7 +442,7 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
   });
 
   test('a moved user signs in at a us app with the same password (quarantined until the us admin allows the device) and syncs the moved mail', async () => {
-    const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_REGION: 'us', PIGEON_REGIONS: REGIONS_ENV, PIGEON_ISSUER: DIRECTORY.us });
+    const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_PASSWORD_GRANT: 'true', PIGEON_REGION: 'us', PIGEON_REGIONS: REGIONS_ENV, PIGEON_ISSUER: DIRECTORY.us });
     const keys = await loadKeys(config, us.secrets);
     const built = createApp({ config, store: us, keys, clock: new ManualClock(Date.now()), log: createLogger({ logLevel: 'silent', logPretty: false }), lag: { lagMs: () => 0, stop() {} } });
     const server = http.createServer(withFastLane(built.app, built.fastLane));
