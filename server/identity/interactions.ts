@@ -108,7 +108,6 @@ const CERTIFICATE_STEP_TTL_MS = 2 * 60_000;
 /** The sign-in pages: the main listener's, and the certificate listener's when certificate sign-in is configured. */
 export function signInPages(o: InteractionOptions): SignInPages {
   const { idp, config, store, clock } = o;
-  const { provider } = idp;
   const router = express.Router();
   const csrfKey = Buffer.from(crypto.hkdfSync('sha256', o.serverSecret, Buffer.alloc(0), 'pigeon identity: csrf v1', 32));
   const knownKey = Buffer.from(crypto.hkdfSync('sha256', o.serverSecret, Buffer.alloc(0), 'pigeon identity: known device v1', 32));
@@ -202,14 +201,14 @@ export function signInPages(o: InteractionOptions): SignInPages {
 
   const details = async (req: Request, res: Response) => {
     try {
-      return await provider.interactionDetails(req, res);
+      return await idp.provider.interactionDetails(req, res);
     } catch {
       await render(res, 400, 'Sign-in problem', messageBody('This sign-in has expired or was started in another browser. Go back to the app and start again.'));
       return undefined;
     }
   };
 
-  const clientName = async (clientId: string) => (await provider.Client.find(clientId))?.clientName ?? clientId;
+  const clientName = async (clientId: string) => (await idp.provider.Client.find(clientId))?.clientName ?? clientId;
 
   const showLogin = async (res: Response, uid: string, clientId: string, status = 200, error?: string, typed?: string) =>
     render(
@@ -219,7 +218,7 @@ export function signInPages(o: InteractionOptions): SignInPages {
       loginBody({ action: `/interaction/${uid}/login`, csrf: csrfFor(uid), clientName: await clientName(clientId), username: typed, error, certificateUrl: o.certificateUrl?.(uid) }),
     );
 
-  const showConsent = async (res: Response, uid: string, interaction: Awaited<ReturnType<typeof provider.interactionDetails>>, user: User) => {
+  const showConsent = async (res: Response, uid: string, interaction: Awaited<ReturnType<IdentityProvider['provider']['interactionDetails']>>, user: User) => {
     const requested = String(interaction.params.scope ?? '').split(' ').filter(Boolean);
     const api = apiScopesFor(user);
     const shown = requested.filter((s) => api.includes(s) || s === 'offline_access');
@@ -277,7 +276,7 @@ export function signInPages(o: InteractionOptions): SignInPages {
       path: '/interaction',
       maxAge: 365 * 86400_000,
     });
-    await provider.interactionFinished(req, res, { login: { accountId: user.id, amr, remember: true } }, { mergeWithLastSubmission: false });
+    await idp.provider.interactionFinished(req, res, { login: { accountId: user.id, amr, remember: true } }, { mergeWithLastSubmission: false });
   };
 
   router.get('/interaction/:uid', async (req, res) => {
@@ -388,14 +387,14 @@ export function signInPages(o: InteractionOptions): SignInPages {
     const clientId = String(interaction.params.client_id);
     const requested = String(interaction.params.scope ?? '').split(' ').filter(Boolean);
     const api = apiScopesFor(user).filter((s) => requested.includes(s));
-    const grant = new provider.Grant({ accountId: user.id, clientId });
+    const grant = new idp.provider.Grant({ accountId: user.id, clientId });
     grant.addOIDCScope(requested.filter((s) => ['openid', 'offline_access', 'email', 'profile'].includes(s)).join(' '));
     if (api.length) grant.addResourceScope(idp.resource, api.join(' '));
     const grantId = await grant.save();
     const deviceId = typeof interaction.params.device_id === 'string' && DEVICE_ID_PATTERN.test(interaction.params.device_id) ? interaction.params.device_id : null;
     await idp.startSignIn({ grantId, userId: user.id, clientId, deviceId, scope: api.join(' ') });
     res.setHeader('Content-Security-Policy', pageSecurityPolicy(redirectTargets(interaction.params.redirect_uri)));
-    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    await idp.provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
   });
 
   router.post('/interaction/:uid/abort', form, async (req, res) => {
@@ -403,7 +402,7 @@ export function signInPages(o: InteractionOptions): SignInPages {
     if (!interaction || !(await checkForm(req, res, interaction.uid))) return;
     await store.identityRecords.destroy(PENDING_MODEL, interaction.uid);
     res.setHeader('Content-Security-Policy', pageSecurityPolicy(redirectTargets(interaction.params.redirect_uri)));
-    await provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, { mergeWithLastSubmission: false });
+    await idp.provider.interactionFinished(req, res, { error: 'access_denied', error_description: 'The user cancelled the sign-in.' }, { mergeWithLastSubmission: false });
   });
 
   /** The password form of an interaction, on the main listener (absolute: the certificate pages are on another port). */
