@@ -178,7 +178,10 @@ export function signInPages(o: InteractionOptions): SignInPages {
       store: o.rateLimitStore?.(name),
     });
   // The known-device exemption holds only for the user the cookie names.
-  const exempt = (req: Request) => knownDevice(req) !== undefined && knownDevice(req) === (req as { signInUserId?: string }).signInUserId;
+  const exempt = (req: Request) => {
+    const known = knownDevice(req);
+    return known !== undefined && known === (req as { signInUserId?: string }).signInUserId;
+  };
   const perUserAndAddress = failures('signin-user-address', config.loginFailuresPerUser, (req) => `user:${username(req)}|${ipKeyGenerator(req.ip ?? 'unknown')}`, (req) => !exempt(req));
   const perUser = failures('signin-user', config.loginFailuresPerUserGlobal, (req) => `user:${username(req)}`, (req) => !exempt(req));
   const perKnownDevice = failures('signin-known-device', config.loginFailuresPerUser, (req) => `known:${knownDevice(req)}`, exempt);

@@ -9,14 +9,13 @@
  * SIGHUP, and the per-address budget of refused certificates.
  */
 import fs from 'node:fs';
-import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startServer, type RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
 import { disposeTestPki, testPki, type TestPki, type TestUser } from '../helpers/pki';
-import { FormClient, enrolmentSecret, formActions, hiddenField, tlsFetch, totp, type PageResponse } from '../helpers/oidcClient';
+import { FormClient, enrolmentSecret, formActions, hiddenField, pkceAuthorization, tlsFetch, totp, type PageResponse } from '../helpers/oidcClient';
 import { openSqliteStore } from '../../server/store/sqlite';
 import { hashPassword } from '../../server/identity/passwords';
 
@@ -130,16 +129,7 @@ async function config(d: Deployment): Promise<Configuration> {
 /** A new browser at the login page of a new authorization: the page, the certificate link, the app's PKCE verifier. */
 async function loginPage(d: Deployment, c?: Configuration) {
   c ??= await config(d);
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(c, {
-    redirect_uri: REDIRECT,
-    scope: 'openid offline_access mail',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    device_id: DEVICE_ID,
-  });
+  const { url, verifier, state } = await pkceAuthorization(oidc, c, { redirect_uri: REDIRECT, device_id: DEVICE_ID });
   const browser = new FormClient(d.server.cert, d.issuer);
   const page = await browser.follow(await browser.get(url.toString()));
   expect(page.text).toContain('name="password"');
@@ -153,28 +143,8 @@ async function loginPage(d: Deployment, c?: Configuration) {
  * A GET as the browser would make it on the certificate listener: the browser's cookies (not port-scoped), the
  * client certificate when given, a fresh TLS connection each time (no resumed session, no pooled socket).
  */
-function certificateGet(d: Deployment, browser: FormClient, url: string, user?: Pick<TestUser, 'cert' | 'key'>): Promise<PageResponse> {
-  const cookie = [...browser.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
-  return new Promise((resolve, reject) => {
-    const req = https.request(
-      url,
-      { method: 'GET', ca: d.server.cert, agent: false, headers: cookie ? { cookie } : {}, ...(user ? { cert: user.cert, key: user.key } : {}) },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          for (const line of res.headers['set-cookie'] ?? []) {
-            const [pair] = line.split(';');
-            const eq = pair!.indexOf('=');
-            browser.cookies.set(pair!.slice(0, eq).trim(), pair!.slice(eq + 1).trim());
-          }
-          resolve({ status: res.statusCode ?? 0, location: res.headers.location, text: Buffer.concat(chunks).toString('utf8'), headers: res.headers });
-        });
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
+function certificateGet(browser: FormClient, url: string, user?: Pick<TestUser, 'cert' | 'key'>): Promise<PageResponse> {
+  return browser.request('GET', url, undefined, {}, { agent: false, ...(user ? { cert: user.cert, key: user.key } : {}) });
 }
 
 /** From the page after the first factor: "Not now" to enrolment, or the TOTP code; then Allow. The app's callback. */
@@ -218,7 +188,7 @@ const waitForLog = async (d: Deployment, msg: string, after: number) => (await w
 /** A certificate sign-in of `user` from the login page to tokens (enrolment declined), and the API call it allows. */
 async function signInWithCertificate(d: Deployment, user: TestUser) {
   const { c, browser, link, uid, verifier, state } = await loginPage(d);
-  const taken = await certificateGet(d, browser, link, user);
+  const taken = await certificateGet(browser, link, user);
   expect(taken.status).toBe(303);
   expect(taken.location).toBe(`${d.issuer}/interaction/${uid}`);
   const next = await browser.follow(taken);
@@ -257,7 +227,7 @@ describe('signing in with a certificate', () => {
   test('a certificate is not a second factor: a user who enrolled is asked for the TOTP code after it', async () => {
     // Enrol during a certificate sign-in.
     let { browser, link } = await loginPage(main);
-    let page = await browser.follow(await certificateGet(main, browser, link, pki.emailUser));
+    let page = await browser.follow(await certificateGet(browser, link, pki.emailUser));
     const secret = enrolmentSecret(page.text);
     page = await browser.post(formActions(page.text)[0]!, { csrf: hiddenField(page.text, 'csrf'), code: totp(secret) });
     expect(page.text).toContain('recovery codes');
@@ -267,7 +237,7 @@ describe('signing in with a certificate', () => {
     // The next certificate sign-in asks for the code (the one used at enrolment is spent: the next step's).
     const next = await loginPage(main);
     ({ browser, link } = next);
-    page = await browser.follow(await certificateGet(main, browser, link, pki.emailUser));
+    page = await browser.follow(await certificateGet(browser, link, pki.emailUser));
     expect(page.text).toContain('Two-step verification');
     const wrong = await browser.post(formActions(page.text)[0]!, { csrf: hiddenField(page.text, 'csrf'), code: '000000' });
     expect(wrong.status).toBe(401);
@@ -282,7 +252,7 @@ describe('refusals', () => {
   async function refused(user: TestUser | undefined, status: number, text: RegExp) {
     const { browser, link, uid } = await loginPage(main);
     const before = main.server.logs.length;
-    const res = await certificateGet(main, browser, link, user);
+    const res = await certificateGet(browser, link, user);
     expect({ status: res.status, location: res.location }).toEqual({ status, location: undefined });
     expect(res.text).toMatch(text);
     expect(res.text).toContain(`href="${main.issuer}/interaction/${uid}"`);
@@ -330,7 +300,7 @@ describe('refusals', () => {
   });
 
   /** The same with a client certificate at hand (the main listener does not ask for it, so it is never sent). */
-  const certificateGetOnMain = (browser: FormClient, url: string) => certificateGet(main, browser, url, pki.emailUser);
+  const certificateGetOnMain = (browser: FormClient, url: string) => certificateGet(browser, url, pki.emailUser);
 
   test('the certificate listener serves the certificate page and its stylesheet, nothing else', async () => {
     const base = `https://127.0.0.1:${main.certPort}`;
@@ -376,7 +346,7 @@ describe('with workers (PIGEON_WORKERS=2)', () => {
     const reloaded = await waitForLogs(workers, 'client certificate trust reloaded', before, 2);
     expect(new Set(reloaded.map((l) => l.worker)).size).toBe(2);
     const { browser, link } = await loginPage(workers);
-    expect((await certificateGet(workers, browser, link, pki.revokedUser)).status).toBe(403);
+    expect((await certificateGet(browser, link, pki.revokedUser)).status).toBe(403);
     expect(workers.server.proc.exitCode).toBeNull();
   });
 });
@@ -391,13 +361,13 @@ describe('trust reload and budget', () => {
     }
     // Not yet reloaded: the listener still has the old CRL.
     let { browser, link } = await loginPage(main);
-    expect((await certificateGet(main, browser, link, pki.emailUser)).status).toBe(303);
+    expect((await certificateGet(browser, link, pki.emailUser)).status).toBe(303);
 
     const before = main.server.logs.length;
     main.server.proc.kill('SIGHUP');
     expect(await waitForLog(main, 'client certificate trust reloaded', before)).toMatchObject({ why: 'SIGHUP', crls: 2 });
     ({ browser, link } = await loginPage(main));
-    const res = await certificateGet(main, browser, link, pki.emailUser);
+    const res = await certificateGet(browser, link, pki.emailUser);
     expect(res.status).toBe(403);
     expect(res.text).toContain('has been revoked');
     expect(main.server.proc.exitCode).toBeNull(); // SIGHUP reloads; it does not end the server
@@ -407,12 +377,12 @@ describe('trust reload and budget', () => {
     const { browser, link } = await loginPage(main);
     let res: PageResponse | undefined;
     for (let i = 0; i <= BUDGET; i++) {
-      res = await certificateGet(main, browser, link);
+      res = await certificateGet(browser, link);
       if (res.status === 429) break;
       expect(res.status).toBe(401);
     }
     expect(res!.status).toBe(429);
     expect(Number(res!.headers['retry-after'])).toBeGreaterThan(0);
-    expect((await certificateGet(main, browser, link, pki.upnUser)).status).toBe(429);
+    expect((await certificateGet(browser, link, pki.upnUser)).status).toBe(429);
   });
 });

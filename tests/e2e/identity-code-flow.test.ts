@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { ROOT, startServer, storeWithUser, type RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
-import { FormClient, enrolmentSecret, formActions, hiddenField, tlsFetch, totp } from '../helpers/oidcClient';
+import { FormClient, enrolmentSecret, formActions, hiddenField, pkceAuthorization, tlsFetch, totp } from '../helpers/oidcClient';
 
 // openid-client ships ES modules only: loaded with require() (jest compiles it), typed from its ES-module side.
 type OpenIdClient = typeof import('openid-client', { with: { 'resolution-mode': 'import' } });
@@ -67,20 +67,8 @@ async function config() {
 }
 
 /** Starts an authorization: the URL, the verifier and the state. */
-async function authorization(c: Configuration, extra: Record<string, string> = {}) {
-  const verifier = oidc.randomPKCECodeVerifier();
-  const state = oidc.randomState();
-  const url = oidc.buildAuthorizationUrl(c, {
-    redirect_uri: REDIRECT,
-    scope: 'openid offline_access mail',
-    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
-    code_challenge_method: 'S256',
-    state,
-    device_id: DEVICE_ID,
-    ...extra,
-  });
-  return { url, verifier, state };
-}
+const authorization = (c: Configuration, extra: Record<string, string> = {}) =>
+  pkceAuthorization(oidc, c, { redirect_uri: REDIRECT, device_id: DEVICE_ID, ...extra });
 
 /** Walks the pages: password, then (optionally) TOTP or enrolment, then consent; answers the redirect to the app. */
 async function signInPages(browser: FormClient, url: URL, opts: { username?: string; password?: string; code?: () => string } = {}) {

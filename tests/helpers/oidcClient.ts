@@ -6,6 +6,26 @@
 import crypto from 'node:crypto';
 import https from 'node:https';
 
+type OpenIdClient = typeof import('openid-client', { with: { 'resolution-mode': 'import' } });
+type Configuration = import('openid-client', { with: { 'resolution-mode': 'import' } }).Configuration;
+
+/**
+ * An authorization request as the apps make it: PKCE S256, a state, the device id, `openid offline_access mail`.
+ * Answers the URL to open and what the token exchange needs.
+ */
+export async function pkceAuthorization(oidc: OpenIdClient, c: Configuration, params: { redirect_uri: string; device_id: string } & Record<string, string>) {
+  const verifier = oidc.randomPKCECodeVerifier();
+  const state = oidc.randomState();
+  const url = oidc.buildAuthorizationUrl(c, {
+    scope: 'openid offline_access mail',
+    code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
+    code_challenge_method: 'S256',
+    state,
+    ...params,
+  });
+  return { url, verifier, state };
+}
+
 /** A fetch (as openid-client's `customFetch` wants it) over node:https that trusts `ca`, never following redirects. */
 export function tlsFetch(ca: string) {
   return async (url: string, options: { method?: string; headers?: Record<string, string> | Headers; body?: unknown; signal?: AbortSignal }): Promise<Response> => {
@@ -47,13 +67,17 @@ export class FormClient {
     private readonly origin: string,
   ) {}
 
-  request(method: string, url: string, form?: Record<string, string>, headers: Record<string, string> = {}): Promise<PageResponse> {
+  /**
+   * One request with the browser's cookies. `tls` adds options of the connection, e.g. a client certificate
+   * (`cert`, `key`) and `agent: false` for a fresh handshake.
+   */
+  request(method: string, url: string, form?: Record<string, string>, headers: Record<string, string> = {}, tls: https.RequestOptions = {}): Promise<PageResponse> {
     const target = new URL(url, this.origin);
     const body = form ? Buffer.from(new URLSearchParams(form).toString()) : undefined;
     const cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
     const h: Record<string, string> = { ...(cookie ? { cookie } : {}), ...(body ? { 'content-type': 'application/x-www-form-urlencoded', 'content-length': String(body.length), origin: this.origin } : {}), ...headers };
     return new Promise((resolve, reject) => {
-      const req = https.request(target, { method, headers: h, ca: this.ca }, (res) => {
+      const req = https.request(target, { ...tls, method, headers: h, ca: this.ca }, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
