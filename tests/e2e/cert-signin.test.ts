@@ -9,10 +9,10 @@
  * SIGHUP, and the per-address budget of refused certificates.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { startServer, type RunningServer } from '../helpers/server';
+import { withPickedPorts } from '../helpers/ports';
 import { tempDir } from '../helpers/testApp';
 import { disposeTestPki, testPki, type TestPki, type TestUser } from '../helpers/pki';
 import { FormClient, enrolmentSecret, formActions, hiddenField, pkceAuthorization, tlsFetch, totp, type PageResponse } from '../helpers/oidcClient';
@@ -42,15 +42,6 @@ interface Deployment {
 
 let pki: TestPki;
 let main: Deployment;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Two tenants with known ids for the trust file (which names tenants by id): tenant A's users carry the addresses
@@ -92,22 +83,23 @@ async function deploy(env: Record<string, string> = {}): Promise<Deployment> {
       { tenant: tenantB, caFile: pki.tenantB.certFile, crlFiles: [pki.tenantB.crlFile] },
     ]),
   );
-  const port = await freePort();
-  const certPort = await freePort();
-  const issuer = `https://127.0.0.1:${port}`;
-  const server = await startServer({
-    PIGEON_DATA_DIR: dataDir,
-    PIGEON_PORT: String(port),
-    PIGEON_ISSUER: issuer,
-    PIGEON_PASSWORD_GRANT: 'false',
-    PIGEON_WORKERS: '1',
-    PIGEON_CERT_SIGNIN_PORT: String(certPort),
-    PIGEON_CLIENT_CERT_TRUST_FILE: trustFile,
-    PIGEON_LOGIN_FAILURES_PER_USER: String(BUDGET),
-    PIGEON_LOG_LEVEL: process.env.IDP_DEBUG ? 'debug' : 'info',
-    ...env,
+  return withPickedPorts(2, async (ports) => {
+    const [port, certPort] = ports as [number, number];
+    const issuer = `https://127.0.0.1:${port}`;
+    const server = await startServer({
+      PIGEON_DATA_DIR: dataDir,
+      PIGEON_PORT: String(port),
+      PIGEON_ISSUER: issuer,
+      PIGEON_PASSWORD_GRANT: 'false',
+      PIGEON_WORKERS: '1',
+      PIGEON_CERT_SIGNIN_PORT: String(certPort),
+      PIGEON_CLIENT_CERT_TRUST_FILE: trustFile,
+      PIGEON_LOGIN_FAILURES_PER_USER: String(BUDGET),
+      PIGEON_LOG_LEVEL: process.env.IDP_DEBUG ? 'debug' : 'info',
+      ...env,
+    });
+    return { server, issuer, certPort, fetch: tlsFetch(server.cert), users };
   });
-  return { server, issuer, certPort, fetch: tlsFetch(server.cert), users };
 }
 
 beforeAll(async () => {

@@ -6,8 +6,8 @@
  * CSRF on the forms).
  */
 import { spawnSync } from 'node:child_process';
-import net from 'node:net';
 import { ROOT, startServer, storeWithUser, type RunningServer } from '../helpers/server';
+import { withPickedPorts } from '../helpers/ports';
 import { tempDir } from '../helpers/testApp';
 import { FormClient, enrolmentSecret, formActions, hiddenField, pkceAuthorization, tlsFetch, totp } from '../helpers/oidcClient';
 
@@ -26,29 +26,21 @@ let server: RunningServer;
 let issuer: string;
 let fetchTls: ReturnType<typeof tlsFetch>;
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 beforeAll(async () => {
   const dataDir = tempDir('pigeon-idp-');
   await storeWithUser(dataDir, 'alice', 'correct horse battery'); // enrols in two-step verification below
   await storeWithUser(dataDir, 'bob', 'correct horse battery');
-  const port = await freePort();
-  issuer = `https://127.0.0.1:${port}`;
-  server = await startServer({
-    PIGEON_DATA_DIR: dataDir,
-    PIGEON_PORT: String(port),
-    PIGEON_ISSUER: issuer,
-    PIGEON_PASSWORD_GRANT: 'false',
-    PIGEON_OPERATOR_CLIENT_SECRET: OPERATOR_SECRET,
-    PIGEON_WORKERS: '1',
-    PIGEON_LOG_LEVEL: process.env.IDP_DEBUG ? 'debug' : 'info',
+  server = await withPickedPorts(1, ([port]) => {
+    issuer = `https://127.0.0.1:${port}`;
+    return startServer({
+      PIGEON_DATA_DIR: dataDir,
+      PIGEON_PORT: String(port),
+      PIGEON_ISSUER: issuer,
+      PIGEON_PASSWORD_GRANT: 'false',
+      PIGEON_OPERATOR_CLIENT_SECRET: OPERATOR_SECRET,
+      PIGEON_WORKERS: '1',
+      PIGEON_LOG_LEVEL: process.env.IDP_DEBUG ? 'debug' : 'info',
+    });
   });
   fetchTls = tlsFetch(server.cert);
 }, 90_000);

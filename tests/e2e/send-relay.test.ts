@@ -4,9 +4,10 @@
  * relay's 451, and is not lost when the server dies (kill -9) while the relay is down.
  */
 import fs from 'node:fs';
-import net, { type AddressInfo } from 'node:net';
+import { type AddressInfo } from 'node:net';
 import { SMTPServer, type SMTPServerAddress } from 'smtp-server';
 import { httpsCall, startServer, type RunningServer } from '../helpers/server';
+import { pickPort } from '../helpers/ports';
 import { tempDir } from '../helpers/testApp';
 
 const RELAY_USER = 'pigeon-relay';
@@ -68,14 +69,6 @@ async function testRelay(port = 0) {
 }
 
 /** A loopback port nothing listens on (taken and released at once). */
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 const call = httpsCall;
 
 /** Alice on a registered device. */
@@ -178,7 +171,7 @@ describe('one server and a working relay', () => {
 
 test('queued mail survives kill -9 while the relay is down, and is relayed once after the restart', async () => {
   const dataDir = tempDir('pigeon-e2e-send-');
-  const port = await freePort();
+  const port = await pickPort();
   let first: RunningServer | undefined;
   let second: RunningServer | undefined;
   let relay: Awaited<ReturnType<typeof testRelay>> | undefined;

@@ -15,6 +15,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { startServer, storeWithUser, type RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
+import { withPickedPorts } from '../helpers/ports';
 import { tlsFetch, totp } from '../helpers/oidcClient';
 import { useBrowser, type TestPage } from '../helpers/browser';
 
@@ -38,15 +39,6 @@ let loopback: Loopback;
 /** What each test took, printed at the end, and how much of it went to axe and to screenshots. */
 const timings: string[] = [];
 const spent = { axeMs: 0, screenshotMs: 0, pages: 0 };
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function startLoopback(): Promise<Loopback> {
   const callbacks: URLSearchParams[] = [];
@@ -77,15 +69,16 @@ beforeAll(async () => {
   await storeWithUser(dataDir, 'alice', PASSWORD); // enrols, then signs in with a code
   await storeWithUser(dataDir, 'carol', PASSWORD); // a wrong password first, keyboard only
   await storeWithUser(dataDir, 'dave', PASSWORD); // the phone-sized screen
-  const port = await freePort();
-  issuer = `https://127.0.0.1:${port}`;
   [server, loopback] = await Promise.all([
-    startServer({
-      PIGEON_DATA_DIR: dataDir,
-      PIGEON_PORT: String(port),
-      PIGEON_ISSUER: issuer,
-      PIGEON_PASSWORD_GRANT: 'false',
-      PIGEON_WORKERS: '1',
+    withPickedPorts(1, ([port]) => {
+      issuer = `https://127.0.0.1:${port}`;
+      return startServer({
+        PIGEON_DATA_DIR: dataDir,
+        PIGEON_PORT: String(port),
+        PIGEON_ISSUER: issuer,
+        PIGEON_PASSWORD_GRANT: 'false',
+        PIGEON_WORKERS: '1',
+      });
     }),
     startLoopback(),
   ]);
