@@ -26,7 +26,7 @@
  *
  * Memory is bounded: each kind is a least-recently-used map with a cap; entries are frozen (shared between calls).
  */
-import type { AccessState, DeviceAccessRule, DeviceRecord, Invalidation, Store, User } from './types';
+import type { AccessConfigRecord, AccessState, AppProtectionState, DeviceAccessRule, DeviceCompliance, DeviceRecord, Invalidation, SignInLogEntry, Store, User, UserRisk } from './types';
 
 export interface HotCacheLimits {
   users: number;
@@ -98,7 +98,12 @@ type Head = Readonly<{ deviceId: string | null; expiresAt: number }>;
 interface TenantAccess {
   rules?: readonly DeviceAccessRule[];
   defaultState?: AccessState;
+  /** The conditional-access document (NO_CONFIG: none stored). */
+  accessConfig?: AccessConfigRecord;
 }
+
+/** "The tenant has no conditional-access document", remembered as this. */
+const NO_CONFIG: AccessConfigRecord = Object.freeze({ tenantId: '', version: 0, doc: '', updatedAt: 0 });
 
 const deviceKey = (userId: string, deviceId: string) => `${userId}\n${deviceId}`;
 
@@ -113,6 +118,12 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
   const signIns = new Lru<Cached<Head>>(cap.signIns);
   const devices = new Lru<Cached<DeviceRecord>>(cap.devices);
   const tenants = new Lru<TenantAccess>(cap.tenants);
+  // Conditional access's per-call reads (server/access/service.ts): a device's compliance and app standing, a
+  // user's risk, a session's sign-in. Invalidated with the device, the user and the sign-in they belong to.
+  const compliance = new Lru<Cached<DeviceCompliance>>(cap.devices);
+  const appStates = new Lru<Cached<AppProtectionState>>(cap.devices);
+  const userRisks = new Lru<Cached<UserRisk>>(cap.users);
+  const sessionSignIns = new Lru<Cached<SignInLogEntry>>(cap.signIns);
   const counts = { hits: 0, misses: 0, versionChecks: 0, versionMoves: 0 };
 
   const clear = () => {
@@ -120,6 +131,10 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     signIns.clear();
     devices.clear();
     tenants.clear();
+    compliance.clear();
+    appStates.clear();
+    userRisks.clear();
+    sessionSignIns.clear();
   };
 
   // Moves on every invalidation: a load that saw it move while it waited does not remember its (possibly older) answer.
@@ -130,12 +145,16 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
       switch (c.kind) {
         case 'user':
           users.delete(c.userId);
+          userRisks.delete(c.userId);
           break;
         case 'signIn':
           signIns.delete(c.familyId);
+          sessionSignIns.delete(c.familyId);
           break;
         case 'device':
           devices.delete(deviceKey(c.userId, c.deviceId));
+          compliance.delete(deviceKey(c.userId, c.deviceId));
+          appStates.delete(deviceKey(c.userId, c.deviceId));
           break;
         case 'tenantAccess':
           tenants.delete(c.tenantId);
@@ -182,6 +201,11 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     device: store.devices.byUserAndDeviceId,
     rules: store.deviceAccess.rules,
     defaultState: store.deviceAccess.defaultState,
+    accessConfig: store.access.config,
+    compliance: store.access.compliance,
+    appState: store.access.appState,
+    userRisk: store.access.userRisk,
+    signInOfSession: store.access.signInOfSession,
   };
 
   /** The cached answer for `key`, or `load()`'s (remembered unless an invalidation arrived while it loaded). */
@@ -257,6 +281,31 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     },
   };
 
+  // Keys: tenant, user and device ids never contain a newline, so `user\ndevice` is unambiguous (deviceKey).
+  const access$: Pick<Store['access'], 'config' | 'compliance' | 'appState' | 'userRisk' | 'signInOfSession'> = {
+    config(tenantId) {
+      if (store.access.config !== own.accessConfig) return store.access.config(tenantId);
+      return tenantAccess(tenantId, 'accessConfig', async () => Object.freeze((await store.access.config(tenantId)) ?? NO_CONFIG)).then((r) => (r === NO_CONFIG ? undefined : r));
+    },
+    compliance(tenantId, userId, deviceId) {
+      if (store.access.compliance !== own.compliance) return store.access.compliance(tenantId, userId, deviceId);
+      // Keyed by user and device: a user belongs to one tenant, and the record says which (checked by the reader).
+      return cached(compliance, deviceKey(userId, deviceId), () => store.access.compliance(tenantId, userId, deviceId)).then((r) => (r && r.tenantId === tenantId ? r : undefined));
+    },
+    appState(tenantId, userId, deviceId) {
+      if (store.access.appState !== own.appState) return store.access.appState(tenantId, userId, deviceId);
+      return cached(appStates, deviceKey(userId, deviceId), () => store.access.appState(tenantId, userId, deviceId)).then((r) => (r && r.tenantId === tenantId ? r : undefined));
+    },
+    userRisk(userId) {
+      if (store.access.userRisk !== own.userRisk) return store.access.userRisk(userId);
+      return cached(userRisks, userId, () => store.access.userRisk(userId));
+    },
+    signInOfSession(sessionId) {
+      if (store.access.signInOfSession !== own.signInOfSession) return store.access.signInOfSession(sessionId);
+      return cached(sessionSignIns, sessionId, () => store.access.signInOfSession(sessionId));
+    },
+  };
+
   /**
    * `target` with `overrides` in front; everything else is read from `target` when used, not copied, so a method
    * replaced on the wrapped store later (a test's spy) is the one called.
@@ -276,5 +325,6 @@ export function withHotCache(store: Store, limits: Partial<HotCacheLimits> = {})
     refreshTokens: front(store.refreshTokens, refreshTokens$),
     devices: front(store.devices, devices$),
     deviceAccess: front(store.deviceAccess, deviceAccess$),
+    access: front(store.access, access$),
   });
 }

@@ -427,6 +427,112 @@ export interface IdentityRecord {
   consumedAt: number | null;
 }
 
+// Conditional access, device compliance and app protection (server/access/).
+
+/**
+ * A tenant's access configuration: conditional-access policies, named locations, groups, approved client apps and
+ * app protection policies, as one JSON document (server/access/config.ts validates it). One document, one version:
+ * a change is a compare-and-set on the version, and the evaluator compiles it once per version.
+ */
+export interface AccessConfigRecord {
+  tenantId: string;
+  version: number;
+  /** The document, as JSON text (validated before it is stored). */
+  doc: string;
+  updatedAt: number;
+}
+
+export type ComplianceState = 'compliant' | 'noncompliant' | 'unknown';
+
+/** What a compliance partner (an MDM) last said of one device of one user. Kept even before the app registers. */
+export interface DeviceCompliance {
+  tenantId: string;
+  userId: string;
+  deviceId: string;
+  state: ComplianceState;
+  reasons: string[];
+  /** When the partner's statement lapses (the state reads `unknown` after it); null: until replaced. */
+  expiresAt: number | null;
+  /** The partner that said it. */
+  partner: string;
+  /** When the device last turned noncompliant (kept while it stays so): the grace period counts from here. */
+  noncompliantSince: number | null;
+  updatedAt: number;
+}
+
+export type SelectiveWipeState = 'none' | 'pending' | 'acknowledged';
+
+/** An app installation's standing against its app protection policy: its check-ins and any selective wipe. */
+export interface AppProtectionState {
+  tenantId: string;
+  userId: string;
+  deviceId: string;
+  /** The policy and its ETag the app last checked in against. */
+  policyId: string | null;
+  policyEtag: string | null;
+  appVersion: string | null;
+  osVersion: string | null;
+  lastCheckInAt: number | null;
+  /** PIN failures the app reported at its last check-in. */
+  pinFailures: number;
+  /** Violations the app reported (e.g. `jailbroken`), latest check-in. */
+  violations: string[];
+  selectiveWipe: SelectiveWipeState;
+  selectiveWipeReason: string | null;
+  selectiveWipeRequestedAt: number | null;
+  selectiveWipeAcknowledgedAt: number | null;
+  updatedAt: number;
+}
+
+export type SignInKind = 'interactive' | 'refresh' | 'password' | 'failure';
+
+/** One sign-in (or refused sign-in, or failed password) with how each policy judged it. */
+export interface SignInLogEntry {
+  id: string;
+  tenantId: string;
+  userId: string;
+  at: number;
+  kind: SignInKind;
+  clientId: string | null;
+  deviceId: string | null;
+  ip: string | null;
+  /** The sign-in session it started or renewed (the grant id), when one was issued. */
+  sessionId: string | null;
+  /** How the user proved who they are (OIDC `amr`: pwd, otp, mfa, x509, ...); `mfa` among them satisfies MFA. */
+  authMethods: string[];
+  riskLevel: 'none' | 'low' | 'medium' | 'high';
+  riskScore: number;
+  /** The risk signals that fired, with their weights. */
+  riskSignals: Array<{ signal: string; weight: number }>;
+  /** Each policy's result (server/access/policies.ts PolicyResult), as stored. */
+  policyResults: unknown[];
+  /** allow, block, needs (an interactive control was asked for), failure (a wrong password). */
+  decision: 'allow' | 'block' | 'needs' | 'failure';
+  /** Why, in words, when not allowed. */
+  reason: string | null;
+}
+
+export interface SignInLogFilter {
+  tenantId: string;
+  userId?: string;
+  decision?: SignInLogEntry['decision'];
+  clientId?: string;
+  deviceId?: string;
+  /** Entries at or after this time. */
+  since?: number;
+  /** Entries strictly older than this (at, id) position: the next page. */
+  before?: { at: number; id: string };
+  limit: number;
+}
+
+/** An administrator's word on a user's risk: confirmed (treat as high) or dismissed (clear what was computed). */
+export interface UserRisk {
+  userId: string;
+  state: 'confirmed' | 'dismissed';
+  at: number;
+  by: string;
+}
+
 export interface MfaEnrollment {
   userId: string;
   sealedSecret: string;
@@ -656,6 +762,37 @@ export interface StoreMethods {
     useRecoveryCode(userId: string, codeHash: string, now: number): boolean;
     /** Removes the enrolment and its recovery codes ("reset MFA"); false when there was none. */
     remove(userId: string): boolean;
+  };
+
+  /** Conditional access, compliance, app protection and the sign-in log (server/access/). */
+  access: {
+    config(tenantId: string): AccessConfigRecord | undefined;
+    /**
+     * Replaces the tenant's document when its version is still `expectedVersion` (0: none stored yet); answers the
+     * new record, or undefined when another change came first (the caller reads again and retries or reports 409).
+     */
+    putConfig(tenantId: string, doc: string, expectedVersion: number, now: number): AccessConfigRecord | undefined;
+    compliance(tenantId: string, userId: string, deviceId: string): DeviceCompliance | undefined;
+    /** Inserts or replaces (keyed by tenant, user, device). */
+    setCompliance(record: DeviceCompliance): void;
+    appState(tenantId: string, userId: string, deviceId: string): AppProtectionState | undefined;
+    /** Inserts or replaces (keyed by tenant, user, device). */
+    putAppState(state: AppProtectionState): void;
+    /** App states with a check-in older than `before` and no selective wipe yet (the offline sweep). */
+    staleAppStates(tenantId: string, before: number, limit: number): AppProtectionState[];
+    logSignIn(entry: SignInLogEntry): void;
+    /** Newest first. */
+    signIns(filter: SignInLogFilter): SignInLogEntry[];
+    /** The newest entry that started or renewed this session. */
+    signInOfSession(sessionId: string): SignInLogEntry | undefined;
+    /** The distinct devices, clients and addresses of the user's allowed sign-ins since `since` (risk's history; at most 1000 each). */
+    signInHistory(userId: string, since: number): { deviceIds: string[]; clientIds: string[]; ips: string[] };
+    /** Failed password attempts of the user since `since`. */
+    failuresSince(userId: string, since: number): number;
+    userRisk(userId: string): UserRisk | undefined;
+    setUserRisk(risk: UserRisk): void;
+    /** Deletes sign-in log entries older than `before`, at most `limit`; answers how many. */
+    purgeSignIns(before: number, limit: number): number;
   };
 
   idempotency: {

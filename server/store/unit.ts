@@ -72,6 +72,7 @@ const GROUPS = [
   'idempotency',
   'identityRecords',
   'mfa',
+  'access',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

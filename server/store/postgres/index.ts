@@ -34,6 +34,7 @@ import type { Logger } from 'pino';
 import { newId } from '../../ids';
 import type { CommittedChange, ConnectionPragmas, Invalidation, Store, StoreMethods, TxStore, Unit } from '../types';
 import { mapMethods, runAsync, type AsyncMethods } from '../unit';
+import { accessSteps } from './access';
 import { accountSteps } from './accounts';
 import { contentSteps } from './content';
 import { identitySteps } from './identity';
@@ -90,6 +91,8 @@ const LONE_READS = new Set([
   'search.query',
   'outbox.byId', 'outbox.due', 'outbox.nextDueAt', 'outbox.list',
   'idempotency.get',
+  'access.config', 'access.compliance', 'access.appState', 'access.staleAppStates', 'access.signIns', 'access.signInOfSession',
+  'access.signInHistory', 'access.failuresSince', 'access.userRisk',
 ]);
 
 const MAX_ATTEMPTS = 5;
@@ -126,7 +129,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

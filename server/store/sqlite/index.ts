@@ -9,6 +9,7 @@ import { deviceRepositories, type Invalidate } from './devices';
 import { mailRepositories, type ChangeRecorder } from './mail';
 import { contentRepositories } from './content';
 import { identityRepositories } from './identity';
+import { accessRepositories } from './access';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -316,6 +317,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...mailRepositories(sql, transaction, record),
     ...contentRepositories(sql),
     ...identityRepositories(sql),
+    ...accessRepositories(sql, invalidate),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.
