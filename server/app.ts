@@ -46,6 +46,10 @@ import { errorHandler, notFoundHandler } from './http/problem';
 import { deviceRateLimit, eventLoopLag, loadShedder, shedCheck, type LagSource } from './http/overload';
 import { createFastLane, expressIp } from './http/fastLane';
 import { regionsOf } from './regions';
+import { createAccessService } from './access/service';
+import { createAccessAdmin } from './access/admin';
+import { createPartnerVerifier } from './access/compliancePartner';
+import { loadCompliancePartners } from './access/partnersFile';
 
 export interface AppDeps {
   config: Config;
@@ -111,6 +115,10 @@ export function createApp(deps: AppDeps) {
     maxDevicesPerUser: config.maxDevicesPerUser,
     inactivityMs: config.deviceInactivity * 1000,
   });
+  // Conditional access, app protection and device compliance (server/access/): judged at every token issuance and
+  // refresh and, after the device gate, on every /v1 call and live push channel.
+  const access = createAccessService({ store, clock, log, signals: deviceSignals, complianceGraceMs: config.complianceGrace * 1000 });
+  const accessCheck = access.checkCall;
   const auth = createAuthService({
     store,
     clock,
@@ -121,6 +129,7 @@ export function createApp(deps: AppDeps) {
     clients: config.oauthClients,
     passwordGrant: config.passwordGrant,
     deviceCheck: devices.grantCheck,
+    access,
   });
   const metrics = createMetrics();
   /** The name the sign-in pages show: configured, else the user's tenant's, else the only tenant's, else Pigeon. */
@@ -141,6 +150,7 @@ export function createApp(deps: AppDeps) {
     log,
     deviceCheck: devices.grantCheck,
     organizationName: () => organizationName(),
+    access,
   });
 
   const app = express();
@@ -195,6 +205,7 @@ export function createApp(deps: AppDeps) {
     metrics: metrics.registry,
     options: { maxChannelsPerUser: config.pushStreamsPerUser, ...deps.push },
     cluster: deps.cluster?.push,
+    access: accessCheck,
   });
   // Sent mail: local recipients through `delivery`, remote ones into the outbox for the relay worker (main.ts
   // starts it; tests run its passes by hand).
@@ -238,13 +249,14 @@ export function createApp(deps: AppDeps) {
     serverSecret: keys.serverSecret,
     issuer,
     organizationName,
+    access,
     rateLimitStore: deps.cluster?.rateLimitStore,
     ...(certificateSignIn
       ? { certificateUrl: (uid: string) => certificatePageUrl(issuer, certificateSignIn.port(), uid), clientCertTrust: certificateSignIn.trustFor }
       : {}),
   });
   app.use(signIn.routes);
-  app.use('/v1', authenticate(authenticator), deviceGate(devices), deviceLimit);
+  app.use('/v1', authenticate(authenticator), deviceGate(devices, accessCheck), deviceLimit);
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
   // Every route, from the one table (server/routes.ts), through the one adapter (http/table.ts).
@@ -278,6 +290,17 @@ export function createApp(deps: AppDeps) {
     send,
     admin: createAdminService({ store, clock, audit: devices.audit }),
     importer,
+    appPolicy: { access, store, clock, signals: deviceSignals },
+    accessAdmin: createAccessAdmin({ store, clock, signals: deviceSignals }),
+    compliance: {
+      store,
+      clock,
+      log,
+      signals: deviceSignals,
+      issuer,
+      // A bad partners file stops start-up here (ConfigError), as a bad external-issuers file does.
+      verifier: config.compliancePartnersFile ? createPartnerVerifier({ partners: loadCompliancePartners(config.compliancePartnersFile), now }) : undefined,
+    },
   });
   const idempotency = createIdempotency(store, clock);
   app.use(serveTable(routes, { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth, idempotency }));
@@ -287,7 +310,7 @@ export function createApp(deps: AppDeps) {
 
   // The hot reads without the Express chain, by the same code (http/fastLane.ts); the listener tries it first.
   const fastLane = config.fastLane
-    ? createFastLane({ routes, authenticator, devices, deviceLimit, shed: shedCheck(shedding), metrics, log, securityHeaders, compression: compress, ipOf: expressIp(app), originOf: expressOrigin(app) })
+    ? createFastLane({ routes, authenticator, devices, deviceLimit, shed: shedCheck(shedding), metrics, log, securityHeaders, compression: compress, ipOf: expressIp(app), originOf: expressOrigin(app), accessCheck })
     : undefined;
 
   // The certificate listener's application: the certificate page (and the stylesheet its page links), nothing else.
@@ -307,7 +330,7 @@ export function createApp(deps: AppDeps) {
     certificateApp.use(errorHandler(log));
   }
 
-  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

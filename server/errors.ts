@@ -14,6 +14,9 @@ export type ErrorCode =
   | 'deviceWiped'
   | 'wipeRequested'
   | 'deviceLimitReached'
+  | 'accessBlocked'
+  | 'appUpgradeRequired'
+  | 'selectiveWipeRequested'
   | 'forbidden'
   | 'notFound'
   | 'folderNotFound'
@@ -47,6 +50,9 @@ const TITLES: Record<ErrorCode, string> = {
   deviceWiped: 'Device wiped',
   wipeRequested: 'Wipe requested',
   deviceLimitReached: 'Device limit reached',
+  accessBlocked: 'Access blocked by conditional access',
+  appUpgradeRequired: 'App upgrade required',
+  selectiveWipeRequested: 'Selective wipe requested',
   forbidden: 'Forbidden',
   notFound: 'Not found',
   folderNotFound: 'Folder not found',
@@ -137,6 +143,23 @@ export const errors = {
     new ApiError(403, 'deviceQuarantined', 'This device is quarantined until an administrator approves it.', { accessStateReason }),
   deviceLimitReached: (max: number) =>
     new ApiError(403, 'deviceLimitReached', `A user may register at most ${max} devices; remove one first.`),
+  /**
+   * Conditional access refuses the call (server/access/): the controls not met (or `block`), the policies that
+   * decided, and whether signing in again interactively can fix it (only multi-factor authentication is missing).
+   */
+  accessBlocked: (detail: string, extra: { controls: string[]; policies: string[]; interactionRequired: boolean }) =>
+    new ApiError(403, 'accessBlocked', detail, extra),
+  appUpgradeRequired: (minimumVersion: string, currentVersion: string | null, what: 'app' | 'os' = 'app') =>
+    new ApiError(403, 'appUpgradeRequired', `This ${what === 'app' ? 'app' : 'operating system'} version is too old; update to ${minimumVersion} or later.`, {
+      minimumVersion,
+      currentVersion,
+      upgrade: what,
+    }),
+  /** The app must remove this account's data (and only it: a selective wipe), then acknowledge. */
+  selectiveWipeRequested: (reason: string) =>
+    new ApiError(403, 'selectiveWipeRequested', 'The app protection policy requires this app to remove the account\'s data; remove it, then POST /v1/policy/selective-wipe-ack.', { reason }),
+  /** `If-Match` named a version that is no longer current. */
+  conflict: (detail: string) => new ApiError(412, 'conflict', detail),
   wipePending: () =>
     new ApiError(409, 'wipePending', 'A remote wipe is pending for this device; it cannot be removed until the device acknowledges it.'),
   methodNotAllowed: (allowed: string[]) =>

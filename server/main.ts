@@ -38,7 +38,7 @@ import { LAST_SEEN_FLUSH_MS } from './devices/service';
 import { seedDemo } from './demo/seed';
 import { startLmtp } from './lmtp/server';
 import { startMetricsServer } from './http/metricsServer';
-import { DeviceSignals, type DeviceCut } from './devices/signals';
+import { DeviceSignals, type AccessRecheck, type DeviceCut } from './devices/signals';
 import { createPushCluster, processPush } from './push/clusterBus';
 import { DatabaseRateLimitStore, IpcRateLimitStore, startPrimary, workerCount, workerLink, type WorkerLink } from './cluster';
 import type { AppCluster } from './app';
@@ -368,8 +368,12 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   let deviceSignals: DeviceSignals | undefined;
   let shared: AppCluster | undefined;
   if (link) {
-    const signals = new DeviceSignals({ relay: (cut) => link.send({ pigeon: 'cut', cut }) });
-    link.on('cut', (m) => signals.deliver(m.cut as DeviceCut));
+    // Re-checks ride on the primary's relay of cuts (a `cut` message is passed to every other worker as it is).
+    const signals = new DeviceSignals({
+      relay: (cut) => link.send({ pigeon: 'cut', cut }),
+      relayRecheck: (recheck) => link.send({ pigeon: 'cut', recheck }),
+    });
+    link.on('cut', (m) => (m.recheck ? signals.deliverRecheck(m.recheck as AccessRecheck) : signals.deliver(m.cut as DeviceCut)));
     link.on('drain', (m) => (stop ? void stop(String(m.signal)) : (drainAsked = String(m.signal))));
     deviceSignals = signals;
     shared = {
@@ -491,6 +495,10 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
       let identity = 0;
       for (let n = -1; n !== 0 && identity < 100_000; identity += n) n = await store.identityRecords.purgeExpired(now, 1000);
       if (identity) log.info({ identity }, 'expired identity records purged');
+      // The sign-in log past its retention (PIGEON_SIGN_IN_LOG_RETENTION), a batch at a time.
+      let signIns = 0;
+      for (let n = -1; n !== 0 && signIns < 100_000; signIns += n) n = await store.access.purgeSignIns(now - config.signInLogRetention * 1000, 1000);
+      if (signIns) log.info({ signIns }, 'old sign-in log entries purged');
       if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
       if (counts) log.debug({ counts }, 'ended rate-limit windows purged');
     });

@@ -24,6 +24,10 @@ import type { AdminService } from './admin/service';
 import { adminMessageRoutes } from './admin/messages';
 import type { Importer } from './mail/import';
 import type { Regions } from './regions';
+import { appPolicyRoutes, type AppPolicyRouteDeps } from './access/routes';
+import { accessAdminRoutes } from './access/adminRoutes';
+import type { AccessAdmin } from './access/admin';
+import { complianceRoutes, type ComplianceRouteDeps } from './access/complianceRoutes';
 
 export interface RouteDeps {
   config: Config;
@@ -37,6 +41,9 @@ export interface RouteDeps {
   send: SendService;
   admin: AdminService;
   importer: Importer;
+  appPolicy: AppPolicyRouteDeps;
+  accessAdmin: AccessAdmin;
+  compliance: ComplianceRouteDeps;
 }
 
 /** The hot reads the fast lane serves without the Express chain (http/fastLane.ts): the polls and the session call. */
@@ -66,6 +73,10 @@ export function routeTable(d: RouteDeps): Route[] {
     ...searchRoutes(d.search),
     // POST /v1/messages/send
     ...sendRoutes({ send: d.send, maxMessageBytes: d.config.maxMessageBytes }),
+    // GET /v1/policy, POST /v1/policy/check-in, POST /v1/policy/selective-wipe-ack (app protection)
+    ...appPolicyRoutes(d.appPolicy),
+    // Public, signed by a compliance partner: PUT /compliance/v1/devices/:deviceId
+    ...complianceRoutes(d.compliance),
 
     // GET /admin/v1/devices, GET|DELETE /admin/v1/devices/:id, POST /admin/v1/devices/:id/:action,
     // GET|POST /admin/v1/device-access-rules, GET|PUT|DELETE /admin/v1/device-access-rules/:id,
@@ -73,6 +84,10 @@ export function routeTable(d: RouteDeps): Route[] {
     ...adminRoutes(d.admin, d.devices),
     // POST /admin/v1/users/:id/messages
     ...adminMessageRoutes({ importer: d.importer, maxMessageBytes: d.config.maxMessageBytes }),
+    // GET|POST /admin/v1/{conditional-access/policies,named-locations,groups,app-protection-policies},
+    // GET|PUT|DELETE the same /:id, GET|PUT /admin/v1/approved-client-apps, POST /admin/v1/conditional-access/what-if,
+    // GET /admin/v1/sign-ins, POST /admin/v1/users/:id/risk
+    ...accessAdminRoutes({ admin: d.admin, accessAdmin: d.accessAdmin, access: d.appPolicy.access }),
   ];
   for (const key of FAST) {
     const route = routes.find((r) => `${r.method} ${r.path}` === key);

@@ -211,7 +211,7 @@ export function parseCidr(range: string): Cidr | string {
 // Schemas
 
 const MAX_LIST = 10_000;
-const identifier = z
+export const identifier = z
   .string()
   .min(1, 'must not be empty')
   .max(200, 'must be at most 200 characters')
@@ -370,7 +370,7 @@ const schemasMatchTypes: [
 void schemasMatchTypes;
 
 /** zod issues as `{field, message}` (the shape of a 400 invalidRequest's `errors`). */
-function fieldErrors(error: z.ZodError): FieldError[] {
+export function fieldErrors(error: z.ZodError): FieldError[] {
   return error.issues.map((i) => ({ field: i.path.length ? i.path.join('.') : '(root)', message: i.message }));
 }
 

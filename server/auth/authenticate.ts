@@ -73,6 +73,12 @@ export interface AuthContext {
    */
   sessionId: string;
   expiresAt: number;
+  /**
+   * For a token whose sign-in Pigeon did not see (an external issuer's): the app it was issued to (`azp` or
+   * `client_id`) and how the user proved who they are (`amr`), for conditional access (server/access/service.ts).
+   */
+  clientId?: string;
+  authMethods?: string[];
 }
 
 export function bearerToken(header: string | undefined): string | undefined {
@@ -306,6 +312,8 @@ export function createAuthenticator(
       scopes: identity.scopes,
       sessionId: access.sessionId,
       expiresAt: identity.expiresAt,
+      ...(identity.clientId ? { clientId: identity.clientId } : {}),
+      ...(identity.authMethods ? { authMethods: identity.authMethods } : {}),
     };
   }
 

@@ -254,6 +254,10 @@ export interface ExternalIdentity {
   /** `email` and `name` when the token has them (used for a user created just in time). */
   email?: string;
   name?: string;
+  /** The app the token was issued to (`client_id` of RFC 9068, else `azp`), for conditional access. */
+  clientId?: string;
+  /** `amr` (RFC 8176): how the user proved who they are at the IdP; `mfa` among them satisfies an MFA control. */
+  authMethods?: string[];
 }
 
 export interface ExternalIssuersOptions {
@@ -419,6 +423,9 @@ export function createExternalIssuers(opts: ExternalIssuersOptions) {
     if (payload.cnf && typeof payload.cnf === 'object' && !Array.isArray(payload.cnf)) identity.cnf = payload.cnf as Record<string, unknown>;
     if (typeof payload.email === 'string') identity.email = payload.email;
     if (typeof payload.name === 'string') identity.name = payload.name;
+    const client = typeof payload.client_id === 'string' ? payload.client_id : typeof payload.azp === 'string' ? payload.azp : undefined;
+    if (client) identity.clientId = client;
+    if (Array.isArray(payload.amr)) identity.authMethods = payload.amr.filter((m): m is string => typeof m === 'string').slice(0, 20);
     return identity;
   }
 

@@ -36,6 +36,17 @@ export function admitsWithoutDevice(method: string, path: string): boolean {
   return UNGATED.has(callKey(method, path));
 }
 
+/**
+ * Conditional access and app protection on a call the gate admitted (server/access/service.ts `checkCall`): throws
+ * the refusal. `ip` is read only when a policy needs it.
+ */
+export type AccessCheck = (input: { auth: AuthContext; device: DeviceRecord | undefined; method: string; path: string; ip: string | undefined }) => Promise<void>;
+
+export interface GateAccess {
+  check: AccessCheck;
+  ip(): string | undefined;
+}
+
 /** What the gate settled for one call: the device it is made for (when registered) and a well-formed header. */
 export interface GateVerdict {
   device?: DeviceRecord;
@@ -70,7 +81,14 @@ function callingDeviceId(auth: AuthContext, headers: IncomingHttpHeaders, verdic
  * `path` is below `/v1` (`/folders/sync`). Rejects with the device's refusal; resolves with the admitted device
  * otherwise.
  */
-export async function gateCall(devices: DeviceService, method: string, path: string, headers: IncomingHttpHeaders, auth: AuthContext): Promise<GateVerdict> {
+export async function gateCall(devices: DeviceService, method: string, path: string, headers: IncomingHttpHeaders, auth: AuthContext, access?: GateAccess): Promise<GateVerdict> {
+  const verdict = await deviceVerdict(devices, method, path, headers, auth);
+  // After the device's own state: a blocked or wiped device is told that first, whatever the policies say.
+  if (access) await access.check({ auth, device: verdict.device, method, path, ip: access.ip() });
+  return verdict;
+}
+
+async function deviceVerdict(devices: DeviceService, method: string, path: string, headers: IncomingHttpHeaders, auth: AuthContext): Promise<GateVerdict> {
   const verdict: GateVerdict = {};
   const key = callKey(method, path);
   const deviceId = callingDeviceId(auth, headers, verdict);
@@ -87,9 +105,9 @@ export async function gateCall(devices: DeviceService, method: string, path: str
   return verdict;
 }
 
-export function deviceGate(devices: DeviceService): RequestHandler {
+export function deviceGate(devices: DeviceService, check?: AccessCheck): RequestHandler {
   return async (req, res, next) => {
-    const verdict = await gateCall(devices, req.method, req.path, req.headers, req.auth!);
+    const verdict = await gateCall(devices, req.method, req.path, req.headers, req.auth!, check && { check, ip: () => req.ip });
     req.deviceIdHeader = verdict.deviceIdHeader;
     req.device = verdict.device;
     const { device } = verdict;

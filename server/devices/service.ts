@@ -117,6 +117,23 @@ export function createDeviceService(opts: DeviceServiceOptions) {
     return devices.map((d) => viewOf(d, effectiveAccess(d, t.rules, t.defaultState), d.username));
   }
 
+  /**
+   * What conditional access knows of the device, for admins: its MDM's last word on compliance and its app's
+   * standing with the app protection policy (server/access/).
+   */
+  async function withAccessState<V extends object>(v: V, device: DeviceRecord, tenantId: string) {
+    const [compliance, app] = await Promise.all([store.access.compliance(tenantId, device.userId, device.deviceId), store.access.appState(tenantId, device.userId, device.deviceId)]);
+    return {
+      ...v,
+      compliance: compliance
+        ? { state: compliance.state, reasons: compliance.reasons, expiresAt: iso(compliance.expiresAt), partner: compliance.partner, noncompliantSince: iso(compliance.noncompliantSince), updatedAt: iso(compliance.updatedAt) }
+        : { state: 'unknown' as const, reasons: [], expiresAt: null, partner: null, noncompliantSince: null, updatedAt: null },
+      appProtection: app
+        ? { policyId: app.policyId, lastCheckInAt: iso(app.lastCheckInAt), appVersion: app.appVersion, osVersion: app.osVersion, selectiveWipe: app.selectiveWipe, selectiveWipeReason: app.selectiveWipeReason }
+        : null,
+    };
+  }
+
   /** Appends one audit entry inside the caller's unit, so it commits (or rolls back) with the change it records. */
   function* audit(
     tx: TxStore,
@@ -289,11 +306,13 @@ export function createDeviceService(opts: DeviceServiceOptions) {
         userId = u.id;
       }
       const devices = await store.devices.list({ tenantId: actor.tenantId, userId, clientType: filter.clientType, deviceModel: filter.deviceModel });
-      return (await views(devices, actor.tenantId)).filter((v) => filter.accessState === undefined || v.accessState === filter.accessState);
+      const shown = (await views(devices, actor.tenantId)).map((v, i) => ({ v, d: devices[i]! })).filter(({ v }) => filter.accessState === undefined || v.accessState === filter.accessState);
+      return Promise.all(shown.map(({ v, d }) => withAccessState(v, d, actor.tenantId)));
     },
 
     async adminDevice(actor: Actor, id: string) {
-      return view(await adminDevice(actor, id), actor.tenantId);
+      const device = await adminDevice(actor, id);
+      return withAccessState(await view(device, actor.tenantId), device, actor.tenantId);
     },
 
     async act(actor: Actor, id: string, action: AdminAction) {

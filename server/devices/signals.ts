@@ -15,17 +15,50 @@ export interface DeviceCut {
   reason: CutReason;
 }
 
+/**
+ * Something conditional access reads changed (a policy, a device's compliance or app standing, a user's risk): the
+ * live channels in scope are judged again now, and end with the reason when access is gone. `policyChanged`: the
+ * tenant's app protection policies changed, and every app still connected is told to fetch its policy again.
+ */
+export interface AccessRecheck {
+  tenantId: string;
+  userId?: string;
+  deviceId?: string;
+  policyChanged?: boolean;
+}
+
 export interface DeviceSignalsOptions {
   /** Carries a cut made here to the other processes (called after the local listeners; must not throw). */
   relay?: (cut: DeviceCut) => void;
+  /** Carries a re-check asked for here to the other processes. */
+  relayRecheck?: (recheck: AccessRecheck) => void;
 }
 
 export class DeviceSignals {
   private readonly listeners = new Set<(cut: DeviceCut) => void>();
+  private readonly recheckListeners = new Set<(recheck: AccessRecheck) => void>();
   private readonly relay?: (cut: DeviceCut) => void;
+  private readonly relayRecheck?: (recheck: AccessRecheck) => void;
 
   constructor(options: DeviceSignalsOptions = {}) {
     this.relay = options.relay;
+    this.relayRecheck = options.relayRecheck;
+  }
+
+  onRecheck(listener: (recheck: AccessRecheck) => void): () => void {
+    this.recheckListeners.add(listener);
+    return () => this.recheckListeners.delete(listener);
+  }
+
+  /** A re-check asked for in this process: its listeners, then the other processes. */
+  recheck(event: AccessRecheck): void {
+    this.deliverRecheck(event);
+    this.relayRecheck?.(event);
+  }
+
+  /** A re-check asked for in another process. */
+  deliverRecheck(event: AccessRecheck): void {
+    for (const listener of this.recheckListeners) listener(event);
   }
 
   onCut(listener: (cut: DeviceCut) => void): () => void {

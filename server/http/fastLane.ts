@@ -25,7 +25,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Express, RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import { originForAuth, socketOrigin, type AuthContext, type Authenticator, type RequestOrigin } from '../auth/authenticate';
-import { admitsWithoutDevice, gateCall, type GateVerdict } from '../devices/gate';
+import { admitsWithoutDevice, gateCall, type AccessCheck, type GateVerdict } from '../devices/gate';
 import type { DeviceService } from '../devices/service';
 import type { DeviceRecord } from '../store/types';
 import { ApiError, errors } from '../errors';
@@ -55,6 +55,8 @@ export interface FastLaneDeps {
   compression: RequestHandler;
   /** The client address as Express's `req.ip` has it (the app's trust-proxy setting); see `expressIp`. */
   ipOf: (req: IncomingMessage) => string | undefined;
+  /** Conditional access and app protection after the device gate (devices/gate.ts `AccessCheck`). */
+  accessCheck?: AccessCheck;
   /**
    * The scheme and host the client addressed as Express's `req.protocol` and `req.host` have them (the app's
    * trust-proxy setting; `expressOrigin` in auth/authenticate.ts), for DPoP proofs. Without it, the listener's and
@@ -285,7 +287,7 @@ class LaneCall implements Call {
 const noop = () => {};
 
 export function createFastLane(deps: FastLaneDeps): FastLane {
-  const { authenticator, devices, deviceLimit, shed, metrics, log, compression, ipOf } = deps;
+  const { authenticator, devices, deviceLimit, shed, metrics, log, compression, ipOf, accessCheck } = deps;
   const originOf = deps.originOf ?? socketOrigin;
   const fast = compile(deps.routes);
   const security = headersOf(deps.securityHeaders);
@@ -337,7 +339,7 @@ export function createFastLane(deps: FastLaneDeps): FastLane {
       compression(req as never, res as never, noop);
       // The origin (for a DPoP proof's `htu`) is made only for the DPoP scheme: a Bearer poll allocates nothing more.
       auth = await authenticator(method, req.url!, req.headers, originForAuth(req, originOf));
-      const verdict = await gateCall(devices, method, path.slice('/v1'.length), req.headers, auth);
+      const verdict = await gateCall(devices, method, path.slice('/v1'.length), req.headers, auth, accessCheck && { check: accessCheck, ip: () => ipOf(req) });
       const { device } = verdict;
       // Last-seen times: gated calls only, as the Express gate counts them.
       if (device && !to.ungated) res.once('finish', () => devices.touch(device, res.statusCode < 400));

@@ -41,6 +41,7 @@ import { verifyPassword } from './passwords';
 import { createMfa } from './mfa';
 import { identifyClientCertificate, type ClientCertTrust } from './clientCert';
 import { apiScopesFor, type IdentityProvider } from './provider';
+import type { AccessService } from '../access/service';
 import {
   consentBody,
   enrollBody,
@@ -63,6 +64,8 @@ export interface InteractionOptions {
   issuer: string;
   organizationName(user?: User): Promise<string>;
   rateLimitStore?: (name: string) => RateLimitStore;
+  /** Conditional access: asked after the first factor (block, or require MFA) and told of failed passwords. */
+  access?: AccessService;
   /** Where certificate sign-in starts (a listener that asks for a client certificate), if configured. */
   certificateUrl?: (uid: string) => string;
   /**
@@ -96,6 +99,8 @@ interface Pending {
    */
   step: 'certificate' | 'mfa' | 'enroll' | 'codes' | 'done';
   sealedSecret?: string;
+  /** Enrolment cannot be skipped: the server requires MFA, or conditional access does for this sign-in. */
+  mfaDemanded?: boolean;
   recoveryCodes?: string[];
   recoveryHashes?: string[];
 }
@@ -243,8 +248,31 @@ export function signInPages(o: InteractionOptions): SignInPages {
     );
   };
 
+  /**
+   * Conditional access after the first factor, before anything else is asked: a blocked sign-in ends here (the app
+   * gets access_denied with the reason), and one that needs MFA must do it (enrolment cannot be skipped). The token
+   * exchange judges again with what was proven in the end (provider.ts); only a refusal is logged here.
+   */
+  const judgeSignIn = async (req: Request, res: Response, user: User, amr: string[]): Promise<'allow' | 'needs' | 'ended'> => {
+    if (!o.access) return 'allow';
+    const interaction = await idp.provider.Interaction.find(req.params.uid as string);
+    const deviceId = typeof interaction?.params.device_id === 'string' ? interaction.params.device_id : null;
+    const verdict = await o.access.evaluateSignIn(
+      { user, clientId: String(interaction?.params.client_id ?? 'unknown'), deviceId, ip: req.ip ?? null, authMethods: amr, kind: 'interactive', sessionId: null, userAgent: req.get('user-agent') },
+      { logAllowed: false },
+    );
+    const { decision } = verdict.evaluation;
+    if (decision !== 'block') return decision;
+    await store.identityRecords.destroy(PENDING_MODEL, req.params.uid as string);
+    await idp.provider.interactionFinished(req, res, { error: 'access_denied', error_description: o.access.refusal(verdict.evaluation).message }, { mergeWithLastSubmission: false });
+    return 'ended';
+  };
+
   /** After the first factor: the second, or enrolment, or done. */
   const afterFirstFactor = async (req: Request, res: Response, uid: string, user: User, amr: string[]) => {
+    const judged = await judgeSignIn(req, res, user, amr);
+    if (judged === 'ended') return;
+    const mfaDemanded = config.mfaRequired || judged === 'needs';
     const enrolled = await store.mfa.get(user.id);
     if (enrolled) {
       await savePending(uid, { userId: user.id, amr, step: 'mfa' });
@@ -252,7 +280,7 @@ export function signInPages(o: InteractionOptions): SignInPages {
     }
     if (amr.includes('mfa')) return finishLogin(req, res, user, amr);
     const enrollment = mfa.newEnrollment(user.username);
-    await savePending(uid, { userId: user.id, amr, step: 'enroll', sealedSecret: enrollment.sealedSecret });
+    await savePending(uid, { userId: user.id, amr, step: 'enroll', sealedSecret: enrollment.sealedSecret, mfaDemanded });
     return render(
       res,
       200,
@@ -263,8 +291,8 @@ export function signInPages(o: InteractionOptions): SignInPages {
         username: user.username,
         secretBase32: enrollment.secretBase32,
         otpauthUri: enrollment.otpauthUri,
-        required: config.mfaRequired,
-        skipAction: config.mfaRequired ? undefined : `/interaction/${uid}/enroll/skip`,
+        required: mfaDemanded,
+        skipAction: mfaDemanded ? undefined : `/interaction/${uid}/enroll/skip`,
       }),
       user,
     );
@@ -316,6 +344,10 @@ export function signInPages(o: InteractionOptions): SignInPages {
       // Always hash, so an unknown user costs as much as a wrong password (no enumeration by timing).
       const ok = await verifyPassword(password, candidate?.passwordHash ?? null);
       if (!candidate || !ok || candidate.disabled || !typed || !password) {
+        // A wrong password for a real user feeds sign-in risk (the failed-attempt burst).
+        if (candidate && !candidate.disabled && o.access) {
+          await o.access.recordFailure(candidate, { clientId: String(interaction.params.client_id), deviceId: typeof interaction.params.device_id === 'string' ? interaction.params.device_id : null, ip: req.ip ?? null, authMethods: ['pwd'] });
+        }
         return showLogin(res, interaction.uid, String(interaction.params.client_id), 401, 'The username or password is not right.', typed);
       }
       return afterFirstFactor(req, res, interaction.uid, candidate, ['pwd']);
@@ -373,7 +405,7 @@ export function signInPages(o: InteractionOptions): SignInPages {
     const interaction = await details(req, res);
     if (!interaction || !(await checkForm(req, res, interaction.uid))) return;
     const pending = await pendingOf(interaction.uid);
-    const allowed = skip ? pending?.step === 'enroll' && !config.mfaRequired : pending?.step === 'codes';
+    const allowed = skip ? pending?.step === 'enroll' && !config.mfaRequired && !pending.mfaDemanded : pending?.step === 'codes';
     const user = allowed && pending ? await store.users.byId(pending.userId) : undefined;
     if (!pending || !user || user.disabled) return showLogin(res, interaction.uid, String(interaction.params.client_id), 400, 'Sign in again.');
     return finishLogin(req, res, user, pending.amr);

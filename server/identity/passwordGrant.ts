@@ -10,6 +10,7 @@ import crypto from 'node:crypto';
 import { oauthErrors } from '../errors';
 import { newId } from '../ids';
 import type { Clock } from '../clock';
+import type { AccessService } from '../access/service';
 import type { Store, User, RefreshTokenRecord } from '../store/types';
 import type { AccessTokens } from '../auth/accessTokens';
 import { verifyPassword } from './passwords';
@@ -40,6 +41,14 @@ export interface AuthServiceOptions {
    * pending wipe still gets them but learns of the wipe (`wipe`), even when its access token had expired.
    */
   deviceCheck?: (userId: string, deviceId: string) => Promise<{ wipe?: { scope: 'account' }; refuse?: string }>;
+  /** Conditional access at issuance and refresh (server/access/service.ts); refusals become invalid_grant. */
+  access?: AccessService;
+}
+
+/** Where a token request came from, for conditional access (named locations, the platform). */
+export interface GrantRequestContext {
+  ip?: string;
+  userAgent?: string;
 }
 
 function scopesFor(user: User): string[] {
@@ -126,6 +135,19 @@ export function createAuthService(opts: AuthServiceOptions) {
     return { rec, row: { ...rec, tokenHash: hash(tokenFor(id)) } };
   }
 
+  /** Conditional access for a password sign-in or its refresh: anything but `allow` is invalid_grant. */
+  async function judge(user: User, clientId: string, deviceId: string | null, familyId: string, kind: 'password' | 'refresh', from: GrantRequestContext): Promise<void> {
+    if (!opts.access) return;
+    const verdict = await opts.access.evaluateSignIn({ user, clientId, deviceId, ip: from.ip ?? null, authMethods: ['pwd'], kind, sessionId: familyId, userAgent: from.userAgent });
+    const { decision } = verdict.evaluation;
+    if (decision === 'allow') return;
+    throw oauthErrors.invalidGrant(
+      decision === 'needs'
+        ? 'conditional access requires multi-factor authentication: sign in through the sign-in page'
+        : `conditional access: ${opts.access.refusal(verdict.evaluation).message}`,
+    );
+  }
+
   return {
     /**
      * The sign-in a password grant proves it already holds: `refresh_token` on the grant, when it is this server's,
@@ -145,7 +167,7 @@ export function createAuthService(opts: AuthServiceOptions) {
       return user && user.id === rec.userId ? rec.familyId : undefined;
     },
 
-    async passwordGrant(params: Record<string, unknown>): Promise<TokenResponse> {
+    async passwordGrant(params: Record<string, unknown>, from: GrantRequestContext = {}): Promise<TokenResponse> {
       if (!opts.passwordGrant) throw oauthErrors.unsupportedGrantType('the password grant is disabled');
       const clientId = checkClient(params.client_id);
       const { username, password } = params;
@@ -156,14 +178,19 @@ export function createAuthService(opts: AuthServiceOptions) {
       const user = await store.users.byUsername(username);
       // Always run the hash check, so unknown users cost as much as wrong passwords (no user enumeration by timing).
       const ok = await verifyPassword(password, user?.passwordHash ?? null);
-      if (!user || !ok || user.disabled) throw oauthErrors.invalidGrant('invalid username or password');
+      if (!user || !ok || user.disabled) {
+        if (user && !user.disabled && opts.access) await opts.access.recordFailure(user, { clientId, deviceId, ip: from.ip ?? null, authMethods: ['pwd'] });
+        throw oauthErrors.invalidGrant('invalid username or password');
+      }
       const scope = grantedScope(user, params.scope);
-      const { rec, row } = newRefresh(user, newId(), clientId, deviceId, scope);
+      const familyId = newId();
+      await judge(user, clientId, deviceId, familyId, 'password', from);
+      const { rec, row } = newRefresh(user, familyId, clientId, deviceId, scope);
       await store.refreshTokens.insert(row);
       return respond(user, rec);
     },
 
-    async refreshGrant(params: Record<string, unknown>): Promise<TokenResponse> {
+    async refreshGrant(params: Record<string, unknown>, from: GrantRequestContext = {}): Promise<TokenResponse> {
       const clientId = checkClient(params.client_id);
       const token = params.refresh_token;
       if (typeof token !== 'string' || token === '') throw oauthErrors.invalidRequest('refresh_token is required');
@@ -192,6 +219,7 @@ export function createAuthService(opts: AuthServiceOptions) {
         throw oauthErrors.invalidGrant('refresh token reuse detected; sign in again');
       }
 
+      await judge(user, clientId, rec.deviceId ?? deviceId, rec.familyId, 'refresh', from);
       // A device_id on the refresh binds a sign-in that was not yet bound (protocol.md §2); a bound one stays bound.
       const successor = newRefresh(user, rec.familyId, clientId, rec.deviceId ?? deviceId, rec.scope);
       await store.run(function* (tx) {

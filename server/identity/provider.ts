@@ -20,6 +20,7 @@ import type { Clock } from '../clock';
 import type { Store, User } from '../store/types';
 import type { KeyMaterial } from '../auth/keys';
 import type { Regions } from '../regions';
+import type { AccessService } from '../access/service';
 import { storeAdapter } from './adapter';
 import { DEVICE_ID_PATTERN } from './passwordGrant';
 import { loadOidc, type Configuration, type KoaContextWithOIDC, type Provider } from './oidc';
@@ -48,6 +49,8 @@ export interface IdentityProviderOptions {
   deviceCheck(userId: string, deviceId: string): Promise<DeviceVerdict>;
   /** The name the pages show before a user is known. */
   organizationName(): Promise<string>;
+  /** Conditional access (server/access/service.ts), judged at every access token the provider issues. */
+  access?: AccessService;
 }
 
 export interface IdentityProvider {
@@ -75,6 +78,30 @@ export function createIdentityProvider(o: IdentityProviderOptions): IdentityProv
    * polls that never need it.
    */
   let built: { provider: Provider; callback: ReturnType<Provider['callback']> } | undefined;
+  /**
+   * Conditional access at issuance: the code exchange (a new sign-in, whose risk is assessed now), a refresh (the
+   * sign-in's risk, with what is true now) and the device flow. A refusal is `invalid_grant`, which tells the app
+   * to sign in again; the sign-in log says why.
+   */
+  const judgeIssuance = async (ctx: KoaContextWithOIDC, token: { clientId?: string; grantId?: string }, user: User, deviceId: string | null) => {
+    const entities = ctx.oidc.entities as { AuthorizationCode?: { amr?: string[] }; RefreshToken?: { amr?: string[] }; DeviceCode?: { amr?: string[] } };
+    const source = entities.RefreshToken ?? entities.AuthorizationCode ?? entities.DeviceCode;
+    const verdict = await o.access!.evaluateSignIn({
+      user,
+      clientId: token.clientId ?? String(ctx.oidc.client?.clientId ?? 'unknown'),
+      deviceId,
+      ip: ctx.ip || null,
+      authMethods: source?.amr ?? [],
+      kind: entities.RefreshToken ? 'refresh' : 'interactive',
+      sessionId: token.grantId ?? null,
+      userAgent: ctx.get('user-agent') || undefined,
+    });
+    const { decision } = verdict.evaluation;
+    if (decision === 'allow') return;
+    const why = o.access!.refusal(verdict.evaluation);
+    throw new (loadOidc().errors.InvalidGrant)(decision === 'needs' ? 'conditional access requires multi-factor authentication: sign in again interactively' : `conditional access: ${why.message}`);
+  };
+
   const build = () => {
     const { Provider: ProviderClass, errors } = loadOidc();
 
@@ -253,6 +280,7 @@ export function createIdentityProvider(o: IdentityProviderOptions): IdentityProv
           }
           if (verdict.wipe) (ctx as { state: Record<string, unknown> }).state.wipe = verdict.wipe;
         }
+        if (o.access) await judgeIssuance(ctx, token, user, head.deviceId);
         return {
           tid: user.tenantId,
           sv: user.sessionVersion,

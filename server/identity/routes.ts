@@ -4,8 +4,8 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions, type Store as RateLimitStore } from 'express-rate-limit';
 import { errors, oauthErrors } from '../errors';
-import type { Route } from '../http/table';
-import type { AuthService } from './passwordGrant';
+import type { Call, Route } from '../http/table';
+import type { AuthService, GrantRequestContext } from './passwordGrant';
 import type { AccessTokens } from '../auth/accessTokens';
 import { bearerToken } from '../auth/authenticate';
 import type { IdentityProvider } from './provider';
@@ -136,6 +136,11 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
     o.idp.handle(req, res, (req as { rawBody?: Buffer }).rawBody ?? Buffer.alloc(0));
   };
 
+  const grantContext = (call: Call): GrantRequestContext => ({
+    ip: call.ip,
+    userAgent: typeof call.headers['user-agent'] === 'string' ? call.headers['user-agent'] : undefined,
+  });
+
   return [
     {
       method: 'POST',
@@ -149,9 +154,9 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
         const params = call.body as Record<string, unknown>;
         switch (params.grant_type) {
           case 'password':
-            return { headers: NO_STORE, body: await o.auth.passwordGrant(params) };
+            return { headers: NO_STORE, body: await o.auth.passwordGrant(params, grantContext(call)) };
           case 'refresh_token':
-            return { headers: NO_STORE, body: await o.auth.refreshGrant(params) };
+            return { headers: NO_STORE, body: await o.auth.refreshGrant(params, grantContext(call)) };
           case undefined:
           case '':
             throw oauthErrors.invalidRequest('grant_type is required');

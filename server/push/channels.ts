@@ -8,6 +8,8 @@ import { ApiError, errors } from '../errors';
 import type { Clock } from '../clock';
 import type { Store } from '../store/types';
 import type { DeviceService } from '../devices/service';
+import type { AccessCheck } from '../devices/gate';
+import type { AuthContext } from '../auth/authenticate';
 import type { EventBus } from './bus';
 import type { SyncWatermarks } from './watermarks';
 
@@ -24,8 +26,13 @@ export type EndReason =
 export interface Channel {
   readonly kind: 'stream' | 'ping';
   readonly caller: Caller;
-  /** Ends the channel; safe to call more than once. */
-  end(reason: EndReason): void;
+  /**
+   * Ends the channel; safe to call more than once. `problem`: why access ended (a stream sends it as an
+   * `accessEnded` event before it ends; a ping answers it).
+   */
+  end(reason: EndReason, problem?: ApiError): void;
+  /** Tells the app something without ending (a stream's `policyChanged` event); a ping has no way to, and ignores it. */
+  notify?(event: string, data: Record<string, unknown>): void;
 }
 
 /** Who holds a channel: captured from the request when it opens, re-checked while it lives. */
@@ -39,6 +46,10 @@ export interface Caller {
   expiresAt: number;
   /** The user's session version when the channel opened (the token carried it; authentication checked it). */
   sessionVersion: number;
+  /** The caller's authentication, for conditional access's re-evaluation while the channel lives. */
+  auth: AuthContext;
+  /** The client address the channel was opened from (named locations). */
+  ip: string | undefined;
 }
 
 export interface PushOptions {
@@ -69,6 +80,8 @@ export interface PushContext {
   watermarks: SyncWatermarks;
   log: Logger;
   options: PushOptions;
+  /** Conditional access and app protection, judged again with the device gate (server/access/service.ts). */
+  access?: AccessCheck;
 }
 
 /** A client over the cap is told to come back later; by then an old stream has usually timed out. */
@@ -115,6 +128,13 @@ export class ChannelRegistry {
     else this.perUser.delete(userId);
   }
 
+  /** This process's live channels of a tenant's users (a policy of the tenant changed). */
+  channelsOfTenant(tenantId: string): Channel[] {
+    const out: Channel[] = [];
+    for (const set of this.byUser.values()) for (const c of set) if (c.caller.tenantId === tenantId) out.push(c);
+    return out;
+  }
+
   /** This process's live channels of a user. */
   channelsOf(userId: string): Channel[] {
     return [...(this.byUser.get(userId) ?? [])];
@@ -156,6 +176,7 @@ export async function recheck(ctx: PushContext, caller: Caller): Promise<ApiErro
       return errors.unauthorized('The access token has been revoked.');
     }
     if (ctx.clock.now() >= caller.expiresAt) return errors.unauthorized('The access token has expired.');
+    if (ctx.access) await ctx.access({ auth: caller.auth, device, method: 'GET', path: '/events', ip: caller.ip });
     return undefined;
   } catch (err) {
     if (err instanceof ApiError) return err;

@@ -17,6 +17,7 @@
  */
 import { Readable } from 'node:stream';
 import type { CommittedChange, Folder } from '../store/types';
+import type { ApiError } from '../errors';
 import { recheck, type Caller, type Channel, type EndReason, type PushContext } from './channels';
 
 /**
@@ -117,7 +118,7 @@ export class EventStream implements Channel {
 
   private async beat(): Promise<void> {
     const denied = await recheck(this.ctx, this.caller);
-    if (denied) return this.end('revoked');
+    if (denied) return this.end('revoked', denied);
     this.write(': hb\n\n');
   }
 
@@ -180,7 +181,8 @@ export class EventStream implements Channel {
 
   private async writeChanged(ids: string[], hierarchyChanged: boolean, modseq: number): Promise<void> {
     const { ctx, caller } = this;
-    if (await recheck(ctx, caller)) return this.end('revoked');
+    const denied = await recheck(ctx, caller);
+    if (denied) return this.end('revoked', denied);
     // The mailbox before the folders: the folders read then show at least what the event's id claims.
     const highest = Math.max((await ctx.store.mailboxes.get(caller.userId))?.highestModseq ?? 0, modseq);
     const found = await Promise.all(ids.map((id) => ctx.store.folders.byId(caller.userId, id)));
@@ -204,8 +206,17 @@ export class EventStream implements Channel {
     this.body.push(text);
   }
 
-  end(reason: EndReason): void {
+  /** An event that is not a change (`policyChanged`); it carries no id, so Last-Event-ID is unaffected. */
+  notify(event: string, data: Record<string, unknown>): void {
+    this.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  }
+
+  end(reason: EndReason, problem?: ApiError): void {
     if (this.ended) return;
+    // Why access ended, before the stream does: the app reacts (signs in again, updates, wipes) without polling.
+    if (problem && reason === 'revoked') {
+      this.write(`event: accessEnded\ndata: ${JSON.stringify({ status: problem.status, code: problem.code, detail: problem.message, ...problem.extra })}\n\n`);
+    }
     this.ended = true;
     clearTimeout(this.flushTimer);
     clearInterval(this.heartbeat);

@@ -14,7 +14,8 @@ import type { DeviceService } from '../devices/service';
 import type { DeviceSignals } from '../devices/signals';
 import type { TokenCodec } from '../sync/tokens';
 import { InProcessBus, feedFromStore, type EventBus } from './bus';
-import { ChannelRegistry, DEFAULT_PUSH_OPTIONS, recheck, type PushContext, type PushOptions } from './channels';
+import { ChannelRegistry, DEFAULT_PUSH_OPTIONS, recheck, type Channel, type PushContext, type PushOptions } from './channels';
+import type { AccessCheck } from '../devices/gate';
 import { SyncWatermarks } from './watermarks';
 import { pushRoutes } from './routes';
 
@@ -35,6 +36,8 @@ export interface PushDeps {
   cluster?: PushCluster;
   /** Where the channel gauge is registered (the app's metrics registry). */
   metrics?: Registry;
+  /** Conditional access, judged again while a channel lives (server/access/service.ts). */
+  access?: AccessCheck;
 }
 
 /** What push shares with the other worker processes (push/clusterBus.ts). */
@@ -56,7 +59,7 @@ export function createPush(deps: PushDeps) {
   const registry = deps.cluster ? deps.cluster.registry(options.maxChannelsPerUser) : new ChannelRegistry(options.maxChannelsPerUser);
   const watermarks = new SyncWatermarks();
   const share = deps.cluster?.watermarks(watermarks);
-  const ctx: PushContext = { store: deps.store, clock: deps.clock, devices: deps.devices, bus, registry, watermarks, log: deps.log, options };
+  const ctx: PushContext = { store: deps.store, clock: deps.clock, devices: deps.devices, bus, registry, watermarks, log: deps.log, options, access: deps.access };
 
   const unfeed = feedFromStore(deps.store, bus);
   const unsignal = deps.signals.onCut((cut) => {
@@ -69,15 +72,32 @@ export function createPush(deps: PushDeps) {
   // writes): the channels of that device (or user) held here are checked again at once, so a block, wipe or removal
   // made through another node, or by the admin CLI on PostgreSQL, ends a stream now rather than at its next heartbeat.
   // Cuts made in this process also arrive as signals above; a second check of an ended channel is a no-op.
+  const judge = (channel: Channel, policyChanged = false) =>
+    void recheck(ctx, channel.caller).then((denied) => {
+      if (denied) channel.end('revoked', denied);
+      else if (policyChanged) channel.notify?.('policyChanged', {});
+    });
   const unwatch = deps.store.onInvalidate((changes) => {
     for (const change of changes) {
+      // A tenant's access rules or conditional-access document changed: every channel of the tenant is judged again.
+      if (change.kind === 'tenantAccess') {
+        for (const channel of registry.channelsOfTenant(change.tenantId)) judge(channel);
+        continue;
+      }
       if (change.kind !== 'device' && change.kind !== 'user') continue;
       for (const channel of registry.channelsOf(change.userId)) {
         if (change.kind === 'device' && channel.caller.deviceId !== change.deviceId) continue;
-        void recheck(ctx, channel.caller).then((denied) => {
-          if (denied) channel.end('revoked');
-        });
+        judge(channel);
       }
+    }
+  });
+  // Conditional access asked for a re-check (here or in another worker): a compliance change, a policy, a risk.
+  const unrecheck = deps.signals.onRecheck((scope) => {
+    const channels = scope.userId ? registry.channelsOf(scope.userId) : registry.channelsOfTenant(scope.tenantId);
+    for (const channel of channels) {
+      if (channel.caller.tenantId !== scope.tenantId) continue;
+      if (scope.deviceId && channel.caller.deviceId !== scope.deviceId) continue;
+      judge(channel, scope.policyChanged);
     }
   });
 
@@ -120,6 +140,7 @@ export function createPush(deps: PushDeps) {
       unfeed();
       unsignal();
       unwatch();
+      unrecheck();
       return registry.closeAll();
     },
   };

@@ -28,6 +28,8 @@ function callerOf(call: Call): Caller {
     recordId: device.id,
     expiresAt: auth.expiresAt,
     sessionVersion: call.user.sessionVersion,
+    auth,
+    ip: call.ip,
   };
 }
 
