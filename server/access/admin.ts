@@ -34,7 +34,7 @@ export function createAccessAdmin(deps: { store: Store; clock: Clock; signals: D
 
   /**
    * Applies `change` to the current document and stores it if it validates, retrying when another change landed
-   * first. `expectedVersion` (an If-Match) makes a lost race a 409 instead of a retry.
+   * first. `expectedVersion` (an If-Match) makes a lost race a 412 instead of a retry.
    */
   async function update(
     actor: Actor,
