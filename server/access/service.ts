@@ -18,7 +18,7 @@ import type { DeviceRecord, DeviceCompliance, SignInKind, SignInLogEntry, Store,
 import type { DeviceSignals } from '../devices/signals';
 import { compileAccessConfig, type AccessConfig, type CompiledAccessConfig } from './config';
 import type { Evaluation, Platform, SignInContext, SignInRisk } from './policies';
-import { policyFor, policyEtag, satisfiesAppProtection, standing, type AppProtectionPolicy } from './appProtection';
+import { policyFor, policyEtag, requestSelectiveWipe as markWipe, satisfiesAppProtection, standing, type AppProtectionPolicy } from './appProtection';
 import { assessSignInRisk, effectiveRisk } from './risk';
 
 /** Failed passwords are counted over this window for the burst signal (README, "Sign-in risk"). */
@@ -376,8 +376,7 @@ export function createAccessService(deps: AccessServiceDeps) {
   async function requestSelectiveWipe(auth: Pick<AuthContext, 'tenantId' | 'userId'>, deviceId: string, reason: string, state: Awaited<ReturnType<Store['access']['appState']>>): Promise<void> {
     const now = clock.now();
     await store.run(function* (tx) {
-      const base = state ?? emptyAppState(auth.tenantId, auth.userId, deviceId, now);
-      yield* tx.access.putAppState({ ...base, selectiveWipe: 'pending', selectiveWipeReason: reason, selectiveWipeRequestedAt: now, selectiveWipeAcknowledgedAt: null, updatedAt: now });
+      yield* tx.access.putAppState(markWipe(state, reason, { tenantId: auth.tenantId, userId: auth.userId, deviceId }, now));
       yield* tx.audit.append({ tenantId: auth.tenantId, at: now, actorId: null, actorName: 'system', action: 'appProtection.selectiveWipe', targetType: 'device', targetId: deviceId, details: { userId: auth.userId, reason } });
     });
     log.info({ userId: auth.userId, deviceId, reason }, 'selective wipe requested');
@@ -385,25 +384,6 @@ export function createAccessService(deps: AccessServiceDeps) {
   }
 }
 
-export function emptyAppState(tenantId: string, userId: string, deviceId: string, now: number) {
-  return {
-    tenantId,
-    userId,
-    deviceId,
-    policyId: null,
-    policyEtag: null,
-    appVersion: null,
-    osVersion: null,
-    lastCheckInAt: null,
-    pinFailures: 0,
-    violations: [],
-    selectiveWipe: 'none' as const,
-    selectiveWipeReason: null,
-    selectiveWipeRequestedAt: null,
-    selectiveWipeAcknowledgedAt: null,
-    updatedAt: now,
-  };
-}
 
 const CONTROL_WORDS: Record<string, string> = {
   block: 'a policy blocks this sign-in',
