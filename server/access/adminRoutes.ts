@@ -11,9 +11,9 @@ import type { Call, Route } from '../http/table';
 import { parse, text } from '../http/validate';
 import type { AdminService } from '../admin/service';
 import { groupSchema } from './config';
-import { namedLocationSchema, policySchema, PLATFORMS, RISK_LEVELS } from './policies';
+import { identifier, namedLocationSchema, policySchema, PLATFORMS, RISK_LEVELS } from './policies';
 import { appProtectionPolicySchema } from './appProtection';
-import type { AccessAdmin, Collection } from './admin';
+import { COLLECTIONS, type AccessAdmin, type Collection } from './admin';
 import type { AccessService } from './service';
 
 const SCHEMAS: Record<Collection, z.ZodType<{ id: string }>> = {
@@ -32,12 +32,13 @@ const PATHS: Array<[Collection, string, string]> = [
 
 const ApprovedApps = z.strictObject({ clientIds: z.array(text(200).pipe(z.string().min(1))).max(500) });
 
+// Strings that reach store look-ups are `text` (no control characters: a NUL is not text to PostgreSQL).
 const WhatIf = z.strictObject({
-  userId: z.string().min(1).max(200),
+  userId: text(200).pipe(z.string().min(1)),
   clientId: text(200).pipe(z.string().min(1)),
   platform: z.enum(PLATFORMS),
   ip: z.string().refine((s) => /^[0-9a-fA-F:.]{2,45}$/.test(s), 'must be an IPv4 or IPv6 address'),
-  deviceId: z.string().min(1).max(64).optional(),
+  deviceId: text(64).pipe(z.string().min(1)).optional(),
   risk: z.enum(['none', ...RISK_LEVELS]).optional(),
   mfa: z.boolean().optional(),
   compliantDevice: z.boolean().optional(),
@@ -46,10 +47,10 @@ const WhatIf = z.strictObject({
 
 const cursorPattern = /^(\d{1,15})\.([A-Za-z0-9_-]{1,64})$/;
 const SignInQuery = z.strictObject({
-  userId: z.string().min(1).max(200).optional(),
+  userId: text(200).pipe(z.string().min(1)).optional(),
   decision: z.enum(['allow', 'block', 'needs', 'failure']).optional(),
-  clientId: z.string().min(1).max(200).optional(),
-  deviceId: z.string().min(1).max(64).optional(),
+  clientId: text(200).pipe(z.string().min(1)).optional(),
+  deviceId: text(64).pipe(z.string().min(1)).optional(),
   since: z.coerce.number().int().min(0).optional(),
   limit: z.coerce.number().int().min(1).max(500).optional(),
   cursor: z.string().regex(cursorPattern, 'must be a cursor from an earlier page').optional(),
@@ -59,14 +60,21 @@ const Risk = z.strictObject({ action: z.enum(['confirm', 'dismiss']) });
 
 const etagOf = (version: number) => `"${version}"`;
 
+/** The longest If-Match the document allows (its schema's maxLength), as for an item's change key. */
+const MAX_IF_MATCH = 64;
+
 /**
  * `If-Match: "<version>"`; `*` or none: no precondition. Any other tag names no version there has ever been, so it
- * can only fail (412), as RFC 9110 has it for a tag that does not match.
+ * can only fail (412), as RFC 9110 has it for a tag that does not match; one longer than the document allows is
+ * refused as malformed (400), as `PATCH /v1/items/{itemId}` refuses one.
  */
 function ifMatch(call: Call): number | undefined {
   const header = call.headers['if-match'];
   if (header === undefined || header === '*') return undefined;
-  const m = typeof header === 'string' ? /^\s*(?:W\/)?"(\d{1,12})"\s*$/.exec(header) : null;
+  if (typeof header !== 'string' || header.length > MAX_IF_MATCH) {
+    throw errors.invalidRequest(`If-Match must be at most ${MAX_IF_MATCH} characters.`, [{ field: 'If-Match', message: `must be at most ${MAX_IF_MATCH} characters` }]);
+  }
+  const m = /^\s*(?:W\/)?"(\d{1,12})"\s*$/.exec(header);
   return m ? Number(m[1]) : -1;
 }
 
@@ -106,6 +114,9 @@ export function accessAdminRoutes(d: { admin: AdminService; accessAdmin: AccessA
         method: 'PUT',
         path: `${path}/:id`,
         handler: async (call) => {
+          // A path id no entry could have (too long, control characters) names nothing: 404 like any unknown id,
+          // not a 400 about the body it was copied into.
+          if (!identifier.safeParse(call.params.id).success) throw errors.notFound(`No ${COLLECTIONS[kind].what} has that id.`);
           const raw = call.body && typeof call.body === 'object' && !Array.isArray(call.body) ? { id: call.params.id, ...(call.body as object) } : call.body;
           const body = parse(schema, raw);
           const { item, version } = await accessAdmin.replace(await actor(call), kind, call.params.id!, body, ifMatch(call));

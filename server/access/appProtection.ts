@@ -316,7 +316,12 @@ export const appProtectionPoliciesSchema = z.array(appProtectionPolicySchema, { 
 export const checkInSchema = z.strictObject({
   appVersion: version,
   osVersion: version,
-  policyEtag: z.string({ error: 'must be the ETag from GET /v1/policy, or null' }).max(200, 'must be at most 200 characters').nullable(),
+  // Stored with the app's state: no control characters (a NUL is not text to PostgreSQL), as for every identifier.
+  policyEtag: z
+    .string({ error: 'must be the ETag from GET /v1/policy, or null' })
+    .max(200, 'must be at most 200 characters')
+    .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters')
+    .nullable(),
   pinSet: flag,
   pinFailures: z.number({ error: 'must be a number' }).int('must be a whole number').min(0, 'must not be negative').max(1_000_000, 'must be at most 1000000').default(0),
   violations: z

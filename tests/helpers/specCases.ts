@@ -16,11 +16,18 @@
  * - `hostileCases()` — the hostile-input corpus, per operation;
  * - `shapedValue()` — fast-check arbitraries for values shaped like a schema but often wrong;
  * - `buildWorld()` — the fixtures the cases run against: users in two tenants, each with a registered device,
- *   folders, mail with attachments and sync tokens, and an administrator per tenant with an access rule.
+ *   folders, mail with attachments and sync tokens, and an administrator per tenant with an access rule and one
+ *   (inert) entry of each kind in its tenant's access configuration;
+ * - `testCompliancePartner()` — a compliance partner of the test's own, to sign requests to the partner API (whose
+ *   operations are `access: 'partner'`: no token reaches them).
  */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import fc from 'fast-check';
 import { HTTP_METHODS, loadSpec, pointer, resolvePointer } from './openapi';
 import type { TestContext } from './testApp';
+import { signPartnerRequest } from '../../server/access/compliancePartner';
 
 // The document is a free-form JSON tree here.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -41,15 +48,19 @@ export interface SpecOperation {
   method: string;
   path: string;
   /**
-   * `public`: no token; `user`: a user's token (and a registered device under /v1/); `admin`: an admin's token. The
-   * identity provider's operations are `public` here (it authenticates clients, not bearer tokens).
+   * `public`: no token; `user`: a user's token (and a registered device under /v1/); `admin`: an admin's token;
+   * `partner`: no token but an HTTP message signature of a configured compliance partner (the security scheme names
+   * the `Signature` header), so no user's or administrator's credentials reach it. The identity provider's
+   * operations are `public` here (it authenticates clients, not bearer tokens).
    */
-  access: 'public' | 'user' | 'admin';
+  access: 'public' | 'user' | 'admin' | 'partner';
   /** Who answers: Pigeon's route table (also when absent), or the identity provider itself (`x-pigeon-served-by`). */
   servedBy?: 'pigeon' | 'identity-provider';
   pathParams: string[];
   query: QueryParam[];
   headers: string[];
+  /** The shared parameters (`#/components/parameters/<name>`) it takes, by name: which kind of `If-Match`, say. */
+  parameterRefs?: string[];
   body?: { mediaType: string; schemaPtr: string; schema: Json };
 }
 
@@ -72,6 +83,16 @@ export function resolveSchema(schema: Json): Json {
 
 let operationsCache: SpecOperation[] | undefined;
 
+/** Whether every way the security requirement allows is a request signature (a scheme on the `Signature` header). */
+function signedOnly(doc: Json, security: Json): boolean {
+  if (!Array.isArray(security) || security.length === 0) return false;
+  const schemes = security.flatMap((requirement: Json) => Object.keys(requirement));
+  return schemes.length > 0 && schemes.every((name: string) => {
+    const scheme = doc.components?.securitySchemes?.[name];
+    return scheme?.type === 'apiKey' && scheme.in === 'header' && String(scheme.name).toLowerCase() === 'signature';
+  });
+}
+
 /** The operations Pigeon's own routes answer (the identity provider's are `providerOperations()`). */
 export function specOperations(): SpecOperation[] {
   return allOperations().filter((o) => o.servedBy !== 'identity-provider');
@@ -90,7 +111,8 @@ function allOperations(): SpecOperation[] {
     for (const method of HTTP_METHODS) {
       const op = item[method];
       if (!op) continue;
-      const params = [...(item.parameters ?? []), ...(op.parameters ?? [])].map((p: Json) => deref(doc, p));
+      const rawParams: Json[] = [...(item.parameters ?? []), ...(op.parameters ?? [])];
+      const params = rawParams.map((p: Json) => deref(doc, p));
       const security = op.security ?? doc.security;
       let body: SpecOperation['body'];
       if (op.requestBody) {
@@ -105,11 +127,19 @@ function allOperations(): SpecOperation[] {
         key: `${method.toUpperCase()} ${path}`,
         method,
         path,
-        access: servedBy === 'identity-provider' || (Array.isArray(security) && security.length === 0) ? 'public' : path.startsWith('/admin/') ? 'admin' : 'user',
+        access:
+          servedBy === 'identity-provider' || (Array.isArray(security) && security.length === 0)
+            ? 'public'
+            : signedOnly(doc, security)
+              ? 'partner'
+              : path.startsWith('/admin/')
+                ? 'admin'
+                : 'user',
         servedBy,
         pathParams: params.filter((p: Json) => p.in === 'path').map((p: Json) => p.name),
         query: params.filter((p: Json) => p.in === 'query').map((p: Json) => ({ name: p.name, required: !!p.required, schema: resolveSchema(p.schema) })),
         headers: params.filter((p: Json) => p.in === 'header').map((p: Json) => p.name),
+        parameterRefs: rawParams.filter((p: Json) => typeof p.$ref === 'string').map((p: Json) => (p.$ref as string).slice((p.$ref as string).lastIndexOf('/') + 1)),
         body,
       });
     }
@@ -135,7 +165,17 @@ export type IdKind =
   /** a user id (the admin inventory filter also takes a username) */
   | 'user'
   | 'folderSyncToken'
-  | 'itemSyncToken';
+  | 'itemSyncToken'
+  /**
+   * Entries of a tenant's access configuration (one document per tenant). Their ids are chosen by the
+   * administrator, so two tenants may both have a group `sales`, each its own: the property checked is that an id
+   * only another tenant's document holds answers like an id no document holds. The world gives each
+   * administrator's entries ids no other tenant uses.
+   */
+  | 'accessPolicy'
+  | 'namedLocation'
+  | 'group'
+  | 'appProtectionPolicy';
 
 /** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
 export interface NotAnId {
@@ -180,13 +220,51 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
   'PUT /admin/v1/device-access-rules/{id}': { 'path:id': 'rule' },
   'DELETE /admin/v1/device-access-rules/{id}': { 'path:id': 'rule' },
   'POST /admin/v1/users/{id}/messages': { 'path:id': 'user', 'query:folderId': 'folder' },
+  // Conditional access (issue 16): the entries of the admin's tenant's access configuration, by kind.
+  'POST /admin/v1/conditional-access/policies': { 'body:id': { notAnId: 'the id the administrator gives a new entry of its own document' } },
+  'GET /admin/v1/conditional-access/policies/{id}': { 'path:id': 'accessPolicy' },
+  'PUT /admin/v1/conditional-access/policies/{id}': { 'path:id': 'accessPolicy', 'body:id': { notAnId: "may only repeat the path's id (400 otherwise); the valid body leaves it out" } },
+  'DELETE /admin/v1/conditional-access/policies/{id}': { 'path:id': 'accessPolicy' },
+  'POST /admin/v1/named-locations': { 'body:id': { notAnId: 'the id the administrator gives a new entry of its own document' } },
+  'GET /admin/v1/named-locations/{id}': { 'path:id': 'namedLocation' },
+  'PUT /admin/v1/named-locations/{id}': { 'path:id': 'namedLocation', 'body:id': { notAnId: "may only repeat the path's id (400 otherwise); the valid body leaves it out" } },
+  'DELETE /admin/v1/named-locations/{id}': { 'path:id': 'namedLocation' },
+  'POST /admin/v1/groups': { 'body:id': { notAnId: 'the id the administrator gives a new entry of its own document' } },
+  'GET /admin/v1/groups/{id}': { 'path:id': 'group' },
+  'PUT /admin/v1/groups/{id}': { 'path:id': 'group', 'body:id': { notAnId: "may only repeat the path's id (400 otherwise); the valid body leaves it out" } },
+  'DELETE /admin/v1/groups/{id}': { 'path:id': 'group' },
+  'POST /admin/v1/app-protection-policies': { 'body:id': { notAnId: 'the id the administrator gives a new entry of its own document' } },
+  'GET /admin/v1/app-protection-policies/{id}': { 'path:id': 'appProtectionPolicy' },
+  'PUT /admin/v1/app-protection-policies/{id}': { 'path:id': 'appProtectionPolicy', 'body:id': { notAnId: "may only repeat the path's id (400 otherwise); the valid body leaves it out" } },
+  'DELETE /admin/v1/app-protection-policies/{id}': { 'path:id': 'appProtectionPolicy' },
+  'POST /admin/v1/conditional-access/what-if': {
+    // Another tenant's user is 400 invalidRequest, as for a user that does not exist (tests/security/bola.test.ts).
+    'body:userId': 'user',
+    'body:clientId': { notAnId: "an OAuth client (registered apps are the server's, not a tenant's)" },
+    'body:deviceId': { notAnId: "an app's device id, looked up together with userId (device ids are per user): it names nothing of its own" },
+  },
+  'GET /admin/v1/sign-ins': {
+    // Filters of the admin's own tenant's log: another tenant's user or device filters down to nothing.
+    'query:userId': 'user',
+    'query:deviceId': 'deviceId',
+    'query:clientId': { notAnId: "an OAuth client (registered apps are the server's, not a tenant's)" },
+    'query:cursor': { notAnId: "a position (`<at>.<entry id>`) in the caller's own tenant's log: the tenant filter stays, whatever entry it names" },
+  },
+  'POST /admin/v1/users/{id}/risk': { 'path:id': 'user' },
+  // No user's or administrator's token reaches it (tests/security/hostile.test.ts: unsigned is 401 whatever else the
+  // request holds). Which tenants' devices a signed request may reach is the partner's configured tenants (403
+  // otherwise), proven with real signatures by tests/e2e/conditional-access.test.ts.
+  'PUT /compliance/v1/devices/{deviceId}': {
+    'path:deviceId': { notAnId: "a device of a user of the statement's tenant, which the partner must manage", value: 'sec-partner-device-000001' },
+    'body:tenantId': { notAnId: "the tenant the statement is about, checked against the partner's configured tenants" },
+  },
 };
 
 /** Every `/v1` operation takes the calling device's id in this header. */
 export const DEVICE_HEADER = 'X-Device-Id';
 
 /** Query parameters that are not ids, by name (any operation). */
-export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bodyType', 'permanent', 'inline', 'q', 'limit', 'clientType', 'deviceModel', 'accessState', 'before']);
+export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bodyType', 'permanent', 'inline', 'q', 'limit', 'clientType', 'deviceModel', 'accessState', 'before', 'decision', 'since']);
 
 /** Header parameters whose name ends in "id" but that name nothing another user owns. */
 export const NOT_ID_HEADERS: Record<string, string> = {
@@ -199,6 +277,7 @@ export const NOT_ID_BODY: Record<string, string> = {
   'operations.*.opId': 'chosen by the app to make a batch operation idempotent',
   'attachments.*.contentId': 'the MIME Content-ID the sender gives an inline image',
   client_id: 'the OAuth client, not a user resource',
+  clientIds: 'OAuth clients (the approved-client-apps list), not user or tenant resources',
   device_id: "binds the caller's own sign-in to its device id (device ids are per user)",
   refresh_token: "the caller's own credential",
   token: "the caller's own credential (revocation)",
@@ -352,7 +431,36 @@ export interface BodyContext {
   email: string;
   username: string;
   password: string;
+  /** The caller's tenant, which a compliance statement names; absent: a tenant no partner manages. */
+  tenantId?: string;
 }
+
+/**
+ * Entries of the access configuration that govern nothing: a policy that is `off` and names no real user, an app
+ * protection policy for an app nobody signs in with. A valid body that lands changes what the document holds, never
+ * how the world's users are judged (they keep syncing for the rest of the suite).
+ */
+const INERT_CONDITIONAL_ACCESS_POLICY = () => ({
+  name: 'Security suite policy',
+  state: 'off',
+  assignments: { users: { include: { users: ['sec-nobody'] } }, locations: { include: ['any'] } },
+  outcome: { grant: { controls: ['mfa'], operator: 'and' } },
+});
+const INERT_NAMED_LOCATION = () => ({ name: 'Security suite network', trusted: false, ranges: ['192.0.2.0/24', '2001:db8:5ec::/48'] });
+const INERT_GROUP = () => ({ name: 'Security suite group', members: ['sec-nobody'] });
+const INERT_APP_PROTECTION_POLICY = () => ({
+  name: 'Security suite app policy',
+  apps: ['sec-unused-app'],
+  pinRequired: true,
+  minAppVersion: '1.0',
+  blockCopyToUnmanagedApps: true,
+  blockSaveAs: false,
+  notificationContent: 'senderOnly',
+  offlineGracePeriodMinutes: 720,
+  offlineWipeAfterDays: 90,
+  maxPinAttempts: 10,
+  checkInIntervalMinutes: 30,
+});
 
 /**
  * A body each operation accepts (given ids it can see). Form bodies are objects (sent form-encoded); the raw
@@ -384,6 +492,21 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   'PUT /admin/v1/device-access-rules/{id}': () => ({ field: 'deviceModel', match: 'prefix', value: unique('NoSuchModel'), accessState: 'allowed' }),
   'PUT /admin/v1/device-access-default': () => ({ accessState: 'allowed' }),
   'POST /admin/v1/users/{id}/messages': (c) => rawMessage({ id: `${unique('import')}@example.org`, to: c.email, subject: 'Imported quarterly' }),
+  'POST /v1/policy/check-in': () => ({ appVersion: '4.2.1', osVersion: '17.4', policyEtag: null, pinSet: true, pinFailures: 0, violations: [] }),
+  // A PUT leaves `id` out: it is the path's.
+  'POST /admin/v1/conditional-access/policies': () => ({ id: unique('sec-policy'), ...INERT_CONDITIONAL_ACCESS_POLICY() }),
+  'PUT /admin/v1/conditional-access/policies/{id}': () => INERT_CONDITIONAL_ACCESS_POLICY(),
+  'POST /admin/v1/named-locations': () => ({ id: unique('sec-location'), ...INERT_NAMED_LOCATION() }),
+  'PUT /admin/v1/named-locations/{id}': () => INERT_NAMED_LOCATION(),
+  'POST /admin/v1/groups': () => ({ id: unique('sec-group'), ...INERT_GROUP() }),
+  'PUT /admin/v1/groups/{id}': () => INERT_GROUP(),
+  'POST /admin/v1/app-protection-policies': () => ({ id: unique('sec-app-policy'), ...INERT_APP_PROTECTION_POLICY() }),
+  'PUT /admin/v1/app-protection-policies/{id}': () => INERT_APP_PROTECTION_POLICY(),
+  'PUT /admin/v1/approved-client-apps': () => ({ clientIds: ['sec-unused-app'] }),
+  'POST /admin/v1/conditional-access/what-if': (c) => ({ userId: c.id('user', 'body:userId'), clientId: 'pigeon-app', platform: 'ios', ip: '198.51.100.23', mfa: false }),
+  // `dismiss`: of the two actions, the one that never makes a user's sign-ins riskier.
+  'POST /admin/v1/users/{id}/risk': () => ({ action: 'dismiss' }),
+  'PUT /compliance/v1/devices/{deviceId}': (c) => ({ tenantId: c.tenantId ?? 'sec-unmanaged-tenant', user: c.email, state: 'compliant', reasons: [] }),
 };
 
 export function validBody(op: SpecOperation, c: BodyContext): unknown {
@@ -482,17 +605,19 @@ function encodeBody(op: SpecOperation, body: unknown): string | Buffer {
  */
 export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperations()): HostileCase[] {
   const cases: HostileCase[] = [];
-  const add = (op: SpecOperation, name: string, x: Partial<HostileCase> & { expect: number[] }) => {
+  const add = (op: SpecOperation, name: string, x: CaseSpec) => {
     const body = op.body ? validBody(op, c) : undefined;
-    cases.push({
+    const { layer, ...given } = x;
+    const request: HostileCase = {
       route: op.key,
       name: `${op.key}: ${name}`,
       method: op.method,
       url: fillPath(op, c.id) + queryString(baseQuery(op, c.id)),
       headers: { ...c.credentials(op), ...(op.body ? { 'Content-Type': contentTypeOf(op) } : {}) },
       body: body === undefined ? undefined : encodeBody(op, body),
-      ...x,
-    });
+      ...given,
+    };
+    cases.push(op.access === 'partner' ? unsigned(request, layer) : request);
   };
 
   // Methods a path does not have: 405 with the path's own credentials.
@@ -516,7 +641,17 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
 
   for (const op of ops) {
     const streaming = STREAMING.has(op.key);
-    if (op.access !== 'public') {
+    if (op.access === 'partner') {
+      const json: Record<string, string> = op.body ? { 'Content-Type': contentTypeOf(op) } : {};
+      add(op, 'no signature', { headers: json, expect: [401], codes: ['unauthorized'] });
+      add(op, "a user's bearer token instead of a signature", { headers: { ...json, ...c.credentials({ ...op, access: 'user' }) }, expect: [401], codes: ['unauthorized'] });
+      add(op, 'a signature by a key no partner has', { headers: { ...json, ...strangerSignature(op, c) }, expect: [401], codes: ['unauthorized'] });
+      add(op, 'a signature that is not one', {
+        headers: { ...json, 'Content-Digest': 'sha-256=:AAAA:', 'Signature-Input': 'sig1=("@method");keyid="x"', Signature: 'sig1=:AAAA:' },
+        expect: [401],
+        codes: ['unauthorized'],
+      });
+    } else if (op.access !== 'public') {
       add(op, 'no token', { headers: op.body ? { 'Content-Type': contentTypeOf(op) } : {}, expect: [401], codes: ['unauthorized'] });
       add(op, 'a token that is not a JWT', { headers: { ...c.credentials(op), Authorization: 'Bearer not.a.jwt' }, expect: [401], codes: ['unauthorized'] });
       add(op, 'an 8 KiB bearer token', { headers: { ...c.credentials(op), Authorization: `Bearer ${'A'.repeat(8192)}` }, expect: [401], codes: ['unauthorized'] });
@@ -532,7 +667,7 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
         add(op, `${label} as ${param}`, { url: fillPath(op, c.id, { [param]: value }) + queryString(baseQuery(op, c.id)), expect: [404], codes: NOT_FOUND });
       }
       for (const [label, value] of BAD_PERCENT) {
-        add(op, `${label} in ${param}`, { url: fillPath(op, c.id, { [param]: value }) + queryString(baseQuery(op, c.id)), expect: [400], codes: ['invalidRequest'] });
+        add(op, `${label} in ${param}`, { url: fillPath(op, c.id, { [param]: value }) + queryString(baseQuery(op, c.id)), expect: [400], codes: ['invalidRequest'], layer: 'http' });
       }
     }
 
@@ -566,7 +701,9 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
     }
     if (op.headers.includes('If-Match')) {
       add(op, 'an If-Match of 100 characters', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': `"${'x'.repeat(100)}"` }, expect: [400], codes: ['invalidRequest'] });
-      add(op, 'an If-Match that is stale', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': '"stale-change-key"' }, expect: [412], codes: ['conflict'] });
+      // The access configuration's tag is its version (`"<n>"`; anything else is 400): one it is not at.
+      const stale = op.parameterRefs?.includes('AccessConfigIfMatch') ? '"999999999"' : '"stale-change-key"';
+      add(op, 'an If-Match that is stale', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': stale }, expect: [412], codes: ['conflict'] });
     }
     if (op.headers.includes('Range')) {
       add(op, 'a range beyond the end', { headers: { ...c.credentials(op), Range: 'bytes=99999999-' }, expect: [416], codes: ['rangeNotSatisfiable'] });
@@ -576,13 +713,44 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
   return cases;
 }
 
+/** What a case expects; `layer: 'http'` when the HTTP layer refuses it before any handler runs (see `unsigned`). */
+type CaseSpec = Partial<HostileCase> & { expect: number[]; layer?: 'http' };
+
+/**
+ * A case sent to a compliance partner's operation without a valid signature (no partner is configured where the
+ * corpus runs, so none is valid there): 401 `unauthorized`, whatever else is wrong with it, since the signature is
+ * checked before anything the request says is read. Only what the HTTP layer refuses before any handler (bad
+ * escapes in the path, the media type, the size, the content coding) may instead be refused as the generic case
+ * says.
+ */
+function unsigned(request: HostileCase, layer: 'http' | undefined): HostileCase {
+  if (layer === 'http') return { ...request, expect: [...new Set([...request.expect, 401])], codes: request.codes && [...request.codes, 'unauthorized'] };
+  // A body over the operation's own limit (16 KiB, far below the corpus's over-size bodies) is refused as it arrives.
+  if (request.body !== undefined && Buffer.byteLength(request.body) > PARTNER_BODY_LIMIT) return { ...request, expect: [401, 413], codes: ['unauthorized', 'payloadTooLarge'] };
+  return { ...request, expect: [401], codes: ['unauthorized'] };
+}
+/** The compliance API's body limit, as its operation documents it. */
+const PARTNER_BODY_LIMIT = 16 * 1024;
+
+/** A well-formed signature of the operation's valid request, by a key that no partner has. */
+function strangerSignature(op: SpecOperation, c: CaseContext): Record<string, string> {
+  const { privateKey } = crypto.generateKeyPairSync('ed25519');
+  const body = op.body ? encodeBody(op, validBody(op, c)) : undefined;
+  const headers = op.body ? { 'content-type': contentTypeOf(op) } : {};
+  const signed = signPartnerRequest({ method: op.method.toUpperCase(), url: `https://pigeon.invalid${fillPath(op, c.id)}`, headers, body, keyId: 'sec-stranger-key', privateKey });
+  return { 'Content-Digest': signed.headers['content-digest'], 'Signature-Input': signed.headers['signature-input'], Signature: signed.headers.signature };
+}
+
 /** Bodies that are broken as bytes, as JSON, or against the schema; wrong media types and encodings; over-size. */
-function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, name: string, x: Partial<HostileCase> & { expect: number[] }) => void): void {
+function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, name: string, x: CaseSpec) => void): void {
   const type = contentTypeOf(op);
   const valid = validBody(op, c);
   const headers = (extra: Record<string, string> = {}) => ({ ...c.credentials(op), 'Content-Type': type, ...extra });
   const bad = (name: string, body: string | Buffer, expect = [400], codes = ['invalidRequest'], extra: Record<string, string> = {}) =>
     add(op, name, { headers: headers(extra), body, expect, codes });
+  /** Refused by the HTTP layer (body size, media type, content coding) before the route's handler. */
+  const transport = (name: string, body: string | Buffer, expect: number[], codes: string[], extra: Record<string, string> = {}) =>
+    add(op, name, { headers: headers(extra), body, expect, codes, layer: 'http' });
   const oversize = Buffer.alloc(c.maxBodyBytes + 1024, 0x61);
 
   if (type === 'application/json') {
@@ -621,15 +789,15 @@ function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, n
         if (typeof s.maxLength === 'number') bad(`${name} over maxLength`, JSON.stringify({ ...obj, [name]: 'x'.repeat(s.maxLength + 1) }));
       }
     }
-    bad('over the size limit', Buffer.concat([Buffer.from('{"x":"'), oversize, Buffer.from('"}')]), [413], ['payloadTooLarge']);
-    bad('text/plain', text, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
-    bad('form-encoded', 'a=1', [415], ['unsupportedMediaType'], { 'Content-Type': 'application/x-www-form-urlencoded' });
-    bad('multipart', '--x\r\n\r\n{}\r\n--x--', [415], ['unsupportedMediaType'], { 'Content-Type': 'multipart/form-data; boundary=x' });
-    bad('application/xml', '<a/>', [415], ['unsupportedMediaType'], { 'Content-Type': 'application/xml' });
-    bad('JSON in Latin-1', text, [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json; charset=iso-8859-1' });
-    bad('JSON in UTF-16', Buffer.from(text, 'utf16le'), [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json; charset=utf-16' });
-    bad('a gzip body that is not gzip', text, [400], ['invalidRequest'], { 'Content-Encoding': 'gzip' });
-    bad('an unknown Content-Encoding', text, [415], ['unsupportedMediaType'], { 'Content-Encoding': 'compress-9000' });
+    transport('over the size limit', Buffer.concat([Buffer.from('{"x":"'), oversize, Buffer.from('"}')]), [413], ['payloadTooLarge']);
+    transport('text/plain', text, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
+    transport('form-encoded', 'a=1', [415], ['unsupportedMediaType'], { 'Content-Type': 'application/x-www-form-urlencoded' });
+    transport('multipart', '--x\r\n\r\n{}\r\n--x--', [415], ['unsupportedMediaType'], { 'Content-Type': 'multipart/form-data; boundary=x' });
+    transport('application/xml', '<a/>', [415], ['unsupportedMediaType'], { 'Content-Type': 'application/xml' });
+    transport('JSON in Latin-1', text, [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json; charset=iso-8859-1' });
+    transport('JSON in UTF-16', Buffer.from(text, 'utf16le'), [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json; charset=utf-16' });
+    transport('a gzip body that is not gzip', text, [400], ['invalidRequest'], { 'Content-Encoding': 'gzip' });
+    transport('an unknown Content-Encoding', text, [415], ['unsupportedMediaType'], { 'Content-Encoding': 'compress-9000' });
   } else if (type === 'application/x-www-form-urlencoded') {
     const form = new URLSearchParams(valid as Record<string, string>).toString();
     // The OAuth endpoints answer RFC 6749 errors (`error`), or problem+json for what the HTTP layer refuses.
@@ -637,17 +805,17 @@ function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, n
     bad('invalid UTF-8 bytes', Buffer.concat([Buffer.from(`${form}&x=`), Buffer.from([0xff, 0xfe])]));
     bad('an escape of invalid UTF-8', `${form}&x=%FF%FE`);
     bad('60 parameters', `${form}&${Array.from({ length: 60 }, (_, i) => `p${i}=1`).join('&')}`);
-    bad('over the size limit', Buffer.concat([Buffer.from(`${form}&x=`), oversize]), [413], ['payloadTooLarge']);
-    bad('JSON', JSON.stringify(valid), [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json' });
+    transport('over the size limit', Buffer.concat([Buffer.from(`${form}&x=`), oversize]), [413], ['payloadTooLarge']);
+    transport('JSON', JSON.stringify(valid), [415], ['unsupportedMediaType'], { 'Content-Type': 'application/json' });
     bad('every parameter given twice', `${form}&${form}`, [400], ['invalidRequest', 'invalid_request', 'unsupported_grant_type']);
     bad('no parameters', '', [400], ['invalidRequest', 'invalid_request', 'unsupported_grant_type']);
   } else {
     // A raw message (the admin import): the wrong media type, nothing at all, or bytes over the message limit.
-    bad('text/plain', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
-    bad('no Content-Type', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': '' });
+    transport('text/plain', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
+    transport('no Content-Type', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': '' });
     bad('an empty message', Buffer.alloc(0));
-    bad('over the size limit', oversize, [413], ['payloadTooLarge']);
-    bad('a gzip body that is not gzip', valid as Buffer, [400], ['invalidRequest'], { 'Content-Encoding': 'gzip' });
+    transport('over the size limit', oversize, [413], ['payloadTooLarge']);
+    transport('a gzip body that is not gzip', valid as Buffer, [400], ['invalidRequest'], { 'Content-Encoding': 'gzip' });
   }
 }
 
@@ -771,6 +939,10 @@ const emptyIds = (): Record<IdKind, string[]> => ({
   user: [],
   folderSyncToken: [],
   itemSyncToken: [],
+  accessPolicy: [],
+  namedLocation: [],
+  group: [],
+  appProtectionPolicy: [],
 });
 
 async function token(api: Agent, form: Record<string, string>): Promise<string> {
@@ -814,11 +986,72 @@ export async function buildWorld(ctx: TestContext, api: Agent, plan: PartyPlan[]
     for (const u of Object.values(parties).filter((x) => x.role === 'user' && x.tenantId === admin.tenantId)) {
       admin.ids.user.push(u.userId);
       admin.ids.deviceRecord.push(...u.ids.deviceRecord);
+      admin.ids.deviceId.push(...u.ids.deviceId);
       admin.ids.folder.push(...u.ids.folder); // the first is the first user's Inbox: the import target of ids.user[0]
     }
-    admin.fingerprints.push(admin.userId, admin.email, rule.id);
+    // The administrator is a user of its tenant too (last, so ids.user[0] stays a user with a mailbox): a tenant of
+    // an administrator alone still has a user to evaluate or to judge the risk of.
+    admin.ids.user.push(admin.userId);
+    const entries = await furnishAccessConfig(api, admin);
+    admin.fingerprints.push(admin.userId, admin.email, rule.id, ...entries);
   }
   return parties;
+}
+
+/**
+ * One entry of each kind in the administrator's tenant's access configuration, each inert (see the INERT_*
+ * bodies), with ids that name the administrator (`group-of-root`): no other tenant's document holds them, and none
+ * is part of another (`root` is part of `broot`, but `group-of-root` is not part of `group-of-broot`), so a leak
+ * scan that finds one found that entry.
+ */
+async function furnishAccessConfig(api: Agent, admin: Party): Promise<string[]> {
+  const auth = { Authorization: `Bearer ${admin.token}` };
+  const create = async (collection: string, kind: IdKind, body: Record<string, unknown>) => {
+    const made = await expectStatus(api().post(collection).set(auth).send(body), 201, `creating ${collection} ${String(body.id)}`);
+    admin.ids[kind].push(made.id);
+    return made.id as string;
+  };
+  return [
+    await create('/admin/v1/conditional-access/policies', 'accessPolicy', { id: `conditional-access-of-${admin.name}`, ...INERT_CONDITIONAL_ACCESS_POLICY() }),
+    await create('/admin/v1/named-locations', 'namedLocation', { id: `location-of-${admin.name}`, ...INERT_NAMED_LOCATION() }),
+    await create('/admin/v1/groups', 'group', { id: `group-of-${admin.name}`, ...INERT_GROUP() }),
+    await create('/admin/v1/app-protection-policies', 'appProtectionPolicy', { id: `app-protection-of-${admin.name}`, ...INERT_APP_PROTECTION_POLICY() }),
+  ];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A compliance partner
+
+export interface TestPartner {
+  /** The partners file to start the app with (`compliancePartnersFile`). */
+  file: string;
+  /**
+   * The fields of a request to `url` (absolute: the server's issuer and the path) with these body bytes, signed:
+   * `Content-Type` (covered, as the partner API requires of a field the request has), `Content-Digest`,
+   * `Signature-Input` and `Signature`.
+   */
+  sign(method: string, url: string, body: string | Buffer, nowMs: number, contentType?: string): Record<string, string>;
+}
+
+/**
+ * A compliance partner of its own (an Ed25519 key, written into a partners file in `dir`) that manages `tenantIds`,
+ * so a test can send signed requests to the compliance API. The tenants of a test world are created after the app
+ * starts, when the file has been read: a partner for the world names a tenant that does not exist, and its
+ * statements are refused (403) after the signature, the device id and the body were checked.
+ */
+export function testCompliancePartner(dir: string, tenantIds: string[]): TestPartner {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync('ed25519');
+  const file = path.join(dir, 'compliance-partners.json');
+  const keyId = 'sec-partner-key';
+  fs.writeFileSync(file, JSON.stringify([{ id: 'sec-partner', tenantIds, keys: [{ keyId, publicKey: publicKey.export({ format: 'pem', type: 'spki' }) }] }]));
+  return {
+    file,
+    sign(method, url, body, nowMs, contentType = 'application/json') {
+      const headers = { 'content-type': contentType };
+      const signed = signPartnerRequest({ method: method.toUpperCase(), url, headers, body, keyId, privateKey, created: Math.floor(nowMs / 1000) });
+      return { 'Content-Type': contentType, 'Content-Digest': signed.headers['content-digest'], 'Signature-Input': signed.headers['signature-input'], Signature: signed.headers.signature };
+    },
+  };
 }
 
 async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void> {

@@ -5,15 +5,16 @@
  * the victim's id; every other id is the attacker's own, so the foreign id is the only reason to refuse. The answer
  * must be exactly the answer to an id that exists nowhere (same status, same code: a foreign id tells nothing), and:
  * - path, query and body ids: 404 (`itemNotFound`, `folderNotFound`, `notFound`); the batch answers per operation
- *   (HTTP 200, that operation 404); a list filter may instead answer an empty list; a folder's `parentId` is 400
- *   `invalidRequest`, as the document says for a parent that does not exist;
+ *   (HTTP 200, that operation 404); a list filter may instead answer an empty list; a folder's `parentId` and What
+ *   If's `userId` are 400 `invalidRequest`, as the document says for a parent or user that does not exist;
  * - the victim's sync token: 400 `invalidToken` (on the attacker's own folder);
  * - the victim's device id in X-Device-Id with the attacker's token: 401 (a token bound to another device) or 403;
  * - always: the response text holds none of the victim's ids (but the one the attacker sent), and no table of the
  *   store changed.
  * Each run also reads one of the attacker's list, sync, search or content responses and scans it for every victim
  * id. Users: alice and bob (tenant A), carol (tenant B); administrators root (A) and broot (B), each attacking the
- * other tenant's devices, rules, users and folders.
+ * other tenant's devices, rules, users, folders and access-configuration entries (policies, named locations, groups,
+ * app protection policies).
  *
  * Runs: BOLA_RUNS (default 300; the deep tier 1,000), after one deterministic pass over every placement.
  */
@@ -48,9 +49,12 @@ const NOT_FOUND = ['itemNotFound', 'folderNotFound', 'notFound'];
 /** Gated /v1 operations a device that is not registered may still call (the device gate lets them through). */
 const UNGATED = new Set(['POST /v1/devices', 'GET /v1/session']);
 /** List filters: a foreign value filters down to nothing instead of a 404. */
-const LIST_FILTERS = new Set(['GET /admin/v1/devices query:user']);
-/** Slots the document answers with a 400 when they name nothing (POST and PATCH /v1/folders list no 404). */
-const INVALID_NOT_FOUND = new Set(['body:parentId']);
+const LIST_FILTERS = new Set(['GET /admin/v1/devices query:user', 'GET /admin/v1/sign-ins query:userId', 'GET /admin/v1/sign-ins query:deviceId']);
+/**
+ * Slots the document answers with a 400 when they name nothing, by slot (any operation) or by operation and slot:
+ * POST and PATCH /v1/folders list no 404; What If describes a sign-in, and a user not of the tenant is a bad one.
+ */
+const INVALID_NOT_FOUND = new Set(['body:parentId', 'POST /admin/v1/conditional-access/what-if body:userId']);
 /** Ids that exist nowhere, per kind: the control request of every attack. */
 const NOWHERE: Record<IdKind, string> = {
   folder: 'NoSuchFolder0000',
@@ -61,6 +65,10 @@ const NOWHERE: Record<IdKind, string> = {
   user: 'NoSuchUser000000',
   folderSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
   itemSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
+  accessPolicy: 'no-such-policy',
+  namedLocation: 'no-such-location',
+  group: 'no-such-group',
+  appProtectionPolicy: 'no-such-app-policy',
 };
 const ACTIONS = ['allow', 'block', 'quarantine', 'release', 'wipe', 'resync'];
 
@@ -175,7 +183,7 @@ function judge(a: Attack, res: request.Response): string[] {
     if (res.status !== 200 || entry?.status !== 404 || !NOT_FOUND.includes(entry?.problem?.code)) wrong.push(`batch ${res.status}, entry ${JSON.stringify(entry)?.slice(0, 200)}`);
   } else if (LIST_FILTERS.has(where)) {
     if (res.status !== 404 && res.status !== 200) wrong.push(`status ${res.status}, expected 200 (empty) or 404`);
-  } else if (INVALID_NOT_FOUND.has(slot)) {
+  } else if (INVALID_NOT_FOUND.has(slot) || INVALID_NOT_FOUND.has(where)) {
     if (res.status !== 400 || code !== 'invalidRequest') wrong.push(`status ${res.status} ${code ?? ''}, expected 400 invalidRequest`);
   } else if (res.status !== 404 || !NOT_FOUND.includes(code!)) {
     wrong.push(`status ${res.status} ${code ?? ''}, expected 404: ${res.text?.slice(0, 200)}`);

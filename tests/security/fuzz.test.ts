@@ -8,15 +8,35 @@
  *
  * Runs: FUZZ_RUNS (default 1,000 in all; the deep tier 10,000). Users and ids come from the same world as the other
  * security tests; the administrator fuzzed here has a tenant of its own, so the rules and defaults it writes
- * cannot lock the fuzzing user's device out halfway through.
+ * cannot lock the fuzzing user's device out halfway through. The compliance partners' operation takes no token:
+ * its bodies are signed by a partner of the test's own (one that manages none of the world's tenants, so a body
+ * its schema accepts ends in 403), so they reach the parsing and validation behind the signature check.
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import fc from 'fast-check';
 import request from 'supertest';
-import { buildTestApp, type TestContext } from '../helpers/testApp';
+import { buildTestApp, tempDir, type TestContext } from '../helpers/testApp';
 import { changedTables, snapshot } from '../helpers/storeDiff';
 import { expectToMatchSpec, pointer, validateAt } from '../helpers/openapi';
-import { WAITS, buildWorld, fillPath, idFor, ownId, partyHeaders, resolveSchema, shapedValue, specOperations, validBody, type IdKind, type Party, type SpecOperation } from '../helpers/specCases';
+import {
+  WAITS,
+  buildWorld,
+  fillPath,
+  idFor,
+  ownId,
+  partyHeaders,
+  resolveSchema,
+  shapedValue,
+  specOperations,
+  testCompliancePartner,
+  validBody,
+  type IdKind,
+  type Party,
+  type SpecOperation,
+  type TestPartner,
+} from '../helpers/specCases';
+import { issuerOf } from '../../server/config';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = any;
@@ -27,10 +47,21 @@ let ctx: TestContext;
 let server: http.Server;
 let alice: Party;
 let admin: Party;
+let partnerDir: string;
+let partner: TestPartner;
 const api = () => request(server);
 
 beforeAll(async () => {
-  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000, maxMessageBytes: 256 * 1024 });
+  partnerDir = tempDir('pigeon-partner-');
+  partner = testCompliancePartner(partnerDir, ['sec-unmanaged-tenant']);
+  ctx = await buildTestApp({
+    deviceRateLimit: 0,
+    tokenRequestsPerIp: 1_000_000,
+    loginFailuresPerUser: 10_000,
+    loginFailuresPerUserGlobal: 10_000,
+    maxMessageBytes: 256 * 1024,
+    compliancePartnersFile: partner.file,
+  });
   server = http.createServer(ctx.app).listen(0, '127.0.0.1');
   const world = await buildWorld(ctx, api, [
     { name: 'alice', role: 'user', tenant: 'A' },
@@ -42,6 +73,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
   await ctx?.close();
+  if (partnerDir) fs.rmSync(partnerDir, { recursive: true, force: true });
 });
 
 const WRITES = specOperations().filter((o) => ['post', 'put', 'patch', 'delete'].includes(o.method) && o.body?.mediaType === 'application/json');
@@ -62,7 +94,7 @@ function bodies(op: SpecOperation): fc.Arbitrary<string | Buffer> {
   // A body the operation accepts, with one member dropped, replaced by a shaped (often wrong) value, or added.
   const p = partyOf(op);
   // Fresh for every run: valid bodies carry unique names and opIds.
-  const valid = () => validBody(op, { id: WAITS.has(op.key) ? () => 'no-such-folder' : idOf(op), email: p.email, username: p.username, password: p.password }) as Record<string, unknown>;
+  const valid = () => validBody(op, { id: WAITS.has(op.key) ? () => 'no-such-folder' : idOf(op), email: p.email, username: p.username, password: p.password, tenantId: p.tenantId }) as Record<string, unknown>;
   const members = Object.entries<Json>(resolveSchema(op.body!.schema).properties ?? {});
   const shapedMembers = new Map(members.map(([name, schema]) => [name, shapedValue(schema, pool)]));
   const mutated = fc
@@ -85,6 +117,26 @@ function bodies(op: SpecOperation): fc.Arbitrary<string | Buffer> {
   );
 }
 
+/**
+ * Members an operation's description lets the body leave out because the path gives them ("its `id` may be left out
+ * (it is the path's)"), which its schema, shared with the create, still lists as required: the body is judged with
+ * the path's value filled in, as the server reads it.
+ */
+const FROM_PATH: Record<string, { member: string; param: string }> = Object.fromEntries(
+  ['conditional-access/policies', 'named-locations', 'groups', 'app-protection-policies'].map((c) => [`PUT /admin/v1/${c}/{id}`, { member: 'id', param: 'id' }]),
+);
+
+/** The path parameter's value in the request the test sends for the operation. */
+function pathValue(op: SpecOperation, param: string): string {
+  let value = '';
+  fillPath(op, (kind, slot) => {
+    const id = idOf(op)(kind, slot);
+    if (slot === `path:${param}`) value = id;
+    return id;
+  });
+  return value;
+}
+
 /** Whether the document's schema accepts the body (undefined: not JSON at all). */
 function acceptedBySpec(op: SpecOperation, body: string | Buffer): { valid: boolean; parsed?: unknown } {
   let parsed: unknown;
@@ -102,6 +154,10 @@ function acceptedBySpec(op: SpecOperation, body: string | Buffer): { valid: bool
     const standIn = { opId: 'x', op: 'delete', id: 'x' };
     return { valid: validateAt(op.body!.schemaPtr, { ...(parsed as object), [per.member]: items.map(() => standIn) }).length === 0, parsed };
   }
+  const fill = FROM_PATH[op.key];
+  if (fill && parsed && typeof parsed === 'object' && !Array.isArray(parsed) && !(fill.member in parsed)) {
+    return { valid: validateAt(op.body!.schemaPtr, { [fill.member]: pathValue(op, fill.param), ...(parsed as object) }).length === 0, parsed };
+  }
   return { valid: validateAt(op.body!.schemaPtr, parsed).length === 0, parsed };
 }
 
@@ -117,9 +173,14 @@ test(`${RUNS} generated bodies over every JSON write operation: never a 5xx, nev
       const op = byKey.get(key)!;
       const { valid, parsed } = acceptedBySpec(op, body);
       const before = valid ? undefined : snapshot(ctx.store.db);
+      const url = fillPath(op, idOf(op));
+      const headers = op.access === 'partner' ? partner.sign(op.method, `${issuerOf(ctx.config)}${url}`, body, ctx.clock.now()) : { ...partyHeaders(partyOf(op), op), 'Content-Type': 'application/json' };
       const res = await api()
-        [op.method as 'post'](fillPath(op, idOf(op)))
-        .set({ ...partyHeaders(partyOf(op), op), 'Content-Type': 'application/json' })
+        [op.method as 'post'](url)
+        .set(headers)
+        // The bytes as generated: superagent would otherwise send a Buffer as JSON (`{"type":"Buffer",...}`), which
+        // is neither what acceptedBySpec judged nor what a partner's Content-Digest covers.
+        .serialize((b: unknown) => b as string)
         .send(body as string)
         .timeout(10_000);
       const tally = `${op.key} ${valid ? 'valid' : 'invalid'} → ${res.status}`;

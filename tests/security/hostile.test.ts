@@ -13,6 +13,12 @@
  * changes nothing in the store. Junk in a parameter the server does not know may be accepted: RFC 6749 §3.1 says to
  * ignore unrecognized parameters.
  *
+ * The compliance partners' operation (`access: partner`, authenticated by an HTTP message signature, not a token)
+ * runs here with no partner configured, so no case is signed: each must be 401 `unauthorized`, except what the
+ * HTTP layer refuses before any handler (a bad escape in the path, the media type, the size, the content coding),
+ * which may be that refusal instead (tests/helpers/specCases.ts `unsigned`). Signed requests, refused and accepted,
+ * are tests/e2e/conditional-access.test.ts's; signed bodies with planted members are mass-assignment.test.ts's.
+ *
  * Two more parts need a socket:
  * - LMTP, in process over the one delivery path: malformed MIME is answered 250 with an item the API can serve, or
  *   refused with a 5xx; a 100 MB header line is refused with 552 without being held in memory.
@@ -130,8 +136,9 @@ function corpus(): HostileCase[] {
       email: alice.email,
       username: alice.username,
       password: alice.password,
+      // A compliance partner's operation: no partner is configured here, so its cases go unsigned (all 401).
       credentials: (op) =>
-        op.key === 'POST /oauth2/introspect' ? operatorCredentials : op.access === 'public' ? {} : partyHeaders(op.access === 'admin' ? root : alice, op),
+        op.key === 'POST /oauth2/introspect' ? operatorCredentials : op.access === 'public' || op.access === 'partner' ? {} : partyHeaders(op.access === 'admin' ? root : alice, op),
       maxBodyBytes: Math.max(LIMIT, sendBodyLimit(LIMIT)),
     },
     allOperations(),

@@ -5,16 +5,36 @@
  * refused (400 naming it, and no table of the store changed) or ignored, which a store diff proves: the rows the
  * request changed hold none of the planted values, and the caller is still who it was with the role it had.
  * Members an operation documents (an access rule's `accessState`, a batch move's `id`) are not protected there.
- * The batch is probed at the level of its operations too. The raw message import has no members to add.
+ * The batch is probed at the level of its operations too. The raw message import has no members to add. The
+ * compliance partners' operation takes no token: its probes are signed by a partner of the test's own, so the
+ * member, not a missing signature, is what they are refused for.
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import request from 'supertest';
-import { buildTestApp, type TestContext } from '../helpers/testApp';
+import { buildTestApp, tempDir, type TestContext } from '../helpers/testApp';
 import { diffRows, describeDiff, snapshot } from '../helpers/storeDiff';
-import { buildWorld, fillPath, idFor, ownId, partyHeaders, resolveSchema, specOperations, validBody, type IdKind, type Party, type SpecOperation } from '../helpers/specCases';
+import {
+  buildWorld,
+  fillPath,
+  idFor,
+  ownId,
+  partyHeaders,
+  resolveSchema,
+  specOperations,
+  testCompliancePartner,
+  validBody,
+  type IdKind,
+  type Party,
+  type SpecOperation,
+  type TestPartner,
+} from '../helpers/specCases';
+import { issuerOf } from '../../server/config';
 
 let ctx: TestContext;
 let server: http.Server;
+let partnerDir: string;
+let partner: TestPartner;
 let alice: Party;
 let bob: Party;
 let carol: Party;
@@ -22,7 +42,11 @@ let root: Party;
 const api = () => request(server);
 
 beforeAll(async () => {
-  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000 });
+  partnerDir = tempDir('pigeon-partner-');
+  // The world's tenants are made after the partners file is read: the partner manages none of them (see
+  // testCompliancePartner), which no probe gets far enough to find out.
+  partner = testCompliancePartner(partnerDir, ['sec-unmanaged-tenant']);
+  ctx = await buildTestApp({ deviceRateLimit: 0, tokenRequestsPerIp: 1_000_000, loginFailuresPerUser: 10_000, loginFailuresPerUserGlobal: 10_000, compliancePartnersFile: partner.file });
   server = http.createServer(ctx.app).listen(0, '127.0.0.1');
   const world = await buildWorld(ctx, api, [
     { name: 'alice', role: 'user', tenant: 'A' },
@@ -35,6 +59,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise((resolve) => server?.close(resolve));
   await ctx?.close();
+  if (partnerDir) fs.rmSync(partnerDir, { recursive: true, force: true });
 });
 
 /** The protected members and what an attacker would put in them. */
@@ -70,7 +95,7 @@ function probes(): Probe[] {
   const out: Probe[] = [];
   for (const op of specOperations().filter((o) => o.body && o.body.mediaType !== 'message/rfc822')) {
     const p = partyOf(op);
-    const make = () => validBody(op, { id: idOf(op), email: p.email, username: p.username, password: p.password }) as Record<string, unknown>;
+    const make = () => validBody(op, { id: idOf(op), email: p.email, username: p.username, password: p.password, tenantId: p.tenantId }) as Record<string, unknown>;
     const documented = members(op.body!.schema);
     for (const [field, value] of Object.entries(planted())) {
       if (!documented.has(field)) out.push({ op, field, where: 'body', body: { ...make(), [field]: value } });
@@ -95,12 +120,19 @@ async function probe(p: Probe): Promise<string[]> {
   const before = snapshot(ctx.store.db, { rows: true });
   const form = op.body!.mediaType === 'application/x-www-form-urlencoded';
   const sent = form ? Object.fromEntries(Object.entries(p.body).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)])) : p.body;
-  const res = await api()
-    [op.method as 'post'](fillPath(op, idOf(op)))
-    .set(op.access === 'public' ? {} : partyHeaders(partyOf(op), op))
-    .type(op.body!.mediaType)
-    .send(sent)
-    .timeout(10_000);
+  const url = fillPath(op, idOf(op));
+  let req = api()[op.method as 'post'](url);
+  if (op.access === 'partner') {
+    // Signed over the exact bytes sent (the signature covers their digest).
+    const bytes = JSON.stringify(sent);
+    req = req.set(partner.sign(op.method, `${issuerOf(ctx.config)}${url}`, bytes, ctx.clock.now(), op.body!.mediaType)).send(bytes);
+  } else {
+    req = req
+      .set(op.access === 'public' ? {} : partyHeaders(partyOf(op), op))
+      .type(op.body!.mediaType)
+      .send(sent);
+  }
+  const res = await req.timeout(10_000);
   const diff = diffRows(before, snapshot(ctx.store.db, { rows: true }));
   const wrong: string[] = [];
   const refused = p.where === 'operations[0]' ? res.status === 200 && res.body.results?.[0]?.status === 400 : res.status === 400;
@@ -161,4 +193,15 @@ test('the probe can tell: a planted member that is written shows in the store di
   expect(res.status).toBe(201);
   const written = diffRows(before, snapshot(ctx.store.db, { rows: true })).flatMap((d) => [...d.added, ...d.changed]);
   expect(written.some((row) => row.includes(bob.userId))).toBe(true);
+});
+
+test("the partner's probes are judged on their members: its signature is accepted (a statement it may not make is 403, not 401)", async () => {
+  const op = specOperations().find((o) => o.access === 'partner');
+  expect(op).toBeDefined();
+  const url = fillPath(op!, idOf(op!));
+  const bytes = JSON.stringify(validBody(op!, { id: idOf(op!), email: alice.email, username: alice.username, password: alice.password, tenantId: alice.tenantId }));
+  const before = snapshot(ctx.store.db, { rows: true });
+  const res = await api().put(url).set(partner.sign('PUT', `${issuerOf(ctx.config)}${url}`, bytes, ctx.clock.now())).send(bytes);
+  expect({ status: res.status, code: res.body.code }).toEqual({ status: 403, code: 'forbidden' });
+  expect(diffRows(before, snapshot(ctx.store.db, { rows: true }))).toEqual([]);
 });
