@@ -10,8 +10,8 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { httpsCall, startServer, type RunningServer } from '../helpers/server';
-import { withPickedPorts } from '../helpers/ports';
+import { httpsCall, type RunningServer } from '../helpers/server';
+import { startWithIssuer } from '../helpers/ports';
 import { tempDir } from '../helpers/testApp';
 import { readEventStream } from '../helpers/eventStream';
 import { FormClient, enrolmentSecret, formActions, hiddenField, pkceAuthorization, tlsFetch, totp } from '../helpers/oidcClient';
@@ -87,18 +87,12 @@ beforeAll(async () => {
   const partnersFile = path.join(dataDir, 'compliance-partners.json');
   fs.writeFileSync(partnersFile, JSON.stringify([{ id: 'mdm-e2e', tenantIds: [tenantId], keys: [{ keyId: PARTNER_KEY_ID, publicKeyFile: 'mdm-e2e.pem' }] }]));
 
-  server = await withPickedPorts(1, ([port]) => {
-    issuer = `https://127.0.0.1:${port}`;
-    return startServer({
-      PIGEON_DATA_DIR: dataDir,
-      PIGEON_PORT: String(port),
-      PIGEON_ISSUER: issuer,
-      PIGEON_PASSWORD_GRANT: 'false',
-      PIGEON_WORKERS: '1',
-      PIGEON_COMPLIANCE_PARTNERS_FILE: partnersFile,
-      PIGEON_LOG_LEVEL: process.env.CA_DEBUG ? 'debug' : 'info',
-    });
+  const started = await startWithIssuer({
+    PIGEON_DATA_DIR: dataDir,
+    PIGEON_COMPLIANCE_PARTNERS_FILE: partnersFile,
+    PIGEON_LOG_LEVEL: process.env.CA_DEBUG ? 'debug' : 'info',
   });
+  [server, issuer] = [started, started.issuer];
   fetchTls = tlsFetch(server.cert);
 
   // The administrator signs in through the same pages (the password grant is off) and gets the admin scope.

@@ -6,8 +6,8 @@
  * CSRF on the forms).
  */
 import { spawnSync } from 'node:child_process';
-import { ROOT, startServer, storeWithUser, type RunningServer } from '../helpers/server';
-import { withPickedPorts } from '../helpers/ports';
+import { ROOT, storeWithUser, type RunningServer } from '../helpers/server';
+import { startWithIssuer } from '../helpers/ports';
 import { tempDir } from '../helpers/testApp';
 import { FormClient, enrolmentSecret, formActions, hiddenField, pkceAuthorization, tlsFetch, totp } from '../helpers/oidcClient';
 
@@ -30,18 +30,12 @@ beforeAll(async () => {
   const dataDir = tempDir('pigeon-idp-');
   await storeWithUser(dataDir, 'alice', 'correct horse battery'); // enrols in two-step verification below
   await storeWithUser(dataDir, 'bob', 'correct horse battery');
-  server = await withPickedPorts(1, ([port]) => {
-    issuer = `https://127.0.0.1:${port}`;
-    return startServer({
-      PIGEON_DATA_DIR: dataDir,
-      PIGEON_PORT: String(port),
-      PIGEON_ISSUER: issuer,
-      PIGEON_PASSWORD_GRANT: 'false',
-      PIGEON_OPERATOR_CLIENT_SECRET: OPERATOR_SECRET,
-      PIGEON_WORKERS: '1',
-      PIGEON_LOG_LEVEL: process.env.IDP_DEBUG ? 'debug' : 'info',
-    });
+  const started = await startWithIssuer({
+    PIGEON_DATA_DIR: dataDir,
+    PIGEON_OPERATOR_CLIENT_SECRET: OPERATOR_SECRET,
+    PIGEON_LOG_LEVEL: process.env.IDP_DEBUG ? 'debug' : 'info',
   });
+  [server, issuer] = [started, started.issuer];
   fetchTls = tlsFetch(server.cert);
 }, 90_000);
 

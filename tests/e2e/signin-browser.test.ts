@@ -13,9 +13,9 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-import { startServer, storeWithUser, type RunningServer } from '../helpers/server';
+import { storeWithUser, type RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
-import { withPickedPorts } from '../helpers/ports';
+import { startWithIssuer } from '../helpers/ports';
 import { tlsFetch, totp } from '../helpers/oidcClient';
 import { useBrowser, type TestPage } from '../helpers/browser';
 
@@ -69,19 +69,8 @@ beforeAll(async () => {
   await storeWithUser(dataDir, 'alice', PASSWORD); // enrols, then signs in with a code
   await storeWithUser(dataDir, 'carol', PASSWORD); // a wrong password first, keyboard only
   await storeWithUser(dataDir, 'dave', PASSWORD); // the phone-sized screen
-  [server, loopback] = await Promise.all([
-    withPickedPorts(1, ([port]) => {
-      issuer = `https://127.0.0.1:${port}`;
-      return startServer({
-        PIGEON_DATA_DIR: dataDir,
-        PIGEON_PORT: String(port),
-        PIGEON_ISSUER: issuer,
-        PIGEON_PASSWORD_GRANT: 'false',
-        PIGEON_WORKERS: '1',
-      });
-    }),
-    startLoopback(),
-  ]);
+  const [started, loop] = await Promise.all([startWithIssuer({ PIGEON_DATA_DIR: dataDir }), startLoopback()]);
+  [server, loopback, issuer] = [started, loop, started.issuer];
   fetchTls = tlsFetch(server.cert);
   const discovery = await fetchTls(`${issuer}/.well-known/openid-configuration`, {});
   expect(discovery.status).toBe(200);

@@ -7,6 +7,7 @@
  * start that still loses the race with EADDRINUSE is retried on another port.
  */
 import net from 'node:net';
+import { startServer, type RunningServer } from './server';
 
 const LOW = 20_000;
 const HIGH = 32_000;
@@ -43,4 +44,16 @@ export async function withPickedPorts<T>(count: number, start: (ports: number[])
       if (!lostRace(err) || attempt >= attempts) throw err;
     }
   }
+}
+
+/**
+ * A real server whose issuer is `https://127.0.0.1:<its port>` (the identity tests: tokens and discovery name it), on
+ * a picked port, one worker, the password grant off unless `env` says otherwise.
+ */
+export async function startWithIssuer(env: Record<string, string>): Promise<RunningServer & { issuer: string }> {
+  return withPickedPorts(1, async ([port]) => {
+    const issuer = `https://127.0.0.1:${port}`;
+    const server = await startServer({ PIGEON_PASSWORD_GRANT: 'false', PIGEON_WORKERS: '1', ...env, PIGEON_PORT: String(port), PIGEON_ISSUER: issuer });
+    return Object.assign(server, { issuer });
+  });
 }

@@ -83,3 +83,21 @@ export async function signIn(ctx: TestContext, username: string, password: strin
   if (res.status !== 200) throw new Error(`sign-in failed: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body as { access_token: string; refresh_token: string; expires_in: number; scope: string };
 }
+
+/**
+ * Requests to the in-process app as one caller: its bearer token, its `X-Device-Id` when it has one, and any other
+ * headers every request of the test sends (a fixed User-Agent, say).
+ */
+export function asCaller(ctx: Pick<TestContext, 'app'>, s: { access: string; deviceId?: string }, headers: Record<string, string> = {}) {
+  const h = (r: request.Test) => {
+    r.set('Authorization', `Bearer ${s.access}`).set(headers);
+    if (s.deviceId) r.set('X-Device-Id', s.deviceId);
+    return r;
+  };
+  return {
+    get: (p: string) => h(request(ctx.app).get(p)),
+    post: (p: string, body?: object) => h(request(ctx.app).post(p)).send(body ?? {}),
+    put: (p: string, body?: object) => h(request(ctx.app).put(p)).send(body ?? {}),
+    delete: (p: string) => h(request(ctx.app).delete(p)),
+  };
+}

@@ -7,7 +7,7 @@
  * takes no time.
  */
 import request from 'supertest';
-import { buildTestApp, signIn, CLIENT_ID, type TestContext } from '../helpers/testApp';
+import { buildTestApp, signIn, CLIENT_ID, asCaller, type TestContext } from '../helpers/testApp';
 
 let ctx: TestContext;
 const PW = 'password-for-app-protection';
@@ -22,19 +22,7 @@ interface Session {
   deviceId: string;
 }
 
-const as = (s: { access: string; deviceId?: string }) => {
-  const h = (r: request.Test) => {
-    r.set('Authorization', `Bearer ${s.access}`);
-    if (s.deviceId) r.set('X-Device-Id', s.deviceId);
-    return r;
-  };
-  return {
-    get: (p: string) => h(request(ctx.app).get(p)),
-    post: (p: string, body?: object) => h(request(ctx.app).post(p)).send(body ?? {}),
-    put: (p: string, body?: object) => h(request(ctx.app).put(p)).send(body ?? {}),
-    delete: (p: string) => h(request(ctx.app).delete(p)),
-  };
-};
+const as = (s: { access: string; deviceId?: string }) => asCaller(ctx, s);
 
 async function signInOn(username: string, deviceId = newDeviceId(username), client = CLIENT_ID): Promise<Session> {
   const t = await signIn(ctx, username, PW, { device_id: deviceId, client_id: client });

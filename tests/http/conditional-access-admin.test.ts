@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import request from 'supertest';
-import { buildTestApp, CLIENT_ID, type TestContext } from '../helpers/testApp';
+import { buildTestApp, CLIENT_ID, asCaller, type TestContext } from '../helpers/testApp';
 
 let ctx: TestContext;
 const PW = 'password-for-conditional-access';
@@ -24,19 +24,7 @@ const APP_POLICIES = '/admin/v1/app-protection-policies';
 const APPROVED = '/admin/v1/approved-client-apps';
 const WHAT_IF = '/admin/v1/conditional-access/what-if';
 
-const as = (s: { access: string; deviceId?: string }) => {
-  const h = (r: request.Test) => {
-    r.set('Authorization', `Bearer ${s.access}`).set('User-Agent', USER_AGENT);
-    if (s.deviceId) r.set('X-Device-Id', s.deviceId);
-    return r;
-  };
-  return {
-    get: (p: string) => h(request(ctx.app).get(p)),
-    post: (p: string, body?: object) => h(request(ctx.app).post(p)).send(body ?? {}),
-    put: (p: string, body?: object) => h(request(ctx.app).put(p)).send(body ?? {}),
-    delete: (p: string) => h(request(ctx.app).delete(p)),
-  };
-};
+const as = (s: { access: string; deviceId?: string }) => asCaller(ctx, s, { 'User-Agent': USER_AGENT });
 
 /** The password grant as an app sends it (fixed User-Agent); answers the raw response. */
 const grant = (username: string, extra: Record<string, string> = {}, password = PW) => {

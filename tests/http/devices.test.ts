@@ -4,7 +4,7 @@
  * coalesced last-seen writes.
  */
 import request from 'supertest';
-import { buildTestApp, signIn, CLIENT_ID, type TestContext } from '../helpers/testApp';
+import { buildTestApp, signIn, CLIENT_ID, asCaller, type TestContext } from '../helpers/testApp';
 import type { DeviceCut } from '../../server/devices/signals';
 import type { Store, TxStore, Unit } from '../../server/store/types';
 
@@ -40,19 +40,7 @@ async function signInOn(username: string, deviceId = newDeviceId(username)): Pro
   return { access: t.access_token, refresh: t.refresh_token, deviceId };
 }
 
-const as = (s: Pick<Session, 'access'> & { deviceId?: string }) => {
-  const h = (r: request.Test) => {
-    r.set('Authorization', `Bearer ${s.access}`);
-    if (s.deviceId) r.set('X-Device-Id', s.deviceId);
-    return r;
-  };
-  return {
-    get: (p: string) => h(request(ctx.app).get(p)),
-    post: (p: string, body?: object) => h(request(ctx.app).post(p)).send(body ?? {}),
-    put: (p: string, body?: object) => h(request(ctx.app).put(p)).send(body ?? {}),
-    delete: (p: string) => h(request(ctx.app).delete(p)),
-  };
-};
+const as = (s: Pick<Session, 'access'> & { deviceId?: string }) => asCaller(ctx, s);
 
 async function registered(username: string, body: object = {}): Promise<Session & { id: string }> {
   const s = await signInOn(username);
