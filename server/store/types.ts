@@ -543,6 +543,49 @@ export interface MfaEnrollment {
   recoveryCodesLeft: number;
 }
 
+// Information protection (server/protection/).
+
+/**
+ * One of a tenant's protection keys: an RSA key pair whose certificate protected content is encrypted for (CMS
+ * EnvelopedData) and whose key signs use licences. The newest unretired key protects new content; retired keys are
+ * kept so everything protected before a rotation stays readable.
+ */
+export interface ProtectionKeyRecord {
+  id: string;
+  tenantId: string;
+  /** The key's self-signed X.509 certificate, PEM. */
+  certificatePem: string;
+  /** The PKCS#8 private key, sealed with the server secret (never stored in the clear). */
+  sealedPrivateKey: string;
+  createdAt: number;
+  /** When a newer key replaced it; null for the active key. */
+  retiredAt: number | null;
+}
+
+/** A tenant's protection document (templates, labels, label policy, partners, delivery rules) under a version. */
+export interface ProtectionConfigRecord {
+  tenantId: string;
+  version: number;
+  /** The document, as JSON text (validated before it is stored). */
+  doc: string;
+  updatedAt: number;
+}
+
+/** An S/MIME certificate a user published in the directory, so senders can encrypt to them. */
+export interface UserCertificate {
+  id: string;
+  tenantId: string;
+  userId: string;
+  /** The address the certificate names (lower case); lookups are by it. */
+  email: string;
+  certificatePem: string;
+  /** SHA-256 of the DER, lower-case hex: one user publishes a certificate once. */
+  fingerprint: string;
+  notBefore: number;
+  notAfter: number;
+  createdAt: number;
+}
+
 export interface StoreMethods {
   tenants: {
     /** A tenant of `region` (`default` when not given). */
@@ -793,6 +836,25 @@ export interface StoreMethods {
     setUserRisk(risk: UserRisk): void;
     /** Deletes sign-in log entries older than `before`, at most `limit`; answers how many. */
     purgeSignIns(before: number, limit: number): number;
+  };
+
+  /** Information protection: tenant keys, the tenant's protection document, users' published certificates. */
+  protection: {
+    /** The tenant's keys, newest first (the first unretired one is active). */
+    keys(tenantId: string): ProtectionKeyRecord[];
+    /** Adds `key` as the active key and retires every other unretired key of its tenant, at `key.createdAt`. */
+    rotateKey(key: ProtectionKeyRecord): void;
+    config(tenantId: string): ProtectionConfigRecord | undefined;
+    /** Compare-and-set on the version (0: none stored yet), as `access.putConfig`. */
+    putConfig(tenantId: string, doc: string, expectedVersion: number, now: number): ProtectionConfigRecord | undefined;
+    /** A user's published certificates, newest first. */
+    certificates(userId: string): UserCertificate[];
+    /** Certificates published for `email` (lower-cased by the caller) in the tenant, newest first. */
+    certificatesByEmail(tenantId: string, email: string): UserCertificate[];
+    /** Publishes a certificate; false when the user already published one with that fingerprint. */
+    addCertificate(cert: UserCertificate): boolean;
+    /** Withdraws one of the user's certificates; false when the user has no such certificate. */
+    removeCertificate(userId: string, id: string): boolean;
   };
 
   idempotency: {

@@ -73,6 +73,7 @@ const GROUPS = [
   'identityRecords',
   'mfa',
   'access',
+  'protection',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

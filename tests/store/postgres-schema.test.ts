@@ -23,7 +23,19 @@ import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
 const GLOBAL = ['identity_records', 'node_secrets', 'rate_limits', 'schema_migrations', 'tenants'];
 /** Migrations with no SQLite counterpart: what they hold lives in files and in memory with SQLite (README.md). */
 const POSTGRES_ONLY_MIGRATIONS = ['0006_node_secrets.sql', '0007_rate_limits.sql'];
-const TENANT_DATA = ['access_config', 'app_protection_state', 'audit_log', 'device_access_rules', 'device_compliance', 'sign_in_log', 'tenant_settings', 'users'];
+const TENANT_DATA = [
+  'access_config',
+  'app_protection_state',
+  'audit_log',
+  'device_access_rules',
+  'device_compliance',
+  'protection_config',
+  'protection_keys',
+  'sign_in_log',
+  'tenant_settings',
+  'user_certificates',
+  'users',
+];
 const MAILBOX_DATA = [
   'attachments',
   'blob_chunks',

@@ -44,6 +44,7 @@ import { exclusiveRunner } from './exclusive';
 import { NOTIFY, feedPayloads, listenToFeed, parseFeedMessage, type FeedListener } from './feed';
 import { mailSteps } from './mail';
 import { migrate, type MigrationReport } from './migrate';
+import { protectionSteps } from './protection';
 import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
@@ -93,6 +94,7 @@ const LONE_READS = new Set([
   'idempotency.get',
   'access.config', 'access.compliance', 'access.appState', 'access.staleAppStates', 'access.signIns', 'access.signInOfSession',
   'access.signInHistory', 'access.failuresSince', 'access.userRisk',
+  'protection.keys', 'protection.config', 'protection.certificates', 'protection.certificatesByEmail',
 ]);
 
 const MAX_ATTEMPTS = 5;
@@ -129,7 +131,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

@@ -10,6 +10,7 @@ import { mailRepositories, type ChangeRecorder } from './mail';
 import { contentRepositories } from './content';
 import { identityRepositories } from './identity';
 import { accessRepositories } from './access';
+import { protectionRepositories } from './protection';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -318,6 +319,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...contentRepositories(sql),
     ...identityRepositories(sql),
     ...accessRepositories(sql, invalidate),
+    ...protectionRepositories(sql, transaction),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.
