@@ -50,6 +50,9 @@ import { createAccessService } from './access/service';
 import { createAccessAdmin } from './access/admin';
 import { createPartnerVerifier } from './access/compliancePartner';
 import { loadCompliancePartners } from './access/partnersFile';
+import { createProtectionService } from './protection/service';
+import { createSmimeInspector } from './protection/smime';
+import { loadSmimeTrust } from './protection/trustFile';
 
 export interface AppDeps {
   config: Config;
@@ -187,12 +190,24 @@ export function createApp(deps: AppDeps) {
   const syncItems = createItemSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 });
   const syncFolders = createFolderSync({ store, codec });
   const mail = createMailService({ store, clock });
+  // Information protection (server/protection/): what delivery stores of protected, S/MIME and labelled mail, what
+  // each device may see of it, and the labels and protection of what is sent. A bad S/MIME trust file stops start-up.
+  const protection = createProtectionService({
+    store,
+    clock,
+    log,
+    serverSecret: keys.serverSecret,
+    smime: createSmimeInspector({ trustAnchorsPem: loadSmimeTrust(config.smimeTrustFile) }),
+    // Delivery is built below with this service's inspector; a protected copy is prepared by it like any message.
+    prepare: (raw) => delivery.prepare(raw),
+  });
   // The one delivery path: LMTP (main.ts), import (CLI and admin API) and local recipients of sent mail.
   const delivery = createDelivery({
     store,
     clock,
     duplicateWindowSeconds: config.duplicateWindow,
     threadSubjectWindowSeconds: config.threadSubjectWindow,
+    inspect: protection.inspect,
   });
   // Push: fed by the store's commit hook; the item-sync route tells it how far each device synced (for ping).
   const push = createPush({
@@ -217,7 +232,7 @@ export function createApp(deps: AppDeps) {
         cluster.outboxQueued();
       }
     : relay.kick;
-  const send = createSendService({ store, clock, delivery, config, onQueued });
+  const send = createSendService({ store, clock, delivery, config, onQueued, protection });
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
 
   // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
@@ -259,6 +274,7 @@ export function createApp(deps: AppDeps) {
   app.use('/v1', authenticate(authenticator), deviceGate(devices, accessCheck), deviceLimit);
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
+  const adminService = createAdminService({ store, clock, audit: devices.audit });
   // Every route, from the one table (server/routes.ts), through the one adapter (http/table.ts).
   const routes = routeTable({
     config,
@@ -280,15 +296,17 @@ export function createApp(deps: AppDeps) {
     sync: {
       mail,
       batch: createBatch({ store, clock, mail }),
-      content: createContentService(store),
+      content: createContentService(store, protection),
+      protection,
       syncItems,
       syncFolders,
       onItemsSynced: push.recordSync,
     },
     push: push.routes,
     search: createSearchService({ store }),
+    protection: { protection, store, clock, admin: adminService },
     send,
-    admin: createAdminService({ store, clock, audit: devices.audit }),
+    admin: adminService,
     importer,
     appPolicy: { access, store, clock, signals: deviceSignals },
     accessAdmin: createAccessAdmin({ store, clock, signals: deviceSignals }),
@@ -330,7 +348,7 @@ export function createApp(deps: AppDeps) {
     certificateApp.use(errorHandler(log));
   }
 
-  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

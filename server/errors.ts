@@ -33,7 +33,9 @@ export type ErrorCode =
   | 'rateLimited'
   | 'internal'
   | 'unavailable'
-  | 'insufficientStorage';
+  | 'insufficientStorage'
+  | 'rightsDenied'
+  | 'labelRequired';
 
 export interface FieldError {
   field: string;
@@ -70,6 +72,8 @@ const TITLES: Record<ErrorCode, string> = {
   internal: 'Internal error',
   unavailable: 'Service unavailable',
   insufficientStorage: 'Insufficient storage',
+  rightsDenied: 'Rights denied',
+  labelRequired: 'Sensitivity label required',
 };
 
 /** An error the client is meant to see, rendered as problem+json. */
@@ -158,6 +162,13 @@ export const errors = {
   /** The app must remove this account's data (and only it: a selective wipe), then acknowledge. */
   selectiveWipeRequested: (reason: string) =>
     new ApiError(403, 'selectiveWipeRequested', 'The app protection policy requires this app to remove the account\'s data; remove it, then POST /v1/policy/selective-wipe-ack.', { reason }),
+  /**
+   * The protected message's use licence does not grant `right` to this user (or the licence expired): information
+   * protection (server/protection/) enforces it on the server, whatever the app shows.
+   */
+  rightsDenied: (right: string, detail: string) => new ApiError(403, 'rightsDenied', detail, { right }),
+  /** The tenant's label policy needs a sensitivity label (or a justification for lowering one) on this message. */
+  labelRequired: (detail: string, reason: 'mandatory' | 'justificationRequired') => new ApiError(400, 'labelRequired', detail, { reason }),
   /** `If-Match` named a version that is no longer current. */
   conflict: (detail: string) => new ApiError(412, 'conflict', detail),
   wipePending: () =>

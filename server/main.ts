@@ -403,7 +403,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     trustFor: (socket: TLSSocket) => certificateTrust.trustFor(socket),
     port: () => certificateHttps?.port ?? config.certSignInPort,
   };
-  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers } = createApp({
+  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection } = createApp({
     config,
     store,
     keys,
@@ -532,7 +532,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   }
 
   // Before HTTPS, so the `ready` line means every listener is up (tests read the LMTP and metrics ports from the log).
-  const lmtp = config.lmtpEnabled ? await startLmtp({ config, delivery, clock: systemClock, log }) : undefined;
+  const lmtp = config.lmtpEnabled ? await startLmtp({ config, delivery, clock: systemClock, log, protectOnDelivery: protection.protectOnDelivery }) : undefined;
   if (lmtp) log.info({ host: config.lmtpHost, port: lmtp.port }, 'lmtp listening');
   // Metrics have their own plain-HTTP listener (loopback by default), never the API port (workers: the primary's).
   const metricsServer = config.metricsEnabled && !link

@@ -28,6 +28,7 @@ import { appPolicyRoutes, type AppPolicyRouteDeps } from './access/routes';
 import { accessAdminRoutes } from './access/adminRoutes';
 import type { AccessAdmin } from './access/admin';
 import { complianceRoutes, type ComplianceRouteDeps } from './access/complianceRoutes';
+import { protectionRoutes, type ProtectionRouteDeps } from './protection/routes';
 
 export interface RouteDeps {
   config: Config;
@@ -44,6 +45,7 @@ export interface RouteDeps {
   appPolicy: AppPolicyRouteDeps;
   accessAdmin: AccessAdmin;
   compliance: ComplianceRouteDeps;
+  protection: ProtectionRouteDeps;
 }
 
 /** The hot reads the fast lane serves without the Express chain (http/fastLane.ts): the polls and the session call. */
@@ -70,9 +72,13 @@ export function routeTable(d: RouteDeps): Route[] {
     // GET /v1/events, POST /v1/ping (server/push/routes.ts)
     ...d.push,
     // GET /v1/search
-    ...searchRoutes(d.search),
-    // POST /v1/messages/send
+    ...searchRoutes(d.search, d.protection.protection),
+    // POST /v1/messages/send, POST /v1/messages/send-mime
     ...sendRoutes({ send: d.send, maxMessageBytes: d.config.maxMessageBytes }),
+    // GET /v1/protection, GET|POST /v1/me/certificates, DELETE /v1/me/certificates/:certificateId,
+    // GET /v1/directory/certificates, GET|PUT /admin/v1/protection, GET /admin/v1/protection/keys,
+    // POST /admin/v1/protection/keys/rotate (server/protection/routes.ts)
+    ...protectionRoutes(d.protection),
     // GET /v1/policy, POST /v1/policy/check-in, POST /v1/policy/selective-wipe-ack (app protection)
     ...appPolicyRoutes(d.appPolicy),
     // Public, signed by a compliance partner: PUT /compliance/v1/devices/:deviceId

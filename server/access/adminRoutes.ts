@@ -58,7 +58,7 @@ const SignInQuery = z.strictObject({
 
 const Risk = z.strictObject({ action: z.enum(['confirm', 'dismiss']) });
 
-const etagOf = (version: number) => `"${version}"`;
+export const etagOf = (version: number) => `"${version}"`;
 
 /** The longest If-Match the document allows (its schema's maxLength), as for an item's change key. */
 const MAX_IF_MATCH = 64;
@@ -68,7 +68,7 @@ const MAX_IF_MATCH = 64;
  * can only fail (412), as RFC 9110 has it for a tag that does not match; one longer than the document allows is
  * refused as malformed (400), as `PATCH /v1/items/{itemId}` refuses one.
  */
-function ifMatch(call: Call): number | undefined {
+export function ifMatch(call: Call): number | undefined {
   const header = call.headers['if-match'];
   if (header === undefined || header === '*') return undefined;
   if (typeof header !== 'string' || header.length > MAX_IF_MATCH) {

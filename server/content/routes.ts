@@ -7,6 +7,7 @@ import type { Handler, Route } from '../http/table';
 import { parse } from '../http/validate';
 import { noneMatchHits } from './download';
 import type { ContentService } from './service';
+import { descriptorOf, readerOf } from '../protection/reader';
 
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 const ItemQuery = z.object({ bodyType: z.enum(['text', 'html']).optional() });
@@ -23,9 +24,11 @@ export function readItem(content: ContentService): Handler {
     const { bodyType } = parse(ItemQuery, call.query, 'query');
     const item = await content.ownItem(call.auth.userId, call.params.itemId!);
     const etag = `"${item.changeKey}"`;
-    const headers = { ETag: etag, 'Cache-Control': 'private, no-cache' };
-    if (noneMatchHits(call.headers['if-none-match'], etag)) return { status: 304, headers };
-    return { headers, body: await content.withBody(item, bodyType) };
+    // Protected mail is answered per reader and per moment (its licence expires): never from a cache, never 304.
+    const isProtected = descriptorOf(item) !== undefined;
+    const headers = { ETag: etag, 'Cache-Control': isProtected ? 'private, no-store' : 'private, no-cache' };
+    if (!isProtected && noneMatchHits(call.headers['if-none-match'], etag)) return { status: 304, headers };
+    return { headers, body: await content.withBody(item, bodyType, readerOf(call)) };
   };
 }
 
@@ -36,7 +39,7 @@ export function contentRoutes(content: ContentService): Route[] {
       path: '/v1/items/:itemId/attachments/:attachmentId',
       handler: (call) => {
         const { inline } = parse(AttachmentQuery, call.query, 'query');
-        return content.attachment(call.auth.userId, call.params.itemId!, call.params.attachmentId!, call.headers, inline ?? false);
+        return content.attachment(call.auth.userId, call.params.itemId!, call.params.attachmentId!, call.headers, inline ?? false, readerOf(call));
       },
     },
     {

@@ -8,6 +8,8 @@ import type { Reply } from '../http/table';
 import type { Item, Store } from '../store/types';
 import { emailBody, itemView, type ItemView } from '../views';
 import { cleanFilename, downloadReply, saneContentType } from './download';
+import type { ProtectionService } from '../protection/service';
+import type { Reader } from '../protection/reader';
 
 /** Only raster images may be shown in place: SVG can carry script, and nothing else needs a browser to render it. */
 const INLINE_TYPES = new Set(['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'image/bmp', 'image/avif']);
@@ -18,7 +20,8 @@ function messageFilename(subject: string): string {
   return `${stem || 'message'}.eml`;
 }
 
-export function createContentService(store: Store) {
+/** `protection`: protected mail is opened for capable readers (server/protection/); without it, items are shown as stored. */
+export function createContentService(store: Store, protection?: ProtectionService) {
   async function ownItem(userId: string, itemId: string): Promise<Item> {
     const item = await store.items.byId(userId, itemId);
     if (!item) throw errors.itemNotFound();
@@ -29,15 +32,18 @@ export function createContentService(store: Store) {
     ownItem,
 
     /** The item as sync sends it, plus its whole body (a message's) in the asked-for type. */
-    async withBody(item: Item, bodyType: 'text' | 'html' | undefined): Promise<ItemView> {
+    async withBody(item: Item, bodyType: 'text' | 'html' | undefined, reader?: Reader): Promise<ItemView> {
       const view = itemView(item);
       if (item.type === 'email') view.body = emailBody(await store.items.body(item.userId, item.id), bodyType);
-      return view;
+      return protection && reader ? protection.overlay(view, reader, { type: bodyType, wanted: true }) : view;
     },
 
     /** An attachment's bytes; `inline` is honoured for raster images only. */
-    async attachment(userId: string, itemId: string, attachmentId: string, headers: IncomingHttpHeaders, inline: boolean): Promise<Reply> {
+    async attachment(userId: string, itemId: string, attachmentId: string, headers: IncomingHttpHeaders, inline: boolean, reader?: Reader): Promise<Reply> {
       const item = await ownItem(userId, itemId);
+      // A protected message's attachments exist only inside its encrypted content, under its licence's rights.
+      const opened = protection && reader ? await protection.attachment(item, attachmentId, reader) : undefined;
+      if (opened) return opened;
       const attachment = (await store.items.attachments(userId, item.id)).find((a) => a.id === attachmentId);
       if (!attachment) throw errors.notFound('No such attachment.');
       const contentType = saneContentType(attachment.contentType);

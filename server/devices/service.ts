@@ -3,6 +3,7 @@
  * and the inactivity purge. Every app installation is a device record of one user; the same `X-Device-Id` used by
  * two users is two records.
  */
+import { RIGHTS_MANAGEMENT } from '../protection/reader';
 import { errors } from '../errors';
 import type { Clock } from '../clock';
 import type { AccessState, DeviceAccessRule, DeviceDescription, DeviceRecord, Step, Store, TxStore, User } from '../store/types';
@@ -240,6 +241,11 @@ export function createDeviceService(opts: DeviceServiceOptions) {
           }
           // Descriptive fields only: re-registering never changes the access state or the wipe.
           yield* tx.devices.updateDescription(existing.id, description, now);
+          // What the device may see of protected mail depends on this capability (server/protection/): when it
+          // changes, the device's replica was built for the other answer, so its tokens must start over (410).
+          if (existing.capabilities.includes(RIGHTS_MANAGEMENT) !== description.capabilities.includes(RIGHTS_MANAGEMENT)) {
+            yield* tx.devices.bumpEpoch(existing.id, now);
+          }
           return { device: (yield* tx.devices.byId(existing.id))!, created: false };
         }
         if ((yield* tx.devices.countByUser(user.id)) >= max) {

@@ -77,6 +77,12 @@ export interface Route {
   bodyLimit?: number;
   /** Whether `Idempotency-Key` applies (a kept successful answer is replayed). */
   idempotent?: boolean;
+  /**
+   * The answer's `body` as this caller may see it, applied after an idempotent answer is kept and again to a replay:
+   * what is kept is the handler's own answer, never a caller's view of it (protected mail opened for one device
+   * must not be written to the idempotency records in the clear).
+   */
+  present?: (call: Call, body: unknown) => Promise<unknown>;
   /** Middleware that runs before the body is read (the OAuth endpoints' rate limits). */
   before?: RequestHandler[];
   /** Middleware that runs after the body is read, before the handler (the OAuth failure limits key on form fields). */
@@ -209,8 +215,20 @@ async function send(res: Response, reply: Reply): Promise<void> {
   res.end();
 }
 
-/** Runs the handler, with `Idempotency-Key` around it when the route takes one. */
+/** Runs the handler, with `Idempotency-Key` around it when the route takes one, then the route's `present`. */
 async function answer(route: Route, call: RequestCall, req: Request, o: TableOptions): Promise<Reply> {
+  const reply = await kept(route, call, req, o);
+  if (!route.present) return reply;
+  if (reply.body !== undefined) return { ...reply, body: await route.present(call, reply.body) };
+  if (reply.json !== undefined) {
+    const { json, ...rest } = reply;
+    return { ...rest, body: await route.present(call, JSON.parse(json)) };
+  }
+  return reply;
+}
+
+/** The handler's answer, or the kept answer of an earlier request with the same `Idempotency-Key`. */
+async function kept(route: Route, call: RequestCall, req: Request, o: TableOptions): Promise<Reply> {
   const key = route.idempotent ? o.idempotency.keyOf(req.headers['idempotency-key']) : undefined;
   if (key === undefined) return route.handler(call);
   const userId = call.auth.userId;

@@ -15,7 +15,7 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMT
 import type { Logger } from 'pino';
 import type { Clock } from '../clock';
 import type { Config } from '../config';
-import type { Delivery, DeliveryTarget } from '../mail/delivery';
+import type { Delivery, DeliveryResult, DeliveryTarget, PreparedMessage } from '../mail/delivery';
 import type { User } from '../store/types';
 import { feedDataWithoutCopies, resumeWithoutLosingTheNext } from './parser';
 import { traceHeaders } from './trace';
@@ -28,6 +28,11 @@ export interface LmtpDeps {
   delivery: Delivery;
   clock: Clock;
   log: Logger;
+  /**
+   * Tenants' delivery rules of information protection (server/protection/service.ts `protectOnDelivery`): the
+   * protected copy each recipient gets instead of the message, by user id (none: everyone gets the message).
+   */
+  protectOnDelivery?: (message: PreparedMessage, recipients: User[], mailFrom: string) => Promise<Map<string, PreparedMessage>>;
 }
 
 export interface LmtpHandle {
@@ -99,6 +104,28 @@ export async function startLmtp(deps: LmtpDeps): Promise<LmtpHandle> {
   let stopping = false;
   let transactions = 0;
 
+  /**
+   * Delivery when a tenant's rule protects some recipients' copies: each distinct message (the original and each
+   * protected variant) is delivered to its own recipients, and the results are put back in recipient order.
+   */
+  async function deliverVariants(original: PreparedMessage, variants: Map<string, PreparedMessage>, users: User[], targets: DeliveryTarget[]): Promise<DeliveryResult[]> {
+    const groups = new Map<PreparedMessage, number[]>();
+    users.forEach((u, i) => {
+      const message = variants.get(u.id) ?? original;
+      const group = groups.get(message);
+      if (group) group.push(i);
+      else groups.set(message, [i]);
+    });
+    const results: DeliveryResult[] = new Array(users.length);
+    await Promise.all(
+      [...groups].map(async ([message, indices]) => {
+        const delivered = await delivery.deliverGrouped(message, indices.map((i) => targets[i]!), { duplicates: 'live' });
+        indices.forEach((target, k) => (results[target] = delivered[k]!));
+      }),
+    );
+    return results;
+  }
+
   async function receive(stream: SMTPServerDataStream, session: SMTPServerSession, started: number) {
     const rcpts = session.envelope.rcptTo;
     const summary: Record<string, unknown> = { lmtp: session.id, recipients: rcpts.length };
@@ -139,10 +166,13 @@ export async function startLmtp(deps: LmtpDeps): Promise<LmtpHandle> {
 
     // Each recipient's copies, in order, so the results map back to its reply.
     const owners = await Promise.all(rcpts.map((r) => resolved.get(r) ?? delivery.resolveRecipient(r.address)));
-    const targets: DeliveryTarget[] = owners.flat().map((u) => ({ userId: u.id }));
-    let results;
+    const users = owners.flat();
+    const targets: DeliveryTarget[] = users.map((u) => ({ userId: u.id }));
+    let results: DeliveryResult[];
     try {
-      results = await delivery.deliverGrouped(prepared, targets, { duplicates: 'live' });
+      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      const variants = deps.protectOnDelivery ? await deps.protectOnDelivery(prepared, users, mailFrom) : undefined;
+      results = variants?.size ? await deliverVariants(prepared, variants, users, targets) : await delivery.deliverGrouped(prepared, targets, { duplicates: 'live' });
     } catch (err) {
       const failure = storeFailure(err);
       log.error({ ...summary, err }, 'lmtp delivery failed');

@@ -32,7 +32,15 @@ export interface PreparedMessage {
   raw: Buffer;
   parsed: ParsedMessage;
   sha256: string;
+  /** What inspection found (protection, S/MIME, label): stored as the item's `data`. */
+  data?: Record<string, unknown>;
 }
+
+/**
+ * Looks at a parsed message before it is stored (server/protection/service.ts `inspect`): may replace what is kept
+ * of it (a protected message keeps a placeholder, never its text) and names facts to store with the item.
+ */
+export type MessageInspector = (raw: Buffer, parsed: ParsedMessage) => Promise<{ parsed: ParsedMessage; data: Record<string, unknown> }>;
 
 export interface DeliveryTarget {
   userId: string;
@@ -65,6 +73,7 @@ export interface DeliveryDeps {
   duplicateWindowSeconds: number;
   /** Seconds: how far back subject threading looks. */
   threadSubjectWindowSeconds: number;
+  inspect?: MessageInspector;
 }
 
 /** Whether the subject carries a reply or forward prefix (only such messages are threaded by subject). */
@@ -73,8 +82,9 @@ function isReplySubject(subject: string): boolean {
 }
 
 /** The email fields of an item built from a parsed message (no owner, folder, or conversation yet). */
-export function emailFields(raw: Buffer, parsed: ParsedMessage): Omit<NewItem, 'userId' | 'folderId' | 'receivedAt'> {
+export function emailFields(raw: Buffer, parsed: ParsedMessage, data?: Record<string, unknown>): Omit<NewItem, 'userId' | 'folderId' | 'receivedAt'> {
   return {
+    ...(data && Object.keys(data).length ? { data } : {}),
     type: 'email',
     subject: parsed.subject,
     importance: parsed.importance,
@@ -102,7 +112,10 @@ export function createDelivery(deps: DeliveryDeps) {
     } catch (err) {
       throw errors.invalidRequest(`The message cannot be parsed as MIME: ${(err as Error).message}`);
     }
-    return { raw, parsed, sha256: crypto.createHash('sha256').update(raw).digest('hex') };
+    const sha256 = crypto.createHash('sha256').update(raw).digest('hex');
+    if (!deps.inspect) return { raw, parsed, sha256 };
+    const inspected = await deps.inspect(raw, parsed);
+    return { raw, parsed: inspected.parsed, sha256, data: inspected.data };
   }
 
   function* conversationFor(tx: TxStore, userId: string, parsed: ParsedMessage, receivedAt: number): Step<{ id: string; threadSubject: string | null }> {
@@ -151,7 +164,7 @@ export function createDelivery(deps: DeliveryDeps) {
       const conversation = yield* conversationFor(tx, target.userId, message.parsed, receivedAt);
       const item = yield* tx.items.create(
         {
-          ...emailFields(message.raw, message.parsed),
+          ...emailFields(message.raw, message.parsed, message.data),
           userId: target.userId,
           folderId: folder.id,
           receivedAt,

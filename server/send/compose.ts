@@ -32,6 +32,8 @@ export interface OutgoingMessage {
   importance: 'low' | 'normal' | 'high';
   /** The parent's Message-ID and the References chain to carry, for a reply. */
   thread?: { inReplyTo: string; references: string[] };
+  /** Further header fields (a sensitivity label's `msip_labels`). */
+  headers?: Record<string, string>;
 }
 
 export interface ComposedMessage {
@@ -63,7 +65,7 @@ export async function composeMessage(message: OutgoingMessage, hostname: string,
     subject: message.subject,
     messageId: internetMessageId,
     date: new Date(now),
-    headers: IMPORTANCE_HEADERS[message.importance],
+    headers: { ...IMPORTANCE_HEADERS[message.importance], ...message.headers },
     // Content only ever comes from the request: never let a value be read as a file path or a URL to fetch.
     disableFileAccess: true,
     disableUrlAccess: true,

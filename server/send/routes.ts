@@ -7,6 +7,7 @@ import { z } from 'zod';
 import type { Route } from '../http/table';
 import { parse, text } from '../http/validate';
 import type { SendService } from './service';
+import { readerOf } from '../protection/reader';
 
 export const MAX_RECIPIENTS = 500;
 export const MAX_ATTACHMENTS = 250;
@@ -50,6 +51,10 @@ const SendRequest = z
     attachments: z.array(Attachment).max(MAX_ATTACHMENTS).default([]),
     importance: z.enum(['low', 'normal', 'high']).default('normal'),
     inReplyTo: z.string().min(1).max(64).optional(),
+    attachItems: z.array(z.string().min(1).max(64)).max(20).optional(),
+    protection: z.strictObject({ template: z.string().min(1).max(64) }).optional(),
+    label: z.string().min(1).max(64).nullable().optional(),
+    labelJustification: text(1000).pipe(z.string().trim().min(1, 'must not be empty')).optional(),
   })
   .superRefine((v, ctx) => {
     const total = v.to.length + v.cc.length + v.bcc.length;
@@ -85,9 +90,18 @@ export function sendRoutes(d: SendRouteDeps): Route[] {
             isInline: a.isInline,
             contentId: a.contentId ?? null,
           })),
-        });
+        }, readerOf(call));
         return { status: 202, body: result };
       },
+    },
+    {
+      // A message the app built itself (an S/MIME signed or encrypted message): sent and kept exactly as given.
+      method: 'POST',
+      path: '/v1/messages/send-mime',
+      body: { raw: 'message/rfc822' },
+      bodyLimit: d.maxMessageBytes,
+      idempotent: true,
+      handler: async (call) => ({ status: 202, body: await d.send.sendMime(call.auth.userId, call.body as Buffer) }),
     },
   ];
 }

@@ -8,13 +8,16 @@
  * is asynchronous and a unit of work awaits nothing but its store, so every message is composed and prepared first.
  */
 import crypto from 'node:crypto';
+import { simpleParser, type AddressObject } from 'mailparser';
 import type { Clock } from '../clock';
 import type { Config } from '../config';
 import { ApiError, errors } from '../errors';
 import type { Delivery, DeliveryTarget, PreparedMessage } from '../mail/delivery';
-import type { Store, User } from '../store/types';
+import type { Item, Store, User } from '../store/types';
 import { composeMessage, headerBlock, referencesOf, replyReferences, type OutgoingMessage, type Recipient } from './compose';
 import { buildNdr } from './ndr';
+import type { ProtectionService } from '../protection/service';
+import type { Reader } from '../protection/reader';
 
 export interface SendRequest {
   to: Recipient[];
@@ -26,6 +29,14 @@ export interface SendRequest {
   importance: 'low' | 'normal' | 'high';
   /** An item id of the sender's: the message this one answers. */
   inReplyTo?: string;
+  /** Item ids of the sender's messages to attach whole (message/rfc822): forwarding, or a reply with the original. */
+  attachItems?: string[];
+  /** Protect the message with this template of the tenant (information protection). */
+  protection?: { template: string };
+  /** A sensitivity label id of the tenant's catalogue; null: explicitly none (the label policy decides if allowed). */
+  label?: string | null;
+  /** Why the label is lower than the answered message's (the label policy may require it). */
+  labelJustification?: string;
 }
 
 export interface SendResult {
@@ -47,6 +58,20 @@ export interface SendDeps {
   config: Pick<Config, 'mailHostname' | 'maxMessageBytes' | 'smtpRelayUrl'>;
   /** Called after a unit of work that queued mail committed (the relay worker starts a pass). */
   onQueued: () => void;
+  /** Labels, protection and the rights of protected originals (server/protection/); plain sending without it. */
+  protection?: ProtectionService;
+}
+
+/** Recipients of a message the app built itself: the JSON send's limit. */
+const MAX_RAW_RECIPIENTS = 500;
+
+/** The message without its top-level Bcc field (folded continuation lines included); the body is untouched. */
+export function withoutBccHeader(raw: Buffer): Buffer {
+  const head = headerBlock(raw);
+  const text = head.toString('latin1');
+  const kept = text.replace(/^bcc:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*\r?\n/gim, '');
+  if (kept.length === text.length) return raw;
+  return Buffer.concat([Buffer.from(kept, 'latin1'), raw.subarray(head.length)]);
 }
 
 export const NO_RELAY_REASON = 'This server has no mail relay for addresses outside it, and no local mailbox has this address.';
@@ -65,18 +90,24 @@ export function createSendService(deps: SendDeps) {
   const { store, clock, delivery, config } = deps;
   const relayConfigured = config.smtpRelayUrl !== '';
 
-  /** In-Reply-To and References of a reply to one of the sender's items. */
-  async function threadOf(userId: string, itemId: string): Promise<OutgoingMessage['thread']> {
-    const parent = await store.items.byId(userId, itemId);
-    if (!parent || parent.type !== 'email') throw errors.itemNotFound('inReplyTo names no message of yours.');
+  /** One of the sender's messages, named by a request field. */
+  async function ownMessage(userId: string, itemId: string, field: string): Promise<Item> {
+    const item = await store.items.byId(userId, itemId);
+    if (!item || item.type !== 'email') throw errors.itemNotFound(`${field} names no message of yours.`);
+    return item;
+  }
+
+  /** In-Reply-To and References of a reply to `parent`. */
+  async function threadOf(parent: Item): Promise<OutgoingMessage['thread']> {
     if (!parent.internetMessageId) return undefined; // nothing to thread on: the reply starts its own conversation
+    const userId = parent.userId;
     const size = parent.mimeBlobId ? (await store.blobs.size(userId, parent.mimeBlobId)) ?? 0 : 0;
     const headers = parent.mimeBlobId ? headerBlock(await store.blobs.read(userId, parent.mimeBlobId, 0, Math.min(size, 64 * 1024))) : Buffer.alloc(0);
     return { inReplyTo: parent.internetMessageId, references: replyReferences(referencesOf(headers), parent.internetMessageId) };
   }
 
   /** Every distinct address (case-insensitive), split into local users and remote addresses. */
-  async function classify(request: SendRequest) {
+  async function classify(request: Pick<SendRequest, 'to' | 'cc' | 'bcc'>) {
     const seen = new Set<string>();
     const addresses: string[] = [];
     for (const { address } of [...request.to, ...request.cc, ...request.bcc]) {
@@ -97,22 +128,93 @@ export function createSendService(deps: SendDeps) {
     return { local, remote };
   }
 
-  async function send(userId: string, request: SendRequest): Promise<SendResult> {
+  async function send(userId: string, request: SendRequest, reader?: Reader): Promise<SendResult> {
     // What the attachments alone take in the message (base64 in 76-character lines): when that is already over the
     // limit, the answer is known without composing (which costs several copies of the message in memory).
     const atLeast = request.attachments.reduce((sum, a) => sum + base64Lines(a.content.length), 0);
     if (atLeast > config.maxMessageBytes) throw tooLarge(atLeast, config.maxMessageBytes);
     const sender = await store.users.byId(userId);
     if (!sender) throw errors.notFound('No such user.');
-    const thread = request.inReplyTo ? await threadOf(userId, request.inReplyTo) : undefined;
+    const parent = request.inReplyTo ? await ownMessage(userId, request.inReplyTo, 'inReplyTo') : undefined;
+    const attach = await Promise.all((request.attachItems ?? []).map((id) => ownMessage(userId, id, 'attachItems')));
+    const recipients = [...request.to, ...request.cc, ...request.bcc].map((r) => r.address);
+    const plan = deps.protection
+      ? await deps.protection.prepareSend({
+          sender,
+          reader: reader ?? { userId, tenantId: sender.tenantId, address: sender.email.toLowerCase(), capable: false },
+          recipients,
+          body: request.body,
+          protection: request.protection,
+          label: request.label,
+          labelJustification: request.labelJustification,
+          parent,
+          attach,
+        })
+      : undefined;
+    if (!plan && (request.protection || request.label || attach.length)) {
+      throw errors.invalidRequest('This server does not offer information protection.', [{ field: 'protection', message: 'not available' }]);
+    }
+    const thread = parent ? await threadOf(parent) : undefined;
     const now = clock.now();
     const composed = await composeMessage(
-      { ...request, from: { name: sender.displayName, address: sender.email }, thread },
+      {
+        ...request,
+        body: plan?.body ?? request.body,
+        attachments: [...request.attachments, ...(plan?.attachments ?? [])],
+        headers: plan?.headers,
+        from: { name: sender.displayName, address: sender.email },
+        thread,
+      },
       config.mailHostname,
       now,
     );
-    if (composed.withBcc.length > config.maxMessageBytes) throw tooLarge(composed.withBcc.length, config.maxMessageBytes);
+    let { withBcc, withoutBcc } = composed;
+    if (plan?.protection) {
+      // Both renderings are wrapped: Sent Items keeps the Bcc header, and nobody's copy holds the text in the clear.
+      const grant = plan.protection;
+      const wrap = (inner: Buffer) =>
+        deps.protection!.protect({ tenantId: sender.tenantId, owner: sender.email, inner, grant, recipients, messageId: composed.internetMessageId });
+      [withBcc, withoutBcc] = await Promise.all([wrap(withBcc), wrap(withoutBcc)]);
+    }
+    if (withBcc.length > config.maxMessageBytes) throw tooLarge(withBcc.length, config.maxMessageBytes);
+    return commit(sender, { internetMessageId: composed.internetMessageId, withBcc, withoutBcc }, request);
+  }
 
+  /**
+   * An S/MIME (or any) message the app built itself: sent as it is, and stored as it is in Sent Items. Its From must
+   * be the sender's own address and it must carry a Message-ID; the recipients are its To, Cc and Bcc; the Bcc
+   * header is removed from the recipients' copy only (outside any signed part, so signatures stay valid).
+   */
+  async function sendMime(userId: string, raw: Buffer): Promise<SendResult> {
+    const sender = await store.users.byId(userId);
+    if (!sender) throw errors.notFound('No such user.');
+    const head = headerBlock(raw);
+    const parsedHead = await simpleParser(head, { skipHtmlToText: true, skipTextToHtml: true, skipTextLinks: true });
+    const list = (v: AddressObject | AddressObject[] | undefined): Recipient[] =>
+      (Array.isArray(v) ? v : v ? [v] : []).flatMap((o) => o.value).flatMap(function flat(a): Recipient[] {
+        return a.group ? a.group.flatMap(flat) : a.address ? [{ address: a.address, name: a.name }] : [];
+      });
+    const from = list(parsedHead.from)[0];
+    if (!from) throw errors.invalidRequest('The message has no From address.', [{ field: 'From', message: 'required' }]);
+    if (from.address.toLowerCase() !== sender.email.toLowerCase()) {
+      throw errors.forbidden(`The message's From must be your own address (${sender.email}).`);
+    }
+    const messageId = typeof parsedHead.messageId === 'string' ? parsedHead.messageId.trim() : '';
+    if (!/^<[^<>\s]+>$/.test(messageId)) throw errors.invalidRequest('The message needs a Message-ID header.', [{ field: 'Message-ID', message: 'required' }]);
+    const request = { to: list(parsedHead.to), cc: list(parsedHead.cc), bcc: list(parsedHead.bcc) };
+    const count = request.to.length + request.cc.length + request.bcc.length;
+    if (count === 0) throw errors.invalidRequest('The message names no recipient in To, Cc or Bcc.', [{ field: 'To', message: 'required' }]);
+    if (count > MAX_RAW_RECIPIENTS) throw errors.invalidRequest(`At most ${MAX_RAW_RECIPIENTS} recipients in all.`, [{ field: 'To', message: 'too many' }]);
+    if (deps.protection) await deps.protection.requireLabel(sender.tenantId, raw);
+    return commit(sender, { internetMessageId: messageId, withBcc: raw, withoutBcc: withoutBccHeader(raw) }, request);
+  }
+
+  /**
+   * Stores what a send means in one unit of work (see the module comment) and answers where each recipient went.
+   */
+  async function commit(sender: User, composed: { internetMessageId: string; withBcc: Buffer; withoutBcc: Buffer }, request: Pick<SendRequest, 'to' | 'cc' | 'bcc'>): Promise<SendResult> {
+    const userId = sender.id;
+    const now = clock.now();
     const { local, remote } = await classify(request);
     const queued = relayConfigured ? remote : [];
     const rejected = relayConfigured ? [] : remote;
@@ -160,7 +262,7 @@ export function createSendService(deps: SendDeps) {
     };
   }
 
-  return { send };
+  return { send, sendMime };
 }
 
 export type SendService = ReturnType<typeof createSendService>;

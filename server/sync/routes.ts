@@ -3,8 +3,8 @@
  * changes and batches. Validation happens here; the services own the rules.
  */
 import { z } from 'zod';
-import { errors } from '../errors';
-import type { Route } from '../http/table';
+import { ApiError, errors } from '../errors';
+import type { Call, Route } from '../http/table';
 import { parse, text } from '../http/validate';
 import type { DeviceRecord } from '../store/types';
 import type { MailService } from '../mail/service';
@@ -13,6 +13,9 @@ import { DEFAULT_MAX_CHANGES, MAX_CHANGES, pageJson, type createItemSync } from 
 import type { createFolderSync } from './folderSync';
 import { readItem } from '../content/routes';
 import type { ContentService } from '../content/service';
+import type { ProtectionService } from '../protection/service';
+import { readerOf } from '../protection/reader';
+import type { ItemView } from '../views';
 
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 
@@ -42,11 +45,30 @@ export interface SyncRouteDeps {
   content: ContentService;
   syncItems: ReturnType<typeof createItemSync>;
   syncFolders: ReturnType<typeof createFolderSync>;
+  /** Opens protected mail for devices that may read it (server/protection/); items are shown as stored without it. */
+  protection?: ProtectionService;
   /** Told of every item-sync token issued (push keeps each device's last-synced modseq per folder, for ping). */
   onItemsSynced?: (device: DeviceRecord, folderId: string, token: string) => void;
 }
 
 export function syncRoutes(d: SyncRouteDeps): Route[] {
+  const { protection } = d;
+  /** An item answer as the calling device may see it (protected mail opened or not). */
+  const shown = async (call: Call, view: ItemView): Promise<ItemView> => (protection ? protection.overlay(view, readerOf(call)) : view);
+  /** `present` of a route answering one item (http/table.ts: applied after an idempotent answer is kept). */
+  const presentItem = protection ? (call: Call, body: unknown) => shown(call, body as ItemView) : undefined;
+  /** `present` of the batch: each operation's item, and the server's version a conflict attaches. */
+  const presentBatch = protection
+    ? async (call: Call, body: unknown) => {
+        const answer = body as Awaited<ReturnType<RunBatch>>;
+        const reader = readerOf(call);
+        for (const r of answer.results) {
+          if ('item' in r && r.item) r.item = await protection.overlay(r.item as ItemView, reader);
+          else if ('problem' in r && r.problem.item) r.problem.item = await protection.overlay(r.problem.item as ItemView, reader);
+        }
+        return answer;
+      }
+    : undefined;
   return [
     {
       method: 'GET',
@@ -97,6 +119,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
           loadMore: q.loadMore ?? false,
           bodyBytes: q.bodyBytes ?? 0,
         });
+        if (protection) page.created = await protection.overlayViews(page.created, readerOf(call), { maxBytes: q.bodyBytes, wanted: (q.bodyBytes ?? 0) > 0 });
         d.onItemsSynced?.(device, folder.id, page.token); // in memory only: a sync still writes nothing
         return { json: pageJson(page) }; // `body: page` would serialise every entry a second time
       },
@@ -107,17 +130,25 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       method: 'PATCH',
       path: '/v1/items/:itemId',
       idempotent: true,
+      present: presentItem,
       handler: async (call) => {
         const patch = parse(ItemPatch, call.body);
         const ifMatch = call.headers['if-match'];
         if (ifMatch !== undefined && (typeof ifMatch !== 'string' || ifMatch.length > 64)) throw errors.invalidRequest('If-Match must be one change key.');
-        return { body: await d.mail.update(call.auth.userId, call.params.itemId!, patch, ifMatch?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1')) };
+        try {
+          return { body: await d.mail.update(call.auth.userId, call.params.itemId!, patch, ifMatch?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1')) };
+        } catch (err) {
+          // A conflict attaches the server's version: shown as this device may see it, like any other answer.
+          if (err instanceof ApiError && err.extra.item) err.extra.item = await shown(call, err.extra.item as ItemView);
+          throw err;
+        }
       },
     },
     {
       method: 'DELETE',
       path: '/v1/items/:itemId',
       idempotent: true,
+      present: presentItem,
       handler: async (call) => {
         const permanent = parse(z.object({ permanent: flag.optional() }), call.query, 'query').permanent ?? false;
         const result = await d.mail.delete(call.auth.userId, call.params.itemId!, permanent);
@@ -129,11 +160,13 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       path: '/v1/items/:itemId/move',
       idempotent: true,
       handler: async (call) => ({ body: await d.mail.move(call.auth.userId, call.params.itemId!, parse(Move, call.body).destinationFolderId) }),
+      present: presentItem,
     },
     {
       method: 'POST',
       path: '/v1/batch',
       idempotent: true,
+      present: presentBatch,
       handler: async (call) => {
         const { operations } = parse(BatchRequest, call.body);
         return { body: await d.batch(call.auth.userId, operations, call.requestId) };

@@ -85,3 +85,43 @@ export function opensslWorkspace(): OpensslWorkspace & { dispose(): void } {
     },
   };
 }
+
+/**
+ * Runs openssl with `args` in `cwd` and answers its stdout as text; throws with its last lines of output. `purpose`
+ * names the tests that need it, for the message when openssl is not installed.
+ */
+export function runOpenssl(args: string[], cwd: string, purpose: string): string {
+  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
+  if (r.error) throw new Error(`the openssl command could not be run (${r.error.message}); the ${purpose} tests need it on PATH`);
+  if (r.status !== 0) {
+    const output = `${r.stdout}${r.stderr}`.trim().split('\n').slice(-4).join(' | ');
+    throw new Error(`openssl ${args.slice(0, 2).join(' ')} failed (exit ${r.status}): ${output}`);
+  }
+  return r.stdout;
+}
+
+/**
+ * Removes temporary directories named `<prefix><pid>-…` whose process no longer exists (killed before its exit
+ * handler ran); another user's directories are left alone.
+ */
+export function sweepAbandonedDirs(prefix: string): void {
+  const tmp = os.tmpdir();
+  for (const name of fs.readdirSync(tmp)) {
+    const m = new RegExp(`^${prefix}(\\d+)-`).exec(name);
+    if (!m || isAlive(Number(m[1]))) continue;
+    try {
+      fs.rmSync(path.join(tmp, name), { recursive: true, force: true });
+    } catch {
+      // another user's: not ours to remove
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -8,7 +8,7 @@
  * kept until `disposeTestPki()` (call it in afterAll: jest's sandboxed `process` does not report its exit, so the
  * exit handler is only a backstop; a directory left by a process that is gone is removed by the next build).
  */
-import { spawnSync } from 'node:child_process';
+import { runOpenssl, sweepAbandonedDirs } from './openssl';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -84,7 +84,7 @@ export function disposeTestPki(): void {
 }
 
 function buildPki(): TestPki {
-  sweepAbandoned();
+  sweepAbandonedDirs(DIR_PREFIX);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${DIR_PREFIX}${process.pid}-`));
   process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -272,35 +272,4 @@ function pair(dir: string, name: string, username: string): TestUser {
   return { certFile, keyFile, cert: fs.readFileSync(certFile, 'utf8'), key: fs.readFileSync(keyFile, 'utf8'), username };
 }
 
-function openssl(args: string[], cwd: string): string {
-  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
-  if (r.error) throw new Error(`the openssl command could not be run (${r.error.message}); the certificate tests need it on PATH`);
-  if (r.status !== 0) {
-    const output = `${r.stdout}${r.stderr}`.trim().split('\n').slice(-4).join(' | ');
-    throw new Error(`openssl ${args.slice(0, 2).join(' ')} failed (exit ${r.status}): ${output}`);
-  }
-  return r.stdout;
-}
-
-/** Directories of processes that no longer exist (killed before their exit handler ran). */
-function sweepAbandoned(): void {
-  const tmp = os.tmpdir();
-  for (const name of fs.readdirSync(tmp)) {
-    const m = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name);
-    if (!m || isAlive(Number(m[1]))) continue;
-    try {
-      fs.rmSync(path.join(tmp, name), { recursive: true, force: true });
-    } catch {
-      // another user's: not ours to remove
-    }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+const openssl = (args: string[], cwd: string) => runOpenssl(args, cwd, 'certificate');

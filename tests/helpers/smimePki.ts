@@ -6,6 +6,7 @@
  * on first use into a temporary directory and kept until `disposeSmimePki()` (call it in afterAll); a directory
  * left by a process that is gone is removed by the next build.
  */
+import { runOpenssl, sweepAbandonedDirs } from './openssl';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -187,7 +188,7 @@ function withEndings(message: Buffer, endings: LineEndings): Buffer {
 }
 
 function buildPki(): SmimeTestPki {
-  sweepAbandoned();
+  sweepAbandonedDirs(DIR_PREFIX);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${DIR_PREFIX}${process.pid}-`));
   process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -351,35 +352,4 @@ function issue(
   };
 }
 
-function openssl(args: string[], cwd: string): string {
-  const r = spawnSync('openssl', args, { cwd, encoding: 'utf8' });
-  if (r.error) throw new Error(`the openssl command could not be run (${r.error.message}); the S/MIME tests need it on PATH`);
-  if (r.status !== 0) {
-    const output = `${r.stdout}${r.stderr}`.trim().split('\n').slice(-4).join(' | ');
-    throw new Error(`openssl ${args.slice(0, 2).join(' ')} failed (exit ${r.status}): ${output}`);
-  }
-  return r.stdout;
-}
-
-/** Directories of processes that no longer exist (killed before their exit handler ran). */
-function sweepAbandoned(): void {
-  const tmp = os.tmpdir();
-  for (const name of fs.readdirSync(tmp)) {
-    const m = new RegExp(`^${DIR_PREFIX}(\\d+)-`).exec(name);
-    if (!m || isAlive(Number(m[1]))) continue;
-    try {
-      fs.rmSync(path.join(tmp, name), { recursive: true, force: true });
-    } catch {
-      // another user's: not ours to remove
-    }
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+const openssl = (args: string[], cwd: string) => runOpenssl(args, cwd, 'S/MIME');

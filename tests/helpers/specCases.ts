@@ -16,8 +16,8 @@
  * - `hostileCases()` — the hostile-input corpus, per operation;
  * - `shapedValue()` — fast-check arbitraries for values shaped like a schema but often wrong;
  * - `buildWorld()` — the fixtures the cases run against: users in two tenants, each with a registered device,
- *   folders, mail with attachments and sync tokens, and an administrator per tenant with an access rule and one
- *   (inert) entry of each kind in its tenant's access configuration;
+ *   folders, mail with attachments, sync tokens and a published S/MIME certificate, and an administrator per tenant
+ *   with an access rule and one (inert) entry of each kind in its tenant's access configuration;
  * - `testCompliancePartner()` — a compliance partner of the test's own, to sign requests to the partner API (whose
  *   operations are `access: 'partner'`: no token reaches them).
  */
@@ -26,6 +26,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { HTTP_METHODS, loadSpec, pointer, resolvePointer } from './openapi';
+import { opensslWorkspace } from './openssl';
 import type { TestContext } from './testApp';
 import { signPartnerRequest } from '../../server/access/compliancePartner';
 
@@ -175,7 +176,9 @@ export type IdKind =
   | 'accessPolicy'
   | 'namedLocation'
   | 'group'
-  | 'appProtectionPolicy';
+  | 'appProtectionPolicy'
+  /** An S/MIME certificate a user published (`/v1/me/certificates`): the user's own, like a folder. */
+  | 'certificateId';
 
 /** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
 export interface NotAnId {
@@ -201,14 +204,23 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
   'POST /v1/items/{itemId}/move': { 'path:itemId': 'item', 'body:destinationFolderId': 'folder' },
   'GET /v1/items/{itemId}/attachments/{attachmentId}': {
     'path:itemId': 'item',
-    // Attachment ids number an item's parts (att1, att2...): the item id in the path is what names the owner.
+    // Attachment ids number an item's parts (att1, att2..., or protected-0... of a protected message): the item id
+    // in the path is what names the owner.
     'path:attachmentId': { notAnId: 'a part number within the item of the path', value: 'att1' },
   },
   'GET /v1/items/{itemId}/mime': { 'path:itemId': 'item' },
   'POST /v1/batch': { 'body:operations.*.id': 'item', 'body:operations.*.destinationFolderId': 'folder' },
-  'POST /v1/messages/send': { 'body:inReplyTo': 'item' },
+  // attachItems attach the sender's own messages: another user's is 404 itemNotFound, as one that exists nowhere.
+  'POST /v1/messages/send': { 'body:inReplyTo': 'item', 'body:attachItems.*': 'item' },
   'POST /v1/ping': { 'body:folderIds.*': 'folder' },
   'GET /v1/search': { 'query:folderId': 'folder' },
+  // Information protection (issue 17).
+  'DELETE /v1/me/certificates/{certificateId}': { 'path:certificateId': 'certificateId' },
+  'GET /v1/directory/certificates': {
+    // The directory is the tenant's on purpose: a colleague's address finds their published certificates (what a
+    // sender encrypts to), another tenant's address finds nothing. The tenant filter stays, whatever it names.
+    'query:address': { notAnId: "an address looked up in the caller's own tenant's directory", value: 'sec-nobody@example.com' },
+  },
   'GET /admin/v1/devices': { 'query:user': 'user' },
   'GET /admin/v1/devices/{id}': { 'path:id': 'deviceRecord' },
   'DELETE /admin/v1/devices/{id}': { 'path:id': 'deviceRecord' },
@@ -251,6 +263,14 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
     'query:cursor': { notAnId: "a position (`<at>.<entry id>`) in the caller's own tenant's log: the tenant filter stays, whatever entry it names" },
   },
   'POST /admin/v1/users/{id}/risk': { 'path:id': 'user' },
+  // The protection document is the administrator's tenant's, replaced whole: its ids name its own entries.
+  'PUT /admin/v1/protection': {
+    'body:templates.*.id': { notAnId: "the id the administrator gives a template of its tenant's own document" },
+    'body:labels.*.id': { notAnId: "the GUID the administrator gives a label of its tenant's own catalogue" },
+    'body:partners.*.id': { notAnId: "the id the administrator gives a partner of its tenant's own document" },
+    'body:deliveryRules.*.id': { notAnId: "the id the administrator gives a delivery rule of its tenant's own document" },
+    'body:deliveryRules.*.when.labelIds': { notAnId: 'labels of the same document (a reference to none is 400)' },
+  },
   // No user's or administrator's token reaches it (tests/security/hostile.test.ts: unsigned is 401 whatever else the
   // request holds). Which tenants' devices a signed request may reach is the partner's configured tenants (403
   // otherwise), proven with real signatures by tests/e2e/conditional-access.test.ts.
@@ -375,12 +395,12 @@ const REQUIRED_QUERY_VALUES: Record<string, string> = {
   code_challenge_method: 'S256',
 };
 
-/** The query an operation needs to succeed: its required parameters (ids from the resolver). */
+/** The query an operation needs to succeed: its required parameters (ids from the resolver; a non-id's `value`). */
 export function baseQuery(op: SpecOperation, id: IdResolver): Record<string, string> {
   const out: Record<string, string> = {};
   for (const q of op.query.filter((x) => x.required)) {
     const slot = ID_SLOTS[op.key]?.[`query:${q.name}`];
-    const value = typeof slot === 'string' ? id(slot, `query:${q.name}`) : REQUIRED_QUERY_VALUES[q.name];
+    const value = typeof slot === 'string' ? id(slot, `query:${q.name}`) : (slot?.value ?? REQUIRED_QUERY_VALUES[q.name]);
     if (value === undefined) throw new Error(`${op.key}: no value for the required query parameter ${q.name}`);
     out[q.name] = value;
   }
@@ -396,12 +416,12 @@ let serial = 0;
 /** A value unique within the process (folder names, opIds), so a valid body never collides with an earlier one. */
 export const unique = (prefix: string) => `${prefix}-${process.pid}-${++serial}`;
 
-/** A small message with one attachment, as an MTA or the admin import would hand it over. */
-export function rawMessage(opts: { id: string; to: string; subject: string; text?: string }): Buffer {
+/** A small message with one attachment, as an MTA, the admin import or an app's own MIME would hand it over. */
+export function rawMessage(opts: { id: string; to: string; subject: string; text?: string; from?: string }): Buffer {
   const pdf = Buffer.from(`%PDF-1.4 ${opts.subject}\n`).toString('base64');
   return Buffer.from(
     [
-      'From: Sender <sender@example.org>',
+      `From: Sender <${opts.from ?? 'sender@example.org'}>`,
       `To: <${opts.to}>`,
       `Subject: ${opts.subject}`,
       'Date: Tue, 04 Mar 2025 10:00:00 +0000',
@@ -446,6 +466,17 @@ const INERT_CONDITIONAL_ACCESS_POLICY = () => ({
   assignments: { users: { include: { users: ['sec-nobody'] } }, locations: { include: ['any'] } },
   outcome: { grant: { controls: ['mfa'], operator: 'and' } },
 });
+/**
+ * A protection document that changes no send, delivery or read: a template and a label nobody is made to use (no
+ * default label, labelling not mandatory) and a delivery rule for an address no user has.
+ */
+const INERT_PROTECTION_DOCUMENT = () => ({
+  templates: [{ id: unique('sec-template'), name: unique('Security suite template'), description: 'Used by nobody.', rights: ['view', 'reply'], expiry: { days: 7 } }],
+  labels: [{ id: crypto.randomUUID(), name: unique('Security suite label'), priority: 1, colour: '#336699', tooltip: 'Used by nobody.' }],
+  labelPolicy: { defaultLabel: null, mandatory: false, justifyDowngrade: false },
+  partners: [],
+  deliveryRules: [{ id: unique('sec-rule'), template: 'encrypt-only', when: { recipientAddresses: ['sec-nobody@example.invalid'] } }],
+});
 const INERT_NAMED_LOCATION = () => ({ name: 'Security suite network', trusted: false, ranges: ['192.0.2.0/24', '2001:db8:5ec::/48'] });
 const INERT_GROUP = () => ({ name: 'Security suite group', members: ['sec-nobody'] });
 const INERT_APP_PROTECTION_POLICY = () => ({
@@ -486,7 +517,13 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
     subject: 'Re: quarterly',
     body: { contentType: 'text', content: 'Thanks.' },
     inReplyTo: c.id('item', 'body:inReplyTo'),
+    attachItems: [c.id('item', 'body:attachItems.*')],
   }),
+  // The app's own MIME: from and to the caller (anything else From is 403), so it never leaves the server.
+  'POST /v1/messages/send-mime': (c) => rawMessage({ id: `${unique('own-mime')}@example.org`, to: c.email, from: c.email, subject: 'Signed quarterly' }),
+  // A certificate of the caller's own address that it has not published yet (the world published another one).
+  'POST /v1/me/certificates': (c) => ({ certificate: userCertificate(c.email) }),
+  'PUT /admin/v1/protection': () => INERT_PROTECTION_DOCUMENT(),
   'POST /v1/ping': (c) => ({ folderIds: [c.id('folder', 'body:folderIds.*')], heartbeatSeconds: 60 }),
   'POST /admin/v1/device-access-rules': () => ({ field: 'deviceModel', match: 'exact', value: unique('NoSuchModel'), accessState: 'allowed' }),
   'PUT /admin/v1/device-access-rules/{id}': () => ({ field: 'deviceModel', match: 'prefix', value: unique('NoSuchModel'), accessState: 'allowed' }),
@@ -701,8 +738,9 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
     }
     if (op.headers.includes('If-Match')) {
       add(op, 'an If-Match of 100 characters', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': `"${'x'.repeat(100)}"` }, expect: [400], codes: ['invalidRequest'] });
-      // The access configuration's tag is its version (`"<n>"`; anything else is 400): one it is not at.
-      const stale = op.parameterRefs?.includes('AccessConfigIfMatch') ? '"999999999"' : '"stale-change-key"';
+      // A versioned document's tag is its version (`"<n>"`): one it is not at. An item's is its change key.
+      const versioned = op.parameterRefs?.some((r) => r === 'AccessConfigIfMatch' || r === 'ProtectionIfMatch');
+      const stale = versioned ? '"999999999"' : '"stale-change-key"';
       add(op, 'an If-Match that is stale', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': stale }, expect: [412], codes: ['conflict'] });
     }
     if (op.headers.includes('Range')) {
@@ -943,6 +981,7 @@ const emptyIds = (): Record<IdKind, string[]> => ({
   namedLocation: [],
   group: [],
   appProtectionPolicy: [],
+  certificateId: [],
 });
 
 async function token(api: Agent, form: Record<string, string>): Promise<string> {
@@ -1085,5 +1124,57 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   p.ids.folderSyncToken.push(folders.token);
   p.ids.itemSyncToken.push(items.token);
   const conversations = (await ctx.store.items.byIds(p.userId, itemIds)).map((i) => i.conversationId).filter((c): c is string => c !== null);
-  p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds);
+  const certificate = await expectStatus(api().post('/v1/me/certificates').set(headers).send({ certificate: userCertificate(p.email, ctx.clock.now()) }), 201, 'publishing a certificate');
+  p.ids.certificateId.push(certificate.id);
+  p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds, certificate.id, certificate.fingerprint);
+}
+
+/**
+ * A personal S/MIME certificate for `email` that `POST /v1/me/certificates` accepts, new at every call (so it was
+ * never published before), made by OpenSSL: EC P-256 (quick to make), keyAgreement, emailProtection, the address
+ * in subjectAltName, self-signed (the directory checks that a certificate can serve, not who issued it). It is
+ * made with `openssl ca -selfsign` because only `ca` takes a start date in the past: the test app's clock was set
+ * when the app was built, before this certificate exists, and a certificate not valid yet is refused. Valid from a
+ * day before `now` to 30 days after it.
+ */
+export function userCertificate(email: string, now = Date.now()): string {
+  const ws = opensslWorkspace();
+  const utc = (ms: number) => new Date(ms).toISOString().replace(/[-:T]/g, '').slice(2, 14) + 'Z'; // YYMMDDHHMMSSZ
+  const day = 86_400_000;
+  try {
+    ws.write('index.txt', '');
+    ws.write('serial', `${crypto.randomBytes(8).toString('hex')}\n`);
+    ws.write(
+      'ca.cnf',
+      [
+        '[ca]',
+        'default_ca = suite',
+        '[suite]',
+        `dir = ${ws.dir}`,
+        'database = $dir/index.txt',
+        'new_certs_dir = $dir',
+        'serial = $dir/serial',
+        'default_md = sha256',
+        'policy = policy_any',
+        'email_in_dn = no',
+        'copy_extensions = none',
+        'x509_extensions = ext',
+        '[policy_any]',
+        'commonName = supplied',
+        '[ext]',
+        'basicConstraints = critical, CA:FALSE',
+        'keyUsage = critical, digitalSignature, keyAgreement',
+        'extendedKeyUsage = emailProtection',
+        `subjectAltName = email:${email}`,
+        '',
+      ].join('\n'),
+    );
+    // An empty configuration: the subject is given, and no default extension may slip in.
+    ws.write('req.cnf', '');
+    ws.run(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-noenc', '-keyout', ws.file('user.key'), '-subj', '/CN=Security suite user', '-config', ws.file('req.cnf'), '-out', ws.file('user.csr')]);
+    ws.run(['ca', '-batch', '-config', ws.file('ca.cnf'), '-selfsign', '-keyfile', ws.file('user.key'), '-in', ws.file('user.csr'), '-startdate', utc(now - day), '-enddate', utc(now + 30 * day), '-notext', '-out', ws.file('user.crt')]);
+    return ws.read('user.crt').toString('utf8');
+  } finally {
+    ws.dispose();
+  }
 }

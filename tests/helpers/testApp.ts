@@ -98,6 +98,7 @@ export function asCaller(ctx: Pick<TestContext, 'app'>, s: { access: string; dev
     get: (p: string) => h(request(ctx.app).get(p)),
     post: (p: string, body?: object) => h(request(ctx.app).post(p)).send(body ?? {}),
     put: (p: string, body?: object) => h(request(ctx.app).put(p)).send(body ?? {}),
+    patch: (p: string, body?: object) => h(request(ctx.app).patch(p)).send(body ?? {}),
     delete: (p: string) => h(request(ctx.app).delete(p)),
   };
 }

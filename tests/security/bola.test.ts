@@ -62,6 +62,7 @@ const NOWHERE: Record<IdKind, string> = {
   deviceId: 'no-such-device-000001',
   deviceRecord: 'NoSuchDevice0000',
   rule: 'NoSuchRule000000',
+  certificateId: 'NoSuchCertificate0',
   user: 'NoSuchUser000000',
   folderSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
   itemSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
