@@ -5,18 +5,38 @@
  *
  * The file is JSON Lines, one record per line:
  *   {"record":"header", format, version, createdAt, source: {region, tenant}, counts, notMoved}
+ *   {"record":"header", format, version, createdAt, source: {region, tenant}, counts, notMoved, notes}
  *   {"record":"tenantSettings", defaultDeviceAccessState}
  *   {"record":"deviceAccessRule", rule}                              (each rule)
+ *   {"record":"protectionConfig", doc}                               (v2; the protection document, if any)
+ *   {"record":"protectionKey", id, certificatePem, privateKeyPem, createdAt, retiredAt}
+ *                                                                    (v2; each key, in the order they were made
+ *                                                                    active: the active one last)
  *   {"record":"user", user, mailbox}                                 (each user, then that user's:)
+ *   {"record":"userCertificate", cert}                               (v2; published certificates, oldest first)
  *   {"record":"folder", folder}                                      (parents before their children)
  *   {"record":"item", item, body, mime, attachments}                 (blobs base64; per folder, newest first)
+ *   {"record":"accessConfig", doc}                                   (v2; the conditional-access document, if any)
  *   {"record":"audit", entry}                                        (the tenant's audit log, oldest first)
  *   {"record":"trailer", counts, sha256}                             (SHA-256 of every byte before this line)
+ * An importer reads version 1 files too (the same records without those marked v2).
+ *
+ * Information protection moves with the tenant (version 2), or every rights-protected message would be unreadable
+ * at the target: the protection keys, private keys included, the protection document and users' published
+ * certificates. At rest each server seals private keys with its own secret (protection/keys.ts), so the export
+ * opens them with the source's secret and the file carries them in PEM; the import seals them with the target's.
+ * That makes the file as secret as the keys, which it already had to be: it holds all the tenant's mail in the
+ * clear (the header's notes say so). The conditional-access document moves with the user ids in it (group members,
+ * policies' included and excluded users) mapped to the new ones.
  *
  * What does not move (the header says so too): devices, sign-ins (refresh tokens), outbox entries, idempotency
- * records and change history. A device signs in again at the new region (its old tokens name the old one) and syncs
- * from scratch, as after a mailbox reset. Ids are the target store's own: every tenant, user, folder, item and rule
- * gets a new one; blob ids are content hashes and conversation ids are derived from the messages, so both carry over.
+ * records and change history; and, keyed by device or by sign-in, device compliance, app protection states, the
+ * sign-in log, user risk and MFA enrolments. A device signs in again at the new region (its old tokens name the old
+ * one) and syncs from scratch, as after a mailbox reset. Ids are the target store's own: every tenant, user, folder,
+ * item, rule, protection key and certificate gets a new one; blob ids are content hashes and conversation ids are
+ * derived from the messages, so both carry over. Items keep their `data` as stored (a protected message's licence
+ * facts, its label, its S/MIME status): `data.protection.issuer` names the tenant as the signed licence does, by
+ * its old id.
  *
  * Neither end is one snapshot: the export reads folder by folder. Move a tenant while it is quiet (after telling its
  * users, with its mail held at the MX), or changes made during the export may be missing from the file.
@@ -27,6 +47,10 @@ import path from 'node:path';
 import { once } from 'node:events';
 import type { Clock } from '../clock';
 import { normalizeSubject } from '../content/mime';
+import { newId } from '../ids';
+import { compileAccessConfig } from '../access/config';
+import { parseProtectionDocument } from '../protection/config';
+import { createKeySealer, SealedKeyError, type KeySealer } from '../protection/keys';
 import type {
   AccessState,
   AttachmentRecord,
@@ -35,23 +59,48 @@ import type {
   Folder,
   Mailbox,
   NewItem,
+  ProtectionKeyRecord,
   SortKey,
   Store,
   Tenant,
   User,
+  UserCertificate,
   Item,
 } from '../store/types';
 
 export const TENANT_EXPORT_FORMAT = 'pigeon-tenant-export';
-export const TENANT_EXPORT_VERSION = 1;
+export const TENANT_EXPORT_VERSION = 2;
+/** The versions an import reads: version 1 had no protection or access records. */
+const READABLE_VERSIONS: readonly number[] = [1, TENANT_EXPORT_VERSION];
 
 /** What the export leaves behind, and why (in the header, for whoever reads the file). */
 export const NOT_MOVED = {
-  records: ['devices', 'signIns', 'outbox', 'idempotency', 'changeHistory'],
+  records: [
+    'devices',
+    'signIns',
+    'outbox',
+    'idempotency',
+    'changeHistory',
+    'deviceCompliance',
+    'appProtectionStates',
+    'signInLog',
+    'userRisk',
+    'mfaEnrolments',
+  ],
   why:
     'devices sign in again at the new region (their tokens name the old one and are answered 421 there) and start ' +
-    'a fresh sync; unsent outbox entries, idempotency records and sync history belong to the old region\'s sessions',
+    'a fresh sync; unsent outbox entries, idempotency records and sync history belong to the old region\'s sessions; ' +
+    'compliance and app protection states are per device (the compliance partner and the app report again), the ' +
+    'sign-in log and risk describe sign-ins at the old region, and MFA enrolments are not read by the export: users ' +
+    'enrol again',
 };
+
+/** Said in the header: what the file holds, for whoever keeps it. */
+export const EXPORT_NOTES = [
+  'This file holds all of the tenant\'s mail in the clear and the private keys of its protection keys in PEM ' +
+    '(unsealed, so that the target can seal them with its own secret): whoever has it can read every message, ' +
+    'rights-protected ones included. Keep it as secret as the mailboxes, and delete it once the move is verified.',
+];
 
 export interface MoveCounts {
   users: number;
@@ -60,9 +109,16 @@ export interface MoveCounts {
   attachments: number;
   rules: number;
   audit: number;
+  /** Version 2 on: protection keys, published certificates, documents (protection and access, at most one each). */
+  protectionKeys: number;
+  certificates: number;
+  documents: number;
 }
 
-const zeroCounts = (): MoveCounts => ({ users: 0, folders: 0, items: 0, attachments: 0, rules: 0, audit: 0 });
+const zeroCounts = (): MoveCounts => ({ users: 0, folders: 0, items: 0, attachments: 0, rules: 0, audit: 0, protectionKeys: 0, certificates: 0, documents: 0 });
+/** The counts a file of `version` carries in its header and trailer. */
+const countKeysOf = (version: number): Array<keyof MoveCounts> =>
+  version === 1 ? ['users', 'folders', 'items', 'attachments', 'rules', 'audit'] : (Object.keys(zeroCounts()) as Array<keyof MoveCounts>);
 
 export interface ExportHeader {
   record: 'header';
@@ -72,6 +128,8 @@ export interface ExportHeader {
   source: { region: string; tenant: Tenant };
   counts: MoveCounts;
   notMoved: typeof NOT_MOVED;
+  /** Version 2 on. */
+  notes?: string[];
 }
 
 interface UserRecord {
@@ -91,13 +149,28 @@ interface ItemRecord {
   mime: string | null;
   attachments: Array<AttachmentRecord & { content: string }>;
 }
+/** A protection key with its private key opened (PKCS#8 PEM): sealed again with the target's secret on import. */
+interface ProtectionKeyLine {
+  record: 'protectionKey';
+  id: string;
+  certificatePem: string;
+  privateKeyPem: string;
+  createdAt: number;
+  retiredAt: number | null;
+}
 type BodyRecord =
   | { record: 'tenantSettings'; defaultDeviceAccessState: AccessState }
   | { record: 'deviceAccessRule'; rule: DeviceAccessRule }
+  | { record: 'protectionConfig'; doc: unknown }
+  | ProtectionKeyLine
   | UserRecord
+  | { record: 'userCertificate'; cert: UserCertificate }
   | FolderRecord
   | ItemRecord
+  | { record: 'accessConfig'; doc: unknown }
   | { record: 'audit'; entry: AuditEntry };
+/** Records a version 1 file cannot hold. */
+const V2_RECORDS = new Set(['protectionConfig', 'protectionKey', 'userCertificate', 'accessConfig']);
 interface Trailer {
   record: 'trailer';
   counts: MoveCounts;
@@ -118,6 +191,7 @@ export class TenantImportFailed extends Error {
       `import failed: ${(reason as Error)?.message ?? String(reason)}. It had created ` +
         (created.tenant ? `tenant ${JSON.stringify(created.tenant.name)} (${created.tenant.id})` : 'no tenant') +
         `, users: ${users}; ${created.folders} folder(s), ${created.items} item(s), ${created.rules} rule(s), ` +
+        `${created.protectionKeys} protection key(s), ${created.certificates} certificate(s), ${created.documents} document(s), ` +
         `${created.audit} audit entries. Remove them (README, "Regions") before importing the file again.`,
     );
     this.name = 'TenantImportFailed';
@@ -130,11 +204,19 @@ export interface ImportCreated {
   folders: number;
   items: number;
   rules: number;
+  protectionKeys: number;
+  certificates: number;
+  documents: number;
   audit: number;
 }
 
 export interface MoveOptions {
   clock: Clock;
+  /**
+   * This server's secret (auth/keys.ts `loadKeys`): the export opens the tenant's sealed protection keys with the
+   * source's, the import seals them with the target's.
+   */
+  serverSecret: Buffer;
   /** Progress lines for the operator (the CLI writes them to stderr). */
   progress?: (line: string) => void;
   /** Items read per range read (export) and written per unit of work (import); small in tests. */
@@ -249,6 +331,31 @@ async function* auditOldestFirst(store: Store, tenantId: string): AsyncGenerator
 }
 
 /**
+ * The tenant's protection keys in the order `rotateKey` must insert them to leave the same keyring: it retires the
+ * keys still active at the new key's createdAt, so each key is followed by the one whose creation retired it, and the
+ * active key comes last. That is oldest first, except where a node's clock put a rotation's createdAt before the key
+ * it retired (two nodes giving a tenant its first key at once): retirement, not creation, is the order.
+ */
+function rotationOrder(keys: ProtectionKeyRecord[]): ProtectionKeyRecord[] {
+  const byId = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  // Infinity - Infinity is NaN, which falls through to the next comparison like 0 does.
+  return [...keys].sort((a, b) => (a.retiredAt ?? Infinity) - (b.retiredAt ?? Infinity) || a.createdAt - b.createdAt || byId(a.id, b.id));
+}
+
+/** A key's private key in PEM, opened with the source's secret. */
+function openedPrivateKey(sealer: KeySealer, key: ProtectionKeyRecord): string {
+  try {
+    return sealer.open(key.sealedPrivateKey);
+  } catch (err) {
+    if (!(err instanceof SealedKeyError)) throw err;
+    throw new TenantMoveError(
+      `protection key ${key.id} cannot be opened with this server's secret: export on a node of the tenant's region, with ` +
+        `its configuration (its PIGEON_SECRET_FILE, or its database with PostgreSQL)`,
+    );
+  }
+}
+
+/**
  * `tenant export`: writes the tenant's file (refusing to overwrite one), then appends `tenant.exported` to its audit
  * log. The records go to a side file first, so that the header can carry the exact counts; the final file is then
  * header + records + trailer, renamed into place only when complete.
@@ -256,6 +363,7 @@ async function* auditOldestFirst(store: Store, tenantId: string): AsyncGenerator
 export async function exportTenant(store: Store, tenantId: string, file: string, options: MoveOptions): Promise<ExportResult> {
   const { clock, progress = () => {} } = options;
   const pageSize = options.pageSize ?? DEFAULT_PAGE;
+  const sealer = createKeySealer(options.serverSecret);
   const tenant = await store.tenants.get(tenantId);
   if (!tenant) throw new TenantMoveError(`no tenant ${JSON.stringify(tenantId)} in this store (see tenant list)`);
   if (fs.existsSync(file)) throw new TenantMoveError(`${file} exists: choose another --out (an export never overwrites)`);
@@ -273,10 +381,26 @@ export async function exportTenant(store: Store, tenantId: string, file: string,
         await write({ record: 'deviceAccessRule', rule });
         counts.rules++;
       }
+      const protection = await store.protection.config(tenantId);
+      if (protection) {
+        // The document, not its version: the target's starts at 1.
+        await write({ record: 'protectionConfig', doc: JSON.parse(protection.doc) as unknown });
+        counts.documents++;
+      }
+      for (const key of rotationOrder(await store.protection.keys(tenantId))) {
+        const { id, certificatePem, createdAt, retiredAt } = key;
+        await write({ record: 'protectionKey', id, certificatePem, privateKeyPem: openedPrivateKey(sealer, key), createdAt, retiredAt });
+        counts.protectionKeys++;
+      }
       const users = (await store.users.list()).filter((u) => u.tenantId === tenantId);
       for (const user of users) {
         await write({ record: 'user', user, mailbox: (await store.mailboxes.get(user.id)) ?? null });
         counts.users++;
+        // The store lists them newest first; the file, oldest first.
+        for (const cert of (await store.protection.certificates(user.id)).reverse()) {
+          await write({ record: 'userCertificate', cert });
+          counts.certificates++;
+        }
         const folders = parentsFirst(await store.folders.listByUser(user.id));
         for (const { mailboxState: _state, ...folder } of folders) {
           await write({ record: 'folder', folder });
@@ -298,6 +422,12 @@ export async function exportTenant(store: Store, tenantId: string, file: string,
         }
         progress(`exported user ${user.username}: ${folders.length} folders (${counts.items} items so far)`);
       }
+      // After the users: the document names them, and the import maps their ids to the new ones.
+      const access = await store.access.config(tenantId);
+      if (access) {
+        await write({ record: 'accessConfig', doc: JSON.parse(access.doc) as unknown });
+        counts.documents++;
+      }
       for await (const entry of auditOldestFirst(store, tenantId)) {
         await write({ record: 'audit', entry });
         counts.audit++;
@@ -317,6 +447,7 @@ export async function exportTenant(store: Store, tenantId: string, file: string,
         source: { region: tenant.region, tenant },
         counts,
         notMoved: NOT_MOVED,
+        notes: EXPORT_NOTES,
       };
       await out.writeRecord(header);
       for await (const chunk of fs.createReadStream(recordsFile)) await out.write(chunk as Buffer);
@@ -382,14 +513,24 @@ function parseLine(line: Buffer, number: number): { record: string } & Record<st
 }
 
 /** Reads the file's records in order, checking the header first and, at the end, the trailer's counts and checksum. */
-async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader } | { record: BodyRecord } | { trailer: Trailer }> {
+async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader } | { record: BodyRecord } | { trailer: Trailer; counts: MoveCounts }> {
   if (!fs.existsSync(file)) throw new TenantMoveError(`${file}: no such file`);
   const hash = crypto.createHash('sha256');
   const counts = zeroCounts();
   let header: ExportHeader | undefined;
   let pending: Buffer | undefined;
   let number = 0;
-  const countOf: Partial<Record<string, keyof MoveCounts>> = { user: 'users', folder: 'folders', item: 'items', deviceAccessRule: 'rules', audit: 'audit' };
+  const countOf: Partial<Record<string, keyof MoveCounts>> = {
+    user: 'users',
+    folder: 'folders',
+    item: 'items',
+    deviceAccessRule: 'rules',
+    audit: 'audit',
+    protectionKey: 'protectionKeys',
+    userCertificate: 'certificates',
+    protectionConfig: 'documents',
+    accessConfig: 'documents',
+  };
   for await (const line of fileLines(file)) {
     // The line before this one was not the trailer: it is covered by the checksum.
     if (pending) {
@@ -400,13 +541,13 @@ async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader 
         if (parsed.record !== 'header' || parsed.format !== TENANT_EXPORT_FORMAT) {
           throw new TenantMoveError(`not a Pigeon tenant export (its first line is no ${TENANT_EXPORT_FORMAT} header)`);
         }
-        if (parsed.version !== TENANT_EXPORT_VERSION) {
-          throw new TenantMoveError(`export format version ${String(parsed.version)} is not supported (this server reads version ${TENANT_EXPORT_VERSION})`);
+        if (typeof parsed.version !== 'number' || !READABLE_VERSIONS.includes(parsed.version)) {
+          throw new TenantMoveError(`export format version ${String(parsed.version)} is not supported (this server reads versions ${READABLE_VERSIONS.join(' and ')})`);
         }
         header = parsed as unknown as ExportHeader;
         yield { header };
       } else {
-        const kind = countOf[parsed.record];
+        const kind = header.version === 1 && V2_RECORDS.has(parsed.record) ? undefined : countOf[parsed.record];
         if (kind) counts[kind]++;
         else if (parsed.record !== 'tenantSettings') throw new TenantMoveError(`line ${number}: unknown record ${JSON.stringify(parsed.record)}`);
         if (parsed.record === 'item') counts.attachments += (parsed.attachments as unknown[]).length;
@@ -420,25 +561,66 @@ async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader 
   if (trailer.record !== 'trailer') throw new TenantMoveError('the file has no trailer (was it cut short?)');
   const sha256 = hash.digest('hex');
   if (trailer.sha256 !== sha256) throw new TenantMoveError(`checksum mismatch: the trailer says ${trailer.sha256}, the file's content is ${sha256}: the file is damaged`);
-  const same = (a: MoveCounts, b: MoveCounts) => (Object.keys(a) as Array<keyof MoveCounts>).every((k) => a[k] === b[k]);
-  if (!same(trailer.counts, counts) || !same(header.counts, counts)) {
-    throw new TenantMoveError(`the record counts (${JSON.stringify(counts)}) differ from the header's and trailer's: the file is damaged`);
+  // A version 1 file counts fewer kinds of record (and has none of the others: they were refused above).
+  const keys = countKeysOf(header.version);
+  const same = (a: Partial<MoveCounts> | undefined) => keys.every((k) => a?.[k] === counts[k]);
+  if (!same(trailer.counts) || !same(header.counts)) {
+    const read = Object.fromEntries(keys.map((k) => [k, counts[k]]));
+    throw new TenantMoveError(`the record counts (${JSON.stringify(read)}) differ from the header's and trailer's: the file is damaged`);
   }
-  yield { trailer };
+  yield { trailer, counts };
 }
 
 export interface VerifiedExport {
   header: ExportHeader;
   sha256: string;
+  /** Every kind counted (a version 1 file has no protection keys, certificates or documents: 0). */
   counts: MoveCounts;
   usernames: string[];
   /** Every string the audit records name: the items among them get their new id remembered on import. */
   auditStrings: Set<string>;
 }
 
+/** A document that this server would not accept, as a refusal naming its fields. */
+function invalidDocument(what: string, err: unknown): TenantMoveError {
+  const fields = (err as { extra?: { errors?: Array<{ field: string; message: string }> } })?.extra?.errors ?? [];
+  const detail = fields.slice(0, 5).map((f) => `${f.field}: ${f.message}`).join('; ');
+  return new TenantMoveError(`the ${what} in the file is not valid here (${detail || (err as Error)?.message || String(err)}): the file is damaged or from an incompatible version`);
+}
+
+/** A key whose private key does not open what its certificate protected is refused before anything is written. */
+function checkKeyPair(key: ProtectionKeyLine): void {
+  let matches = false;
+  try {
+    matches = new crypto.X509Certificate(key.certificatePem).checkPrivateKey(crypto.createPrivateKey(key.privateKeyPem));
+  } catch {
+    throw new TenantMoveError(`protection key ${key.id}: its certificate or private key cannot be read: the file is damaged`);
+  }
+  if (!matches) throw new TenantMoveError(`protection key ${key.id}: its private key does not belong to its certificate: the file is damaged`);
+}
+
+/**
+ * The keys, inserted one after the other with rotateKey, must come out as the file says: each retired when the next
+ * was made, the last one active. A file that says otherwise (damaged, or a source keyring rotateKey never makes)
+ * is refused before anything is written, rather than imported with another key active.
+ */
+function checkRotationChain(keys: ProtectionKeyLine[]): void {
+  keys.forEach((key, i) => {
+    const expected = i + 1 < keys.length ? keys[i + 1]!.createdAt : null;
+    if (key.retiredAt !== expected) {
+      throw new TenantMoveError(
+        `protection key ${key.id}: retired at ${String(key.retiredAt)}, but rotating the keys in the file's order retires it at ` +
+          `${String(expected)}${expected === null ? ' (the last key is the active one)' : ' (when the next key was made)'}: the file is damaged`,
+      );
+    }
+  });
+}
+
 /**
  * Reads the whole file once and checks it: the header's format and version, every line a record, users before their
- * folders, folders before their children and items, the counts, and the trailer's SHA-256. Writes nothing.
+ * folders and certificates, folders before their children and items, the access document after every user, the
+ * documents valid here, each protection key's pair and their rotation order, the counts, and the trailer's SHA-256.
+ * Writes nothing.
  */
 export async function verifyExport(file: string): Promise<VerifiedExport> {
   let header: ExportHeader | undefined;
@@ -446,12 +628,18 @@ export async function verifyExport(file: string): Promise<VerifiedExport> {
   const folders = new Set<string>();
   const usernames: string[] = [];
   const auditStrings = new Set<string>();
+  const keys: ProtectionKeyLine[] = [];
+  const certificates = new Set<string>();
+  const documents = new Set<string>();
   for await (const part of readExport(file)) {
     if ('header' in part) header = part.header;
-    else if ('trailer' in part) return { header: header!, sha256: part.trailer.sha256, counts: part.trailer.counts, usernames, auditStrings };
-    else {
+    else if ('trailer' in part) {
+      checkRotationChain(keys);
+      return { header: header!, sha256: part.trailer.sha256, counts: part.counts, usernames, auditStrings };
+    } else {
       const r = part.record;
       if (r.record === 'user') {
+        if (documents.has('accessConfig')) throw new TenantMoveError(`user ${r.user.id} comes after the access document, which names users: the file is damaged`);
         users.add(r.user.id);
         usernames.push(r.user.username);
       } else if (r.record === 'folder') {
@@ -463,6 +651,25 @@ export async function verifyExport(file: string): Promise<VerifiedExport> {
         if (!users.has(r.item.userId) || !folders.has(r.item.folderId)) throw new TenantMoveError(`item ${r.item.id} comes before its folder: the file is damaged`);
       } else if (r.record === 'audit') {
         collectStrings(r.entry, auditStrings);
+      } else if (r.record === 'protectionKey') {
+        checkKeyPair(r);
+        keys.push(r);
+      } else if (r.record === 'userCertificate') {
+        if (!users.has(r.cert.userId)) throw new TenantMoveError(`certificate ${r.cert.id} comes before its user: the file is damaged`);
+        const key = `${r.cert.userId} ${r.cert.fingerprint}`;
+        if (certificates.has(key)) throw new TenantMoveError(`certificate ${r.cert.id} is in the file twice for one user: the file is damaged`);
+        certificates.add(key);
+      } else if (r.record === 'protectionConfig' || r.record === 'accessConfig') {
+        if (documents.has(r.record)) throw new TenantMoveError(`the file has two ${r.record} records: the file is damaged`);
+        documents.add(r.record);
+        // Checked as the target's own API would check an admin's document, so the import never stores one it
+        // cannot read back (the access document's user ids change on import, not its validity).
+        try {
+          if (r.record === 'protectionConfig') parseProtectionDocument(r.doc);
+          else compileAccessConfig(r.doc, 1);
+        } catch (err) {
+          throw invalidDocument(r.record === 'protectionConfig' ? 'protection document' : 'access document', err);
+        }
       }
     }
   }
@@ -525,6 +732,33 @@ function newItemOf(r: ItemRecord, userId: string, folderId: string): NewItem {
   };
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * The access document with the user ids in it mapped to the target's: group members and the users a policy
+ * includes or excludes (access/config.ts, access/policies.ts; app protection policies name groups only, and group,
+ * policy and location ids are the document's own). An id that names no moved user (one deleted since it was
+ * entered) is kept as it is: it names nobody here either, and dropping it could leave a policy that includes
+ * nobody, which the document does not allow. Everything else is copied untouched, in its order.
+ */
+export function remapAccessUsers(doc: unknown, userIds: ReadonlyMap<string, string>): unknown {
+  if (!isObject(doc)) return doc;
+  const ids = (list: unknown) => (Array.isArray(list) ? list.map((id: unknown) => (typeof id === 'string' ? (userIds.get(id) ?? id) : id)) : list);
+  const subjects = (s: unknown) => (isObject(s) && 'users' in s ? { ...s, users: ids(s.users) } : s);
+  const out: Record<string, unknown> = { ...doc };
+  if (Array.isArray(doc.groups)) out.groups = doc.groups.map((g: unknown) => (isObject(g) && 'members' in g ? { ...g, members: ids(g.members) } : g));
+  if (Array.isArray(doc.policies)) {
+    out.policies = doc.policies.map((p: unknown) => {
+      if (!isObject(p) || !isObject(p.assignments) || !isObject(p.assignments.users)) return p;
+      const users = p.assignments.users;
+      const mapped: Record<string, unknown> = { ...users, include: subjects(users.include) };
+      if ('exclude' in users) mapped.exclude = subjects(users.exclude);
+      return { ...p, assignments: { ...p.assignments, users: mapped } };
+    });
+  }
+  return out;
+}
+
 export interface ImportResult {
   tenant: Tenant;
   sourceRegion: string;
@@ -542,6 +776,7 @@ export interface ImportResult {
 export async function importTenant(store: Store, file: string, region: string, options: MoveOptions): Promise<ImportResult> {
   const { clock, progress = () => {} } = options;
   const pageSize = options.pageSize ?? DEFAULT_PAGE;
+  const sealer = createKeySealer(options.serverSecret);
   const verified = await verifyExport(file);
   const source = verified.header.source;
   progress(`verified ${file}: tenant ${JSON.stringify(source.tenant.name)} of region ${source.region}, ${JSON.stringify(verified.counts)}`);
@@ -554,9 +789,15 @@ export async function importTenant(store: Store, file: string, region: string, o
   for (const username of verified.usernames) if (await store.users.byUsername(username)) taken.push(username);
   if (taken.length) throw new TenantMoveError(`refused: username(s) already in use in this store: ${taken.join(', ')}`);
 
-  const created: ImportCreated = { users: [], folders: 0, items: 0, rules: 0, audit: 0 };
+  const created: ImportCreated = { users: [], folders: 0, items: 0, rules: 0, protectionKeys: 0, certificates: 0, documents: 0, audit: 0 };
   // Old id → new id. Items only when an audit entry names them (a mailbox's item ids are not held).
   const ids = new Map<string, string>();
+  // Users only: the access document's ids are mapped with this, never with another kind's.
+  const userIds = new Map<string, string>();
+  /** The keys read and not yet written (they come one after the other, and are written in one unit). */
+  let keys: ProtectionKeyLine[] = [];
+  /** Every key's retirement in the file, by certificate: what the target's keyring must show at the end. */
+  const keyRetirement = new Map<string, number | null>();
   const mappedFolders = new Set<string>();
   let tenantId = '';
   let batch: Array<{ sourceId: string; item: NewItem }> = [];
@@ -577,6 +818,34 @@ export async function importTenant(store: Store, file: string, region: string, o
     units.forEach((u, i) => verified.auditStrings.has(u.sourceId) && ids.set(u.sourceId, newIds[i]!));
     created.items += units.length;
     if (Math.floor(created.items / 1000) > Math.floor((created.items - units.length) / 1000)) progress(`imported ${created.items} items`);
+  };
+  /**
+   * Inserts the keys in the file's order with rotateKey, which retires the active key at the new one's createdAt:
+   * the file lists them so that this leaves each retired when it was and the same key active (verifyExport checked
+   * it; the keyring is compared with the file once everything is written). Sealed with this server's secret.
+   */
+  const flushKeys = async () => {
+    if (!keys.length) return;
+    const records: ProtectionKeyRecord[] = keys.map((k) => ({
+      id: newId(),
+      tenantId,
+      certificatePem: k.certificatePem,
+      sealedPrivateKey: sealer.seal(k.privateKeyPem),
+      createdAt: k.createdAt,
+      retiredAt: null,
+    }));
+    keys = [];
+    await store.run(function* (tx) {
+      for (const record of records) yield* tx.protection.rotateKey(record);
+    });
+    created.protectionKeys += records.length;
+  };
+  const checkKeyring = async () => {
+    const stored = await store.protection.keys(tenantId);
+    const wrong = stored.filter((k) => !keyRetirement.has(k.certificatePem) || keyRetirement.get(k.certificatePem) !== k.retiredAt);
+    if (stored.length !== keyRetirement.size || wrong.length) {
+      throw new TenantMoveError(`the imported protection keys are not retired as the file says (${wrong.map((k) => k.id).join(', ') || 'a key is missing'})`);
+    }
   };
   const flushAudit = async () => {
     if (!audit.length) return;
@@ -613,6 +882,7 @@ export async function importTenant(store: Store, file: string, region: string, o
       const r = part.record;
       if (r.record !== 'item') await flushItems();
       if (r.record !== 'audit') await flushAudit();
+      if (r.record !== 'protectionKey') await flushKeys();
       switch (r.record) {
         case 'tenantSettings':
           await store.deviceAccess.setDefaultState(tenantId, r.defaultDeviceAccessState, clock.now());
@@ -645,7 +915,38 @@ export async function importTenant(store: Store, file: string, region: string, o
             return made;
           });
           ids.set(user.id, made.id);
+          userIds.set(user.id, made.id);
           created.users.push({ username: made.username, id: made.id });
+          break;
+        }
+        case 'protectionConfig': {
+          // Version 1 of the target's document (the source's version counted the source's changes).
+          const put = await store.protection.putConfig(tenantId, JSON.stringify(r.doc), 0, clock.now());
+          if (!put) throw new TenantMoveError('the new tenant has a protection document already');
+          created.documents++;
+          break;
+        }
+        case 'protectionKey':
+          keys.push(r);
+          keyRetirement.set(r.certificatePem, r.retiredAt);
+          break;
+        case 'userCertificate': {
+          const { cert } = r;
+          const added = await store.protection.addCertificate({ ...cert, id: newId(), tenantId, userId: userIds.get(cert.userId)! });
+          if (!added) throw new TenantMoveError(`certificate ${cert.id} of user ${cert.userId} is already published for that user`);
+          created.certificates++;
+          break;
+        }
+        case 'accessConfig': {
+          const doc = remapAccessUsers(r.doc, userIds);
+          try {
+            compileAccessConfig(doc, 1);
+          } catch (err) {
+            throw invalidDocument('access document (its user ids mapped)', err);
+          }
+          const put = await store.access.putConfig(tenantId, JSON.stringify(doc), 0, clock.now());
+          if (!put) throw new TenantMoveError('the new tenant has an access document already');
+          created.documents++;
           break;
         }
         case 'folder': {
@@ -697,6 +998,8 @@ export async function importTenant(store: Store, file: string, region: string, o
     }
     await flushItems();
     await flushAudit();
+    await flushKeys();
+    await checkKeyring();
     if (sha256 !== verified.sha256) throw new TenantMoveError('the file changed while it was being imported');
     const tenant = created.tenant!;
     await store.audit.append({
@@ -707,7 +1010,7 @@ export async function importTenant(store: Store, file: string, region: string, o
       action: 'tenant.imported',
       targetType: 'tenant',
       targetId: tenantId,
-      details: { fromRegion: source.region, region, format: TENANT_EXPORT_VERSION, exportedAt: verified.header.createdAt, sha256, counts: verified.counts },
+      details: { fromRegion: source.region, region, format: verified.header.version, exportedAt: verified.header.createdAt, sha256, counts: verified.counts },
     });
     return { tenant, sourceRegion: source.region, sha256, counts: verified.counts };
   } catch (err) {

@@ -34,6 +34,9 @@
  * (server/admin/tenantMove.ts): exit status 2 when the move is refused (a damaged file, a tenant or username that
  * exists), 1 when an import failed after writing (the message names what it created).
  */
+import { createMessageInspector } from '../protection/inspect';
+import { createSmimeInspector } from '../protection/smime';
+import { loadSmimeTrust } from '../protection/trustFile';
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
@@ -50,6 +53,7 @@ import { MboxFormatError } from '../content/mbox';
 import type { Store } from '../store/types';
 import { adoptRegion, checkStoreRegion, regionsOf, RegionAdoptError, WrongRegionStore } from '../regions';
 import { exportTenant, importTenant, TenantImportFailed, TenantMoveError } from '../admin/tenantMove';
+import { loadKeys } from '../auth/keys';
 
 const USAGE = `usage: npm run admin -- <command> [options]
 commands:
@@ -126,6 +130,12 @@ async function importCommand(
     clock: systemClock,
     duplicateWindowSeconds: config.duplicateWindow,
     threadSubjectWindowSeconds: config.threadSubjectWindow,
+    // The same inspection as live delivery: protected mail is stored as its placeholder, S/MIME with its status.
+    inspect: createMessageInspector({
+      smime: createSmimeInspector({ trustAnchorsPem: loadSmimeTrust(config.smimeTrustFile) }),
+      clock: systemClock,
+      warn: (facts, message) => process.stderr.write(`pigeon admin: ${message} ${JSON.stringify(facts)}\n`),
+    }),
   });
   const importer = createImporter({ store, clock: systemClock, delivery, maxMessageBytes: config.maxMessageBytes });
   let target: ImportTarget;
@@ -169,10 +179,14 @@ async function importCommand(
   return report.failed.length ? 1 : 0;
 }
 
-/** `tenant export` and `tenant import` (server/admin/tenantMove.ts). */
+/**
+ * `tenant export` and `tenant import` (server/admin/tenantMove.ts). `serverSecret` is this node's, as the server
+ * loads it: the export opens the tenant's sealed protection keys with it, the import seals them with it.
+ */
 async function tenantMoveCommand(
   store: Store,
   region: string,
+  serverSecret: Buffer,
   sub: 'export' | 'import',
   args: { tenant?: string; out?: string; in?: string },
   out: (line: string) => void,
@@ -181,7 +195,7 @@ async function tenantMoveCommand(
   const progress = (line: string) => err(`pigeon admin: ${line}`);
   if (sub === 'export') {
     if (!args.tenant || !args.out) throw new UserAdminError('tenant export needs --tenant ID and --out FILE');
-    const done = await exportTenant(store, args.tenant, args.out, { clock: systemClock, progress });
+    const done = await exportTenant(store, args.tenant, args.out, { clock: systemClock, serverSecret, progress });
     const c = done.counts;
     out(
       `exported tenant ${done.tenant.name} (${done.tenant.id}) of region ${done.tenant.region} to ${done.file}: ${c.users} users, ` +
@@ -192,7 +206,7 @@ async function tenantMoveCommand(
   }
   if (!args.in) throw new UserAdminError('tenant import needs --in FILE');
   try {
-    const done = await importTenant(store, args.in, region, { clock: systemClock, progress });
+    const done = await importTenant(store, args.in, region, { clock: systemClock, serverSecret, progress });
     const c = done.counts;
     out(
       `imported tenant ${done.tenant.name} (${done.tenant.id}) from region ${done.sourceRegion} into region ${done.tenant.region}: ` +
@@ -339,7 +353,11 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
           for (const t of await store.tenants.list()) out(`${t.id}\t${t.name}\t${t.region}\t${new Date(t.createdAt).toISOString()}`);
           return 0;
         }
-        if (sub === 'export' || sub === 'import') return await tenantMoveCommand(store, config.region, sub, values, out, err);
+        if (sub === 'export' || sub === 'import') {
+          // The server's own key material (main.ts): the data directory's files, or with PostgreSQL the database's.
+          const { serverSecret } = await loadKeys(config, store.backend === 'postgres' ? store.secrets : undefined);
+          return await tenantMoveCommand(store, config.region, serverSecret, sub, values, out, err);
+        }
         const now = systemClock.now();
         const name = values.name!;
         const tenant = await store.run(function* (tx) {

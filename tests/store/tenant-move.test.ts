@@ -7,6 +7,14 @@
  * are checked, no source id is left in any row of the target, and a moved user signs in at a us app with the same
  * password and syncs the moved mail. A damaged file, a second import and a username collision are refused without
  * writing anything. The CLI commands run once as real processes.
+ *
+ * Information protection moves too (format version 2): the tenant has a protection key rotated once, a protection
+ * document (changed twice), a published certificate (made by openssl), two rights-protected messages (one under each
+ * key, one labelled) and an S/MIME signed one (signed by openssl), and a conditional-access document naming users.
+ * The two regions have different server secrets: at the target, the moved keys are sealed with its secret (not the
+ * source's), both protected messages open for a rightsManagement reader, the same key is active, and the access
+ * document names the new user ids. openssl decrypts a moved message with the private key the file carries. A version
+ * 1 file (no protection records) still imports; a key whose retirement or private key does not fit is refused.
  */
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -25,9 +33,22 @@ import { createUserAdmin } from '../../server/admin/users';
 import { createDelivery } from '../../server/mail/delivery';
 import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
 import { openPostgresStore, type PostgresStore } from '../../server/store/postgres';
-import type { AuditEntry, Folder, Store, Tenant } from '../../server/store/types';
+import type { AuditEntry, Folder, Item, Store, Tenant } from '../../server/store/types';
 import { exportTenant, importTenant, TenantImportFailed, TenantMoveError, TENANT_EXPORT_FORMAT } from '../../server/admin/tenantMove';
+import { createProtectionService } from '../../server/protection/service';
+import { createMessageInspector } from '../../server/protection/inspect';
+import { createSmimeInspector } from '../../server/protection/smime';
+import { createKeySealer, SealedKeyError } from '../../server/protection/keys';
+import { parseProtectionDocument } from '../../server/protection/config';
+import { formatMsipLabels, tenantSiteId } from '../../server/protection/labels';
+import { parseUserCertificate } from '../../server/protection/certificates';
+import { findProtectedParts } from '../../server/protection/wrapper';
+import type { Reader } from '../../server/protection/reader';
+import { parseMessage } from '../../server/content/mime';
+import { compileAccessConfig } from '../../server/access/config';
+import { newId } from '../../server/ids';
 import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
+import { opensslWorkspace } from '../helpers/openssl';
 import { tempDir, CLIENT_ID } from '../helpers/testApp';
 import { ROOT } from '../helpers/server';
 
@@ -53,6 +74,81 @@ let deviceRecordId: string;
 let ruleIds: string[];
 let importedItemId: string;
 let exportFile: string;
+/** Each region's server secret: eu's is its data directory's (the CLI's export reads it), us's its database's. */
+let euSecret: Buffer;
+let usSecret: Buffer;
+const openssl = opensslWorkspace();
+
+// Information protection of the source tenant.
+const LABEL_ID = '6f1c2a4e-0b7d-4c55-9f3e-2d8a1b7c9e01';
+const SECRET_OLD = 'Board minutes TOPSECRET-OLDKEY-1187';
+const SECRET_NEW = 'Merger terms TOPSECRET-NEWKEY-2291';
+/** A user id in the access document that names no user (deleted since): kept as it is. */
+const GONE_USER = 'deleted-user-0001';
+const PROTECTION_DOC = {
+  templates: [{ id: 'board-only', name: 'Board only', description: 'For the board', rights: ['view', 'reply'], expiry: null }],
+  labels: [{ id: LABEL_ID, name: 'Confidential', priority: 2, colour: '#cc0000', tooltip: 'Confidential', protectionTemplate: 'board-only', marking: { header: null, footer: 'Confidential' } }],
+  labelPolicy: { defaultLabel: null, mandatory: false, justifyDowngrade: true },
+};
+/** The source's keys, oldest first (the second was made by a rotation, which retired the first). */
+let sourceKeys: Array<{ id: string; certificatePem: string }>;
+
+const silent = createLogger({ logLevel: 'silent', logPretty: false });
+const smime = createSmimeInspector({ trustAnchorsPem: [] });
+
+/** Delivery that inspects as live delivery does (protected, labelled and S/MIME mail), and the protection service. */
+function protectionOver(store: Store, serverSecret: Buffer) {
+  const delivery = createDelivery({
+    store,
+    clock,
+    duplicateWindowSeconds: 3600,
+    threadSubjectWindowSeconds: 7 * 86400,
+    inspect: createMessageInspector({ smime, clock, warn: () => {} }),
+  });
+  const protection = createProtectionService({ store, clock, log: silent, serverSecret, smime, prepare: (raw) => delivery.prepare(raw) });
+  return { delivery, protection };
+}
+
+/** A reader whose device registered rightsManagement. */
+const capableReader = (userId: string, tenantId: string): Reader => ({ userId, tenantId, address: 'acme-anna@acme.test', capable: true });
+
+const innerMessage = (subject: string, messageId: string, text: string, headers: string[] = []) =>
+  Buffer.from(
+    [
+      'From: Carol <carol@partner.test>',
+      'To: Anna <acme-anna@acme.test>',
+      `Subject: ${subject}`,
+      `Message-ID: <${messageId}>`,
+      'Date: Mon, 2 Feb 2026 12:00:00 +0000',
+      ...headers,
+      'MIME-Version: 1.0',
+      'Content-Type: text/plain; charset=utf-8',
+      '',
+      text,
+      '',
+    ].join('\r\n'),
+  );
+
+/** The items of a user's inbox by subject. */
+async function inboxItem(store: Store, userId: string, subject: string): Promise<Item> {
+  const inbox = (await store.folders.byKind(userId, 'inbox'))!;
+  const found = (await store.sync.range(userId, inbox.id, LOWEST, HIGHEST, 'asc', 1000)).find((i) => i.subject === subject);
+  if (!found) throw new Error(`no item ${JSON.stringify(subject)} in the inbox of ${userId}`);
+  return found;
+}
+
+/** An export file's lines, parsed. */
+function readRecords(file: string) {
+  const records = fs.readFileSync(file, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as Record<string, any>);
+  return { header: records[0]!, body: records.slice(1, -1), trailer: records[records.length - 1]! };
+}
+
+/** Writes an export file as an exporter would: header (with `counts`), records, trailer with the counts and checksum. */
+function writeRecords(file: string, header: Record<string, unknown>, body: Array<Record<string, unknown>>, counts: Record<string, number>) {
+  const text = [{ ...header, counts }, ...body].map((r) => JSON.stringify(r) + '\n').join('');
+  const sha256 = crypto.createHash('sha256').update(text).digest('hex');
+  fs.writeFileSync(file, text + JSON.stringify({ record: 'trailer', counts, sha256 }) + '\n');
+}
 
 const password = (username: string) => `${username}-password-1`;
 
@@ -179,6 +275,11 @@ async function buildSource(): Promise<void> {
   await audit('message.import', 'user', anna, { itemId: planId, folderId: deep, internetMessageId: 'plan@partner.test' });
   await eu.audit.append({ tenantId: otherTenant.id, at: clock.now(), actorId: null, actorName: 'system', action: 'tenant.create', targetType: 'tenant', targetId: otherTenant.id, details: {} });
 
+  await buildProtection(anna, inbox);
+
+  for (const key of sourceKeys) sourceIds.add(key.id);
+  for (const cert of await eu.protection.certificates(anna)) sourceIds.add(cert.id);
+
   for (const id of Object.values(names)) {
     for (const folder of await eu.folders.listByUser(id)) {
       sourceIds.add(folder.id);
@@ -186,6 +287,62 @@ async function buildSource(): Promise<void> {
     }
   }
   for (const id of [...ruleIds, deviceRecordId, 'rt-acme-anna-1', 'fam-acme-anna-1']) sourceIds.add(id);
+}
+
+/**
+ * The source tenant's information protection and access document: a protection document (changed twice, so its
+ * version is 2), a key rotated once with a protected message under each key (the newer one labelled), an S/MIME
+ * signed message and a published certificate (both made by openssl), and an access document naming users.
+ */
+async function buildProtection(anna: string, inbox: string): Promise<void> {
+  const { delivery, protection } = protectionOver(eu, euSecret);
+  const deliver = async (raw: Buffer, receivedAt: number) =>
+    (await delivery.deliver(await delivery.prepare(raw), [{ userId: anna, folderId: inbox }], { duplicates: 'live', receivedAt }))[0]!.itemId;
+
+  await eu.protection.putConfig(tenant.id, JSON.stringify(parseProtectionDocument({ ...PROTECTION_DOC, labelPolicy: { ...PROTECTION_DOC.labelPolicy, justifyDowngrade: false } })), 0, clock.now());
+  await eu.protection.putConfig(tenant.id, JSON.stringify(parseProtectionDocument(PROTECTION_DOC)), 1, clock.now());
+
+  const grant = { template: { id: 'board-only', name: 'Board only' }, rights: ['view', 'reply'] as Array<'view' | 'reply'>, expiresAt: null };
+  const protect = (inner: Buffer, messageId: string) => protection.protect({ tenantId: tenant.id, owner: 'carol@partner.test', inner, grant, recipients: [], messageId });
+  const first = await protection.keyring.activeKey(tenant.id);
+  await deliver(await protect(innerMessage('Board minutes', 'board@partner.test', SECRET_OLD), '<board@partner.test>'), T0 + 700);
+  clock.advance(5000);
+  const second = await protection.keyring.rotate(tenant.id);
+  const label = formatMsipLabels({ id: LABEL_ID, name: 'Confidential' }, { siteId: tenantSiteId(tenant.id), setAt: clock.now(), method: 'Standard', actionId: crypto.randomUUID(), contentBits: 0 });
+  await deliver(await protect(innerMessage('Merger terms', 'merger@partner.test', SECRET_NEW, [`msip_labels: ${label}`]), '<merger@partner.test>'), T0 + 701);
+  sourceKeys = [first, second].map((k) => ({ id: k.id, certificatePem: k.certificatePem }));
+
+  // Anna's S/MIME certificate (openssl), published; a message she signed with it.
+  openssl.run([
+    'req', '-x509', '-newkey', 'rsa:2048', '-noenc', '-keyout', openssl.file('anna.key'), '-out', openssl.file('anna.crt'), '-days', '30',
+    '-subj', '/CN=Anna', '-addext', 'subjectAltName=email:acme-anna@acme.test', '-addext', 'extendedKeyUsage=emailProtection',
+    '-addext', 'keyUsage=digitalSignature,keyEncipherment', '-addext', 'basicConstraints=critical,CA:FALSE',
+  ]);
+  const cert = parseUserCertificate(openssl.read('anna.crt').toString('utf8'), Date.now());
+  const published = { id: newId(), tenantId: tenant.id, userId: anna, email: 'acme-anna@acme.test', certificatePem: cert.certificatePem, fingerprint: cert.fingerprint, notBefore: cert.notBefore, notAfter: cert.notAfter, createdAt: clock.now() };
+  expect(await eu.protection.addCertificate(published)).toBe(true);
+  openssl.write('signed-body.txt', 'Content-Type: text/plain; charset=utf-8\r\n\r\nSigned by Anna.\r\n');
+  const signed = openssl.run(['smime', '-sign', '-in', openssl.file('signed-body.txt'), '-signer', openssl.file('anna.crt'), '-inkey', openssl.file('anna.key'), '-from', 'acme-anna@acme.test', '-to', 'ben@acme.test', '-subject', 'Signed note']);
+  await deliver(signed, T0 + 702);
+
+  const benId = names['acme-ben']!;
+  const access = compileAccessConfig(
+    {
+      groups: [{ id: 'finance', name: 'Finance', members: [anna, benId, GONE_USER] }],
+      policies: [
+        {
+          id: 'finance-mfa',
+          name: 'Finance needs MFA',
+          state: 'off',
+          assignments: { users: { include: { users: [names['acme-admin']!], groups: ['finance'] }, exclude: { users: [benId] } } },
+          outcome: { grant: { controls: ['mfa'], operator: 'and' } },
+        },
+      ],
+      appProtectionPolicies: [],
+    },
+    1,
+  ).config;
+  await eu.access.putConfig(tenant.id, JSON.stringify(access), 0, clock.now());
 }
 
 /**
@@ -211,10 +368,23 @@ async function snapshot(store: Store, tenantId: string) {
       tree.push({ path: pathOf(f), kind: f.kind, totalCount: f.totalCount, unreadCount: f.unreadCount, items });
     }
     tree.sort((a, b) => a.path.localeCompare(b.path));
-    out.push({ user, folders: tree });
+    const certificates = (await store.protection.certificates(id)).map(({ id: _i, tenantId: _t, userId: _u, ...cert }) => cert);
+    out.push({ user, folders: tree, certificates });
   }
   const rules = (await store.deviceAccess.rules(tenantId)).map(({ id: _i, tenantId: _t, ...rule }) => rule);
-  return { users: out, rules, defaultState: await store.deviceAccess.defaultState(tenantId) };
+  // Keys by what they are (their certificate) and when they were made and retired; oldest first.
+  const keys = (await store.protection.keys(tenantId)).reverse().map(({ certificatePem, createdAt, retiredAt }) => ({ certificatePem, createdAt, retiredAt }));
+  // The access document with each user id of the tenant written as `user:<username>`.
+  const usernameOf = new Map(users.map((u) => [u.id, u.username]));
+  const access = await store.access.config(tenantId);
+  const accessDoc = access && JSON.parse(access.doc, (_k, v: unknown) => (typeof v === 'string' && usernameOf.has(v) ? `user:${usernameOf.get(v)}` : v));
+  return {
+    users: out,
+    rules,
+    defaultState: await store.deviceAccess.defaultState(tenantId),
+    protection: { doc: (await store.protection.config(tenantId))?.doc ?? null, keys },
+    access: accessDoc,
+  };
 }
 
 /** Every row of every table of the us database, each value as text. */
@@ -245,6 +415,10 @@ beforeAll(async () => {
   eu = openSqliteStore(path.join(dir, 'eu', 'pigeon.db'));
   usDatabase = await freshDatabase('pigeon_move_us');
   us = await openPostgresStore(usDatabase.url, { poolSize: 4, nodeId: 'move-us' });
+  // As each region's server (and CLI) loads it: eu's from its data directory, us's from its database.
+  euSecret = (await loadKeys({ dataDir: path.join(dir, 'eu'), signingKeyFile: '', secretFile: '' })).serverSecret;
+  usSecret = (await loadKeys({ dataDir: dir, signingKeyFile: '', secretFile: '' }, us.secrets)).serverSecret;
+  expect(euSecret.equals(usSecret)).toBe(false);
   await buildSource();
   exportFile = path.join(dir, 'acme.jsonl');
 }, 60_000);
@@ -254,6 +428,7 @@ afterAll(async () => {
   await us?.close();
   await usDatabase?.drop();
   fs.rmSync(dir, { recursive: true, force: true });
+  openssl.dispose();
 });
 
 describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
@@ -262,18 +437,53 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
 
   test('export: a versioned JSON Lines file with a header, the records and a checksummed trailer; audited', async () => {
     clock.advance(60_000);
-    const done = await exportTenant(eu, tenant.id, exportFile, { clock, pageSize: PAGE });
+    const done = await exportTenant(eu, tenant.id, exportFile, { clock, serverSecret: euSecret, pageSize: PAGE });
     sha256 = done.sha256;
-    expect(done.counts).toEqual({ users: 3, folders: 3 * 9 + 4, items: 3 + 22 + 2 + 3, attachments: 6, rules: 2, audit: 3 });
+    expect(done.counts).toEqual({
+      users: 3,
+      folders: 3 * 9 + 4,
+      // Anna's 3 multipart, 22 notes, 2 protected and 1 signed; an event and a contact; Ben's 3.
+      items: 3 + 22 + 3 + 2 + 3,
+      // The signed message's signature part (the protected ones are stored without attachments).
+      attachments: 6 + 1,
+      rules: 2,
+      audit: 3,
+      protectionKeys: 2,
+      certificates: 1,
+      documents: 2,
+    });
     const lines = fs.readFileSync(exportFile, 'utf8').split('\n');
     expect(lines.pop()).toBe('');
     const header = JSON.parse(lines[0]!);
-    expect(header).toMatchObject({ record: 'header', format: TENANT_EXPORT_FORMAT, version: 1, createdAt: T0 + 63_000, source: { region: 'eu', tenant }, counts: done.counts });
-    expect(header.notMoved.records).toEqual(['devices', 'signIns', 'outbox', 'idempotency', 'changeHistory']);
+    expect(header).toMatchObject({ record: 'header', format: TENANT_EXPORT_FORMAT, version: 2, createdAt: T0 + 68_000, source: { region: 'eu', tenant }, counts: done.counts });
+    expect(header.notMoved.records).toEqual(['devices', 'signIns', 'outbox', 'idempotency', 'changeHistory', 'deviceCompliance', 'appProtectionStates', 'signInLog', 'userRisk', 'mfaEnrolments']);
+    expect(header.notes.join(' ')).toMatch(/private keys .* as secret as the mailboxes/);
     const trailer = JSON.parse(lines.pop()!);
     expect(trailer).toEqual({ record: 'trailer', counts: done.counts, sha256: crypto.createHash('sha256').update(lines.map((l) => l + '\n').join('')).digest('hex') });
     const records = lines.slice(1).map((l) => JSON.parse(l) as { record: string });
-    expect(records.map((r) => r.record).filter((r, i, all) => all.indexOf(r) === i)).toEqual(['tenantSettings', 'deviceAccessRule', 'user', 'folder', 'item', 'audit']);
+    expect(records.map((r) => r.record).filter((r, i, all) => all.indexOf(r) === i)).toEqual([
+      'tenantSettings',
+      'deviceAccessRule',
+      'protectionConfig',
+      'protectionKey',
+      'user',
+      'folder',
+      'userCertificate',
+      'item',
+      'accessConfig',
+      'audit',
+    ]);
+    // The keys, in the order they were made, with their private keys opened (the source stores them sealed).
+    const keys = records.filter((r) => r.record === 'protectionKey') as unknown as Array<{ id: string; privateKeyPem: string; certificatePem: string; createdAt: number; retiredAt: number | null }>;
+    expect(keys.map((k) => k.id)).toEqual(sourceKeys.map((k) => k.id));
+    expect(keys[0]!.retiredAt).toBe(keys[1]!.createdAt);
+    expect(keys[1]!.retiredAt).toBeNull();
+    for (const k of keys) expect(new crypto.X509Certificate(k.certificatePem).checkPrivateKey(crypto.createPrivateKey(k.privateKeyPem))).toBe(true);
+    // The document without its version (the source's is 2); the access document as stored (source ids: mapped on import).
+    const protectionDoc = records.find((r) => r.record === 'protectionConfig') as unknown as { doc: unknown; version?: number };
+    expect(protectionDoc.version).toBeUndefined();
+    expect(JSON.stringify(protectionDoc.doc)).toBe((await eu.protection.config(tenant.id))!.doc);
+    expect(JSON.stringify((records.find((r) => r.record === 'accessConfig') as unknown as { doc: unknown }).doc)).toBe((await eu.access.config(tenant.id))!.doc);
     // Only this tenant: the other tenant's user and audit are not in it, nor any device or sign-in.
     expect(lines.join('\n')).not.toContain('other-olga');
     for (const notMoved of ['rt-acme-anna-1', 'fam-acme-anna-1', 'phone-model-x9']) expect(lines.join('\n')).not.toContain(notMoved);
@@ -286,9 +496,15 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
 
     const [exported] = await allAudit(eu, tenant.id);
     expect(exported).toMatchObject({ action: 'tenant.exported', targetId: tenant.id, details: { region: 'eu', sha256, counts: done.counts, file: 'acme.jsonl' } });
-    await expect(exportTenant(eu, tenant.id, exportFile, { clock })).rejects.toThrow(/exists/);
-    await expect(exportTenant(eu, tenant.id, path.join(dir, 'missing', 'x.jsonl'), { clock })).rejects.toThrow(/ENOENT/);
-    await expect(exportTenant(eu, 'no-such-tenant', path.join(dir, 'x.jsonl'), { clock })).rejects.toThrow(/no tenant/);
+    const euMove = { clock, serverSecret: euSecret };
+    await expect(exportTenant(eu, tenant.id, exportFile, euMove)).rejects.toThrow(/exists/);
+    await expect(exportTenant(eu, tenant.id, path.join(dir, 'missing', 'x.jsonl'), euMove)).rejects.toThrow(/ENOENT/);
+    await expect(exportTenant(eu, 'no-such-tenant', path.join(dir, 'x.jsonl'), euMove)).rejects.toThrow(/no tenant/);
+    // Another server's secret cannot open the tenant's keys: refused, and no file is left.
+    await expect(exportTenant(eu, tenant.id, path.join(dir, 'wrong-secret.jsonl'), { clock, serverSecret: usSecret })).rejects.toThrow(
+      /protection key \S+ cannot be opened with this server's secret/,
+    );
+    expect(fs.readdirSync(dir).filter((f) => f.includes('wrong-secret'))).toEqual([]);
   }, 60_000);
 
   test('a damaged file (one byte changed), a newer version or a cut file is refused, and nothing is written', async () => {
@@ -299,13 +515,32 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
     const at = bytes.indexOf('budget.pdf', bytes.length / 4) + 200;
     flipped[at] = flipped[at] === 0x41 ? 0x42 : 0x41;
     refusals.push(['flipped', flipped, /checksum mismatch/]);
-    refusals.push(['newer', Buffer.from(bytes.toString('utf8').replace('"version":1', '"version":2')), /version 2 is not supported/]);
+    refusals.push(['newer', Buffer.from(bytes.toString('utf8').replace('"version":2', '"version":3')), /version 3 is not supported/]);
     refusals.push(['cut', bytes.subarray(0, bytes.length - 100), /cut short/]);
+    // Re-checksummed files, so that only the checks of the keys and documents can tell.
+    const { header, body, trailer } = readRecords(exportFile);
+    const rewritten = (name: string, change: (r: Record<string, any>) => Record<string, any>, reorder = (list: Array<Record<string, any>>) => list) => {
+      writeRecords(path.join(dir, `${name}.jsonl`), header, reorder(body.map((r) => change(structuredClone(r)))), trailer.counts);
+      return fs.readFileSync(path.join(dir, `${name}.jsonl`));
+    };
+    const [oldKey, newKey] = body.filter((r) => r.record === 'protectionKey');
+    // The old key retired a moment later than the new key was made: rotateKey cannot make that keyring.
+    refusals.push(['late-retirement', rewritten('late-retirement', (r) => (r.id === oldKey!.id ? { ...r, retiredAt: r.retiredAt + 1 } : r)), /protection key .* retired at .* the file is damaged/]);
+    refusals.push(['swapped-key', rewritten('swapped-key', (r) => (r.id === oldKey!.id ? { ...r, privateKeyPem: newKey!.privateKeyPem } : r)), /private key does not belong to its certificate/]);
+    refusals.push(['bad-document', rewritten('bad-document', (r) => (r.record === 'protectionConfig' ? { ...r, doc: { ...r.doc, labels: [{ id: 'not-a-guid' }] } } : r)), /protection document in the file is not valid here \(labels\.0\.id/]);
+    // The access document before Ben's user record: his id could not be mapped.
+    const accessBeforeBen = (list: Array<Record<string, any>>) => {
+      const access = list.find((r) => r.record === 'accessConfig')!;
+      const rest = list.filter((r) => r !== access);
+      const ben = rest.findIndex((r) => r.record === 'user' && r.user.username === 'acme-ben');
+      return [...rest.slice(0, ben), access, ...rest.slice(ben)];
+    };
+    refusals.push(['user-after-access', rewritten('user-after-access', (r) => r, accessBeforeBen), /user \S+ comes after the access document/]);
     for (const [name, content, message] of refusals) {
       const file = path.join(dir, `${name}.jsonl`);
       fs.writeFileSync(file, content);
-      await expect(importTenant(us, file, 'us', { clock, pageSize: PAGE })).rejects.toThrow(message);
-      await expect(importTenant(us, file, 'us', { clock })).rejects.toBeInstanceOf(TenantMoveError);
+      await expect(importTenant(us, file, 'us', { clock, serverSecret: usSecret, pageSize: PAGE })).rejects.toThrow(message);
+      await expect(importTenant(us, file, 'us', { clock, serverSecret: usSecret })).rejects.toBeInstanceOf(TenantMoveError);
     }
     expect(await us.tenants.list()).toEqual([]);
     expect(await us.users.count()).toBe(0);
@@ -314,7 +549,7 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
   test('import: the tenant is recreated in us with new ids, audited', async () => {
     clock.advance(60_000);
     const lines: string[] = [];
-    const done = await importTenant(us, exportFile, 'us', { clock, pageSize: PAGE, progress: (l) => lines.push(l) });
+    const done = await importTenant(us, exportFile, 'us', { clock, serverSecret: usSecret, pageSize: PAGE, progress: (l) => lines.push(l) });
     imported = done.tenant;
     expect(done).toMatchObject({ sourceRegion: 'eu', sha256 });
     expect(imported).toEqual({ id: expect.any(String), name: 'Acme', region: 'us', createdAt: tenant.createdAt });
@@ -344,6 +579,80 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
     expect(anna.find((f) => f.path === '/Inbox')!.items.find((i) => i.subject === 'Note 0')).toMatchObject({ isRead: true, isFlagged: true, categories: ['Red', 'Finance'] });
     expect(source.rules.map((r) => r.value)).toEqual(['Old phone', 'beta-']);
     expect(source.defaultState).toBe('quarantined');
+    // Protected, labelled and signed mail kept its data (the licence's facts, the label, the signature status).
+    const inbox = anna.find((f) => f.path === '/Inbox')!.items;
+    expect(inbox.find((i) => i.subject === 'Merger terms')).toMatchObject({
+      preview: expect.stringContaining('protected with rights management'),
+      data: { protection: { issuer: { name: 'Acme' }, owner: 'carol@partner.test', template: { id: 'board-only' } }, label: { id: LABEL_ID, name: 'Confidential' } },
+    });
+    expect(inbox.find((i) => i.subject === 'Board minutes')!.data.protection).toBeDefined();
+    expect(inbox.find((i) => i.subject === 'Signed note')!.data.smime).toMatchObject({ kind: 'signed' });
+    // Keys (one retired when the other was made), certificates, both documents: the same.
+    expect(source.protection.keys.map((k) => k.certificatePem)).toEqual(sourceKeys.map((k) => k.certificatePem));
+    expect(source.protection.keys.map((k) => k.retiredAt)).toEqual([source.protection.keys[1]!.createdAt, null]);
+    expect(source.users[1]!.certificates).toEqual([expect.objectContaining({ email: 'acme-anna@acme.test', fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) })]);
+    expect(JSON.parse(source.protection.doc!).labels[0].id).toBe(LABEL_ID);
+    // The access document's user ids are the new users' at the target (compared by username).
+    expect(source.access).toMatchObject({
+      groups: [{ id: 'finance', members: ['user:acme-anna', 'user:acme-ben', GONE_USER] }],
+      policies: [{ id: 'finance-mfa', assignments: { users: { include: { users: ['user:acme-admin'], groups: ['finance'] }, exclude: { users: ['user:acme-ben'] } } } }],
+    });
+  });
+
+  test('protection: the moved keys are sealed with the target\'s secret, the same key is active, and both protected messages open there', async () => {
+    const annaUs = (await us.users.byUsername('acme-anna'))!.id;
+    const reader = capableReader(annaUs, imported.id);
+    const { protection } = protectionOver(us, usSecret);
+    for (const [subject, secret] of [['Board minutes', SECRET_OLD], ['Merger terms', SECRET_NEW]] as const) {
+      const item = await inboxItem(us, annaUs, subject);
+      const opening = await protection.open(item, reader);
+      expect({ subject, state: opening.state, reason: opening.reason }).toEqual({ subject, state: 'readable', reason: null });
+      expect(opening.content!.bodyText).toContain(secret);
+      expect(opening.rights).toEqual(['view', 'reply']);
+      // With the source's secret, the target's sealed keys open nothing.
+      expect((await protectionOver(us, euSecret).protection.open(item, reader)).state).toBe('unreadable');
+    }
+
+    const keys = await us.protection.keys(imported.id);
+    expect(keys).toHaveLength(2);
+    for (const key of keys) {
+      expect(sourceIds.has(key.id)).toBe(false);
+      expect(() => createKeySealer(euSecret).open(key.sealedPrivateKey)).toThrow(SealedKeyError);
+      expect(createKeySealer(usSecret).open(key.sealedPrivateKey)).toMatch(/^-----BEGIN PRIVATE KEY-----/);
+    }
+    // The active key is the source's newer one: new protected mail at the target uses it, no key is made.
+    expect((await protection.keyring.activeKey(imported.id)).certificatePem).toBe(sourceKeys[1]!.certificatePem);
+    expect(await us.protection.keys(imported.id)).toHaveLength(2);
+
+    // The document starts at version 1 at the target (the source's is at 2), with the same text.
+    const [euDoc, usDoc] = [await eu.protection.config(tenant.id), await us.protection.config(imported.id)];
+    expect([euDoc!.version, usDoc!.version]).toEqual([2, 1]);
+    expect(usDoc!.doc).toBe(euDoc!.doc);
+    expect((await protection.catalogue(imported.id)).labels.map((l) => l.id)).toEqual([LABEL_ID]);
+    const access = (await us.access.config(imported.id))!;
+    expect(access.version).toBe(1);
+    const groups = JSON.parse(access.doc).groups as Array<{ members: string[] }>;
+    expect(groups[0]!.members).toEqual([annaUs, (await us.users.byUsername('acme-ben'))!.id, GONE_USER]);
+
+    // The certificate is in the directory of the target tenant under the new user id.
+    const [cert] = await us.protection.certificatesByEmail(imported.id, 'acme-anna@acme.test');
+    expect(cert).toMatchObject({ userId: annaUs, tenantId: imported.id });
+    expect(cert!.certificatePem).toBe((await eu.protection.certificates(names['acme-anna']!))[0]!.certificatePem);
+  });
+
+  test('openssl decrypts a moved message with the private key the file carries', async () => {
+    const { body } = readRecords(exportFile);
+    const active = body.find((r) => r.record === 'protectionKey' && r.retiredAt === null)!;
+    openssl.write('moved.key', active.privateKeyPem);
+    openssl.write('moved.crt', active.certificatePem);
+    const annaUs = (await us.users.byUsername('acme-anna'))!.id;
+    const item = await inboxItem(us, annaUs, 'Merger terms');
+    const raw = await us.blobs.read(annaUs, item.mimeBlobId!, 0, (await us.blobs.size(annaUs, item.mimeBlobId!))!);
+    expect(raw.toString('latin1')).not.toContain('TOPSECRET');
+    const parts = findProtectedParts((await parseMessage(raw)).attachments)!;
+    openssl.write('envelope.der', parts.envelope);
+    const inner = openssl.run(['cms', '-decrypt', '-inform', 'DER', '-in', openssl.file('envelope.der'), '-recip', openssl.file('moved.crt'), '-inkey', openssl.file('moved.key')]);
+    expect(inner.toString('utf8')).toContain(SECRET_NEW);
   });
 
   test('threading carries over: later replies find the moved conversations by Message-ID and by subject', async () => {
@@ -389,24 +698,44 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
 
   test('nothing of the source tenant\'s ids is in any row of the target store; devices and sign-ins did not move', async () => {
     const rows = await usRows();
-    const found = rows.flatMap((r) => [...sourceIds].filter((id) => r.text.includes(id)).map((id) => ({ table: r.table, column: r.column, id })));
+    // One exception, by design: a protected message's data names its licence's issuer as the signed licence does,
+    // by the tenant's old id (the licence travels in the message; the item's data repeats its facts unchanged).
+    let licenceIssuers = 0;
+    const withoutIssuer = (text: string) => {
+      type Data = { protection?: { issuer?: { tenantId?: string } } };
+      let data: Data | null = null;
+      try {
+        data = text.includes('"issuer"') ? (JSON.parse(text) as Data) : null;
+      } catch {
+        return text; // not JSON (a blob, say)
+      }
+      if (!data?.protection?.issuer || data.protection.issuer.tenantId !== tenant.id) return text;
+      licenceIssuers++;
+      data.protection.issuer.tenantId = '(the licence\'s)';
+      return JSON.stringify(data);
+    };
+    const found = rows.flatMap((r) => {
+      const text = withoutIssuer(r.text);
+      return [...sourceIds].filter((id) => text.includes(id)).map((id) => ({ table: r.table, column: r.column, id }));
+    });
     expect(found).toEqual([]);
+    expect(licenceIssuers).toBe(2);
     expect(sourceIds.size).toBeGreaterThan(60);
     expect(rows.filter((r) => r.table === 'devices' || r.table === 'refresh_tokens' || r.table === 'outbox')).toEqual([]);
   });
 
   test('a second import, or one whose usernames are taken, is refused and writes nothing', async () => {
     const before = { tenants: await us.tenants.list(), users: await us.users.count(), audit: await allAudit(us, imported.id) };
-    await expect(importTenant(us, exportFile, 'us', { clock })).rejects.toThrow(/already has tenant "Acme"/);
+    await expect(importTenant(us, exportFile, 'us', { clock, serverSecret: usSecret })).rejects.toThrow(/already has tenant "Acme"/);
     expect({ tenants: await us.tenants.list(), users: await us.users.count(), audit: await allAudit(us, imported.id) }).toEqual(before);
     // Back into its own store: the tenant id exists.
-    await expect(importTenant(eu, exportFile, 'eu', { clock })).rejects.toThrow(/already has tenant "Acme"/);
+    await expect(importTenant(eu, exportFile, 'eu', { clock, serverSecret: euSecret })).rejects.toThrow(/already has tenant "Acme"/);
     // Another store where only a username is taken.
     const other = openSqliteStore(path.join(dir, 'other.db'));
     try {
       await createUserAdmin(other, clock).addUser({ username: 'acme-ben', password: password('x'), role: 'user' });
       const tenants = await other.tenants.list();
-      await expect(importTenant(other, exportFile, 'default', { clock })).rejects.toThrow(/username\(s\) already in use in this store: acme-ben/);
+      await expect(importTenant(other, exportFile, 'default', { clock, serverSecret: usSecret })).rejects.toThrow(/username\(s\) already in use in this store: acme-ben/);
       expect(await other.tenants.list()).toEqual(tenants);
       expect(await other.users.count()).toBe(1);
     } finally {
@@ -428,7 +757,7 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
           },
         },
       });
-      const failed = importTenant(failing, exportFile, 'us', { clock, pageSize: PAGE });
+      const failed = importTenant(failing, exportFile, 'us', { clock, serverSecret: usSecret, pageSize: PAGE });
       await expect(failed).rejects.toBeInstanceOf(TenantImportFailed);
       const err = (await failed.catch((e: unknown) => e)) as TenantImportFailed;
       const [made] = await target.tenants.list();
@@ -440,6 +769,38 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       await target.close();
     }
   });
+
+  test('a version 1 file (written before protection moved) still imports; one holding a version 2 record is refused', async () => {
+    const { header, body, trailer } = readRecords(exportFile);
+    const V2 = ['protectionConfig', 'protectionKey', 'userCertificate', 'accessConfig'];
+    const v1Header: Record<string, unknown> = { ...header, version: 1 };
+    delete v1Header.notes;
+    const v1Counts = Object.fromEntries(['users', 'folders', 'items', 'attachments', 'rules', 'audit'].map((k) => [k, trailer.counts[k] as number]));
+    const v1File = path.join(dir, 'acme-v1.jsonl');
+    writeRecords(v1File, v1Header, body.filter((r) => !V2.includes(r.record)), v1Counts);
+    const mixed = path.join(dir, 'acme-v1-mixed.jsonl');
+    writeRecords(mixed, v1Header, body.filter((r) => !V2.includes(r.record) || r.record === 'protectionKey'), v1Counts);
+
+    const target = openSqliteStore(path.join(dir, 'v1.db'));
+    try {
+      const move = { clock, serverSecret: crypto.randomBytes(32), pageSize: PAGE };
+      await expect(importTenant(target, mixed, 'us', move)).rejects.toThrow(/line \d+: unknown record "protectionKey"/);
+      expect(await target.tenants.list()).toEqual([]);
+
+      const done = await importTenant(target, v1File, 'us', move);
+      expect(done.counts).toEqual({ ...v1Counts, protectionKeys: 0, certificates: 0, documents: 0 });
+      const made = done.tenant;
+      const moved = await snapshot(target, made.id);
+      const source = await snapshot(eu, tenant.id);
+      // All but information protection and the access document, which a version 1 file does not carry.
+      expect(moved.users.map((u) => ({ ...u, certificates: [] }))).toEqual(source.users.map((u) => ({ ...u, certificates: [] })));
+      expect(moved.protection).toEqual({ doc: null, keys: [] });
+      expect(moved.access).toBeUndefined();
+      expect((await allAudit(target, made.id))[0]).toMatchObject({ action: 'tenant.imported', details: { format: 1 } });
+    } finally {
+      await target.close();
+    }
+  }, 60_000);
 
   test('a moved user signs in at a us app with the same password (quarantined until the us admin allows the device) and syncs the moved mail', async () => {
     const config = loadConfig({ PIGEON_DATA_DIR: dir, PIGEON_DEMO: 'false', PIGEON_PASSWORD_GRANT: 'true', PIGEON_REGION: 'us', PIGEON_REGIONS: REGIONS_ENV, PIGEON_ISSUER: DIRECTORY.us });
@@ -504,14 +865,30 @@ describe('through the real CLI', () => {
       const file = path.join(dir, 'acme-cli.jsonl');
       const exported = cli({ PIGEON_DATA_DIR: euDir, PIGEON_REGION: 'eu' }, 'tenant', 'export', '--tenant', tenant.id, '--out', file);
       expect({ status: exported.status, stderr: exported.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
-      expect(exported.stdout).toMatch(new RegExp(`^exported tenant Acme \\(${tenant.id}\\) of region eu to .*acme-cli\\.jsonl: 3 users, 31 folders, 30 items, 6 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}\\nnot moved: devices, sign-ins`));
+      expect(exported.stdout).toMatch(new RegExp(`^exported tenant Acme \\(${tenant.id}\\) of region eu to .*acme-cli\\.jsonl: 3 users, 31 folders, 33 items, 7 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}\\nnot moved: devices, sign-ins`));
 
       const usEnv = { PIGEON_DATA_DIR: usDir, PIGEON_REGION: 'us', PIGEON_DATABASE_URL: database.url };
       const importedRun = cli(usEnv, 'tenant', 'import', '--in', file);
       expect({ status: importedRun.status, stderr: importedRun.stderr }).toEqual({ status: 0, stderr: expect.stringContaining('verified') });
-      expect(importedRun.stdout).toMatch(/^imported tenant Acme \(\S+\) from region eu into region us: 3 users, 31 folders, 30 items, 6 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}; audited as tenant\.imported\n$/);
+      expect(importedRun.stdout).toMatch(/^imported tenant Acme \(\S+\) from region eu into region us: 3 users, 31 folders, 33 items, 7 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}; audited as tenant\.imported\n$/);
       const listed = cli(usEnv, 'tenant', 'list');
       expect(listed.stdout).toMatch(/^\S+\tAcme\tus\t/);
+
+      // Each CLI used its node's own secret: eu's opened the keys (the data directory's file), us's sealed them (its
+      // database's), so a us node reads the moved protected mail.
+      const check = await openPostgresStore(database.url, { poolSize: 2, nodeId: 'move-cli-check' });
+      try {
+        const secret = (await loadKeys({ dataDir: usDir, signingKeyFile: '', secretFile: '' }, check.secrets)).serverSecret;
+        expect(secret.equals(euSecret)).toBe(false);
+        const [moved] = await check.tenants.list();
+        const anna = (await check.users.byUsername('acme-anna'))!.id;
+        const { protection } = protectionOver(check, secret);
+        const opening = await protection.open(await inboxItem(check, anna, 'Board minutes'), capableReader(anna, moved!.id));
+        expect(opening.state).toBe('readable');
+        expect(opening.content!.bodyText).toContain(SECRET_OLD);
+      } finally {
+        await check.close();
+      }
 
       const again = cli(usEnv, 'tenant', 'import', '--in', file);
       expect(again.status).toBe(2);
