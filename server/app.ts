@@ -53,6 +53,9 @@ import { loadCompliancePartners } from './access/partnersFile';
 import { createProtectionService } from './protection/service';
 import { createSmimeInspector } from './protection/smime';
 import { loadSmimeTrust } from './protection/trustFile';
+import { createCalendarService } from './calendar/service';
+import { createContactService } from './contacts/service';
+import { createDirectoryService } from './directory/service';
 
 export interface AppDeps {
   config: Config;
@@ -207,7 +210,13 @@ export function createApp(deps: AppDeps) {
     clock,
     duplicateWindowSeconds: config.duplicateWindow,
     threadSubjectWindowSeconds: config.threadSubjectWindow,
-    inspect: protection.inspect,
+    // What a message is (protected, S/MIME, labelled; a meeting message) before it is stored, and a meeting
+    // message's effect on the recipient's calendar in the same transaction (calendar is built below: used later).
+    inspect: async (raw, parsed) => {
+      const inspected = await protection.inspect(raw, parsed);
+      return { parsed: inspected.parsed, data: { ...inspected.data, ...(await calendar.inspect(raw, inspected.parsed)) } };
+    },
+    beforeStore: (tx, userId, message, now) => calendar.beforeStore(tx, userId, message, now),
   });
   // Push: fed by the store's commit hook; the item-sync route tells it how far each device synced (for ping).
   const push = createPush({
@@ -232,7 +241,11 @@ export function createApp(deps: AppDeps) {
         cluster.outboxQueued();
       }
     : relay.kick;
-  const send = createSendService({ store, clock, delivery, config, onQueued, protection });
+  // The directory (server/directory/): people search ranks the addresses a user writes to first.
+  const directory = createDirectoryService({ store, clock });
+  const send = createSendService({ store, clock, delivery, config, onQueued, protection, onSent: directory.recordSent });
+  // Calendars (server/calendar/): events through the API, the calendar view, meetings kept in step over mail.
+  const calendar = createCalendarService({ store, clock, log, send, hostname: config.mailHostname });
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
 
   // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
@@ -305,6 +318,9 @@ export function createApp(deps: AppDeps) {
     push: push.routes,
     search: createSearchService({ store }),
     protection: { protection, store, clock, admin: adminService },
+    calendar,
+    contacts: createContactService({ store, clock }),
+    directory,
     send,
     admin: adminService,
     importer,
@@ -348,7 +364,7 @@ export function createApp(deps: AppDeps) {
     certificateApp.use(errorHandler(log));
   }
 
-  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

@@ -29,6 +29,12 @@ import { accessAdminRoutes } from './access/adminRoutes';
 import type { AccessAdmin } from './access/admin';
 import { complianceRoutes, type ComplianceRouteDeps } from './access/complianceRoutes';
 import { protectionRoutes, type ProtectionRouteDeps } from './protection/routes';
+import { calendarRoutes } from './calendar/routes';
+import { contactRoutes } from './contacts/routes';
+import { directoryRoutes } from './directory/routes';
+import type { DirectoryService } from './directory/service';
+import type { ContactService } from './contacts/service';
+import type { CalendarService } from './calendar/service';
 
 export interface RouteDeps {
   config: Config;
@@ -46,6 +52,9 @@ export interface RouteDeps {
   accessAdmin: AccessAdmin;
   compliance: ComplianceRouteDeps;
   protection: ProtectionRouteDeps;
+  calendar: CalendarService;
+  contacts: ContactService;
+  directory: DirectoryService;
 }
 
 /** The hot reads the fast lane serves without the Express chain (http/fastLane.ts): the polls and the session call. */
@@ -79,6 +88,16 @@ export function routeTable(d: RouteDeps): Route[] {
     // GET /v1/directory/certificates, GET|PUT /admin/v1/protection, GET /admin/v1/protection/keys,
     // POST /admin/v1/protection/keys/rotate (server/protection/routes.ts)
     ...protectionRoutes(d.protection),
+    // POST /v1/calendar/events, PUT|DELETE /v1/calendar/events/:itemId, POST /v1/calendar/events/:itemId/respond,
+    // POST /v1/calendar/events/:itemId/decline-counter, POST /v1/calendar/batch, GET /v1/calendar/view,
+    // GET /v1/calendar/feed.ics (server/calendar/routes.ts)
+    ...calendarRoutes(d.calendar),
+    // POST /v1/contacts, POST /v1/contacts/import, GET /v1/contacts/export.vcf, PUT /v1/contacts/:itemId,
+    // PUT|DELETE /v1/contacts/:itemId/photo (server/contacts/routes.ts)
+    ...contactRoutes(d.contacts),
+    // GET /v1/people, GET /v1/people/:userId, GET /v1/people/:userId/organization, GET|PUT
+    // /admin/v1/users/:userId/directory, POST /admin/v1/directory/import (server/directory/routes.ts)
+    ...directoryRoutes({ directory: d.directory, admin: d.admin }),
     // GET /v1/policy, POST /v1/policy/check-in, POST /v1/policy/selective-wipe-ack (app protection)
     ...appPolicyRoutes(d.appPolicy),
     // Public, signed by a compliance partner: PUT /compliance/v1/devices/:deviceId

@@ -4,6 +4,7 @@
  * field — the convergence invariant compares exactly these objects.
  */
 import type { Folder, Item } from './store/types';
+import { CONTACT_PHOTO_NAME } from './calendar/model';
 import { sanitizeEmailHtml, sanitizedHtmlPrefix } from './content/sanitize';
 import { htmlToPlain } from './content/text';
 
@@ -62,45 +63,74 @@ export function itemView(item: Item): ItemView {
       if (data.protection !== undefined) view.protection = data.protection;
       if (data.label !== undefined) view.sensitivityLabel = data.label;
       if (data.smime !== undefined) view.smime = data.smime;
+      // A meeting message (server/calendar/service.ts): what it did to this mailbox's calendar.
+      if (data.meeting !== undefined) view.meeting = data.meeting;
       return view;
     }
-    case 'event':
+    case 'event': {
+      // `data` is an EventData (server/calendar/model.ts); the demo's seeded events lack the newer fields, which
+      // read as an event without them would be: no recurrence, no exceptions, busy, the owner's own.
+      const data = item.data;
       return {
         ...common(item),
         subject: item.subject,
-        start: item.data.start ?? null,
-        end: item.data.end ?? null,
-        timeZone: item.data.timeZone ?? null,
-        location: item.data.location ?? null,
-        organizer: item.data.organizer ?? null,
-        attendees: item.data.attendees ?? [],
-        isAllDay: item.data.isAllDay ?? false,
-        isCancelled: item.data.isCancelled ?? false,
+        uid: data.uid ?? null,
+        // The organiser's revision (iCalendar SEQUENCE): an app shows "updated" when it grows.
+        sequence: data.sequence ?? 0,
+        start: data.start ?? null,
+        end: data.end ?? null,
+        timeZone: data.timeZone ?? null,
+        location: data.location ?? null,
+        organizer: data.organizer ?? null,
+        attendees: data.attendees ?? [],
+        isAllDay: data.isAllDay ?? false,
+        isCancelled: data.isCancelled ?? false,
+        recurrence: data.recurrence ?? null,
+        exceptions: data.exceptions ?? [],
+        reminderMinutesBeforeStart: data.reminderMinutesBeforeStart ?? null,
+        showAs: data.showAs ?? 'busy',
+        responseStatus: data.responseStatus ?? 'organizer',
         isFlagged: item.isFlagged,
       };
-    case 'contact':
+    }
+    case 'contact': {
+      const data = item.data;
       return {
         ...common(item),
         displayName: item.subject,
-        givenName: item.data.givenName ?? null,
-        surname: item.data.surname ?? null,
-        emailAddresses: item.data.emailAddresses ?? [],
-        phones: item.data.phones ?? [],
-        company: item.data.company ?? null,
-        jobTitle: item.data.jobTitle ?? null,
+        uid: data.uid ?? null,
+        givenName: data.givenName ?? null,
+        surname: data.surname ?? null,
+        emailAddresses: data.emailAddresses ?? [],
+        phones: data.phones ?? [],
+        company: data.company ?? null,
+        jobTitle: data.jobTitle ?? null,
+        department: data.department ?? null,
+        addresses: data.addresses ?? [],
+        birthday: data.birthday ?? null,
+        // The photo's attachment id: its bytes come on demand (GET /v1/items/{id}/attachments/{attachmentId}).
+        photo: item.attachments.find((a) => a.name === CONTACT_PHOTO_NAME)?.id ?? null,
         isFlagged: item.isFlagged,
       };
+    }
   }
 }
 
-/** An `updated` entry: the id and every property an app can change (a superset of what changed). */
+/**
+ * An `updated` entry: the id and at least every property that can have changed. For mail that is what an app can
+ * change (flags, categories, read state); an event's or a contact's content is edited as a whole (items.replace), so
+ * their entry is the whole view.
+ */
 export function itemPatchView(item: Item): ItemView {
-  const patch: ItemView = { id: item.id, isFlagged: item.isFlagged, categories: item.categories, changeKey: item.changeKey };
-  if (item.type === 'email') {
-    patch.isRead = item.isRead;
-    patch.inferenceClassification = item.inferenceClassification;
-  }
-  return patch;
+  if (item.type !== 'email') return itemView(item);
+  return {
+    id: item.id,
+    isFlagged: item.isFlagged,
+    categories: item.categories,
+    changeKey: item.changeKey,
+    isRead: item.isRead,
+    inferenceClassification: item.inferenceClassification,
+  };
 }
 
 /** At most `maxBytes` of UTF-8, cut on a character boundary. */

@@ -15,6 +15,8 @@
  *   tenant export --tenant ID --out FILE          (the tenant's users, mail, rules and audit log, to move it)
  *   tenant import --in FILE                        (recreates an exported tenant here, in PIGEON_REGION)
  *   region adopt NAME                              (relabels a store created before regions as region NAME's)
+ *   directory set --user U [--title T] [--manager U2] …  (a user's directory fields; audited)
+ *   directory import --csv FILE [--tenant ID]      (directory fields of many users from CSV, all or nothing)
  *   config-doc                                     (the config table as Markdown)
  *   help, --help, -h                               (the usage on stdout, exit 0; also `<command> --help`)
  *
@@ -34,6 +36,7 @@
  * (server/admin/tenantMove.ts): exit status 2 when the move is refused (a damaged file, a tenant or username that
  * exists), 1 when an import failed after writing (the message names what it created).
  */
+import { DIRECTORY_USAGE, runDirectoryCli } from './directory';
 import { createMessageInspector } from '../protection/inspect';
 import { createSmimeInspector } from '../protection/smime';
 import { loadSmimeTrust } from '../protection/trustFile';
@@ -72,6 +75,7 @@ commands:
                                                  audit log, not its devices or sign-ins; audited)
   tenant import --in FILE                        (on the target region: recreates the exported tenant; audited)
   region adopt NAME                              (relabels a store created before regions as NAME's; audited)
+${DIRECTORY_USAGE}
   config-doc
   help                                           (this text; also --help, -h, or --help after a command)`;
 
@@ -221,7 +225,7 @@ async function tenantMoveCommand(
   }
 }
 
-const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'tenant', 'region', 'config-doc'];
+const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'tenant', 'region', 'directory', 'config-doc'];
 /** The subcommands of the commands that have them, and how many more words each takes. */
 const SUBCOMMANDS: Record<string, Record<string, number>> = { tenant: { create: 0, list: 0, export: 0, import: 0 }, region: { adopt: 1 } };
 const HELP = ['help', '--help', '-h'];
@@ -247,6 +251,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
     out(configMarkdown());
     return 0;
   }
+  if (command === 'directory') return await runDirectoryCli(rest, out, err);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

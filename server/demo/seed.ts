@@ -8,6 +8,7 @@
  * synchronous=FULL; and one rather than several batches because then a failed or interrupted seed leaves nothing
  * behind, so the caller's "seed when the store has no users" check can simply run it again.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -16,6 +17,7 @@ import { hashPassword } from '../identity/passwords';
 import { mboxMessages } from '../content/mbox';
 import { computeConversationId, parseMessage, type ParsedMessage } from '../content/mime';
 import { emailFields } from '../mail/delivery';
+import { uidKey, type EventData, type ResponseStatus } from '../calendar/model';
 import { WELL_KNOWN_FOLDERS, type FolderKind, type NewItem, type Role, type Step, type Store } from '../store/types';
 
 export const DEFAULT_FIXTURES_DIR = path.resolve(__dirname, '../../fixtures/demo');
@@ -83,7 +85,7 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
     for (const [kind, file] of Object.entries(u.folders) as [FolderKind, string][]) {
       const full = path.join(dir, file);
       let items: PendingItem[];
-      if (kind === 'calendar') items = eventItems(readJsonArray(full));
+      if (kind === 'calendar') items = eventItems(readJsonArray(full), u.email);
       else if (kind === 'contacts') items = contactItems(readJsonArray(full));
       else {
         items = await emailItems(fs.readFileSync(full), file);
@@ -166,12 +168,40 @@ export function demoState(raw: Buffer): Set<string> {
   );
 }
 
-function eventItems(events: Record<string, unknown>[]): PendingItem[] {
-  return events.map(({ subject, ...data }, i) => {
-    const start = typeof data.start === 'string' ? Date.parse(data.start) : NaN;
+/** The demo's answers (`response`) as the model's attendee status (server/calendar/model.ts). */
+const DEMO_STATUS: Record<string, ResponseStatus> = { none: 'needsAction', accepted: 'accepted', tentative: 'tentative', declined: 'declined' };
+
+/**
+ * The demo calendar as EventData: each entry's fields, its attendees in the model's shape, a UID derived from the
+ * owner and the entry (the same on every seed), and the owner's own standing read from their attendee entry.
+ */
+function eventItems(events: Record<string, unknown>[], owner: string): PendingItem[] {
+  return events.map(({ subject, attendees, ...rest }, i) => {
+    const start = typeof rest.start === 'string' ? Date.parse(rest.start) : NaN;
     if (typeof subject !== 'string' || Number.isNaN(start)) throw new Error(`demo seed: calendar entry ${i + 1} needs a subject and an ISO start`);
+    const people = (Array.isArray(attendees) ? attendees : []) as Array<{ name: string; address: string; response?: string }>;
+    const mine = people.find((a) => a.address.toLowerCase() === owner.toLowerCase());
+    const organizer = rest.organizer as { address?: string } | null | undefined;
+    const data: EventData = {
+      uid: `${crypto.createHash('sha256').update(`${owner}\u0000${i}\u0000${subject}`).digest('hex').slice(0, 32)}@demo.pigeon.test`,
+      sequence: 0,
+      start: rest.start as string,
+      end: rest.end as string,
+      timeZone: (rest.timeZone as string) ?? 'UTC',
+      isAllDay: rest.isAllDay === true,
+      location: (rest.location as string | null) ?? null,
+      organizer: (rest.organizer as EventData['organizer']) ?? null,
+      attendees: people.map((a) => ({ name: a.name, address: a.address.toLowerCase(), type: 'required', status: DEMO_STATUS[a.response ?? 'none'] ?? 'needsAction', respondedAt: null })),
+      reminderMinutesBeforeStart: 15,
+      recurrence: null,
+      exceptions: [],
+      showAs: mine?.response === 'tentative' ? 'tentative' : mine?.response === 'declined' ? 'free' : 'busy',
+      isCancelled: rest.isCancelled === true,
+      responseStatus: !organizer || organizer.address?.toLowerCase() === owner.toLowerCase() ? 'organizer' : (DEMO_STATUS[mine?.response ?? 'none'] ?? 'needsAction'),
+      lastItipStamp: null,
+    };
     // Events and contacts are not "unread": left unread they would give Calendar and Contacts an unread count.
-    return { type: 'event', receivedAt: start, subject, isRead: true, data };
+    return { type: 'event', receivedAt: start, subject, isRead: true, internetMessageId: uidKey(data.uid), data: data as unknown as Record<string, unknown> };
   });
 }
 

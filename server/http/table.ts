@@ -5,6 +5,7 @@
  * parsing and checking bodies, 405 with `Allow`, idempotent replays, writing the answer, streaming bytes at the
  * client's pace — happens here, once, and errors go to the one error handler (http/problem.ts).
  */
+import crypto from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -232,7 +233,9 @@ async function kept(route: Route, call: RequestCall, req: Request, o: TableOptio
   const key = route.idempotent ? o.idempotency.keyOf(req.headers['idempotency-key']) : undefined;
   if (key === undefined) return route.handler(call);
   const userId = call.auth.userId;
-  const hash = requestHash([req.method, req.originalUrl, req.body ?? null]);
+  // A raw body (a message, a vCard file) is hashed as its bytes, not as the JSON of a Buffer (several times larger).
+  const body: unknown = Buffer.isBuffer(req.body) ? { sha256: crypto.createHash('sha256').update(req.body).digest('hex') } : req.body ?? null;
+  const hash = requestHash([req.method, req.originalUrl, body]);
   const prior = await o.idempotency.replay(userId, key, hash);
   if (prior) {
     return {

@@ -16,6 +16,13 @@ export function parse<T extends z.ZodType>(schema: T, input: unknown, what = 're
 }
 
 /** A short free-text field: trimmed, no control characters, bounded. */
+/** Text that may hold line breaks and tabs (a description, notes), but no other control characters. */
+export const multilineText = (max: number) =>
+  z
+    .string()
+    .max(max)
+    .refine((s) => !/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/.test(s), 'must not contain control characters other than line breaks and tabs');
+
 export const text = (max: number) =>
   z
     .string()

@@ -74,6 +74,12 @@ export interface DeliveryDeps {
   /** Seconds: how far back subject threading looks. */
   threadSubjectWindowSeconds: number;
   inspect?: MessageInspector;
+  /**
+   * Runs in the unit of work that stores a copy, before it is stored (server/calendar/service.ts applies a meeting
+   * message to the recipient's calendar there); what it answers is added to the copy's `data`. Not for the sender's
+   * Sent Items copy, nor for imports (old invitations must not rewrite today's calendar).
+   */
+  beforeStore?: (tx: TxStore, userId: string, message: PreparedMessage, now: number) => Step<Record<string, unknown> | undefined>;
 }
 
 /** Whether the subject carries a reply or forward prefix (only such messages are threaded by subject). */
@@ -162,9 +168,11 @@ export function createDelivery(deps: DeliveryDeps) {
         continue;
       }
       const conversation = yield* conversationFor(tx, target.userId, message.parsed, receivedAt);
+      const applies = deps.beforeStore && target.folderKind !== 'sentItems' && options.duplicates === 'live';
+      const extra = applies ? yield* deps.beforeStore!(tx, target.userId, message, now) : undefined;
       const item = yield* tx.items.create(
         {
-          ...emailFields(message.raw, message.parsed, message.data),
+          ...emailFields(message.raw, message.parsed, extra ? { ...message.data, ...extra } : message.data),
           userId: target.userId,
           folderId: folder.id,
           receivedAt,

@@ -60,6 +60,8 @@ export interface SendDeps {
   onQueued: () => void;
   /** Labels, protection and the rights of protected originals (server/protection/); plain sending without it. */
   protection?: ProtectionService;
+  /** Told whom a user wrote to, after the send committed (the directory ranks them first in people search). */
+  onSent?: (userId: string, recipients: Array<{ name: string; address: string }>, now: number) => Promise<void>;
 }
 
 /** Recipients of a message the app built itself: the JSON send's limit. */
@@ -185,7 +187,7 @@ export function createSendService(deps: SendDeps) {
    * be the sender's own address and it must carry a Message-ID; the recipients are its To, Cc and Bcc; the Bcc
    * header is removed from the recipients' copy only (outside any signed part, so signatures stay valid).
    */
-  async function sendMime(userId: string, raw: Buffer): Promise<SendResult> {
+  async function sendMime(userId: string, raw: Buffer, options: { checkLabel?: boolean } = {}): Promise<SendResult> {
     const sender = await store.users.byId(userId);
     if (!sender) throw errors.notFound('No such user.');
     const head = headerBlock(raw);
@@ -205,7 +207,8 @@ export function createSendService(deps: SendDeps) {
     const count = request.to.length + request.cc.length + request.bcc.length;
     if (count === 0) throw errors.invalidRequest('The message names no recipient in To, Cc or Bcc.', [{ field: 'To', message: 'required' }]);
     if (count > MAX_RAW_RECIPIENTS) throw errors.invalidRequest(`At most ${MAX_RAW_RECIPIENTS} recipients in all.`, [{ field: 'To', message: 'too many' }]);
-    if (deps.protection) await deps.protection.requireLabel(sender.tenantId, raw);
+    // Pigeon's own meeting mail (server/calendar/) is not the user's message to label.
+    if (deps.protection && options.checkLabel !== false) await deps.protection.requireLabel(sender.tenantId, raw);
     return commit(sender, { internetMessageId: messageId, withBcc: raw, withoutBcc: withoutBccHeader(raw) }, request);
   }
 
@@ -253,6 +256,11 @@ export function createSendService(deps: SendDeps) {
       return sent!.itemId;
     });
     if (queued.length) deps.onQueued();
+    if (deps.onSent) {
+      // Ranking only: a failure here must not turn a committed send into an error.
+      const recipients = [...request.to, ...request.cc, ...request.bcc].map((r) => ({ name: r.name ?? '', address: r.address }));
+      await deps.onSent(userId, recipients, now).catch(() => undefined);
+    }
     return {
       id: sentId,
       internetMessageId: composed.internetMessageId,

@@ -197,6 +197,16 @@ export interface AttachmentSummary {
   contentId: string | null;
 }
 
+/** The content of an event or a contact, as `items.replace` takes it. */
+export interface ItemContent {
+  subject: string;
+  bodyText: string | null;
+  receivedAt: number;
+  data: Record<string, unknown>;
+  /** When given, the item's attachments become exactly these (a contact's photo). */
+  attachments?: NewAttachment[];
+}
+
 /** What an app may change on an item (protocol.md §6). */
 export interface ItemPatch {
   isRead?: boolean;
@@ -586,6 +596,54 @@ export interface UserCertificate {
   createdAt: number;
 }
 
+// The directory (server/directory/): a tenant's people, their directory facts and org chart, and who each user writes to.
+
+/** What the directory says of a user besides the user row, as an administrator (or an import) set it. */
+export interface DirectoryEntry {
+  tenantId: string;
+  userId: string;
+  title: string | null;
+  department: string | null;
+  office: string | null;
+  /** The business phone. */
+  phone: string | null;
+  mobile: string | null;
+  /** A user of the same tenant. The manager relation never forms a cycle: the service refuses a change making one. */
+  managerId: string | null;
+  /** Left out of people search and of other people's org charts; `people/{id}` answers 404. */
+  hiddenFromDirectory: boolean;
+  updatedAt: number;
+}
+
+/** A user of the tenant with their directory entry (null: none was ever set, so no facts and not hidden). */
+export interface DirectoryPerson {
+  user: User;
+  entry: DirectoryEntry | null;
+}
+
+/** An address a user sent mail to: how many messages and when last, and the name it was last written with. */
+export interface FrequentContact {
+  /** Lower case. */
+  address: string;
+  name: string | null;
+  count: number;
+  lastSentAt: number;
+}
+
+/**
+ * How a person matched a search, best first: a name word (or the whole name) is the query (`exactName`), one starts
+ * with it (`name`), or only the address or a part of its local part does (`email`).
+ */
+export type PeopleMatchKind = 'exactName' | 'name' | 'email';
+
+/**
+ * One person found by `directory.search`: a user of the tenant (with how often the caller wrote to them, if ever),
+ * or an address outside the tenant's users that the caller wrote to (`external`).
+ */
+export type PeopleMatch =
+  | { kind: 'user'; person: DirectoryPerson; match: PeopleMatchKind; frequent: FrequentContact | null }
+  | { kind: 'external'; contact: FrequentContact; match: PeopleMatchKind };
+
 export interface StoreMethods {
   tenants: {
     /** A tenant of `region` (`default` when not given). */
@@ -723,6 +781,12 @@ export interface StoreMethods {
     /** The conversation of the newest item with this thread subject received within [from, to]. */
     conversationBySubject(userId: string, threadSubject: string, from: number, to: number): string | undefined;
     update(userId: string, id: string, patch: ItemPatch, now: number): Item;
+    /**
+     * Replaces an event's or a contact's content (what its own API edits): subject, body text, sort time, data and,
+     * when `attachments` is given, all its attachments. Stamps the next modseq and a new change key, logs the change
+     * in its folder and re-indexes it for search, as `update` does.
+     */
+    replace(userId: string, id: string, content: ItemContent, now: number): Item;
     move(userId: string, id: string, folderId: string, now: number): Item;
     delete(userId: string, id: string, now: number): void;
   };
@@ -861,6 +925,48 @@ export interface StoreMethods {
     get(userId: string, key: string): IdempotentResult | undefined;
     put(userId: string, key: string, result: IdempotentResult): void;
     purge(before: number): number;
+  };
+
+  /**
+   * The directory (GAL; tenant data, keyed by tenant and user). Every read names the tenant, and a user of another
+   * tenant is simply not found. People search reads an index of folded name words and addresses that the store keeps
+   * current by itself: every new, renamed, readdressed, moved or deleted user is queued (a trigger on `users`, so any
+   * writer counts) and `search` indexes its tenant's queue before it answers.
+   */
+  directory: {
+    /** The user's entry, if one was ever set. */
+    entry(tenantId: string, userId: string): DirectoryEntry | undefined;
+    /**
+     * Inserts or replaces the entry. Refusing a manager of another tenant or a cycle is the caller's (`managers`
+     * after the write, in the same unit); on PostgreSQL this takes the tenant's directory lock until the transaction
+     * ends, so two changes of one tenant's managers are checked one after the other.
+     */
+    putEntry(entry: DirectoryEntry): void;
+    /** The user with their entry; undefined when the tenant has no such user. */
+    person(tenantId: string, userId: string): DirectoryPerson | undefined;
+    /**
+     * The user's managers, nearest first, up to the top (at most 64). The chain stops where it comes back to the user,
+     * so when the manager relation has a cycle through the user, the user is the chain's last element. In a unit of
+     * work it takes the tenant's directory lock first (PostgreSQL; see `putEntry`).
+     */
+    managers(tenantId: string, userId: string): DirectoryPerson[];
+    /** The people whose manager is `managerId`, by display name then id; hidden ones too (the caller decides). */
+    reports(tenantId: string, managerId: string): DirectoryPerson[];
+    /**
+     * Counts one more message from the user to each address (compared case-insensitively; repeats count once) and
+     * keeps the name when one is given. A user keeps their 500 most recently written addresses.
+     */
+    recordSent(tenantId: string, userId: string, contacts: Array<{ address: string; name: string | null }>, now: number): void;
+    /** The user's frequent contacts, most written first (count, then the latest, then address). */
+    frequent(tenantId: string, userId: string): FrequentContact[];
+    /**
+     * People of the tenant (not hidden) whose name, a name word, their address or a part of its local part starts
+     * with `text` (case- and accent-insensitive), and the caller's external frequent contacts that match the same
+     * way; at most `limit`, ranked: the caller's frequent contacts first (count, then the latest), then by match kind
+     * (exact name word, name prefix, address), then by folded display name, address and id. Index range scans only:
+     * the cost grows with what matches, not with the tenant.
+     */
+    search(tenantId: string, callerId: string, text: string, limit: number): PeopleMatch[];
   };
 }
 

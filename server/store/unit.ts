@@ -74,6 +74,7 @@ const GROUPS = [
   'mfa',
   'access',
   'protection',
+  'directory',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

@@ -16,8 +16,9 @@
  * - `hostileCases()` — the hostile-input corpus, per operation;
  * - `shapedValue()` — fast-check arbitraries for values shaped like a schema but often wrong;
  * - `buildWorld()` — the fixtures the cases run against: users in two tenants, each with a registered device,
- *   folders, mail with attachments, sync tokens and a published S/MIME certificate, and an administrator per tenant
- *   with an access rule and one (inert) entry of each kind in its tenant's access configuration;
+ *   folders, mail with attachments, sync tokens, a published S/MIME certificate, a meeting it organises (with an
+ *   attendee outside the server) and a contact, and an administrator per tenant with an access rule and one (inert)
+ *   entry of each kind in its tenant's access configuration;
  * - `testCompliancePartner()` — a compliance partner of the test's own, to sign requests to the partner API (whose
  *   operations are `access: 'partner'`: no token reaches them).
  */
@@ -163,7 +164,10 @@ export type IdKind =
   /** the server's device record id (the admin API's) */
   | 'deviceRecord'
   | 'rule'
-  /** a user id (the admin inventory filter also takes a username) */
+  /**
+   * a user id (the admin inventory filter also takes a username). On `/v1/people` it names a person of the caller's
+   * tenant's directory: colleagues are visible there on purpose, another tenant's users are not.
+   */
   | 'user'
   | 'folderSyncToken'
   | 'itemSyncToken'
@@ -178,7 +182,19 @@ export type IdKind =
   | 'group'
   | 'appProtectionPolicy'
   /** An S/MIME certificate a user published (`/v1/me/certificates`): the user's own, like a folder. */
-  | 'certificateId';
+  | 'certificateId'
+  /**
+   * Calendar and contacts (issue 18). Events and contacts are items, but the calendar and contacts operations
+   * answer 404 for an item of another type: each slot needs the caller's own event or contact (a mail item would
+   * make every request of the caller a 404 before it reached what the case is about, such as a stale If-Match).
+   * Their ids are also among the party's `item` ids, so the generic item operations meet them too.
+   */
+  | 'event'
+  | 'contact'
+  /** A calendar folder (events are created in, viewed and exported from one): the user's own, like a folder. */
+  | 'calendarFolder'
+  /** A contacts folder (contacts are created in, imported into and exported from one). */
+  | 'contactsFolder';
 
 /** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
 export interface NotAnId {
@@ -263,6 +279,36 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
     'query:cursor': { notAnId: "a position (`<at>.<entry id>`) in the caller's own tenant's log: the tenant filter stays, whatever entry it names" },
   },
   'POST /admin/v1/users/{id}/risk': { 'path:id': 'user' },
+  // Calendar and contacts (issue 18).
+  'POST /v1/calendar/events': { 'body:folderId': 'calendarFolder' },
+  'PUT /v1/calendar/events/{itemId}': {
+    'path:itemId': 'event',
+    'body:folderId': { notAnId: 'ignored by a replacement (an event moves with POST /v1/items/{itemId}/move); the valid body leaves it out' },
+  },
+  'DELETE /v1/calendar/events/{itemId}': { 'path:itemId': 'event' },
+  'POST /v1/calendar/events/{itemId}/respond': { 'path:itemId': 'event' },
+  'POST /v1/calendar/events/{itemId}/decline-counter': { 'path:itemId': 'event' },
+  // The batch answers per operation (200, the operation's 404), as POST /v1/batch does. `event.folderId` is read by
+  // a `create` only; the valid body is one `update`, which carries it and (as PUT does) ignores it.
+  'POST /v1/calendar/batch': { 'body:operations.*.id': 'event', 'body:operations.*.event.folderId': 'calendarFolder' },
+  'GET /v1/calendar/view': { 'query:folderId': 'calendarFolder' },
+  'GET /v1/calendar/feed.ics': { 'query:folderId': 'calendarFolder' },
+  'POST /v1/contacts': { 'body:folderId': 'contactsFolder' },
+  'POST /v1/contacts/import': { 'query:folderId': 'contactsFolder' },
+  'GET /v1/contacts/export.vcf': { 'query:folderId': 'contactsFolder' },
+  'PUT /v1/contacts/{itemId}': {
+    'path:itemId': 'contact',
+    'body:folderId': { notAnId: "may only repeat the contact's own folder, which it is compared with and never looked up (400 otherwise); the valid body leaves it out" },
+  },
+  'PUT /v1/contacts/{itemId}/photo': { 'path:itemId': 'contact' },
+  'DELETE /v1/contacts/{itemId}/photo': { 'path:itemId': 'contact' },
+  // The directory (issue 18): a person of the caller's tenant. Another tenant's user is 404, as one that exists
+  // nowhere; a colleague is visible on purpose (see IdKind `user`).
+  'GET /v1/people/{userId}': { 'path:userId': 'user' },
+  'GET /v1/people/{userId}/organization': { 'path:userId': 'user' },
+  'GET /admin/v1/users/{userId}/directory': { 'path:userId': 'user' },
+  // A manager of another tenant is 400 invalidRequest naming managerId, as one that exists nowhere.
+  'PUT /admin/v1/users/{userId}/directory': { 'path:userId': 'user', 'body:managerId': 'user' },
   // The protection document is the administrator's tenant's, replaced whole: its ids name its own entries.
   'PUT /admin/v1/protection': {
     'body:templates.*.id': { notAnId: "the id the administrator gives a template of its tenant's own document" },
@@ -284,7 +330,7 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
 export const DEVICE_HEADER = 'X-Device-Id';
 
 /** Query parameters that are not ids, by name (any operation). */
-export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bodyType', 'permanent', 'inline', 'q', 'limit', 'clientType', 'deviceModel', 'accessState', 'before', 'decision', 'since']);
+export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bodyType', 'permanent', 'inline', 'q', 'limit', 'clientType', 'deviceModel', 'accessState', 'before', 'decision', 'since', 'start', 'end', 'occurrence']);
 
 /** Header parameters whose name ends in "id" but that name nothing another user owns. */
 export const NOT_ID_HEADERS: Record<string, string> = {
@@ -393,6 +439,9 @@ const REQUIRED_QUERY_VALUES: Record<string, string> = {
   redirect_uri: 'http://127.0.0.1/callback',
   code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM',
   code_challenge_method: 'S256',
+  // The calendar view's range: January 2027, which holds the world's meeting (WORLD_MEETING).
+  start: '2027-01-01T00:00:00Z',
+  end: '2027-02-01T00:00:00Z',
 };
 
 /** The query an operation needs to succeed: its required parameters (ids from the resolver; a non-id's `value`). */
@@ -477,6 +526,58 @@ const INERT_PROTECTION_DOCUMENT = () => ({
   partners: [],
   deliveryRules: [{ id: unique('sec-rule'), template: 'encrypt-only', when: { recipientAddresses: ['sec-nobody@example.invalid'] } }],
 });
+/**
+ * A meeting's attendee outside the server: with no relay, the invitation bounces back to the organiser at once, so
+ * the world's meetings reach no other party of the world (a leak scan would find them in the wrong mailbox).
+ */
+const OUTSIDE_ATTENDEE = 'sec-guest@example.invalid';
+/**
+ * The meeting every user of the world organises (`furnishUser`), in January 2027 (the calendar view's range). A
+ * valid replacement gives it again: the same time, place and attendee change nothing significant, so it mails
+ * nothing and the attendee keeps its place (a decline-counter can name it).
+ */
+const WORLD_MEETING = () => ({
+  subject: 'Quarterly review',
+  body: 'The figures first, then the plan.',
+  start: '2027-01-12T09:00:00+01:00',
+  end: '2027-01-12T10:00:00+01:00',
+  timeZone: 'Europe/Berlin',
+  location: 'Room Orion',
+  attendees: [{ name: 'Security suite guest', address: OUTSIDE_ATTENDEE }],
+  reminderMinutesBeforeStart: 15,
+});
+/** An event of the caller's own (no attendees, so creating it mails nothing): a short weekly series. */
+const PERSONAL_SERIES = () => ({
+  subject: 'Physiotherapy',
+  start: '2027-01-20T10:00:00+01:00',
+  end: '2027-01-20T10:30:00+01:00',
+  timeZone: 'Europe/Berlin',
+  reminderMinutesBeforeStart: 60,
+  recurrence: { rrule: 'FREQ=WEEKLY;COUNT=4', exdates: ['2027-01-27T09:00:00Z'], rdates: [] },
+  showAs: 'oof',
+});
+/** A contact with every field (its addresses outside the server). */
+const CONTACT = () => ({
+  displayName: 'Dana Auditor',
+  givenName: 'Dana',
+  surname: 'Auditor',
+  emailAddresses: [{ address: 'sec-dana@example.invalid' }],
+  phones: [{ type: 'mobile', number: '+1 555 0100' }],
+  company: 'Example Audit',
+  jobTitle: 'Auditor',
+  department: 'Security',
+  addresses: [{ type: 'business', street: '1 Main Street', city: 'Springfield', postalCode: '12345', country: 'US' }],
+  birthday: '--04-01',
+  notes: 'Met at the conference.\nAsk about the audit.',
+});
+/** One vCard 4.0 card, with a UID of its own (so each import adds a contact rather than updating the last one). */
+const VCARD = () =>
+  Buffer.from(
+    ['BEGIN:VCARD', 'VERSION:4.0', `UID:urn:uuid:${crypto.randomUUID()}`, 'FN:Erin Imported', 'N:Imported;Erin;;;', 'EMAIL;TYPE=work:sec-erin@example.invalid', 'TEL;TYPE=cell:+1 555 0101', 'END:VCARD', ''].join('\r\n'),
+  );
+/** A 1×1 PNG: a contact photo (the server tells the type by the bytes). */
+const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
+
 const INERT_NAMED_LOCATION = () => ({ name: 'Security suite network', trusted: false, ranges: ['192.0.2.0/24', '2001:db8:5ec::/48'] });
 const INERT_GROUP = () => ({ name: 'Security suite group', members: ['sec-nobody'] });
 const INERT_APP_PROTECTION_POLICY = () => ({
@@ -544,6 +645,24 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   // `dismiss`: of the two actions, the one that never makes a user's sign-ins riskier.
   'POST /admin/v1/users/{id}/risk': () => ({ action: 'dismiss' }),
   'PUT /compliance/v1/devices/{deviceId}': (c) => ({ tenantId: c.tenantId ?? 'sec-unmanaged-tenant', user: c.email, state: 'compliant', reasons: [] }),
+  // Calendar and contacts (issue 18).
+  'POST /v1/calendar/events': (c) => ({ ...PERSONAL_SERIES(), folderId: c.id('calendarFolder', 'body:folderId') }),
+  'PUT /v1/calendar/events/{itemId}': () => WORLD_MEETING(),
+  // The world's event is the caller's own meeting: answering it is the documented 400 (there is nobody to answer).
+  'POST /v1/calendar/events/{itemId}/respond': () => ({ response: 'tentative', comment: 'Probably; I will confirm.' }),
+  'POST /v1/calendar/events/{itemId}/decline-counter': () => ({ attendee: OUTSIDE_ATTENDEE, reason: 'The room is only free at the original time.' }),
+  'POST /v1/calendar/batch': (c) => ({
+    operations: [{ opId: unique('cal-op'), op: 'update', id: c.id('event', 'body:operations.*.id'), event: { ...WORLD_MEETING(), folderId: c.id('calendarFolder', 'body:operations.*.event.folderId') } }],
+  }),
+  'POST /v1/contacts': (c) => ({ ...CONTACT(), folderId: c.id('contactsFolder', 'body:folderId') }),
+  'POST /v1/contacts/import': () => VCARD(),
+  'PUT /v1/contacts/{itemId}': () => CONTACT(),
+  'PUT /v1/contacts/{itemId}/photo': () => PNG,
+  // The manager is the resolver's user, which for an administrator is also the path's: the documented 400 (a user
+  // cannot be their own manager). A slot that names a user the tenant does not have is 400 too.
+  'PUT /admin/v1/users/{userId}/directory': (c) => ({ title: 'Security suite title', department: 'Security', office: 'Room 1', phone: '+1 555 0102', managerId: c.id('user', 'body:managerId') }),
+  // The caller's own line (an administrator is a user of its tenant), with no manager.
+  'POST /admin/v1/directory/import': (c) => Buffer.from(`username,title,department,office,phone,mobile,manager\r\n${c.username},Security suite title,Security,Room 1,+1 555 0102,,\r\n`),
 };
 
 export function validBody(op: SpecOperation, c: BodyContext): unknown {
@@ -719,7 +838,7 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
       }
       // The app's "simple" query parser makes a repeated parameter an array (and `a[b]=c` a parameter named `a[b]`).
       add(op, `query ${q.name} given twice`, { url: withQuery(`${q.name}=1&${q.name}=2`), expect: [400], codes: ['invalidRequest'] });
-      if (slot === 'folder') add(op, `query ${q.name} naming no folder`, { url: withQuery(`${q.name}=${encodeURIComponent("' OR 1=1 --")}`), expect: [404], codes: ['folderNotFound'] });
+      if (slot === 'folder' || slot === 'calendarFolder' || slot === 'contactsFolder') add(op, `query ${q.name} naming no folder`, { url: withQuery(`${q.name}=${encodeURIComponent("' OR 1=1 --")}`), expect: [404], codes: ['folderNotFound'] });
       if (slot === 'folderSyncToken' || slot === 'itemSyncToken') {
         add(op, `query ${q.name} forged`, { url: withQuery(`${q.name}=${'A'.repeat(40)}`), expect: [400], codes: ['invalidToken'] });
         add(op, `query ${q.name} over 2 KiB`, { url: withQuery(`${q.name}=${'A'.repeat(3000)}`), expect: [400], codes: ['invalidRequest', 'invalidToken'] });
@@ -779,6 +898,12 @@ function strangerSignature(op: SpecOperation, c: CaseContext): Record<string, st
   return { 'Content-Digest': signed.headers['content-digest'], 'Signature-Input': signed.headers['signature-input'], Signature: signed.headers.signature };
 }
 
+/** Operations with a body limit of their own, above `limits.maxRequestBytes`, as their descriptions document it. */
+const OWN_BODY_LIMITS: Record<string, number> = {
+  'POST /v1/contacts/import': 5 * 1024 * 1024,
+  'PUT /v1/contacts/{itemId}/photo': 1024 * 1024,
+};
+
 /** Bodies that are broken as bytes, as JSON, or against the schema; wrong media types and encodings; over-size. */
 function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, name: string, x: CaseSpec) => void): void {
   const type = contentTypeOf(op);
@@ -789,7 +914,7 @@ function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, n
   /** Refused by the HTTP layer (body size, media type, content coding) before the route's handler. */
   const transport = (name: string, body: string | Buffer, expect: number[], codes: string[], extra: Record<string, string> = {}) =>
     add(op, name, { headers: headers(extra), body, expect, codes, layer: 'http' });
-  const oversize = Buffer.alloc(c.maxBodyBytes + 1024, 0x61);
+  const oversize = Buffer.alloc(Math.max(c.maxBodyBytes, OWN_BODY_LIMITS[op.key] ?? 0) + 1024, 0x61);
 
   if (type === 'application/json') {
     const text = JSON.stringify(valid);
@@ -848,7 +973,7 @@ function bodyCases(op: SpecOperation, c: CaseContext, add: (op: SpecOperation, n
     bad('every parameter given twice', `${form}&${form}`, [400], ['invalidRequest', 'invalid_request', 'unsupported_grant_type']);
     bad('no parameters', '', [400], ['invalidRequest', 'invalid_request', 'unsupported_grant_type']);
   } else {
-    // A raw message (the admin import): the wrong media type, nothing at all, or bytes over the message limit.
+    // Raw bytes (a message, a vCard or CSV file, an image): the wrong media type, nothing at all, or over the limit.
     transport('text/plain', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': 'text/plain' });
     transport('no Content-Type', valid as Buffer, [415], ['unsupportedMediaType'], { 'Content-Type': '' });
     bad('an empty message', Buffer.alloc(0));
@@ -982,6 +1107,10 @@ const emptyIds = (): Record<IdKind, string[]> => ({
   group: [],
   appProtectionPolicy: [],
   certificateId: [],
+  event: [],
+  contact: [],
+  calendarFolder: [],
+  contactsFolder: [],
 });
 
 async function token(api: Agent, form: Record<string, string>): Promise<string> {
@@ -1127,6 +1256,19 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   const certificate = await expectStatus(api().post('/v1/me/certificates').set(headers).send({ certificate: userCertificate(p.email, ctx.clock.now()) }), 201, 'publishing a certificate');
   p.ids.certificateId.push(certificate.id);
   p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds, certificate.id, certificate.fingerprint);
+
+  // A meeting the user organises (its invitation bounces back at once: see OUTSIDE_ATTENDEE) and a contact.
+  const kinds = folders.created as Array<{ id: string; kind: string }>;
+  const calendar = kinds.find((f) => f.kind === 'calendar')!.id;
+  const contacts = kinds.find((f) => f.kind === 'contacts')!.id;
+  const meeting = await expectStatus(api().post('/v1/calendar/events').set(headers).send({ ...WORLD_MEETING(), folderId: calendar }), 201, 'creating a meeting');
+  const contact = await expectStatus(api().post('/v1/contacts').set(headers).send({ ...CONTACT(), folderId: contacts }), 201, 'creating a contact');
+  p.ids.event.push(meeting.item.id);
+  p.ids.contact.push(contact.id);
+  p.ids.item.push(meeting.item.id, contact.id);
+  p.ids.calendarFolder.push(calendar);
+  p.ids.contactsFolder.push(contacts);
+  p.fingerprints.push(meeting.item.id, meeting.item.uid, contact.id, contact.uid);
 }
 
 /**

@@ -19,7 +19,8 @@ import { createItemSync, type ItemSyncPage, type WindowSizes } from '../../serve
 import { createFolderSync } from '../../server/sync/folderSync';
 import { createMailService } from '../../server/mail/service';
 import { itemView, type ItemView } from '../../server/views';
-import type { DeviceRecord, Folder, Item, NewItem, Store, User } from '../../server/store/types';
+import type { DeviceRecord, Folder, Item, ItemContent, NewItem, Store, User } from '../../server/store/types';
+import { CONTACT_PHOTO_NAME, type Attendee, type ContactData, type EventData, type ResponseStatus, type ShowAs } from '../../server/calendar/model';
 import { freshDatabase, type FreshDatabase } from './postgres';
 import type { StoreBackend } from './storeBackends';
 import { tempDir } from './testApp';
@@ -239,6 +240,17 @@ export class SyncWorld {
     return { userId: this.user.id, folderId, type: 'email', receivedAt, subject: opts.subject ?? `message ${++this.seq}`, isRead: opts.isRead ?? false, from: { name: 'S', address: 's@x' }, preview: 'hello' };
   }
 
+  /** An event or a contact with `content` (see eventContent, contactContent), as the calendar and contacts store them. */
+  newCalendarItem(type: 'event' | 'contact', folderId: string, content: ItemContent): NewItem {
+    const { attachments, ...rest } = content;
+    return { userId: this.user.id, folderId, type, isRead: true, ...rest, ...(attachments ? { attachments } : {}) };
+  }
+
+  /** The folder's item ids straight from the table, newest first: what a test picks the item it changes from. */
+  folderItemIds(folderId: string): Promise<string[]> {
+    return this.host.peek.window(this.user.id, folderId, 1_000_000);
+  }
+
   /** This user's item ids, straight from the table (see TablePeek.itemIds). */
   itemIds(order: 'created' | 'lastChanged' | 'id'): Promise<string[]> {
     return this.host.peek.itemIds(this.user.id, order);
@@ -262,6 +274,81 @@ export class SyncWorld {
     this.closed = true;
     if (this.ownsStore) await this.host.close();
   }
+}
+
+const ZONES = ['Europe/Berlin', 'America/New_York', 'UTC', 'Asia/Kolkata'];
+const SHOW_AS: ShowAs[] = ['busy', 'free', 'tentative', 'oof', 'workingElsewhere'];
+const ANSWERS: ResponseStatus[] = ['needsAction', 'accepted', 'tentative', 'declined', 'delegated'];
+const HOUR_MS = 3600_000;
+const DAY_MS = 24 * HOUR_MS;
+const isoDate = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+const isoInstant = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * The content of an event (ItemContent with a whole EventData), one of many shapes chosen by `variant`: timed or
+ * all-day, one-off or recurring (EXDATE, a moved occurrence), with or without organiser, attendees, reminder, body.
+ * The same arguments give the same content, so a property's counterexample replays exactly.
+ */
+export function eventContent(uid: string, variant: number, startMs: number): ItemContent {
+  const isAllDay = variant % 7 === 0;
+  const start = isAllDay ? Math.floor(startMs / DAY_MS) * DAY_MS : startMs;
+  const end = isAllDay ? start + DAY_MS : start + (1 + (variant % 3)) * HOUR_MS / 2;
+  const at = isAllDay ? isoDate : isoInstant;
+  const recurring = variant % 3 === 0;
+  const organizer = variant % 2 === 0 ? { name: 'Alice', address: 'alice@example.test' } : { name: 'Bob', address: 'bob@example.test' };
+  const attendees: Attendee[] = Array.from({ length: variant % 4 }, (_x, i) => ({
+    name: `Guest ${i}`,
+    address: `guest${i}@example.test`,
+    type: i === 2 ? 'optional' : 'required',
+    status: ANSWERS[(variant + i) % ANSWERS.length]!,
+    respondedAt: (variant + i) % 2 === 0 ? null : isoInstant(startMs - DAY_MS),
+  }));
+  const data: EventData = {
+    uid,
+    sequence: variant % 10,
+    start: at(start),
+    end: at(end),
+    timeZone: ZONES[variant % ZONES.length]!,
+    isAllDay,
+    location: variant % 2 === 0 ? `Room ${variant % 9}` : null,
+    organizer,
+    attendees,
+    reminderMinutesBeforeStart: variant % 4 === 1 ? null : 15 * (variant % 4),
+    recurrence: recurring ? { rrule: `FREQ=WEEKLY;COUNT=${2 + (variant % 5)}`, exdates: variant % 2 === 0 ? [] : [at(start + 7 * DAY_MS)], rdates: [] } : null,
+    exceptions:
+      recurring && variant % 4 === 0
+        ? [{ recurrenceId: at(start + 14 * DAY_MS), start: at(start + 14 * DAY_MS + HOUR_MS), end: at(end + 14 * DAY_MS + HOUR_MS), subject: 'Moved', location: null, isCancelled: false }]
+        : [],
+    showAs: SHOW_AS[variant % SHOW_AS.length]!,
+    isCancelled: variant % 11 === 0,
+    responseStatus: organizer.address === 'alice@example.test' ? 'organizer' : ANSWERS[variant % ANSWERS.length]!,
+    lastItipStamp: organizer.address === 'alice@example.test' ? null : isoInstant(startMs - HOUR_MS),
+  };
+  return { subject: `Event ${variant} — ü`, bodyText: variant % 3 === 1 ? null : `Agenda ${variant}`, receivedAt: start, data: data as unknown as Record<string, unknown> };
+}
+
+/**
+ * The content of a contact (ItemContent with a whole ContactData), shaped by `variant`. `photo`: undefined keeps the
+ * photo it has (no `attachments`), null removes it, bytes make it the contact's photo.
+ */
+export function contactContent(uid: string, variant: number, receivedAt: number, photo?: Buffer | null): ItemContent {
+  const data: ContactData = {
+    uid,
+    givenName: variant % 5 === 0 ? null : `Given${variant % 13}`,
+    surname: `Surname${variant % 17}`,
+    emailAddresses: Array.from({ length: variant % 3 }, (_x, i) => ({ name: `Contact ${variant}`, address: `c${variant}.${i}@example.test` })),
+    phones: variant % 2 === 0 ? [{ type: 'mobile', number: `+49 170 ${variant}` }] : [],
+    company: variant % 3 === 0 ? null : 'Example Corp',
+    jobTitle: variant % 4 === 0 ? 'Engineer' : null,
+    department: variant % 6 === 0 ? 'R&D' : null,
+    addresses: variant % 5 === 1 ? [{ type: 'business', street: `Main St ${variant}`, city: 'Berlin', region: '', postalCode: '10115', country: 'DE' }] : [],
+    birthday: variant % 7 === 0 ? '1990-02-28' : null,
+  };
+  const content: ItemContent = { subject: `Contact ${variant}`, bodyText: variant % 2 === 0 ? null : `Notes ${variant}`, receivedAt, data: data as unknown as Record<string, unknown> };
+  if (photo !== undefined) {
+    content.attachments = photo === null ? [] : [{ name: CONTACT_PHOTO_NAME, contentType: 'image/png', isInline: false, contentId: null, content: photo }];
+  }
+  return content;
 }
 
 export class ProtocolViolation extends Error {}

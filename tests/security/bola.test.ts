@@ -54,7 +54,11 @@ const LIST_FILTERS = new Set(['GET /admin/v1/devices query:user', 'GET /admin/v1
  * Slots the document answers with a 400 when they name nothing, by slot (any operation) or by operation and slot:
  * POST and PATCH /v1/folders list no 404; What If describes a sign-in, and a user not of the tenant is a bad one.
  */
-const INVALID_NOT_FOUND = new Set(['body:parentId', 'POST /admin/v1/conditional-access/what-if body:userId']);
+const INVALID_NOT_FOUND = new Set(['body:parentId', 'POST /admin/v1/conditional-access/what-if body:userId', 'PUT /admin/v1/users/{userId}/directory body:managerId']);
+/** Operations answering per entry (HTTP 200 overall): the entry is judged. */
+const BATCHES = new Set(['POST /v1/batch', 'POST /v1/calendar/batch']);
+/** People of one's own tenant are visible to everyone in it by design (the directory): only other tenants' are not. */
+const TENANT_WIDE = new Set(['GET /v1/people/{userId} path:userId', 'GET /v1/people/{userId}/organization path:userId']);
 /** Ids that exist nowhere, per kind: the control request of every attack. */
 const NOWHERE: Record<IdKind, string> = {
   folder: 'NoSuchFolder0000',
@@ -70,6 +74,10 @@ const NOWHERE: Record<IdKind, string> = {
   namedLocation: 'no-such-location',
   group: 'no-such-group',
   appProtectionPolicy: 'no-such-app-policy',
+  event: 'NoSuchEvent00000',
+  contact: 'NoSuchContact000',
+  calendarFolder: 'NoSuchCalendar00',
+  contactsFolder: 'NoSuchContacts00',
 };
 const ACTIONS = ['allow', 'block', 'quarantine', 'release', 'wipe', 'resync'];
 
@@ -163,7 +171,7 @@ async function send(a: Attack, value: string): Promise<request.Response> {
 
 /** Status and problem code, of the response or (batch) of its one entry. */
 function outcome(op: SpecOperation, res: request.Response): string {
-  if (op.key === 'POST /v1/batch' && res.status === 200) return `200 [${res.body.results?.[0]?.status} ${res.body.results?.[0]?.problem?.code ?? ''}]`;
+  if (BATCHES.has(op.key) && res.status === 200) return `200 [${res.body.results?.[0]?.status} ${res.body.results?.[0]?.problem?.code ?? ''}]`;
   return `${res.status} ${res.body?.code ?? ''}`;
 }
 
@@ -179,7 +187,7 @@ function judge(a: Attack, res: request.Response): string[] {
     if (!ungated && ![401, 403].includes(res.status)) wrong.push(`status ${res.status}, expected 401/403`);
   } else if (a.placement.kind === 'folderSyncToken' || a.placement.kind === 'itemSyncToken') {
     if (res.status !== 400 || code !== 'invalidToken') wrong.push(`status ${res.status} ${code}, expected 400 invalidToken`);
-  } else if (op.key === 'POST /v1/batch') {
+  } else if (BATCHES.has(op.key)) {
     const entry = res.body?.results?.[0];
     if (res.status !== 200 || entry?.status !== 404 || !NOT_FOUND.includes(entry?.problem?.code)) wrong.push(`batch ${res.status}, entry ${JSON.stringify(entry)?.slice(0, 200)}`);
   } else if (LIST_FILTERS.has(where)) {
@@ -198,6 +206,7 @@ function judge(a: Attack, res: request.Response): string[] {
 
 /** One attack: the request, its answer, and the store before and after. */
 async function attack(a: Attack): Promise<string[]> {
+  if (TENANT_WIDE.has(`${a.placement.op.key} ${a.placement.slot}`) && a.attacker.tenantId === a.victim.tenantId) return [];
   const before = snapshot(ctx.store.db);
   const control = await send(a, NOWHERE[a.placement.kind]);
   const res = await send(a, victimValue(a));

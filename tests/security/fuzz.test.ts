@@ -81,6 +81,7 @@ const WRITES = specOperations().filter((o) => ['post', 'put', 'patch', 'delete']
 /** Operations that answer a list of per-item results: an item its schema rejects is that item's 400, not the request's. */
 const PER_ITEM: Record<string, { member: string; itemSchema: string }> = {
   'POST /v1/batch': { member: 'operations', itemSchema: pointer('components', 'schemas', 'BatchOperation') },
+  'POST /v1/calendar/batch': { member: 'operations', itemSchema: pointer('components', 'schemas', 'CalendarBatchOperation') },
 };
 
 const partyOf = (op: SpecOperation) => (op.access === 'admin' ? admin : alice);

@@ -45,6 +45,7 @@ import { NOTIFY, feedPayloads, listenToFeed, parseFeedMessage, type FeedListener
 import { mailSteps } from './mail';
 import { migrate, type MigrationReport } from './migrate';
 import { protectionSteps } from './protection';
+import { directorySteps } from './directory';
 import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
@@ -95,6 +96,7 @@ const LONE_READS = new Set([
   'access.config', 'access.compliance', 'access.appState', 'access.staleAppStates', 'access.signIns', 'access.signInOfSession',
   'access.signInHistory', 'access.failuresSince', 'access.userRisk',
   'protection.keys', 'protection.config', 'protection.certificates', 'protection.certificatesByEmail',
+  'directory.entry', 'directory.person', 'directory.managers', 'directory.reports', 'directory.frequent',
 ]);
 
 const MAX_ATTEMPTS = 5;
@@ -131,7 +133,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

@@ -23,8 +23,10 @@ import {
   type FolderChange,
   type FolderKind,
   type Item,
+  type ItemContent,
   type ItemPatch,
   type Mailbox,
+  type NewAttachment,
   type NewItem,
   type TxStore,
 } from '../types';
@@ -43,6 +45,9 @@ function truncateChars(text: string, max: number): string {
   const cut = text.slice(0, max);
   return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
 }
+
+/** The sort key an item's tombstone (deleted, moved out) is logged with: SQLite's mail.ts says why. */
+const tombstoneKey = (item: Pick<Item, 'type' | 'receivedAt'>): number => (item.type === 'email' ? item.receivedAt : Number.MAX_SAFE_INTEGER);
 
 function toFolder(r: Row): Folder {
   return {
@@ -69,6 +74,18 @@ const toAttachmentSummary = (a: Record<string, unknown>): Item['attachments'][nu
   isInline: a.isInline as boolean,
   contentId: (a.contentId as string | null) ?? null,
 });
+
+/** What sync shows of attachments (`attachments_json`), numbered in order: `att1`, `att2`, … (as SQLite's store). */
+function attachmentSummaries(attachments: NewAttachment[]): Item['attachments'] {
+  return attachments.map((a, i) => ({
+    id: `att${i + 1}`,
+    name: a.name,
+    contentType: a.contentType,
+    size: a.content.length,
+    isInline: a.isInline,
+    contentId: a.contentId,
+  }));
+}
 
 function toItem(r: Row): Item {
   return {
@@ -164,6 +181,32 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
       [userId, modseq, at, itemId, op, folderId, fromFolderId, receivedAt, touches.map((t) => t[0]), touches.map((t) => t[1]), touches.map((t) => t[2])],
     );
     tx.record(userId, modseq, [folderId, fromFolderId], false);
+  };
+
+  /** Stores the attachments' bytes and rows for item `itemId`, as `summaries` (attachmentSummaries) names them. */
+  const insertAttachments = function* (userId: string, itemId: string, attachments: NewAttachment[], summaries: Item['attachments'], now: number) {
+    if (attachments.length === 0) return;
+    const blobIds: string[] = [];
+    for (const a of attachments) blobIds.push(yield* putBlob(tx, userId, a.content, now));
+    yield* rows(
+      tx,
+      `INSERT INTO attachments (user_id, item_id, id, blob_id, name, content_type, size, is_inline, content_id, position)
+       SELECT $1, $2, a.id, a.blob_id, a.name, a.content_type, a.size, a.is_inline, a.content_id, a.position
+       FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::boolean[], $9::text[], $10::int[])
+         AS a(id, blob_id, name, content_type, size, is_inline, content_id, position)`,
+      [
+        userId,
+        itemId,
+        summaries.map((s) => s.id),
+        blobIds,
+        attachments.map((a) => a.name),
+        attachments.map((a) => a.contentType),
+        attachments.map((a) => a.content.length),
+        attachments.map((a) => a.isInline),
+        attachments.map((a) => a.contentId),
+        attachments.map((_a, i) => i),
+      ],
+    );
   };
 
   /** The item as stored, without its bodies. */
@@ -310,9 +353,9 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
       let itemCount = 0;
       for (const { id: folderId } of tree) {
         // Each item leaves its tombstone with a modseq of its own (oldest change first), then the folder its own.
-        const gone = yield* rows<{ id: string; received_at: number; modseq: number }>(
+        const gone = yield* rows<{ id: string; received_at: number; modseq: number; type: Item['type'] }>(
           tx,
-          'DELETE FROM items WHERE user_id = $1 AND folder_id = $2 RETURNING id, received_at, modseq',
+          'DELETE FROM items WHERE user_id = $1 AND folder_id = $2 RETURNING id, received_at, modseq, type',
           [userId, folderId],
         );
         gone.sort((a, b) => a.modseq - b.modseq);
@@ -324,7 +367,7 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
             `INSERT INTO changes (user_id, modseq, at, object_type, object_id, op, folder_id, received_at)
              SELECT $1, c.modseq, $2, 'item', c.id, 'deleted', $3, c.received_at
              FROM unnest($4::text[], $5::bigint[], $6::bigint[]) AS c(id, modseq, received_at)`,
-            [userId, now, folderId, gone.map((g) => g.id), gone.map((_g, i) => first + i), gone.map((g) => g.received_at)],
+            [userId, now, folderId, gone.map((g) => g.id), gone.map((_g, i) => first + i), gone.map((g) => tombstoneKey({ type: g.type, receivedAt: g.received_at }))],
           );
           gone.forEach((_g, i) => tx.record(userId, first + i, [folderId], false));
         }
@@ -393,14 +436,7 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
       // Only mail is ever unread: events and contacts never count towards a folder's unread badge.
       const isRead = item.type === 'email' ? (item.isRead ?? false) : true;
       const bodySize = Buffer.byteLength(item.bodyHtml ?? item.bodyText ?? '', 'utf8');
-      const summaries = attachments.map((a, i) => ({
-        id: `att${i + 1}`,
-        name: a.name,
-        contentType: a.contentType,
-        size: a.content.length,
-        isInline: a.isInline,
-        contentId: a.contentId,
-      }));
+      const summaries = attachmentSummaries(attachments);
       const [r] = yield* rows(
         tx,
         `INSERT INTO items (user_id, id, folder_id, type, received_at, modseq, placed_modseq, change_key, is_read,
@@ -443,29 +479,7 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
           item.threadSubject ?? null,
         ],
       );
-      if (attachments.length) {
-        const blobIds: string[] = [];
-        for (const a of attachments) blobIds.push(yield* putBlob(tx, item.userId, a.content, now));
-        yield* rows(
-          tx,
-          `INSERT INTO attachments (user_id, item_id, id, blob_id, name, content_type, size, is_inline, content_id, position)
-           SELECT $1, $2, a.id, a.blob_id, a.name, a.content_type, a.size, a.is_inline, a.content_id, a.position
-           FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::boolean[], $9::text[], $10::int[])
-             AS a(id, blob_id, name, content_type, size, is_inline, content_id, position)`,
-          [
-            item.userId,
-            id,
-            summaries.map((s) => s.id),
-            blobIds,
-            attachments.map((a) => a.name),
-            attachments.map((a) => a.contentType),
-            attachments.map((a) => a.content.length),
-            attachments.map((a) => a.isInline),
-            attachments.map((a) => a.contentId),
-            attachments.map((_a, i) => i),
-          ],
-        );
-      }
+      yield* insertAttachments(item.userId, id, attachments, summaries, now);
       if (item.type === 'email') {
         yield* rows(tx, 'INSERT INTO search_docs (user_id, item_id, document) VALUES ($1, $2, $3::tsvector)', [item.userId, id, searchDocument(item)]);
       }
@@ -569,6 +583,55 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
       ]);
       return toItem(r!);
     },
+    *replace(userId, id, content: ItemContent, now) {
+      yield* lockMailbox(tx, userId);
+      const row = yield* itemRow(userId, id);
+      if (!row) throw new Error('no such item');
+      const current = toItem(row);
+      // Mail is what was delivered and is never rewritten: only events and contacts have content an app edits.
+      if (current.type === 'email') throw new Error('no such item: replace edits events and contacts only');
+      const modseq = yield* nextModseq(userId);
+      let summaries = current.attachments;
+      if (content.attachments) {
+        // The old rows go first: a blob the new set shares with the old may then be released (its count reaching
+        // zero) and is stored again by putBlob; the other order would leave the new row pointing at a deleted blob.
+        yield* rows(tx, 'DELETE FROM attachments WHERE user_id = $1 AND item_id = $2', [userId, id]);
+        summaries = attachmentSummaries(content.attachments);
+        yield* insertAttachments(userId, id, content.attachments, summaries, now);
+      }
+      // A new sort key places the item anew in its folder's order (SQLite's `items.replace` says why).
+      const placedModseq = content.receivedAt === current.receivedAt ? current.placedModseq : modseq;
+      // The body is now exactly `bodyText`: an HTML body an import may have stored would otherwise outlive the edit.
+      const [r] = yield* rows(
+        tx,
+        `UPDATE items SET subject = $1, body_text = $2, body_html = NULL, body_size = $3, received_at = $4, data_json = $5,
+           attachments_json = $6, has_attachments = $7, modseq = $8, placed_modseq = $9, change_key = $10
+         WHERE user_id = $11 AND id = $12 RETURNING ${ITEM_COLUMNS}`,
+        [
+          content.subject,
+          content.bodyText,
+          Buffer.byteLength(content.bodyText ?? '', 'utf8'),
+          content.receivedAt,
+          json(content.data),
+          json(summaries),
+          summaries.some((a) => !a.isInline),
+          modseq,
+          placedModseq,
+          String(modseq),
+          userId,
+          id,
+        ],
+      );
+      // An indexed item's document follows its text; an unindexed one (search finds no events or contacts: create
+      // indexes mail only) stays so, as an edit must not change what search covers. No row, no write.
+      yield* rows(tx, 'UPDATE search_docs SET document = $3::tsvector WHERE user_id = $1 AND item_id = $2', [
+        userId,
+        id,
+        searchDocument({ userId, folderId: current.folderId, type: current.type, receivedAt: content.receivedAt, subject: content.subject, from: current.from, to: current.to, cc: current.cc, bodyText: content.bodyText, bodyHtml: null }),
+      ]);
+      yield* logItem(userId, modseq, now, id, 'updated', current.folderId, null, content.receivedAt, [[current.folderId, 0, 0]]);
+      return toItem(r!);
+    },
     *move(userId, id, folderId, now) {
       yield* lockMailbox(tx, userId);
       const row = yield* itemRow(userId, id);
@@ -583,7 +646,7 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
         [folderId, modseq, String(modseq), userId, id],
       );
       const unread = current.isRead ? 0 : 1;
-      yield* logItem(userId, modseq, now, id, 'moved', folderId, current.folderId, current.receivedAt, [
+      yield* logItem(userId, modseq, now, id, 'moved', folderId, current.folderId, tombstoneKey(current), [
         [current.folderId, -1, -unread],
         [folderId, 1, unread],
       ]);
@@ -596,7 +659,7 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
       const current = toItem(row);
       const modseq = yield* nextModseq(userId);
       yield* rows(tx, 'DELETE FROM items WHERE user_id = $1 AND id = $2', [userId, id]);
-      yield* logItem(userId, modseq, now, id, 'deleted', current.folderId, null, current.receivedAt, [[current.folderId, -1, current.isRead ? 0 : -1]]);
+      yield* logItem(userId, modseq, now, id, 'deleted', current.folderId, null, tombstoneKey(current), [[current.folderId, -1, current.isRead ? 0 : -1]]);
     },
   };
 

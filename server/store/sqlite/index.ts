@@ -11,6 +11,7 @@ import { contentRepositories } from './content';
 import { identityRepositories } from './identity';
 import { accessRepositories } from './access';
 import { protectionRepositories } from './protection';
+import { directoryRepositories } from './directory';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -320,6 +321,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...identityRepositories(sql),
     ...accessRepositories(sql, invalidate),
     ...protectionRepositories(sql, transaction),
+    ...directoryRepositories(sql, transaction),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.

@@ -18,8 +18,10 @@ import {
   type FolderChange,
   type FolderKind,
   type Item,
+  type ItemContent,
   type ItemPatch,
   type Mailbox,
+  type NewAttachment,
   type NewItem,
   type SortKey,
   type StoreMethods,
@@ -54,6 +56,28 @@ function truncateChars(text: string, max: number): string {
   const cut = text.slice(0, max);
   return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
 }
+
+/** What sync shows of attachments (`attachments_json`), numbered in order: `att1`, `att2`, … */
+function attachmentSummaries(attachments: NewAttachment[]): Item['attachments'] {
+  return attachments.map((a, i) => ({
+    id: `att${i + 1}`,
+    name: a.name,
+    contentType: a.contentType,
+    size: a.content.length,
+    isInline: a.isInline,
+    contentId: a.contentId,
+  }));
+}
+
+/**
+ * The sort key an item's tombstone (deleted, moved out) is logged with: item sync tells a device of it only when the
+ * device holds keys at or above it. Mail keeps its key for life, so its own key names exactly the devices that can
+ * hold it. An event's or a contact's key moves with its content (`items.replace`: an event sorts by its start), so a
+ * device part-way through its first sync of the folder may hold it under a key it no longer has: its tombstone is
+ * logged above every key and reaches every device syncing the folder (one that never held it ignores the removal,
+ * as the protocol allows).
+ */
+const tombstoneKey = (item: Pick<Item, 'type' | 'receivedAt'>): number => (item.type === 'email' ? item.receivedAt : Number.MAX_SAFE_INTEGER);
 
 function toFolder(r: Row): Folder {
   return {
@@ -152,20 +176,48 @@ export function mailRepositories(
     }
   };
 
-  /** Makes the item findable by search, in the caller's transaction (deletion is a trigger: cascades included). */
-  const indexForSearch = (id: string, item: NewItem) => {
-    const doc = sql('INSERT INTO search_docs (item_id, user_id) VALUES (?, ?) RETURNING doc_id').get(id, item.userId) as {
-      doc_id: number;
-    };
+  /** The text an item is found by, under the search document `docId`. */
+  type Searchable = Pick<NewItem, 'userId' | 'subject' | 'from' | 'to' | 'cc' | 'bodyText' | 'bodyHtml'>;
+  const writeSearchText = (docId: number, item: Searchable) => {
     const people = (list: EmailAddress[] | undefined) => (list ?? []).map((a) => `${a.name} ${a.address}`).join(' ');
     sql('INSERT INTO items_fts (rowid, owner, subject, sender, recipients, body) VALUES (?, ?, ?, ?, ?, ?)').run(
-      doc.doc_id,
+      docId,
       item.userId,
       item.subject,
       item.from ? `${item.from.name} ${item.from.address}` : '',
       `${people(item.to)} ${people(item.cc)}`,
       item.bodyText ?? htmlToPlain(item.bodyHtml ?? ''),
     );
+  };
+
+  /** Makes the item findable by search, in the caller's transaction (deletion is a trigger: cascades included). */
+  const indexForSearch = (id: string, item: NewItem) => {
+    const doc = sql('INSERT INTO search_docs (item_id, user_id) VALUES (?, ?) RETURNING doc_id').get(id, item.userId) as {
+      doc_id: number;
+    };
+    writeSearchText(doc.doc_id, item);
+  };
+
+  /**
+   * Brings an indexed item's entry up to date with its new text. An item search does not index (create indexes
+   * mail only: search finds no events or contacts) stays unindexed: an edit must not change what search covers.
+   */
+  const reindexForSearch = (id: string, item: Searchable) => {
+    const doc = sql('SELECT doc_id FROM search_docs WHERE item_id = ?').get(id) as { doc_id: number } | undefined;
+    if (!doc) return;
+    sql('DELETE FROM items_fts WHERE rowid = ?').run(doc.doc_id);
+    writeSearchText(doc.doc_id, item);
+  };
+
+  /** Stores the attachments' bytes and rows for item `itemId`, as `summaries` (attachmentSummaries) names them. */
+  const insertAttachments = (itemId: string, attachments: NewAttachment[], summaries: Item['attachments'], now: number) => {
+    attachments.forEach((a, position) => {
+      const blobId = putBlob(sql, a.content, now);
+      sql(
+        `INSERT INTO attachments (id, item_id, blob_id, name, content_type, size, is_inline, content_id, position)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(summaries[position]!.id, itemId, blobId, a.name, a.contentType, a.content.length, a.isInline ? 1 : 0, a.contentId, position);
+    });
   };
 
   const toMailbox = (r: Row): Mailbox => ({
@@ -290,9 +342,9 @@ export function mailRepositories(
         ).map((r) => r.id);
         let itemCount = 0;
         for (const folderId of ids) {
-          const rows = sql('SELECT id, received_at FROM items WHERE folder_id = ?').all(folderId) as { id: string; received_at: number }[];
+          const rows = sql('SELECT id, received_at, type FROM items WHERE folder_id = ?').all(folderId) as { id: string; received_at: number; type: Item['type'] }[];
           for (const r of rows) {
-            log(userId, nextModseq(userId), now, 'item', r.id, 'deleted', folderId, null, r.received_at);
+            log(userId, nextModseq(userId), now, 'item', r.id, 'deleted', folderId, null, tombstoneKey({ type: r.type, receivedAt: r.received_at }));
           }
           sql('DELETE FROM items WHERE folder_id = ?').run(folderId);
           itemCount += rows.length;
@@ -348,14 +400,7 @@ export function mailRepositories(
         // Only mail is ever unread: events and contacts never count towards a folder's unread badge.
         const isRead = item.type === 'email' ? (item.isRead ?? false) : true;
         const bodySize = Buffer.byteLength(item.bodyHtml ?? item.bodyText ?? '', 'utf8');
-        const summaries = attachments.map((a, i) => ({
-          id: `att${i + 1}`,
-          name: a.name,
-          contentType: a.contentType,
-          size: a.content.length,
-          isInline: a.isInline,
-          contentId: a.contentId,
-        }));
+        const summaries = attachmentSummaries(attachments);
         sql(
           `INSERT INTO items (id, user_id, folder_id, type, received_at, modseq, placed_modseq, change_key, is_read,
              is_flagged, importance, categories, inference, subject, from_json, to_json, cc_json, reply_to_json, sent_at,
@@ -395,13 +440,7 @@ export function mailRepositories(
           now,
           item.threadSubject ?? null,
         );
-        attachments.forEach((a, position) => {
-          const blobId = putBlob(sql, a.content, now);
-          sql(
-            `INSERT INTO attachments (id, item_id, blob_id, name, content_type, size, is_inline, content_id, position)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          ).run(summaries[position]!.id, id, blobId, a.name, a.contentType, a.content.length, a.isInline ? 1 : 0, a.contentId, position);
-        });
+        insertAttachments(id, attachments, summaries, now);
         if (item.type === 'email') indexForSearch(id, item);
         log(item.userId, modseq, now, 'item', id, 'created', item.folderId, null, item.receivedAt);
         touchFolder(item.folderId, modseq, 1, isRead ? 0 : 1);
@@ -498,6 +537,53 @@ export function mailRepositories(
         return items.byId(userId, id)!;
       });
     },
+    replace(userId, id, content: ItemContent, now) {
+      return transaction(() => {
+        const current = items.byId(userId, id);
+        if (!current) throw new Error('no such item');
+        // Mail is what was delivered and is never rewritten: only events and contacts have content an app edits.
+        if (current.type === 'email') throw new Error('no such item: replace edits events and contacts only');
+        const modseq = nextModseq(userId);
+        let summaries = current.attachments;
+        if (content.attachments) {
+          // The old rows go first: a blob the new set shares with the old may then be released (its count reaching
+          // zero) and is stored again by putBlob; the other order would leave the new row pointing at a deleted blob.
+          sql('DELETE FROM attachments WHERE item_id = ?').run(id);
+          summaries = attachmentSummaries(content.attachments);
+          insertAttachments(id, content.attachments, summaries, now);
+        }
+        // A new sort key (`received_at`) places the item anew in its folder's order. A device holds a folder's items
+        // from its sort-key bound up (part-way through its first sync of the folder, paging down from the newest),
+        // so an item whose key crossed that bound may be one it never received: placed anew, sync sends it as
+        // `created` (an upsert), not as an `updated` of an item the device does not hold; one whose key fell below
+        // the bound comes again, whole, when the paging reaches it (events and contacts live only in calendar and
+        // contacts folders, which have no window: paging runs to the oldest item), or, deleted before that, reaches
+        // the device as a tombstone (tombstoneKey). An edit that keeps the key is an `updated`, as a flag is.
+        const placedModseq = content.receivedAt === current.receivedAt ? current.placedModseq : modseq;
+        // The body is now exactly `bodyText`: an HTML body an import may have stored would otherwise outlive the edit.
+        sql(
+          `UPDATE items SET subject = ?, body_text = ?, body_html = NULL, body_size = ?, received_at = ?, data_json = ?,
+             attachments_json = ?, has_attachments = ?, modseq = ?, placed_modseq = ?, change_key = ?
+           WHERE id = ?`,
+        ).run(
+          content.subject,
+          content.bodyText,
+          Buffer.byteLength(content.bodyText ?? '', 'utf8'),
+          content.receivedAt,
+          JSON.stringify(content.data),
+          JSON.stringify(summaries),
+          summaries.some((a) => !a.isInline) ? 1 : 0,
+          modseq,
+          placedModseq,
+          String(modseq),
+          id,
+        );
+        reindexForSearch(id, { userId, subject: content.subject, from: current.from, to: current.to, cc: current.cc, bodyText: content.bodyText, bodyHtml: null });
+        log(userId, modseq, now, 'item', id, 'updated', current.folderId, null, content.receivedAt);
+        touchFolder(current.folderId, modseq, 0, 0);
+        return items.byId(userId, id)!;
+      });
+    },
     move(userId, id, folderId, now) {
       return transaction(() => {
         const current = items.byId(userId, id);
@@ -511,7 +597,7 @@ export function mailRepositories(
           String(modseq),
           id,
         );
-        log(userId, modseq, now, 'item', id, 'moved', folderId, current.folderId, current.receivedAt);
+        log(userId, modseq, now, 'item', id, 'moved', folderId, current.folderId, tombstoneKey(current));
         const unread = current.isRead ? 0 : 1;
         touchFolder(current.folderId, modseq, -1, -unread);
         touchFolder(folderId, modseq, 1, unread);
@@ -524,7 +610,7 @@ export function mailRepositories(
         if (!current) throw new Error('no such item');
         const modseq = nextModseq(userId);
         sql('DELETE FROM items WHERE id = ?').run(id);
-        log(userId, modseq, now, 'item', id, 'deleted', current.folderId, null, current.receivedAt);
+        log(userId, modseq, now, 'item', id, 'deleted', current.folderId, null, tombstoneKey(current));
         touchFolder(current.folderId, modseq, -1, current.isRead ? 0 : -1);
       });
     },

@@ -3,8 +3,8 @@
  * moves, the lookups delivery uses (duplicates, threading), and the history incremental sync replays.
  */
 import crypto from 'node:crypto';
-import type { Item, NewAttachment } from '../../../server/store/types';
-import { HIGHEST, LOWEST, NOW, eachBackend, email, expectBytes, expectRefusal, folderRecord, highestModseq, newMailbox, recordCommits, sha256, sorted, unique } from './fixtures';
+import type { Item, ItemContent, NewAttachment, Store } from '../../../server/store/types';
+import { DAY, HIGHEST, LOWEST, NOW, eachBackend, email, expectBytes, expectRefusal, folderRecord, highestModseq, newMailbox, recordCommits, sha256, sorted, unique } from './fixtures';
 
 eachBackend('items', (t) => {
   test('create answers the item with its defaults, stamped with the next modseq; byId reads the same', async () => {
@@ -287,6 +287,187 @@ eachBackend('items', (t) => {
     await expectRefusal(store.items.delete(alice.user.id, theirs.id, NOW));
     expect(await highestModseq(store, alice.user.id)).toBe(before);
     expect(await store.items.byId(bob.user.id, theirs.id)).toEqual(theirs);
+  });
+});
+
+eachBackend('items.replace', (t) => {
+  /** A photo as a contact carries it: random bytes, so no other test's blob is the same. */
+  const photo = (bytes: Buffer = crypto.randomBytes(2_000)): NewAttachment => ({ name: 'contact-photo', contentType: 'image/jpeg', isInline: false, contentId: null, content: bytes });
+
+  async function calendarOf(store: Store, userId: string) {
+    return (await store.folders.byKind(userId, 'calendar'))!;
+  }
+
+  test('replaces an event\'s subject, body, sort time and data with a new modseq and change key, keeping the rest', async () => {
+    const { store } = t();
+    const { user } = await newMailbox(store);
+    const calendar = await calendarOf(store, user.id);
+    const event = await store.items.create(
+      {
+        ...email(user.id, calendar.id),
+        type: 'event',
+        isFlagged: true,
+        categories: ['Blue'],
+        bodyText: 'old agenda',
+        bodyHtml: '<p>old agenda</p>',
+        data: { uid: 'u1', start: '2026-01-02T10:00:00Z', location: 'Room 1', sequence: 0 },
+      },
+      NOW,
+    );
+    const content: ItemContent = {
+      subject: 'Planning — revised',
+      bodyText: 'new agenda: ü',
+      receivedAt: NOW + 3_600_000,
+      data: { uid: 'u1', start: '2026-01-02T11:00:00Z', sequence: 1, attendees: [{ name: 'Zoë', address: 'z@example.test' }] },
+    };
+    const replaced = await store.items.replace(user.id, event.id, content, NOW + 5);
+    expect(replaced).toEqual({
+      ...event,
+      subject: content.subject,
+      receivedAt: content.receivedAt,
+      data: content.data, // the whole record: `location` is gone, not merged
+      bodySize: Buffer.byteLength('new agenda: ü'),
+      modseq: event.modseq + 1,
+      // A new sort key places it anew in its folder's order: sync sends it as `created` (an upsert), because a
+      // device still paging down the folder may never have received it where it was.
+      placedModseq: event.modseq + 1,
+      changeKey: expect.any(String),
+    } satisfies Item);
+    expect(replaced.changeKey).not.toBe(event.changeKey);
+    expect(await store.items.byId(user.id, event.id)).toEqual(replaced);
+    // The body is the new text alone: the old HTML does not outlive the edit.
+    expect(await store.items.body(user.id, event.id)).toEqual({ text: 'new agenda: ü', html: null });
+    expect(await highestModseq(store, user.id)).toBe(replaced.modseq);
+  });
+
+  test('logs the change in the item\'s folder, moves its content modseq (not its counts) and announces it', async () => {
+    const { store } = t();
+    const { user } = await newMailbox(store);
+    const contacts = (await store.folders.byKind(user.id, 'contacts'))!;
+    const contact = await store.items.create({ ...email(user.id, contacts.id), type: 'contact', subject: 'Ann Example', data: { givenName: 'Ann' } }, NOW);
+    const folderBefore = (await store.folders.byId(user.id, contacts.id))!;
+    const commits = recordCommits(store);
+    let replaced: Item;
+    try {
+      replaced = await store.items.replace(user.id, contact.id, { subject: 'Ann Other', bodyText: null, receivedAt: contact.receivedAt, data: { givenName: 'Ann', surname: 'Other' } }, NOW + 1);
+      expect(commits.of(user.id)).toEqual([{ userId: user.id, modseq: replaced.modseq, folderIds: [contacts.id], hierarchyChanged: false }]);
+    } finally {
+      commits.stop();
+    }
+    expect(await store.sync.changes(user.id, contacts.id, contact.modseq, LOWEST, 100)).toEqual([{ modseq: replaced.modseq, objectId: contact.id, kind: 'item' }]);
+    expect(folderRecord(await store.folders.byId(user.id, contacts.id))).toEqual({ ...folderRecord(folderBefore), contentModseq: replaced.modseq });
+    expect(replaced).toMatchObject({ subject: 'Ann Other', data: { givenName: 'Ann', surname: 'Other' }, bodySize: 0, isRead: true });
+    // The same sort key: edited where it was, not placed anew (a device holding it gets an `updated`).
+    expect(replaced.placedModseq).toBe(contact.placedModseq);
+  });
+
+  test('attachments: kept when not given, replaced by the given ones (the old blobs released), removed by none', async () => {
+    const { store } = t();
+    const { user } = await newMailbox(store);
+    const contacts = (await store.folders.byKind(user.id, 'contacts'))!;
+    const first = photo();
+    const contact = await store.items.create({ ...email(user.id, contacts.id), type: 'contact', attachments: [first], data: {} }, NOW);
+    const [oldRecord] = await store.items.attachments(user.id, contact.id);
+    const base = { subject: contact.subject, bodyText: null, receivedAt: contact.receivedAt, data: {} };
+
+    const kept = await store.items.replace(user.id, contact.id, base, NOW + 1);
+    expect(kept.attachments).toEqual(contact.attachments);
+    expect(kept.hasAttachments).toBe(true);
+    expect(await store.items.attachments(user.id, contact.id)).toEqual([oldRecord]);
+
+    const second = photo();
+    const swapped = await store.items.replace(user.id, contact.id, { ...base, attachments: [second] }, NOW + 2);
+    expect(swapped.attachments).toEqual([{ id: expect.any(String), name: 'contact-photo', contentType: 'image/jpeg', size: second.content.length, isInline: false, contentId: null }]);
+    const [newRecord] = await store.items.attachments(user.id, contact.id);
+    expect(await store.items.attachments(user.id, contact.id)).toEqual([{ ...swapped.attachments[0], blobId: newRecord!.blobId }]);
+    expectBytes(await store.blobs.read(user.id, newRecord!.blobId, 0, newRecord!.size), second.content);
+    // Nothing refers to the first photo any more: its blob went with its row.
+    expect(await store.blobs.size(user.id, oldRecord!.blobId)).toBeUndefined();
+
+    // The same bytes again: the blob the old row held is the new row's, and still readable.
+    const again = await store.items.replace(user.id, contact.id, { ...base, attachments: [photo(second.content)] }, NOW + 3);
+    const [againRecord] = await store.items.attachments(user.id, contact.id);
+    expect(againRecord!.blobId).toBe(newRecord!.blobId);
+    expectBytes(await store.blobs.read(user.id, againRecord!.blobId, 0, againRecord!.size), second.content);
+    expect(again.attachments).toHaveLength(1);
+
+    const none = await store.items.replace(user.id, contact.id, { ...base, attachments: [] }, NOW + 4);
+    expect([none.attachments, none.hasAttachments]).toEqual([[], false]);
+    expect(await store.items.attachments(user.id, contact.id)).toEqual([]);
+    expect(await store.blobs.size(user.id, newRecord!.blobId)).toBeUndefined();
+  });
+
+  test('search covers after an edit what it covered before: a replaced event is still no search hit', async () => {
+    const { store } = t();
+    const { user, inbox } = await newMailbox(store);
+    const calendar = await calendarOf(store, user.id);
+    const word = unique('offsite').replace('-', '');
+    const event = await store.items.create({ ...email(user.id, calendar.id), type: 'event', data: {} }, NOW);
+    const mail = await store.items.create(email(user.id, inbox.id, { subject: `${word} invitation` }), NOW);
+    await store.items.replace(user.id, event.id, { subject: `${word} planning`, bodyText: `${word} agenda`, receivedAt: NOW, data: {} }, NOW + 1);
+    expect((await store.search.query(user.id, [word], { limit: 10 })).map((h) => h.itemId)).toEqual([mail.id]);
+  });
+
+  test('an unknown item, another user\'s, or an email is refused, changing nothing', async () => {
+    const { store } = t();
+    const alice = await newMailbox(store);
+    const bob = await newMailbox(store);
+    const bobsCalendar = await calendarOf(store, bob.user.id);
+    const theirs = await store.items.create({ ...email(bob.user.id, bobsCalendar.id), type: 'event', data: { uid: 'x' } }, NOW);
+    const mail = await store.items.create(email(alice.user.id, alice.inbox.id, { bodyText: 'as delivered' }), NOW);
+    const before = await highestModseq(store, alice.user.id);
+    const content: ItemContent = { subject: 'edited', bodyText: 'edited', receivedAt: NOW, data: {}, attachments: [photo()] };
+    const commits = recordCommits(store);
+    try {
+      await expectRefusal(store.items.replace(alice.user.id, 'no-such-item', content, NOW + 1));
+      await expectRefusal(store.items.replace(alice.user.id, theirs.id, content, NOW + 1));
+      await expectRefusal(store.items.replace(alice.user.id, mail.id, content, NOW + 1));
+      expect(commits.changes).toEqual([]);
+    } finally {
+      commits.stop();
+    }
+    expect(await highestModseq(store, alice.user.id)).toBe(before);
+    expect(await store.items.byId(bob.user.id, theirs.id)).toEqual(theirs);
+    expect(await store.items.byId(alice.user.id, mail.id)).toEqual(mail);
+    expect(await store.items.body(alice.user.id, mail.id)).toEqual({ text: 'as delivered', html: null });
+    expect(await store.items.attachments(alice.user.id, mail.id)).toEqual([]);
+  });
+
+  test('the tombstone of an event or a contact reaches every device; mail\'s only devices holding its key', async () => {
+    const { store } = t();
+    const { user, inbox, archive } = await newMailbox(store);
+    const calendar = await calendarOf(store, user.id);
+    const contacts = (await store.folders.byKind(user.id, 'contacts'))!;
+    const event = await store.items.create({ ...email(user.id, calendar.id), type: 'event', receivedAt: NOW + DAY, data: {} }, NOW);
+    const contact = await store.items.create({ ...email(user.id, contacts.id), type: 'contact', receivedAt: NOW, data: {} }, NOW);
+    const mail = await store.items.create(email(user.id, inbox.id, { receivedAt: NOW }), NOW);
+    // The event moves a day earlier (its start), then goes. A device still paging down the calendar may hold it from
+    // its old key, above where it sorts now: the tombstone must reach a device whose bound is there, or above.
+    await store.items.replace(user.id, event.id, { subject: 'earlier', bodyText: null, receivedAt: NOW - DAY, data: {} }, NOW);
+    const start = await highestModseq(store, user.id);
+    await store.items.delete(user.id, event.id, NOW);
+    await store.items.move(user.id, contact.id, archive.id, NOW);
+    await store.items.delete(user.id, mail.id, NOW);
+    expect(await store.sync.changes(user.id, calendar.id, start, { receivedAt: NOW + DAY, id: event.id }, 100)).toEqual([{ modseq: start + 1, objectId: event.id, kind: 'deleted' }]);
+    expect(await store.sync.changes(user.id, contacts.id, start, HIGHEST, 100)).toEqual([{ modseq: start + 2, objectId: contact.id, kind: 'movedOut' }]);
+    // Mail keeps its key for life: its tombstone is for devices holding that key, and not for one whose bound is above.
+    expect(await store.sync.changes(user.id, inbox.id, start, { receivedAt: NOW + 1, id: '' }, 100)).toEqual([]);
+    expect(await store.sync.changes(user.id, inbox.id, start, LOWEST, 100)).toEqual([{ modseq: start + 3, objectId: mail.id, kind: 'deleted' }]);
+  });
+
+  test('in a unit of work: replace and then flag in one transaction, each change its own modseq', async () => {
+    const { store } = t();
+    const { user } = await newMailbox(store);
+    const calendar = await calendarOf(store, user.id);
+    const event = await store.items.create({ ...email(user.id, calendar.id), type: 'event', data: { uid: 'unit' } }, NOW);
+    const done = await store.run(function* (tx) {
+      const replaced = yield* tx.items.replace(user.id, event.id, { subject: 'in a unit', bodyText: null, receivedAt: NOW, data: { uid: 'unit', sequence: 1 } }, NOW + 1);
+      const flagged = yield* tx.items.update(user.id, event.id, { isFlagged: true }, NOW + 1);
+      return { replaced, flagged };
+    });
+    expect(done.replaced.modseq).toBe(event.modseq + 1);
+    expect(done.flagged).toEqual({ ...done.replaced, isFlagged: true, modseq: event.modseq + 2, changeKey: expect.any(String) });
+    expect(await store.items.byId(user.id, event.id)).toEqual(done.flagged);
   });
 });
 
