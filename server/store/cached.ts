@@ -109,6 +109,7 @@ const deviceKey = (userId: string, deviceId: string) => `${userId}\n${deviceId}`
 
 function frozenDevice(d: DeviceRecord): DeviceRecord {
   Object.freeze(d.capabilities);
+  Object.freeze(d.viewSettings);
   return Object.freeze(d);
 }
 

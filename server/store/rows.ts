@@ -2,7 +2,18 @@
  * Rows of the account and device tables as domain records, for both backends: their columns have the same names and types,
  * except that SQLite keeps JSON as text and PostgreSQL as JSONB (already parsed), which `json` settles.
  */
-import type { AccessState, AuditEntry, DeviceAccessRule, DeviceRecord, RefreshTokenRecord, User, WipeState } from './types';
+import {
+  DEFAULT_VIEW_SETTINGS,
+  type AccessState,
+  type AuditEntry,
+  type DeviceAccessRule,
+  type DeviceRecord,
+  type DeviceResetReason,
+  type RefreshTokenRecord,
+  type User,
+  type ViewSettings,
+  type WipeState,
+} from './types';
 
 type Row = Record<string, unknown>;
 /** A JSON column's value as read: parsed text (SQLite) or the value itself (PostgreSQL's JSONB). */
@@ -32,12 +43,30 @@ export function toDevice(r: Row, json: JsonColumn): DeviceRecord {
     wipeRequestedBy: str(r.wipe_requested_by),
     wipeAcknowledgedAt: num(r.wipe_acknowledged_at),
     epoch: r.epoch as number,
+    resetReason: str(r.reset_reason) as DeviceResetReason | null,
+    viewSettings: readViewSettings(r.view_settings, json),
     firstSyncTime: r.first_sync_time as number,
     lastSyncAttemptTime: num(r.last_sync_attempt_time),
     lastSuccessSyncTime: num(r.last_success_sync_time),
     createdAt: r.created_at as number,
     updatedAt: r.updated_at as number,
   };
+}
+
+/**
+ * A device's stored view settings, read leniently: a member that is missing or not a boolean (a row written before
+ * the member existed, or damaged) reads as its default, and so does a column that is no JSON object at all.
+ */
+export function readViewSettings(value: unknown, json: JsonColumn): ViewSettings {
+  let stored: unknown;
+  try {
+    stored = value === null || value === undefined ? undefined : json(value);
+  } catch {
+    stored = undefined; // not JSON: every member its default
+  }
+  const members = typeof stored === 'object' && stored !== null && !Array.isArray(stored) ? (stored as Record<string, unknown>) : {};
+  const flag = (name: keyof ViewSettings) => (typeof members[name] === 'boolean' ? (members[name] as boolean) : DEFAULT_VIEW_SETTINGS[name]);
+  return { focusedInbox: flag('focusedInbox'), threaded: flag('threaded') };
 }
 
 export function toRule(r: Row): DeviceAccessRule {

@@ -304,14 +304,31 @@ export interface DeviceRecord extends DeviceDescription {
   wipeRequestedAt: number | null;
   wipeRequestedBy: string | null;
   wipeAcknowledgedAt: number | null;
-  /** Bumped by an admin "resync": sync tokens carrying an older epoch answer 410 deviceReset. */
+  /**
+   * Bumped by an admin "resync", a change of the device's capabilities or of its view settings: sync tokens carrying
+   * an older epoch answer 410 (reason `deviceReset`, or `viewChanged` when `resetReason` says the view changed).
+   */
   epoch: number;
+  /** Why the epoch last moved: `viewChanged` (a soft reset) or null (a reset of the device's sync state). */
+  resetReason: DeviceResetReason | null;
+  /** The view the app shows (Focused Inbox, conversations), stored per device; a change is a soft reset. */
+  viewSettings: ViewSettings;
   firstSyncTime: number;
   lastSyncAttemptTime: number | null;
   lastSuccessSyncTime: number | null;
   createdAt: number;
   updatedAt: number;
 }
+
+export type DeviceResetReason = 'viewChanged';
+
+/** Per-device view settings (README, "Mailbox views"). */
+export interface ViewSettings {
+  focusedInbox: boolean;
+  threaded: boolean;
+}
+
+export const DEFAULT_VIEW_SETTINGS: ViewSettings = { focusedInbox: true, threaded: false };
 
 export interface DeviceFilter {
   tenantId: string;
@@ -637,6 +654,86 @@ export interface FrequentContact {
 export type PeopleMatchKind = 'exactName' | 'name' | 'email';
 
 /**
+ * A mailbox's own settings (automatic replies, junk lists, Focused Inbox sender overrides): one JSON document per
+ * mailbox, versioned for compare-and-set like the tenant documents. The document's shape is
+ * server/mailbox/settings.ts's; the store keeps its text.
+ */
+export interface MailboxSettingsRecord {
+  userId: string;
+  /** 1 for the first stored document, +1 on each change. */
+  version: number;
+  doc: string;
+  updatedAt: number;
+}
+
+/**
+ * One automatic reply owed or sent: at most one per (mailbox, period, sender). `period` names one stretch of
+ * automatic replies being on (server/mailbox/settings.ts makes a new one whenever they are turned on or rescheduled).
+ */
+export interface AutoReplyRecord {
+  id: string;
+  userId: string;
+  period: string;
+  /** The sender answered, lower-cased. */
+  sender: string;
+  /** The delivered message that is answered (an item id of `userId`). */
+  itemId: string;
+  state: 'pending' | 'sent' | 'skipped';
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** What a member may do with a shared mailbox. */
+export interface SharedMailboxRights {
+  fullAccess: boolean;
+  sendAs: boolean;
+  sendOnBehalf: boolean;
+}
+
+export interface SharedMailboxMember extends SharedMailboxRights {
+  mailboxId: string;
+  memberId: string;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A shared mailbox: a user row that cannot sign in (no password, `sharedMailboxes.isShared`), and its members. */
+export interface SharedMailbox {
+  user: User;
+  createdAt: number;
+}
+
+/** A conversation's sort key within a folder: newest first by its latest message, ties broken by conversation id. */
+export interface ConversationKey {
+  latestReceivedAt: number;
+  conversationId: string;
+}
+
+/**
+ * A conversation as one folder holds it: the aggregate of the folder's messages with that conversation id (a message
+ * without one is a conversation of its own, its id the item id). The store keeps these rows current by itself
+ * (triggers on `items`): every change to a message stamps its conversation row with the mailbox's modseq of that
+ * change. A conversation that no longer has a message in the folder stays as a tombstone (`messageCount` 0) until the
+ * history horizon purges it, so sync can say it left.
+ */
+export interface ConversationRecord extends ConversationKey {
+  userId: string;
+  folderId: string;
+  /** The newest message's item id (0 messages: the last one it had). */
+  latestItemId: string;
+  messageCount: number;
+  unreadCount: number;
+  flaggedCount: number;
+  hasAttachments: boolean;
+  /** `high` when any message is, else `normal` (low only when every message is low). */
+  importance: 'low' | 'normal' | 'high';
+  /** Distinct senders, newest message first, at most 10. */
+  participants: EmailAddress[];
+  /** The mailbox modseq of the last change to the row. */
+  modseq: number;
+}
+
+/**
  * One person found by `directory.search`: a user of the tenant (with how often the caller wrote to them, if ever),
  * or an address outside the tenant's users that the caller wrote to (`external`).
  */
@@ -705,7 +802,14 @@ export interface StoreMethods {
     updateDescription(id: string, description: DeviceDescription, now: number): void;
     setAdminDecision(id: string, decision: AccessState | null, now: number): void;
     setWipe(id: string, state: WipeState, fields: { requestedAt?: number; requestedBy?: string; acknowledgedAt?: number }, now: number): void;
+    /** A reset of the device's sync state (its tokens answer 410 deviceReset); clears `resetReason`. */
     bumpEpoch(id: string, now: number): void;
+    /**
+     * Stores the device's view settings and, when they differ from the stored ones, bumps its epoch with
+     * `resetReason = 'viewChanged'` (a soft reset) — both in one write. Answers the record as it is now, or undefined
+     * when there is no such device.
+     */
+    setViewSettings(id: string, settings: ViewSettings, now: number): DeviceRecord | undefined;
     /** Last-seen times; callers coalesce, this only writes. */
     touch(id: string, attemptAt: number, successAt: number | null): void;
     delete(id: string): void;
@@ -789,6 +893,13 @@ export interface StoreMethods {
     replace(userId: string, id: string, content: ItemContent, now: number): Item;
     move(userId: string, id: string, folderId: string, now: number): Item;
     delete(userId: string, id: string, now: number): void;
+    /**
+     * The user's mail from `address` (compared case-insensitively), newest first, at most `limit`; in `folderIds`
+     * only when given. An index range scan (Focused Inbox applies a sender override to existing mail with it).
+     */
+    fromSender(userId: string, address: string, limit: number, folderIds?: string[]): Item[];
+    /** Whether one of the user's contacts has this e-mail address (case-insensitive). */
+    hasContactAddress(userId: string, address: string): boolean;
   };
 
   /**
@@ -967,6 +1078,71 @@ export interface StoreMethods {
      * the cost grows with what matches, not with the tenant.
      */
     search(tenantId: string, callerId: string, text: string, limit: number): PeopleMatch[];
+  };
+
+  /** A mailbox's settings document (see MailboxSettingsRecord). */
+  mailboxSettings: {
+    get(userId: string): MailboxSettingsRecord | undefined;
+    /** Compare-and-set on the version (0: none stored yet), as `access.putConfig`; undefined when another came first. */
+    put(userId: string, doc: string, expectedVersion: number, now: number): MailboxSettingsRecord | undefined;
+  };
+
+  /** Automatic replies owed and sent (see AutoReplyRecord). */
+  autoReplies: {
+    /**
+     * Records that `sender` is owed a reply in `period` for `itemId` (state `pending`); false, changing nothing, when
+     * the sender already has a record of that period (one reply per sender per period).
+     */
+    claim(entry: { id: string; userId: string; period: string; sender: string; itemId: string }, now: number): boolean;
+    /** Pending replies, oldest first. */
+    pending(limit: number): AutoReplyRecord[];
+    /** Marks a pending reply sent or skipped; false when it was not pending. */
+    finish(id: string, state: 'sent' | 'skipped', now: number): boolean;
+    /** The mailbox's records of a period, oldest first (tests, the admin). */
+    ofPeriod(userId: string, period: string): AutoReplyRecord[];
+    /** Deletes finished records updated before `before`; answers how many. */
+    purge(before: number): number;
+  };
+
+  /** Shared mailboxes and their members (tenant data: every call names the mailbox's user id). */
+  sharedMailboxes: {
+    /** Marks an existing user (with its mailbox) as a shared mailbox. */
+    create(userId: string, now: number): SharedMailbox;
+    get(userId: string): SharedMailbox | undefined;
+    /** The tenant's shared mailboxes, by address. */
+    list(tenantId: string): SharedMailbox[];
+    /** Inserts or replaces a membership. */
+    putMember(member: SharedMailboxMember): void;
+    removeMember(mailboxId: string, memberId: string): boolean;
+    member(mailboxId: string, memberId: string): SharedMailboxMember | undefined;
+    members(mailboxId: string): SharedMailboxMember[];
+    /** The shared mailboxes `memberId` is a member of, with the rights, by address. */
+    ofMember(memberId: string): Array<{ mailbox: SharedMailbox; rights: SharedMailboxMember }>;
+  };
+
+  /** Per-folder conversations, kept current by the store (see ConversationRecord). */
+  conversations: {
+    /** Rows of the folder (tombstones too) with modseq > `after`, in modseq order, at most `limit`. */
+    changedSince(userId: string, folderId: string, after: number, limit: number): ConversationRecord[];
+    /** The key of the `size`-th newest live conversation of the folder, or undefined when it has fewer. */
+    boundary(userId: string, folderId: string, size: number): ConversationKey | undefined;
+    /** Live conversations with `from` ≤ key < `to`, ascending (evictions) or descending (pull-ins). */
+    range(userId: string, folderId: string, from: ConversationKey, to: ConversationKey, order: 'asc' | 'desc', limit: number): ConversationRecord[];
+    /** The folder's live conversation, or undefined. */
+    get(userId: string, folderId: string, conversationId: string): ConversationRecord | undefined;
+    /** How many live conversations the folder has. */
+    count(userId: string, folderId: string): number;
+    /**
+     * Ids of the user's items in the conversation (a message without a conversation id is the conversation named by
+     * its item id), in `folderId` only when given; newest first, at most `limit`.
+     */
+    itemIds(userId: string, conversationId: string, limit: number, folderId?: string): string[];
+    /** Future messages of an ignored conversation go straight to Deleted Items. */
+    ignore(userId: string, conversationId: string, now: number): void;
+    unignore(userId: string, conversationId: string): boolean;
+    isIgnored(userId: string, conversationId: string): boolean;
+    /** Deletes tombstones (messageCount 0) with modseq below `belowModseq` for the user; answers how many. */
+    purgeTombstones(userId: string, belowModseq: number): number;
   };
 }
 

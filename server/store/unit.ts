@@ -75,6 +75,10 @@ const GROUPS = [
   'access',
   'protection',
   'directory',
+  'mailboxSettings',
+  'autoReplies',
+  'sharedMailboxes',
+  'conversations',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

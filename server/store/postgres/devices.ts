@@ -3,7 +3,17 @@
  * the specification).
  */
 import { newId } from '../../ids';
-import type { AccessState, AuditEntry, DeviceAccessRule, DeviceDescription, DeviceRecord, TxStore, WipeState } from '../types';
+import {
+  DEFAULT_VIEW_SETTINGS,
+  type AccessState,
+  type AuditEntry,
+  type DeviceAccessRule,
+  type DeviceDescription,
+  type DeviceRecord,
+  type TxStore,
+  type ViewSettings,
+  type WipeState,
+} from '../types';
 import { toAudit, toDevice, toRule, jsonValue } from '../rows';
 import { json, limitParam, readLock, rows, rowCount, type Row, type Tx } from './tx';
 
@@ -20,6 +30,13 @@ const descriptionParams = (d: DeviceDescription) => [
 
 const toDeviceRow = (r: Row): DeviceRecord => toDevice(r, jsonValue);
 const toAuditRow = (r: Row): AuditEntry => toAudit(r, jsonValue);
+
+/** The stored view setting `name` as rows.ts `readViewSettings` reads it: its default unless a boolean. */
+const storedFlag = (name: keyof ViewSettings) =>
+  `CASE WHEN jsonb_typeof(view_settings -> '${name}') = 'boolean' THEN (view_settings ->> '${name}')::boolean
+     ELSE ${DEFAULT_VIEW_SETTINGS[name]} END`;
+/** Whether the settings being written ($2 focusedInbox, $3 threaded) differ from the stored ones as they read. */
+const VIEW_CHANGED = `(${storedFlag('focusedInbox')} IS DISTINCT FROM $2::boolean OR ${storedFlag('threaded')} IS DISTINCT FROM $3::boolean)`;
 
 export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 'audit'> {
   /** Runs a write by record id that answers `RETURNING user_id, device_id`, and reports the device it changed. */
@@ -94,7 +111,23 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
       );
     },
     *bumpEpoch(id, now) {
-      yield* deviceWrite('UPDATE devices SET epoch = epoch + 1, updated_at = $1 WHERE id = $2 RETURNING user_id, device_id', [now, id]);
+      yield* deviceWrite('UPDATE devices SET epoch = epoch + 1, reset_reason = NULL, updated_at = $1 WHERE id = $2 RETURNING user_id, device_id', [now, id]);
+    },
+    *setViewSettings(id, settings, now) {
+      // One statement, as SQLite's: the row is locked by the update, and every SET expression reads it as it was.
+      const [r] = yield* rows(
+        tx,
+        `UPDATE devices SET
+           epoch = epoch + CASE WHEN ${VIEW_CHANGED} THEN 1 ELSE 0 END,
+           reset_reason = CASE WHEN ${VIEW_CHANGED} THEN 'viewChanged' ELSE reset_reason END,
+           updated_at = CASE WHEN ${VIEW_CHANGED} THEN $4::bigint ELSE updated_at END,
+           view_settings = $5::jsonb
+         WHERE id = $1 RETURNING *`,
+        [id, settings.focusedInbox, settings.threaded, now, json({ focusedInbox: settings.focusedInbox, threaded: settings.threaded })],
+      );
+      if (!r) return undefined;
+      tx.invalidate({ kind: 'device', userId: r.user_id as string, deviceId: r.device_id as string });
+      return toDeviceRow(r);
     },
     // Last-seen times are not part of any access decision, but the record the gate hands on is shown (views), so it
     // is reported like every other write: the cache stays equal to the row.

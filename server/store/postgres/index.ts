@@ -46,6 +46,8 @@ import { mailSteps } from './mail';
 import { migrate, type MigrationReport } from './migrate';
 import { protectionSteps } from './protection';
 import { directorySteps } from './directory';
+import { mailboxViewSteps } from './mailboxViews';
+import { conversationSteps } from './conversations';
 import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
@@ -87,7 +89,7 @@ const LONE_READS = new Set([
   'folders.listByUser', 'folders.byId', 'folders.byKind', 'folders.changedSince', 'folders.deletedSince', 'folders.hierarchyState',
   'folders.hierarchyPoll',
   'items.byId', 'items.byIds', 'items.body', 'items.attachments', 'items.findDuplicate', 'items.conversationByMessageIds',
-  'items.conversationBySubject',
+  'items.conversationBySubject', 'items.fromSender', 'items.hasContactAddress',
   'sync.changes', 'sync.boundary', 'sync.range',
   'blobs.size', 'blobs.read',
   'search.query',
@@ -97,6 +99,10 @@ const LONE_READS = new Set([
   'access.signInHistory', 'access.failuresSince', 'access.userRisk',
   'protection.keys', 'protection.config', 'protection.certificates', 'protection.certificatesByEmail',
   'directory.entry', 'directory.person', 'directory.managers', 'directory.reports', 'directory.frequent',
+  'conversations.changedSince', 'conversations.boundary', 'conversations.range', 'conversations.get', 'conversations.count',
+  'conversations.itemIds', 'conversations.isIgnored',
+  'mailboxSettings.get', 'autoReplies.pending', 'autoReplies.ofPeriod',
+  'sharedMailboxes.get', 'sharedMailboxes.list', 'sharedMailboxes.member', 'sharedMailboxes.members', 'sharedMailboxes.ofMember',
 ]);
 
 const MAX_ATTEMPTS = 5;
@@ -133,7 +139,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

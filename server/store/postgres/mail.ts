@@ -661,6 +661,37 @@ export function mailSteps(tx: Tx): Pick<TxStore, 'mailboxes' | 'folders' | 'item
       yield* rows(tx, 'DELETE FROM items WHERE user_id = $1 AND id = $2', [userId, id]);
       yield* logItem(userId, modseq, now, id, 'deleted', current.folderId, null, tombstoneKey(current), [[current.folderId, -1, current.isRead ? 0 : -1]]);
     },
+    *fromSender(userId, address, limit, folderIds) {
+      yield* readLock(tx, userId);
+      // A range of items_sender (schema/postgres/0013): the query repeats its expression and its `type = 'email'`.
+      // nocase() folds ASCII letters only, as SQLite's lower() does, so both backends match the same addresses.
+      return (
+        yield* rows(
+          tx,
+          `SELECT ${ITEM_COLUMNS} FROM items
+           WHERE user_id = $1 AND nocase(from_json ->> 'address') = nocase($2::text) AND type = 'email'
+             AND ($3::text[] IS NULL OR folder_id = ANY($3::text[]))
+           ORDER BY received_at DESC, id DESC LIMIT $4`,
+          [userId, address, folderIds ?? null, limitParam(limit)],
+        )
+      ).map(toItem);
+    },
+    *hasContactAddress(userId, address) {
+      yield* readLock(tx, userId);
+      // The user's contacts only (items_contacts), each of the contact's addresses (ContactData `emailAddresses`)
+      // compared; a contact whose `emailAddresses` is no list has none.
+      const found = yield* rows(
+        tx,
+        `SELECT 1 FROM items
+         WHERE user_id = $1 AND type = 'contact'
+           AND EXISTS (SELECT 1 FROM jsonb_array_elements(CASE WHEN jsonb_typeof(data_json -> 'emailAddresses') = 'array'
+                                                               THEN data_json -> 'emailAddresses' ELSE '[]'::jsonb END) AS e
+                       WHERE nocase(CASE WHEN jsonb_typeof(e) = 'object' THEN e ->> 'address' END) = nocase($2::text))
+         LIMIT 1`,
+        [userId, address],
+      );
+      return found.length > 0;
+    },
   };
 
   const sync: TxStore['sync'] = {

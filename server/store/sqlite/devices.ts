@@ -3,15 +3,17 @@
  */
 import type { Statement } from 'better-sqlite3';
 import { newId } from '../../ids';
-import type {
-  AccessState,
-  Invalidation,
-  AuditEntry,
-  DeviceAccessRule,
-  DeviceDescription,
-  DeviceRecord,
-  StoreMethods,
-  WipeState,
+import {
+  DEFAULT_VIEW_SETTINGS,
+  type AccessState,
+  type Invalidation,
+  type AuditEntry,
+  type DeviceAccessRule,
+  type DeviceDescription,
+  type DeviceRecord,
+  type StoreMethods,
+  type ViewSettings,
+  type WipeState,
 } from '../types';
 import { toAudit, toDevice, toRule, jsonText } from '../rows';
 
@@ -32,6 +34,15 @@ const descriptionParams = (d: DeviceDescription) => [
 ];
 
 const toDeviceRow = (r: Row): DeviceRecord => toDevice(r, jsonText);
+
+/** The stored view setting `name` as rows.ts `readViewSettings` reads it (its default unless a boolean), as 1 or 0. */
+const storedFlag = (name: keyof ViewSettings) =>
+  `CASE WHEN NOT json_valid(view_settings) THEN ${+DEFAULT_VIEW_SETTINGS[name]}
+     WHEN json_type(view_settings, '$.${name}') = 'true' THEN 1
+     WHEN json_type(view_settings, '$.${name}') = 'false' THEN 0
+     ELSE ${+DEFAULT_VIEW_SETTINGS[name]} END`;
+/** Whether the settings being written (@focusedInbox, @threaded) differ from the stored ones as they read. */
+const VIEW_CHANGED = `(${storedFlag('focusedInbox')} <> @focusedInbox OR ${storedFlag('threaded')} <> @threaded)`;
 const toAuditRow = (r: Row): AuditEntry => toAudit(r, jsonText);
 
 export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<StoreMethods, 'devices' | 'deviceAccess' | 'audit'> {
@@ -103,7 +114,28 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
       );
     },
     bumpEpoch(id, now) {
-      deviceWrite('UPDATE devices SET epoch = epoch + 1, updated_at = ? WHERE id = ? RETURNING user_id, device_id', now, id);
+      deviceWrite('UPDATE devices SET epoch = epoch + 1, reset_reason = NULL, updated_at = ? WHERE id = ? RETURNING user_id, device_id', now, id);
+    },
+    setViewSettings(id, settings, now) {
+      // One statement: the comparison with the stored settings and the soft reset it may cause cannot be split by
+      // another writer. Every SET expression reads the row as it was before the update.
+      const r = sql(
+        `UPDATE devices SET
+           epoch = epoch + CASE WHEN ${VIEW_CHANGED} THEN 1 ELSE 0 END,
+           reset_reason = CASE WHEN ${VIEW_CHANGED} THEN 'viewChanged' ELSE reset_reason END,
+           updated_at = CASE WHEN ${VIEW_CHANGED} THEN @now ELSE updated_at END,
+           view_settings = @settings
+         WHERE id = @id RETURNING *`,
+      ).get({
+        id,
+        now,
+        focusedInbox: settings.focusedInbox ? 1 : 0,
+        threaded: settings.threaded ? 1 : 0,
+        settings: JSON.stringify({ focusedInbox: settings.focusedInbox, threaded: settings.threaded }),
+      }) as Row | undefined;
+      if (!r) return undefined;
+      invalidate({ kind: 'device', userId: r.user_id as string, deviceId: r.device_id as string });
+      return toDeviceRow(r);
     },
     // Last-seen times are not part of any access decision, but the record the gate hands on is shown (views), so it
     // is reported like every other write: the cache stays equal to the row. It costs one re-read per device per flush.

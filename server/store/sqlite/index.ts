@@ -12,6 +12,8 @@ import { identityRepositories } from './identity';
 import { accessRepositories } from './access';
 import { protectionRepositories } from './protection';
 import { directoryRepositories } from './directory';
+import { mailboxViewRepositories } from './mailboxViews';
+import { conversationRepositories } from './conversations';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -322,6 +324,8 @@ export function openSqliteStore(file: string): SqliteStore {
     ...accessRepositories(sql, invalidate),
     ...protectionRepositories(sql, transaction),
     ...directoryRepositories(sql, transaction),
+    ...mailboxViewRepositories(sql),
+    ...conversationRepositories(sql),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.

@@ -614,6 +614,34 @@ export function mailRepositories(
         touchFolder(current.folderId, modseq, -1, current.isRead ? 0 : -1);
       });
     },
+    fromSender(userId, address, limit, folderIds) {
+      // A range of items_sender (schema/sqlite/0011), newest first: the query repeats its expression and its
+      // `type = 'email'`, and INDEXED BY holds the planner to it (a folder list could tempt it to items_window).
+      // Both sides are folded by SQLite's lower(), which folds ASCII letters only, as PostgreSQL's nocase() does.
+      return (
+        itemSql(
+          `SELECT ${ITEM_COLUMNS} FROM items INDEXED BY items_sender
+           WHERE user_id = @u AND lower(json_extract(from_json, '$.address')) = lower(@a) AND type = 'email'
+             AND (@folders IS NULL OR folder_id IN (SELECT value FROM json_each(@folders)))
+           ORDER BY received_at DESC, id DESC LIMIT @n`,
+        ).all({ u: userId, a: address, folders: folderIds ? JSON.stringify(folderIds) : null, n: limit }) as ItemValues[]
+      ).map(toItem);
+    },
+    hasContactAddress(userId, address) {
+      // The user's contacts only (items_contacts). The LIKE on the data's text is a cheap prefilter (the address as
+      // JSON writes it; LIKE ignores ASCII case); the exact test compares each of the contact's addresses
+      // (ContactData `emailAddresses`); a contact whose `emailAddresses` is no list has none.
+      const needle = JSON.stringify(address).slice(1, -1).replace(/[\\%_]/g, (c) => `\\${c}`);
+      const r = sql(
+        `SELECT 1 FROM items INDEXED BY items_contacts
+         WHERE user_id = @u AND type = 'contact' AND data_json LIKE @like ESCAPE '\\'
+           AND json_type(data_json, '$.emailAddresses') = 'array'
+           AND EXISTS (SELECT 1 FROM json_each(data_json, '$.emailAddresses') e
+                       WHERE CASE WHEN e.type = 'object' THEN lower(json_extract(e.value, '$.address')) END = lower(@a))
+         LIMIT 1`,
+      ).get({ u: userId, a: address, like: `%${needle}%` });
+      return r !== undefined;
+    },
   };
 
   const sync: StoreMethods['sync'] = {

@@ -1,8 +1,9 @@
 /**
  * The store contract, devices: device records, the tenant's access rules and default, and the audit log.
  */
-import type { DeviceAccessRuleInput } from '../../../server/store/types';
-import { DAY, NOW, description, eachBackend, expectRefusal, newTenant, newUser, unique } from './fixtures';
+import { DEFAULT_VIEW_SETTINGS, type DeviceAccessRuleInput } from '../../../server/store/types';
+import { withHotCache } from '../../../server/store/cached';
+import { DAY, NOW, description, eachBackend, expectRefusal, newTenant, newUser, recordInvalidations, unique } from './fixtures';
 
 eachBackend('devices', (t) => {
   test('create answers the whole record with its defaults; byId and byUserAndDeviceId read it', async () => {
@@ -21,6 +22,8 @@ eachBackend('devices', (t) => {
       wipeRequestedBy: null,
       wipeAcknowledgedAt: null,
       epoch: 0,
+      resetReason: null,
+      viewSettings: DEFAULT_VIEW_SETTINGS,
       firstSyncTime: NOW + 3,
       lastSyncAttemptTime: NOW + 3,
       lastSuccessSyncTime: null,
@@ -123,6 +126,68 @@ eachBackend('devices', (t) => {
       lastSuccessSyncTime: NOW + 11,
       updatedAt: NOW + 2, // last-seen times are not an update of the record
     });
+  });
+
+  test('setViewSettings stores the settings; a real change bumps the epoch with resetReason viewChanged, in one write', async () => {
+    const { store } = t();
+    const user = await newUser(store);
+    const device = await store.devices.create(user.id, 'd', description(), NOW);
+    const other = await store.devices.create(user.id, 'other', description(), NOW);
+    expect(device.viewSettings).toEqual({ focusedInbox: true, threaded: false });
+
+    const changed = await store.devices.setViewSettings(device.id, { focusedInbox: true, threaded: true }, NOW + 5);
+    expect(changed).toEqual({ ...device, viewSettings: { focusedInbox: true, threaded: true }, epoch: 1, resetReason: 'viewChanged', updatedAt: NOW + 5 });
+    expect(await store.devices.byId(device.id)).toEqual(changed);
+
+    // The same settings again: stored as they are, no reset, the record untouched.
+    expect(await store.devices.setViewSettings(device.id, { focusedInbox: true, threaded: true }, NOW + 6)).toEqual(changed);
+    // Either member alone is a change.
+    expect(await store.devices.setViewSettings(device.id, { focusedInbox: false, threaded: true }, NOW + 7)).toMatchObject({
+      viewSettings: { focusedInbox: false, threaded: true },
+      epoch: 2,
+      resetReason: 'viewChanged',
+      updatedAt: NOW + 7,
+    });
+    // Only members of ViewSettings are stored.
+    const extra = { focusedInbox: false, threaded: false, colour: 'blue' } as unknown as { focusedInbox: boolean; threaded: boolean };
+    expect((await store.devices.setViewSettings(device.id, extra, NOW + 8))!.viewSettings).toEqual({ focusedInbox: false, threaded: false });
+    expect(await store.devices.byId(device.id)).toMatchObject({ epoch: 3, viewSettings: { focusedInbox: false, threaded: false } });
+
+    // Another device of the user is untouched; an unknown id answers undefined.
+    expect(await store.devices.byId(other.id)).toEqual(other);
+    expect(await store.devices.setViewSettings('no-such-device', { focusedInbox: false, threaded: true }, NOW + 9)).toBeUndefined();
+  });
+
+  test('bumpEpoch clears resetReason (a reset of the sync state), keeping the view settings', async () => {
+    const { store } = t();
+    const user = await newUser(store);
+    const device = await store.devices.create(user.id, 'd', description(), NOW);
+    await store.devices.setViewSettings(device.id, { focusedInbox: false, threaded: false }, NOW + 1);
+    await store.devices.bumpEpoch(device.id, NOW + 2);
+    expect(await store.devices.byId(device.id)).toMatchObject({ epoch: 2, resetReason: null, viewSettings: { focusedInbox: false, threaded: false }, updatedAt: NOW + 2 });
+    await store.devices.setViewSettings(device.id, { focusedInbox: true, threaded: false }, NOW + 3);
+    expect(await store.devices.byId(device.id)).toMatchObject({ epoch: 3, resetReason: 'viewChanged' });
+  });
+
+  test('setViewSettings announces the device to onInvalidate, so the hot cache reads it afresh', async () => {
+    const { store } = t();
+    const user = await newUser(store);
+    const device = await store.devices.create(user.id, 'cached', description(), NOW);
+    const cached = withHotCache(store);
+    try {
+      expect((await cached.devices.byUserAndDeviceId(user.id, 'cached'))!.viewSettings).toEqual(DEFAULT_VIEW_SETTINGS);
+      const heard = recordInvalidations(store);
+      await store.devices.setViewSettings(device.id, { focusedInbox: false, threaded: true }, NOW + 1);
+      heard.stop();
+      expect(heard.distinct()).toContainEqual({ kind: 'device', userId: user.id, deviceId: 'cached' });
+      cached.hotCache.beginRequest();
+      const after = await cached.devices.byUserAndDeviceId(user.id, 'cached');
+      expect(after).toMatchObject({ epoch: 1, resetReason: 'viewChanged', viewSettings: { focusedInbox: false, threaded: true } });
+      expect(Object.isFrozen(after!.viewSettings)).toBe(true);
+    } finally {
+      // Not cached.close(): it would close the shared store too.
+      cached.hotCache.clear();
+    }
   });
 
   test('inactiveSince answers devices last active before the cutoff, except those with a wipe pending', async () => {

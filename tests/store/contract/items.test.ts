@@ -3,7 +3,7 @@
  * moves, the lookups delivery uses (duplicates, threading), and the history incremental sync replays.
  */
 import crypto from 'node:crypto';
-import type { Item, ItemContent, NewAttachment, Store } from '../../../server/store/types';
+import type { Item, ItemContent, NewAttachment, NewItem, Store } from '../../../server/store/types';
 import { DAY, HIGHEST, LOWEST, NOW, eachBackend, email, expectBytes, expectRefusal, folderRecord, highestModseq, newMailbox, recordCommits, sha256, sorted, unique } from './fixtures';
 
 eachBackend('items', (t) => {
@@ -468,6 +468,85 @@ eachBackend('items.replace', (t) => {
     expect(done.replaced.modseq).toBe(event.modseq + 1);
     expect(done.flagged).toEqual({ ...done.replaced, isFlagged: true, modseq: event.modseq + 2, changeKey: expect.any(String) });
     expect(await store.items.byId(user.id, event.id)).toEqual(done.flagged);
+  });
+});
+
+eachBackend('sender lookups', (t) => {
+  test('fromSender answers the user\'s mail from the address (any case), newest first, ties by id, up to the limit', async () => {
+    const { store } = t();
+    const { user, inbox, archive } = await newMailbox(store);
+    const other = await newMailbox(store);
+    const ann = { name: 'Ann', address: 'Ann.Lee@Example.TEST' };
+    const from = (fields: Partial<NewItem>) => store.items.create(email(user.id, inbox.id, { from: ann, ...fields }), NOW);
+    const oldest = await from({ receivedAt: NOW - 3 * DAY });
+    const tiedA = await from({ receivedAt: NOW - DAY });
+    const tiedB = await from({ receivedAt: NOW - DAY });
+    const archived = await store.items.create(email(user.id, archive.id, { from: { name: 'Ann', address: 'ann.lee@example.test' }, receivedAt: NOW }), NOW);
+    // Not hers: another sender, a message without a sender, an event naming her, another user's mail from her.
+    await from({ from: { name: 'Bob', address: 'bob@example.test' }, receivedAt: NOW + 1 });
+    await from({ from: null, receivedAt: NOW + 2 });
+    const calendar = (await store.folders.byKind(user.id, 'calendar'))!;
+    await store.items.create({ ...email(user.id, calendar.id, { from: ann }), type: 'event', data: {} }, NOW);
+    await store.items.create(email(other.user.id, other.inbox.id, { from: ann }), NOW);
+
+    const [tieFirst, tieSecond] = [tiedA, tiedB].sort((x, y) => (x.id > y.id ? -1 : 1));
+    const expected = [archived, tieFirst!, tieSecond!, oldest];
+    expect(await store.items.fromSender(user.id, 'ann.lee@example.test', 10)).toEqual(expected);
+    expect(await store.items.fromSender(user.id, 'ANN.LEE@EXAMPLE.TEST', 10)).toEqual(expected);
+    expect(await store.items.fromSender(user.id, 'ann.lee@example.test', 2)).toEqual(expected.slice(0, 2));
+    expect(await store.items.fromSender(user.id, 'ann@example.test', 10)).toEqual([]);
+    expect(await store.items.fromSender(other.user.id, 'ann.lee@example.test', 10)).toHaveLength(1);
+  });
+
+  test('fromSender with folderIds answers mail in those folders only; a moved message follows its folder', async () => {
+    const { store } = t();
+    const { user, inbox, archive } = await newMailbox(store);
+    const junk = (await store.folders.byKind(user.id, 'junkEmail'))!;
+    const sender = { name: 'Carl', address: 'carl@example.test' };
+    const inInbox = await store.items.create(email(user.id, inbox.id, { from: sender, receivedAt: NOW - 2 }), NOW);
+    const inArchive = await store.items.create(email(user.id, archive.id, { from: sender, receivedAt: NOW - 1 }), NOW);
+    const moved = await store.items.create(email(user.id, inbox.id, { from: sender, receivedAt: NOW }), NOW);
+    const nowInJunk = await store.items.move(user.id, moved.id, junk.id, NOW + 1);
+    const ids = (items: Array<{ id: string }>) => items.map((i) => i.id);
+    expect(ids(await store.items.fromSender(user.id, sender.address, 10, [inbox.id]))).toEqual([inInbox.id]);
+    expect(ids(await store.items.fromSender(user.id, sender.address, 10, [inbox.id, archive.id]))).toEqual([inArchive.id, inInbox.id]);
+    expect(await store.items.fromSender(user.id, sender.address, 10, [junk.id])).toEqual([nowInJunk]);
+    expect(await store.items.fromSender(user.id, sender.address, 10, [])).toEqual([]);
+    expect(ids(await store.items.fromSender(user.id, sender.address, 10))).toEqual([nowInJunk.id, inArchive.id, inInbox.id]);
+  });
+
+  test('hasContactAddress: one of the user\'s contacts has the address, compared without case', async () => {
+    const { store } = t();
+    const { user, inbox } = await newMailbox(store);
+    const other = await newMailbox(store);
+    const contacts = (await store.folders.byKind(user.id, 'contacts'))!;
+    const contact = (userId: string, folderId: string, data: Record<string, unknown>) =>
+      store.items.create({ ...email(userId, folderId), type: 'contact', data }, NOW);
+    await contact(user.id, contacts.id, {
+      uid: unique('uid'),
+      emailAddresses: [
+        { name: 'Dana', address: 'dana@example.test' },
+        { name: 'Dana', address: 'Dana.Work@Example.TEST' },
+      ],
+    });
+    // Addresses with LIKE's and JSON's special characters are found exactly, and do not match others.
+    await contact(user.id, contacts.id, { uid: unique('uid'), emailAddresses: [{ name: 'Odd', address: 'o_d%d"q\\uote@example.test' }] });
+    // Not contacts of the user's: an email from the address, another user's contact, a contact naming the address
+    // elsewhere than its addresses, a contact whose addresses are no list.
+    await store.items.create(email(user.id, inbox.id, { from: { name: 'Eve', address: 'eve@example.test' } }), NOW);
+    await contact(other.user.id, (await store.folders.byKind(other.user.id, 'contacts'))!.id, { emailAddresses: [{ name: 'Fay', address: 'fay@example.test' }] });
+    await contact(user.id, contacts.id, { company: 'gus@example.test', emailAddresses: [] });
+    await contact(user.id, contacts.id, { emailAddresses: { work: { address: 'hal@example.test' } } });
+    await contact(user.id, contacts.id, { emailAddresses: ['ivy@example.test'] });
+
+    for (const address of ['dana@example.test', 'DANA@example.test', 'dana.work@example.test', 'o_d%d"q\\uote@example.test', 'O_D%D"Q\\UOTE@EXAMPLE.TEST']) {
+      expect({ address, found: await store.items.hasContactAddress(user.id, address) }).toEqual({ address, found: true });
+    }
+    for (const address of ['dana', 'ana@example.test', 'oxdxd"q\\uote@example.test', 'o_d%d', 'eve@example.test', 'fay@example.test', 'gus@example.test', 'hal@example.test', 'ivy@example.test']) {
+      expect({ address, found: await store.items.hasContactAddress(user.id, address) }).toEqual({ address, found: false });
+    }
+    expect(await store.items.hasContactAddress(other.user.id, 'fay@example.test')).toBe(true);
+    expect(await store.items.hasContactAddress(other.user.id, 'dana@example.test')).toBe(false);
   });
 });
 
