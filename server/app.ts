@@ -34,6 +34,14 @@ import { createMailService } from './mail/service';
 import { createDelivery } from './mail/delivery';
 import { createRelay } from './send/relay';
 import { createSendService } from './send/service';
+import { createConversationService } from './conversations/service';
+import { createConversationSync } from './conversations/sync';
+import { createResync } from './sync/resync';
+import { createMailboxResolver } from './http/mailbox';
+import { createMailboxRules } from './mailbox/rules';
+import { createAutoReplier } from './mailbox/autoReplier';
+import { createMailboxService } from './mailbox/service';
+import { createSharedMailboxes } from './mailbox/shared';
 import { serveTable } from './http/table';
 import { routeTable } from './routes';
 import { createBatch } from './mail/batch';
@@ -217,7 +225,17 @@ export function createApp(deps: AppDeps) {
       return { parsed: inspected.parsed, data: { ...inspected.data, ...(await calendar.inspect(raw, inspected.parsed)) } };
     },
     beforeStore: (tx, userId, message, now) => calendar.beforeStore(tx, userId, message, now),
+    // Junk lists, ignored conversations, Focused Inbox and automatic replies (server/mailbox/rules.ts); a claimed
+    // automatic reply is sent by the replier once the delivery has committed.
+    rules: {
+      route: (tx, userId, message, conversationId) => mailboxRules.route(tx, userId, message, conversationId),
+      afterStore: function* (tx, userId, message, itemId, decision, now) {
+        yield* mailboxRules.afterStore(tx, userId, message, itemId, decision, now);
+        autoReplier.kick();
+      },
+    },
   });
+  const mailboxRules = createMailboxRules();
   // Push: fed by the store's commit hook; the item-sync route tells it how far each device synced (for ping).
   const push = createPush({
     store,
@@ -246,6 +264,9 @@ export function createApp(deps: AppDeps) {
   const send = createSendService({ store, clock, delivery, config, onQueued, protection, onSent: directory.recordSent });
   // Calendars (server/calendar/): events through the API, the calendar view, meetings kept in step over mail.
   const calendar = createCalendarService({ store, clock, log, send, hostname: config.mailHostname });
+  const autoReplier = createAutoReplier({ store, clock, send, log, hostname: config.mailHostname });
+  // Mailbox settings (server/mailbox/): a change is announced on the user's push streams.
+  const mailboxService = createMailboxService({ store, clock, onSettingsChanged: (userId, version) => push.notifyUser(userId, 'mailboxSettingsChanged', { version }) });
   const importer = createImporter({ store, clock, delivery, maxMessageBytes: config.maxMessageBytes });
 
   // A token whose sign-in has ended but whose device is blocked or wiped is told so by the device's own code.
@@ -321,6 +342,19 @@ export function createApp(deps: AppDeps) {
     calendar,
     contacts: createContactService({ store, clock }),
     directory,
+    mailbox: {
+      mailbox: mailboxService,
+      store,
+      clock,
+      // A soft reset: the device's own stream hears it at once (its tokens answer 410 viewChanged from now on).
+      onSoftReset: (device) => push.notifyDevice(device.id, 'softReset', { reason: 'viewChanged', epoch: device.epoch }),
+    },
+    shared: createSharedMailboxes({ store, clock, audit: devices.audit }),
+    conversations: {
+      conversations: createConversationService({ store, clock, mail }),
+      syncConversations: createConversationSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 }),
+    },
+    resync: createResync({ store, clock, codec }),
     send,
     admin: adminService,
     importer,
@@ -337,7 +371,7 @@ export function createApp(deps: AppDeps) {
     },
   });
   const idempotency = createIdempotency(store, clock);
-  app.use(serveTable(routes, { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth, idempotency }));
+  app.use(serveTable(routes, { maxRequestBytes: config.maxRequestBytes, maxJsonDepth: config.maxJsonDepth, idempotency, mailboxes: createMailboxResolver(store) }));
 
   app.use(notFoundHandler);
   app.use(errorHandler(log));
@@ -364,7 +398,7 @@ export function createApp(deps: AppDeps) {
     certificateApp.use(errorHandler(log));
   }
 
-  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers };
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers, autoReplier, mailboxService };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

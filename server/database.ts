@@ -14,7 +14,7 @@ import { openPostgresStore, type PostgresStore } from './store/postgres';
 export type ConfiguredStore = SqliteStore | PostgresStore;
 
 /** The jobs that run on one node at a time (the store's `exclusive`), by the server and the admin CLI alike. */
-export const JOBS = { demoSeed: 'demo-seed', devicePurge: 'device-purge', historyPurge: 'history-purge', relay: 'outbox-relay' } as const;
+export const JOBS = { demoSeed: 'demo-seed', devicePurge: 'device-purge', historyPurge: 'history-purge', relay: 'outbox-relay', autoReplies: 'auto-replies' } as const;
 
 export function usesPostgres(config: Pick<Config, 'databaseUrl'>): boolean {
   return config.databaseUrl !== '';

@@ -21,6 +21,8 @@ export type ErrorCode =
   | 'notFound'
   | 'folderNotFound'
   | 'itemNotFound'
+  | 'conversationNotFound'
+  | 'mailboxNotFound'
   | 'methodNotAllowed'
   | 'wrongRegion'
   | 'folderProtected'
@@ -59,6 +61,8 @@ const TITLES: Record<ErrorCode, string> = {
   notFound: 'Not found',
   folderNotFound: 'Folder not found',
   itemNotFound: 'Item not found',
+  conversationNotFound: 'Conversation not found',
+  mailboxNotFound: 'Mailbox not found',
   methodNotAllowed: 'Method not allowed',
   wrongRegion: 'Misdirected request',
   folderProtected: 'Folder protected',
@@ -135,6 +139,8 @@ export const errors = {
   notFound: (detail = 'No such resource.') => new ApiError(404, 'notFound', detail),
   folderNotFound: (detail = 'No such folder.') => new ApiError(404, 'folderNotFound', detail),
   itemNotFound: (detail = 'No such item.') => new ApiError(404, 'itemNotFound', detail),
+  conversationNotFound: (detail = 'No such conversation.') => new ApiError(404, 'conversationNotFound', detail),
+  mailboxNotFound: (detail = 'No such mailbox, or you are not one of its members.') => new ApiError(404, 'mailboxNotFound', detail),
   deviceNotRegistered: () =>
     new ApiError(403, 'deviceNotRegistered', 'This device is not registered for this user; POST /v1/devices first.'),
   wipeRequested: (wipe: { scope: 'account' }) =>

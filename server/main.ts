@@ -403,7 +403,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     trustFor: (socket: TLSSocket) => certificateTrust.trustFor(socket),
     port: () => certificateHttps?.port ?? config.certSignInPort,
   };
-  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection } = createApp({
+  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection, autoReplier } = createApp({
     config,
     store,
     keys,
@@ -478,6 +478,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   let purge: NodeJS.Timeout | undefined;
   let history: NodeJS.Timeout | undefined;
   let relayTimer: NodeJS.Timeout | undefined;
+  let autoReplies: NodeJS.Timeout | undefined;
   const lead = () => {
     // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
     purge = everyInterval(JOBS.devicePurge, config.devicePurgeInterval, async () => {
@@ -502,6 +503,11 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
       if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
       if (counts) log.debug({ counts }, 'ended rate-limit windows purged');
     });
+    // Automatic replies claimed by deliveries (server/mailbox/autoReplier.ts): kicked after each claim in this
+    // process, and every 30 s for claims made by other workers or left by a crash.
+    autoReplier.lead();
+    autoReplier.kick();
+    autoReplies = everyInterval(JOBS.autoReplies, 30, async () => void (await autoReplier.drain()));
     if (postgres) {
       // The first turn sends what an earlier run left queued; then every few seconds, whichever node is free.
       log.info({ everyMs: RELAY_TURN_MS }, 'outbox relay takes turns with the other nodes');
@@ -565,6 +571,8 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     clearInterval(history);
     clearInterval(buckets);
     clearInterval(relayTimer);
+    clearInterval(autoReplies);
+    autoReplier.stop();
     clearTimeout(relayRetry);
     relayStopping = true;
     certificateTrust?.stop();

@@ -35,6 +35,14 @@ import { directoryRoutes } from './directory/routes';
 import type { DirectoryService } from './directory/service';
 import type { ContactService } from './contacts/service';
 import type { CalendarService } from './calendar/service';
+import { mailboxRoutes, type MailboxRouteDeps } from './mailbox/routes';
+import { sharedMailboxRoutes, type SharedMailboxes } from './mailbox/shared';
+import { requireSendAs } from './http/mailbox';
+import { conversationRoutes } from './conversations/routes';
+import type { ConversationService } from './conversations/service';
+import type { createConversationSync } from './conversations/sync';
+import { resyncRoutes } from './sync/resyncRoutes';
+import type { createResync } from './sync/resync';
 
 export interface RouteDeps {
   config: Config;
@@ -55,10 +63,30 @@ export interface RouteDeps {
   calendar: CalendarService;
   contacts: ContactService;
   directory: DirectoryService;
+  mailbox: MailboxRouteDeps;
+  shared: SharedMailboxes;
+  conversations: { conversations: ConversationService; syncConversations: ReturnType<typeof createConversationSync> };
+  resync: ReturnType<typeof createResync>;
 }
 
 /** The hot reads the fast lane serves without the Express chain (http/fastLane.ts): the polls and the session call. */
-const FAST = ['GET /v1/session', 'GET /v1/folders/sync', 'GET /v1/folders/:folderId/items/sync'];
+const FAST = ['GET /v1/session', 'GET /v1/folders/sync', 'GET /v1/folders/:folderId/items/sync', 'GET /v1/folders/:folderId/conversations/sync'];
+
+/**
+ * The paths that act on mailbox data: they accept `X-Mailbox` to work in a shared mailbox (http/mailbox.ts). Every
+ * other route refuses the header.
+ */
+const MAILBOX_PATHS = [
+  '/v1/folders',
+  '/v1/items',
+  '/v1/batch',
+  '/v1/search',
+  '/v1/messages/',
+  '/v1/calendar/',
+  '/v1/contacts',
+  '/v1/conversations/',
+  '/v1/mailbox/',
+];
 
 export function routeTable(d: RouteDeps): Route[] {
   const routes: Route[] = [
@@ -76,6 +104,11 @@ export function routeTable(d: RouteDeps): Route[] {
     // GET /v1/folders/:folderId/items/sync, GET|PATCH|DELETE /v1/items/:itemId, POST /v1/items/:itemId/move,
     // POST /v1/batch
     ...syncRoutes(d.sync),
+    // POST /v1/folders/:folderId/items/resync (a resync that keeps the app's cache: server/sync/resync.ts)
+    ...resyncRoutes({ mail: d.sync.mail, resync: d.resync, protection: d.sync.protection, onItemsSynced: d.sync.onItemsSynced }),
+    // GET /v1/folders/:folderId/conversations/sync, POST /v1/conversations/:conversationId/actions
+    // (server/conversations/)
+    ...conversationRoutes({ ...d.conversations, mail: d.sync.mail }),
     // GET /v1/items/:itemId/attachments/:attachmentId, GET /v1/items/:itemId/mime
     ...contentRoutes(d.sync.content),
     // GET /v1/events, POST /v1/ping (server/push/routes.ts)
@@ -98,6 +131,13 @@ export function routeTable(d: RouteDeps): Route[] {
     // GET /v1/people, GET /v1/people/:userId, GET /v1/people/:userId/organization, GET|PUT
     // /admin/v1/users/:userId/directory, POST /admin/v1/directory/import (server/directory/routes.ts)
     ...directoryRoutes({ directory: d.directory, admin: d.admin }),
+    // GET /v1/mailbox/settings, PUT /v1/mailbox/settings/automatic-replies, PUT /v1/mailbox/settings/junk,
+    // DELETE /v1/mailbox/settings/focused-overrides, POST /v1/items/:itemId/classify, POST
+    // /v1/items/:itemId/report-junk, GET|PUT /v1/devices/current/view-settings (server/mailbox/routes.ts)
+    ...mailboxRoutes(d.mailbox),
+    // GET /v1/mailboxes, GET|POST /admin/v1/shared-mailboxes, GET /admin/v1/shared-mailboxes/:mailboxId,
+    // PUT|DELETE /admin/v1/shared-mailboxes/:mailboxId/members/:userId (server/mailbox/shared.ts)
+    ...sharedMailboxRoutes({ shared: d.shared, admin: d.admin }),
     // GET /v1/policy, POST /v1/policy/check-in, POST /v1/policy/selective-wipe-ack (app protection)
     ...appPolicyRoutes(d.appPolicy),
     // Public, signed by a compliance partner: PUT /compliance/v1/devices/:deviceId
@@ -118,6 +158,18 @@ export function routeTable(d: RouteDeps): Route[] {
     const route = routes.find((r) => `${r.method} ${r.path}` === key);
     if (!route) throw new Error(`route table: the fast route ${key} is not in the table`);
     route.fast = true;
+  }
+  for (const route of routes) {
+    if (!MAILBOX_PATHS.some((prefix) => route.path.startsWith(prefix))) continue;
+    route.mailbox = true;
+    // A calendar change may mail invitations from the mailbox: in a shared mailbox that needs send-as.
+    if (route.path.startsWith('/v1/calendar/') && route.method !== 'GET') {
+      const handler = route.handler;
+      route.handler = (call) => {
+        requireSendAs(call);
+        return handler(call);
+      };
+    }
   }
   return routes;
 }

@@ -10,6 +10,7 @@ import type { Call, Route } from '../http/table';
 import { parse } from '../http/validate';
 import { DeclineCounter, EventInput, isTime, Respond } from './input';
 import type { CalendarService } from './service';
+import { mailboxOf } from '../http/mailbox';
 
 const MAX_BATCH = 100;
 
@@ -42,25 +43,25 @@ export function calendarRoutes(calendar: CalendarService): Route[] {
       method: 'POST',
       path: '/v1/calendar/events',
       idempotent: true,
-      handler: async (call) => ({ status: 201, body: await calendar.create(call.auth.userId, parse(EventInput, call.body)) }),
+      handler: async (call) => ({ status: 201, body: await calendar.create(mailboxOf(call), parse(EventInput, call.body)) }),
     },
     {
       method: 'PUT',
       path: '/v1/calendar/events/:itemId',
       idempotent: true,
-      handler: async (call) => ({ body: await calendar.update(call.auth.userId, call.params.itemId!, parse(EventInput, call.body), ifMatchOf(call)) }),
+      handler: async (call) => ({ body: await calendar.update(mailboxOf(call), call.params.itemId!, parse(EventInput, call.body), ifMatchOf(call)) }),
     },
     {
       method: 'DELETE',
       path: '/v1/calendar/events/:itemId',
       idempotent: true,
-      handler: async (call) => ({ body: await calendar.remove(call.auth.userId, call.params.itemId!, parse(DeleteQuery, call.query, 'query')) }),
+      handler: async (call) => ({ body: await calendar.remove(mailboxOf(call), call.params.itemId!, parse(DeleteQuery, call.query, 'query')) }),
     },
     {
       method: 'POST',
       path: '/v1/calendar/events/:itemId/respond',
       idempotent: true,
-      handler: async (call) => ({ body: await calendar.respond(call.auth.userId, call.params.itemId!, parse(Respond, call.body)) }),
+      handler: async (call) => ({ body: await calendar.respond(mailboxOf(call), call.params.itemId!, parse(Respond, call.body)) }),
     },
     {
       method: 'POST',
@@ -68,7 +69,7 @@ export function calendarRoutes(calendar: CalendarService): Route[] {
       idempotent: true,
       handler: async (call) => {
         const { attendee, reason } = parse(DeclineCounter, call.body);
-        return { body: await calendar.declineCounter(call.auth.userId, call.params.itemId!, attendee, reason) };
+        return { body: await calendar.declineCounter(mailboxOf(call), call.params.itemId!, attendee, reason) };
       },
     },
     {
@@ -84,7 +85,7 @@ export function calendarRoutes(calendar: CalendarService): Route[] {
           const opId = typeof (raw as { opId?: unknown } | null)?.opId === 'string' ? (raw as { opId: string }).opId : `#${index}`;
           try {
             const op = parse(BatchOperation, raw, `operation ${opId}`);
-            const userId = call.auth.userId;
+            const userId = mailboxOf(call);
             if (op.op === 'create') results.push({ opId, status: 201, ...(await calendar.create(userId, parse(EventInput, op.event, `operation ${opId} event`))) });
             else if (op.op === 'update') results.push({ opId, status: 200, ...(await calendar.update(userId, op.id, parse(EventInput, op.event, `operation ${opId} event`), op.ifMatch)) });
             else results.push({ opId, status: 200, ...(await calendar.remove(userId, op.id, { occurrence: op.occurrence })) });
@@ -101,7 +102,7 @@ export function calendarRoutes(calendar: CalendarService): Route[] {
       path: '/v1/calendar/view',
       handler: async (call) => {
         const q = parse(ViewQuery, call.query, 'query');
-        return { body: { occurrences: await calendar.view(call.auth.userId, Date.parse(q.start), Date.parse(q.end), q.folderId) } };
+        return { body: { occurrences: await calendar.view(mailboxOf(call), Date.parse(q.start), Date.parse(q.end), q.folderId) } };
       },
     },
     {
@@ -109,7 +110,7 @@ export function calendarRoutes(calendar: CalendarService): Route[] {
       path: '/v1/calendar/feed.ics',
       handler: async (call) => {
         const { folderId } = parse(FeedQuery, call.query, 'query');
-        const text = await calendar.feed(call.auth.userId, folderId);
+        const text = await calendar.feed(mailboxOf(call), folderId);
         const bytes = Buffer.from(text, 'utf8');
         return {
           headers: {

@@ -21,6 +21,7 @@ import { parse, text } from '../http/validate';
 import { cleanFilename, dispositionHeader } from '../content/download';
 import { CONTACT_LIMITS, MAX_PHOTO_BYTES, MAX_VCARD_TEXT_BYTES, VCardInputError, imageTypeOf, normaliseBirthday } from './vcard';
 import type { ContactFields, ContactService } from './service';
+import { mailboxOf } from '../http/mailbox';
 
 const PHOTO_TYPES = ['image/jpeg', 'image/png', 'image/gif', 'image/webp'];
 
@@ -155,7 +156,7 @@ export function contactRoutes(contacts: ContactService): Route[] {
       idempotent: true,
       handler: async (call) => {
         const body = parse(ContactBody, call.body);
-        const view = await contacts.create(call.auth.userId, fieldsOf(body), body.folderId);
+        const view = await contacts.create(mailboxOf(call), fieldsOf(body), body.folderId);
         return { status: 201, headers: { Location: `/v1/items/${view.id}` }, body: view };
       },
     },
@@ -168,7 +169,7 @@ export function contactRoutes(contacts: ContactService): Route[] {
       handler: async (call) => {
         const { folderId } = parse(FolderQuery, call.query, 'query');
         try {
-          return { body: await contacts.importVCards(call.auth.userId, bodyText(call), folderId) };
+          return { body: await contacts.importVCards(mailboxOf(call), bodyText(call), folderId) };
         } catch (err) {
           if (err instanceof VCardInputError) throw errors.invalidRequest(err.message, [{ field: 'body', message: err.message }]);
           throw err;
@@ -180,7 +181,7 @@ export function contactRoutes(contacts: ContactService): Route[] {
       path: '/v1/contacts/export.vcf',
       handler: async (call) => {
         const { folderId } = parse(FolderQuery, call.query, 'query');
-        const { folder, stream } = await contacts.exportVCards(call.auth.userId, folderId);
+        const { folder, stream } = await contacts.exportVCards(mailboxOf(call), folderId);
         return {
           headers: {
             'Content-Type': 'text/vcard; charset=utf-8',
@@ -197,7 +198,7 @@ export function contactRoutes(contacts: ContactService): Route[] {
       idempotent: true,
       handler: async (call) => {
         const body = parse(ContactBody, call.body);
-        return { body: await contacts.replace(call.auth.userId, call.params.itemId!, fieldsOf(body), ifMatchOf(call), body.folderId) };
+        return { body: await contacts.replace(mailboxOf(call), call.params.itemId!, fieldsOf(body), ifMatchOf(call), body.folderId) };
       },
     },
     {
@@ -207,13 +208,13 @@ export function contactRoutes(contacts: ContactService): Route[] {
       // the four leaves the body unread, and the handler answers 415). Over 1 MiB is a 413 from the parser.
       body: 'none',
       before: [express.raw({ type: PHOTO_TYPES, limit: MAX_PHOTO_BYTES })],
-      handler: async (call) => ({ body: await contacts.setPhoto(call.auth.userId, call.params.itemId!, photoOf(call)) }),
+      handler: async (call) => ({ body: await contacts.setPhoto(mailboxOf(call), call.params.itemId!, photoOf(call)) }),
     },
     {
       method: 'DELETE',
       path: '/v1/contacts/:itemId/photo',
       idempotent: true,
-      handler: async (call) => ({ body: await contacts.setPhoto(call.auth.userId, call.params.itemId!, null) }),
+      handler: async (call) => ({ body: await contacts.setPhoto(mailboxOf(call), call.params.itemId!, null) }),
     },
   ];
 }

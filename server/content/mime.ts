@@ -27,6 +27,41 @@ export interface ParsedMessage
   references: string[];
   /** The first Message-ID of In-Reply-To, in `<id>` form. */
   inReplyTo: string | null;
+  /**
+   * The headers mailbox rules read (MAILBOX_RULE_HEADERS: list, bulk and automation markers), lower-cased names, the
+   * first occurrence's unfolded text; absent when the message has none.
+   */
+  headers: Record<string, string>;
+}
+
+/** Headers Focused Inbox, junk filtering and automatic replies (RFC 3834) look at. */
+export const MAILBOX_RULE_HEADERS = [
+  'list-id',
+  'list-unsubscribe',
+  'list-post',
+  'precedence',
+  'auto-submitted',
+  'x-auto-response-suppress',
+  'x-autoreply',
+  'x-autorespond',
+  'return-path',
+  'sender',
+  'feedback-id',
+  'x-campaign',
+  'x-mailer',
+] as const;
+
+/** The rule headers of a parsed message, as raw text (mailparser's structured values turned back into strings). */
+function ruleHeaders(lines: ReadonlyArray<{ key: string; line: string }>): Record<string, string> {
+  const wanted = new Set<string>(MAILBOX_RULE_HEADERS);
+  const out: Record<string, string> = {};
+  for (const { key, line } of lines) {
+    const name = key.toLowerCase();
+    if (!wanted.has(name) || name in out) continue;
+    const colon = line.indexOf(':');
+    out[name] = line.slice(colon + 1).replace(/\r?\n[ \t]+/g, ' ').trim().slice(0, 2048);
+  }
+  return out;
 }
 
 export const PREVIEW_LENGTH = 256;
@@ -75,6 +110,7 @@ export async function parseMessage(raw: Buffer): Promise<ParsedMessage> {
     importance: importanceOf(mail),
     references,
     inReplyTo: messageIds(mail.inReplyTo)[0] ?? null,
+    headers: ruleHeaders(mail.headerLines ?? []),
   };
 }
 

@@ -8,6 +8,7 @@ import { parse } from '../http/validate';
 import { noneMatchHits } from './download';
 import type { ContentService } from './service';
 import { descriptorOf, readerOf } from '../protection/reader';
+import { mailboxOf } from '../http/mailbox';
 
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 const ItemQuery = z.object({ bodyType: z.enum(['text', 'html']).optional() });
@@ -22,7 +23,7 @@ const AttachmentQuery = z.object({ inline: flag.optional() });
 export function readItem(content: ContentService): Handler {
   return async (call) => {
     const { bodyType } = parse(ItemQuery, call.query, 'query');
-    const item = await content.ownItem(call.auth.userId, call.params.itemId!);
+    const item = await content.ownItem(mailboxOf(call), call.params.itemId!);
     const etag = `"${item.changeKey}"`;
     // Protected mail is answered per reader and per moment (its licence expires): never from a cache, never 304.
     const isProtected = descriptorOf(item) !== undefined;
@@ -39,13 +40,13 @@ export function contentRoutes(content: ContentService): Route[] {
       path: '/v1/items/:itemId/attachments/:attachmentId',
       handler: (call) => {
         const { inline } = parse(AttachmentQuery, call.query, 'query');
-        return content.attachment(call.auth.userId, call.params.itemId!, call.params.attachmentId!, call.headers, inline ?? false, readerOf(call));
+        return content.attachment(mailboxOf(call), call.params.itemId!, call.params.attachmentId!, call.headers, inline ?? false, readerOf(call));
       },
     },
     {
       method: 'GET',
       path: '/v1/items/:itemId/mime',
-      handler: (call) => content.mime(call.auth.userId, call.params.itemId!, call.headers),
+      handler: (call) => content.mime(mailboxOf(call), call.params.itemId!, call.headers),
     },
   ];
 }

@@ -356,6 +356,8 @@ export function createFastLane(deps: FastLaneDeps): FastLane {
   const lane = ((req: IncomingMessage, res: ServerResponse): boolean => {
     const method = req.method;
     if (method !== 'GET' && method !== 'HEAD') return false;
+    // A shared mailbox's call resolves its mailbox first (http/mailbox.ts): the Express chain does that.
+    if (req.headers['x-mailbox'] !== undefined) return false;
     const url = req.url ?? '';
     if (url.charCodeAt(0) !== 0x2f /* / */ || UNSPLIT_URL.test(url)) return false;
     const h = req.headers;

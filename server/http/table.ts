@@ -15,6 +15,7 @@ import type { DeviceRecord, User } from '../store/types';
 import { errors } from '../errors';
 import { formBody, jsonBody } from './body';
 import { requestHash, type Idempotency } from './idempotency';
+import { MAILBOX_HEADER, enterMailbox, type MailboxResolver } from './mailbox';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -93,12 +94,19 @@ export interface Route {
    * the Express chain. For the hot `/v1` reads only: GET, no body, no middleware, no Idempotency-Key.
    */
   fast?: true;
+  /**
+   * Acts on mailbox data: the caller's mailbox, or the shared mailbox `X-Mailbox` names (http/mailbox.ts). The
+   * handler reads it with `mailboxOf(call)`. Other routes refuse `X-Mailbox`.
+   */
+  mailbox?: true;
 }
 
 export interface TableOptions {
   maxRequestBytes: number;
   maxJsonDepth: number;
   idempotency: Idempotency;
+  /** Resolves `X-Mailbox` for `mailbox` routes; without it, no route accepts the header. */
+  mailboxes?: MailboxResolver;
 }
 
 /**
@@ -235,7 +243,8 @@ async function kept(route: Route, call: RequestCall, req: Request, o: TableOptio
   const userId = call.auth.userId;
   // A raw body (a message, a vCard file) is hashed as its bytes, not as the JSON of a Buffer (several times larger).
   const body: unknown = Buffer.isBuffer(req.body) ? { sha256: crypto.createHash('sha256').update(req.body).digest('hex') } : req.body ?? null;
-  const hash = requestHash([req.method, req.originalUrl, body]);
+  // The mailbox is part of the request: one key reused on another mailbox is another request (a 422, not a replay).
+  const hash = requestHash([req.method, req.originalUrl, body, ...(req.headers[MAILBOX_HEADER] === undefined ? [] : [String(req.headers[MAILBOX_HEADER])])]);
   const prior = await o.idempotency.replay(userId, key, hash);
   if (prior) {
     return {
@@ -257,6 +266,7 @@ async function kept(route: Route, call: RequestCall, req: Request, o: TableOptio
 function adapt(route: Route, o: TableOptions): RequestHandler {
   return async (req, res) => {
     const call = new RequestCall(req, res);
+    await enterMailbox(call, route, o.mailboxes);
     const reply = await answer(route, call, req, o);
     await send(res, reply);
   };

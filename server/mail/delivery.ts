@@ -80,6 +80,24 @@ export interface DeliveryDeps {
    * Sent Items copy, nor for imports (old invitations must not rewrite today's calendar).
    */
   beforeStore?: (tx: TxStore, userId: string, message: PreparedMessage, now: number) => Step<Record<string, unknown> | undefined>;
+  /**
+   * The recipient's mailbox rules (server/mailbox/rules.ts), for live delivery into the Inbox (not the sender's own
+   * copy, not imports): may send the copy to another well-known folder (Junk Email, Deleted Items) and classify it
+   * (Focused Inbox); `afterStore` runs once the copy is stored (an automatic reply is owed), in the same unit.
+   */
+  rules?: {
+    route: (tx: TxStore, userId: string, message: PreparedMessage, conversationId: string, now: number) => Step<InboxDecision>;
+    afterStore: (tx: TxStore, userId: string, message: PreparedMessage, itemId: string, decision: InboxDecision, now: number) => Step<void>;
+  };
+}
+
+/** What the mailbox rules decided for a message arriving in the Inbox. */
+export interface InboxDecision {
+  /** Another well-known folder than the Inbox (junk, an ignored conversation). */
+  folderKind?: 'junkEmail' | 'deletedItems';
+  inferenceClassification: 'focused' | 'other';
+  /** Why, for the item's data and the logs (`focused:person`, `junk:blocked`, …). */
+  reasons: string[];
 }
 
 /** Whether the subject carries a reply or forward prefix (only such messages are threaded by subject). */
@@ -161,15 +179,19 @@ export function createDelivery(deps: DeliveryDeps) {
     const key = { internetMessageId: message.parsed.internetMessageId, mimeSha256: message.sha256 };
     const results: DeliveryResult[] = [];
     for (const target of targets) {
-      const folder = yield* targetFolder(tx, target);
+      const inbox = yield* targetFolder(tx, target);
+      const live = target.folderKind !== 'sentItems' && options.duplicates === 'live';
+      const conversation = yield* conversationFor(tx, target.userId, message.parsed, receivedAt);
+      // Mailbox rules judge mail arriving in the Inbox; a copy an app or an admin put in a folder stays there. They
+      // decide first, so the duplicate check looks where the copy would go (a second copy of junk is still one).
+      const decision = live && deps.rules && inbox.kind === 'inbox' ? yield* deps.rules.route(tx, target.userId, message, conversation.id, now) : undefined;
+      const folder = decision?.folderKind ? ((yield* tx.folders.byKind(target.userId, decision.folderKind)) ?? inbox) : inbox;
       const existing = yield* tx.items.findDuplicate(target.userId, folder.id, key, since);
       if (existing) {
         results.push({ userId: target.userId, folderId: folder.id, status: 'duplicate', itemId: existing });
         continue;
       }
-      const conversation = yield* conversationFor(tx, target.userId, message.parsed, receivedAt);
-      const applies = deps.beforeStore && target.folderKind !== 'sentItems' && options.duplicates === 'live';
-      const extra = applies ? yield* deps.beforeStore!(tx, target.userId, message, now) : undefined;
+      const extra = live && deps.beforeStore ? yield* deps.beforeStore(tx, target.userId, message, now) : undefined;
       const item = yield* tx.items.create(
         {
           ...emailFields(message.raw, message.parsed, extra ? { ...message.data, ...extra } : message.data),
@@ -177,11 +199,13 @@ export function createDelivery(deps: DeliveryDeps) {
           folderId: folder.id,
           receivedAt,
           isRead: options.isRead ?? false,
+          ...(decision ? { inferenceClassification: decision.inferenceClassification } : {}),
           conversationId: conversation.id,
           threadSubject: conversation.threadSubject,
         },
         now,
       );
+      if (decision) yield* deps.rules!.afterStore(tx, target.userId, message, item.id, decision, now);
       results.push({ userId: target.userId, folderId: folder.id, status: 'stored', itemId: item.id });
     }
     return results;

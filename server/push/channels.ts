@@ -140,6 +140,11 @@ export class ChannelRegistry {
     return [...(this.byUser.get(userId) ?? [])];
   }
 
+  /** The live channel of a device record, if this process holds one. */
+  channelOfDevice(recordId: string): Channel | undefined {
+    return this.byDevice.get(recordId);
+  }
+
   /** Ends the live channel of a device record (a device cut). */
   endDevice(recordId: string, reason: EndReason): void {
     this.byDevice.get(recordId)?.end(reason);

@@ -135,6 +135,18 @@ export function createPush(deps: PushDeps) {
       watermarks.record(device.id, folderId, position.m);
     },
 
+    /**
+     * Tells one device's stream something without ending it (a soft reset: `softReset`), or every stream of a user
+     * (`mailboxSettingsChanged`). This process's channels only: a stream held by another worker or node learns it
+     * at its next sync (its tokens answer 410 viewChanged; settings carry their version).
+     */
+    notifyDevice(recordId: string, event: string, data: Record<string, unknown>): void {
+      registry.channelOfDevice(recordId)?.notify?.(event, data);
+    },
+    notifyUser(userId: string, event: string, data: Record<string, unknown>): void {
+      for (const channel of registry.channelsOf(userId)) channel.notify?.(event, data);
+    },
+
     /** Shutdown: ends every stream and ping (pings answer `{"changed": []}`) and refuses new ones. */
     close(): number {
       unfeed();

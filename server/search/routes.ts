@@ -5,6 +5,7 @@ import { parse } from '../http/validate';
 import { MAX_SEARCH_LIMIT, type SearchService } from './service';
 import type { ProtectionService } from '../protection/service';
 import { readerOf } from '../protection/reader';
+import { mailboxOf } from '../http/mailbox';
 
 // Strict: a misspelt parameter (`folder=`, `max=`) is a 400, not a silently wider search.
 const SearchQuery = z.strictObject({
@@ -20,7 +21,7 @@ export function searchRoutes(search: SearchService, protection?: ProtectionServi
       method: 'GET',
       path: '/v1/search',
       handler: async (call) => {
-        const results = await search(call.auth.userId, parse(SearchQuery, call.query, 'query'));
+        const results = await search(mailboxOf(call), parse(SearchQuery, call.query, 'query'));
         if (protection) {
           const views = await protection.overlayViews(results.map((r) => r.item), readerOf(call));
           results.forEach((r, i) => (r.item = views[i]!));

@@ -34,6 +34,8 @@ export interface OutgoingMessage {
   thread?: { inReplyTo: string; references: string[] };
   /** Further header fields (a sensitivity label's `msip_labels`). */
   headers?: Record<string, string>;
+  /** `Sender` (RFC 5322 §3.6.2): who sent it for `from` (a member sending on behalf of a shared mailbox). */
+  sender?: EmailAddress;
 }
 
 export interface ComposedMessage {
@@ -72,6 +74,7 @@ export async function composeMessage(message: OutgoingMessage, hostname: string,
     // SMTP wants CRLF everywhere; a text body typed with bare LFs is converted.
     newline: 'win',
   };
+  if (message.sender) options.sender = { name: message.sender.name, address: message.sender.address };
   if (message.to.length) options.to = addressList(message.to);
   if (message.cc.length) options.cc = addressList(message.cc);
   if (message.bcc.length) options.bcc = addressList(message.bcc);

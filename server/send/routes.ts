@@ -8,6 +8,7 @@ import type { Route } from '../http/table';
 import { parse, text } from '../http/validate';
 import type { SendService } from './service';
 import { readerOf } from '../protection/reader';
+import { mailboxOf, sendingIdentity } from '../http/mailbox';
 
 export const MAX_RECIPIENTS = 500;
 export const MAX_ATTACHMENTS = 250;
@@ -81,8 +82,10 @@ export function sendRoutes(d: SendRouteDeps): Route[] {
       idempotent: true,
       handler: async (call) => {
         const body = parse(SendRequest, call.body);
-        const result = await d.send.send(call.auth.userId, {
+        const identity = sendingIdentity(call);
+        const result = await d.send.send(mailboxOf(call), {
           ...body,
+          ...(identity.onBehalfOf ? { onBehalfOf: identity.onBehalfOf } : {}),
           attachments: body.attachments.map((a) => ({
             name: a.name,
             contentType: a.contentType.toLowerCase(),
@@ -101,7 +104,10 @@ export function sendRoutes(d: SendRouteDeps): Route[] {
       body: { raw: 'message/rfc822' },
       bodyLimit: d.maxMessageBytes,
       idempotent: true,
-      handler: async (call) => ({ status: 202, body: await d.send.sendMime(call.auth.userId, call.body as Buffer) }),
+      handler: async (call) => {
+        const identity = sendingIdentity(call);
+        return { status: 202, body: await d.send.sendMime(mailboxOf(call), call.body as Buffer, { onBehalfOf: identity.onBehalfOf?.address }) };
+      },
     },
   ];
 }

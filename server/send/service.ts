@@ -37,6 +37,11 @@ export interface SendRequest {
   label?: string | null;
   /** Why the label is lower than the answered message's (the label policy may require it). */
   labelJustification?: string;
+  /**
+   * Sent from a shared mailbox by a member with send-on-behalf (not send-as): the member, named in `Sender` (RFC 5322
+   * §3.6.2), so recipients see "member on behalf of mailbox".
+   */
+  onBehalfOf?: { name: string; address: string };
 }
 
 export interface SendResult {
@@ -165,6 +170,7 @@ export function createSendService(deps: SendDeps) {
         attachments: [...request.attachments, ...(plan?.attachments ?? [])],
         headers: plan?.headers,
         from: { name: sender.displayName, address: sender.email },
+        ...(request.onBehalfOf ? { sender: request.onBehalfOf } : {}),
         thread,
       },
       config.mailHostname,
@@ -187,7 +193,7 @@ export function createSendService(deps: SendDeps) {
    * be the sender's own address and it must carry a Message-ID; the recipients are its To, Cc and Bcc; the Bcc
    * header is removed from the recipients' copy only (outside any signed part, so signatures stay valid).
    */
-  async function sendMime(userId: string, raw: Buffer, options: { checkLabel?: boolean } = {}): Promise<SendResult> {
+  async function sendMime(userId: string, raw: Buffer, options: { checkLabel?: boolean; onBehalfOf?: string } = {}): Promise<SendResult> {
     const sender = await store.users.byId(userId);
     if (!sender) throw errors.notFound('No such user.');
     const head = headerBlock(raw);
@@ -200,6 +206,13 @@ export function createSendService(deps: SendDeps) {
     if (!from) throw errors.invalidRequest('The message has no From address.', [{ field: 'From', message: 'required' }]);
     if (from.address.toLowerCase() !== sender.email.toLowerCase()) {
       throw errors.forbidden(`The message's From must be your own address (${sender.email}).`);
+    }
+    if (options.onBehalfOf !== undefined) {
+      // A member with send-on-behalf only: the message must say so itself (its bytes are sent as they are).
+      const named = list(parsedHead.headers.get('sender') as AddressObject | undefined)[0];
+      if (named?.address.toLowerCase() !== options.onBehalfOf.toLowerCase()) {
+        throw errors.forbidden(`You may send from this mailbox only on behalf of it: the message's Sender must be your own address (${options.onBehalfOf}).`);
+      }
     }
     const messageId = typeof parsedHead.messageId === 'string' ? parsedHead.messageId.trim() : '';
     if (!/^<[^<>\s]+>$/.test(messageId)) throw errors.invalidRequest('The message needs a Message-ID header.', [{ field: 'Message-ID', message: 'required' }]);
@@ -270,7 +283,32 @@ export function createSendService(deps: SendDeps) {
     };
   }
 
-  return { send, sendMime };
+  /**
+   * A message the server sends for a user by itself (an automatic reply): to one address, no Sent Items copy and no
+   * bounce (an automatic message must never start a loop of them, RFC 3834 §3.1.7). A local recipient gets it in the
+   * Inbox now; a remote one through the outbox when a relay is configured; without a relay it is dropped.
+   */
+  async function sendAutomatic(userId: string, raw: Buffer, recipient: string): Promise<'delivered' | 'queued' | 'dropped'> {
+    const sender = await store.users.byId(userId);
+    if (!sender) throw errors.notFound('No such user.');
+    const { local } = await classify({ to: [{ address: recipient }], cc: [], bcc: [] });
+    const users = [...local.values()].flat();
+    const now = clock.now();
+    if (users.length) {
+      const prepared = await delivery.prepare(raw);
+      await store.run((tx) => delivery.deliverIn(tx, prepared, users.map((u) => ({ userId: u.id, folderKind: 'inbox' as const })), { duplicates: 'live' }, now));
+      return 'delivered';
+    }
+    if (!relayConfigured) return 'dropped';
+    await store.run(function* (tx) {
+      const blobId = yield* tx.blobs.put(userId, raw, now);
+      yield* tx.outbox.enqueue({ userId, blobId, mailFrom: sender.email, recipients: [recipient] }, now);
+    });
+    deps.onQueued();
+    return 'queued';
+  }
+
+  return { send, sendMime, sendAutomatic };
 }
 
 export type SendService = ReturnType<typeof createSendService>;

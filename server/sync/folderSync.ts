@@ -6,7 +6,7 @@
  */
 import { errors } from '../errors';
 import type { DeviceRecord, Mailbox, Store } from '../store/types';
-import { resyncRequired, type HierarchyToken, type TokenCodec } from './tokens';
+import { deviceEpochMoved, resyncRequired, type HierarchyToken, type TokenCodec } from './tokens';
 import { folderView } from '../views';
 
 /** Sorts after every id (ids are base64url): "everything at this modseq has been sent". */
@@ -28,7 +28,7 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
   function cursor(req: Request, token: HierarchyToken | undefined, mailbox: Mailbox): { m: number; c: string } {
     if (!token) return { m: 0, c: '' };
     if (token.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-    if (token.de !== req.device.epoch) throw resyncRequired('deviceReset');
+    if (token.de !== req.device.epoch) throw deviceEpochMoved(req.device);
     if (token.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
     if (token.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
     return { m: token.m, c: token.c };

@@ -20,7 +20,7 @@
 import type { Clock } from '../clock';
 import { errors } from '../errors';
 import type { DeviceRecord, Folder, Item, Mailbox, SortKey, Step, Store, TxStore } from '../store/types';
-import { MAX_KEY, MIN_KEY, compareKeys, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
+import { MAX_KEY, MIN_KEY, compareKeys, deviceEpochMoved, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
 import { emailBody, itemPatchView, itemView, type ItemView } from '../views';
 
 export const DEFAULT_WINDOW = 500;
@@ -146,7 +146,7 @@ export function createItemSync(deps: {
     if (claimed !== undefined) {
       pos = claimed;
       if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-      if (pos.de !== device.epoch) throw resyncRequired('deviceReset');
+      if (pos.de !== device.epoch) throw deviceEpochMoved(device);
       // A token from the future means this store is older than the state the device saw (a restored backup).
       if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
       if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');

@@ -16,6 +16,7 @@ import type { ContentService } from '../content/service';
 import type { ProtectionService } from '../protection/service';
 import { readerOf } from '../protection/reader';
 import type { ItemView } from '../views';
+import { mailboxOf } from '../http/mailbox';
 
 const flag = z.enum(['1', '0', 'true', 'false']).transform((v) => v === '1' || v === 'true');
 
@@ -75,7 +76,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       path: '/v1/folders/sync',
       handler: async (call) => {
         const q = parse(FolderSyncQuery, call.query, 'query');
-        return { body: await d.syncFolders({ userId: call.auth.userId, device: call.device, token: q.token, maxChanges: q.maxChanges ?? DEFAULT_MAX_CHANGES }) };
+        return { body: await d.syncFolders({ userId: mailboxOf(call), device: call.device, token: q.token, maxChanges: q.maxChanges ?? DEFAULT_MAX_CHANGES }) };
       },
     },
     {
@@ -84,21 +85,21 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       idempotent: true,
       handler: async (call) => {
         const body = parse(FolderCreate, call.body);
-        return { status: 201, body: await d.mail.createFolder(call.auth.userId, { displayName: body.displayName, parentId: body.parentId ?? null }) };
+        return { status: 201, body: await d.mail.createFolder(mailboxOf(call), { displayName: body.displayName, parentId: body.parentId ?? null }) };
       },
     },
     {
       method: 'PATCH',
       path: '/v1/folders/:folderId',
       idempotent: true,
-      handler: async (call) => ({ body: await d.mail.updateFolder(call.auth.userId, call.params.folderId!, parse(FolderUpdate, call.body)) }),
+      handler: async (call) => ({ body: await d.mail.updateFolder(mailboxOf(call), call.params.folderId!, parse(FolderUpdate, call.body)) }),
     },
     {
       method: 'DELETE',
       path: '/v1/folders/:folderId',
       idempotent: true,
       handler: async (call) => {
-        await d.mail.deleteFolder(call.auth.userId, call.params.folderId!);
+        await d.mail.deleteFolder(mailboxOf(call), call.params.folderId!);
         return {};
       },
     },
@@ -107,7 +108,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       path: '/v1/folders/:folderId/items/sync',
       handler: async (call) => {
         const q = parse(ItemSyncQuery, call.query, 'query');
-        const userId = call.auth.userId;
+        const userId = mailboxOf(call);
         const folder = await d.mail.folder(userId, call.params.folderId!);
         const device = call.device;
         const page = await d.syncItems({
@@ -120,7 +121,8 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
           bodyBytes: q.bodyBytes ?? 0,
         });
         if (protection) page.created = await protection.overlayViews(page.created, readerOf(call), { maxBytes: q.bodyBytes, wanted: (q.bodyBytes ?? 0) > 0 });
-        d.onItemsSynced?.(device, folder.id, page.token); // in memory only: a sync still writes nothing
+        // In memory only: a sync still writes nothing. Push watches the caller's own mailbox (a shared one is polled).
+        if (userId === call.auth.userId) d.onItemsSynced?.(device, folder.id, page.token);
         return { json: pageJson(page) }; // `body: page` would serialise every entry a second time
       },
     },
@@ -136,7 +138,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
         const ifMatch = call.headers['if-match'];
         if (ifMatch !== undefined && (typeof ifMatch !== 'string' || ifMatch.length > 64)) throw errors.invalidRequest('If-Match must be one change key.');
         try {
-          return { body: await d.mail.update(call.auth.userId, call.params.itemId!, patch, ifMatch?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1')) };
+          return { body: await d.mail.update(mailboxOf(call), call.params.itemId!, patch, ifMatch?.replace(/^W\//, '').replace(/^"(.*)"$/, '$1')) };
         } catch (err) {
           // A conflict attaches the server's version: shown as this device may see it, like any other answer.
           if (err instanceof ApiError && err.extra.item) err.extra.item = await shown(call, err.extra.item as ItemView);
@@ -151,7 +153,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       present: presentItem,
       handler: async (call) => {
         const permanent = parse(z.object({ permanent: flag.optional() }), call.query, 'query').permanent ?? false;
-        const result = await d.mail.delete(call.auth.userId, call.params.itemId!, permanent);
+        const result = await d.mail.delete(mailboxOf(call), call.params.itemId!, permanent);
         return result.item ? { body: result.item } : {};
       },
     },
@@ -159,7 +161,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       method: 'POST',
       path: '/v1/items/:itemId/move',
       idempotent: true,
-      handler: async (call) => ({ body: await d.mail.move(call.auth.userId, call.params.itemId!, parse(Move, call.body).destinationFolderId) }),
+      handler: async (call) => ({ body: await d.mail.move(mailboxOf(call), call.params.itemId!, parse(Move, call.body).destinationFolderId) }),
       present: presentItem,
     },
     {
@@ -169,7 +171,7 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
       present: presentBatch,
       handler: async (call) => {
         const { operations } = parse(BatchRequest, call.body);
-        return { body: await d.batch(call.auth.userId, operations, call.requestId) };
+        return { body: await d.batch(mailboxOf(call), operations, call.requestId) };
       },
     },
   ];

@@ -8,7 +8,7 @@
  */
 import crypto from 'node:crypto';
 import { ApiError, errors } from '../errors';
-import type { SortKey } from '../store/types';
+import type { DeviceRecord, SortKey } from '../store/types';
 
 export const TOKEN_VERSION = 'p1';
 
@@ -53,21 +53,44 @@ export interface HierarchyToken extends Common {
   c: string;
 }
 
-export type SyncToken = ItemToken | HierarchyToken;
+/**
+ * A conversation-sync position (server/conversations/sync.ts): "I hold every conversation of folder F whose key
+ * (latest message time, conversation id) is ≥ L, as of modseq M, with a window of S conversations".
+ */
+export interface ConversationToken extends Common {
+  k: 'c';
+  f: string;
+  l: [number, string];
+  s: number;
+  x: number;
+  z: 0 | 1;
+  /** The folder's live conversation count as of M (a no-change poll answers the window without reading). */
+  n: number;
+}
+
+export type SyncToken = ItemToken | HierarchyToken | ConversationToken;
 
 /** No item has a key below this: a device holding "≥ MIN" holds the whole folder. */
 export const MIN_KEY: SortKey = { receivedAt: -1, id: '' };
 /** No item has a key at or above this: a device holding "≥ MAX" holds nothing. */
 export const MAX_KEY: SortKey = { receivedAt: Number.MAX_SAFE_INTEGER, id: '' };
 
-export function resyncRequired(reason: 'tokenExpired' | 'mailboxReset' | 'deviceReset'): ApiError {
+export type ResyncReason = 'tokenExpired' | 'mailboxReset' | 'deviceReset' | 'viewChanged';
+
+export function resyncRequired(reason: ResyncReason): ApiError {
   const detail = {
     tokenExpired: 'The sync token is older than the change history kept; drop this data and sync from no token.',
     mailboxReset: 'The mailbox was reset since this token was issued; drop this data and sync from no token.',
     deviceReset: "This device's sync state was reset; drop this data and sync from no token.",
+    viewChanged:
+      "This device's view settings changed (a soft reset): sync again from no token, or resync keeping the cache.",
   }[reason];
   return new ApiError(410, 'resyncRequired', detail, { reason });
 }
+
+/** The 410 for a token of an older device epoch: a soft reset when the view changed, else a device reset. */
+export const deviceEpochMoved = (device: Pick<DeviceRecord, 'resetReason'>): ApiError =>
+  resyncRequired(device.resetReason === 'viewChanged' ? 'viewChanged' : 'deviceReset');
 
 /** Token texts whose MAC was checked (or that this process made), remembered with their payloads. */
 export const CHECKED_TOKENS_REMEMBERED = 10_000;
@@ -124,7 +147,7 @@ export function createTokenCodec(serverSecret: Buffer, remembered = CHECKED_TOKE
       }
       // The same device, but its partnership was removed (or purged) and registered anew: its old state is gone.
       if (token.d !== expect.deviceRecordId) throw resyncRequired('deviceReset');
-      if (token.k === 'i' && token.f !== expect.folderId) throw errors.invalidToken('This sync token belongs to another folder.');
+      if ((token.k === 'i' || token.k === 'c') && token.f !== expect.folderId) throw errors.invalidToken('This sync token belongs to another folder.');
       return token as Extract<SyncToken, { k: K }>;
     },
 

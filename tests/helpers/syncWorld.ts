@@ -10,6 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { Pool } from 'pg';
 import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
 import { openPostgresStore } from '../../server/store/postgres';
@@ -17,6 +18,7 @@ import { ManualClock } from '../../server/clock';
 import { createTokenCodec } from '../../server/sync/tokens';
 import { createItemSync, type ItemSyncPage, type WindowSizes } from '../../server/sync/itemSync';
 import { createFolderSync } from '../../server/sync/folderSync';
+import { createResync, type HeldEntry, type ResyncAnswer } from '../../server/sync/resync';
 import { createMailService } from '../../server/mail/service';
 import { itemView, type ItemView } from '../../server/views';
 import type { DeviceRecord, Folder, Item, ItemContent, NewItem, Store, User } from '../../server/store/types';
@@ -24,6 +26,8 @@ import { CONTACT_PHOTO_NAME, type Attendee, type ContactData, type EventData, ty
 import { freshDatabase, type FreshDatabase } from './postgres';
 import type { StoreBackend } from './storeBackends';
 import { tempDir } from './testApp';
+import { createConversationSync, type ConversationSyncPage } from '../../server/conversations/sync';
+import type { ConversationView } from '../../server/conversations/view';
 
 export const SMALL_WINDOW: WindowSizes = { initial: 5, step: 5, max: 10 };
 export const TRIM_AFTER_MS = 3600_000;
@@ -175,6 +179,8 @@ export class SyncWorld {
   readonly codec = createTokenCodec(this.secret);
   readonly syncItems: ReturnType<typeof createItemSync>;
   readonly syncFolders: ReturnType<typeof createFolderSync>;
+  /** The resync that keeps the app's cache (server/sync/resync.ts), with the world's window. */
+  readonly resync: ReturnType<typeof createResync>;
   readonly mail: ReturnType<typeof createMailService>;
   readonly store: Store;
   private seq = 0;
@@ -211,6 +217,7 @@ export class SyncWorld {
     this.store = host.store;
     this.syncItems = createItemSync({ store: this.store, clock: this.clock, codec: this.codec, trimAfterMs: TRIM_AFTER_MS, window });
     this.syncFolders = createFolderSync({ store: this.store, codec: this.codec });
+    this.resync = createResync({ store: this.store, clock: this.clock, codec: this.codec, window });
     this.mail = createMailService({ store: this.store, clock: this.clock });
   }
 
@@ -403,6 +410,79 @@ export class Replica {
     return page;
   }
 
+  /** What the app holds, as a resync sends it: every id with the change key of its copy. */
+  held(): HeldEntry[] {
+    return [...this.items.values()].map((v) => ({ id: v.id, changeKey: v.changeKey as string }));
+  }
+
+  /**
+   * A resync that keeps the cache: sends `held` (default: everything the replica holds), applies the answer and
+   * checks what the protocol promises about it. The replica must hold nothing it does not send — an app that keeps
+   * an id out of `held` has dropped it — so ids sent but not held (foreign, unknown) are the only extras.
+   */
+  async resync(opts: { held?: HeldEntry[]; loadMore?: boolean; bodyBytes?: number } = {}): Promise<ResyncAnswer> {
+    const held = opts.held ?? this.held();
+    const sending = new Set(held.map((h) => h.id));
+    for (const id of this.items.keys()) {
+      if (!sending.has(id)) throw new Error(`test bug: the replica holds ${id} but does not send it`);
+    }
+    const folder = (await this.world.store.folders.byId(this.world.user.id, this.folderId))!;
+    const answer = await this.world.resync({
+      userId: this.world.user.id,
+      device: (await this.world.store.devices.byId(this.device.id))!,
+      folder,
+      held,
+      loadMore: opts.loadMore ?? false,
+      bodyBytes: opts.bodyBytes ?? 0,
+    });
+    await this.applyResync(answer, held);
+    return answer;
+  }
+
+  /** Applies a resync answer to what was sent as `held`; checks its promises against the tables. */
+  async applyResync(answer: ResyncAnswer, held: HeldEntry[]) {
+    if (answer.moreAvailable !== false) throw new ProtocolViolation('a resync answer has moreAvailable');
+    const sent = new Map<string, string | undefined>();
+    for (const h of held) if (!sent.has(h.id)) sent.set(h.id, h.changeKey);
+    const windowNow = await this.world.expectedWindow(this.folderId, answer.window.size);
+    const seen = new Set<string>();
+    for (const e of [...answer.created, ...answer.updated, ...answer.removed]) {
+      if (seen.has(e.id)) throw new ProtocolViolation(`${e.id} appears twice in one resync answer`);
+      seen.add(e.id);
+    }
+    for (const c of answer.created) {
+      if (sent.has(c.id)) throw new ProtocolViolation(`created names ${c.id}, which the app sent as held`);
+    }
+    for (const u of answer.updated) {
+      if (!sent.has(u.id)) throw new ProtocolViolation(`updated names ${u.id}, which the app did not send`);
+      if (sent.get(u.id) !== undefined && sent.get(u.id) === u.changeKey) throw new ProtocolViolation(`updated names ${u.id}, whose change key the app has`);
+    }
+    // Newest first, as an initial sync sends them.
+    const keys = answer.created.map((c) => [Date.parse(c.receivedAt as string), c.id] as const);
+    for (let i = 1; i < keys.length; i++) {
+      const [a, b] = [keys[i - 1]!, keys[i]!];
+      if (a[0] < b[0] || (a[0] === b[0] && a[1] < b[1])) throw new ProtocolViolation('created is not newest first');
+    }
+    // Every removal's reason, from the tables: no such item of this user, in another folder, or below the window.
+    const mine = new Set(await this.world.itemIds('id'));
+    const inFolder = new Set(await this.world.folderItemIds(this.folderId));
+    for (const r of answer.removed) {
+      if (!sent.has(r.id)) throw new ProtocolViolation(`removed names ${r.id}, which the app did not send`);
+      if (windowNow.has(r.id)) throw new ProtocolViolation(`removed (${r.reason}) names ${r.id}, which is inside the window`);
+      const reason = !mine.has(r.id) ? 'deleted' : inFolder.has(r.id) ? 'evicted' : 'moved';
+      if (r.reason !== reason) throw new ProtocolViolation(`removed names ${r.id} as ${r.reason}, not ${reason}`);
+    }
+    if (answer.updated.length + answer.removed.length + answer.unchanged !== sent.size) {
+      throw new ProtocolViolation(`${sent.size} ids sent, but ${answer.updated.length} updated + ${answer.removed.length} removed + ${answer.unchanged} unchanged`);
+    }
+    for (const r of answer.removed) this.items.delete(r.id);
+    for (const c of answer.created) this.items.set(c.id, c);
+    // Replaced, not merged: a resync's `updated` is the whole view, and a field it lacked would show as a difference.
+    for (const u of answer.updated) this.items.set(u.id, u);
+    this.token = answer.token;
+    this.pages++;
+  }
+
   /** Syncs until moreAvailable is false; returns the last page. */
   async syncToEnd(maxChanges = 100, loadMore = false): Promise<ItemSyncPage> {
     let page = await this.step({ maxChanges, loadMore });
@@ -413,3 +493,143 @@ export class Replica {
     return page;
   }
 }
+
+// Conversations (Organize by Thread): the conversation-sync engine over a world, an oracle computed from the items
+// (never from the store's conversation rows), and an app's copy of one folder's conversation list.
+
+const conversationSyncs = new WeakMap<SyncWorld, ReturnType<typeof createConversationSync>>();
+
+/** The world's conversation-sync engine (same codec, clock and window as its item sync). */
+export function conversationSyncOf(world: SyncWorld): ReturnType<typeof createConversationSync> {
+  let sync = conversationSyncs.get(world);
+  if (!sync) {
+    sync = createConversationSync({ store: world.store, clock: world.clock, codec: world.codec, trimAfterMs: TRIM_AFTER_MS, window: world.window });
+    conversationSyncs.set(world, sync);
+  }
+  return sync;
+}
+
+/** What a conversation view must say, worked out from the folder's messages alone. */
+export type ExpectedConversation = Omit<ConversationView, 'participants' | 'changeKey'> & { senders: string[] };
+
+/**
+ * The folder's `size` newest conversations (by latest message, then conversation id, bytewise), newest first,
+ * computed from the user's items as the tables hold them: a message without a conversation id is a conversation
+ * of its own, named by its item id. The oracle the conversation rows (kept by the store's triggers) are checked
+ * against.
+ */
+export async function expectedConversations(world: SyncWorld, folderId: string, size: number): Promise<Map<string, ExpectedConversation>> {
+  const ids = await world.itemIds('id');
+  const items = (await world.store.items.byIds(world.user.id, ids)).filter((i) => i.folderId === folderId && i.type === 'email');
+  const groups = new Map<string, Item[]>();
+  for (const i of items) {
+    const id = i.conversationId ?? i.id;
+    groups.set(id, [...(groups.get(id) ?? []), i]);
+  }
+  const newestFirst = (a: { receivedAt: number; id: string }, b: { receivedAt: number; id: string }) =>
+    a.receivedAt !== b.receivedAt ? b.receivedAt - a.receivedAt : a.id < b.id ? 1 : a.id > b.id ? -1 : 0;
+  const all = [...groups.entries()].map(([id, messages]): ExpectedConversation => {
+    messages.sort(newestFirst);
+    const latest = messages[0]!;
+    const importance = messages.some((m) => m.importance === 'high') ? 'high' : messages.every((m) => m.importance === 'low') ? 'low' : 'normal';
+    return {
+      id,
+      folderId,
+      subject: latest.subject,
+      preview: latest.preview,
+      from: latest.from,
+      senders: [...new Set(messages.map((m) => m.from?.address).filter((a): a is string => !!a))].sort(),
+      latestReceivedAt: new Date(latest.receivedAt).toISOString(),
+      latestItemId: latest.id,
+      messageCount: messages.length,
+      unreadCount: messages.filter((m) => !m.isRead).length,
+      flaggedCount: messages.filter((m) => m.isFlagged).length,
+      hasAttachments: messages.some((m) => m.hasAttachments),
+      importance,
+      inferenceClassification: latest.inferenceClassification,
+    };
+  });
+  all.sort((a, b) => newestFirst({ receivedAt: Date.parse(a.latestReceivedAt), id: a.id }, { receivedAt: Date.parse(b.latestReceivedAt), id: b.id }));
+  return new Map(all.slice(0, size).map((c) => [c.id, c]));
+}
+
+/** A view as the oracle states it: participants as the set of their addresses, no change key. */
+export function comparableConversation(v: ConversationView): ExpectedConversation {
+  const { participants, changeKey: _changeKey, ...rest } = v;
+  return { ...rest, senders: [...new Set(participants.map((p) => p.address))].sort() };
+}
+
+/** An app's copy of one folder's conversation list: created and updated are upserts by id, removed are deletes. */
+export class ConversationReplica {
+  conversations = new Map<string, ConversationView>();
+  token: string | undefined;
+  pages = 0;
+
+  constructor(
+    readonly world: SyncWorld,
+    readonly folderId: string,
+    readonly device: DeviceRecord,
+  ) {}
+
+  /**
+   * Applies one page; checks what the protocol promises about it: one entry per conversation, a token that moves
+   * when more is available, created newest first, and — on a page that ends the sync — exactly the window as the
+   * oracle computes it from the items (ids and every field it can state).
+   */
+  async apply(page: ConversationSyncPage, before: string | undefined) {
+    if (page.moreAvailable && page.token === before) throw new ProtocolViolation('moreAvailable with a token that did not advance');
+    const seen = new Set<string>();
+    for (const e of [...page.created, ...page.updated, ...page.removed]) {
+      if (seen.has(e.id)) throw new ProtocolViolation(`conversation ${e.id} appears twice in one page`);
+      seen.add(e.id);
+    }
+    for (let i = 1; i < page.created.length; i++) {
+      const [a, b] = [page.created[i - 1]!, page.created[i]!];
+      const [ta, tb] = [Date.parse(a.latestReceivedAt), Date.parse(b.latestReceivedAt)];
+      if (ta < tb || (ta === tb && a.id < b.id)) throw new ProtocolViolation('created is not newest first');
+    }
+    for (const r of page.removed) this.conversations.delete(r.id);
+    for (const c of [...page.created, ...page.updated]) this.conversations.set(c.id, c);
+    this.token = page.token;
+    this.pages++;
+    if (!page.moreAvailable) {
+      const expected = await expectedConversations(this.world, this.folderId, page.window.size);
+      const held = new Map([...this.conversations.values()].map((v) => [v.id, comparableConversation(v)]));
+      if (!isDeepStrictEqual(sortedEntries(held), sortedEntries(expected))) {
+        throw new ProtocolViolation(
+          `after a complete sync the replica is not the window:\nheld     ${JSON.stringify(sortedEntries(held))}\nexpected ${JSON.stringify(sortedEntries(expected))}`,
+        );
+      }
+      if (page.window.conversationsInFolder !== (await expectedConversations(this.world, this.folderId, Number.MAX_SAFE_INTEGER)).size) {
+        throw new ProtocolViolation(`window.conversationsInFolder is ${page.window.conversationsInFolder}`);
+      }
+    }
+  }
+
+  /** One request; returns the page (applied unless `lose`: a lost response leaves the token where it was). */
+  async step(opts: { maxChanges?: number; loadMore?: boolean; lose?: boolean } = {}): Promise<ConversationSyncPage> {
+    const folder = (await this.world.store.folders.byId(this.world.user.id, this.folderId))!;
+    const page = await conversationSyncOf(this.world)({
+      userId: this.world.user.id,
+      device: (await this.world.store.devices.byId(this.device.id))!,
+      folder,
+      token: this.token,
+      maxChanges: opts.maxChanges ?? 100,
+      loadMore: opts.loadMore ?? false,
+    });
+    if (!opts.lose) await this.apply(page, this.token);
+    return page;
+  }
+
+  /** Syncs until moreAvailable is false; returns the last page. */
+  async syncToEnd(maxChanges = 100, loadMore = false): Promise<ConversationSyncPage> {
+    let page = await this.step({ maxChanges, loadMore });
+    for (let guard = 0; page.moreAvailable; guard++) {
+      if (guard > 10_000) throw new ProtocolViolation('conversation sync did not terminate');
+      page = await this.step({ maxChanges });
+    }
+    return page;
+  }
+}
+
+const sortedEntries = <T>(m: Map<string, T>) => [...m.entries()].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0));
