@@ -17,6 +17,7 @@ import { hashPassword } from '../identity/passwords';
 import { mboxMessages } from '../content/mbox';
 import { computeConversationId, parseMessage, type ParsedMessage } from '../content/mime';
 import { emailFields } from '../mail/delivery';
+import { classifyFocused } from '../mailbox/focused';
 import { uidKey, type EventData, type ResponseStatus } from '../calendar/model';
 import { WELL_KNOWN_FOLDERS, type FolderKind, type NewItem, type Role, type Step, type Store } from '../store/types';
 
@@ -93,6 +94,7 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
       }
       folders.push({ kind, items });
     }
+    classifyInbox(folders, u.email, new Set(manifest.users.map((m) => m.email.toLowerCase())));
     pending.set(u.username, folders);
   }
   const t1 = performance.now();
@@ -129,6 +131,36 @@ export async function seedDemo(store: Store, opts: SeedOptions): Promise<SeedRes
   return result;
 }
 
+/** The rule headers of each demo message (Focused Inbox reads them; they are not part of the item). */
+const ruleHeaders = new WeakMap<PendingItem, Record<string, string>>();
+
+/**
+ * Focused Inbox as delivery would have judged the demo's Inbox (server/mailbox/focused.ts): colleagues are the
+ * tenant's users, contacts the user's demo contacts, correspondents the addresses of the user's Sent Items.
+ */
+function classifyInbox(folders: { kind: FolderKind; items: PendingItem[] }[], owner: string, colleagues: Set<string>): void {
+  const lower = (a: { address: string }) => a.address.toLowerCase();
+  const of = (kind: FolderKind) => folders.find((f) => f.kind === kind)?.items ?? [];
+  const wroteTo = new Set(of('sentItems').flatMap((i) => [...(i.to ?? []), ...(i.cc ?? [])].map(lower)));
+  const contacts = new Set(
+    of('contacts').flatMap((c) => ((c.data?.emailAddresses ?? []) as Array<{ address?: unknown }>).flatMap((e) => (typeof e.address === 'string' ? [e.address.toLowerCase()] : []))),
+  );
+  for (const item of of('inbox')) {
+    const from = item.from ? lower(item.from) : '';
+    item.inferenceClassification = classifyFocused({
+      from: item.from ?? null,
+      headers: ruleHeaders.get(item) ?? {},
+      subject: item.subject,
+      mailboxAddress: owner,
+      to: item.to ?? [],
+      cc: item.cc ?? [],
+      senderIsColleague: colleagues.has(from) && from !== owner.toLowerCase(),
+      senderIsContact: contacts.has(from),
+      userWroteToSender: wroteTo.has(from),
+    }).classification;
+  }
+}
+
 async function emailItems(mbox: Buffer, file: string): Promise<PendingItem[]> {
   const raws = mboxMessages(mbox);
   const items: PendingItem[] = [];
@@ -140,13 +172,15 @@ async function emailItems(mbox: Buffer, file: string): Promise<PendingItem[]> {
       throw new Error(`demo seed: message ${i + 1} of ${file} does not parse: ${(err as Error).message}`);
     }
     const state = demoState(raw);
-    items.push({
+    const item: PendingItem = {
       ...emailFields(raw, parsed),
       receivedAt: parsed.sentAt ?? FALLBACK_BASE - (raws.length - i) * 60_000,
       isRead: state.has('read'),
       isFlagged: state.has('flagged'),
       conversationId: computeConversationId(parsed),
-    });
+    };
+    ruleHeaders.set(item, parsed.headers);
+    items.push(item);
   }
   return items;
 }

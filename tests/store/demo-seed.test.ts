@@ -50,6 +50,28 @@ describe('demo seed', () => {
     expect(seedMs).toBeLessThan(20_000);
   });
 
+  test('the Inbox is classified as delivery would: people focused, newsletters and notifications other', async () => {
+    const inbox = await folderOf('alice', 'inbox');
+    const rows = store.db
+      .prepare("SELECT inference, json_extract(from_json, '$.address') AS sender FROM items WHERE folder_id = ?")
+      .all(inbox.id) as Array<{ inference: string; sender: string }>;
+    const bySender = (address: string) => new Set(rows.filter((r) => r.sender === address).map((r) => r.inference));
+    const other = rows.filter((r) => r.inference === 'other').length;
+    // Both kinds, and far from all of one: the demo's Inbox is a mix of people and machines.
+    expect(other).toBeGreaterThan(rows.length * 0.05);
+    expect(other).toBeLessThan(rows.length * 0.9);
+    // Alice's contacts write to her as people: focused, every message.
+    const contacts = new Set(
+      (store.db.prepare("SELECT lower(json_extract(e.value, '$.address')) AS a FROM items, json_each(items.data_json, '$.emailAddresses') e WHERE items.user_id = ? AND items.type = 'contact'").all(userId('alice')) as Array<{ a: string }>).map((r) => r.a),
+    );
+    const fromContacts = rows.filter((r) => contacts.has(r.sender));
+    expect(fromContacts.length).toBeGreaterThan(0);
+    expect(new Set(fromContacts.map((r) => r.inference))).toEqual(new Set(['focused']));
+    const machine = rows.find((r) => /^(no-?reply|notifications?|newsletter)/.test(r.sender));
+    expect(machine).toBeDefined();
+    expect(bySender(machine!.sender)).toEqual(new Set(['other']));
+  });
+
   test('creates the three users with their roles and documented demo passwords', async () => {
     const users = await store.users.list();
     expect(users.map((u) => [u.username, u.role, u.email])).toEqual([
