@@ -348,6 +348,7 @@ export function createApp(deps: AppDeps) {
       clock,
       // A soft reset: the device's own stream hears it at once (its tokens answer 410 viewChanged from now on).
       onSoftReset: (device) => push.notifyDevice(device.id, 'softReset', { reason: 'viewChanged', epoch: device.epoch }),
+      protection,
     },
     shared: createSharedMailboxes({ store, clock, audit: devices.audit }),
     conversations: {

@@ -13,13 +13,19 @@
  *                                                                    (v2; each key, in the order they were made
  *                                                                    active: the active one last)
  *   {"record":"user", user, mailbox}                                 (each user, then that user's:)
+ *   {"record":"sharedMailbox", userId, createdAt}                    (v3; when the user is a shared mailbox)
  *   {"record":"userCertificate", cert}                               (v2; published certificates, oldest first)
+ *   {"record":"mailboxSettings", userId, doc}                        (v3; the mailbox settings document, if any)
  *   {"record":"folder", folder}                                      (parents before their children)
  *   {"record":"item", item, body, mime, attachments}                 (blobs base64; per folder, newest first)
+ *   {"record":"sharedMailboxMember", mailboxId, memberId, fullAccess, sendAs, sendOnBehalf, createdAt, updatedAt}
+ *                                                                    (v3; after every user: each membership, by
+ *                                                                    shared mailbox)
  *   {"record":"accessConfig", doc}                                   (v2; the conditional-access document, if any)
  *   {"record":"audit", entry}                                        (the tenant's audit log, oldest first)
  *   {"record":"trailer", counts, sha256}                             (SHA-256 of every byte before this line)
- * An importer reads version 1 files too (the same records without those marked v2).
+ * An importer reads version 1 and 2 files too (the same records without those marked v2 or v3, as those versions
+ * wrote them); a record a file's version cannot hold is refused.
  *
  * Information protection moves with the tenant (version 2), or every rights-protected message would be unreadable
  * at the target: the protection keys, private keys included, the protection document and users' published
@@ -29,14 +35,28 @@
  * clear (the header's notes say so). The conditional-access document moves with the user ids in it (group members,
  * policies' included and excluded users) mapped to the new ones.
  *
+ * Mailbox views move too (version 3; issue 19): each mailbox's settings document (automatic replies, the junk lists,
+ * the Focused Inbox sender overrides: server/mailbox/settings.ts) as it is, since it holds addresses and no ids (its
+ * version starts at 1 at the target, like the tenant documents); which users are shared mailboxes, and their members
+ * with their rights, the user ids mapped to the new ones. Conversations are not in the file: the store rebuilds each
+ * folder's conversations from its items (triggers) as the items are imported, under the same conversation ids.
+ *
  * What does not move (the header says so too): devices, sign-ins (refresh tokens), outbox entries, idempotency
  * records and change history; and, keyed by device or by sign-in, device compliance, app protection states, the
  * sign-in log, user risk and MFA enrolments. A device signs in again at the new region (its old tokens name the old
- * one) and syncs from scratch, as after a mailbox reset. Ids are the target store's own: every tenant, user, folder,
- * item, rule, protection key and certificate gets a new one; blob ids are content hashes and conversation ids are
- * derived from the messages, so both carry over. Items keep their `data` as stored (a protected message's licence
- * facts, its label, its S/MIME status): `data.protection.issuer` names the tenant as the signed licence does, by
- * its old id.
+ * one) and syncs from scratch, as after a mailbox reset. Its view settings (Focused Inbox, conversations: per device,
+ * DeviceRecord.viewSettings) stay behind with it: the new device record starts with the defaults, and an app that
+ * showed another view sets it again, which costs nothing on a device that syncs from scratch anyway. Automatic-reply
+ * records (who was answered in a period) are transient bookkeeping of the source's replier and stay behind: a sender
+ * answered at the old region may be answered once more at the new one, and a reply still pending at the export is
+ * not sent. Ignored conversations stay behind too: the store can tell whether one conversation is ignored but has
+ * no list of them to read, and they are a convenience the user re-makes ("ignore" again on the next message).
+ *
+ * Ids are the target store's own: every tenant, user, folder, item, rule, protection key and certificate gets a new
+ * one; blob ids are content hashes and conversation ids are derived from the messages, so both carry over (but a
+ * message without a conversation id is a conversation of its own, named by its item id, which is new at the target).
+ * Items keep their `data` as stored (a protected message's licence facts, its label, its S/MIME status):
+ * `data.protection.issuer` names the tenant as the signed licence does, by its old id.
  *
  * Neither end is one snapshot: the export reads folder by folder. Move a tenant while it is quiet (after telling its
  * users, with its mail held at the MX), or changes made during the export may be missing from the file.
@@ -45,6 +65,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { once } from 'node:events';
+import { z } from 'zod';
 import type { Clock } from '../clock';
 import { normalizeSubject } from '../content/mime';
 import { newId } from '../ids';
@@ -60,6 +81,7 @@ import type {
   Mailbox,
   NewItem,
   ProtectionKeyRecord,
+  SharedMailboxMember,
   SortKey,
   Store,
   Tenant,
@@ -69,9 +91,9 @@ import type {
 } from '../store/types';
 
 export const TENANT_EXPORT_FORMAT = 'pigeon-tenant-export';
-export const TENANT_EXPORT_VERSION = 2;
-/** The versions an import reads: version 1 had no protection or access records. */
-const READABLE_VERSIONS: readonly number[] = [1, TENANT_EXPORT_VERSION];
+export const TENANT_EXPORT_VERSION = 3;
+/** The versions an import reads: version 1 had no protection or access records, version 2 no mailbox views. */
+const READABLE_VERSIONS: readonly number[] = [1, 2, TENANT_EXPORT_VERSION];
 
 /** What the export leaves behind, and why (in the header, for whoever reads the file). */
 export const NOT_MOVED = {
@@ -86,13 +108,18 @@ export const NOT_MOVED = {
     'signInLog',
     'userRisk',
     'mfaEnrolments',
+    'viewSettings',
+    'autoReplyRecords',
+    'ignoredConversations',
   ],
   why:
     'devices sign in again at the new region (their tokens name the old one and are answered 421 there) and start ' +
     'a fresh sync; unsent outbox entries, idempotency records and sync history belong to the old region\'s sessions; ' +
     'compliance and app protection states are per device (the compliance partner and the app report again), the ' +
     'sign-in log and risk describe sign-ins at the old region, and MFA enrolments are not read by the export: users ' +
-    'enrol again',
+    'enrol again; view settings are per device (the app sets its view again); automatic-reply records only remember ' +
+    'who was answered (a sender may be answered once more, a pending reply is not sent), and ignored conversations ' +
+    'are ignored again by their users',
 };
 
 /** Said in the header: what the file holds, for whoever keeps it. */
@@ -113,12 +140,31 @@ export interface MoveCounts {
   protectionKeys: number;
   certificates: number;
   documents: number;
+  /** Version 3 on: shared mailboxes, their memberships, mailbox settings documents (at most one per user). */
+  sharedMailboxes: number;
+  sharedMailboxMembers: number;
+  mailboxSettings: number;
 }
 
-const zeroCounts = (): MoveCounts => ({ users: 0, folders: 0, items: 0, attachments: 0, rules: 0, audit: 0, protectionKeys: 0, certificates: 0, documents: 0 });
+/** The format version each count (and so each kind of record) came with. */
+const COUNTED_SINCE: Readonly<Record<keyof MoveCounts, number>> = {
+  users: 1,
+  folders: 1,
+  items: 1,
+  attachments: 1,
+  rules: 1,
+  audit: 1,
+  protectionKeys: 2,
+  certificates: 2,
+  documents: 2,
+  sharedMailboxes: 3,
+  sharedMailboxMembers: 3,
+  mailboxSettings: 3,
+};
+const zeroCounts = (): MoveCounts => Object.fromEntries(Object.keys(COUNTED_SINCE).map((k) => [k, 0])) as unknown as MoveCounts;
 /** The counts a file of `version` carries in its header and trailer. */
 const countKeysOf = (version: number): Array<keyof MoveCounts> =>
-  version === 1 ? ['users', 'folders', 'items', 'attachments', 'rules', 'audit'] : (Object.keys(zeroCounts()) as Array<keyof MoveCounts>);
+  (Object.keys(COUNTED_SINCE) as Array<keyof MoveCounts>).filter((k) => COUNTED_SINCE[k] <= version);
 
 export interface ExportHeader {
   record: 'header';
@@ -158,19 +204,32 @@ interface ProtectionKeyLine {
   createdAt: number;
   retiredAt: number | null;
 }
+/** A membership of a shared mailbox (both ids the source's users; mapped on import). */
+type SharedMailboxMemberLine = { record: 'sharedMailboxMember' } & SharedMailboxMember;
 type BodyRecord =
   | { record: 'tenantSettings'; defaultDeviceAccessState: AccessState }
   | { record: 'deviceAccessRule'; rule: DeviceAccessRule }
   | { record: 'protectionConfig'; doc: unknown }
   | ProtectionKeyLine
   | UserRecord
+  | { record: 'sharedMailbox'; userId: string; createdAt: number }
   | { record: 'userCertificate'; cert: UserCertificate }
+  | { record: 'mailboxSettings'; userId: string; doc: unknown }
   | FolderRecord
   | ItemRecord
+  | SharedMailboxMemberLine
   | { record: 'accessConfig'; doc: unknown }
   | { record: 'audit'; entry: AuditEntry };
-/** Records a version 1 file cannot hold. */
-const V2_RECORDS = new Set(['protectionConfig', 'protectionKey', 'userCertificate', 'accessConfig']);
+/** The records that came after version 1, with the version that added them: an older file cannot hold them. */
+const RECORD_SINCE: Readonly<Partial<Record<string, number>>> = {
+  protectionConfig: 2,
+  protectionKey: 2,
+  userCertificate: 2,
+  accessConfig: 2,
+  sharedMailbox: 3,
+  sharedMailboxMember: 3,
+  mailboxSettings: 3,
+};
 interface Trailer {
   record: 'trailer';
   counts: MoveCounts;
@@ -192,7 +251,9 @@ export class TenantImportFailed extends Error {
         (created.tenant ? `tenant ${JSON.stringify(created.tenant.name)} (${created.tenant.id})` : 'no tenant') +
         `, users: ${users}; ${created.folders} folder(s), ${created.items} item(s), ${created.rules} rule(s), ` +
         `${created.protectionKeys} protection key(s), ${created.certificates} certificate(s), ${created.documents} document(s), ` +
-        `${created.audit} audit entries. Remove them (README, "Regions") before importing the file again.`,
+        `${created.sharedMailboxes} shared mailbox(es) with ${created.sharedMailboxMembers} membership(s), ` +
+        `${created.mailboxSettings} mailbox settings document(s), ${created.audit} audit entries. ` +
+        `Remove them (README, "Regions") before importing the file again.`,
     );
     this.name = 'TenantImportFailed';
   }
@@ -207,6 +268,9 @@ export interface ImportCreated {
   protectionKeys: number;
   certificates: number;
   documents: number;
+  sharedMailboxes: number;
+  sharedMailboxMembers: number;
+  mailboxSettings: number;
   audit: number;
 }
 
@@ -356,6 +420,18 @@ function openedPrivateKey(sealer: KeySealer, key: ProtectionKeyRecord): string {
 }
 
 /**
+ * A mailbox settings document as the store holds it, parsed. The settings reader takes a document that is not JSON
+ * for the defaults; the export refuses it instead, so that no setting is silently dropped on the way.
+ */
+function storedSettingsDoc(userId: string, doc: string): unknown {
+  try {
+    return JSON.parse(doc) as unknown;
+  } catch {
+    throw new TenantMoveError(`the mailbox settings of user ${userId} are not JSON: have the user (or an admin) set them again, then export`);
+  }
+}
+
+/**
  * `tenant export`: writes the tenant's file (refusing to overwrite one), then appends `tenant.exported` to its audit
  * log. The records go to a side file first, so that the header can carry the exact counts; the final file is then
  * header + records + trailer, renamed into place only when complete.
@@ -393,13 +469,26 @@ export async function exportTenant(store: Store, tenantId: string, file: string,
         counts.protectionKeys++;
       }
       const users = (await store.users.list()).filter((u) => u.tenantId === tenantId);
+      const sharedIds = new Set<string>();
       for (const user of users) {
         await write({ record: 'user', user, mailbox: (await store.mailboxes.get(user.id)) ?? null });
         counts.users++;
+        const shared = await store.sharedMailboxes.get(user.id);
+        if (shared) {
+          await write({ record: 'sharedMailbox', userId: user.id, createdAt: shared.createdAt });
+          counts.sharedMailboxes++;
+          sharedIds.add(user.id);
+        }
         // The store lists them newest first; the file, oldest first.
         for (const cert of (await store.protection.certificates(user.id)).reverse()) {
           await write({ record: 'userCertificate', cert });
           counts.certificates++;
+        }
+        const settings = await store.mailboxSettings.get(user.id);
+        if (settings) {
+          // The document, not its version (the target's starts at 1); it names addresses only, so it moves as it is.
+          await write({ record: 'mailboxSettings', userId: user.id, doc: storedSettingsDoc(user.id, settings.doc) });
+          counts.mailboxSettings++;
         }
         const folders = parentsFirst(await store.folders.listByUser(user.id));
         for (const { mailboxState: _state, ...folder } of folders) {
@@ -421,6 +510,17 @@ export async function exportTenant(store: Store, tenantId: string, file: string,
           }
         }
         progress(`exported user ${user.username}: ${folders.length} folders (${counts.items} items so far)`);
+      }
+      // After every user: a membership names two of them. Only between users in the file (a shared mailbox or a user
+      // created while this ran is not in it, and neither are its memberships).
+      const exported = new Set(users.map((u) => u.id));
+      for (const mailboxId of sharedIds) {
+        for (const member of await store.sharedMailboxes.members(mailboxId)) {
+          if (!exported.has(member.memberId)) continue;
+          const { mailboxId: mailbox, memberId, fullAccess, sendAs, sendOnBehalf, createdAt, updatedAt } = member;
+          await write({ record: 'sharedMailboxMember', mailboxId: mailbox, memberId, fullAccess, sendAs, sendOnBehalf, createdAt, updatedAt });
+          counts.sharedMailboxMembers++;
+        }
       }
       // After the users: the document names them, and the import maps their ids to the new ones.
       const access = await store.access.config(tenantId);
@@ -530,6 +630,9 @@ async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader 
     userCertificate: 'certificates',
     protectionConfig: 'documents',
     accessConfig: 'documents',
+    sharedMailbox: 'sharedMailboxes',
+    sharedMailboxMember: 'sharedMailboxMembers',
+    mailboxSettings: 'mailboxSettings',
   };
   for await (const line of fileLines(file)) {
     // The line before this one was not the trailer: it is covered by the checksum.
@@ -542,12 +645,12 @@ async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader 
           throw new TenantMoveError(`not a Pigeon tenant export (its first line is no ${TENANT_EXPORT_FORMAT} header)`);
         }
         if (typeof parsed.version !== 'number' || !READABLE_VERSIONS.includes(parsed.version)) {
-          throw new TenantMoveError(`export format version ${String(parsed.version)} is not supported (this server reads versions ${READABLE_VERSIONS.join(' and ')})`);
+          throw new TenantMoveError(`export format version ${String(parsed.version)} is not supported (this server reads versions ${READABLE_VERSIONS.join(', ')})`);
         }
         header = parsed as unknown as ExportHeader;
         yield { header };
       } else {
-        const kind = header.version === 1 && V2_RECORDS.has(parsed.record) ? undefined : countOf[parsed.record];
+        const kind = (RECORD_SINCE[parsed.record] ?? 1) > header.version ? undefined : countOf[parsed.record];
         if (kind) counts[kind]++;
         else if (parsed.record !== 'tenantSettings') throw new TenantMoveError(`line ${number}: unknown record ${JSON.stringify(parsed.record)}`);
         if (parsed.record === 'item') counts.attachments += (parsed.attachments as unknown[]).length;
@@ -561,7 +664,7 @@ async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader 
   if (trailer.record !== 'trailer') throw new TenantMoveError('the file has no trailer (was it cut short?)');
   const sha256 = hash.digest('hex');
   if (trailer.sha256 !== sha256) throw new TenantMoveError(`checksum mismatch: the trailer says ${trailer.sha256}, the file's content is ${sha256}: the file is damaged`);
-  // A version 1 file counts fewer kinds of record (and has none of the others: they were refused above).
+  // An older file counts fewer kinds of record (and has none of the others: they were refused above).
   const keys = countKeysOf(header.version);
   const same = (a: Partial<MoveCounts> | undefined) => keys.every((k) => a?.[k] === counts[k]);
   if (!same(trailer.counts) || !same(header.counts)) {
@@ -574,7 +677,7 @@ async function* readExport(file: string): AsyncGenerator<{ header: ExportHeader 
 export interface VerifiedExport {
   header: ExportHeader;
   sha256: string;
-  /** Every kind counted (a version 1 file has no protection keys, certificates or documents: 0). */
+  /** Every kind counted (0 for the kinds a file of an older version cannot hold). */
   counts: MoveCounts;
   usernames: string[];
   /** Every string the audit records name: the items among them get their new id remembered on import. */
@@ -586,6 +689,55 @@ function invalidDocument(what: string, err: unknown): TenantMoveError {
   const fields = (err as { extra?: { errors?: Array<{ field: string; message: string }> } })?.extra?.errors ?? [];
   const detail = fields.slice(0, 5).map((f) => `${f.field}: ${f.message}`).join('; ');
   return new TenantMoveError(`the ${what} in the file is not valid here (${detail || (err as Error)?.message || String(err)}): the file is damaged or from an incompatible version`);
+}
+
+/**
+ * A mailbox settings document the target can read back as it was written (server/mailbox/settings.ts). That reader
+ * is lenient by design: a member that is missing (a document of an older server) takes its default, and so does one
+ * of the wrong type, which for a moved document would drop a setting without a word. So the import accepts missing
+ * members and members it does not know (which the reader ignores), and refuses a member of the wrong shape.
+ */
+const StoredMailboxSettings = z.looseObject({
+  automaticReplies: z
+    .looseObject({
+      status: z.enum(['disabled', 'alwaysEnabled', 'scheduled']),
+      scheduledStart: z.number().nullable(),
+      scheduledEnd: z.number().nullable(),
+      internalReply: z.string(),
+      externalReply: z.string(),
+      externalAudience: z.enum(['none', 'contactsOnly', 'all']),
+    })
+    .partial()
+    .optional(),
+  autoReplyPeriod: z.string().optional(),
+  junk: z.looseObject({ safeSenders: z.array(z.string()), blockedSenders: z.array(z.string()) }).partial().optional(),
+  focusedOverrides: z.array(z.looseObject({ sender: z.string(), classification: z.enum(['focused', 'other']) })).optional(),
+});
+
+function checkMailboxSettings(userId: string, doc: unknown): void {
+  const checked = StoredMailboxSettings.safeParse(doc);
+  if (checked.success) return;
+  const detail = checked.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(document)'}: ${i.message}`).join('; ');
+  throw new TenantMoveError(`the mailbox settings of user ${userId} in the file are not valid here (${detail}): the file is damaged or from an incompatible version`);
+}
+
+const isBoolean = (v: unknown): v is boolean => typeof v === 'boolean';
+const isTime = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * A membership the target can hold as it was: both users earlier in the file, the mailbox marked shared before it
+ * and no member a shared mailbox itself, its rights and times of the right type, and sending only with full access
+ * (what the admin API allows: server/mailbox/shared.ts).
+ */
+function checkMembership(m: SharedMailboxMemberLine, users: ReadonlySet<string>, shared: ReadonlySet<string>): void {
+  const what = `the membership of user ${String(m.memberId)} in shared mailbox ${String(m.mailboxId)}`;
+  if (!shared.has(m.mailboxId)) throw new TenantMoveError(`${what} comes before that mailbox is marked shared, or it is no user of the file: the file is damaged`);
+  if (!users.has(m.memberId)) throw new TenantMoveError(`${what} names no user before it in the file: the file is damaged`);
+  if (shared.has(m.memberId)) throw new TenantMoveError(`${what}: a shared mailbox cannot be a member: the file is damaged`);
+  if (![m.fullAccess, m.sendAs, m.sendOnBehalf].every(isBoolean) || !isTime(m.createdAt) || !isTime(m.updatedAt)) {
+    throw new TenantMoveError(`${what} has rights or times of the wrong type: the file is damaged`);
+  }
+  if (!m.fullAccess && (m.sendAs || m.sendOnBehalf)) throw new TenantMoveError(`${what} may send without full access, which this server does not allow: the file is damaged`);
 }
 
 /** A key whose private key does not open what its certificate protected is refused before anything is written. */
@@ -618,9 +770,10 @@ function checkRotationChain(keys: ProtectionKeyLine[]): void {
 
 /**
  * Reads the whole file once and checks it: the header's format and version, every line a record, users before their
- * folders and certificates, folders before their children and items, the access document after every user, the
- * documents valid here, each protection key's pair and their rotation order, the counts, and the trailer's SHA-256.
- * Writes nothing.
+ * folders, certificates, settings and shared-mailbox marks, folders before their children and items, memberships
+ * after both their users and the mailbox's mark, the access document after every user, the documents and settings
+ * valid here, each protection key's pair and their rotation order, the counts, and the trailer's SHA-256. Writes
+ * nothing.
  */
 export async function verifyExport(file: string): Promise<VerifiedExport> {
   let header: ExportHeader | undefined;
@@ -631,6 +784,11 @@ export async function verifyExport(file: string): Promise<VerifiedExport> {
   const keys: ProtectionKeyLine[] = [];
   const certificates = new Set<string>();
   const documents = new Set<string>();
+  const shared = new Set<string>();
+  const settings = new Set<string>();
+  /** The memberships read so far (`mailboxId memberId`), and every member: a shared mailbox is none of them. */
+  const memberships = new Set<string>();
+  const members = new Set<string>();
   for await (const part of readExport(file)) {
     if ('header' in part) header = part.header;
     else if ('trailer' in part) {
@@ -659,6 +817,23 @@ export async function verifyExport(file: string): Promise<VerifiedExport> {
         const key = `${r.cert.userId} ${r.cert.fingerprint}`;
         if (certificates.has(key)) throw new TenantMoveError(`certificate ${r.cert.id} is in the file twice for one user: the file is damaged`);
         certificates.add(key);
+      } else if (r.record === 'sharedMailbox') {
+        if (!users.has(r.userId)) throw new TenantMoveError(`shared mailbox ${String(r.userId)} comes before its user: the file is damaged`);
+        if (shared.has(r.userId)) throw new TenantMoveError(`shared mailbox ${r.userId} is in the file twice: the file is damaged`);
+        if (members.has(r.userId)) throw new TenantMoveError(`shared mailbox ${r.userId} is a member of another: the file is damaged`);
+        if (!isTime(r.createdAt)) throw new TenantMoveError(`shared mailbox ${r.userId} has no creation time: the file is damaged`);
+        shared.add(r.userId);
+      } else if (r.record === 'sharedMailboxMember') {
+        checkMembership(r, users, shared);
+        const key = `${r.mailboxId} ${r.memberId}`;
+        if (memberships.has(key)) throw new TenantMoveError(`the membership of user ${r.memberId} in shared mailbox ${r.mailboxId} is in the file twice: the file is damaged`);
+        memberships.add(key);
+        members.add(r.memberId);
+      } else if (r.record === 'mailboxSettings') {
+        if (!users.has(r.userId)) throw new TenantMoveError(`the mailbox settings of user ${String(r.userId)} come before the user: the file is damaged`);
+        if (settings.has(r.userId)) throw new TenantMoveError(`the mailbox settings of user ${r.userId} are in the file twice: the file is damaged`);
+        settings.add(r.userId);
+        checkMailboxSettings(r.userId, r.doc);
       } else if (r.record === 'protectionConfig' || r.record === 'accessConfig') {
         if (documents.has(r.record)) throw new TenantMoveError(`the file has two ${r.record} records: the file is damaged`);
         documents.add(r.record);
@@ -769,8 +944,9 @@ export interface ImportResult {
 /**
  * `tenant import`: verifies the file (verifyExport), refuses a tenant or username that exists in this store, then
  * recreates the tenant in `region` in bounded units of work: the tenant with its settings and rules, each user with
- * their mailbox, each folder, items a page at a time, the audit log a page at a time (each entry re-appended with
- * `details.imported`), and finally `tenant.imported`. A failure after the first write is a TenantImportFailed naming
+ * their mailbox (then its shared-mailbox mark and its settings document), each folder, items a page at a time, each
+ * membership of a shared mailbox, the audit log a page at a time (each entry re-appended with `details.imported`),
+ * and finally `tenant.imported`. A failure after the first write is a TenantImportFailed naming
  * what was created. Resuming a failed import is not supported: remove what it created and import again.
  */
 export async function importTenant(store: Store, file: string, region: string, options: MoveOptions): Promise<ImportResult> {
@@ -789,7 +965,19 @@ export async function importTenant(store: Store, file: string, region: string, o
   for (const username of verified.usernames) if (await store.users.byUsername(username)) taken.push(username);
   if (taken.length) throw new TenantMoveError(`refused: username(s) already in use in this store: ${taken.join(', ')}`);
 
-  const created: ImportCreated = { users: [], folders: 0, items: 0, rules: 0, protectionKeys: 0, certificates: 0, documents: 0, audit: 0 };
+  const created: ImportCreated = {
+    users: [],
+    folders: 0,
+    items: 0,
+    rules: 0,
+    protectionKeys: 0,
+    certificates: 0,
+    documents: 0,
+    sharedMailboxes: 0,
+    sharedMailboxMembers: 0,
+    mailboxSettings: 0,
+    audit: 0,
+  };
   // Old id → new id. Items only when an audit entry names them (a mailbox's item ids are not held).
   const ids = new Map<string, string>();
   // Users only: the access document's ids are mapped with this, never with another kind's.
@@ -935,6 +1123,28 @@ export async function importTenant(store: Store, file: string, region: string, o
           const added = await store.protection.addCertificate({ ...cert, id: newId(), tenantId, userId: userIds.get(cert.userId)! });
           if (!added) throw new TenantMoveError(`certificate ${cert.id} of user ${cert.userId} is already published for that user`);
           created.certificates++;
+          break;
+        }
+        case 'sharedMailbox': {
+          // Marked with its creation time at the source (the user record carried the user's own).
+          const made = await store.sharedMailboxes.create(userIds.get(r.userId)!, r.createdAt);
+          if (made.createdAt !== r.createdAt) throw new TenantMoveError(`the new user of shared mailbox ${r.userId} was shared already`);
+          created.sharedMailboxes++;
+          break;
+        }
+        case 'sharedMailboxMember': {
+          const { fullAccess, sendAs, sendOnBehalf, createdAt, updatedAt } = r;
+          const mailboxId = userIds.get(r.mailboxId)!;
+          const memberId = userIds.get(r.memberId)!;
+          await store.sharedMailboxes.putMember({ mailboxId, memberId, fullAccess, sendAs, sendOnBehalf, createdAt, updatedAt });
+          created.sharedMailboxMembers++;
+          break;
+        }
+        case 'mailboxSettings': {
+          // Version 1 of the target's document, as for the tenant documents; its text as the source stored it.
+          const put = await store.mailboxSettings.put(userIds.get(r.userId)!, JSON.stringify(r.doc), 0, clock.now());
+          if (!put) throw new TenantMoveError(`the new mailbox of user ${r.userId} has settings already`);
+          created.mailboxSettings++;
           break;
         }
         case 'accessConfig': {

@@ -243,7 +243,7 @@ async function kept(route: Route, call: RequestCall, req: Request, o: TableOptio
   const userId = call.auth.userId;
   // A raw body (a message, a vCard file) is hashed as its bytes, not as the JSON of a Buffer (several times larger).
   const body: unknown = Buffer.isBuffer(req.body) ? { sha256: crypto.createHash('sha256').update(req.body).digest('hex') } : req.body ?? null;
-  // The mailbox is part of the request: one key reused on another mailbox is another request (a 422, not a replay).
+  // The mailbox is part of the request: one key reused on another mailbox is another request (refused as a reused key, never replayed).
   const hash = requestHash([req.method, req.originalUrl, body, ...(req.headers[MAILBOX_HEADER] === undefined ? [] : [String(req.headers[MAILBOX_HEADER])])]);
   const prior = await o.idempotency.replay(userId, key, hash);
   if (prior) {

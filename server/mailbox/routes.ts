@@ -5,12 +5,15 @@
  */
 import { z } from 'zod';
 import { errors } from '../errors';
-import type { Route } from '../http/table';
+import type { Call, Route } from '../http/table';
 import { parse } from '../http/validate';
 import { mailboxOf } from '../http/mailbox';
 import type { DeviceRecord, Store, ViewSettings } from '../store/types';
 import type { Clock } from '../clock';
 import { AutomaticRepliesInput, JunkInput, senderEntry } from './settings';
+import type { ProtectionService } from '../protection/service';
+import { readerOf } from '../protection/reader';
+import type { ItemView } from '../views';
 import type { MailboxService } from './service';
 
 const Classify = z.strictObject({ classification: z.enum(['focused', 'other']), always: z.boolean().optional() });
@@ -34,6 +37,8 @@ export interface MailboxRouteDeps {
   clock: Clock;
   /** Told of a device whose view settings changed (push sends its stream `softReset`). */
   onSoftReset?: (device: DeviceRecord) => void;
+  /** Protected mail in answers is shown as the calling device may see it (as PATCH and move do). */
+  protection?: ProtectionService;
 }
 
 export function viewSettingsView(device: DeviceRecord): ViewSettings & { epoch: number } {
@@ -41,6 +46,14 @@ export function viewSettingsView(device: DeviceRecord): ViewSettings & { epoch: 
 }
 
 export function mailboxRoutes(d: MailboxRouteDeps): Route[] {
+  const { protection } = d;
+  /** `present` of an answer carrying `item` (http/table.ts: applied after an idempotent answer is kept). */
+  const presentItem = protection
+    ? async (call: Call, body: unknown) => {
+        const answer = body as { item: ItemView };
+        return { ...answer, item: await protection.overlay(answer.item, readerOf(call)) };
+      }
+    : undefined;
   return [
     {
       method: 'GET',
@@ -85,6 +98,7 @@ export function mailboxRoutes(d: MailboxRouteDeps): Route[] {
       method: 'POST',
       path: '/v1/items/:itemId/classify',
       idempotent: true,
+      present: presentItem,
       handler: async (call) => {
         const body = parse(Classify, call.body);
         return { body: await d.mailbox.classify(mailboxOf(call), call.params.itemId!, { classification: body.classification, always: body.always ?? false }) };
@@ -94,6 +108,7 @@ export function mailboxRoutes(d: MailboxRouteDeps): Route[] {
       method: 'POST',
       path: '/v1/items/:itemId/report-junk',
       idempotent: true,
+      present: presentItem,
       handler: async (call) => ({ body: await d.mailbox.reportJunk(mailboxOf(call), call.params.itemId!, parse(ReportJunk, call.body).verdict) }),
     },
     {

@@ -69,7 +69,7 @@ export function createSharedMailboxes(deps: { store: Store; clock: Clock; audit:
     async create(actor: Actor, input: z.infer<typeof CreateShared>) {
       const now = clock.now();
       if ((await store.users.byEmail(input.email)).length) {
-        throw new ApiError(409, 'conflict', 'A mailbox with this address already exists.');
+        throw errors.invalidRequest('A mailbox with this address already exists.', [{ field: 'email', message: 'taken' }]);
       }
       const shared = await store.run(function* (tx) {
         const user = yield* tx.users.create(

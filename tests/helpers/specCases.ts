@@ -16,9 +16,10 @@
  * - `hostileCases()` — the hostile-input corpus, per operation;
  * - `shapedValue()` — fast-check arbitraries for values shaped like a schema but often wrong;
  * - `buildWorld()` — the fixtures the cases run against: users in two tenants, each with a registered device,
- *   folders, mail with attachments, sync tokens, a published S/MIME certificate, a meeting it organises (with an
- *   attendee outside the server) and a contact, and an administrator per tenant with an access rule and one (inert)
- *   entry of each kind in its tenant's access configuration;
+ *   folders, mail with attachments, sync tokens (hierarchy, item and conversation), a published S/MIME certificate,
+ *   a meeting it organises (with an attendee outside the server), a contact and a shared mailbox it is the one
+ *   member of, and an administrator per tenant with an access rule, a shared mailbox without members and one
+ *   (inert) entry of each kind in its tenant's access configuration;
  * - `testCompliancePartner()` — a compliance partner of the test's own, to sign requests to the partner API (whose
  *   operations are `access: 'partner'`: no token reaches them).
  */
@@ -30,6 +31,7 @@ import { HTTP_METHODS, loadSpec, pointer, resolvePointer } from './openapi';
 import { opensslWorkspace } from './openssl';
 import type { TestContext } from './testApp';
 import { signPartnerRequest } from '../../server/access/compliancePartner';
+import { createSharedMailboxes } from '../../server/mailbox/shared';
 
 // The document is a free-form JSON tree here.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -194,7 +196,19 @@ export type IdKind =
   /** A calendar folder (events are created in, viewed and exported from one): the user's own, like a folder. */
   | 'calendarFolder'
   /** A contacts folder (contacts are created in, imported into and exported from one). */
-  | 'contactsFolder';
+  | 'contactsFolder'
+  /**
+   * Mailbox views (issue 19). A conversation id: derived from the Message-IDs of the thread, so it names a thread
+   * of the caller's own mailbox; another user's conversation is 404 conversationNotFound, as one that exists nowhere.
+   */
+  | 'conversation'
+  | 'conversationSyncToken'
+  /**
+   * A shared mailbox, by id or address: in `X-Mailbox` (a user's: the one it is the member of), or an
+   * administrator's tenant's (`/admin/v1/shared-mailboxes/{mailboxId}`). A shared mailbox the caller is not a
+   * member of, or of another tenant, is answered exactly as one that exists nowhere.
+   */
+  | 'sharedMailbox';
 
 /** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
 export interface NotAnId {
@@ -317,6 +331,20 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
     'body:deliveryRules.*.id': { notAnId: "the id the administrator gives a delivery rule of its tenant's own document" },
     'body:deliveryRules.*.when.labelIds': { notAnId: 'labels of the same document (a reference to none is 400)' },
   },
+  // Mailbox views (issue 19).
+  'GET /v1/folders/{folderId}/conversations/sync': { 'path:folderId': 'folder', 'query:token': 'conversationSyncToken' },
+  // The held ids are compared with the folder's window, never looked up elsewhere: one of another user's item is
+  // answered `removed: deleted`, exactly as an id that exists nowhere (tests/security/bola.test.ts ANSWERED_AS_ABSENT).
+  'POST /v1/folders/{folderId}/items/resync': { 'path:folderId': 'folder', 'body:held.*.id': 'item' },
+  'POST /v1/conversations/{conversationId}/actions': { 'path:conversationId': 'conversation', 'body:folderId': 'folder', 'body:destinationFolderId': 'folder' },
+  'POST /v1/items/{itemId}/classify': { 'path:itemId': 'item' },
+  'POST /v1/items/{itemId}/report-junk': { 'path:itemId': 'item' },
+  'DELETE /v1/mailbox/settings/focused-overrides': {
+    'query:sender': { notAnId: "a sender address in the caller's own mailbox settings (none there: 404)", value: 'sec-nobody@example.com' },
+  },
+  'GET /admin/v1/shared-mailboxes/{mailboxId}': { 'path:mailboxId': 'sharedMailbox' },
+  'PUT /admin/v1/shared-mailboxes/{mailboxId}/members/{userId}': { 'path:mailboxId': 'sharedMailbox', 'path:userId': 'user' },
+  'DELETE /admin/v1/shared-mailboxes/{mailboxId}/members/{userId}': { 'path:mailboxId': 'sharedMailbox', 'path:userId': 'user' },
   // No user's or administrator's token reaches it (tests/security/hostile.test.ts: unsigned is 401 whatever else the
   // request holds). Which tenants' devices a signed request may reach is the partner's configured tenants (403
   // otherwise), proven with real signatures by tests/e2e/conditional-access.test.ts.
@@ -328,6 +356,11 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
 
 /** Every `/v1` operation takes the calling device's id in this header. */
 export const DEVICE_HEADER = 'X-Device-Id';
+/**
+ * The operations that act on mailbox data take a shared mailbox in this header (kind `sharedMailbox`; the
+ * document's *Shared mailboxes*); every other operation refuses it.
+ */
+export const MAILBOX_HEADER = 'X-Mailbox';
 
 /** Query parameters that are not ids, by name (any operation). */
 export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bodyType', 'permanent', 'inline', 'q', 'limit', 'clientType', 'deviceModel', 'accessState', 'before', 'decision', 'since', 'start', 'end', 'occurrence']);
@@ -663,6 +696,29 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   'PUT /admin/v1/users/{userId}/directory': (c) => ({ title: 'Security suite title', department: 'Security', office: 'Room 1', phone: '+1 555 0102', managerId: c.id('user', 'body:managerId') }),
   // The caller's own line (an administrator is a user of its tenant), with no manager.
   'POST /admin/v1/directory/import': (c) => Buffer.from(`username,title,department,office,phone,mobile,manager\r\n${c.username},Security suite title,Security,Room 1,+1 555 0102,,\r\n`),
+  // Mailbox views (issue 19). The view settings are the defaults: a valid request is no soft reset.
+  'PUT /v1/devices/current/view-settings': () => ({ focusedInbox: true, threaded: false }),
+  'PUT /v1/mailbox/settings/automatic-replies': () => ({
+    status: 'scheduled',
+    scheduledStart: '2027-07-01T09:00:00+02:00',
+    scheduledEnd: '2027-07-15T18:00:00+02:00',
+    internalReply: 'Away until 15 July.',
+    externalReply: 'Away until 15 July; I will answer when I am back.',
+    externalAudience: 'contactsOnly',
+  }),
+  'PUT /v1/mailbox/settings/junk': () => ({ safeSenders: ['sec-partner.example'], blockedSenders: ['sec-offers@spam.example.invalid'] }),
+  'POST /v1/items/{itemId}/classify': () => ({ classification: 'focused', always: false }),
+  // `notJunk`: the world's mail stays in the Inbox (its sender goes on the safe list).
+  'POST /v1/items/{itemId}/report-junk': () => ({ verdict: 'notJunk' }),
+  'POST /v1/folders/{folderId}/items/resync': (c) => ({ held: [{ id: c.id('item', 'body:held.*.id') }], bodyBytes: 64 }),
+  // The world's first conversation is in the Inbox (the resolver's folder), and moves to the caller's own folder.
+  'POST /v1/conversations/{conversationId}/actions': (c) => ({
+    action: 'move',
+    folderId: c.id('folder', 'body:folderId'),
+    destinationFolderId: c.id('folder', 'body:destinationFolderId'),
+  }),
+  'POST /admin/v1/shared-mailboxes': () => ({ email: `${unique('sec-desk')}@shared.example`, displayName: 'Security suite desk' }),
+  'PUT /admin/v1/shared-mailboxes/{mailboxId}/members/{userId}': () => ({ fullAccess: true }),
 };
 
 export function validBody(op: SpecOperation, c: BodyContext): unknown {
@@ -699,7 +755,7 @@ export interface CaseContext extends BodyContext {
   maxBodyBytes: number;
 }
 
-const NOT_FOUND = ['itemNotFound', 'folderNotFound', 'notFound'];
+const NOT_FOUND = ['itemNotFound', 'folderNotFound', 'conversationNotFound', 'notFound'];
 
 /** Path segments that must name nothing (all answer 404 after decoding). */
 const GARBAGE_IDS: Array<[string, string]> = [
@@ -839,7 +895,7 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
       // The app's "simple" query parser makes a repeated parameter an array (and `a[b]=c` a parameter named `a[b]`).
       add(op, `query ${q.name} given twice`, { url: withQuery(`${q.name}=1&${q.name}=2`), expect: [400], codes: ['invalidRequest'] });
       if (slot === 'folder' || slot === 'calendarFolder' || slot === 'contactsFolder') add(op, `query ${q.name} naming no folder`, { url: withQuery(`${q.name}=${encodeURIComponent("' OR 1=1 --")}`), expect: [404], codes: ['folderNotFound'] });
-      if (slot === 'folderSyncToken' || slot === 'itemSyncToken') {
+      if (slot === 'folderSyncToken' || slot === 'itemSyncToken' || slot === 'conversationSyncToken') {
         add(op, `query ${q.name} forged`, { url: withQuery(`${q.name}=${'A'.repeat(40)}`), expect: [400], codes: ['invalidToken'] });
         add(op, `query ${q.name} over 2 KiB`, { url: withQuery(`${q.name}=${'A'.repeat(3000)}`), expect: [400], codes: ['invalidRequest', 'invalidToken'] });
       }
@@ -858,13 +914,22 @@ export function hostileCases(c: CaseContext, ops: SpecOperation[] = specOperatio
     if (op.headers.includes('If-Match')) {
       add(op, 'an If-Match of 100 characters', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': `"${'x'.repeat(100)}"` }, expect: [400], codes: ['invalidRequest'] });
       // A versioned document's tag is its version (`"<n>"`): one it is not at. An item's is its change key.
-      const versioned = op.parameterRefs?.some((r) => r === 'AccessConfigIfMatch' || r === 'ProtectionIfMatch');
+      const versioned = op.parameterRefs?.some((r) => r === 'AccessConfigIfMatch' || r === 'ProtectionIfMatch' || r === 'MailboxSettingsIfMatch');
       const stale = versioned ? '"999999999"' : '"stale-change-key"';
       add(op, 'an If-Match that is stale', { headers: { ...c.credentials(op), 'Content-Type': contentTypeOf(op), 'If-Match': stale }, expect: [412], codes: ['conflict'] });
     }
     if (op.headers.includes('Range')) {
       add(op, 'a range beyond the end', { headers: { ...c.credentials(op), Range: 'bytes=99999999-' }, expect: [416], codes: ['rangeNotSatisfiable'] });
       add(op, 'a range of 20-digit numbers', { headers: { ...c.credentials(op), Range: 'bytes=99999999999999999999-99999999999999999999' }, expect: [416], codes: ['rangeNotSatisfiable'] });
+    }
+    // X-Mailbox: the mailbox operations resolve it before they run; every other operation refuses it.
+    const withMailbox = (value: string) => ({ ...c.credentials(op), ...(op.body ? { 'Content-Type': contentTypeOf(op) } : {}), [MAILBOX_HEADER]: value });
+    if (op.headers.includes(MAILBOX_HEADER)) {
+      add(op, 'X-Mailbox naming no mailbox', { headers: withMailbox('sec-no-such-mailbox@example.com'), expect: [404], codes: ['mailboxNotFound'] });
+      add(op, 'X-Mailbox of 321 characters', { headers: withMailbox('m'.repeat(321)), expect: [400], codes: ['invalidRequest'] });
+      add(op, 'X-Mailbox with a control character', { headers: withMailbox('sec-shared\tmailbox@example.com'), expect: [400], codes: ['invalidRequest'] });
+    } else if (op.access === 'user' || op.access === 'admin') {
+      add(op, 'X-Mailbox on an operation that takes none', { headers: withMailbox(c.email), expect: [400], codes: ['invalidRequest'] });
     }
   }
   return cases;
@@ -902,6 +967,7 @@ function strangerSignature(op: SpecOperation, c: CaseContext): Record<string, st
 const OWN_BODY_LIMITS: Record<string, number> = {
   'POST /v1/contacts/import': 5 * 1024 * 1024,
   'PUT /v1/contacts/{itemId}/photo': 1024 * 1024,
+  'POST /v1/folders/{folderId}/items/resync': 512 * 1024,
 };
 
 /** Bodies that are broken as bytes, as JSON, or against the schema; wrong media types and encodings; over-size. */
@@ -1111,6 +1177,9 @@ const emptyIds = (): Record<IdKind, string[]> => ({
   contact: [],
   calendarFolder: [],
   contactsFolder: [],
+  conversation: [],
+  conversationSyncToken: [],
+  sharedMailbox: [],
 });
 
 async function token(api: Agent, form: Record<string, string>): Promise<string> {
@@ -1143,6 +1212,7 @@ export async function buildWorld(ctx: TestContext, api: Agent, plan: PartyPlan[]
     parties[name] = p;
     if (role === 'user') await furnishUser(ctx, api, p);
   }
+  const shared = await furnishSharedMailboxes(ctx, Object.values(parties));
   for (const admin of Object.values(parties).filter((p) => p.role === 'admin')) {
     const auth = { Authorization: `Bearer ${admin.token}` };
     const rule = await expectStatus(
@@ -1160,10 +1230,36 @@ export async function buildWorld(ctx: TestContext, api: Agent, plan: PartyPlan[]
     // The administrator is a user of its tenant too (last, so ids.user[0] stays a user with a mailbox): a tenant of
     // an administrator alone still has a user to evaluate or to judge the risk of.
     admin.ids.user.push(admin.userId);
+    // Its own desk first (a valid membership change then touches no user's shared mailbox), then its users'.
+    admin.ids.sharedMailbox.push(...shared.filter((m) => m.tenantId === admin.tenantId).sort((a, b) => Number(b.owner === admin.name) - Number(a.owner === admin.name)).map((m) => m.id));
     const entries = await furnishAccessConfig(api, admin);
     admin.fingerprints.push(admin.userId, admin.email, rule.id, ...entries);
   }
   return parties;
+}
+
+/**
+ * A shared mailbox per party, made by the server's own shared-mailbox service (as `POST /admin/v1/shared-mailboxes`
+ * makes them; a world need not have an administrator in every tenant): for a user, `team.<name>@shared.example`, of
+ * which it is the one member (full access and send-as), so another user naming it in `X-Mailbox` is a non-member;
+ * for an administrator, `desk.<name>@shared.example`, without members. The addresses contain no party's address or
+ * another party's mailbox's address, so a leak scan that finds one found that mailbox.
+ */
+async function furnishSharedMailboxes(ctx: TestContext, parties: Party[]): Promise<Array<{ id: string; tenantId: string; owner: string }>> {
+  const service = createSharedMailboxes({ store: ctx.store, clock: ctx.clock, audit: ctx.built.devices.audit });
+  const made: Array<{ id: string; tenantId: string; owner: string }> = [];
+  for (const p of parties) {
+    const actor = { id: null, name: 'security suite', tenantId: p.tenantId };
+    const kind = p.role === 'user' ? 'team' : 'desk';
+    const mailbox = await service.create(actor, { email: `${kind}.${p.name}@shared.example`, displayName: `${kind} of ${p.name}` });
+    if (p.role === 'user') {
+      await service.putMember(actor, mailbox.id, p.userId, { fullAccess: true, sendAs: true });
+      p.ids.sharedMailbox.push(mailbox.id, mailbox.email); // X-Mailbox takes either
+    }
+    p.fingerprints.push(mailbox.id, mailbox.email);
+    made.push({ id: mailbox.id, tenantId: p.tenantId, owner: p.name });
+  }
+  return made;
 }
 
 /**
@@ -1252,7 +1348,12 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   p.ids.user.push(p.userId);
   p.ids.folderSyncToken.push(folders.token);
   p.ids.itemSyncToken.push(items.token);
-  const conversations = (await ctx.store.items.byIds(p.userId, itemIds)).map((i) => i.conversationId).filter((c): c is string => c !== null);
+  const stored = new Map((await ctx.store.items.byIds(p.userId, itemIds)).map((i) => [i.id, i.conversationId]));
+  const conversations = itemIds.map((id) => stored.get(id)).filter((c): c is string => typeof c === 'string');
+  // In message order: the first is message 1's, in the Inbox (a conversation action's valid body acts on it there).
+  p.ids.conversation.push(...conversations);
+  const threads = await expectStatus(api().get(`/v1/folders/${inbox}/conversations/sync`).set(headers), 200, 'conversation sync');
+  p.ids.conversationSyncToken.push(threads.token);
   const certificate = await expectStatus(api().post('/v1/me/certificates').set(headers).send({ certificate: userCertificate(p.email, ctx.clock.now()) }), 201, 'publishing a certificate');
   p.ids.certificateId.push(certificate.id);
   p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds, certificate.id, certificate.fingerprint);

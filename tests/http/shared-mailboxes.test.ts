@@ -168,7 +168,7 @@ test('admin: other tenants\' shared mailboxes are not found; a member must be of
   const stranger = await ctx.store.users.create({ tenantId: other.id, username: 'stranger', email: 'stranger@other.test', displayName: 'S', role: 'user', passwordHash: null }, ctx.clock.now());
   expect((await request(ctx.app).put(`/admin/v1/shared-mailboxes/${shared.id}/members/${stranger.id}`).set(admin()).send({ fullAccess: true })).status).toBe(404);
   expect((await request(ctx.app).put(`/admin/v1/shared-mailboxes/${shared.id}/members/${ids.alice}`).set(admin()).send({ fullAccess: false, sendAs: true })).status).toBe(400);
-  expect((await request(ctx.app).post('/admin/v1/shared-mailboxes').set(admin()).send({ email: 'support@shared.test', displayName: 'Again' })).status).toBe(409);
+  expect((await request(ctx.app).post('/admin/v1/shared-mailboxes').set(admin()).send({ email: 'support@shared.test', displayName: 'Again' })).status).toBe(400);
   expect((await request(ctx.app).post('/admin/v1/shared-mailboxes').set(admin()).send({ email: 'not an address', displayName: 'X' })).status).toBe(400);
   expect((await request(ctx.app).get('/admin/v1/shared-mailboxes/nope').set(admin())).status).toBe(404);
   expect((await request(ctx.app).get('/admin/v1/shared-mailboxes').set(heads.alice!)).status).toBe(403);

@@ -9,12 +9,16 @@
  *   If's `userId` are 400 `invalidRequest`, as the document says for a parent or user that does not exist;
  * - the victim's sync token: 400 `invalidToken` (on the attacker's own folder);
  * - the victim's device id in X-Device-Id with the attacker's token: 401 (a token bound to another device) or 403;
+ * - the victim's shared mailbox (by id or address) in X-Mailbox, on every operation that takes the header, with an
+ *   otherwise valid request of the attacker's own: 404 `mailboxNotFound`, exactly as a mailbox that exists nowhere;
+ * - an id a resync compares with the folder's window (the items the app holds): answered `removed: deleted`, as
+ *   an id that exists nowhere;
  * - always: the response text holds none of the victim's ids (but the one the attacker sent), and no table of the
  *   store changed.
  * Each run also reads one of the attacker's list, sync, search or content responses and scans it for every victim
- * id. Users: alice and bob (tenant A), carol (tenant B); administrators root (A) and broot (B), each attacking the
- * other tenant's devices, rules, users, folders and access-configuration entries (policies, named locations, groups,
- * app protection policies).
+ * id. Users: alice and bob (tenant A), carol (tenant B), each the one member of a shared mailbox of its own;
+ * administrators root (A) and broot (B), each attacking the other tenant's devices, rules, users, folders, shared
+ * mailboxes and access-configuration entries (policies, named locations, groups, app protection policies).
  *
  * Runs: BOLA_RUNS (default 300; the deep tier 1,000), after one deterministic pass over every placement.
  */
@@ -26,6 +30,7 @@ import { changedTables, snapshot } from '../helpers/storeDiff';
 import {
   DEVICE_HEADER,
   ID_SLOTS,
+  MAILBOX_HEADER,
   STREAMING,
   baseQuery,
   buildWorld,
@@ -45,7 +50,7 @@ import {
 } from '../helpers/specCases';
 
 const RUNS = Number(process.env.BOLA_RUNS ?? 300);
-const NOT_FOUND = ['itemNotFound', 'folderNotFound', 'notFound'];
+const NOT_FOUND = ['itemNotFound', 'folderNotFound', 'conversationNotFound', 'notFound'];
 /** Gated /v1 operations a device that is not registered may still call (the device gate lets them through). */
 const UNGATED = new Set(['POST /v1/devices', 'GET /v1/session']);
 /** List filters: a foreign value filters down to nothing instead of a 404. */
@@ -57,6 +62,12 @@ const LIST_FILTERS = new Set(['GET /admin/v1/devices query:user', 'GET /admin/v1
 const INVALID_NOT_FOUND = new Set(['body:parentId', 'POST /admin/v1/conditional-access/what-if body:userId', 'PUT /admin/v1/users/{userId}/directory body:managerId']);
 /** Operations answering per entry (HTTP 200 overall): the entry is judged. */
 const BATCHES = new Set(['POST /v1/batch', 'POST /v1/calendar/batch']);
+/**
+ * Ids an operation compares with what it has and never looks up elsewhere: a foreign one is answered as absent
+ * (HTTP 200), exactly as an id that exists nowhere. A resync's held ids come back `removed` with reason `deleted`.
+ */
+const ANSWERED_AS_ABSENT = new Set(['POST /v1/folders/{folderId}/items/resync body:held.*.id']);
+const SYNC_TOKENS = new Set<IdKind>(['folderSyncToken', 'itemSyncToken', 'conversationSyncToken']);
 /** People of one's own tenant are visible to everyone in it by design (the directory): only other tenants' are not. */
 const TENANT_WIDE = new Set(['GET /v1/people/{userId} path:userId', 'GET /v1/people/{userId}/organization path:userId']);
 /** Ids that exist nowhere, per kind: the control request of every attack. */
@@ -78,6 +89,9 @@ const NOWHERE: Record<IdKind, string> = {
   contact: 'NoSuchContact000',
   calendarFolder: 'NoSuchCalendar00',
   contactsFolder: 'NoSuchContacts00',
+  conversation: 'NoSuchConversation000000',
+  conversationSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
+  sharedMailbox: 'NoSuchMailbox000',
 };
 const ACTIONS = ['allow', 'block', 'quarantine', 'release', 'wipe', 'resync'];
 
@@ -111,14 +125,19 @@ interface Placement {
   kind: IdKind;
 }
 
-/** Every id slot of the table, plus X-Device-Id on every /v1 operation. */
+/** Every id slot of the table, plus X-Device-Id on every /v1 operation and X-Mailbox on every mailbox operation. */
 function placements(): Placement[] {
   const fromTable = idPlacements();
   const header = specOperations()
     .filter((op) => op.headers.includes(DEVICE_HEADER))
     .map((op) => ({ op, slot: `header:${DEVICE_HEADER}`, kind: 'deviceId' as IdKind }));
-  return [...fromTable, ...header];
+  const mailbox = specOperations()
+    .filter((op) => op.headers.includes(MAILBOX_HEADER))
+    .map((op) => ({ op, slot: `header:${MAILBOX_HEADER}`, kind: 'sharedMailbox' as IdKind }));
+  return [...fromTable, ...header, ...mailbox];
 }
+const DEVICE_SLOT = `header:${DEVICE_HEADER}`;
+const MAILBOX_SLOT = `header:${MAILBOX_HEADER}`;
 
 const userPairs = () => {
   const users = ['alice', 'bob', 'carol'];
@@ -160,18 +179,20 @@ async function send(a: Attack, value: string): Promise<request.Response> {
   if (slot.startsWith('query:')) query[slot.slice('query:'.length)] = value;
   const url = fillPath(op, id, op.pathParams.includes('action') ? { action: a.action } : {}) + queryString(query);
   let headers = partyHeaders(a.attacker, op);
-  if (slot === `header:${DEVICE_HEADER}`) {
+  if (slot === DEVICE_SLOT) {
     headers = { Authorization: `Bearer ${a.boundToken ? a.attacker.device!.token : a.attacker.token}`, [DEVICE_HEADER]: value };
   }
+  if (slot === MAILBOX_SLOT) headers = { ...headers, [MAILBOX_HEADER]: value };
   const body = validBody(op, { id, email: a.attacker.email, username: a.attacker.username, password: a.attacker.password });
   let req = api()[op.method as 'get'](url).set(headers).timeout(10_000);
   if (body !== undefined) req = req.type(op.body!.mediaType).send(body as object);
   return req;
 }
 
-/** Status and problem code, of the response or (batch) of its one entry. */
-function outcome(op: SpecOperation, res: request.Response): string {
-  if (BATCHES.has(op.key) && res.status === 200) return `200 [${res.body.results?.[0]?.status} ${res.body.results?.[0]?.problem?.code ?? ''}]`;
+/** Status and problem code, of the response or (batch) of its one entry; or (answered as absent) how the id came back. */
+function outcome(p: Placement, res: request.Response): string {
+  if (BATCHES.has(p.op.key) && res.status === 200) return `200 [${res.body.results?.[0]?.status} ${res.body.results?.[0]?.problem?.code ?? ''}]`;
+  if (ANSWERED_AS_ABSENT.has(`${p.op.key} ${p.slot}`) && res.status === 200) return `200 removed [${(res.body.removed as Array<{ reason: string }>).map((r) => r.reason).join(' ')}]`;
   return `${res.status} ${res.body?.code ?? ''}`;
 }
 
@@ -182,10 +203,16 @@ function judge(a: Attack, res: request.Response): string[] {
   const where = `${op.key} ${slot}`;
   const code = res.body?.code as string | undefined;
   if (res.status >= 500) wrong.push(`5xx: ${res.status}`);
-  else if (slot === `header:${DEVICE_HEADER}`) {
+  else if (slot === DEVICE_SLOT) {
     const ungated = UNGATED.has(op.key) && !a.boundToken;
     if (!ungated && ![401, 403].includes(res.status)) wrong.push(`status ${res.status}, expected 401/403`);
-  } else if (a.placement.kind === 'folderSyncToken' || a.placement.kind === 'itemSyncToken') {
+  } else if (slot === MAILBOX_SLOT) {
+    // Before the operation runs, the batches included: the whole request is the mailbox's.
+    if (res.status !== 404 || code !== 'mailboxNotFound') wrong.push(`status ${res.status} ${code ?? ''}, expected 404 mailboxNotFound: ${res.text?.slice(0, 200)}`);
+  } else if (ANSWERED_AS_ABSENT.has(where)) {
+    const entry = (res.body?.removed as Array<{ id: string; reason: string }> | undefined)?.find((r) => r.id === victimValue(a));
+    if (res.status !== 200 || entry?.reason !== 'deleted') wrong.push(`status ${res.status}, ${JSON.stringify(entry)}, expected 200 with the id removed as deleted`);
+  } else if (SYNC_TOKENS.has(a.placement.kind)) {
     if (res.status !== 400 || code !== 'invalidToken') wrong.push(`status ${res.status} ${code}, expected 400 invalidToken`);
   } else if (BATCHES.has(op.key)) {
     const entry = res.body?.results?.[0];
@@ -211,12 +238,12 @@ async function attack(a: Attack): Promise<string[]> {
   const control = await send(a, NOWHERE[a.placement.kind]);
   const res = await send(a, victimValue(a));
   const wrong = judge(a, res);
-  if (outcome(a.placement.op, res) !== outcome(a.placement.op, control)) {
-    wrong.push(`answered ${outcome(a.placement.op, res)}, but ${outcome(a.placement.op, control)} for an id that exists nowhere`);
+  if (outcome(a.placement, res) !== outcome(a.placement, control)) {
+    wrong.push(`answered ${outcome(a.placement, res)}, but ${outcome(a.placement, control)} for an id that exists nowhere`);
   }
   const changed = changedTables(before, snapshot(ctx.store.db));
   if (changed.length) wrong.push(`changed ${changed.join(', ')}`);
-  return wrong.map((w) => `${a.attacker.name} → ${a.victim.name}: ${a.placement.op.key} ${a.placement.slot}${a.placement.slot.startsWith('header') ? a.boundToken ? ' (bound token)' : ' (unbound token)' : ''}: ${w}`);
+  return wrong.map((w) => `${a.attacker.name} → ${a.victim.name}: ${a.placement.op.key} ${a.placement.slot}${a.placement.slot === DEVICE_SLOT ? a.boundToken ? ' (bound token)' : ' (unbound token)' : ''}: ${w}`);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -283,7 +310,7 @@ describe('cross-mailbox and cross-tenant access', () => {
     for (const placement of placements()) {
       const pairs = placement.op.access === 'admin' ? [['root', 'broot']] : [['alice', 'bob'], ['alice', 'carol']];
       for (const [attacker, victim] of pairs) {
-        for (const boundToken of placement.slot.startsWith('header') && !UNGATED.has(placement.op.key) ? [true, false] : [true]) {
+        for (const boundToken of placement.slot === DEVICE_SLOT && !UNGATED.has(placement.op.key) ? [true, false] : [true]) {
           failures.push(...(await attack({ placement, attacker: world[attacker!]!, victim: world[victim!]!, pick: 0, boundToken, action: 'wipe' })));
         }
       }
@@ -306,7 +333,7 @@ describe('cross-mailbox and cross-tenant access', () => {
         const placement = (target.admin ? adminPlacements : userPlacements)[target.placement]!;
         const [attacker, victim] = [world[target.pair[0]]!, world[target.pair[1]]!];
         // A token without a device registers a device of the attacker's own with that id: that is allowed, and not this test.
-        const bound = boundToken || (placement.slot.startsWith('header') && placement.op.key === 'POST /v1/devices');
+        const bound = boundToken || placement.slot !== DEVICE_SLOT || placement.op.key === 'POST /v1/devices';
         const failures = await attack({ placement, attacker, victim, pick, boundToken: bound, action });
         const reads = listings(attacker.role);
         failures.push(...(await scanListing(attacker, victim, reads[listing % reads.length]!)));

@@ -15,6 +15,13 @@
  * source's), both protected messages open for a rightsManagement reader, the same key is active, and the access
  * document names the new user ids. openssl decrypts a moved message with the private key the file carries. A version
  * 1 file (no protection records) still imports; a key whose retirement or private key does not fit is refused.
+ *
+ * Mailbox views move too (format version 3, issue 19): Anna's mailbox settings (automatic replies on, both junk lists,
+ * a Focused Inbox override learned by classifying a message) arrive as they were, and a shared mailbox with two
+ * members (rights differing, one membership changed later) arrives shared, its members the new users with the same
+ * rights and times. Each folder's conversations are rebuilt at the target from the items, under the same ids; what
+ * is documented as staying behind (an ignored conversation, an automatic-reply record) stays behind. A version 2
+ * file still imports; damaged settings or memberships are refused before anything is written.
  */
 import { spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -33,7 +40,7 @@ import { createUserAdmin } from '../../server/admin/users';
 import { createDelivery } from '../../server/mail/delivery';
 import { openSqliteStore, type SqliteStore } from '../../server/store/sqlite';
 import { openPostgresStore, type PostgresStore } from '../../server/store/postgres';
-import type { AuditEntry, Folder, Item, Store, Tenant } from '../../server/store/types';
+import type { AuditEntry, ConversationKey, Folder, Item, Store, Tenant } from '../../server/store/types';
 import { exportTenant, importTenant, TenantImportFailed, TenantMoveError, TENANT_EXPORT_FORMAT } from '../../server/admin/tenantMove';
 import { createProtectionService } from '../../server/protection/service';
 import { createMessageInspector } from '../../server/protection/inspect';
@@ -46,6 +53,8 @@ import { findProtectedParts } from '../../server/protection/wrapper';
 import type { Reader } from '../../server/protection/reader';
 import { parseMessage } from '../../server/content/mime';
 import { compileAccessConfig } from '../../server/access/config';
+import { createMailboxService } from '../../server/mailbox/service';
+import { parseSettings } from '../../server/mailbox/settings';
 import { newId } from '../../server/ids';
 import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
 import { opensslWorkspace } from '../helpers/openssl';
@@ -59,6 +68,8 @@ const T0 = Date.UTC(2026, 1, 1);
 const PAGE = 7;
 const LOWEST = { receivedAt: 0, id: '' };
 const HIGHEST = { receivedAt: 8.64e15, id: '' };
+const FIRST_CONVERSATION: ConversationKey = { latestReceivedAt: 0, conversationId: '' };
+const PAST_LAST_CONVERSATION: ConversationKey = { latestReceivedAt: 8.64e15, conversationId: '' };
 
 let dir: string;
 let eu: SqliteStore;
@@ -92,6 +103,14 @@ const PROTECTION_DOC = {
 };
 /** The source's keys, oldest first (the second was made by a rotation, which retired the first). */
 let sourceKeys: Array<{ id: string; certificatePem: string }>;
+
+// Mailbox views of the source tenant.
+/** The shared mailbox's user, as server/mailbox/shared.ts names one (no sign-in produces a leading `#`). */
+const SHARED = '#shared:team@acme.test';
+/** Anna's automatic-reply period at the source: her settings move with it. */
+let annaPeriod: string;
+/** A conversation Anna ignores at the source (ignored conversations stay behind). */
+let ignoredConversation: string;
 
 const silent = createLogger({ logLevel: 'silent', logPretty: false });
 const smime = createSmimeInspector({ trustAnchorsPem: [] });
@@ -276,6 +295,7 @@ async function buildSource(): Promise<void> {
   await eu.audit.append({ tenantId: otherTenant.id, at: clock.now(), actorId: null, actorName: 'system', action: 'tenant.create', targetType: 'tenant', targetId: otherTenant.id, details: {} });
 
   await buildProtection(anna, inbox);
+  await buildMailboxViews(anna, notes[5]!, planId);
 
   for (const key of sourceKeys) sourceIds.add(key.id);
   for (const cert of await eu.protection.certificates(anna)) sourceIds.add(cert.id);
@@ -346,6 +366,47 @@ async function buildProtection(anna: string, inbox: string): Promise<void> {
 }
 
 /**
+ * The source tenant's mailbox views: Anna's settings (automatic replies on, both junk lists, a Focused Inbox override
+ * learned by classifying a message), what stays behind (an ignored conversation, an automatic reply owed), and a
+ * shared mailbox with two members whose rights differ (one changed later, so its times differ).
+ */
+async function buildMailboxViews(anna: string, noteId: string, planId: string): Promise<void> {
+  const mailbox = createMailboxService({ store: eu, clock });
+  await mailbox.putAutomaticReplies(anna, {
+    status: 'alwaysEnabled',
+    internalReply: 'Out until March.',
+    externalReply: 'I am away until March; Ben answers for me.',
+    externalAudience: 'contactsOnly',
+  });
+  await mailbox.putJunk(anna, { safeSenders: ['carol@partner.test', 'partner.test'], blockedSenders: ['spam.test', 'bulk@offers.test'] });
+  clock.advance(1000);
+  expect((await mailbox.classify(anna, noteId, { classification: 'other', always: true })).override).toBe(true);
+  annaPeriod = parseSettings((await eu.mailboxSettings.get(anna))!.doc).autoReplyPeriod;
+  expect(annaPeriod).not.toBe('');
+  expect(await eu.autoReplies.claim({ id: newId(), userId: anna, period: annaPeriod, sender: 'carol@partner.test', itemId: planId }, clock.now())).toBe(true);
+  ignoredConversation = (await eu.items.byId(anna, planId))!.conversationId!;
+  await eu.conversations.ignore(anna, ignoredConversation, clock.now());
+
+  const now = clock.now();
+  const team = await eu.run(function* (tx) {
+    const user = yield* tx.users.create({ tenantId: tenant.id, username: SHARED, email: 'team@acme.test', displayName: 'Acme team', role: 'user', passwordHash: null }, now);
+    yield* tx.mailboxes.create(user.id, now);
+    yield* tx.sharedMailboxes.create(user.id, now);
+    return user;
+  });
+  names[SHARED] = team.id;
+  sourceIds.add(team.id);
+  const member = (memberId: string, rights: { fullAccess: boolean; sendAs: boolean; sendOnBehalf: boolean }) =>
+    eu.sharedMailboxes.putMember({ mailboxId: team.id, memberId, ...rights, createdAt: clock.now(), updatedAt: clock.now() });
+  clock.advance(1000);
+  await member(anna, { fullAccess: true, sendAs: true, sendOnBehalf: false });
+  clock.advance(1000);
+  await member(names['acme-admin']!, { fullAccess: true, sendAs: false, sendOnBehalf: false });
+  clock.advance(1000);
+  await member(names['acme-admin']!, { fullAccess: true, sendAs: false, sendOnBehalf: true });
+}
+
+/**
  * Everything of a tenant that moves, with the store's own ids replaced by paths and names: two tenants compare equal
  * when the move kept every field. Blob bytes are read back through the store.
  */
@@ -357,6 +418,12 @@ async function snapshot(store: Store, tenantId: string) {
     const byId = new Map(folders.map((f) => [f.id, f]));
     const pathOf = (f: Folder): string => (f.parentId ? `${pathOf(byId.get(f.parentId)!)}/` : '/') + f.displayName;
     const tree = [];
+    // A message without a conversation id is a conversation of its own, named by its item id (new at the target):
+    // such a conversation is compared by its message's subject and time.
+    const conversationOf = new Map<string, string>();
+    for (const f of folders) {
+      for (const item of await store.sync.range(id, f.id, LOWEST, HIGHEST, 'asc', 1000)) conversationOf.set(item.id, `(the item) ${item.subject} ${item.receivedAt}`);
+    }
     for (const f of folders) {
       const items = [];
       for (const { id: itemId, userId: _u, folderId: _f, modseq: _m, changeKey: _c, placedModseq: _p, createdAt: _a, ...item } of await store.sync.range(id, f.id, LOWEST, HIGHEST, 'asc', 1000)) {
@@ -365,11 +432,21 @@ async function snapshot(store: Store, tenantId: string) {
         const mime = item.mimeBlobId ? await store.blobs.read(id, item.mimeBlobId, 0, (await store.blobs.size(id, item.mimeBlobId))!) : null;
         items.push({ ...item, body: await store.items.body(id, itemId), attachments, mime });
       }
-      tree.push({ path: pathOf(f), kind: f.kind, totalCount: f.totalCount, unreadCount: f.unreadCount, items });
+      // The folder's live conversations as the store keeps them (rebuilt from the items at the target): by their
+      // ids, which carry over, without the store's own ids and modseqs.
+      const conversations = (await store.conversations.range(id, f.id, FIRST_CONVERSATION, PAST_LAST_CONVERSATION, 'desc', 1000)).map(
+        ({ userId: _u, folderId: _f, latestItemId: _l, modseq: _m, ...conversation }) => ({
+          ...conversation,
+          conversationId: conversationOf.get(conversation.conversationId) ?? conversation.conversationId,
+        }),
+      );
+      tree.push({ path: pathOf(f), kind: f.kind, totalCount: f.totalCount, unreadCount: f.unreadCount, items, conversations });
     }
     tree.sort((a, b) => a.path.localeCompare(b.path));
     const certificates = (await store.protection.certificates(id)).map(({ id: _i, tenantId: _t, userId: _u, ...cert }) => cert);
-    out.push({ user, folders: tree, certificates });
+    // The settings document's text (its version and time are the store's: the target's starts at 1).
+    const settings = (await store.mailboxSettings.get(id))?.doc ?? null;
+    out.push({ user, folders: tree, certificates, settings });
   }
   const rules = (await store.deviceAccess.rules(tenantId)).map(({ id: _i, tenantId: _t, ...rule }) => rule);
   // Keys by what they are (their certificate) and when they were made and retired; oldest first.
@@ -378,12 +455,23 @@ async function snapshot(store: Store, tenantId: string) {
   const usernameOf = new Map(users.map((u) => [u.id, u.username]));
   const access = await store.access.config(tenantId);
   const accessDoc = access && JSON.parse(access.doc, (_k, v: unknown) => (typeof v === 'string' && usernameOf.has(v) ? `user:${usernameOf.get(v)}` : v));
+  // Shared mailboxes and their members by username, with the rights and times.
+  const sharedMailboxes = [];
+  for (const shared of await store.sharedMailboxes.list(tenantId)) {
+    const members = (await store.sharedMailboxes.members(shared.user.id)).map(({ mailboxId, memberId, ...rights }) => ({
+      mailbox: usernameOf.get(mailboxId),
+      member: usernameOf.get(memberId),
+      ...rights,
+    }));
+    sharedMailboxes.push({ username: shared.user.username, createdAt: shared.createdAt, members });
+  }
   return {
     users: out,
     rules,
     defaultState: await store.deviceAccess.defaultState(tenantId),
     protection: { doc: (await store.protection.config(tenantId))?.doc ?? null, keys },
     access: accessDoc,
+    sharedMailboxes,
   };
 }
 
@@ -440,8 +528,9 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
     const done = await exportTenant(eu, tenant.id, exportFile, { clock, serverSecret: euSecret, pageSize: PAGE });
     sha256 = done.sha256;
     expect(done.counts).toEqual({
-      users: 3,
-      folders: 3 * 9 + 4,
+      // The shared mailbox is a user too, with its own folders.
+      users: 4,
+      folders: 4 * 9 + 4,
       // Anna's 3 multipart, 22 notes, 2 protected and 1 signed; an event and a contact; Ben's 3.
       items: 3 + 22 + 3 + 2 + 3,
       // The signed message's signature part (the protected ones are stored without attachments).
@@ -451,12 +540,29 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       protectionKeys: 2,
       certificates: 1,
       documents: 2,
+      sharedMailboxes: 1,
+      sharedMailboxMembers: 2,
+      mailboxSettings: 1,
     });
     const lines = fs.readFileSync(exportFile, 'utf8').split('\n');
     expect(lines.pop()).toBe('');
     const header = JSON.parse(lines[0]!);
-    expect(header).toMatchObject({ record: 'header', format: TENANT_EXPORT_FORMAT, version: 2, createdAt: T0 + 68_000, source: { region: 'eu', tenant }, counts: done.counts });
-    expect(header.notMoved.records).toEqual(['devices', 'signIns', 'outbox', 'idempotency', 'changeHistory', 'deviceCompliance', 'appProtectionStates', 'signInLog', 'userRisk', 'mfaEnrolments']);
+    expect(header).toMatchObject({ record: 'header', format: TENANT_EXPORT_FORMAT, version: 3, createdAt: T0 + 72_000, source: { region: 'eu', tenant }, counts: done.counts });
+    expect(header.notMoved.records).toEqual([
+      'devices',
+      'signIns',
+      'outbox',
+      'idempotency',
+      'changeHistory',
+      'deviceCompliance',
+      'appProtectionStates',
+      'signInLog',
+      'userRisk',
+      'mfaEnrolments',
+      'viewSettings',
+      'autoReplyRecords',
+      'ignoredConversations',
+    ]);
     expect(header.notes.join(' ')).toMatch(/private keys .* as secret as the mailboxes/);
     const trailer = JSON.parse(lines.pop()!);
     expect(trailer).toEqual({ record: 'trailer', counts: done.counts, sha256: crypto.createHash('sha256').update(lines.map((l) => l + '\n').join('')).digest('hex') });
@@ -467,12 +573,32 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       'protectionConfig',
       'protectionKey',
       'user',
+      'sharedMailbox',
       'folder',
       'userCertificate',
+      'mailboxSettings',
       'item',
+      'sharedMailboxMember',
       'accessConfig',
       'audit',
     ]);
+    // Mailbox views: the shared mailbox's mark right after its user, Anna's settings document as stored (addresses
+    // only, no ids), the memberships after every user, with the source's ids (mapped on import).
+    const kinds = records.map((r) => r.record);
+    const shared = records.find((r) => r.record === 'sharedMailbox') as unknown as { userId: string; createdAt: number };
+    expect(shared).toEqual({ record: 'sharedMailbox', userId: names[SHARED], createdAt: (await eu.sharedMailboxes.get(names[SHARED]!))!.createdAt });
+    expect(kinds[kinds.indexOf('sharedMailbox') - 1]).toBe('user');
+    const settings = records.find((r) => r.record === 'mailboxSettings') as unknown as { userId: string; doc: unknown };
+    expect(settings.userId).toBe(names['acme-anna']);
+    expect(JSON.stringify(settings.doc)).toBe((await eu.mailboxSettings.get(names['acme-anna']!))!.doc);
+    const members = records.filter((r) => r.record === 'sharedMailboxMember');
+    expect(members).toEqual(
+      (await eu.sharedMailboxes.members(names[SHARED]!)).map((m) => ({ record: 'sharedMailboxMember', ...m })),
+    );
+    expect(members.map((m) => (m as unknown as { memberId: string }).memberId)).toEqual([names['acme-anna'], names['acme-admin']]);
+    expect(kinds.lastIndexOf('user')).toBeLessThan(kinds.indexOf('sharedMailboxMember'));
+    // Nothing that stays behind is in the file: no automatic-reply record, no ignored conversation, no view settings.
+    for (const notMoved of ['"viewSettings"', '"period"']) expect(lines.slice(1).join('\n')).not.toContain(notMoved);
     // The keys, in the order they were made, with their private keys opened (the source stores them sealed).
     const keys = records.filter((r) => r.record === 'protectionKey') as unknown as Array<{ id: string; privateKeyPem: string; certificatePem: string; createdAt: number; retiredAt: number | null }>;
     expect(keys.map((k) => k.id)).toEqual(sourceKeys.map((k) => k.id));
@@ -515,7 +641,7 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
     const at = bytes.indexOf('budget.pdf', bytes.length / 4) + 200;
     flipped[at] = flipped[at] === 0x41 ? 0x42 : 0x41;
     refusals.push(['flipped', flipped, /checksum mismatch/]);
-    refusals.push(['newer', Buffer.from(bytes.toString('utf8').replace('"version":2', '"version":3')), /version 3 is not supported/]);
+    refusals.push(['newer', Buffer.from(bytes.toString('utf8').replace('"version":3', '"version":4')), /version 4 is not supported/]);
     refusals.push(['cut', bytes.subarray(0, bytes.length - 100), /cut short/]);
     // Re-checksummed files, so that only the checks of the keys and documents can tell.
     const { header, body, trailer } = readRecords(exportFile);
@@ -536,6 +662,35 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       return [...rest.slice(0, ben), access, ...rest.slice(ben)];
     };
     refusals.push(['user-after-access', rewritten('user-after-access', (r) => r, accessBeforeBen), /user \S+ comes after the access document/]);
+    // Mailbox views: settings of the wrong shape (the target's lenient reader would drop them), memberships that the
+    // target could not hold as they were, a shared mailbox's mark before its user.
+    const anna = names['acme-anna']!;
+    const team = names[SHARED]!;
+    const settingsOf = (change: (doc: Record<string, any>) => void) => (r: Record<string, any>) => {
+      if (r.record === 'mailboxSettings') change(r.doc);
+      return r;
+    };
+    refusals.push([
+      'settings-junk',
+      rewritten('settings-junk', settingsOf((doc) => (doc.junk.safeSenders = 'carol@partner.test'))),
+      new RegExp(`mailbox settings of user ${anna} in the file are not valid here \\(junk\\.safeSenders: `),
+    ]);
+    refusals.push(['settings-status', rewritten('settings-status', settingsOf((doc) => (doc.automaticReplies.status = 'sometimes'))), /mailbox settings .* not valid here \(automaticReplies\.status: /]);
+    refusals.push(['settings-not-object', rewritten('settings-not-object', (r) => (r.record === 'mailboxSettings' ? { ...r, doc: '{}' } : r)), /mailbox settings .* not valid here \(\(document\): /]);
+    const memberOf = (memberId: string, change: (m: Record<string, any>) => Record<string, any>) => (r: Record<string, any>) =>
+      r.record === 'sharedMailboxMember' && r.memberId === memberId ? change(r) : r;
+    refusals.push(['member-unknown', rewritten('member-unknown', memberOf(anna, (m) => ({ ...m, memberId: 'no-such-user' }))), /membership of user no-such-user .* names no user before it/]);
+    refusals.push(['member-of-unshared', rewritten('member-of-unshared', memberOf(anna, (m) => ({ ...m, mailboxId: names['acme-ben'] }))), /comes before that mailbox is marked shared/]);
+    refusals.push(['member-shared', rewritten('member-shared', memberOf(anna, (m) => ({ ...m, memberId: team, mailboxId: team }))), /a shared mailbox cannot be a member/]);
+    refusals.push(['member-rights', rewritten('member-rights', memberOf(anna, (m) => ({ ...m, fullAccess: false }))), /may send without full access/]);
+    refusals.push(['member-type', rewritten('member-type', memberOf(anna, (m) => ({ ...m, sendAs: 'yes' }))), /rights or times of the wrong type/]);
+    refusals.push(['member-twice', rewritten('member-twice', memberOf(names['acme-admin']!, (m) => ({ ...m, memberId: anna }))), /is in the file twice/]);
+    const sharedBeforeUser = (list: Array<Record<string, any>>) => {
+      const mark = list.find((r) => r.record === 'sharedMailbox')!;
+      const rest = list.filter((r) => r !== mark);
+      return [mark, ...rest];
+    };
+    refusals.push(['shared-before-user', rewritten('shared-before-user', (r) => r, sharedBeforeUser), /shared mailbox \S+ comes before its user/]);
     for (const [name, content, message] of refusals) {
       const file = path.join(dir, `${name}.jsonl`);
       fs.writeFileSync(file, content);
@@ -558,17 +713,19 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
     expect(lines[0]).toMatch(/^verified .*acme\.jsonl: tenant "Acme" of region eu/);
   }, 60_000);
 
-  test('everything that moves compares equal, field by field (users, folder tree, items, bodies, blobs, rules)', async () => {
+  test('everything that moves compares equal, field by field (users, folder tree, items, bodies, blobs, rules, mailbox views)', async () => {
     const source = await snapshot(eu, tenant.id);
     const target = await snapshot(us, imported.id);
     expect(target).toEqual(source);
     // The comparison covered what it should.
     expect(source.users.map((u) => [u.user.username, u.user.role, u.user.disabled])).toEqual([
+      [SHARED, 'user', false],
       ['acme-admin', 'admin', false],
       ['acme-anna', 'user', false],
       ['acme-ben', 'user', true],
     ]);
-    const anna = source.users[1]!.folders;
+    const annaUser = source.users.find((u) => u.user.username === 'acme-anna')!;
+    const anna = annaUser.folders;
     expect(anna.map((f) => f.path)).toEqual(
       expect.arrayContaining(['/Later/Projects/Alpha/Deep', '/Later/Projects/Alpha', '/Later/Projects', '/Old mail', '/Inbox', '/Calendar', '/Contacts']),
     );
@@ -590,13 +747,59 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
     // Keys (one retired when the other was made), certificates, both documents: the same.
     expect(source.protection.keys.map((k) => k.certificatePem)).toEqual(sourceKeys.map((k) => k.certificatePem));
     expect(source.protection.keys.map((k) => k.retiredAt)).toEqual([source.protection.keys[1]!.createdAt, null]);
-    expect(source.users[1]!.certificates).toEqual([expect.objectContaining({ email: 'acme-anna@acme.test', fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) })]);
+    expect(annaUser.certificates).toEqual([expect.objectContaining({ email: 'acme-anna@acme.test', fingerprint: expect.stringMatching(/^[0-9a-f]{64}$/) })]);
     expect(JSON.parse(source.protection.doc!).labels[0].id).toBe(LABEL_ID);
     // The access document's user ids are the new users' at the target (compared by username).
     expect(source.access).toMatchObject({
       groups: [{ id: 'finance', members: ['user:acme-anna', 'user:acme-ben', GONE_USER] }],
       policies: [{ id: 'finance-mfa', assignments: { users: { include: { users: ['user:acme-admin'], groups: ['finance'] }, exclude: { users: ['user:acme-ben'] } } } }],
     });
+    // Mailbox views: Anna's settings (replies on, both junk lists, the override), the shared mailbox with both members
+    // (by username at the target too: the new ids) and their own rights and times, and conversations in the folders.
+    const settings = parseSettings(annaUser.settings!);
+    expect(settings).toMatchObject({
+      automaticReplies: { status: 'alwaysEnabled', externalAudience: 'contactsOnly', externalReply: 'I am away until March; Ben answers for me.' },
+      autoReplyPeriod: annaPeriod,
+      junk: { safeSenders: ['carol@partner.test', 'partner.test'], blockedSenders: ['spam.test', 'bulk@offers.test'] },
+      focusedOverrides: [{ sender: 'sender5@elsewhere.test', classification: 'other' }],
+    });
+    expect(source.users.filter((u) => u.settings !== null).map((u) => u.user.username)).toEqual(['acme-anna']);
+    const [team] = source.sharedMailboxes;
+    expect(source.sharedMailboxes).toHaveLength(1);
+    expect(team!.members).toEqual([
+      { mailbox: SHARED, member: 'acme-anna', fullAccess: true, sendAs: true, sendOnBehalf: false, createdAt: expect.any(Number), updatedAt: expect.any(Number) },
+      { mailbox: SHARED, member: 'acme-admin', fullAccess: true, sendAs: false, sendOnBehalf: true, createdAt: expect.any(Number), updatedAt: expect.any(Number) },
+    ]);
+    expect(team!.members[1]!.updatedAt).toBeGreaterThan(team!.members[1]!.createdAt);
+    const deepConversations = anna.find((f) => f.path === '/Later/Projects/Alpha/Deep')!.conversations;
+    expect(deepConversations).toEqual([expect.objectContaining({ messageCount: 2, flaggedCount: 1, hasAttachments: true, conversationId: ignoredConversation })]);
+    expect(anna.find((f) => f.path === '/Inbox')!.conversations.length).toBeGreaterThan(20);
+  });
+
+  test('mailbox views at the target: settings start at version 1, memberships name the new users, conversations are rebuilt; ignored conversations and automatic-reply records stay behind', async () => {
+    const newId = async (username: string) => (await us.users.byUsername(username))!.id;
+    const [annaUs, adminUs, teamUs] = [await newId('acme-anna'), await newId('acme-admin'), await newId(SHARED)];
+    const [euSettings, usSettings] = [await eu.mailboxSettings.get(names['acme-anna']!), await us.mailboxSettings.get(annaUs)];
+    expect(euSettings!.version).toBeGreaterThan(1);
+    expect(usSettings).toMatchObject({ userId: annaUs, version: 1, doc: euSettings!.doc });
+
+    const shared = await us.sharedMailboxes.list(imported.id);
+    expect(shared.map((s) => [s.user.id, s.user.email, s.user.passwordHash, s.createdAt])).toEqual([[teamUs, 'team@acme.test', null, (await eu.sharedMailboxes.get(names[SHARED]!))!.createdAt]]);
+    expect((await us.sharedMailboxes.members(teamUs)).map((m) => [m.mailboxId, m.memberId, m.sendAs, m.sendOnBehalf])).toEqual([
+      [teamUs, annaUs, true, false],
+      [teamUs, adminUs, false, true],
+    ]);
+    expect((await us.sharedMailboxes.ofMember(annaUs)).map((s) => [s.mailbox.user.username, s.rights.fullAccess, s.rights.sendAs])).toEqual([[SHARED, true, true]]);
+    expect(await us.sharedMailboxes.ofMember(await newId('acme-ben'))).toEqual([]);
+
+    // The conversation is there, under its id; being ignored is not (a convenience: the user ignores it again).
+    const deep = (await us.folders.listByUser(annaUs)).find((f) => f.displayName === 'Deep')!;
+    expect((await us.conversations.get(annaUs, deep.id, ignoredConversation))?.messageCount).toBe(2);
+    expect(await eu.conversations.isIgnored(names['acme-anna']!, ignoredConversation)).toBe(true);
+    expect(await us.conversations.isIgnored(annaUs, ignoredConversation)).toBe(false);
+    // Who was answered in the period stays behind: the period moved, its records did not.
+    expect(await eu.autoReplies.ofPeriod(names['acme-anna']!, annaPeriod)).toHaveLength(1);
+    expect(await us.autoReplies.ofPeriod(annaUs, annaPeriod)).toEqual([]);
   });
 
   test('protection: the moved keys are sealed with the target\'s secret, the same key is active, and both protected messages open there', async () => {
@@ -676,7 +879,7 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       tenantId: imported.id,
       actorName: 'system',
       targetId: imported.id,
-      details: { fromRegion: 'eu', region: 'us', sha256, counts: { users: 3, rules: 2, audit: 3 } },
+      details: { fromRegion: 'eu', region: 'us', sha256, counts: { users: 4, rules: 2, audit: 3, sharedMailboxes: 1, sharedMailboxMembers: 2, mailboxSettings: 1 } },
     });
     const newId = async (username: string) => (await us.users.byUsername(username))!.id;
     const byAction = (list: AuditEntry[], action: string) => list.find((e) => e.action === action)!;
@@ -761,42 +964,91 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       await expect(failed).rejects.toBeInstanceOf(TenantImportFailed);
       const err = (await failed.catch((e: unknown) => e)) as TenantImportFailed;
       const [made] = await target.tenants.list();
-      expect(err.message).toContain(`import failed: disk full (simulated). It had created tenant "Acme" (${made!.id}), users: acme-admin (`);
+      expect(err.message).toContain(`import failed: disk full (simulated). It had created tenant "Acme" (${made!.id}), users: ${SHARED} (`);
       expect(err.created).toMatchObject({ tenant: made, items: 2 * PAGE, rules: 2, audit: 0 });
-      expect(err.created.users.map((u) => u.username)).toEqual(['acme-admin', 'acme-anna']);
+      // Users in the file's order (by username): the shared mailbox first, with its mark (it has no items).
+      expect(err.created.users.map((u) => u.username)).toEqual([SHARED, 'acme-admin', 'acme-anna']);
+      expect(err.created).toMatchObject({ sharedMailboxes: 1, sharedMailboxMembers: 0, mailboxSettings: 1 });
+      expect(err.message).toContain('1 shared mailbox(es) with 0 membership(s), 1 mailbox settings document(s)');
       expect((await target.users.list()).map((u) => [u.username, u.id])).toEqual(err.created.users.map((u) => [u.username, u.id]));
     } finally {
       await target.close();
     }
   });
 
-  test('a version 1 file (written before protection moved) still imports; one holding a version 2 record is refused', async () => {
+  /**
+   * The export file as a server of an older format version wrote it: without the records that came later, and with
+   * the counts that version had. A second file is the same with one later record left in.
+   */
+  function olderFile(version: 1 | 2, laterRecord: string) {
     const { header, body, trailer } = readRecords(exportFile);
-    const V2 = ['protectionConfig', 'protectionKey', 'userCertificate', 'accessConfig'];
-    const v1Header: Record<string, unknown> = { ...header, version: 1 };
-    delete v1Header.notes;
-    const v1Counts = Object.fromEntries(['users', 'folders', 'items', 'attachments', 'rules', 'audit'].map((k) => [k, trailer.counts[k] as number]));
-    const v1File = path.join(dir, 'acme-v1.jsonl');
-    writeRecords(v1File, v1Header, body.filter((r) => !V2.includes(r.record)), v1Counts);
-    const mixed = path.join(dir, 'acme-v1-mixed.jsonl');
-    writeRecords(mixed, v1Header, body.filter((r) => !V2.includes(r.record) || r.record === 'protectionKey'), v1Counts);
+    const later = version === 1 ? [...V2_RECORDS, ...V3_RECORDS] : V3_RECORDS;
+    const olderHeader: Record<string, unknown> = { ...header, version };
+    if (version === 1) delete olderHeader.notes;
+    const keys = version === 1 ? V1_COUNTS : [...V1_COUNTS, ...V2_COUNTS];
+    const counts = Object.fromEntries(keys.map((k) => [k, trailer.counts[k] as number]));
+    const file = path.join(dir, `acme-v${version}.jsonl`);
+    writeRecords(file, olderHeader, body.filter((r) => !later.includes(r.record)), counts);
+    const mixed = path.join(dir, `acme-v${version}-mixed.jsonl`);
+    writeRecords(mixed, olderHeader, body.filter((r) => !later.includes(r.record) || r.record === laterRecord), counts);
+    return { file, mixed, counts };
+  }
+  const V1_COUNTS = ['users', 'folders', 'items', 'attachments', 'rules', 'audit'];
+  const V2_COUNTS = ['protectionKeys', 'certificates', 'documents'];
+  const V2_RECORDS = ['protectionConfig', 'protectionKey', 'userCertificate', 'accessConfig'];
+  const V3_RECORDS = ['sharedMailbox', 'sharedMailboxMember', 'mailboxSettings'];
+  const NO_V3_COUNTS = { sharedMailboxes: 0, sharedMailboxMembers: 0, mailboxSettings: 0 };
+  /** A snapshot without the mailbox views (which files before version 3 do not carry). */
+  const withoutViews = (s: Awaited<ReturnType<typeof snapshot>>) => ({
+    ...s,
+    users: s.users.map((u) => ({ ...u, settings: null })),
+    sharedMailboxes: [],
+  });
 
+  test('a version 1 file (written before protection moved) still imports; one holding a version 2 record is refused', async () => {
+    const { file, mixed, counts } = olderFile(1, 'protectionKey');
     const target = openSqliteStore(path.join(dir, 'v1.db'));
     try {
       const move = { clock, serverSecret: crypto.randomBytes(32), pageSize: PAGE };
       await expect(importTenant(target, mixed, 'us', move)).rejects.toThrow(/line \d+: unknown record "protectionKey"/);
       expect(await target.tenants.list()).toEqual([]);
 
-      const done = await importTenant(target, v1File, 'us', move);
-      expect(done.counts).toEqual({ ...v1Counts, protectionKeys: 0, certificates: 0, documents: 0 });
+      const done = await importTenant(target, file, 'us', move);
+      expect(done.counts).toEqual({ ...counts, protectionKeys: 0, certificates: 0, documents: 0, ...NO_V3_COUNTS });
       const made = done.tenant;
       const moved = await snapshot(target, made.id);
-      const source = await snapshot(eu, tenant.id);
-      // All but information protection and the access document, which a version 1 file does not carry.
+      const source = withoutViews(await snapshot(eu, tenant.id));
+      // All but information protection, the access document and mailbox views, which a version 1 file does not carry.
       expect(moved.users.map((u) => ({ ...u, certificates: [] }))).toEqual(source.users.map((u) => ({ ...u, certificates: [] })));
       expect(moved.protection).toEqual({ doc: null, keys: [] });
       expect(moved.access).toBeUndefined();
+      expect(moved.sharedMailboxes).toEqual([]);
       expect((await allAudit(target, made.id))[0]).toMatchObject({ action: 'tenant.imported', details: { format: 1 } });
+    } finally {
+      await target.close();
+    }
+  }, 60_000);
+
+  test('a version 2 file (written before mailbox views moved) still imports; one holding a version 3 record is refused', async () => {
+    const { file, mixed, counts } = olderFile(2, 'sharedMailboxMember');
+    expect(Object.keys(counts)).toEqual([...V1_COUNTS, ...V2_COUNTS]);
+    const target = openSqliteStore(path.join(dir, 'v2.db'));
+    try {
+      const targetSecret = crypto.randomBytes(32);
+      const move = { clock, serverSecret: targetSecret, pageSize: PAGE };
+      await expect(importTenant(target, mixed, 'us', move)).rejects.toThrow(/line \d+: unknown record "sharedMailboxMember"/);
+      expect(await target.tenants.list()).toEqual([]);
+
+      const done = await importTenant(target, file, 'us', move);
+      expect(done.counts).toEqual({ ...counts, ...NO_V3_COUNTS });
+      expect(done.counts).toMatchObject({ users: 4, protectionKeys: 2, certificates: 1, documents: 2 });
+      const made = done.tenant;
+      // Everything but the mailbox views: protection and the access document included. The shared mailbox's user
+      // arrives as a plain user (a version 2 file has no mark), and no mailbox has settings.
+      expect(await snapshot(target, made.id)).toEqual(withoutViews(await snapshot(eu, tenant.id)));
+      expect(await target.sharedMailboxes.get((await target.users.byUsername(SHARED))!.id)).toBeUndefined();
+      expect(await target.mailboxSettings.get((await target.users.byUsername('acme-anna'))!.id)).toBeUndefined();
+      expect((await allAudit(target, made.id))[0]).toMatchObject({ action: 'tenant.imported', details: { format: 2 } });
     } finally {
       await target.close();
     }
@@ -841,6 +1093,22 @@ describe('export from eu (SQLite), import into us (PostgreSQL)', () => {
       expect(mime.status).toBe(200);
       const euPlan = (await eu.items.byId(names['acme-anna']!, importedItemId))!;
       expect((mime.body as Buffer).equals(await eu.blobs.read(euPlan.userId, euPlan.mimeBlobId!, 0, (await eu.blobs.size(euPlan.userId, euPlan.mimeBlobId!))!))).toBe(true);
+
+      // Her settings and her shared mailbox came along: the app reads them as before the move.
+      const settings = await api().get('/v1/mailbox/settings').set(h);
+      expect(settings.status).toBe(200);
+      expect(settings.body).toMatchObject({
+        version: 1,
+        automaticReplies: { status: 'alwaysEnabled', active: true, externalAudience: 'contactsOnly' },
+        junk: { blockedSenders: ['spam.test', 'bulk@offers.test'] },
+        focusedOverrides: [{ sender: 'sender5@elsewhere.test', classification: 'other' }],
+      });
+      const mailboxes = await api().get('/v1/mailboxes').set(h);
+      expect(mailboxes.status).toBe(200);
+      expect(mailboxes.body.mailboxes.map((m: { email: string; shared: boolean; sendAs: boolean }) => [m.email, m.shared, m.sendAs])).toEqual([
+        ['acme-anna@acme.test', false, true],
+        ['team@acme.test', true, true],
+      ]);
     } finally {
       await new Promise((resolve) => server.close(resolve));
     }
@@ -865,12 +1133,12 @@ describe('through the real CLI', () => {
       const file = path.join(dir, 'acme-cli.jsonl');
       const exported = cli({ PIGEON_DATA_DIR: euDir, PIGEON_REGION: 'eu' }, 'tenant', 'export', '--tenant', tenant.id, '--out', file);
       expect({ status: exported.status, stderr: exported.stderr }).toEqual({ status: 0, stderr: expect.any(String) });
-      expect(exported.stdout).toMatch(new RegExp(`^exported tenant Acme \\(${tenant.id}\\) of region eu to .*acme-cli\\.jsonl: 3 users, 31 folders, 33 items, 7 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}\\nnot moved: devices, sign-ins`));
+      expect(exported.stdout).toMatch(new RegExp(`^exported tenant Acme \\(${tenant.id}\\) of region eu to .*acme-cli\\.jsonl: 4 users, 40 folders, 33 items, 7 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}\\nnot moved: devices, sign-ins`));
 
       const usEnv = { PIGEON_DATA_DIR: usDir, PIGEON_REGION: 'us', PIGEON_DATABASE_URL: database.url };
       const importedRun = cli(usEnv, 'tenant', 'import', '--in', file);
       expect({ status: importedRun.status, stderr: importedRun.stderr }).toEqual({ status: 0, stderr: expect.stringContaining('verified') });
-      expect(importedRun.stdout).toMatch(/^imported tenant Acme \(\S+\) from region eu into region us: 3 users, 31 folders, 33 items, 7 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}; audited as tenant\.imported\n$/);
+      expect(importedRun.stdout).toMatch(/^imported tenant Acme \(\S+\) from region eu into region us: 4 users, 40 folders, 33 items, 7 attachments, 2 rules, 4 audit entries; sha256 [0-9a-f]{64}; audited as tenant\.imported\n$/);
       const listed = cli(usEnv, 'tenant', 'list');
       expect(listed.stdout).toMatch(/^\S+\tAcme\tus\t/);
 
