@@ -31,7 +31,7 @@
 import type { Clock } from '../clock';
 import { errors } from '../errors';
 import type { ConversationKey, ConversationRecord, DeviceRecord, Folder, Item, Mailbox, SortKey, Step, Store, TxStore } from '../store/types';
-import { MAX_KEY, MIN_KEY, compareKeys, deviceEpochMoved, resyncRequired, type ConversationToken, type TokenCodec } from '../sync/tokens';
+import { MAX_KEY, MIN_KEY, checkPosition, compareKeys, nextWindow, type ConversationToken, type TokenCodec } from '../sync/tokens';
 import { PAGE_BYTE_BUDGET, PROTOCOL_WINDOW, type WindowSizes } from '../sync/itemSync';
 import { conversationView, type ConversationView } from './view';
 
@@ -131,12 +131,7 @@ export function createConversationSync(deps: {
     const initial = claimed === undefined;
     if (claimed !== undefined) {
       pos = claimed;
-      if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-      if (pos.de !== device.epoch) throw deviceEpochMoved(device);
-      // A token from the future means this store is older than the state the device saw (a restored backup).
-      if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
-      // Below the purge horizon the tombstones that say what left may be gone.
-      if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+      checkPosition(pos, mailbox, device);
       // Only this module makes these; a token without the count is not one of its own.
       if (typeof pos.n !== 'number') throw errors.invalidToken();
     } else {
@@ -147,15 +142,7 @@ export function createConversationSync(deps: {
     }
 
     // The window this answer works toward: extended by loadMore, trimmed back once extended for too long.
-    let size = pos.s;
-    let extendedAt = pos.x;
-    if (req.loadMore) {
-      size = Math.min(size + W.step, W.max);
-      extendedAt = size > W.initial ? now : 0;
-    } else if (size > W.initial && now - extendedAt >= deps.trimAfterMs) {
-      size = W.initial;
-      extendedAt = 0;
-    }
+    const { size, extendedAt } = nextWindow(pos, req.loadMore, now, W, deps.trimAfterMs);
     const quiet = !initial && folder.contentModseq <= pos.m && size === pos.s && pos.z === 1;
     return { pos, initial, size, extendedAt, quiet };
   }

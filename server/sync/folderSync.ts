@@ -6,7 +6,7 @@
  */
 import { errors } from '../errors';
 import type { DeviceRecord, Mailbox, Store } from '../store/types';
-import { deviceEpochMoved, resyncRequired, type HierarchyToken, type TokenCodec } from './tokens';
+import { checkPosition, type HierarchyToken, type TokenCodec } from './tokens';
 import { folderView } from '../views';
 
 /** Sorts after every id (ids are base64url): "everything at this modseq has been sent". */
@@ -27,10 +27,7 @@ export function createFolderSync(deps: { store: Store; codec: TokenCodec }) {
   /** The token's cursor, checked against what this mailbox can still serve; none for an initial sync. */
   function cursor(req: Request, token: HierarchyToken | undefined, mailbox: Mailbox): { m: number; c: string } {
     if (!token) return { m: 0, c: '' };
-    if (token.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-    if (token.de !== req.device.epoch) throw deviceEpochMoved(req.device);
-    if (token.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
-    if (token.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+    checkPosition(token, mailbox, req.device);
     return { m: token.m, c: token.c };
   }
 

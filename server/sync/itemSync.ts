@@ -20,7 +20,7 @@
 import type { Clock } from '../clock';
 import { errors } from '../errors';
 import type { DeviceRecord, Folder, Item, Mailbox, SortKey, Step, Store, TxStore } from '../store/types';
-import { MAX_KEY, MIN_KEY, compareKeys, deviceEpochMoved, resyncRequired, type ItemToken, type TokenCodec } from './tokens';
+import { MAX_KEY, MIN_KEY, checkPosition, compareKeys, nextWindow, type ItemToken, type TokenCodec, type WindowSizes } from './tokens';
 import { emailBody, itemPatchView, itemView, type ItemView } from '../views';
 
 export const DEFAULT_WINDOW = 500;
@@ -31,7 +31,8 @@ export const MAX_CHANGES = 512;
 /** A page also ends once its entries add up to about this many bytes of JSON. */
 export const PAGE_BYTE_BUDGET = 512 * 1024;
 
-const UNWINDOWED = new Set(['calendar', 'contacts']);
+/** Folders without a window: every item, paged (calendars and contacts). */
+export const UNWINDOWED: ReadonlySet<string> = new Set(['calendar', 'contacts']);
 
 export interface ItemSyncRequest {
   userId: string;
@@ -83,11 +84,7 @@ function samePosition(a: ItemToken, b: ItemToken): boolean {
   );
 }
 
-export interface WindowSizes {
-  initial: number;
-  step: number;
-  max: number;
-}
+export type { WindowSizes } from './tokens';
 
 export const PROTOCOL_WINDOW: WindowSizes = { initial: DEFAULT_WINDOW, step: WINDOW_STEP, max: MAX_WINDOW };
 
@@ -145,11 +142,7 @@ export function createItemSync(deps: {
     const initial = claimed === undefined;
     if (claimed !== undefined) {
       pos = claimed;
-      if (pos.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
-      if (pos.de !== device.epoch) throw deviceEpochMoved(device);
-      // A token from the future means this store is older than the state the device saw (a restored backup).
-      if (pos.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
-      if (pos.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+      checkPosition(pos, mailbox, device);
     } else {
       pos = {
         k: 'i', u: userId, d: device.id, di: device.deviceId, f: folder.id, e: mailbox.epoch, de: device.epoch,
@@ -158,17 +151,7 @@ export function createItemSync(deps: {
     }
 
     // The window this response works toward: extended by loadMore, trimmed back once extended for too long.
-    let size = pos.s;
-    let extendedAt = pos.x;
-    if (windowed) {
-      if (req.loadMore) {
-        size = Math.min(size + W.step, W.max);
-        extendedAt = size > W.initial ? now : 0;
-      } else if (size > W.initial && now - extendedAt >= deps.trimAfterMs) {
-        size = W.initial;
-        extendedAt = 0;
-      }
-    }
+    const { size, extendedAt } = windowed ? nextWindow(pos, req.loadMore, now, W, deps.trimAfterMs) : { size: pos.s, extendedAt: pos.x };
 
     const heldAt = pos.h ?? pos.m;
     if (heldAt > pos.m) throw errors.invalidToken();

@@ -32,15 +32,13 @@
 import type { Clock } from '../clock';
 import { errors } from '../errors';
 import type { DeviceRecord, Folder, Item, SortKey, Step, Store, TxStore } from '../store/types';
-import { MAX_KEY, MIN_KEY, type ItemToken, type TokenCodec } from './tokens';
-import { PROTOCOL_WINDOW, type RemovedEntry, type WindowSizes } from './itemSync';
+import { MAX_KEY, MIN_KEY, nextWindow, type ItemToken, type TokenCodec } from './tokens';
+import { PROTOCOL_WINDOW, UNWINDOWED, type RemovedEntry, type WindowSizes } from './itemSync';
 import { emailBody, itemView, type ItemView } from '../views';
 
 /** At most this many held entries per request: a whole extended window (PROTOCOL_WINDOW.max). */
 export const MAX_HELD = 1000;
 
-/** Folders without a window: every item is synced (as item sync). */
-const UNWINDOWED = new Set<Folder['kind']>(['calendar', 'contacts']);
 
 /** `range`'s limit for a folder without a window: every item (both backends read it as a plain LIMIT). */
 const EVERY_ITEM = Number.MAX_SAFE_INTEGER;
@@ -99,8 +97,8 @@ export function createResync(deps: { store: Store; clock: Clock; codec: TokenCod
 
       // The window an initial sync would end at: the `size` newest items, from the window's lower boundary up.
       const windowed = !UNWINDOWED.has(folder.kind);
-      const size = windowed ? (req.loadMore ? Math.min(W.initial + W.step, W.max) : W.initial) : 0;
-      const extendedAt = windowed && size > W.initial ? now : 0;
+      // (An initial sync's window is the initial size, extended once by loadMore.)
+      const { size, extendedAt } = windowed ? nextWindow({ s: W.initial, x: 0 }, req.loadMore, now, W, Infinity) : { size: 0, extendedAt: 0 };
       const lower: SortKey =
         windowed && folder.totalCount > size ? ((yield* tx.sync.boundary(userId, folder.id, size)) ?? MIN_KEY) : MIN_KEY;
       const inWindow = yield* tx.sync.range(userId, folder.id, lower, MAX_KEY, 'desc', windowed ? size : EVERY_ITEM);

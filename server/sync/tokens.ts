@@ -8,7 +8,7 @@
  */
 import crypto from 'node:crypto';
 import { ApiError, errors } from '../errors';
-import type { DeviceRecord, SortKey } from '../store/types';
+import type { DeviceRecord, Mailbox, SortKey } from '../store/types';
 
 export const TOKEN_VERSION = 'p1';
 
@@ -91,6 +91,39 @@ export function resyncRequired(reason: ResyncReason): ApiError {
 /** The 410 for a token of an older device epoch: a soft reset when the view changed, else a device reset. */
 export const deviceEpochMoved = (device: Pick<DeviceRecord, 'resetReason'>): ApiError =>
   resyncRequired(device.resetReason === 'viewChanged' ? 'viewChanged' : 'deviceReset');
+
+/**
+ * Whether the mailbox can still serve the position a token claims (every kind of sync checks the same): the same
+ * mailbox epoch and device epoch, not from the future (a restored backup), not below the purge horizon.
+ */
+export function checkPosition(token: Pick<Common, 'e' | 'de' | 'm'>, mailbox: Pick<Mailbox, 'epoch' | 'highestModseq' | 'purgedModseq'>, device: Pick<DeviceRecord, 'epoch' | 'resetReason'>): void {
+  if (token.e !== mailbox.epoch) throw resyncRequired('mailboxReset');
+  if (token.de !== device.epoch) throw deviceEpochMoved(device);
+  // A token from the future means this store is older than the state the device saw (a restored backup).
+  if (token.m > mailbox.highestModseq) throw resyncRequired('mailboxReset');
+  // Below the purge horizon the tombstones that say what left may be gone.
+  if (token.m < mailbox.purgedModseq) throw resyncRequired('tokenExpired');
+}
+
+/** The protocol's window sizes (500 / +500 / 1000); tests use small ones to reach every edge with few items. */
+export interface WindowSizes {
+  initial: number;
+  step: number;
+  max: number;
+}
+
+/**
+ * The window an answer works toward from a position's size `s` extended at `x`: extended by loadMore (to at most
+ * the max), trimmed back to the initial size once it has been extended for `trimAfterMs`.
+ */
+export function nextWindow(pos: { s: number; x: number }, loadMore: boolean, now: number, W: WindowSizes, trimAfterMs: number): { size: number; extendedAt: number } {
+  if (loadMore) {
+    const size = Math.min(pos.s + W.step, W.max);
+    return { size, extendedAt: size > W.initial ? now : 0 };
+  }
+  if (pos.s > W.initial && now - pos.x >= trimAfterMs) return { size: W.initial, extendedAt: 0 };
+  return { size: pos.s, extendedAt: pos.x };
+}
 
 /** Token texts whose MAC was checked (or that this process made), remembered with their payloads. */
 export const CHECKED_TOKENS_REMEMBERED = 10_000;
