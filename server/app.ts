@@ -44,6 +44,9 @@ import { createMailboxService } from './mailbox/service';
 import { createSharedMailboxes } from './mailbox/shared';
 import { serveTable } from './http/table';
 import { routeTable } from './routes';
+import { createDiagnosticsService, UploadLimiter, DIAGNOSTICS_UPLOADS_PER_HOUR } from './diagnostics/service';
+import { DeviceLogRing } from './diagnostics/deviceLog';
+import { deviceLogOf } from './logger';
 import { createBatch } from './mail/batch';
 import { createContentService } from './content/service';
 import { createIdempotency } from './http/idempotency';
@@ -81,6 +84,11 @@ export interface AppDeps {
   cluster?: AppCluster;
   /** Certificate sign-in (PIGEON_CLIENT_CERT_TRUST_FILE): main.ts runs its listener with `certificateApp`. */
   certificateSignIn?: CertificateSignInDeps;
+  /**
+   * The per-device log lines a diagnostics upload attaches (server/diagnostics/deviceLog.ts): by default the ring
+   * `log` feeds (server/logger.ts createLogger), or an empty one for a logger made otherwise.
+   */
+  deviceLog?: DeviceLogRing;
 }
 
 export interface CertificateSignInDeps {
@@ -309,6 +317,14 @@ export function createApp(deps: AppDeps) {
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
   const adminService = createAdminService({ store, clock, audit: devices.audit });
+  // Diagnostics uploads (server/diagnostics/): incidents kept for PIGEON_DIAGNOSTICS_RETENTION, 5 uploads per device per hour.
+  const diagnostics = createDiagnosticsService({
+    store,
+    clock,
+    devices,
+    deviceLog: deps.deviceLog ?? deviceLogOf(log) ?? new DeviceLogRing(),
+    retentionMs: config.diagnosticsRetention * 1000,
+  });
   // Every route, from the one table (server/routes.ts), through the one adapter (http/table.ts).
   const routes = routeTable({
     config,
@@ -356,6 +372,7 @@ export function createApp(deps: AppDeps) {
       syncConversations: createConversationSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 }),
     },
     resync: createResync({ store, clock, codec }),
+    diagnostics: { diagnostics, admin: adminService, limiter: new UploadLimiter(DIAGNOSTICS_UPLOADS_PER_HOUR, clock) },
     send,
     admin: adminService,
     importer,
@@ -399,7 +416,7 @@ export function createApp(deps: AppDeps) {
     certificateApp.use(errorHandler(log));
   }
 
-  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers, autoReplier, mailboxService };
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers, autoReplier, mailboxService, diagnostics };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

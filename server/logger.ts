@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config';
+import { DeviceLogRing } from './diagnostics/deviceLog';
 
 /**
  * pino JSON logs. Redaction is belt and braces: request lines never include headers or query strings, but any
@@ -375,20 +376,54 @@ function countNewlines(buf: Buffer, end: number): number {
   return n;
 }
 
+/** The device-log ring each logger made by `createLogger` feeds (see `deviceLogOf`). */
+const deviceLogs = new WeakMap<Logger, DeviceLogRing>();
+
+/**
+ * The ring of per-device log lines this logger feeds (server/diagnostics/deviceLog.ts), or undefined for a logger not
+ * made by `createLogger`. Keyed by the logger object itself, so each logger (each test app's) has its own.
+ */
+export function deviceLogOf(log: Logger): DeviceLogRing | undefined {
+  return deviceLogs.get(log);
+}
+
+export interface LoggerOptions {
+  /** The ring the lines are also written to; default: a new one (read it back with `deviceLogOf`). */
+  deviceLog?: DeviceLogRing;
+}
+
+/** Writes every line to `destination` and to the ring, in that order; the ring never throws. */
+function tee(destination: pino.DestinationStream, ring: DeviceLogRing): pino.DestinationStream {
+  const feed = ring.destination();
+  return {
+    write(line: string) {
+      const written = destination.write(line);
+      feed.write(line);
+      return written;
+    },
+  } as pino.DestinationStream;
+}
+
 /**
  * The server's logger. Without `destination` it writes JSON lines to stdout through the process's LogSink; with
- * `logPretty`, through pino-pretty (development only).
+ * `logPretty`, through pino-pretty (development only). Every line is also offered to a `DeviceLogRing`, which keeps
+ * the last hour of lines that name a device, for diagnostics uploads.
  */
-export function createLogger(config: Pick<Config, 'logLevel' | 'logPretty'>, destination?: pino.DestinationStream): Logger {
+export function createLogger(config: Pick<Config, 'logLevel' | 'logPretty'>, destination?: pino.DestinationStream, loggerOptions: LoggerOptions = {}): Logger {
   const options: pino.LoggerOptions = {
     level: config.logLevel,
     base: { service: 'pigeon' },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  if (destination) return pino(options, destination);
-  if (config.logPretty) {
-    return pino({ ...options, transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss' } } });
-  }
-  return pino(options, stdoutLogSink());
+  const ring = loggerOptions.deviceLog ?? new DeviceLogRing();
+  let log: Logger;
+  if (destination) log = pino(options, tee(destination, ring));
+  else if (config.logPretty) {
+    // pino-pretty runs in a worker thread (a transport); the ring takes the JSON lines beside it.
+    const pretty = pino.transport({ target: 'pino-pretty', options: { colorize: true, translateTime: 'SYS:HH:MM:ss' } }) as pino.DestinationStream;
+    log = pino(options, pino.multistream([{ level: 'trace', stream: pretty }, { level: 'trace', stream: ring.destination() }]));
+  } else log = pino(options, tee(stdoutLogSink(), ring));
+  deviceLogs.set(log, ring);
+  return log;
 }

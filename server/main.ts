@@ -30,6 +30,7 @@ import { createLogger, drainLogs, writeStderr } from './logger';
 import { loadKeys } from './auth/keys';
 import { loadCertificate, TLS_PROFILE } from './tls';
 import { createApp } from './app';
+import { DeviceLogRing } from './diagnostics/deviceLog';
 import { listenHttps, type HttpsHandle } from './httpsServer';
 import { withFastLane } from './http/fastLane';
 import { systemClock } from './clock';
@@ -349,7 +350,9 @@ async function runPrimary(config: Config, workers: number): Promise<void> {
  */
 async function serve(config: Config, link: WorkerLink | undefined): Promise<void> {
   const nodeId = nodeName(config, link ? `w${link.id}` : undefined);
-  const processLog = link ? createLogger(config).child({ worker: link.id }) : createLogger(config);
+  // This process's log lines about each device over the last hour, for diagnostics uploads (each worker its own).
+  const deviceLog = new DeviceLogRing();
+  const processLog = link ? createLogger(config, undefined, { deviceLog }).child({ worker: link.id }) : createLogger(config, undefined, { deviceLog });
   // Sharing a database, the logs of many nodes end up together: each line names its node.
   const log = usesPostgres(config) ? processLog.child({ node: nodeId }) : processLog;
   if (!link) log.info({ config: redactedConfig(config), store: storeLocation(config) }, 'starting');
@@ -403,7 +406,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     trustFor: (socket: TLSSocket) => certificateTrust.trustFor(socket),
     port: () => certificateHttps?.port ?? config.certSignInPort,
   };
-  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection, autoReplier } = createApp({
+  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection, autoReplier, diagnostics } = createApp({
     config,
     store,
     keys,
@@ -412,6 +415,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     deviceSignals,
     cluster: shared,
     certificateSignIn,
+    deviceLog,
   });
   // createApp refused a bad external issuers file; that each one's tenant exists needs the store (README,
   // "External identity providers").
@@ -500,6 +504,9 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
       let signIns = 0;
       for (let n = -1; n !== 0 && signIns < 100_000; signIns += n) n = await store.access.purgeSignIns(now - config.signInLogRetention * 1000, 1000);
       if (signIns) log.info({ signIns }, 'old sign-in log entries purged');
+      // Diagnostics incidents past PIGEON_DIAGNOSTICS_RETENTION, with their zips.
+      const incidents = await diagnostics.purgeExpired(now);
+      if (incidents) log.info({ incidents }, 'expired diagnostics incidents purged');
       if (tombstones || replays) log.info({ tombstones, replays }, 'history purged');
       if (counts) log.debug({ counts }, 'ended rate-limit windows purged');
     });

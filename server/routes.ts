@@ -42,6 +42,7 @@ import { conversationRoutes } from './conversations/routes';
 import type { ConversationService } from './conversations/service';
 import type { createConversationSync } from './conversations/sync';
 import { resyncRoutes } from './sync/resyncRoutes';
+import { diagnosticsRoutes, type DiagnosticsRouteDeps } from './diagnostics/routes';
 import type { createResync } from './sync/resync';
 
 export interface RouteDeps {
@@ -67,6 +68,7 @@ export interface RouteDeps {
   shared: SharedMailboxes;
   conversations: { conversations: ConversationService; syncConversations: ReturnType<typeof createConversationSync> };
   resync: ReturnType<typeof createResync>;
+  diagnostics: DiagnosticsRouteDeps;
 }
 
 /** The hot reads the fast lane serves without the Express chain (http/fastLane.ts): the polls and the session call. */
@@ -140,6 +142,9 @@ export function routeTable(d: RouteDeps): Route[] {
     ...sharedMailboxRoutes({ shared: d.shared, admin: d.admin }),
     // GET /v1/policy, POST /v1/policy/check-in, POST /v1/policy/selective-wipe-ack (app protection)
     ...appPolicyRoutes(d.appPolicy),
+    // POST|GET /v1/diagnostics, GET /v1/diagnostics/:incidentId, GET /admin/v1/diagnostics/:incidentId,
+    // GET /admin/v1/diagnostics/:incidentId/bundle (server/diagnostics/routes.ts)
+    ...diagnosticsRoutes(d.diagnostics),
     // Public, signed by a compliance partner: PUT /compliance/v1/devices/:deviceId
     ...complianceRoutes(d.compliance),
 

@@ -17,6 +17,7 @@
  *   region adopt NAME                              (relabels a store created before regions as region NAME's)
  *   directory set --user U [--title T] [--manager U2] …  (a user's directory fields; audited)
  *   directory import --csv FILE [--tenant ID]      (directory fields of many users from CSV, all or nothing)
+ *   diagnostics show ID | download ID FILE | purge (incidents: server/cli/diagnostics.ts)
  *   config-doc                                     (the config table as Markdown)
  *   help, --help, -h                               (the usage on stdout, exit 0; also `<command> --help`)
  *
@@ -37,6 +38,7 @@
  * exists), 1 when an import failed after writing (the message names what it created).
  */
 import { DIRECTORY_USAGE, runDirectoryCli } from './directory';
+import { DIAGNOSTICS_USAGE, runDiagnosticsCli } from './diagnostics';
 import { createMessageInspector } from '../protection/inspect';
 import { createSmimeInspector } from '../protection/smime';
 import { loadSmimeTrust } from '../protection/trustFile';
@@ -76,6 +78,7 @@ commands:
   tenant import --in FILE                        (on the target region: recreates the exported tenant; audited)
   region adopt NAME                              (relabels a store created before regions as NAME's; audited)
 ${DIRECTORY_USAGE}
+${DIAGNOSTICS_USAGE}
   config-doc
   help                                           (this text; also --help, -h, or --help after a command)`;
 
@@ -225,7 +228,7 @@ async function tenantMoveCommand(
   }
 }
 
-const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'tenant', 'region', 'directory', 'config-doc'];
+const COMMANDS = ['add-user', 'set-password', 'revoke-sessions', 'list-users', 'purge-devices', 'reset-mailbox', 'import', 'tenant', 'region', 'directory', 'diagnostics', 'config-doc'];
 /** The subcommands of the commands that have them, and how many more words each takes. */
 const SUBCOMMANDS: Record<string, Record<string, number>> = { tenant: { create: 0, list: 0, export: 0, import: 0 }, region: { adopt: 1 } };
 const HELP = ['help', '--help', '-h'];
@@ -252,6 +255,7 @@ export async function runAdmin(argv: string[], out: (line: string) => void, err:
     return 0;
   }
   if (command === 'directory') return await runDirectoryCli(rest, out, err);
+  if (command === 'diagnostics') return await runDiagnosticsCli(rest, out, err);
   const { values, positionals } = parseArgs({
     args: rest,
     allowPositionals: true,

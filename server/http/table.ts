@@ -66,14 +66,17 @@ export interface Reply {
 
 export type Handler = (call: Call) => Reply | Promise<Reply>;
 
-export type BodyKind = 'json' | 'form' | 'none' | { raw: string };
+export type BodyKind = 'json' | 'form' | 'none' | { raw: string | readonly string[] };
 
 export interface Route {
   method: Method;
   /** Express path syntax (`/v1/items/:itemId`). */
   path: string;
   handler: Handler;
-  /** Default: `json` for POST, PUT and PATCH, `none` otherwise. `{raw: type}` takes the bytes of that media type. */
+  /**
+   * Default: `json` for POST, PUT and PATCH, `none` otherwise. `{raw: type}` takes the bytes of that media type,
+   * `{raw: [types]}` of any of them (the handler reads which from `Content-Type`).
+   */
   body?: BodyKind;
   /** A body limit of the route's own instead of PIGEON_MAX_REQUEST_BYTES. */
   bodyLimit?: number;
@@ -183,12 +186,12 @@ function bodyParsers(route: Route, o: TableOptions): RequestHandler[] {
   if (kind === 'json') return jsonBody(limit, o.maxJsonDepth);
   if (kind === 'form') return formBody(limit);
   if (kind === 'none') return [];
-  const type = kind.raw;
+  const types: readonly string[] = typeof kind.raw === 'string' ? [kind.raw] : kind.raw;
   return [
     (req, _res, next) => {
       // The header itself, not req.is(): that answers "no type" for a request without a body, which is a 415 here.
       const given = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
-      if (given !== type) throw errors.unsupportedMediaType(type);
+      if (!types.includes(given)) throw errors.unsupportedMediaType(types.join(' or '));
       next();
     },
     express.raw({ type: () => true, limit }),

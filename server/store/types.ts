@@ -741,6 +741,31 @@ export type PeopleMatch =
   | { kind: 'user'; person: DirectoryPerson; match: PeopleMatchKind; frequent: FrequentContact | null }
   | { kind: 'external'; contact: FrequentContact; match: PeopleMatchKind };
 
+/**
+ * A diagnostics incident: a log bundle a device uploaded (server/diagnostics/), stored as a zip blob of the user's
+ * until `expiresAt` (PIGEON_DIAGNOSTICS_RETENTION).
+ */
+export interface DiagnosticIncident {
+  /** `PGN-XXXX-XXXX`, canonical (server/diagnostics/incidentId.ts). */
+  id: string;
+  tenantId: string;
+  userId: string;
+  /** The device record at upload time (the record may since have been purged; the zip keeps a copy of it). */
+  deviceRecordId: string | null;
+  /** The app's `X-Device-Id`. */
+  deviceId: string;
+  /** The stored zip, a blob of `userId`'s that this row keeps referenced. */
+  blobId: string;
+  /** Bytes of the stored zip. */
+  size: number;
+  /** Entries in the stored zip (the app's files and the server's attachments). */
+  entries: number;
+  /** Secrets scrubbed out of what was stored (the app's files and the server's attachments). */
+  redactions: number;
+  createdAt: number;
+  expiresAt: number;
+}
+
 export interface StoreMethods {
   tenants: {
     /** A tenant of `region` (`default` when not given). */
@@ -1143,6 +1168,18 @@ export interface StoreMethods {
     isIgnored(userId: string, conversationId: string): boolean;
     /** Deletes tombstones (messageCount 0) with modseq below `belowModseq` for the user; answers how many. */
     purgeTombstones(userId: string, belowModseq: number): number;
+  };
+
+  /** Diagnostics incidents (mailbox data: each belongs to a user, and its zip is a blob of that user's). */
+  diagnostics: {
+    /** Inserts the incident; its row references `blobId` (stored in the same unit), which keeps the blob. */
+    create(incident: DiagnosticIncident): DiagnosticIncident;
+    /** The tenant's incident with this canonical id, or undefined (also when it is another tenant's). */
+    byId(tenantId: string, id: string): DiagnosticIncident | undefined;
+    /** The user's incidents, newest first, at most `limit`. */
+    listByUser(userId: string, limit: number): DiagnosticIncident[];
+    /** Deletes at most `limit` incidents whose expiry is at or before `now` (their blobs are released); answers how many. */
+    purgeExpired(now: number, limit: number): number;
   };
 }
 

@@ -79,6 +79,7 @@ const GROUPS = [
   'autoReplies',
   'sharedMailboxes',
   'conversations',
+  'diagnostics',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

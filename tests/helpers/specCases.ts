@@ -17,8 +17,8 @@
  * - `shapedValue()` — fast-check arbitraries for values shaped like a schema but often wrong;
  * - `buildWorld()` — the fixtures the cases run against: users in two tenants, each with a registered device,
  *   folders, mail with attachments, sync tokens (hierarchy, item and conversation), a published S/MIME certificate,
- *   a meeting it organises (with an attendee outside the server), a contact and a shared mailbox it is the one
- *   member of, and an administrator per tenant with an access rule, a shared mailbox without members and one
+ *   a meeting it organises (with an attendee outside the server), a contact, a diagnostics incident and a shared
+ *   mailbox it is the one member of, and an administrator per tenant with an access rule, a shared mailbox without members and one
  *   (inert) entry of each kind in its tenant's access configuration;
  * - `testCompliancePartner()` — a compliance partner of the test's own, to sign requests to the partner API (whose
  *   operations are `access: 'partner'`: no token reaches them).
@@ -26,6 +26,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import fc from 'fast-check';
 import { HTTP_METHODS, loadSpec, pointer, resolvePointer } from './openapi';
 import { opensslWorkspace } from './openssl';
@@ -208,7 +209,12 @@ export type IdKind =
    * administrator's tenant's (`/admin/v1/shared-mailboxes/{mailboxId}`). A shared mailbox the caller is not a
    * member of, or of another tenant, is answered exactly as one that exists nowhere.
    */
-  | 'sharedMailbox';
+  | 'sharedMailbox'
+  /**
+   * A diagnostics incident (issue 20), `PGN-XXXX-XXXX`: a user's own (`/v1/diagnostics/{incidentId}`: another user's,
+   * even of the same tenant, is 404 exactly as one that exists nowhere), or an administrator's tenant's.
+   */
+  | 'incident';
 
 /** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
 export interface NotAnId {
@@ -348,6 +354,10 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
   // No user's or administrator's token reaches it (tests/security/hostile.test.ts: unsigned is 401 whatever else the
   // request holds). Which tenants' devices a signed request may reach is the partner's configured tenants (403
   // otherwise), proven with real signatures by tests/e2e/conditional-access.test.ts.
+  // Diagnostics (issue 20).
+  'GET /v1/diagnostics/{incidentId}': { 'path:incidentId': 'incident' },
+  'GET /admin/v1/diagnostics/{incidentId}': { 'path:incidentId': 'incident' },
+  'GET /admin/v1/diagnostics/{incidentId}/bundle': { 'path:incidentId': 'incident' },
   'PUT /compliance/v1/devices/{deviceId}': {
     'path:deviceId': { notAnId: "a device of a user of the statement's tenant, which the partner must manage", value: 'sec-partner-device-000001' },
     'body:tenantId': { notAnId: "the tenant the statement is about, checked against the partner's configured tenants" },
@@ -608,6 +618,8 @@ const VCARD = () =>
   Buffer.from(
     ['BEGIN:VCARD', 'VERSION:4.0', `UID:urn:uuid:${crypto.randomUUID()}`, 'FN:Erin Imported', 'N:Imported;Erin;;;', 'EMAIL;TYPE=work:sec-erin@example.invalid', 'TEL;TYPE=cell:+1 555 0101', 'END:VCARD', ''].join('\r\n'),
   );
+/** A small diagnostics bundle: one gzip'd log (`POST /v1/diagnostics`). */
+const DIAGNOSTICS_BUNDLE = (text = 'Security suite diagnostics') => zlib.gzipSync(`${new Date(0).toISOString()} INFO ${text}\n`);
 /** A 1×1 PNG: a contact photo (the server tells the type by the bytes). */
 const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
 
@@ -719,6 +731,8 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   }),
   'POST /admin/v1/shared-mailboxes': () => ({ email: `${unique('sec-desk')}@shared.example`, displayName: 'Security suite desk' }),
   'PUT /admin/v1/shared-mailboxes/{mailboxId}/members/{userId}': () => ({ fullAccess: true }),
+  // Diagnostics (issue 20): raw gzip bytes.
+  'POST /v1/diagnostics': () => DIAGNOSTICS_BUNDLE(),
 };
 
 export function validBody(op: SpecOperation, c: BodyContext): unknown {
@@ -968,6 +982,7 @@ const OWN_BODY_LIMITS: Record<string, number> = {
   'POST /v1/contacts/import': 5 * 1024 * 1024,
   'PUT /v1/contacts/{itemId}/photo': 1024 * 1024,
   'POST /v1/folders/{folderId}/items/resync': 512 * 1024,
+  'POST /v1/diagnostics': 10 * 1024 * 1024,
 };
 
 /** Bodies that are broken as bytes, as JSON, or against the schema; wrong media types and encodings; over-size. */
@@ -1180,6 +1195,7 @@ const emptyIds = (): Record<IdKind, string[]> => ({
   conversation: [],
   conversationSyncToken: [],
   sharedMailbox: [],
+  incident: [],
 });
 
 async function token(api: Agent, form: Record<string, string>): Promise<string> {
@@ -1226,6 +1242,7 @@ export async function buildWorld(ctx: TestContext, api: Agent, plan: PartyPlan[]
       admin.ids.deviceRecord.push(...u.ids.deviceRecord);
       admin.ids.deviceId.push(...u.ids.deviceId);
       admin.ids.folder.push(...u.ids.folder); // the first is the first user's Inbox: the import target of ids.user[0]
+      admin.ids.incident.push(...u.ids.incident);
     }
     // The administrator is a user of its tenant too (last, so ids.user[0] stays a user with a mailbox): a tenant of
     // an administrator alone still has a user to evaluate or to judge the risk of.
@@ -1356,6 +1373,14 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   p.ids.conversationSyncToken.push(threads.token);
   const certificate = await expectStatus(api().post('/v1/me/certificates').set(headers).send({ certificate: userCertificate(p.email, ctx.clock.now()) }), 201, 'publishing a certificate');
   p.ids.certificateId.push(certificate.id);
+  // A diagnostics incident (one of the device's five uploads an hour).
+  const incident = await expectStatus(
+    api().post('/v1/diagnostics').set(headers).set('Content-Type', 'application/gzip').send(DIAGNOSTICS_BUNDLE(`world of ${p.name}`)),
+    201,
+    'uploading diagnostics',
+  );
+  p.ids.incident.push(incident.incidentId);
+  p.fingerprints.push(incident.incidentId);
   p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds, certificate.id, certificate.fingerprint);
 
   // A meeting the user organises (its invitation bounces back at once: see OUTSIDE_ATTENDEE) and a contact.

@@ -2161,7 +2161,7 @@ describe('(b) the admin API', () => {
 
   test('every admin operation: 401 without a token, 403 forbidden with a user\'s token', async () => {
     const ops = adminOps();
-    expect(ops.length).toBe(50);
+    expect(ops.length).toBe(52);
     const { access_token } = await signIn(ctx, ALICE.username, ALICE.password, { device_id: DEVICE });
     const user = { Authorization: bearer(access_token), 'X-Device-Id': DEVICE };
     for (const { method, path: template } of ops) {

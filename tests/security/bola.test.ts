@@ -92,6 +92,7 @@ const NOWHERE: Record<IdKind, string> = {
   conversation: 'NoSuchConversation000000',
   conversationSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
   sharedMailbox: 'NoSuchMailbox000',
+  incident: 'PGN-0000-0000',
 };
 const ACTIONS = ['allow', 'block', 'quarantine', 'release', 'wipe', 'resync'];
 

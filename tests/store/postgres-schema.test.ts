@@ -51,6 +51,7 @@ const MAILBOX_DATA = [
   'changes',
   'conversations',
   'devices',
+  'diagnostic_incidents',
   'folders',
   'idempotency',
   'ignored_conversations',

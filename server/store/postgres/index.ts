@@ -48,6 +48,7 @@ import { protectionSteps } from './protection';
 import { directorySteps } from './directory';
 import { mailboxViewSteps } from './mailboxViews';
 import { conversationSteps } from './conversations';
+import { diagnosticsSteps } from './diagnostics';
 import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
@@ -101,6 +102,7 @@ const LONE_READS = new Set([
   'directory.entry', 'directory.person', 'directory.managers', 'directory.reports', 'directory.frequent',
   'conversations.changedSince', 'conversations.boundary', 'conversations.range', 'conversations.get', 'conversations.count',
   'conversations.itemIds', 'conversations.isIgnored',
+  'diagnostics.byId', 'diagnostics.listByUser',
   'mailboxSettings.get', 'autoReplies.pending', 'autoReplies.ofPeriod',
   'sharedMailboxes.get', 'sharedMailboxes.list', 'sharedMailboxes.member', 'sharedMailboxes.members', 'sharedMailboxes.ofMember',
 ]);
@@ -139,7 +141,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx), ...diagnosticsSteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

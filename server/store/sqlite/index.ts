@@ -14,6 +14,7 @@ import { protectionRepositories } from './protection';
 import { directoryRepositories } from './directory';
 import { mailboxViewRepositories } from './mailboxViews';
 import { conversationRepositories } from './conversations';
+import { diagnosticsRepositories } from './diagnostics';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -326,6 +327,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...directoryRepositories(sql, transaction),
     ...mailboxViewRepositories(sql),
     ...conversationRepositories(sql),
+    ...diagnosticsRepositories(sql),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.
