@@ -238,8 +238,10 @@ export function createApp(deps: AppDeps) {
     rules: {
       route: (tx, userId, message, conversationId) => mailboxRules.route(tx, userId, message, conversationId),
       afterStore: function* (tx, userId, message, itemId, decision, now) {
-        yield* mailboxRules.afterStore(tx, userId, message, itemId, decision, now);
-        autoReplier.kick();
+        // Only a claim wakes the replier: ordinary deliveries add no work after their commit.
+        const claimed = yield* mailboxRules.afterStore(tx, userId, message, itemId, decision, now);
+        if (claimed) autoReplier.kick();
+        return claimed;
       },
     },
   });

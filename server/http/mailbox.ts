@@ -32,9 +32,9 @@ export function createMailboxResolver(store: Store): MailboxResolver {
     const candidates = named.includes('@') ? await store.users.byEmail(named) : [await store.users.byId(named)].filter((u): u is User => u !== undefined);
     for (const user of candidates) {
       if (user.tenantId !== auth.tenantId) continue;
+      // A membership row exists only for a shared mailbox (it references one, and goes with it).
       const membership = await store.sharedMailboxes.member(user.id, own.id);
       if (!membership?.fullAccess) continue;
-      if (!(await store.sharedMailboxes.get(user.id))) continue;
       return { userId: user.id, user, shared: { fullAccess: membership.fullAccess, sendAs: membership.sendAs, sendOnBehalf: membership.sendOnBehalf } };
     }
     throw errors.mailboxNotFound();

@@ -87,7 +87,8 @@ export interface DeliveryDeps {
    */
   rules?: {
     route: (tx: TxStore, userId: string, message: PreparedMessage, conversationId: string, now: number) => Step<InboxDecision>;
-    afterStore: (tx: TxStore, userId: string, message: PreparedMessage, itemId: string, decision: InboxDecision, now: number) => Step<void>;
+    /** Answers whether it owes the sender an automatic reply (one was claimed). */
+    afterStore: (tx: TxStore, userId: string, message: PreparedMessage, itemId: string, decision: InboxDecision, now: number) => Step<boolean>;
   };
 }
 

@@ -13,6 +13,7 @@ import type { SendService } from '../send/service';
 import type { AutoReplyRecord, Store } from '../store/types';
 import { autoRepliesActive, parseSettings } from './settings';
 import { autoReplyText, composeAutoReply } from './autoReply';
+import { senderFacts } from './rules';
 
 const BATCH = 50;
 
@@ -38,9 +39,9 @@ export function createAutoReplier(deps: AutoReplierDeps) {
     const now = clock.now();
     // Turned off, rescheduled or reworded since the message arrived: that period is over, its claims lapse.
     if (!autoRepliesActive(settings.automaticReplies, now) || settings.autoReplyPeriod !== claim.period) return 'skipped';
-    const colleague = (await store.users.byEmail(item.from.address)).some((u) => u.tenantId === owner.tenantId);
-    const contact = await store.items.hasContactAddress(owner.id, item.from.address);
-    const text = autoReplyText(settings.automaticReplies, { internal: colleague, senderIsContact: contact });
+    const from = item.from.address;
+    const facts = await store.run((tx) => senderFacts(tx, owner, from));
+    const text = autoReplyText(settings.automaticReplies, { internal: facts.colleague, senderIsContact: facts.contact });
     if (text === null) return 'skipped';
     const thread = item.internetMessageId ? [item.internetMessageId] : [];
     const reply = await composeAutoReply({

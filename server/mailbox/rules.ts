@@ -84,17 +84,18 @@ export function createMailboxRules() {
     return { ...(folderKind ? { folderKind } : {}), inferenceClassification: focused.classification, reasons };
   }
 
-  function* afterStore(tx: TxStore, userId: string, message: PreparedMessage, itemId: string, decision: InboxDecision, now: number): Step<void> {
+  /** Claims the automatic reply the message is owed, if any; answers whether one was claimed. */
+  function* afterStore(tx: TxStore, userId: string, message: PreparedMessage, itemId: string, decision: InboxDecision, now: number): Step<boolean> {
     const memo = judged.get(message)?.get(userId);
-    if (!memo || decision.folderKind === 'junkEmail') return; // nobody answers junk
+    if (!memo || decision.folderKind === 'junkEmail') return false; // nobody answers junk
     const { owner, settings, facts } = memo;
     const replies = settings.automaticReplies;
-    if (!autoRepliesActive(replies, now)) return;
+    if (!autoRepliesActive(replies, now)) return false;
     const parsed = message.parsed;
     const refusal = autoReplyRefusal({ headers: parsed.headers, from: parsed.from, to: parsed.to, cc: parsed.cc, mailboxAddress: owner.email });
-    if (refusal !== null || !parsed.from) return;
-    if (autoReplyText(replies, { internal: facts.colleague, senderIsContact: facts.contact }) === null) return;
-    yield* tx.autoReplies.claim({ id: newId(), userId, period: settings.autoReplyPeriod, sender: senderKey(parsed.from.address), itemId }, now);
+    if (refusal !== null || !parsed.from) return false;
+    if (autoReplyText(replies, { internal: facts.colleague, senderIsContact: facts.contact }) === null) return false;
+    return yield* tx.autoReplies.claim({ id: newId(), userId, period: settings.autoReplyPeriod, sender: senderKey(parsed.from.address), itemId }, now);
   }
 
   return { route, afterStore };

@@ -9,6 +9,8 @@ import {
   type DeviceAccessRule,
   type DeviceRecord,
   type DeviceResetReason,
+  type Item,
+  type NewAttachment,
   type RefreshTokenRecord,
   type User,
   type ViewSettings,
@@ -127,3 +129,15 @@ export const toRefresh = (r: Row): RefreshTokenRecord => ({
   revokedAt: (r.revoked_at as number | null) ?? null,
   revokedReason: (r.revoked_reason as string | null) ?? null,
 });
+
+/** What sync shows of attachments (`attachments_json`), numbered in order: `att1`, `att2`, … (both backends). */
+export function attachmentSummaries(attachments: NewAttachment[]): Item['attachments'] {
+  return attachments.map((a, i) => ({
+    id: `att${i + 1}`,
+    name: a.name,
+    contentType: a.contentType,
+    size: a.content.length,
+    isInline: a.isInline,
+    contentId: a.contentId,
+  }));
+}

@@ -4,7 +4,7 @@
 import http2 from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import { importPKCS8, SignJWT, type KeyLike } from 'jose';
-import { appPayload, digestBase64url, isVisible, PushGatewayConfigError, PushTimeoutError, retryAfterMs, retryOutcome, uuidFor, withDeadline } from './common';
+import { appPayload, digestBase64url, isVisible, PushGatewayConfigError, retryAfterMs, retryOutcome, uuidFor, withDeadline } from './common';
 import type { Gateway, PushMessage, PushTarget, SendOutcome } from './types';
 
 export interface ApnsGatewayOptions {
@@ -151,7 +151,7 @@ export function createApnsGateway(options: ApnsGatewayOptions): Gateway {
       });
     } catch (error) {
       if (signal?.aborted && error === signal.reason) throw error;
-      if (error instanceof PushTimeoutError) return { status: 'retry' };
+      // A timeout (PushTimeoutError) or a network error: the gateway may answer the next attempt.
       // Connection refused or reset, stream cancelled by GOAWAY: the next attempt opens a new connection.
       return { status: 'retry' };
     }

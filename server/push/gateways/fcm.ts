@@ -4,7 +4,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { importPKCS8, SignJWT, type KeyLike } from 'jose';
-import { appPayload, PushGatewayConfigError, PushTimeoutError, retryAfterMs, retryOutcome, withDeadline } from './common';
+import { appPayload, PushGatewayConfigError, retryAfterMs, retryOutcome, withDeadline } from './common';
 import type { Gateway, PushMessage, PushTarget, SendOutcome } from './types';
 
 export interface FcmServiceAccount {
@@ -147,7 +147,7 @@ export function createFcmGateway(options: FcmGatewayOptions): Gateway {
         if (error.status === 429 || error.status >= 500) return retryOutcome(retryAfterMs(error.retryAfter, now()));
         return { status: 'rejected', reason: error.message };
       }
-      if (error instanceof PushTimeoutError) return { status: 'retry' };
+      // A timeout (PushTimeoutError) or a network error: the gateway may answer the next attempt.
       return { status: 'retry' };
     }
   }

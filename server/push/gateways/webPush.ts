@@ -4,7 +4,7 @@
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 import webpush, { WebPushError } from 'web-push';
-import { appPayload, digestBase64url, PushGatewayConfigError, PushTimeoutError, retryAfterMs, retryOutcome, withDeadline } from './common';
+import { appPayload, digestBase64url, PushGatewayConfigError, retryAfterMs, retryOutcome, withDeadline } from './common';
 import type { Gateway, PushMessage, PushTarget, SendOutcome } from './types';
 
 export interface VapidDetails {
@@ -78,7 +78,7 @@ export function createWebPushGateway(options: WebPushGatewayOptions): Gateway {
     } catch (error) {
       if (signal?.aborted && error === signal.reason) throw error;
       if (error instanceof WebPushError) return outcomeForStatus(error.statusCode, error.headers?.['retry-after'], error.body, now());
-      if (error instanceof PushTimeoutError) return { status: 'retry' };
+      // A timeout (PushTimeoutError) or a network error: the gateway may answer the next attempt.
       // Network errors (refused, reset, TLS): the service may be back soon.
       return { status: 'retry' };
     }

@@ -31,6 +31,7 @@ import {
   type TxStore,
 } from '../types';
 import { putBlob } from './content';
+import { attachmentSummaries } from '../rows';
 import { searchDocument } from './search';
 import { json, limitParam, lockMailbox, readLock, rows, rowCount, type Row, type Tx } from './tx';
 
@@ -75,17 +76,6 @@ const toAttachmentSummary = (a: Record<string, unknown>): Item['attachments'][nu
   contentId: (a.contentId as string | null) ?? null,
 });
 
-/** What sync shows of attachments (`attachments_json`), numbered in order: `att1`, `att2`, … (as SQLite's store). */
-function attachmentSummaries(attachments: NewAttachment[]): Item['attachments'] {
-  return attachments.map((a, i) => ({
-    id: `att${i + 1}`,
-    name: a.name,
-    contentType: a.contentType,
-    size: a.content.length,
-    isInline: a.isInline,
-    contentId: a.contentId,
-  }));
-}
 
 function toItem(r: Row): Item {
   return {

@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import { newId } from '../../ids';
 import type { Sql } from './devices';
 import { putBlob } from './content';
+import { attachmentSummaries } from '../rows';
 import { htmlToPlain } from '../../content/text';
 import {
   WELL_KNOWN_FOLDERS,
@@ -57,17 +58,6 @@ function truncateChars(text: string, max: number): string {
   return /[\uD800-\uDBFF]$/.test(cut) ? cut.slice(0, -1) : cut;
 }
 
-/** What sync shows of attachments (`attachments_json`), numbered in order: `att1`, `att2`, … */
-function attachmentSummaries(attachments: NewAttachment[]): Item['attachments'] {
-  return attachments.map((a, i) => ({
-    id: `att${i + 1}`,
-    name: a.name,
-    contentType: a.contentType,
-    size: a.content.length,
-    isInline: a.isInline,
-    contentId: a.contentId,
-  }));
-}
 
 /**
  * The sort key an item's tombstone (deleted, moved out) is logged with: item sync tells a device of it only when the
