@@ -766,6 +766,107 @@ export interface DiagnosticIncident {
   expiresAt: number;
 }
 
+
+// Background push (server/push/background/): channels a device registered at a gateway, the outbox the committing
+// transaction writes, the delivery queue and the calendar reminders due.
+
+export type PushChannelKind = 'webpush' | 'apns' | 'fcm';
+/** What a channel is sent; every kind by default. */
+export type PushEventKind = 'sync' | 'newMail' | 'badge' | 'reminder';
+export const PUSH_EVENT_KINDS: readonly PushEventKind[] = ['sync', 'newMail', 'badge', 'reminder'];
+
+/**
+ * A background push channel of one device: a Web Push subscription (endpoint and keys), an APNs device token or an
+ * FCM registration token. `(kind, address)` names it at the gateway: registering the same address again (by this
+ * or any other device or user) replaces the old row, so a token that moved to another account stops getting the
+ * first one's mail.
+ */
+export interface PushChannelRecord {
+  id: string;
+  tenantId: string;
+  userId: string;
+  /** The device record (devices.id) that registered it; removing the device removes the channel. */
+  deviceRecordId: string;
+  /** The app's `X-Device-Id` (for logs and the admin). */
+  deviceId: string;
+  /** The OAuth client of the sign-in that registered it: which app protection policy decides what a notification shows. */
+  clientId: string;
+  /** The user's session version at registration: a sign-out everywhere (or a password reset) silences the channel. */
+  sessionVersion: number;
+  kind: PushChannelKind;
+  /** Web Push: the endpoint URL; APNs: the device token (hex); FCM: the registration token. */
+  address: string;
+  /** Web Push: `{p256dh, auth}` (base64url); APNs: `{topic, environment}`; FCM: `{}`. */
+  keys: Record<string, string>;
+  events: PushEventKind[];
+  createdAt: number;
+  updatedAt: number;
+  lastSuccessAt: number | null;
+  /** Consecutive failed attempts (reset by a success). */
+  failures: number;
+}
+
+export type NewPushChannel = Omit<PushChannelRecord, 'id' | 'createdAt' | 'updatedAt' | 'lastSuccessAt' | 'failures'>;
+
+/**
+ * A mailbox that changed since background push last looked at it: written by the committing transaction itself
+ * (the store, for users that have a channel), so no change is lost to a crash between the commit and the push.
+ * Changes coalesce: one row per user, spanning modseqs `(fromModseq, toModseq]`.
+ */
+export interface PushOutboxEntry {
+  userId: string;
+  /** The mailbox's modseq before the first change not yet looked at. */
+  fromModseq: number;
+  toModseq: number;
+  /** When the first of these changes committed (ms): latency is measured from here. */
+  createdAt: number;
+}
+
+/**
+ * One message queued for one channel. `(channelId, collapseKey)` is unique: a newer message with the same key
+ * replaces a queued one (coalescing), and a message replaced while it was being sent gets a new id, so the sender's
+ * completion (which names the id it sent) leaves the newer one queued.
+ */
+export interface PushDeliveryRecord {
+  /** Unique per message and kept across retries: the gateway's message id (apns-id), so a resend is recognisable. */
+  id: string;
+  userId: string;
+  channelId: string;
+  collapseKey: string;
+  /** The PushMessage (server/push/gateways/types.ts) as JSON, without its id (the row's id is the message's). */
+  message: Record<string, unknown>;
+  state: 'queued' | 'sending';
+  attempts: number;
+  /** Not to be tried before this time (backoff, Retry-After, rate limits). */
+  notBefore: number;
+  /** While `sending`: until when the claim holds; after it, another drainer may claim the message again. */
+  leaseUntil: number | null;
+  /** The commit the message is about (ms): outbox entry's createdAt, or the reminder's due time. */
+  originAt: number;
+  createdAt: number;
+}
+
+export type NewPushDelivery = Pick<PushDeliveryRecord, 'id' | 'userId' | 'channelId' | 'collapseKey' | 'message' | 'notBefore' | 'originAt'>;
+
+/** A claimed delivery with its channel (as it is now). */
+export interface ClaimedPushDelivery {
+  delivery: PushDeliveryRecord;
+  channel: PushChannelRecord;
+}
+
+/**
+ * A calendar reminder due: one per event (the next occurrence's reminder; recurring events are rescheduled after
+ * each). `sentAt` set: the reminder went out and a change to the event must send its cancellation.
+ */
+export interface PushReminderRecord {
+  userId: string;
+  itemId: string;
+  /** The occurrence's start (ms) and the reminder's due time (start minus the event's reminder minutes). */
+  occurrenceStart: number;
+  dueAt: number;
+  sentAt: number | null;
+}
+
 export interface StoreMethods {
   tenants: {
     /** A tenant of `region` (`default` when not given). */
@@ -1168,6 +1269,67 @@ export interface StoreMethods {
     isIgnored(userId: string, conversationId: string): boolean;
     /** Deletes tombstones (messageCount 0) with modseq below `belowModseq` for the user; answers how many. */
     purgeTombstones(userId: string, belowModseq: number): number;
+  };
+
+  /** Background push: channels, the outbox, the delivery queue and reminders (see PushChannelRecord and the rest). */
+  push: {
+    /**
+     * Registers a channel or refreshes it: an existing row with the same `(kind, address)` — of any user — is
+     * replaced (its queued deliveries go with it). Answers the stored record.
+     */
+    putChannel(channel: NewPushChannel, now: number): PushChannelRecord;
+    channel(userId: string, id: string): PushChannelRecord | undefined;
+    /** The device's channels, oldest first. */
+    channelsOfDevice(userId: string, deviceRecordId: string): PushChannelRecord[];
+    /** The user's channels, oldest first. */
+    channelsOfUser(userId: string): PushChannelRecord[];
+    /** Deletes the channel (with its queued deliveries); false when the user has no such channel. */
+    deleteChannel(userId: string, id: string): boolean;
+    /** Deletes every channel of the device (with their deliveries); answers how many. */
+    deleteChannelsOfDevice(userId: string, deviceRecordId: string): number;
+    /** Records a send's result on the channel: a success resets `failures` and sets `lastSuccessAt`; a failure counts. */
+    noteResult(userId: string, id: string, ok: boolean, now: number): void;
+    /** How many channels there are (metrics), by kind. */
+    countChannels(): Record<PushChannelKind, number>;
+
+    /**
+     * Takes (deletes and answers) at most `limit` outbox entries, oldest first; concurrent takers never take the
+     * same entry. The caller enqueues what they mean in the same unit, so a crash loses neither.
+     */
+    takeOutbox(limit: number): PushOutboxEntry[];
+    /** Entries waiting in the outbox (metrics, tests). */
+    outboxSize(): number;
+
+    /** Queues messages, each replacing a queued or in-flight one of its channel with the same collapse key. */
+    enqueue(deliveries: NewPushDelivery[], now: number): void;
+    /**
+     * Claims at most `limit` deliveries due at `now` (queued, or sending with a lapsed lease), soonest first: each
+     * becomes `sending` until `now + leaseMs`, attempts + 1. Concurrent claimers never claim the same delivery.
+     */
+    claim(now: number, limit: number, leaseMs: number): ClaimedPushDelivery[];
+    /** Deletes the delivery with this id (it was sent, or is given up); false when it is gone or was replaced. */
+    complete(userId: string, id: string): boolean;
+    /**
+     * Puts a claimed delivery back in the queue for `notBefore` (a retry); false when it is gone or was replaced.
+     * `deferred`: it was not tried (a rate limit held it back), so the claim's attempt is given back.
+     */
+    release(userId: string, id: string, notBefore: number, deferred?: boolean): boolean;
+    /** Deletes every queued delivery of the device's channels (a blocked device); answers how many. */
+    dropDeliveriesOfDevice(userId: string, deviceRecordId: string): number;
+    /** Deliveries by state (metrics, tests). */
+    queueSize(): { queued: number; sending: number };
+
+    /** Sets (or replaces) the event's pending reminder; a sent one is replaced too. */
+    putReminder(reminder: PushReminderRecord): void;
+    reminder(userId: string, itemId: string): PushReminderRecord | undefined;
+    /** Deletes the event's reminder; answers what it was. */
+    deleteReminder(userId: string, itemId: string): PushReminderRecord | undefined;
+    /** Reminders not sent whose due time is at or before `now`, soonest first, at most `limit`. */
+    dueReminders(now: number, limit: number): PushReminderRecord[];
+    /** Marks a reminder sent; false when it changed meanwhile (another due time) or is gone. */
+    markReminderSent(userId: string, itemId: string, dueAt: number, now: number): boolean;
+    /** Deletes sent reminders whose occurrence started before `before`; answers how many. */
+    purgeReminders(before: number): number;
   };
 
   /** Diagnostics incidents (mailbox data: each belongs to a user, and its zip is a blob of that user's). */

@@ -80,6 +80,7 @@ const GROUPS = [
   'sharedMailboxes',
   'conversations',
   'diagnostics',
+  'push',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

@@ -49,6 +49,7 @@ import { directorySteps } from './directory';
 import { mailboxViewSteps } from './mailboxViews';
 import { conversationSteps } from './conversations';
 import { diagnosticsSteps } from './diagnostics';
+import { PG_OUTBOX_UPSERT, pushSteps } from './push';
 import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
@@ -103,11 +104,17 @@ const LONE_READS = new Set([
   'conversations.changedSince', 'conversations.boundary', 'conversations.range', 'conversations.get', 'conversations.count',
   'conversations.itemIds', 'conversations.isIgnored',
   'diagnostics.byId', 'diagnostics.listByUser',
+  'push.channel', 'push.channelsOfDevice', 'push.channelsOfUser', 'push.countChannels', 'push.outboxSize', 'push.queueSize',
+  'push.reminder', 'push.dueReminders',
   'mailboxSettings.get', 'autoReplies.pending', 'autoReplies.ofPeriod',
   'sharedMailboxes.get', 'sharedMailboxes.list', 'sharedMailboxes.member', 'sharedMailboxes.members', 'sharedMailboxes.ofMember',
 ]);
 
 const MAX_ATTEMPTS = 5;
+
+/** The push outbox's upsert ($1–$4) and the feed's notifications ($5) in one statement (a data-modifying WITH always runs whole). */
+const OUTBOX_AND_NOTIFY = `WITH outbox AS (${PG_OUTBOX_UPSERT}) ${NOTIFY.replace('$1::text[]', '$5::text[]')}`;
+if (!OUTBOX_AND_NOTIFY.includes('$5::text[]')) throw new Error('feed.ts NOTIFY no longer reads $1::text[]: update OUTBOX_AND_NOTIFY');
 
 /** BIGINT (int8, OID 20) as a JS number: times, modseqs, sizes and counts all fit in 2^53. */
 const INT8_OID = 20;
@@ -126,7 +133,8 @@ const CONNECTION_SETUP = `SELECT set_config('synchronous_commit', 'on', false),
 
 /** What one transaction changed, announced after it commits. */
 interface Pending {
-  commits: Map<string, { modseq: number; folderIds: Set<string>; hierarchyChanged: boolean }>;
+  /** Per mailbox: the highest modseq, the lowest (the push outbox's span starts before it), the folders. */
+  commits: Map<string, { modseq: number; lowest: number; folderIds: Set<string>; hierarchyChanged: boolean }>;
   invalidations: Map<string, Invalidation>;
   locked: Set<string>;
 }
@@ -141,7 +149,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx), ...diagnosticsSteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx), ...diagnosticsSteps(tx), ...pushSteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
@@ -216,8 +224,9 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
     locked: pending.locked,
     record(userId, modseq, folderIds, hierarchy) {
       let p = pending.commits.get(userId);
-      if (!p) pending.commits.set(userId, (p = { modseq, folderIds: new Set(), hierarchyChanged: false }));
+      if (!p) pending.commits.set(userId, (p = { modseq, lowest: modseq, folderIds: new Set(), hierarchyChanged: false }));
       p.modseq = Math.max(p.modseq, modseq);
+      p.lowest = Math.min(p.lowest, modseq);
       for (const f of folderIds) if (f) p.folderIds.add(f);
       p.hierarchyChanged ||= hierarchy;
     },
@@ -240,7 +249,15 @@ export async function openPostgresStore(url: string, options: PostgresStoreOptio
       commits = [...pending.commits].map(([userId, p]) => ({ userId, modseq: p.modseq, folderIds: [...p.folderIds], hierarchyChanged: p.hierarchyChanged }));
       invalidations = [...pending.invalidations.values()];
       const payloads = feedPayloads(nodeId, commits, invalidations);
-      if (payloads.length) await query(NOTIFY, [payloads]);
+      if (pending.commits.size) {
+        // The push outbox (push.ts), in the transaction, for every mailbox it changed: in the same statement as the
+        // feed's notifications, so a commit that changed a mailbox sends no more statements than before.
+        const users = [...pending.commits.keys()].sort();
+        const changed = users.map((u) => pending.commits.get(u)!);
+        const outbox = [users, changed.map((p) => p.lowest - 1), changed.map((p) => p.modseq), Date.now()];
+        if (payloads.length) await query(OUTBOX_AND_NOTIFY, [...outbox, payloads]);
+        else await query(PG_OUTBOX_UPSERT, outbox);
+      } else if (payloads.length) await query(NOTIFY, [payloads]);
       const committed = await client.query('COMMIT').catch(fail);
       // PostgreSQL answers COMMIT of a transaction in which a statement failed with ROLLBACK: a unit that caught
       // the failure and went on must not look committed.

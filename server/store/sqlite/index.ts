@@ -15,6 +15,7 @@ import { directoryRepositories } from './directory';
 import { mailboxViewRepositories } from './mailboxViews';
 import { conversationRepositories } from './conversations';
 import { diagnosticsRepositories } from './diagnostics';
+import { pushRepositories, SQLITE_OUTBOX_UPSERT } from './push';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -116,12 +117,14 @@ export function openSqliteStore(file: string): SqliteStore {
   };
 
   // Changes made in the running transaction, announced to onCommit listeners once it commits.
-  const pending = new Map<string, { modseq: number; folderIds: Set<string>; hierarchyChanged: boolean }>();
+  // `lowest` is the first modseq the transaction took for the user: the push outbox's span starts before it.
+  const pending = new Map<string, { modseq: number; lowest: number; folderIds: Set<string>; hierarchyChanged: boolean }>();
   const listeners = new Set<(changes: CommittedChange[]) => void>();
   const record: ChangeRecorder = (userId, modseq, folderIds, hierarchy) => {
     let p = pending.get(userId);
-    if (!p) pending.set(userId, (p = { modseq, folderIds: new Set(), hierarchyChanged: false }));
+    if (!p) pending.set(userId, (p = { modseq, lowest: modseq, folderIds: new Set(), hierarchyChanged: false }));
     p.modseq = Math.max(p.modseq, modseq);
+    p.lowest = Math.min(p.lowest, modseq);
     for (const f of folderIds) if (f) p.folderIds.add(f);
     p.hierarchyChanged ||= hierarchy;
   };
@@ -149,6 +152,23 @@ export function openSqliteStore(file: string): SqliteStore {
     if (db.inTransaction) pendingInvalid.set('all', { kind: 'all' });
   };
 
+  /**
+   * The push outbox (push.ts), written last inside the committing transaction for every mailbox it changed whose
+   * user has a push channel: a commit and the note that it needs pushing are one. A user without a channel costs one
+   * probe of push_channels_user.
+   */
+  const writePushOutbox = () => {
+    if (pending.size === 0) return;
+    const upsert = sql(SQLITE_OUTBOX_UPSERT);
+    const at = Date.now();
+    for (const [userId, p] of pending) upsert.run({ user: userId, from: p.lowest - 1, to: p.modseq, at });
+  };
+  const committing = <T>(fn: () => T) => () => {
+    const result = fn();
+    writePushOutbox();
+    return result;
+  };
+
   const transaction = <T>(fn: () => T): T => {
     if (db.inTransaction) return fn();
     let result: T;
@@ -156,7 +176,7 @@ export function openSqliteStore(file: string): SqliteStore {
       // IMMEDIATE: the write lock is taken at BEGIN, where busy_timeout waits for it. A deferred transaction that
       // reads first and writes later cannot wait when another connection (a second worker process, the admin CLI)
       // committed in between: SQLite answers SQLITE_BUSY at once, and a delivery or an app change would fail.
-      result = db.transaction(fn).immediate();
+      result = db.transaction(committing(fn)).immediate();
     } catch (err) {
       pending.clear(); // rolled back: nothing happened
       pendingInvalid.clear();
@@ -328,6 +348,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...mailboxViewRepositories(sql),
     ...conversationRepositories(sql),
     ...diagnosticsRepositories(sql),
+    ...pushRepositories(sql, transaction),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.
