@@ -51,6 +51,12 @@ import { createBatch } from './mail/batch';
 import { createContentService } from './content/service';
 import { createIdempotency } from './http/idempotency';
 import { createPush, type PushCluster, type PushOptions } from './push';
+import { createBackgroundPush } from './push/background';
+import { DEFAULT_BACKGROUND_PUSH_OPTIONS, type BackgroundPushOptions } from './push/background/types';
+import { buildPushGateways, vapidKeysFromFiles, type PushGatewaySet } from './push/background/gateways';
+import { createBackgroundPushPolicy } from './push/background/policy';
+import { createChannelService } from './push/background/channelService';
+import { backgroundPushRoutes } from './push/background/routes';
 import type { Store as RateLimitStore } from 'express-rate-limit';
 import { createMetrics, requestId, requestLogger } from './http/requestContext';
 import { errorHandler, notFoundHandler } from './http/problem';
@@ -67,6 +73,10 @@ import { loadSmimeTrust } from './protection/trustFile';
 import { createCalendarService } from './calendar/service';
 import { createContactService } from './contacts/service';
 import { createDirectoryService } from './directory/service';
+import { webPages } from './web/routes';
+import { createWebSessions } from './web/sessions';
+import { cookieAuthentication } from './web/cookieAuth';
+import { providerPoster } from './web/tokenClient';
 
 export interface AppDeps {
   config: Config;
@@ -89,6 +99,12 @@ export interface AppDeps {
    * `log` feeds (server/logger.ts createLogger), or an empty one for a logger made otherwise.
    */
   deviceLog?: DeviceLogRing;
+  /**
+   * Background push (server/push/background/): the gateways — by default built from the config, with the VAPID pair
+   * of the config or the data directory (main.ts passes the ones built with the database's pair under PostgreSQL;
+   * tests pass stand-ins' trust) — and options (tests). The loops run only once `start()` is called (main.ts).
+   */
+  backgroundPush?: { gateways?: PushGatewaySet; options?: Partial<BackgroundPushOptions> };
 }
 
 export interface CertificateSignInDeps {
@@ -259,6 +275,42 @@ export function createApp(deps: AppDeps) {
     cluster: deps.cluster?.push,
     access: accessCheck,
   });
+  // Background push (server/push/background/): channels apps register at Web Push, APNs or FCM, woken by what the
+  // store's commits write to the push outbox. main.ts starts its loops in the leading process and kicks them on
+  // commits; a device cut ends its deliveries (blocked, quarantined, wipe requested) or its channels (wiped, removed).
+  const pushGateways = deps.backgroundPush?.gateways ?? buildPushGateways(config, { vapid: config.pushEnabled ? vapidKeysFromFiles(config) : undefined });
+  const backgroundPushOptions: BackgroundPushOptions = {
+    ...DEFAULT_BACKGROUND_PUSH_OPTIONS,
+    perDevicePerMinute: config.pushRatePerDevice,
+    globalPerSecond: config.pushRateGlobal,
+    ...deps.backgroundPush?.options,
+  };
+  const backgroundPush = createBackgroundPush({
+    store,
+    clock,
+    log,
+    gateways: pushGateways.gateways,
+    policy: createBackgroundPushPolicy({ access, protection, devices }),
+    options: backgroundPushOptions,
+    metrics: metrics.registry,
+  });
+  const pushChannels = createChannelService({
+    store,
+    clock,
+    config: pushGateways.view,
+    maxChannelsPerDevice: backgroundPushOptions.maxChannelsPerDevice,
+    allowPrivateEndpoints: config.pushAllowPrivateEndpoints,
+  });
+  deviceSignals.onCut((cut) => {
+    const ends = cut.reason === 'wiped' || cut.reason === 'removed' || cut.reason === 'purged';
+    const work = ends ? store.push.deleteChannelsOfDevice(cut.userId, cut.recordId) : store.push.dropDeliveriesOfDevice(cut.userId, cut.recordId);
+    work.then(
+      (n) => {
+        if (n) log.info({ userId: cut.userId, deviceId: cut.deviceId, reason: cut.reason, [ends ? 'channels' : 'deliveries']: n }, ends ? 'background push channels of the device deleted' : 'queued background pushes of the device dropped');
+      },
+      (err: unknown) => log.error({ err, userId: cut.userId, deviceId: cut.deviceId, reason: cut.reason }, 'background push: the device cut could not be applied'),
+    );
+  });
   // Sent mail: local recipients through `delivery`, remote ones into the outbox for the relay worker (main.ts
   // starts it; tests run its passes by hand).
   const relay = createRelay({ store, clock, delivery, log, config });
@@ -315,10 +367,19 @@ export function createApp(deps: AppDeps) {
       : {}),
   });
   app.use(signIn.routes);
+  // The web pages (server/web/): shells, assets and the sign-in round trip, before the API mounts below (/admin/ is
+  // a page, /admin/v1 the API). Their session cookie authenticates /admin/v1 and /account/v1 only, never /v1.
+  const webPost = providerPoster(idp, keys.serverSecret);
+  const webSessions = createWebSessions({ serverSecret: keys.serverSecret, accessTokens, post: webPost, now, refreshTokenTtlSeconds: config.refreshTokenTtl });
+  const webAuthenticate = (token: string) => authenticator('GET', '/web/session', { authorization: `Bearer ${token}` }, { protocol: 'https', host: undefined });
+  app.use(webPages({ issuer, store, sessions: webSessions, post: webPost, now, authenticate: webAuthenticate }));
+  const webCookie = cookieAuthentication(webSessions, new URL(issuer).origin);
+  app.use('/admin/v1', webCookie);
+  app.use('/account/v1', webCookie, authenticate(authenticator));
   app.use('/v1', authenticate(authenticator), deviceGate(devices, accessCheck), deviceLimit);
   app.use('/admin', authenticate(authenticator), requireAdmin, adminDeviceGate(devices));
 
-  const adminService = createAdminService({ store, clock, audit: devices.audit });
+  const adminService = createAdminService({ store, clock, audit: devices.audit, regions });
   // Diagnostics uploads (server/diagnostics/): incidents kept for PIGEON_DIAGNOSTICS_RETENTION, 5 uploads per device per hour.
   const diagnostics = createDiagnosticsService({
     store,
@@ -355,6 +416,7 @@ export function createApp(deps: AppDeps) {
       onItemsSynced: push.recordSync,
     },
     push: push.routes,
+    backgroundPush: backgroundPushRoutes({ channels: pushChannels, config: pushGateways.view, clientIdOf: async (auth) => (await access.facts(auth)).clientId }),
     search: createSearchService({ store }),
     protection: { protection, store, clock, admin: adminService },
     calendar,
@@ -418,7 +480,7 @@ export function createApp(deps: AppDeps) {
     certificateApp.use(errorHandler(log));
   }
 
-  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers, autoReplier, mailboxService, diagnostics };
+  return { app, certificateApp, fastLane, auth, idp, accessTokens, metrics, devices, deviceSignals, access, protection, calendar, mail, delivery, syncItems, syncFolders, push, lag, deviceLimit, relay, send, externalIssuers, autoReplier, mailboxService, diagnostics, backgroundPush, pushGateways, pushChannels };
 }
 
 export type PigeonApp = ReturnType<typeof createApp>;

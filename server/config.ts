@@ -93,6 +93,20 @@ export const CONFIG_TABLE = {
   smtpRelayUrl: { env: 'PIGEON_SMTP_RELAY_URL', kind: 'string', default: '', doc: 'Smarthost for remote recipients of sent mail (smtp://user:pass@host:587 or smtps://...); empty: remote recipients bounce with a non-delivery report.', secret: true },
   outboxRetryBase: { env: 'PIGEON_OUTBOX_RETRY_BASE', kind: 'duration', default: '60s', min: 1, max: 86400, doc: 'First retry delay after a relay failure; each further retry doubles it (at most 1 h).' },
   outboxGiveUpAfter: { env: 'PIGEON_OUTBOX_GIVE_UP_AFTER', kind: 'duration', default: '2d', min: 1, max: 30 * 86400, doc: 'A message the relay has not accepted after this long is given up: the sender gets a non-delivery report.' },
+  pushEnabled: { env: 'PIGEON_PUSH_ENABLED', kind: 'bool', default: 'true', doc: 'Background push (README, "Background push"): apps register Web Push, APNs or FCM channels and are woken for new mail, badges and calendar reminders. False: no gateway is configured and registrations are refused.' },
+  pushVapidSubject: { env: 'PIGEON_PUSH_VAPID_SUBJECT', kind: 'string', default: '', doc: 'The VAPID subject push services may contact the operator at (RFC 8292: a mailto: or https: URL); empty: mailto:postmaster@<PIGEON_MAIL_HOSTNAME>.' },
+  pushVapidPublicKey: { env: 'PIGEON_PUSH_VAPID_PUBLIC_KEY', kind: 'string', default: '', doc: 'The VAPID public key (base64url, an uncompressed P-256 point), set together with PIGEON_PUSH_VAPID_PRIVATE_KEY; empty: a pair generated once and kept (<data dir>/keys/vapid.json, or with PIGEON_DATABASE_URL in the database for every node), so subscriptions survive restarts.' },
+  pushVapidPrivateKey: { env: 'PIGEON_PUSH_VAPID_PRIVATE_KEY', kind: 'string', default: '', doc: 'The VAPID private key (base64url, 32 bytes) of PIGEON_PUSH_VAPID_PUBLIC_KEY.', secret: true },
+  pushApnsKeyFile: { env: 'PIGEON_PUSH_APNS_KEY_FILE', kind: 'string', default: '', doc: "Apple's token signing key (.p8, PKCS#8 PEM) for APNs, with PIGEON_PUSH_APNS_KEY_ID and PIGEON_PUSH_APNS_TEAM_ID; empty: no APNs." },
+  pushApnsKeyId: { env: 'PIGEON_PUSH_APNS_KEY_ID', kind: 'string', default: '', doc: 'The key id (10 characters) of PIGEON_PUSH_APNS_KEY_FILE.' },
+  pushApnsTeamId: { env: 'PIGEON_PUSH_APNS_TEAM_ID', kind: 'string', default: '', doc: 'The Apple developer team id (10 characters) the APNs key belongs to.' },
+  pushApnsOrigin: { env: 'PIGEON_PUSH_APNS_ORIGIN', kind: 'string', default: 'https://api.push.apple.com', doc: "APNs' production endpoint (channels registered with environment `production`)." },
+  pushApnsSandboxOrigin: { env: 'PIGEON_PUSH_APNS_SANDBOX_ORIGIN', kind: 'string', default: 'https://api.sandbox.push.apple.com', doc: "APNs' development endpoint (channels registered with environment `sandbox`)." },
+  pushFcmServiceAccountFile: { env: 'PIGEON_PUSH_FCM_SERVICE_ACCOUNT_FILE', kind: 'string', default: '', doc: "A Firebase service account's JSON key (its project_id names the project) for FCM HTTP v1; empty: no FCM." },
+  pushFcmOrigin: { env: 'PIGEON_PUSH_FCM_ORIGIN', kind: 'string', default: 'https://fcm.googleapis.com', doc: "FCM's endpoint." },
+  pushRatePerDevice: { env: 'PIGEON_PUSH_RATE_PER_DEVICE', kind: 'int', default: '30', min: 1, max: 100000, doc: 'Background pushes one device may be sent per minute; more wait (and coalesce by collapse key).' },
+  pushRateGlobal: { env: 'PIGEON_PUSH_RATE_GLOBAL', kind: 'int', default: '500', min: 1, max: 1000000, doc: 'Background pushes per second over all devices, per sending process; more wait.' },
+  pushAllowPrivateEndpoints: { env: 'PIGEON_PUSH_ALLOW_PRIVATE_ENDPOINTS', kind: 'bool', default: 'false', doc: 'Accept Web Push endpoints on loopback, private or link-local addresses (tests, a push service on the local network). False: such endpoints are refused at registration, so a client cannot make the server send requests into its own network.' },
 } as const satisfies Record<string, Entry>;
 
 type Table = typeof CONFIG_TABLE;
@@ -183,7 +197,47 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError('PIGEON_OPERATOR_CLIENT_SECRET', 'must be at least 32 characters');
   }
   checkRegions(config);
+  checkPush(config);
   return config;
+}
+
+/** Background push: the VAPID pair both or neither, well-formed; the APNs key with its ids; https origins. */
+function checkPush(config: Config): void {
+  if (Boolean(config.pushVapidPublicKey) !== Boolean(config.pushVapidPrivateKey)) {
+    throw new ConfigError(config.pushVapidPublicKey ? 'PIGEON_PUSH_VAPID_PRIVATE_KEY' : 'PIGEON_PUSH_VAPID_PUBLIC_KEY', 'set both VAPID keys, or neither (a pair is then generated)');
+  }
+  if (config.pushVapidPublicKey) {
+    const pub = Buffer.from(config.pushVapidPublicKey, 'base64url');
+    if (!/^[A-Za-z0-9_-]+$/.test(config.pushVapidPublicKey) || pub.length !== 65 || pub[0] !== 4) {
+      throw new ConfigError('PIGEON_PUSH_VAPID_PUBLIC_KEY', `expected an uncompressed P-256 point (65 bytes) in base64url (got ${JSON.stringify(config.pushVapidPublicKey)})`);
+    }
+    if (!/^[A-Za-z0-9_-]+$/.test(config.pushVapidPrivateKey) || Buffer.from(config.pushVapidPrivateKey, 'base64url').length !== 32) {
+      throw new ConfigError('PIGEON_PUSH_VAPID_PRIVATE_KEY', 'expected 32 bytes in base64url');
+    }
+  }
+  if (config.pushVapidSubject && !/^(mailto:[^\s@]+@[^\s@]+|https:\/\/\S+)$/.test(config.pushVapidSubject)) {
+    throw new ConfigError('PIGEON_PUSH_VAPID_SUBJECT', `expected a mailto: or https: URL (got ${JSON.stringify(config.pushVapidSubject)})`);
+  }
+  if (config.pushApnsKeyFile) {
+    for (const [env, value] of [['PIGEON_PUSH_APNS_KEY_ID', config.pushApnsKeyId], ['PIGEON_PUSH_APNS_TEAM_ID', config.pushApnsTeamId]] as const) {
+      if (!/^[A-Z0-9]{10}$/.test(value)) throw new ConfigError(env, `expected the 10 characters (A-Z 0-9) Apple gives it, needed with PIGEON_PUSH_APNS_KEY_FILE (got ${JSON.stringify(value)})`);
+    }
+  }
+  for (const [env, value] of [
+    ['PIGEON_PUSH_APNS_ORIGIN', config.pushApnsOrigin],
+    ['PIGEON_PUSH_APNS_SANDBOX_ORIGIN', config.pushApnsSandboxOrigin],
+    ['PIGEON_PUSH_FCM_ORIGIN', config.pushFcmOrigin],
+  ] as const) {
+    let url: URL | undefined;
+    try {
+      url = new URL(value);
+    } catch {
+      url = undefined;
+    }
+    if (!url || url.protocol !== 'https:' || url.username || url.password || url.search || url.hash || (url.pathname !== '/' && url.pathname !== '')) {
+      throw new ConfigError(env, `expected an https:// origin without a path, credentials, query or fragment (got ${JSON.stringify(value)})`);
+    }
+  }
 }
 
 /** A region's name: short, lower-case, safe in a URL, a log line and a file name. */

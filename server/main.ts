@@ -30,6 +30,7 @@ import { createLogger, drainLogs, writeStderr } from './logger';
 import { loadKeys } from './auth/keys';
 import { loadCertificate, TLS_PROFILE } from './tls';
 import { createApp } from './app';
+import { buildPushGateways, loadVapidKeys } from './push/background/gateways';
 import { DeviceLogRing } from './diagnostics/deviceLog';
 import { listenHttps, type HttpsHandle } from './httpsServer';
 import { withFastLane } from './http/fastLane';
@@ -277,6 +278,8 @@ async function runPrimary(config: Config, workers: number): Promise<void> {
   const store = await openStore(config, log, nodeName(config, 'primary'));
   try {
     await keysFor(config, store);
+    // The generated VAPID pair too (background push), so the workers all read the same one.
+    if (config.pushEnabled) await loadVapidKeys(config, store.backend === 'postgres' ? store.secrets : undefined);
     // The external issuers' file and tenants, checked once here too: a bad one stops the start before any fork.
     const pigeonIssuers = [issuerOf(config), ...Object.values(regionsOf(config).directory)];
     const externalIssuers = loadExternalIssuers(config.externalIssuersFile, pigeonIssuers);
@@ -406,7 +409,9 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     trustFor: (socket: TLSSocket) => certificateTrust.trustFor(socket),
     port: () => certificateHttps?.port ?? config.certSignInPort,
   };
-  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection, autoReplier, diagnostics } = createApp({
+  // Background push's gateways, with the VAPID pair every process (and, with PostgreSQL, every node) shares.
+  const pushGateways = buildPushGateways(config, { vapid: config.pushEnabled ? await loadVapidKeys(config, postgres?.secrets) : undefined });
+  const { app, certificateApp, fastLane, devices, push, lag, deviceLimit, delivery, relay, metrics, externalIssuers, protection, autoReplier, diagnostics, backgroundPush } = createApp({
     config,
     store,
     keys,
@@ -416,6 +421,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     cluster: shared,
     certificateSignIn,
     deviceLog,
+    backgroundPush: { gateways: pushGateways },
   });
   // createApp refused a bad external issuers file; that each one's tenant exists needs the store (README,
   // "External identity providers").
@@ -483,6 +489,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
   let history: NodeJS.Timeout | undefined;
   let relayTimer: NodeJS.Timeout | undefined;
   let autoReplies: NodeJS.Timeout | undefined;
+  let unkickBackgroundPush: (() => void) | undefined;
   const lead = () => {
     // Inactive partnerships end on a timer inside the server (also `npm run admin -- purge-devices`).
     purge = everyInterval(JOBS.devicePurge, config.devicePurgeInterval, async () => {
@@ -515,6 +522,13 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     autoReplier.lead();
     autoReplier.kick();
     autoReplies = everyInterval(JOBS.autoReplies, 30, async () => void (await autoReplier.drain()));
+    // Background push (server/push/background/): the composer, reminder clock and drain run here, woken at once by
+    // this process's commits and polling for what other processes (workers, nodes, the admin CLI) committed. Its
+    // first pass sends what an earlier run left queued (a send cut short by a crash goes again, with the same id).
+    if (config.pushEnabled) {
+      backgroundPush.start();
+      unkickBackgroundPush = store.onCommit(() => backgroundPush.kick());
+    }
     if (postgres) {
       // The first turn sends what an earlier run left queued; then every few seconds, whichever node is free.
       log.info({ everyMs: RELAY_TURN_MS }, 'outbox relay takes turns with the other nodes');
@@ -588,6 +602,9 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     // or the drain would wait the whole shutdown timeout for them.
     // The relay takes no new entries; the one in flight finishes (or is aborted at the timeout) before the store closes.
     const relayStopped = relay.stop(config.shutdownTimeout * 1000);
+    // Background push takes no new work; the sends in flight finish (a lease covers one cut short) before the store closes.
+    unkickBackgroundPush?.();
+    const backgroundPushStopped = backgroundPush.stop().then(() => pushGateways.close());
     const channels = push.close();
     if (channels) log.info({ channels }, 'push channels closed');
     // LMTP deliveries under way commit and get their replies before the store closes.
@@ -598,7 +615,7 @@ async function serve(config: Config, link: WorkerLink | undefined): Promise<void
     ]);
     if (lmtpClosed?.forced) log.warn('lmtp deliveries still running at the shutdown timeout');
     if (certificateDrained?.forced) log.warn('certificate sign-in requests still running at the shutdown timeout');
-    await Promise.all([relayStopped, metricsServer?.close()]);
+    await Promise.all([relayStopped, backgroundPushStopped, metricsServer?.close()]);
     // A purge or flush the timers started finishes first: the store must not close under it.
     await Promise.all(background);
     try {

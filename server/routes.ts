@@ -3,7 +3,8 @@
  * Each domain declares its routes as data (server/http/table.ts); app.ts serves this table once, behind the
  * middleware every request passes (request id, logs, metrics, load shedding, security headers, compression) and,
  * by path prefix, authentication: `/v1` needs a token and passes the device gate, `/admin` needs an
- * administrator's token. Everything else here is public. The hot reads (FAST below) are also served by the fast
+ * administrator's token, `/account/v1` any user's (both also take the web pages' session cookie: server/web/).
+ * Everything else here is public. The hot reads (FAST below) are also served by the fast
  * lane in front of Express (http/fastLane.ts), with the same checks and the same answers.
  */
 import type { Config } from './config';
@@ -12,6 +13,7 @@ import { opsRoutes, type Pingable } from './http/ops';
 import { authRoutes, type AuthRoutesOptions } from './identity/routes';
 import { sessionRoutes } from './session/routes';
 import { deviceRoutes } from './devices/routes';
+import { accountRoutes } from './web/accountRoutes';
 import type { DeviceService } from './devices/service';
 import { syncRoutes, type SyncRouteDeps } from './sync/routes';
 import { contentRoutes } from './content/routes';
@@ -53,6 +55,8 @@ export interface RouteDeps {
   devices: DeviceService;
   sync: SyncRouteDeps;
   push: Route[];
+  /** GET /v1/push/config, GET|POST /v1/push/channels, DELETE /v1/push/channels/:channelId (server/push/background/routes.ts). */
+  backgroundPush: Route[];
   search: SearchService;
   send: SendService;
   admin: AdminService;
@@ -115,6 +119,9 @@ export function routeTable(d: RouteDeps): Route[] {
     ...contentRoutes(d.sync.content),
     // GET /v1/events, POST /v1/ping (server/push/routes.ts)
     ...d.push,
+    // GET /v1/push/config, GET|POST /v1/push/channels, DELETE /v1/push/channels/:channelId (background push:
+    // server/push/background/routes.ts)
+    ...d.backgroundPush,
     // GET /v1/search
     ...searchRoutes(d.search, d.protection.protection),
     // POST /v1/messages/send, POST /v1/messages/send-mime
@@ -152,6 +159,9 @@ export function routeTable(d: RouteDeps): Route[] {
     // GET|POST /admin/v1/device-access-rules, GET|PUT|DELETE /admin/v1/device-access-rules/:id,
     // GET|PUT /admin/v1/device-access-default, GET /admin/v1/audit
     ...adminRoutes(d.admin, d.devices),
+    // GET /account/v1/devices, POST /account/v1/devices/:id/wipe, DELETE /account/v1/devices/:id ("My devices":
+    // server/web/accountRoutes.ts)
+    ...accountRoutes(d.devices),
     // POST /admin/v1/users/:id/messages
     ...adminMessageRoutes({ importer: d.importer, maxMessageBytes: d.config.maxMessageBytes }),
     // GET|POST /admin/v1/{conditional-access/policies,named-locations,groups,app-protection-policies},

@@ -369,6 +369,15 @@ export function createAccessService(deps: AccessServiceDeps) {
       return { policy: policy ?? null, etag: policyEtag(policy ?? null) };
     },
 
+    /**
+     * What a notification may show for this app of this user (the app protection policy's `notificationContent`;
+     * 'full' when no policy applies): background push asks it per channel, with the app the channel registered.
+     */
+    async notificationContentFor(tenantId: string, userId: string, clientId: string): Promise<AppProtectionPolicy['notificationContent']> {
+      const cfg = await configOf(tenantId);
+      return policyFor(cfg.appPolicies, { clientId, groups: cfg.groupsOf(userId) })?.notificationContent ?? 'full';
+    },
+
     facts,
     requestSelectiveWipe,
   };

@@ -27,17 +27,39 @@ export function createUserAdmin(store: Store, clock: Clock, options: { region?: 
     return store.run((tx) => revokeSessionsIn(tx, userId, reason, now));
   }
 
+  /** Sets the user's password (the policy checked) and ends every session of theirs, in one unit with `inUnit`. */
+  async function setPasswordOf(userId: string, password: string, inUnit?: (tx: TxStore, now: number) => Step<void>): Promise<{ revoked: number }> {
+    const problem = passwordProblem(password);
+    if (problem) throw new UserAdminError(`password ${problem}`);
+    const hash = await hashPassword(password);
+    const now = clock.now();
+    return store.run(function* (tx) {
+      yield* tx.users.setPassword(userId, hash, now);
+      const revoked = yield* revokeSessionsIn(tx, userId, 'password changed', now);
+      if (inUnit) yield* inUnit(tx, now);
+      return { revoked };
+    });
+  }
+
   return {
     revokeSessions,
+    revokeSessionsIn,
 
-    async addUser(input: { username: string; password: string; role: Role; displayName?: string; email?: string; tenantId?: string }): Promise<User> {
+    /**
+     * `password: null` (the admin API's "no password yet") makes an account that cannot sign in with a password
+     * until one is set. `inUnit` runs in the unit that creates the user (the admin API's audit entry).
+     */
+    async addUser(
+      input: { username: string; password: string | null; role: Role; displayName?: string; email?: string; tenantId?: string },
+      o: { inUnit?: (tx: TxStore, user: User, now: number) => Step<void> } = {},
+    ): Promise<User> {
       if (!/^[A-Za-z0-9._@+-]{1,128}$/.test(input.username)) {
         throw new UserAdminError('username must be 1 to 128 characters of letters, digits and . _ @ + -');
       }
-      const problem = passwordProblem(input.password);
+      const problem = input.password === null ? undefined : passwordProblem(input.password);
       if (problem) throw new UserAdminError(`password ${problem}`);
       if (await store.users.byUsername(input.username)) throw new UserAdminError(`user ${input.username} already exists`);
-      const passwordHash = await hashPassword(input.password);
+      const passwordHash = input.password === null ? null : await hashPassword(input.password);
       const now = clock.now();
       return store.run(function* (tx) {
         if (input.tenantId !== undefined && !(yield* tx.tenants.get(input.tenantId))) {
@@ -58,21 +80,16 @@ export function createUserAdmin(store: Store, clock: Clock, options: { region?: 
           now,
         );
         yield* tx.mailboxes.create(user.id, now);
+        if (o.inUnit) yield* o.inUnit(tx, user, now);
         return user;
       });
     },
 
     async setPassword(username: string, password: string): Promise<{ revoked: number }> {
-      const user = await find(username);
-      const problem = passwordProblem(password);
-      if (problem) throw new UserAdminError(`password ${problem}`);
-      const hash = await hashPassword(password);
-      const now = clock.now();
-      return store.run(function* (tx) {
-        yield* tx.users.setPassword(user.id, hash, now);
-        return { revoked: yield* revokeSessionsIn(tx, user.id, 'password changed', now) };
-      });
+      return setPasswordOf((await find(username)).id, password);
     },
+
+    setPasswordOf,
 
     async revokeSessionsOf(username: string): Promise<number> {
       return revokeSessions((await find(username)).id, 'revoked by admin');

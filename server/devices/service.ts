@@ -6,7 +6,7 @@
 import { RIGHTS_MANAGEMENT } from '../protection/reader';
 import { errors } from '../errors';
 import type { Clock } from '../clock';
-import type { AccessState, DeviceAccessRule, DeviceDescription, DeviceRecord, Step, Store, TxStore, User } from '../store/types';
+import type { AccessState, DeviceAccessRule, DeviceDescription, DeviceInventoryRow, DeviceRecord, Step, Store, TxStore, User } from '../store/types';
 import { effectiveAccess, type EffectiveAccess } from './access';
 import type { CutReason, DeviceSignals } from './signals';
 
@@ -38,6 +38,89 @@ export interface Actor {
 export type AdminAction = 'allow' | 'block' | 'quarantine' | 'release' | 'wipe' | 'resync';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+// ---- inventory paging (the admin center's device list) ------------------------------------------------------
+
+/** What the inventory sorts by: Get-MobileDevice's columns. `lastSyncTime` is the last successful sync. */
+export const DEVICE_SORT_KEYS = ['lastSyncTime', 'firstSyncTime', 'friendlyName', 'user', 'deviceModel', 'clientType', 'accessState'] as const;
+export type DeviceSortKey = (typeof DEVICE_SORT_KEYS)[number];
+export const DEFAULT_DEVICE_SORT = '-lastSyncTime';
+
+export interface InventoryFilter {
+  user?: string;
+  clientType?: string;
+  deviceModel?: string;
+  accessState?: AccessState;
+}
+
+export interface InventoryPaging {
+  limit?: number;
+  cursor?: string;
+  /** A DEVICE_SORT_KEYS key, `-` in front for descending. */
+  sort?: string;
+  q?: string;
+}
+
+type SortValue = string | number | null;
+
+function parseSort(raw: string): { raw: string; key: DeviceSortKey; dir: 1 | -1 } {
+  const desc = raw.startsWith('-');
+  const key = desc ? raw.slice(1) : raw;
+  if (!(DEVICE_SORT_KEYS as readonly string[]).includes(key)) {
+    throw errors.invalidRequest(`sort must be one of ${DEVICE_SORT_KEYS.join(', ')}, with - in front for descending.`, [{ field: 'sort', message: 'unknown sort key' }]);
+  }
+  return { raw, key: key as DeviceSortKey, dir: desc ? -1 : 1 };
+}
+
+function sortValue(d: DeviceInventoryRow, accessState: string, key: DeviceSortKey): SortValue {
+  switch (key) {
+    case 'lastSyncTime':
+      return d.lastSuccessSyncTime;
+    case 'firstSyncTime':
+      return d.firstSyncTime;
+    case 'friendlyName':
+      return d.friendlyName?.toLowerCase() ?? null;
+    case 'user':
+      return d.username?.toLowerCase() ?? null;
+    case 'deviceModel':
+      return d.deviceModel?.toLowerCase() ?? null;
+    case 'clientType':
+      return d.clientType?.toLowerCase() ?? null;
+    case 'accessState':
+      return accessState;
+  }
+}
+
+/** A total order: null before any value, then the value, then the record id. */
+function compareKeyed(ak: SortValue, aid: string, bk: SortValue, bid: string): number {
+  if (ak !== bk) {
+    if (ak === null) return -1;
+    if (bk === null) return 1;
+    if (ak < bk) return -1;
+    if (ak > bk) return 1;
+  }
+  return aid < bid ? -1 : aid > bid ? 1 : 0;
+}
+
+/** The cursor: the last row's position (sort, key, id), opaque to clients (base64url JSON). */
+function encodeCursor(sort: string, k: SortValue, id: string): string {
+  return Buffer.from(JSON.stringify([sort, k, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string, sort: string): { k: SortValue; id: string } {
+  const bad = () => errors.invalidRequest('cursor is not one this list answered (start again without it).', [{ field: 'cursor', message: 'not a cursor of this list' }]);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    throw bad();
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 3) throw bad();
+  const [s, k, id] = parsed as unknown[];
+  if (s !== sort) throw errors.invalidRequest('cursor belongs to another sort order (start again without it).', [{ field: 'cursor', message: 'another sort order' }]);
+  if (typeof id !== 'string' || !(k === null || typeof k === 'string' || (typeof k === 'number' && Number.isFinite(k)))) throw bad();
+  return { k, id };
+}
 
 export function createDeviceService(opts: DeviceServiceOptions) {
   const { store, clock, signals } = opts;
@@ -276,6 +359,25 @@ export function createDeviceService(opts: DeviceServiceOptions) {
       removed(device, 'removed');
     },
 
+    /**
+     * The user wipes one of their own devices (a lost phone; "My devices", server/web/accountRoutes.ts): the same
+     * pending wipe an admin's is, audited with the user as the actor. Another user's device is not found.
+     */
+    async wipeOwn(user: User, recordId: string) {
+      const now = clock.now();
+      const actor: Actor = { id: user.id, name: user.username, tenantId: user.tenantId };
+      const updated = await store.run(function* (tx) {
+        const device = yield* tx.devices.byId(recordId);
+        if (!device || device.userId !== user.id) throw errors.notFound('No such device.');
+        if (device.wipeState !== 'none') throw errors.invalidRequest(`A wipe is already ${device.wipeState === 'pending' ? 'pending' : 'done'} for this device.`);
+        yield* tx.devices.setWipe(device.id, 'pending', { requestedAt: now, requestedBy: user.username }, now);
+        yield* audit(tx, actor, now, 'device.wipe', 'device', device.id, { userId: device.userId, deviceId: device.deviceId, requestedBy: 'owner' });
+        return (yield* tx.devices.byId(device.id))!;
+      });
+      cut(updated, 'wipeRequested');
+      return view(updated, user.tenantId);
+    },
+
     /** The device confirms the wipe: every token bound to it dies, its sync state is dropped, it stays wiped. */
     async acknowledgeWipe(device: DeviceRecord, status: 'ok' | 'failed'): Promise<DeviceRecord> {
       if (device.wipeState !== 'pending') throw errors.invalidRequest('No wipe is pending for this device.');
@@ -303,17 +405,58 @@ export function createDeviceService(opts: DeviceServiceOptions) {
 
     // ---- administration -------------------------------------------------------------------------------------
 
-    async inventory(actor: Actor, filter: { user?: string; clientType?: string; deviceModel?: string; accessState?: AccessState }) {
+    /**
+     * The admin inventory (`GET /admin/v1/devices`): every device of the admin's tenant with its owner's username,
+     * filtered by `user` (a username or id; one not of the tenant: nothing), `clientType`, `deviceModel`, the
+     * effective `accessState` and `q` (a case-insensitive substring of the friendly name, device id, model, or the
+     * owner's username or address); sorted by `sort` (DEVICE_SORT_KEYS, `-` for descending, ties by record id); one
+     * page of `limit` after `cursor` (keyset: a device added or removed meanwhile never repeats or skips one).
+     * `total` counts the whole filtered set; `nextCursor` is null on the last page. Without `limit` every device is
+     * answered, in store order unless `sort` is given, as before paging existed.
+     *
+     * A page reads the light inventory rows of every device (store `devices.inventoryRows`), decides their access
+     * in memory (the tenant's rules read once), and reads the full record, compliance and app protection state of
+     * its own devices only: a page of 50 among 10,000 devices costs one light read of 10,000 rows and ~150 small ones.
+     */
+    async inventoryPage(actor: Actor, filter: InventoryFilter & InventoryPaging) {
       await flushLastSeen(); // admins see current last-seen times
+      const sort = parseSort(filter.sort ?? DEFAULT_DEVICE_SORT);
+      const after = filter.cursor === undefined ? undefined : decodeCursor(filter.cursor, sort.raw);
       let userId: string | undefined;
       if (filter.user !== undefined) {
         const u = (await store.users.byUsername(filter.user)) ?? (await store.users.byId(filter.user));
-        if (!u || u.tenantId !== actor.tenantId) return [];
+        if (!u || u.tenantId !== actor.tenantId) return { devices: [], total: 0, nextCursor: null };
         userId = u.id;
       }
-      const devices = await store.devices.list({ tenantId: actor.tenantId, userId, clientType: filter.clientType, deviceModel: filter.deviceModel });
-      const shown = (await views(devices, actor.tenantId)).map((v, i) => ({ v, d: devices[i]! })).filter(({ v }) => filter.accessState === undefined || v.accessState === filter.accessState);
-      return Promise.all(shown.map(({ v, d }) => withAccessState(v, d, actor.tenantId)));
+      const paged = filter.limit !== undefined;
+      const storeFilter = { tenantId: actor.tenantId, userId, clientType: filter.clientType, deviceModel: filter.deviceModel };
+      // A page reads the light rows of every device and the full records of its own; no limit reads every record.
+      const found: Array<DeviceInventoryRow | (DeviceRecord & { username: string })> = paged ? await store.devices.inventoryRows(storeFilter) : await store.devices.list(storeFilter);
+      const t = await tenantAccess(actor.tenantId);
+      let rows = found.map((d) => ({ d, a: effectiveAccess(d, t.rules, t.defaultState) }));
+      if (filter.accessState !== undefined) rows = rows.filter(({ a }) => a.state === filter.accessState);
+      if (filter.q !== undefined && filter.q !== '') {
+        const needle = filter.q.toLowerCase();
+        const emails = new Map((await store.users.list()).filter((u) => u.tenantId === actor.tenantId).map((u) => [u.id, u.email.toLowerCase()]));
+        rows = rows.filter(({ d }) =>
+          [d.friendlyName, d.deviceId, d.deviceModel, d.username].some((f) => f !== null && f.toLowerCase().includes(needle)) ||
+          (emails.get(d.userId) ?? '').includes(needle),
+        );
+      }
+      const total = rows.length;
+      let keyed = rows.map((r) => ({ ...r, k: sortValue(r.d, r.a.state, sort.key) }));
+      if (paged || filter.sort !== undefined || after !== undefined) keyed.sort((x, y) => sort.dir * compareKeyed(x.k, x.d.id, y.k, y.d.id));
+      if (after) keyed = keyed.filter((r) => sort.dir * compareKeyed(r.k, r.d.id, after.k, after.id) > 0);
+      const page = paged ? keyed.slice(0, filter.limit) : keyed;
+      const last = page[page.length - 1];
+      const nextCursor = paged && keyed.length > filter.limit! && last ? encodeCursor(sort.raw, last.k, last.d.id) : null;
+      const shown = [];
+      for (const { d, a } of page) {
+        const record = 'epoch' in d ? d : await store.devices.byId(d.id);
+        if (!record) continue; // removed since the rows were read
+        shown.push(await withAccessState(viewOf(record, a, d.username), record, actor.tenantId));
+      }
+      return { devices: shown, total, nextCursor };
     },
 
     async adminDevice(actor: Actor, id: string) {

@@ -425,6 +425,10 @@ export function signInPages(o: InteractionOptions): SignInPages {
     const grant = new idp.provider.Grant({ accountId: user.id, clientId });
     grant.addOIDCScope(requested.filter((s) => ['openid', 'offline_access', 'email', 'profile'].includes(s)).join(' '));
     if (api.length) grant.addResourceScope(idp.resource, api.join(' '));
+    // An API scope the user may not have (`admin` for a non-admin) is refused, not left open: the provider would
+    // otherwise ask for consent to it again and again (the web pages ask every user for `mail admin`).
+    const refused = requested.filter((s) => (s === 'mail' || s === 'admin') && !api.includes(s));
+    if (refused.length) grant.rejectResourceScope(idp.resource, refused.join(' '));
     const grantId = await grant.save();
     const deviceId = typeof interaction.params.device_id === 'string' && DEVICE_ID_PATTERN.test(interaction.params.device_id) ? interaction.params.device_id : null;
     await idp.startSignIn({ grantId, userId: user.id, clientId, deviceId, scope: api.join(' ') });

@@ -24,6 +24,7 @@ import type { AccessService } from '../access/service';
 import { storeAdapter } from './adapter';
 import { DEVICE_ID_PATTERN } from './passwordGrant';
 import { loadOidc, type Configuration, type KoaContextWithOIDC, type Provider } from './oidc';
+import { webClientMetadata } from '../web/client';
 import { deviceCodeConfirmBody, deviceCodeInputBody, messageBody, page, pageSecurityPolicy } from './pages';
 
 export const OPERATOR_CLIENT_ID = 'pigeon-operator';
@@ -129,6 +130,8 @@ export function createIdentityProvider(o: IdentityProviderOptions): IdentityProv
       // The server's one key is Ed25519: ID tokens (`openid` scope) are signed with it too.
       id_token_signed_response_alg: 'EdDSA',
     }));
+    // The web pages (server/web/): signed in by the server itself, code + PKCE with a derived secret.
+    clients.push(webClientMetadata(issuer, keys.serverSecret));
     if (config.operatorClientSecret) {
       clients.push({
         client_id: OPERATOR_CLIENT_ID,

@@ -36,6 +36,12 @@ export interface SensitivityLabel {
   tooltip: string;
   protectionTemplate: string | null /* template id */;
   marking: { header: string | null; footer: string | null };
+  /**
+   * Whether a background notification of a message with this label may show its sender and subject (README,
+   * "Background push"). Absent: yes when the label applies no protection template, no when it does
+   * (`labelAllowsPreview`).
+   */
+  notificationPreview?: boolean;
 }
 
 export interface LabelPolicy {
@@ -267,6 +273,7 @@ const labelSchema = z.strictObject({
   tooltip: text(MAX_DESCRIPTION).default(''),
   protectionTemplate: identifier.nullable().default(null),
   marking: z.strictObject({ header: markingText, footer: markingText }).default({ header: null, footer: null }),
+  notificationPreview: z.boolean({ error: 'must be true or false' }).optional(),
 });
 
 const labelPolicySchema = z
@@ -412,6 +419,14 @@ export function parseProtectionDocument(input: unknown): ProtectionDocument {
   const problems = crossReferenceErrors(doc);
   if (problems.length) throw errors.invalidRequest('The protection document is not valid.', problems);
   return doc;
+}
+
+/**
+ * Whether a notification of a message with this label may show its sender and subject: the label's
+ * `notificationPreview`, by default yes without a protection template and no with one.
+ */
+export function labelAllowsPreview(label: Pick<SensitivityLabel, 'notificationPreview' | 'protectionTemplate'>): boolean {
+  return label.notificationPreview ?? label.protectionTemplate === null;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import {
   type AccessState,
   type AuditEntry,
   type DeviceAccessRule,
+  type DeviceInventoryRow,
   type DeviceRecord,
   type DeviceResetReason,
   type Item,
@@ -25,6 +26,30 @@ export const jsonValue: JsonColumn = (value) => value;
 
 const str = (v: unknown) => (v as string | null) ?? null;
 const num = (v: unknown) => (v as number | null) ?? null;
+
+/** The columns of a DeviceInventoryRow (`d`: devices, `u`: users), for both backends' `devices.inventoryRows`. */
+export const INVENTORY_COLUMNS =
+  'd.id, d.user_id, d.device_id, d.friendly_name, d.device_type, d.device_model, d.device_os, d.client_type, d.user_agent, ' +
+  'd.admin_decision, d.wipe_state, d.first_sync_time, d.last_success_sync_time, u.username';
+
+export function toInventoryRow(r: Row): DeviceInventoryRow {
+  return {
+    id: r.id as string,
+    userId: r.user_id as string,
+    deviceId: r.device_id as string,
+    friendlyName: str(r.friendly_name),
+    deviceType: str(r.device_type),
+    deviceModel: str(r.device_model),
+    deviceOS: str(r.device_os),
+    clientType: str(r.client_type),
+    userAgent: str(r.user_agent),
+    adminDecision: str(r.admin_decision) as AccessState | null,
+    wipeState: r.wipe_state as WipeState,
+    firstSyncTime: r.first_sync_time as number,
+    lastSuccessSyncTime: num(r.last_success_sync_time),
+    username: r.username as string,
+  };
+}
 
 export function toDevice(r: Row, json: JsonColumn): DeviceRecord {
   return {

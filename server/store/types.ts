@@ -330,6 +330,15 @@ export interface ViewSettings {
 
 export const DEFAULT_VIEW_SETTINGS: ViewSettings = { focusedInbox: true, threaded: false };
 
+/**
+ * A device as the admin inventory sorts and filters it (issue 21): the columns its sort keys, `q` and the access rules
+ * read, and the owner's username — a light read of a whole tenant's devices; the page's full records are read by id.
+ */
+export type DeviceInventoryRow = Pick<
+  DeviceRecord,
+  'id' | 'userId' | 'deviceId' | 'friendlyName' | 'deviceType' | 'deviceModel' | 'deviceOS' | 'clientType' | 'userAgent' | 'adminDecision' | 'wipeState' | 'firstSyncTime' | 'lastSuccessSyncTime'
+> & { username: string };
+
 export interface DeviceFilter {
   tenantId: string;
   userId?: string;
@@ -924,6 +933,8 @@ export interface StoreMethods {
     countByUser(userId: string): number;
     /** Devices of a tenant with their owner's username, for the admin inventory. */
     list(filter: DeviceFilter): Array<DeviceRecord & { username: string }>;
+    /** `list`'s devices as DeviceInventoryRow, in no particular order (the admin inventory sorts and pages them). */
+    inventoryRows(filter: DeviceFilter): DeviceInventoryRow[];
     create(userId: string, deviceId: string, description: DeviceDescription, now: number): DeviceRecord;
     updateDescription(id: string, description: DeviceDescription, now: number): void;
     setAdminDecision(id: string, decision: AccessState | null, now: number): void;

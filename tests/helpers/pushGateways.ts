@@ -8,13 +8,21 @@
  * - FCM HTTP v1 with its OAuth token endpoint (RFC 7523 JWT bearer grant).
  *
  * Each records what it accepted and what it refused (with the reason), and can be told to answer a given
- * subscription or token with an error, or never to answer it.
+ * subscription or token with an error, or never to answer it. What it accepted carries its arrival time (`at`, epoch
+ * ms with a fraction), the message id the app payload names (`messageId`) and whether the answer reached a live
+ * connection (`answered`); an answer delay (`answerDelayMs`, fixed or a [min, max] range) holds accepted messages
+ * "in flight" for a while, as a distant gateway does (`inFlight()` counts them): the end-to-end and crash tests and
+ * the push benchmark measure and kill against that.
  */
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import http2 from 'node:http2';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import selfsigned from 'selfsigned';
 
 export interface TlsPair {
@@ -22,9 +30,13 @@ export interface TlsPair {
   key: string;
 }
 
-/** A self-signed certificate for localhost / 127.0.0.1; the clients trust it through their `ca` option. */
-export async function localhostCertificate(): Promise<TlsPair> {
-  const pems = await selfsigned.generate([{ name: 'commonName', value: 'localhost' }], {
+/**
+ * A self-signed certificate for localhost / 127.0.0.1; the clients trust it through their `ca` option (or a server
+ * process through NODE_EXTRA_CA_CERTS). Each stand-in's has its own subject: a trust store finds an anchor by its
+ * subject name, so three anchors all named CN=localhost would hide two of them.
+ */
+export async function localhostCertificate(commonName = 'localhost'): Promise<TlsPair> {
+  const pems = await selfsigned.generate([{ name: 'commonName', value: commonName }], {
     keyType: 'ec',
     curve: 'P-256',
     algorithm: 'sha256',
@@ -37,6 +49,51 @@ export interface Refusal {
   status: number;
   reason: string;
 }
+
+/** How long an accepted message waits for its answer: ms, a uniform [min, max] range in ms, or none. */
+export type AnswerDelay = number | [number, number] | undefined;
+
+function delayFor(delay: AnswerDelay): number {
+  if (delay === undefined) return 0;
+  if (typeof delay === 'number') return delay;
+  return delay[0] + Math.random() * (delay[1] - delay[0]);
+}
+
+/** Epoch milliseconds with a sub-millisecond fraction: arrival times the tests compare with their own commits. */
+export const arrivalClock = () => performance.timeOrigin + performance.now();
+
+/** What every accepted message records besides its gateway's own fields. */
+export interface Arrival {
+  /** When the whole request had arrived (arrivalClock()). */
+  at: number;
+  /** The app payload's `id` (the delivery's id): a message sent again after a crash carries the same. */
+  messageId: string | undefined;
+  /** The answer was written to a connection still open (false while delayed, or when the sender went away). */
+  answered: boolean;
+  /** When it was (arrivalClock()). */
+  answeredAt?: number;
+}
+
+/** Waits `ms` (none: at once), then answers through `respond` unless `gone()`; tracks the arrival's fate. */
+async function answerLater(arrival: Arrival, delay: AnswerDelay, pending: { count: number }, gone: () => boolean, respond: () => void): Promise<void> {
+  const ms = delayFor(delay);
+  pending.count += 1;
+  try {
+    if (ms > 0) await new Promise((resolve) => setTimeout(resolve, ms));
+    if (gone()) return;
+    try {
+      respond();
+      arrival.answered = true;
+      arrival.answeredAt = arrivalClock();
+    } catch {
+      /* the sender went away meanwhile (killed): the message stays unanswered */
+    }
+  } finally {
+    pending.count -= 1;
+  }
+}
+
+const payloadId = (value: unknown): string | undefined => (typeof value === 'string' ? value : undefined);
 
 export interface CannedAnswer {
   status: number;
@@ -108,7 +165,7 @@ export interface BrowserSubscription {
   auth: string;
 }
 
-export interface ReceivedWebPush {
+export interface ReceivedWebPush extends Arrival {
   subscriptionId: string;
   ttl: number;
   urgency: string;
@@ -127,6 +184,10 @@ export interface WebPushService {
   ca: string;
   received: ReceivedWebPush[];
   refused: Refusal[];
+  /** From now on, accepted messages are answered after this delay. */
+  setAnswerDelay(delay: AnswerDelay): void;
+  /** Accepted messages whose answer is still to come (delayed). */
+  inFlight(): number;
   /** A new subscription bound to an application server key, with its own P-256 key pair and 16-byte auth secret. */
   subscribe(applicationServerKey: string): BrowserSubscription;
   /** Answers every later push to this subscription with `answer` (404/410 unsubscribe, 429 with Retry-After...). */
@@ -196,9 +257,11 @@ export function decryptWebPush(body: Buffer, subscription: { ecdh: crypto.ECDH; 
   return { plaintext: Buffer.concat(out), recordSize };
 }
 
-export async function startWebPushService(options: { now?: () => number } = {}): Promise<WebPushService> {
+export async function startWebPushService(options: { now?: () => number; answerDelayMs?: AnswerDelay } = {}): Promise<WebPushService> {
   const now = options.now ?? Date.now;
-  const tls = await localhostCertificate();
+  let answerDelay = options.answerDelayMs;
+  const pending = { count: 0 };
+  const tls = await localhostCertificate('Pigeon test Web Push service');
   const subscriptions = new Map<string, SubscriptionState>();
   const received: ReceivedWebPush[] = [];
   const refused: Refusal[] = [];
@@ -268,17 +331,30 @@ export async function startWebPushService(options: { now?: () => number } = {}):
     } catch (error) {
       return refuse(400, `cannot decrypt: ${(error as Error).message}`);
     }
-    received.push({
+    const plaintext = decrypted.plaintext.toString('utf8');
+    let messageId: string | undefined;
+    try {
+      messageId = payloadId((JSON.parse(plaintext) as Record<string, unknown>).id);
+    } catch {
+      /* not JSON: no id */
+    }
+    const arrival: ReceivedWebPush = {
+      at: arrivalClock(),
+      messageId,
+      answered: false,
       subscriptionId: match[1]!,
       ttl: Number(ttlHeader),
       urgency,
       topic,
       vapid: { claims: jwt.claims, k },
-      plaintext: decrypted.plaintext.toString('utf8'),
+      plaintext,
       bodyBytes: body.length,
       recordSize: decrypted.recordSize,
+    };
+    received.push(arrival);
+    await answerLater(arrival, answerDelay, pending, () => res.destroyed || req.socket.destroyed, () => {
+      res.writeHead(201, { location: `${origin}/message/${crypto.randomUUID()}` }).end();
     });
-    res.writeHead(201, { location: `${origin}/message/${crypto.randomUUID()}` }).end();
   });
   const port = await listen(server);
   origin = `https://localhost:${port}`;
@@ -288,6 +364,8 @@ export async function startWebPushService(options: { now?: () => number } = {}):
     ca: tls.cert,
     received,
     refused,
+    setAnswerDelay: (delay) => void (answerDelay = delay),
+    inFlight: () => pending.count,
     subscribe(applicationServerKey) {
       // What a browser does on pushManager.subscribe(): a fresh P-256 key pair and a 16-byte auth secret.
       const ecdh = crypto.createECDH('prime256v1');
@@ -315,7 +393,7 @@ export async function startWebPushService(options: { now?: () => number } = {}):
 // APNs
 // ---------------------------------------------------------------------------------------------------------------
 
-export interface ApnsRequest {
+export interface ApnsRequest extends Arrival {
   deviceToken: string;
   headers: Record<string, string>;
   payload: Record<string, unknown>;
@@ -330,6 +408,10 @@ export interface ApnsService {
   refused: Refusal[];
   /** Every distinct provider token seen, in order. */
   providerTokens: string[];
+  /** From now on, accepted notifications are answered after this delay. */
+  setAnswerDelay(delay: AnswerDelay): void;
+  /** Accepted notifications whose answer is still to come (delayed). */
+  inFlight(): number;
   answerWith(deviceToken: string, answer: CannedAnswer): void;
   neverAnswer(deviceToken: string): void;
   /** Every provider token seen so far is answered 403 ExpiredProviderToken from now on. */
@@ -342,10 +424,12 @@ export interface ApnsService {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-export async function startApnsService(options: { teamId: string; keyId: string; publicKey: crypto.KeyObject | string; topic: string; now?: () => number }): Promise<ApnsService> {
+export async function startApnsService(options: { teamId: string; keyId: string; publicKey: crypto.KeyObject | string; topic: string; now?: () => number; answerDelayMs?: AnswerDelay }): Promise<ApnsService> {
   const now = options.now ?? Date.now;
+  let answerDelay = options.answerDelayMs;
+  const pending = { count: 0 };
   const teamKey = typeof options.publicKey === 'string' ? crypto.createPublicKey(options.publicKey) : options.publicKey;
-  const tls = await localhostCertificate();
+  const tls = await localhostCertificate('Pigeon test APNs');
   const requests: ApnsRequest[] = [];
   const refused: Refusal[] = [];
   const providerTokens: string[] = [];
@@ -429,8 +513,9 @@ export async function startApnsService(options: { teamId: string; keyId: string;
 
     const recorded: Record<string, string> = {};
     for (const [name, value] of Object.entries(headers)) if (!name.startsWith(':') && typeof value === 'string') recorded[name] = value;
-    requests.push({ deviceToken, headers: recorded, payload, jwt: jwtText });
-    answer(200);
+    const arrival: ApnsRequest = { at: arrivalClock(), messageId: payloadId(payload.id), answered: false, deviceToken, headers: recorded, payload, jwt: jwtText };
+    requests.push(arrival);
+    await answerLater(arrival, answerDelay, pending, () => stream.destroyed || stream.closed, () => answer(200));
   });
   const port = await listen(server);
 
@@ -440,6 +525,8 @@ export async function startApnsService(options: { teamId: string; keyId: string;
     requests,
     refused,
     providerTokens,
+    setAnswerDelay: (delay) => void (answerDelay = delay),
+    inFlight: () => pending.count,
     answerWith: (deviceToken, answer) => void answers.set(deviceToken, answer),
     neverAnswer: (deviceToken) => void silent.add(deviceToken),
     expireProviderTokens: () => providerTokens.forEach((token) => expired.add(token)),
@@ -456,7 +543,7 @@ export async function startApnsService(options: { teamId: string; keyId: string;
 // FCM HTTP v1
 // ---------------------------------------------------------------------------------------------------------------
 
-export interface FcmRequest {
+export interface FcmRequest extends Arrival {
   accessToken: string;
   message: Record<string, unknown>;
 }
@@ -464,10 +551,16 @@ export interface FcmRequest {
 export interface FcmService {
   origin: string;
   tokenUri: string;
+  /** The certificate to trust when started with `tls`. */
+  ca?: string;
   requests: FcmRequest[];
   refused: Refusal[];
   /** Access tokens issued, in order. */
   issued: string[];
+  /** From now on, accepted messages are answered after this delay. */
+  setAnswerDelay(delay: AnswerDelay): void;
+  /** Accepted messages whose answer is still to come (delayed). */
+  inFlight(): number;
   /** Answers messages to this registration token with an FCM error (UNREGISTERED, QUOTA_EXCEEDED, ...). */
   answerWith(registrationToken: string, answer: CannedAnswer & { fieldViolation?: string }): void;
   neverAnswer(registrationToken: string): void;
@@ -485,8 +578,14 @@ export async function startFcmService(options: {
   /** expires_in of issued access tokens, seconds (Google: 3599). */
   tokenLifetimeSeconds?: number;
   now?: () => number;
+  answerDelayMs?: AnswerDelay;
+  /** Serve over HTTPS with a self-signed localhost certificate (`ca`), as the real endpoints are; plain HTTP when not. */
+  tls?: boolean;
 }): Promise<FcmService> {
   const now = options.now ?? Date.now;
+  let answerDelay = options.answerDelayMs;
+  const pending = { count: 0 };
+  const tls = options.tls ? await localhostCertificate('Pigeon test FCM') : undefined;
   const accountKey = typeof options.publicKey === 'string' ? crypto.createPublicKey(options.publicKey) : options.publicKey;
   const lifetime = options.tokenLifetimeSeconds ?? 3599;
   const requests: FcmRequest[] = [];
@@ -501,7 +600,7 @@ export async function startFcmService(options: {
   const json = (res: http.ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}) =>
     res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', ...extra }).end(JSON.stringify(body));
 
-  const server = http.createServer(async (req, res) => {
+  const handler = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const body = (await readBody(req)).toString('utf8');
     const url = req.url ?? '';
 
@@ -573,19 +672,27 @@ export async function startFcmService(options: {
     if (canned) {
       return fcmError(canned.status, canned.reason ?? 'error', canned.reason, canned.retryAfter ? { 'retry-after': canned.retryAfter } : {}, canned.fieldViolation);
     }
-    requests.push({ accessToken: bearer[1]!, message });
-    json(res, 200, { name: `projects/${options.projectId}/messages/${crypto.randomBytes(8).toString('hex')}` });
-  });
+    const appData = message.data as Record<string, unknown> | undefined;
+    const arrival: FcmRequest = { at: arrivalClock(), messageId: payloadId(appData?.id), answered: false, accessToken: bearer[1]!, message };
+    requests.push(arrival);
+    await answerLater(arrival, answerDelay, pending, () => res.destroyed || req.socket.destroyed, () => {
+      json(res, 200, { name: `projects/${options.projectId}/messages/${crypto.randomBytes(8).toString('hex')}` });
+    });
+  };
+  const server = tls ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler);
   const port = await listen(server);
-  const origin = `http://127.0.0.1:${port}`;
+  const origin = tls ? `https://localhost:${port}` : `http://127.0.0.1:${port}`;
   tokenUri = `${origin}/token`;
 
   return {
     origin,
     tokenUri,
+    ...(tls ? { ca: tls.cert } : {}),
     requests,
     refused,
     issued,
+    setAnswerDelay: (delay) => void (answerDelay = delay),
+    inFlight: () => pending.count,
     answerWith: (registrationToken, answer) => void answers.set(registrationToken, answer),
     neverAnswer: (registrationToken) => void silent.add(registrationToken),
     revokeAccessTokens: () => tokens.forEach((grant) => (grant.revoked = true)),
@@ -595,4 +702,172 @@ export async function startFcmService(options: {
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The three together, for a server process (end-to-end tests, the crash test, bench/push.ts)
+// ---------------------------------------------------------------------------------------------------------------
+
+export type GatewayKind = 'webpush' | 'apns' | 'fcm';
+
+/** One accepted message, whatever gateway took it, read back into the app's terms. */
+export interface PushArrival extends Arrival {
+  kind: GatewayKind;
+  /** The channel's address as the server stores it: the Web Push endpoint, the APNs device token, the FCM token. */
+  address: string;
+  type: string | undefined;
+  /** The app's data (FCM carries it as a JSON string: parsed back). */
+  data: Record<string, unknown>;
+  badge: number | undefined;
+  alert: { title: string; body: string } | undefined;
+  /** The payload exactly as the gateway delivers it to the device (decrypted for Web Push): duplicates must match. */
+  payload: string;
+  /** Everything the gateway received for it (headers included): where a leak would show. */
+  everything: string;
+}
+
+export interface ChannelRegistration {
+  kind: GatewayKind;
+  /** The address the server will store (what PushArrival.address names). */
+  address: string;
+  /** The POST /v1/push/channels body. */
+  body: Record<string, unknown>;
+  /** Web Push: the stand-in's subscription id (answerWith/neverAnswer take it); APNs/FCM: the token. */
+  handle: string;
+}
+
+export interface GatewayRig {
+  webPush: WebPushService;
+  apns: ApnsService;
+  fcm: FcmService;
+  /** The APNs topic (bundle id) the stand-in accepts. */
+  apnsTopic: string;
+  /** The server's environment: endpoints, credentials (files in `dir`), trust of the stand-ins' certificates. */
+  env: Record<string, string>;
+  dir: string;
+  /** A channel of this kind as an app registers it (Web Push needs the server's applicationServerKey). */
+  channel(kind: GatewayKind, applicationServerKey?: string): ChannelRegistration;
+  /** Every accepted message so far, over the three, in arrival order. */
+  arrivals(): PushArrival[];
+  setAnswerDelay(delay: AnswerDelay): void;
+  inFlight(): number;
+  close(): Promise<void>;
+}
+
+const RIG_APNS = { teamId: 'PGNTEAM123', keyId: 'PGNKEY4567', topic: 'org.pigeon.mail' };
+const RIG_FCM_PROJECT = 'pigeon-push-test';
+
+function recordsOf(rig: Pick<GatewayRig, 'webPush' | 'apns' | 'fcm'>): PushArrival[] {
+  const out: PushArrival[] = [];
+  const origin = rig.webPush.origin;
+  for (const r of rig.webPush.received) {
+    let parsed: Record<string, unknown> = {};
+    try {
+      parsed = JSON.parse(r.plaintext) as Record<string, unknown>;
+    } catch {
+      /* not JSON */
+    }
+    out.push({
+      kind: 'webpush', address: `${origin}/push/${r.subscriptionId}`, at: r.at, messageId: r.messageId, answered: r.answered, answeredAt: r.answeredAt,
+      type: parsed.type as string | undefined, data: (parsed.data as Record<string, unknown>) ?? {}, badge: parsed.badge as number | undefined,
+      alert: parsed.alert as PushArrival['alert'], payload: r.plaintext, everything: JSON.stringify(r),
+    });
+  }
+  for (const r of rig.apns.requests) {
+    const aps = (r.payload.aps ?? {}) as Record<string, unknown>;
+    const alert = aps.alert as PushArrival['alert'] | undefined;
+    out.push({
+      kind: 'apns', address: r.deviceToken, at: r.at, messageId: r.messageId, answered: r.answered, answeredAt: r.answeredAt,
+      type: r.payload.type as string | undefined, data: (r.payload.data as Record<string, unknown>) ?? {},
+      badge: (r.payload.badge ?? aps.badge) as number | undefined, alert: alert ? { title: alert.title, body: alert.body } : undefined,
+      payload: JSON.stringify(r.payload), everything: JSON.stringify({ headers: r.headers, payload: r.payload }),
+    });
+  }
+  for (const r of rig.fcm.requests) {
+    const data = (r.message.data ?? {}) as Record<string, string>;
+    const android = (r.message.android ?? {}) as Record<string, unknown>;
+    const notification = (android.notification ?? r.message.notification) as PushArrival['alert'] | undefined;
+    let appData: Record<string, unknown> = {};
+    try {
+      appData = data.data ? (JSON.parse(data.data) as Record<string, unknown>) : {};
+    } catch {
+      /* not JSON */
+    }
+    out.push({
+      kind: 'fcm', address: String(r.message.token), at: r.at, messageId: r.messageId, answered: r.answered, answeredAt: r.answeredAt,
+      type: data.type, data: appData, badge: data.badge === undefined ? undefined : Number(data.badge),
+      alert: notification ? { title: notification.title, body: notification.body } : undefined,
+      payload: JSON.stringify(r.message), everything: JSON.stringify(r.message),
+    });
+  }
+  return out.sort((a, b) => a.at - b.at);
+}
+
+/**
+ * Starts the three stand-ins (FCM over TLS too), writes the APNs signing key (.p8) and the FCM service-account file
+ * into a temporary folder with the stand-ins' certificates in one CA file, and answers the server's environment:
+ * PIGEON_PUSH_* pointing at the stand-ins, private endpoints allowed, NODE_EXTRA_CA_CERTS for the certificates.
+ */
+export async function startGatewayRig(options: { answerDelayMs?: AnswerDelay; dir?: string } = {}): Promise<GatewayRig> {
+  const dir = options.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pigeon-push-rig-'));
+  const apnsKey = crypto.generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+  const fcmKey = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const clientEmail = `pigeon-push@${RIG_FCM_PROJECT}.iam.gserviceaccount.com`;
+  const webPush = await startWebPushService({ answerDelayMs: options.answerDelayMs });
+  const apns = await startApnsService({ ...RIG_APNS, publicKey: apnsKey.publicKey, answerDelayMs: options.answerDelayMs });
+  const fcm = await startFcmService({ projectId: RIG_FCM_PROJECT, clientEmail, publicKey: fcmKey.publicKey, answerDelayMs: options.answerDelayMs, tls: true });
+
+  const keyFile = path.join(dir, `AuthKey_${RIG_APNS.keyId}.p8`);
+  fs.writeFileSync(keyFile, apnsKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  const accountFile = path.join(dir, 'fcm-service-account.json');
+  const account = {
+    type: 'service_account', project_id: RIG_FCM_PROJECT, private_key_id: crypto.randomBytes(20).toString('hex'),
+    private_key: fcmKey.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, client_email: clientEmail,
+    client_id: '100000000000000000001', auth_uri: 'https://accounts.google.com/o/oauth2/auth', token_uri: fcm.tokenUri,
+  };
+  fs.writeFileSync(accountFile, JSON.stringify(account, null, 2), { mode: 0o600 });
+  const caFile = path.join(dir, 'gateways-ca.pem');
+  fs.writeFileSync(caFile, [webPush.ca, apns.ca, fcm.ca!].join('\n'));
+
+  const env: Record<string, string> = {
+    PIGEON_PUSH_ENABLED: 'true',
+    PIGEON_PUSH_ALLOW_PRIVATE_ENDPOINTS: 'true',
+    PIGEON_PUSH_APNS_KEY_FILE: keyFile,
+    PIGEON_PUSH_APNS_KEY_ID: RIG_APNS.keyId,
+    PIGEON_PUSH_APNS_TEAM_ID: RIG_APNS.teamId,
+    PIGEON_PUSH_APNS_ORIGIN: apns.origin,
+    PIGEON_PUSH_APNS_SANDBOX_ORIGIN: apns.origin,
+    PIGEON_PUSH_FCM_SERVICE_ACCOUNT_FILE: accountFile,
+    PIGEON_PUSH_FCM_ORIGIN: fcm.origin,
+    NODE_EXTRA_CA_CERTS: caFile,
+  };
+
+  const rig: GatewayRig = {
+    webPush, apns, fcm, apnsTopic: RIG_APNS.topic, env, dir,
+    channel(kind, applicationServerKey) {
+      if (kind === 'webpush') {
+        if (!applicationServerKey) throw new Error('a Web Push channel needs the server\'s applicationServerKey');
+        const s = webPush.subscribe(applicationServerKey);
+        return { kind, address: s.endpoint, handle: s.id, body: { kind, endpoint: s.endpoint, keys: { p256dh: s.p256dh, auth: s.auth } } };
+      }
+      if (kind === 'apns') {
+        const token = crypto.randomBytes(32).toString('hex');
+        return { kind, address: token, handle: token, body: { kind, address: token, keys: { topic: RIG_APNS.topic, environment: 'sandbox' } } };
+      }
+      const token = `${crypto.randomBytes(16).toString('base64url')}:APA91b${crypto.randomBytes(96).toString('base64url')}`;
+      return { kind, address: token, handle: token, body: { kind, address: token } };
+    },
+    arrivals: () => recordsOf(rig),
+    setAnswerDelay(delay) {
+      webPush.setAnswerDelay(delay);
+      apns.setAnswerDelay(delay);
+      fcm.setAnswerDelay(delay);
+    },
+    inFlight: () => webPush.inFlight() + apns.inFlight() + fcm.inFlight(),
+    async close() {
+      await Promise.all([webPush.close(), apns.close(), fcm.close()]);
+      if (!options.dir) fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return rig;
 }

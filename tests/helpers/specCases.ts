@@ -214,7 +214,12 @@ export type IdKind =
    * A diagnostics incident (issue 20), `PGN-XXXX-XXXX`: a user's own (`/v1/diagnostics/{incidentId}`: another user's,
    * even of the same tenant, is 404 exactly as one that exists nowhere), or an administrator's tenant's.
    */
-  | 'incident';
+  | 'incident'
+  /**
+   * A background push channel (issue 20) the calling device registered (`/v1/push/channels/{channelId}`): another
+   * device's or user's is 404, exactly as one that exists nowhere.
+   */
+  | 'pushChannel';
 
 /** A parameter or member that names nothing another user could own; `value` is what to send when it is required. */
 export interface NotAnId {
@@ -229,6 +234,9 @@ export type Slot = IdKind | NotAnId;
  */
 export const ID_SLOTS: Record<string, Record<string, Slot>> = {
   'DELETE /v1/devices/{deviceId}': { 'path:deviceId': 'deviceId' },
+  // My devices (issue 21, server/web/accountRoutes.ts): the caller's own device records; another user's is 404.
+  'POST /account/v1/devices/{id}/wipe': { 'path:id': 'deviceRecord' },
+  'DELETE /account/v1/devices/{id}': { 'path:id': 'deviceRecord' },
   'GET /v1/folders/sync': { 'query:token': 'folderSyncToken' },
   'POST /v1/folders': { 'body:parentId': 'folder' },
   'PATCH /v1/folders/{folderId}': { 'path:folderId': 'folder', 'body:parentId': 'folder' },
@@ -257,7 +265,23 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
     // sender encrypts to), another tenant's address finds nothing. The tenant filter stays, whatever it names.
     'query:address': { notAnId: "an address looked up in the caller's own tenant's directory", value: 'sec-nobody@example.com' },
   },
-  'GET /admin/v1/devices': { 'query:user': 'user' },
+  'GET /admin/v1/devices': {
+    'query:user': 'user',
+    // Issue 21: the inventory's paging. A cursor is a position in the caller's own tenant's list (the tenant
+    // filter stays, whatever it names); the sort is one of the fixed keys.
+    'query:cursor': { notAnId: "a position in the caller's own tenant's inventory (sort key and record id): the tenant filter stays" },
+    'query:sort': { notAnId: 'one of the fixed sort keys' },
+  },
+  // Issue 21: users, tenant and regions of the admin API (server/admin/usersRoutes.ts). Another tenant's user is
+  // 404 notFound, as one that exists nowhere.
+  'GET /admin/v1/users': { 'query:cursor': { notAnId: "a position (a username) in the caller's own tenant's user list: the tenant filter stays" } },
+  'GET /admin/v1/users/{id}': { 'path:id': 'user' },
+  'POST /admin/v1/users/{id}/disable': { 'path:id': 'user' },
+  'POST /admin/v1/users/{id}/enable': { 'path:id': 'user' },
+  'POST /admin/v1/users/{id}/reset-password': { 'path:id': 'user' },
+  'POST /admin/v1/users/{id}/revoke-sessions': { 'path:id': 'user' },
+  'POST /admin/v1/users/{id}/reset-mfa': { 'path:id': 'user' },
+  'GET /admin/v1/audit': { 'query:cursor': { notAnId: "a position (a seq) in the caller's own tenant's audit log: the tenant filter stays" } },
   'GET /admin/v1/devices/{id}': { 'path:id': 'deviceRecord' },
   'DELETE /admin/v1/devices/{id}': { 'path:id': 'deviceRecord' },
   'POST /admin/v1/devices/{id}/{action}': {
@@ -358,6 +382,8 @@ export const ID_SLOTS: Record<string, Record<string, Slot>> = {
   'GET /v1/diagnostics/{incidentId}': { 'path:incidentId': 'incident' },
   'GET /admin/v1/diagnostics/{incidentId}': { 'path:incidentId': 'incident' },
   'GET /admin/v1/diagnostics/{incidentId}/bundle': { 'path:incidentId': 'incident' },
+  // Background push (issue 20): a channel of the calling device.
+  'DELETE /v1/push/channels/{channelId}': { 'path:channelId': 'pushChannel' },
   'PUT /compliance/v1/devices/{deviceId}': {
     'path:deviceId': { notAnId: "a device of a user of the statement's tenant, which the partner must manage", value: 'sec-partner-device-000001' },
     'body:tenantId': { notAnId: "the tenant the statement is about, checked against the partner's configured tenants" },
@@ -620,6 +646,19 @@ const VCARD = () =>
   );
 /** A small diagnostics bundle: one gzip'd log (`POST /v1/diagnostics`). */
 const DIAGNOSTICS_BUNDLE = (text = 'Security suite diagnostics') => zlib.gzipSync(`${new Date(0).toISOString()} INFO ${text}\n`);
+/**
+ * A Web Push subscription as a browser hands it over (PushSubscription.toJSON()): a unique endpoint at a public push
+ * service (nothing is sent there: the security suites never start background push's loops) and a fresh P-256 key.
+ */
+const WEB_PUSH_SUBSCRIPTION = () => {
+  const ecdh = crypto.createECDH('prime256v1');
+  ecdh.generateKeys();
+  return {
+    kind: 'webpush',
+    endpoint: `https://push.example.net/wpush/${unique('sec-subscription')}`,
+    keys: { p256dh: ecdh.getPublicKey().toString('base64url'), auth: crypto.randomBytes(16).toString('base64url') },
+  };
+};
 /** A 1×1 PNG: a contact photo (the server tells the type by the bytes). */
 const PNG = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==', 'base64');
 
@@ -650,6 +689,8 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   'POST /oauth2/device': () => ({ xsrf: 'not-the-xsrf-of-any-page', user_code: 'BCDF-GHJK' }),
   'POST /oauth2/introspect': () => ({ token: 'not-a-token-of-anyone' }),
   'POST /v1/devices': () => ({ friendlyName: 'Security suite phone' }),
+  // The wipe confirmation repeats the device's name: the suite's devices register under the name above.
+  'POST /account/v1/devices/{id}/wipe': () => ({ confirm: 'Security suite phone' }),
   'POST /v1/devices/current/wipe-ack': () => ({ status: 'ok' }),
   'POST /v1/folders': (c) => ({ displayName: unique('Folder'), parentId: c.id('folder', 'body:parentId') }),
   'PATCH /v1/folders/{folderId}': (c) => ({ displayName: unique('Renamed'), parentId: c.id('folder', 'body:parentId') }),
@@ -675,6 +716,8 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   'PUT /admin/v1/device-access-rules/{id}': () => ({ field: 'deviceModel', match: 'prefix', value: unique('NoSuchModel'), accessState: 'allowed' }),
   'PUT /admin/v1/device-access-default': () => ({ accessState: 'allowed' }),
   'POST /admin/v1/users/{id}/messages': (c) => rawMessage({ id: `${unique('import')}@example.org`, to: c.email, subject: 'Imported quarterly' }),
+  // A Web Push subscription of the calling device (its endpoint unique, so each registers a channel of its own).
+  'POST /v1/push/channels': () => WEB_PUSH_SUBSCRIPTION(),
   'POST /v1/policy/check-in': () => ({ appVersion: '4.2.1', osVersion: '17.4', policyEtag: null, pinSet: true, pinFailures: 0, violations: [] }),
   // A PUT leaves `id` out: it is the path's.
   'POST /admin/v1/conditional-access/policies': () => ({ id: unique('sec-policy'), ...INERT_CONDITIONAL_ACCESS_POLICY() }),
@@ -733,6 +776,12 @@ const VALID_BODIES: Record<string, (c: BodyContext) => unknown> = {
   'PUT /admin/v1/shared-mailboxes/{mailboxId}/members/{userId}': () => ({ fullAccess: true }),
   // Diagnostics (issue 20): raw gzip bytes.
   'POST /v1/diagnostics': () => DIAGNOSTICS_BUNDLE(),
+  // Issue 21: users of the admin API. A new user of its own (unique name). A password reset: the server refuses it
+  // (400) for the administrator's own account, and the suites never get it through for another party (bola sends
+  // only foreign or absent ids, mass-assignment only bodies with an undocumented member, fuzz's administrator is
+  // alone in its tenant, so its `user` id is its own).
+  'POST /admin/v1/users': () => ({ username: unique('sec-user'), displayName: 'Security suite user', role: 'user', password: 'security-suite-initial-pw' }),
+  'POST /admin/v1/users/{id}/reset-password': () => ({ password: 'security-suite-reset-pw' }),
 };
 
 export function validBody(op: SpecOperation, c: BodyContext): unknown {
@@ -1196,6 +1245,7 @@ const emptyIds = (): Record<IdKind, string[]> => ({
   conversationSyncToken: [],
   sharedMailbox: [],
   incident: [],
+  pushChannel: [],
 });
 
 async function token(api: Agent, form: Record<string, string>): Promise<string> {
@@ -1381,6 +1431,10 @@ async function furnishUser(ctx: TestContext, api: Agent, p: Party): Promise<void
   );
   p.ids.incident.push(incident.incidentId);
   p.fingerprints.push(incident.incidentId);
+  // A background push channel of the device (issue 20).
+  const channel = await expectStatus(api().post('/v1/push/channels').set(headers).send(WEB_PUSH_SUBSCRIPTION()), 201, 'registering a push channel');
+  p.ids.pushChannel.push(channel.id);
+  p.fingerprints.push(channel.id, channel.address);
   p.fingerprints.push(p.userId, p.email, deviceId, device.id, ...p.ids.folder, ...itemIds, ...conversations, ...messageIds, certificate.id, certificate.fingerprint);
 
   // A meeting the user organises (its invitation bounces back at once: see OUTSIDE_ATTENDEE) and a contact.

@@ -93,6 +93,7 @@ const NOWHERE: Record<IdKind, string> = {
   conversationSyncToken: 'p1.bm93aGVyZQ.AAAAAAAAAAAAAAAAAAAAAA',
   sharedMailbox: 'NoSuchMailbox000',
   incident: 'PGN-0000-0000',
+  pushChannel: 'NoSuchChannel000',
 };
 const ACTIONS = ['allow', 'block', 'quarantine', 'release', 'wipe', 'resync'];
 
@@ -145,6 +146,18 @@ const userPairs = () => {
   return users.flatMap((a) => users.filter((v) => v !== a).map((v) => [a, v] as const));
 };
 const adminPairs = [['root', 'broot'], ['broot', 'root']] as const;
+
+/**
+ * Whether the text holds the print as a token of its own: not inside a longer address or name (the world's
+ * `broot@example.com`, which an administrator of tenant B sees in its own user list since issue 21, holds
+ * `root@example.com`, tenant A's administrator's address, as a substring).
+ */
+function holds(text: string, print: string): boolean {
+  for (let at = text.indexOf(print); at !== -1; at = text.indexOf(print, at + 1)) {
+    if (at === 0 || !/[A-Za-z0-9._%+-]/.test(text[at - 1]!)) return true;
+  }
+  return false;
+}
 
 /** Every string that identifies the victim's data as the attacker must never see it. */
 function victimPrints(attacker: Party, victim: Party): string[] {
@@ -227,7 +240,7 @@ function judge(a: Attack, res: request.Response): string[] {
   }
   // The id the attacker sent may be echoed (`No such folder: <id>.`): it knew it already.
   const text = res.text ?? '';
-  const leaked = victimPrints(a.attacker, a.victim).filter((p) => p !== victimValue(a) && text.includes(p));
+  const leaked = victimPrints(a.attacker, a.victim).filter((p) => p !== victimValue(a) && holds(text, p));
   if (leaked.length) wrong.push(`response holds the victim's ${leaked.join(', ')}`);
   return wrong;
 }
@@ -263,7 +276,7 @@ async function scanListing(attacker: Party, victim: Party, op: SpecOperation): P
   const wrong: string[] = [];
   if (res.status !== 200) wrong.push(`status ${res.status}`);
   const text = res.text ?? (Buffer.isBuffer(res.body) ? res.body.toString('latin1') : '');
-  const leaked = victimPrints(attacker, victim).filter((p) => text.includes(p));
+  const leaked = victimPrints(attacker, victim).filter((p) => holds(text, p));
   if (leaked.length) wrong.push(`holds the victim's ${leaked.join(', ')}`);
   return wrong.map((w) => `${attacker.name} reading ${op.key} (victim ${victim.name}): ${w}`);
 }

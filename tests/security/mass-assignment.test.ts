@@ -184,7 +184,9 @@ test('a protected member is refused (400 naming it, nothing changed) or provably
   // RFC 6749 §3.2 requires (ignored, and proven so).
   expect(outcomes.refused).toBeGreaterThan(100);
   expect(outcomes.ignored).toBeGreaterThanOrEqual(20);
-});
+  // Every probe is a request and two store snapshots: over a hundred operations, more than the default 30 s on a
+  // busy machine.
+}, 180_000);
 
 test('the probe can tell: a planted member that is written shows in the store diff', async () => {
   // The check itself, against a write that does carry a planted value (a folder named like bob's id).

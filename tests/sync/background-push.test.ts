@@ -11,7 +11,9 @@ import { Registry } from 'prom-client';
 import { ManualClock } from '../../server/clock';
 import type { EventData } from '../../server/calendar/model';
 import { createBackgroundPush } from '../../server/push/background';
-import type { BackgroundPush, BackgroundPushOptions, PreviewLevel } from '../../server/push/background/types';
+import { DEFAULT_BACKGROUND_PUSH_OPTIONS, type BackgroundPush, type BackgroundPushOptions, type PreviewLevel } from '../../server/push/background/types';
+import { createDrain } from '../../server/push/background/drain';
+import { DeviceBuckets, perSecondBucket } from '../../server/push/background/limits';
 import { createApnsGateway, createFcmGateway, createWebPushGateway, generateVapidKeys, type Gateway, type PushKind } from '../../server/push/gateways';
 import { PUSH_EVENT_KINDS, type DeviceRecord, type Folder, type PushChannelRecord, type Store, type User } from '../../server/store/types';
 import { startApnsService, startFcmService, startWebPushService, type ApnsService, type CannedAnswer, type FcmService, type WebPushService, type BrowserSubscription } from '../helpers/pushGateways';
@@ -527,6 +529,196 @@ describe('background push engine (SQLite store, real gateway clients, stand-in g
     while (webPushes(web.subscription).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     expect(webPushes(web.subscription).map((p) => p.payload.type).sort()).toEqual(['newMail', 'sync']);
     await w.push.stop();
+    expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 0 });
+  });
+});
+
+describe('the drain under load: pipelined, results recorded in batches (server/push/background/drain.ts)', () => {
+  /** A gateway whose answers the test holds: each send waits for `release(address)` unless its address is free. */
+  function stubGateway() {
+    const sent: Array<{ address: string; id: string }> = [];
+    const held = new Map<string, Array<() => void>>();
+    const slow = new Set<string>();
+    const gateway: Gateway = {
+      kind: 'webpush',
+      async send(target, message) {
+        const address = target.endpoint!;
+        if (slow.has(address)) await new Promise<void>((resolve) => held.set(address, [...(held.get(address) ?? []), resolve]));
+        sent.push({ address, id: message.id });
+        return { status: 'sent', latencyMs: 1 };
+      },
+      async close() {},
+    };
+    return {
+      gateway,
+      sent,
+      slow,
+      held,
+      release(address: string) {
+        slow.delete(address);
+        for (const resolve of held.get(address)?.splice(0) ?? []) resolve();
+      },
+    };
+  }
+
+  /** The store, counting units, claims and writes made outside a unit; `failUnits` makes every unit throw. */
+  function counting(store: Store) {
+    const counts = { units: 0, claims: 0, claimLimits: [] as number[], directWrites: 0, failUnits: false };
+    const writes = new Set(['complete', 'release', 'noteResult', 'deleteChannel', 'dropDeliveriesOfDevice']);
+    const push = new Proxy(store.push, {
+      get(target, key: string) {
+        const value = (target as unknown as Record<string, unknown>)[key];
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          if (key === 'claim') (counts.claims += 1), counts.claimLimits.push(args[1] as number);
+          if (writes.has(key)) counts.directWrites += 1;
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const wrapped = new Proxy(store, {
+      get(target, key: string) {
+        if (key === 'push') return push;
+        if (key === 'run')
+          return (unit: Parameters<Store['run']>[0]) => {
+            counts.units += 1;
+            if (counts.failUnits) return Promise.reject(new Error('disk full'));
+            // Claims made inside a unit (a flush claims into the slots it frees) are counted too.
+            return target.run((tx) =>
+              unit({
+                ...tx,
+                push: {
+                  ...tx.push,
+                  claim: (now: number, limit: number, leaseMs: number) => ((counts.claims += 1), counts.claimLimits.push(limit), tx.push.claim(now, limit, leaseMs)),
+                },
+              }),
+            );
+          };
+        const value = (target as unknown as Record<string, unknown>)[key];
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    return { store: wrapped as Store, counts };
+  }
+
+  async function setup(options: Partial<BackgroundPushOptions> = {}, channelCount = 3) {
+    const w = await world();
+    const stub = stubGateway();
+    const { store, counts } = counting(w.store);
+    const all: BackgroundPushOptions = { ...DEFAULT_BACKGROUND_PUSH_OPTIONS, ...options };
+    const drain = createDrain({
+      store,
+      clock: w.clock,
+      log: pino({ level: 'silent' }),
+      gateways: { webpush: stub.gateway },
+      policy: testPolicy().policy,
+      options: all,
+      deviceBuckets: new DeviceBuckets(all.perDevicePerMinute),
+      globalBucket: perSecondBucket(all.globalPerSecond, w.clock.now()),
+    });
+    const channels: PushChannelRecord[] = [];
+    for (let i = 0; i < channelCount; i++) {
+      const device = await w.device(`drain-phone-${i}`);
+      channels.push(await w.channel(device, 'webpush', `https://push.example/ch-${i}`, { p256dh: 'p', auth: 'a' }));
+    }
+    let n = 0;
+    const enqueue = async (channel: PushChannelRecord, count = 1) => {
+      const ids: string[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = `delivery-${++n}`;
+        ids.push(id);
+        const collapseKey = `mail:${n}`;
+        await w.store.push.enqueue(
+          [{ id, userId: w.user.id, channelId: channel.id, collapseKey, message: { type: 'newMail', collapseKey, ttlSeconds: 60, urgency: 'high', data: {} }, notBefore: w.clock.now() + n, originAt: w.clock.now() }],
+          w.clock.now(),
+        );
+      }
+      return ids;
+    };
+    return { w, stub, drain, counts, channels, enqueue, channel: (id: string) => w.store.push.channel(w.user.id, id) };
+  }
+
+  it('records the results of sends that finish together in one unit, with no write outside it', async () => {
+    const { w, drain, counts, channels, enqueue } = await setup();
+    for (const channel of channels) await enqueue(channel, 2);
+    w.clock.advance(1000);
+    const outcomes = await drain.drainDue();
+    expect(outcomes).toEqual(Array(6).fill('sent'));
+    // One claim of 64 (got 6: nothing more is due, so no claim after), then ONE unit for the six results.
+    expect(counts).toMatchObject({ claims: 1, claimLimits: [64], units: 1, directWrites: 0 });
+    expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 0 });
+  });
+
+  it("writes a success to its channel only when it had failures or its lastSuccessAt is over a minute old", async () => {
+    const { w, drain, channels, enqueue, channel } = await setup({}, 1);
+    const [ch] = channels;
+    await enqueue(ch!);
+    w.clock.advance(1000);
+    await drain.drainDue();
+    const firstOk = (await channel(ch!.id))!.lastSuccessAt;
+    expect(firstOk).toBe(w.clock.now()); // never succeeded before: written
+
+    w.clock.advance(30_000);
+    await enqueue(ch!);
+    w.clock.advance(1000);
+    expect(await drain.drainDue()).toEqual(['sent']);
+    expect((await channel(ch!.id))!.lastSuccessAt).toBe(firstOk); // 31 s later: skipped
+
+    await w.store.push.noteResult(w.user.id, ch!.id, false, w.clock.now()); // a failure (another drainer's)
+    await enqueue(ch!);
+    w.clock.advance(1000);
+    expect(await drain.drainDue()).toEqual(['sent']);
+    expect(await channel(ch!.id)).toMatchObject({ failures: 0, lastSuccessAt: w.clock.now() }); // had a failure: written
+    const secondOk = w.clock.now();
+
+    w.clock.advance(61_000);
+    await enqueue(ch!);
+    w.clock.advance(1000);
+    expect(await drain.drainDue()).toEqual(['sent']);
+    expect((await channel(ch!.id))!.lastSuccessAt).toBe(w.clock.now()); // over a minute: written
+    expect(w.clock.now()).toBeGreaterThan(secondOk);
+  });
+
+  it('keeps `concurrency` sends in flight: a slow send holds one slot, the others go on being claimed and sent', async () => {
+    const { w, stub, drain, counts, channels, enqueue } = await setup({ concurrency: 2 }, 2);
+    const [slow, fast] = channels;
+    stub.slow.add(slow!.address);
+    const [slowId] = await enqueue(slow!); // claimed first (soonest)
+    const fastIds = await enqueue(fast!, 5);
+    w.clock.advance(1000);
+    const draining = drain.drainDue();
+    const deadline = Date.now() + 5000;
+    while (stub.sent.length < 5 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    // Every fast delivery was sent and recorded while the slow one is still at its gateway.
+    expect(stub.sent.map((s) => s.id)).toEqual(fastIds);
+    expect(stub.held.get(slow!.address)).toHaveLength(1);
+    // ... and recorded (the last result within the flush window).
+    while ((await w.store.push.queueSize()).sending > 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 1 });
+    // Claims ask for the slots that are free (never more than 2 held at once): the first for 2, then 1 at a time.
+    expect(counts.claimLimits[0]).toBe(2);
+    expect(counts.claimLimits.slice(1).every((limit) => limit === 1)).toBe(true);
+    expect(counts.claims).toBeGreaterThanOrEqual(2);
+    stub.release(slow!.address);
+    expect(await draining).toEqual(Array(6).fill('sent'));
+    expect(stub.sent.at(-1)!.id).toBe(slowId);
+    expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 0 });
+  });
+
+  it('a result that could not be recorded is a lapsed lease: the delivery goes again with the same id', async () => {
+    const { w, stub, drain, counts, channels, enqueue } = await setup({ leaseMs: 30_000 }, 2);
+    const ids = [...(await enqueue(channels[0]!)), ...(await enqueue(channels[1]!))];
+    w.clock.advance(1000);
+    counts.failUnits = true;
+    expect(await drain.drainDue()).toEqual([]); // sent, but nothing recorded (the batch, then each alone, failed)
+    expect(stub.sent.map((s) => s.id)).toEqual(ids);
+    expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 2 });
+    counts.failUnits = false;
+    w.clock.advance(29_000);
+    expect(await drain.drainDue()).toEqual([]); // still leased
+    w.clock.advance(2_000);
+    expect(await drain.drainDue()).toEqual(['sent', 'sent']);
+    expect(stub.sent.map((s) => s.id)).toEqual([...ids, ...ids]);
     expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 0 });
   });
 });

@@ -1,3 +1,4 @@
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { loadConfig, ConfigError, configMarkdown, parseDuration, redactedConfig } from '../../server/config';
@@ -75,4 +76,39 @@ test('metrics: own listener on loopback by default, port and token validated, th
   expect(c.metricsToken).toBe(token);
   expect(redactedConfig(c).metricsToken).toBe('[redacted]');
   expect(JSON.stringify(redactedConfig(c))).not.toContain(token);
+});
+
+test('background push: defaults, the VAPID pair both or neither and well-formed, APNs ids with the key, https origins', () => {
+  expect(loadConfig({})).toMatchObject({
+    pushEnabled: true,
+    pushVapidSubject: '',
+    pushVapidPublicKey: '',
+    pushApnsOrigin: 'https://api.push.apple.com',
+    pushApnsSandboxOrigin: 'https://api.sandbox.push.apple.com',
+    pushFcmOrigin: 'https://fcm.googleapis.com',
+    pushRatePerDevice: 30,
+    pushRateGlobal: 500,
+    pushAllowPrivateEndpoints: false,
+  });
+  const ecdh = crypto.createECDH('prime256v1');
+  ecdh.generateKeys();
+  const pair = { PIGEON_PUSH_VAPID_PUBLIC_KEY: ecdh.getPublicKey().toString('base64url'), PIGEON_PUSH_VAPID_PRIVATE_KEY: crypto.randomBytes(32).toString('base64url') };
+  expect(loadConfig(pair).pushVapidPublicKey).toBe(pair.PIGEON_PUSH_VAPID_PUBLIC_KEY);
+  // The private key is a secret: masked in the logged config, never echoed in an error.
+  expect(redactedConfig(loadConfig(pair)).pushVapidPrivateKey).toBe('[redacted]');
+  expect(() => loadConfig({ ...pair, PIGEON_PUSH_VAPID_PRIVATE_KEY: 'c2hvcnQ' })).toThrow(/^PIGEON_PUSH_VAPID_PRIVATE_KEY: expected 32 bytes in base64url$/);
+  for (const [env, value, extra] of [
+    ['PIGEON_PUSH_VAPID_PUBLIC_KEY', pair.PIGEON_PUSH_VAPID_PUBLIC_KEY, {}],
+    ['PIGEON_PUSH_VAPID_PUBLIC_KEY', 'not-a-point', { PIGEON_PUSH_VAPID_PRIVATE_KEY: pair.PIGEON_PUSH_VAPID_PRIVATE_KEY }],
+    ['PIGEON_PUSH_VAPID_SUBJECT', 'postmaster@example.com', {}],
+    ['PIGEON_PUSH_APNS_KEY_FILE', '/keys/AuthKey.p8', { PIGEON_PUSH_APNS_TEAM_ID: 'TEAM123456' }],
+    ['PIGEON_PUSH_APNS_ORIGIN', 'http://api.push.apple.com', {}],
+    ['PIGEON_PUSH_FCM_ORIGIN', 'https://fcm.googleapis.com/v1/projects', {}],
+    ['PIGEON_PUSH_RATE_PER_DEVICE', '0', {}],
+    ['PIGEON_PUSH_ALLOW_PRIVATE_ENDPOINTS', 'perhaps', {}],
+  ] as Array<[string, string, Record<string, string>]>) {
+    expect(() => loadConfig({ [env]: value, ...extra })).toThrow(ConfigError);
+  }
+  expect(loadConfig({ PIGEON_PUSH_VAPID_SUBJECT: 'mailto:ops@example.com' }).pushVapidSubject).toBe('mailto:ops@example.com');
+  expect(loadConfig({ PIGEON_PUSH_APNS_KEY_FILE: '/keys/AuthKey.p8', PIGEON_PUSH_APNS_KEY_ID: 'ABC123DEFG', PIGEON_PUSH_APNS_TEAM_ID: 'TEAM123456' }).pushApnsKeyFile).toBe('/keys/AuthKey.p8');
 });

@@ -12,6 +12,7 @@ import {
   BUILT_IN_TEMPLATES,
   EMPTY_PROTECTION_DOCUMENT,
   compileProtection,
+  labelAllowsPreview,
   parseProtectionDocument,
   type ProtectionDocument,
 } from '../../server/protection/config';
@@ -228,6 +229,21 @@ describe('parseProtectionDocument', () => {
 
   test('mandatory labelling needs a label to choose from', () => {
     expect(fields({ labelPolicy: { mandatory: true } })).toEqual(['labelPolicy.mandatory']);
+  });
+
+  test('notificationPreview: optional, a boolean, kept as given; by default yes without protection, no with it', () => {
+    const doc = sample();
+    doc.labels[1].notificationPreview = 'yes';
+    expect(fields(doc)).toEqual(['labels.1.notificationPreview']);
+    doc.labels[0].notificationPreview = true; // protected (do-not-forward), previews allowed anyway
+    doc.labels[1].notificationPreview = false; // unprotected, previews refused
+    const parsed = parseProtectionDocument(doc);
+    expect(parsed.labels.map((l) => l.notificationPreview)).toEqual([true, false, undefined]);
+    expect(parsed.labels.map(labelAllowsPreview)).toEqual([true, false, false]); // the third protects (legal-hold)
+    const defaults = parseProtectionDocument(sample());
+    expect(defaults.labels.map((l) => 'notificationPreview' in l)).toEqual([false, false, false]);
+    expect(defaults.labels.map(labelAllowsPreview)).toEqual([false, true, false]);
+    expect(parseProtectionDocument(JSON.parse(JSON.stringify(parsed)))).toEqual(parsed);
   });
 
   test('label names cannot carry what breaks the msip_labels header', () => {

@@ -7,7 +7,9 @@
  * waits, however many commits kick —, the poll kicks every `pollMs` (work other processes wrote), and the reminder
  * timer kicks at the soonest reminder's due time. `runOnce()` queues a pass of its own and resolves with its report.
  * `stop()` stops the timers, lets the pass in flight finish (its sends complete or are covered by their leases) and
- * resolves after it.
+ * resolves after it. A pass's drain resolves only once every result it has is committed (drain.ts batches them
+ * over a few ms), so stop() leaves no result unrecorded; a result lost to a crash is a lapsed lease (sent again,
+ * same id).
  */
 import { setMaxListeners } from 'node:events';
 import { systemClock } from '../../clock';

@@ -14,7 +14,7 @@ import {
   type ViewSettings,
   type WipeState,
 } from '../types';
-import { toAudit, toDevice, toRule, jsonValue } from '../rows';
+import { INVENTORY_COLUMNS, toAudit, toDevice, toInventoryRow, toRule, jsonValue } from '../rows';
 import { json, limitParam, readLock, rows, rowCount, type Row, type Tx } from './tx';
 
 const descriptionParams = (d: DeviceDescription) => [
@@ -80,6 +80,18 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
         [filter.tenantId, filter.userId ?? null, filter.clientType ?? null, filter.deviceModel ?? null],
       );
       return found.map((r) => ({ ...toDeviceRow(r), username: r.username as string }));
+    },
+    *inventoryRows(filter) {
+      const found = yield* rows(
+        tx,
+        `SELECT ${INVENTORY_COLUMNS} FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE u.tenant_id = $1
+           AND ($2::text IS NULL OR d.user_id = $2)
+           AND ($3::text IS NULL OR d.client_type = $3)
+           AND ($4::text IS NULL OR d.device_model = $4)`,
+        [filter.tenantId, filter.userId ?? null, filter.clientType ?? null, filter.deviceModel ?? null],
+      );
+      return found.map(toInventoryRow);
     },
     *create(userId, deviceId, d, now) {
       const [r] = yield* rows(

@@ -84,7 +84,7 @@ const LONE_READS = new Set([
   'tenants.get', 'tenants.list',
   'users.byId', 'users.byUsername', 'users.byEmail', 'users.list', 'users.count',
   'refreshTokens.byHash', 'refreshTokens.byId', 'refreshTokens.liveHead', 'refreshTokens.head',
-  'devices.byId', 'devices.byUserAndDeviceId', 'devices.listByUser', 'devices.countByUser', 'devices.list', 'devices.inactiveSince',
+  'devices.byId', 'devices.byUserAndDeviceId', 'devices.listByUser', 'devices.countByUser', 'devices.list', 'devices.inventoryRows', 'devices.inactiveSince',
   'deviceAccess.rules', 'deviceAccess.rule', 'deviceAccess.defaultState',
   'audit.list',
   'mailboxes.get',

@@ -15,7 +15,7 @@ import {
   type ViewSettings,
   type WipeState,
 } from '../types';
-import { toAudit, toDevice, toRule, jsonText } from '../rows';
+import { INVENTORY_COLUMNS, toAudit, toDevice, toInventoryRow, toRule, jsonText } from '../rows';
 
 type Row = Record<string, unknown>;
 export type Sql = (text: string) => Statement;
@@ -84,6 +84,21 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
         deviceModel: filter.deviceModel ?? null,
       }) as Row[];
       return rows.map((r) => ({ ...toDeviceRow(r), username: r.username as string }));
+    },
+    inventoryRows(filter) {
+      const rows = sql(
+        `SELECT ${INVENTORY_COLUMNS} FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE u.tenant_id = @tenantId
+           AND (@userId IS NULL OR d.user_id = @userId)
+           AND (@clientType IS NULL OR d.client_type = @clientType)
+           AND (@deviceModel IS NULL OR d.device_model = @deviceModel)`,
+      ).all({
+        tenantId: filter.tenantId,
+        userId: filter.userId ?? null,
+        clientType: filter.clientType ?? null,
+        deviceModel: filter.deviceModel ?? null,
+      }) as Row[];
+      return rows.map(toInventoryRow);
     },
     create(userId, deviceId, d, now) {
       const id = newId();

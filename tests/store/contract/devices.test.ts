@@ -84,6 +84,46 @@ eachBackend('devices', (t) => {
     expect(await store.devices.list({ tenantId: tenant.id, userId: outsider.id })).toEqual([]);
   });
 
+  test("inventoryRows answers list's devices as their sort and filter columns (issue 21: the inventory's paging)", async () => {
+    const { store } = t();
+    const tenant = await newTenant(store);
+    const tag = unique('inv');
+    const zoe = await newUser(store, { tenantId: tenant.id, username: `zoe-${tag}` });
+    const amy = await newUser(store, { tenantId: tenant.id, username: `amy-${tag}` });
+    const outsider = await newUser(store);
+    const z1 = await store.devices.create(zoe.id, 'z1', description({ friendlyName: 'Zed', deviceType: 'phone', deviceOS: 'iOS', userAgent: 'UA', clientType: 'pigeon', deviceModel: 'A' }), NOW);
+    await store.devices.touch(z1.id, NOW + 5, NOW + 4);
+    await store.devices.setAdminDecision(z1.id, 'blocked', NOW + 6);
+    await store.devices.setWipe(z1.id, 'pending', { requestedAt: NOW + 7, requestedBy: 'admin' }, NOW + 7);
+    await store.devices.create(amy.id, 'a1', description({ clientType: 'other', deviceModel: 'B' }), NOW + 1);
+    await store.devices.create(outsider.id, 'o1', description({ clientType: 'pigeon' }), NOW);
+    const byId = (rows: Array<{ deviceId: string }>) => rows.map((r) => r.deviceId).sort();
+    const rows = await store.devices.inventoryRows({ tenantId: tenant.id });
+    expect(byId(rows)).toEqual(['a1', 'z1']);
+    const full = (await store.devices.list({ tenantId: tenant.id })).find((d) => d.deviceId === 'z1')!;
+    expect(rows.find((r) => r.deviceId === 'z1')).toEqual({
+      id: full.id,
+      userId: zoe.id,
+      deviceId: 'z1',
+      friendlyName: 'Zed',
+      deviceType: 'phone',
+      deviceModel: 'A',
+      deviceOS: 'iOS',
+      clientType: 'pigeon',
+      userAgent: 'UA',
+      adminDecision: 'blocked',
+      wipeState: 'pending',
+      firstSyncTime: NOW,
+      lastSuccessSyncTime: NOW + 4,
+      username: zoe.username,
+    });
+    expect(rows.find((r) => r.deviceId === 'a1')).toMatchObject({ friendlyName: null, adminDecision: null, wipeState: 'none', lastSuccessSyncTime: null, username: amy.username });
+    expect(byId(await store.devices.inventoryRows({ tenantId: tenant.id, userId: amy.id }))).toEqual(['a1']);
+    expect(byId(await store.devices.inventoryRows({ tenantId: tenant.id, clientType: 'pigeon' }))).toEqual(['z1']);
+    expect(byId(await store.devices.inventoryRows({ tenantId: tenant.id, deviceModel: 'B', clientType: 'other' }))).toEqual(['a1']);
+    expect(await store.devices.inventoryRows({ tenantId: tenant.id, userId: outsider.id })).toEqual([]);
+  });
+
   test('updateDescription replaces the description; setAdminDecision sets and clears the decision', async () => {
     const { store } = t();
     const user = await newUser(store);
