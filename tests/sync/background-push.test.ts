@@ -17,7 +17,7 @@ import { DeviceBuckets, perSecondBucket } from '../../server/push/background/lim
 import { createApnsGateway, createFcmGateway, createWebPushGateway, generateVapidKeys, type Gateway, type PushKind } from '../../server/push/gateways';
 import { PUSH_EVENT_KINDS, type DeviceRecord, type Folder, type PushChannelRecord, type Store, type User } from '../../server/store/types';
 import { startApnsService, startFcmService, startWebPushService, type ApnsService, type CannedAnswer, type FcmService, type WebPushService, type BrowserSubscription } from '../helpers/pushGateways';
-import { openTestStore, type TestStore } from '../helpers/storeBackends';
+import { openTestStore, STORE_BACKENDS, type StoreBackend, type TestStore } from '../helpers/storeBackends';
 
 const TIMEOUT_MS = 5000;
 const MINUTE = 60_000;
@@ -92,9 +92,11 @@ interface World {
 }
 
 const worlds: World[] = [];
+/** The backend the running block's worlds are built on (the engine's own block runs on both). */
+let backend: StoreBackend = 'sqlite';
 
 async function world(options: Partial<BackgroundPushOptions> = {}): Promise<World> {
-  const test = await openTestStore('sqlite', { name: 'bgpush' });
+  const test = await openTestStore(backend, { name: 'bgpush' });
   const store = test.store;
   const clock = new ManualClock(Math.floor(Date.now() / 1000) * 1000);
   const { state, policy } = testPolicy();
@@ -168,7 +170,14 @@ const fcmTo = (token: string) => fcm.requests.filter((r) => r.message.token === 
 const token = () => crypto.randomBytes(16).toString('hex');
 const clear = (answer?: CannedAnswer) => answer as CannedAnswer;
 
-describe('background push engine (SQLite store, real gateway clients, stand-in gateways)', () => {
+describe.each(STORE_BACKENDS)('background push engine (%s store, real gateway clients, stand-in gateways)', (storeBackend) => {
+  beforeAll(() => {
+    backend = storeBackend;
+  });
+  afterAll(() => {
+    backend = 'sqlite';
+  });
+
   it('delivers new mail to a Web Push, an APNs and an FCM channel, each with the preview its app may show', async () => {
     const w = await world();
     w.policy.content.set('locked-app', 'none');
