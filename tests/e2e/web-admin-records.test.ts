@@ -17,8 +17,9 @@ import { hashPassword } from '../../server/identity/passwords';
 import type { RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
 import { startWithIssuer } from '../helpers/ports';
-import { tlsFetch, totp } from '../helpers/oidcClient';
+import { tlsFetch } from '../helpers/oidcClient';
 import { useBrowser, type TestPage } from '../helpers/browser';
+import { waitForHeading, webSignIn } from '../helpers/webSignIn';
 
 const PASSWORD = 'correct horse battery';
 const PHONE = { width: 390, height: 844 };
@@ -123,33 +124,9 @@ async function inspect(p: TestPage, name: string) {
   await p.screenshot(name);
 }
 
-async function heading(p: TestPage, name: string) {
-  await p.page.getByRole('heading', { level: 1, name, exact: true }).waitFor();
-  await p.page.waitForLoadState('load');
-}
-
-/** Signs in through the identity pages from `start` (the steps of web-devices.test.ts); the admin enrols in MFA. */
-async function signIn(p: TestPage, start: string, username: string, o: { enrolMfa: boolean }) {
-  await p.goto(`${issuer}${start}`);
-  expect(new URL(p.page.url()).pathname).toMatch(/^\/interaction\/[^/]+$/);
-  await heading(p, 'Sign in');
-  await p.page.getByLabel('Username').fill(username);
-  await p.page.getByLabel('Password').fill(PASSWORD);
-  await p.page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  await heading(p, 'Set up two-step verification');
-  if (o.enrolMfa) {
-    const secret = ((await p.page.locator('.secret code').textContent()) ?? '').replace(/ /g, '');
-    await p.page.getByLabel('Code from the app').fill(totp(secret));
-    await p.page.getByRole('button', { name: 'Turn on two-step sign-in', exact: true }).click();
-    await heading(p, 'Save your recovery codes');
-    await p.page.getByRole('button', { name: 'I have saved them — continue', exact: true }).click();
-  } else {
-    await p.page.getByRole('button', { name: 'Not now', exact: true }).click();
-  }
-  await heading(p, 'Allow access');
-  await p.page.getByRole('button', { name: 'Allow', exact: true }).click();
-  await p.page.waitForURL((u) => u.pathname === start, { timeout: 10_000 });
-}
+/** Signs in through the identity pages from `start` (tests/helpers/webSignIn.ts). */
+const signIn = (p: TestPage, start: string, username: string, o: { enrolMfa: boolean }) =>
+  webSignIn(p, { issuer, start, username, password: PASSWORD, enrolMfa: o.enrolMfa });
 
 /** Polls (the page's CSP forbids waitForFunction's string evaluation) until `probe` holds. */
 async function until(what: string, probe: () => Promise<boolean>, ms = 15_000) {
@@ -174,7 +151,7 @@ async function fitsWidth(p: TestPage) {
 test('an admin sees their own sign-in, filters and pages the sign-in log, looks up and downloads an incident, pages the audit log live and views the organization', async () => {
   const p = await browser.newPage();
   await signIn(p, '/admin/sign-ins', 'ada', { enrolMfa: true });
-  await heading(p, 'Sign-ins');
+  await waitForHeading(p, 'Sign-ins');
 
   // The admin's own sign-in through the web pages is on the first page, under their username (resolved from the id).
   const ownRow = rows(p).filter({ hasText: 'pigeon-web' }).filter({ hasText: 'ada' });
@@ -206,7 +183,7 @@ test('an admin sees their own sign-in, filters and pages the sign-in log, looks 
 
   // Diagnostics: the ID as a person might type it (lower case, no dashes) finds bob's incident.
   await p.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Diagnostics' }).click();
-  await heading(p, 'Diagnostics');
+  await waitForHeading(p, 'Diagnostics');
   await p.page.getByLabel('Incident ID').fill('nope');
   await p.page.getByRole('button', { name: 'Look up' }).click();
   await p.page.getByRole('alert').filter({ hasText: 'An incident ID reads PGN-' }).waitFor();
@@ -233,7 +210,7 @@ test('an admin sees their own sign-in, filters and pages the sign-in log, looks 
 
   // The audit log: the lookup and the download just made are on top, by the admin; older entries on the next page.
   await p.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Audit log' }).click();
-  await heading(p, 'Audit log');
+  await waitForHeading(p, 'Audit log');
   await waitForRows(p, 50);
   const top = await rows(p).evaluateAll((trs) => trs.slice(0, 3).map((tr) => `${(tr as unknown as { dataset: { action: string } }).dataset.action} ${tr.textContent}`));
   expect(top.some((t) => t.startsWith('diagnostics.download') && t.includes('ada') && t.includes(incidentId))).toBe(true);
@@ -255,7 +232,7 @@ test('an admin sees their own sign-in, filters and pages the sign-in log, looks 
 
   // The organization and its regions, read-only.
   await p.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Organization' }).click();
-  await heading(p, 'Organization');
+  await waitForHeading(p, 'Organization');
   await expect(p.page.locator('[data-field="tenantName"]').textContent()).resolves.toBe('Contoso');
   const region = (await p.page.locator('[data-field="tenantRegion"]').textContent()) ?? '';
   expect(region).not.toBe('');
@@ -266,7 +243,7 @@ test('an admin sees their own sign-in, filters and pages the sign-in log, looks 
   // The sign-in log on a phone's screen: one card per entry, nothing scrolls sideways.
   await p.page.setViewportSize(PHONE);
   await p.page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Sign-ins' }).click();
-  await heading(p, 'Sign-ins');
+  await waitForHeading(p, 'Sign-ins');
   await ownRow.first().waitFor();
   await fitsWidth(p);
   await inspect(p, 'admin-sign-ins-390');
@@ -276,7 +253,7 @@ test('an admin sees their own sign-in, filters and pages the sign-in log, looks 
 test("a plain user's session cookie gets none of the record APIs, not even the bundle download", async () => {
   const p = await browser.newPage();
   await signIn(p, '/account/devices', 'carol', { enrolMfa: false });
-  await heading(p, 'My devices');
+  await waitForHeading(p, 'My devices');
   for (const api of ['/admin/v1/sign-ins', '/admin/v1/audit', `/admin/v1/diagnostics/${incidentId}`, `/admin/v1/diagnostics/${incidentId}/bundle`, '/admin/v1/tenant', '/admin/v1/regions']) {
     expect({ api, status: (await p.page.request.get(`${issuer}${api}`)).status() }).toEqual({ api, status: 403 });
   }

@@ -14,8 +14,9 @@ import { hashPassword } from '../../server/identity/passwords';
 import type { RunningServer } from '../helpers/server';
 import { tempDir } from '../helpers/testApp';
 import { startWithIssuer } from '../helpers/ports';
-import { tlsFetch, totp } from '../helpers/oidcClient';
+import { tlsFetch } from '../helpers/oidcClient';
 import { useBrowser, type TestPage } from '../helpers/browser';
+import { waitForHeading, webSignIn } from '../helpers/webSignIn';
 
 const PASSWORD = 'correct horse battery';
 const PHONE = { width: 390, height: 844 };
@@ -106,36 +107,9 @@ async function inspect(p: TestPage, name: string) {
   await p.screenshot(name);
 }
 
-/** Waits for the page's heading and for the document (its stylesheet and scripts) to have loaded. */
-async function heading(p: TestPage, name: string) {
-  await p.page.getByRole('heading', { level: 1, name, exact: true }).waitFor();
-  await p.page.waitForLoadState('load');
-}
-
-/** Signs in through the identity pages from `start`; the admin enrols in two-step verification, others decline it. */
-async function signIn(p: TestPage, start: string, username: string, o: { enrolMfa: boolean }) {
-  await p.goto(`${issuer}${start}`);
-  expect(new URL(p.page.url()).pathname).toMatch(/^\/interaction\/[^/]+$/);
-  await heading(p, 'Sign in');
-  await p.page.getByLabel('Username').fill(username);
-  await p.page.getByLabel('Password').fill(PASSWORD);
-  await p.page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  await heading(p, 'Set up two-step verification');
-  if (o.enrolMfa) {
-    const secret = ((await p.page.locator('.secret code').textContent()) ?? '').replace(/ /g, '');
-    await p.page.getByLabel('Code from the app').fill(totp(secret));
-    await p.page.getByRole('button', { name: 'Turn on two-step sign-in', exact: true }).click();
-    await heading(p, 'Save your recovery codes');
-    await p.page.getByRole('button', { name: 'I have saved them — continue', exact: true }).click();
-  } else {
-    await p.page.getByRole('button', { name: 'Not now', exact: true }).click();
-  }
-  await heading(p, 'Allow access');
-  await p.page.getByRole('button', { name: 'Allow', exact: true }).click();
-  await p.page.waitForURL((u) => u.pathname === start, { timeout: 10_000 }).catch(async (err) => {
-    throw new Error(`the sign-in did not land on ${start} but on ${p.page.url()}: ${(await p.page.locator('main').textContent().catch(() => '')) ?? ''}; ${err}; CSP: ${JSON.stringify(p.cspViolations)} ${p.cspConsoleMessages}`);
-  });
-}
+/** Signs in through the identity pages from `start` (tests/helpers/webSignIn.ts). */
+const signIn = (p: TestPage, start: string, username: string, o: { enrolMfa: boolean }) =>
+  webSignIn(p, { issuer, start, username, password: PASSWORD, enrolMfa: o.enrolMfa });
 
 /** Waits until the device table shows `n` rows (the page's CSP forbids waitForFunction's string evaluation). */
 async function waitForRows(p: TestPage, n: number) {
@@ -166,7 +140,7 @@ const rows = (p: TestPage) => p.page.locator('table.devices tbody tr');
 test('an admin signs in with two-step verification, finds a device, blocks it, wipes it and sees the acknowledgement live', async () => {
   const p = await browser.newPage();
   await signIn(p, '/admin/', 'ada', { enrolMfa: true });
-  await heading(p, 'Devices');
+  await waitForHeading(p, 'Devices');
   await waitForRows(p, 4);
   await expectSessionSafe(p, p.context);
   await inspect(p, 'admin-devices');
@@ -176,7 +150,7 @@ test('an admin signs in with two-step verification, finds a device, blocks it, w
   await waitForRows(p, 1);
   expect(await rows(p).first().textContent()).toContain("Bob's iPhone");
   await p.page.getByRole('link', { name: "Bob's iPhone" }).click();
-  await heading(p, "Bob's iPhone");
+  await waitForHeading(p, "Bob's iPhone");
   expect(new URL(p.page.url()).pathname).toBe(`/admin/devices/${devices.iphone!.recordId}`);
   await expect(p.page.locator('dl.fields').textContent()).resolves.toContain('bob-iphone-000000001');
   await inspect(p, 'admin-device-detail');
@@ -209,7 +183,7 @@ test('an admin signs in with two-step verification, finds a device, blocks it, w
 
   // The device list on a phone's screen: one card per device, nothing scrolls sideways.
   await p.page.getByRole('link', { name: '← All devices' }).click();
-  await heading(p, 'Devices');
+  await waitForHeading(p, 'Devices');
   await p.page.setViewportSize(PHONE);
   await waitForRows(p, 4);
   await fitsWidth(p);
@@ -231,7 +205,7 @@ test('a plain user is refused the admin pages and the admin API; My devices show
   expect((await p.page.request.get(`${issuer}/admin/v1/devices`)).status()).toBe(403);
 
   await p.page.getByRole('link', { name: 'Go to My devices' }).click();
-  await heading(p, 'My devices');
+  await waitForHeading(p, 'My devices');
   await p.page.locator('li.card').nth(2).waitFor();
   const names = await p.page.locator('li.card h2').allTextContents();
   expect(names.sort()).toEqual(["Bob's Pixel", "Bob's iPhone", "Bob's old tablet"]);
@@ -266,7 +240,7 @@ test('a plain user is refused the admin pages and the admin API; My devices show
 test('CSRF: a cookie-authenticated call without the token, with a foreign Origin or with a wrong token is refused', async () => {
   const p = await browser.newPage();
   await signIn(p, '/account/devices', 'carol', { enrolMfa: false });
-  await heading(p, 'My devices');
+  await waitForHeading(p, 'My devices');
   const { csrfToken } = (await (await p.page.request.get(`${issuer}/web/session`)).json()) as { csrfToken: string };
   const wipe = (headers: Record<string, string>) => p.page.request.post(`${issuer}/account/v1/devices/${devices.galaxy!.recordId}/wipe`, { headers, data: { confirm: "Carol's Galaxy" } });
   const refusals: Array<Record<string, string>> = [{ origin: issuer }, { origin: 'https://evil.example', 'x-csrf-token': csrfToken }, { 'x-csrf-token': csrfToken }, { origin: issuer, 'x-csrf-token': `${csrfToken}x` }];
@@ -293,7 +267,7 @@ test('the session refreshes itself near expiry (one refresh for calls at once) a
   const p = await browser.newPage();
   try {
     await signIn(p, '/account/devices', 'carol', { enrolMfa: false });
-    await heading(p, 'My devices');
+    await waitForHeading(p, 'My devices');
     await p.page.getByText('No devices are signed in.').waitFor();
     const cookieNow = async () => (await p.context.cookies(issuer)).find((c) => c.name === SESSION_COOKIE)?.value;
     const first = await cookieNow();
@@ -309,7 +283,7 @@ test('the session refreshes itself near expiry (one refresh for calls at once) a
     // Sign out from the page: the refresh token is revoked, so even an old copy of the cookie is worthless.
     const stolen = await cookieNow();
     await p.page.getByRole('button', { name: 'Sign out' }).click();
-    await heading(p, 'Signed out');
+    await waitForHeading(p, 'Signed out');
     expect(await cookieNow()).toBeUndefined();
     await p.context.addCookies([{ name: SESSION_COOKIE, value: stolen!, url: `${issuer}/`, secure: true, httpOnly: true, sameSite: 'Strict' }]);
     expect((await p.page.request.get(`${issuer}/web/session`)).status()).toBe(401);

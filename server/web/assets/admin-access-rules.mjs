@@ -2,7 +2,7 @@
 // PUT/DELETE /admin/v1/device-access-rules/{id}, GET/PUT /admin/v1/device-access-default).
 import { html, useEffect, useRef, useState } from './vendor/preact-htm.mjs';
 import { api } from './api.mjs';
-import { ConfirmDialog, Status, usePoll } from './ui.mjs';
+import { ConfirmDialog, Status, useAction, usePoll } from './ui.mjs';
 import { FormErrors, SelectField, TextField, When, problemOf } from './access-ui.mjs';
 
 const FIELDS = [
@@ -109,25 +109,18 @@ export function AccessRules() {
   const [data, error, reload] = usePoll(() => api('/admin/v1/device-access-rules'), []);
   const [editing, setEditing] = useState(null);
   const [deleting, setDeleting] = useState(null);
-  const [status, setStatus] = useState({ message: '' });
-  const [busy, setBusy] = useState(false);
+  const { status, setStatus, busy, run } = useAction(reload, () => {
+    setDeleting(null);
+    // The row (and its Delete button, where focus would go back) is gone: continue from the page's heading.
+    setTimeout(() => document.getElementById('page-title')?.focus(), 0);
+  });
 
-  async function remove(rule) {
-    setBusy(true);
-    try {
+  const remove = (rule) =>
+    run(async () => {
       await api(`/admin/v1/device-access-rules/${encodeURIComponent(rule.id)}`, { method: 'DELETE' });
-      setStatus({ message: `Deleted the rule ${ruleText(rule)}.` });
       if (editing?.id === rule.id) setEditing(null);
-    } catch (err) {
-      setStatus({ message: err.message, error: true });
-    } finally {
-      setBusy(false);
-      setDeleting(null);
-      reload();
-      // The row (and its Delete button, where focus would go back) is gone: continue from the page's heading.
-      setTimeout(() => document.getElementById('page-title')?.focus(), 0);
-    }
-  }
+      return `Deleted the rule ${ruleText(rule)}.`;
+    });
 
   const rules = data?.rules;
   return html`<section aria-labelledby="page-title">

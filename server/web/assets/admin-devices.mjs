@@ -2,7 +2,7 @@
 // (GET /admin/v1/devices?limit&cursor&sort&q&…), a detail view with every field, and the actions.
 import { html, useEffect, useRef, useState } from './vendor/preact-htm.mjs';
 import { api } from './api.mjs';
-import { ConfirmDialog, Link, StateBadges, Status, Time, nameOf, usePoll } from './ui.mjs';
+import { ConfirmDialog, Link, StateBadges, Status, Time, nameOf, useAction, usePoll } from './ui.mjs';
 
 const PAGE_SIZE = 25;
 const COLUMNS = [
@@ -131,29 +131,21 @@ function actionsFor(d) {
 export function DeviceDetail({ id, navigate }) {
   const [device, error, reload] = usePoll(() => api(`/admin/v1/devices/${encodeURIComponent(id)}`), [id]);
   const [confirming, setConfirming] = useState(null);
-  const [status, setStatus] = useState({ message: '' });
-  const [busy, setBusy] = useState(false);
+  const { status, busy, run: act } = useAction(reload, () => setConfirming(null));
   const heading = useRef(null);
   useEffect(() => heading.current?.focus(), [id]);
 
-  async function run(action) {
-    const name = nameOf(device);
-    setBusy(true);
-    try {
+  const run = (action) =>
+    act(async () => {
+      const name = nameOf(device);
       if (action === 'remove') {
         await api(`/admin/v1/devices/${encodeURIComponent(id)}`, { method: 'DELETE' });
-        return navigate('/admin/devices');
+        navigate('/admin/devices');
+        return undefined;
       }
       await api(`/admin/v1/devices/${encodeURIComponent(id)}/${action}`, { method: 'POST' });
-      setStatus({ message: action === 'wipe' ? `A wipe of ${name} is pending until the device connects.` : `${name}: ${action} done.` });
-    } catch (err) {
-      setStatus({ message: err.message, error: true });
-    } finally {
-      setBusy(false);
-      setConfirming(null);
-      reload();
-    }
-  }
+      return action === 'wipe' ? `A wipe of ${name} is pending until the device connects.` : `${name}: ${action} done.`;
+    });
 
   const back = html`<p><${Link} href="/admin/devices" navigate=${navigate}>← All devices</${Link}></p>`;
   if (error?.status === 404) return html`<section>${back}<h1 ref=${heading} tabindex="-1">Device not found</h1></section>`;

@@ -2,7 +2,7 @@
 // reset password (a generated one is shown once), revoke sessions and reset MFA, each confirmed by name.
 import { html, useEffect, useRef, useState } from './vendor/preact-htm.mjs';
 import { api } from './api.mjs';
-import { ConfirmDialog, Link, Status, Time, usePoll } from './ui.mjs';
+import { ConfirmDialog, Link, Status, Time, useAction, usePoll } from './ui.mjs';
 import { CursorPager, FormErrors, SelectField, TextField, problemOf, useDebounced } from './access-ui.mjs';
 
 const PAGE_SIZE = 25;
@@ -125,28 +125,18 @@ const ACTIONS = {
 export function UserDetail({ id, navigate }) {
   const [user, error, reload] = usePoll(() => api(`/admin/v1/users/${encodeURIComponent(id)}`), [id]);
   const [confirming, setConfirming] = useState(null);
-  const [status, setStatus] = useState({ message: '' });
   const [password, setPassword] = useState(null);
-  const [busy, setBusy] = useState(false);
+  const { status, busy, run: act } = useAction(reload, () => setConfirming(null));
   const heading = useRef(null);
   useEffect(() => heading.current?.focus(), [id]);
 
-  async function run(action) {
-    const name = nameOfUser(user);
-    setBusy(true);
-    setPassword(null);
-    try {
+  const run = (action) =>
+    act(async () => {
+      setPassword(null);
       const result = await api(`/admin/v1/users/${encodeURIComponent(id)}/${action}`, { method: 'POST', ...(action === 'reset-password' ? { body: {} } : {}) });
-      setStatus({ message: ACTIONS[action].done(name, result) });
       if (result?.password) setPassword(result.password);
-    } catch (err) {
-      setStatus({ message: err.message, error: true });
-    } finally {
-      setBusy(false);
-      setConfirming(null);
-      reload();
-    }
-  }
+      return ACTIONS[action].done(nameOfUser(user), result);
+    });
 
   const back = html`<p><${Link} href="/admin/users" navigate=${navigate}>← All users</${Link}></p>`;
   if (error?.status === 404) return html`<section>${back}<h1 ref=${heading} tabindex="-1">User not found</h1></section>`;

@@ -2,30 +2,21 @@
 // (/account/v1/devices, which answers only for the caller's devices).
 import { html, useState } from './vendor/preact-htm.mjs';
 import { api } from './api.mjs';
-import { ConfirmDialog, StateBadges, Status, Time, usePoll } from './ui.mjs';
+import { ConfirmDialog, StateBadges, Status, Time, useAction, usePoll } from './ui.mjs';
 
 export function MyDevices() {
   const [list, error, reload] = usePoll(() => api('/account/v1/devices'), []);
   const [confirming, setConfirming] = useState(null); // { device, action }
-  const [status, setStatus] = useState({ message: '' });
-  const [busy, setBusy] = useState(false);
+  const { status, busy, run: act } = useAction(reload, () => setConfirming(null));
 
-  async function run({ device, action }) {
-    const path = `/account/v1/devices/${encodeURIComponent(device.id)}`;
-    setBusy(true);
-    try {
+  const run = ({ device, action }) =>
+    act(async () => {
+      const path = `/account/v1/devices/${encodeURIComponent(device.id)}`;
       // The wipe repeats the device's name: the server refuses a confirmation meant for another device.
       if (action === 'wipe') await api(`${path}/wipe`, { method: 'POST', body: { confirm: device.name } });
       else await api(path, { method: 'DELETE' });
-      setStatus({ message: action === 'wipe' ? `${device.name} will be wiped the next time it connects.` : `${device.name} was removed.` });
-    } catch (err) {
-      setStatus({ message: err.message, error: true });
-    } finally {
-      setBusy(false);
-      setConfirming(null);
-      reload();
-    }
-  }
+      return action === 'wipe' ? `${device.name} will be wiped the next time it connects.` : `${device.name} was removed.`;
+    });
 
   return html`<section aria-labelledby="page-title">
     <h1 id="page-title" tabindex="-1">My devices</h1>

@@ -92,3 +92,27 @@ export function ConfirmDialog({ title, children, confirmLabel, onConfirm, onCanc
 export function Status({ message, error }) {
   return html`<p class=${error ? 'status error' : 'status'} role=${error ? 'alert' : 'status'}>${message || ''}</p>`;
 }
+
+/**
+ * A page's action runner, the same for every page: `run(work)` marks the page busy, shows the message `work`
+ * resolves with (nothing when it resolves with undefined) or the error it threw (the API's problem detail), then
+ * calls `settle` (closing a confirmation, moving focus) and reloads the page's data, whatever happened.
+ */
+export function useAction(reload, settle) {
+  const [status, setStatus] = useState({ message: '' });
+  const [busy, setBusy] = useState(false);
+  async function run(work) {
+    setBusy(true);
+    try {
+      const message = await work();
+      if (message !== undefined) setStatus({ message });
+    } catch (err) {
+      setStatus({ message: err.message, error: true });
+    } finally {
+      setBusy(false);
+      settle?.();
+      reload();
+    }
+  }
+  return { status, setStatus, busy, run };
+}
