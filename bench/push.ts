@@ -24,6 +24,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import nodemailer from 'nodemailer';
 import { expectStatus, forget, json, type Target } from './lib/http';
+import { prng } from './lib/mailbox';
 import { FORM } from './lib/client';
 import { cpuMs, startPigeon, type Pigeon } from './lib/pigeon';
 import { percentile } from './lib/stats';
@@ -110,17 +111,6 @@ async function signIn(target: Target, u: BenchUser, n: number): Promise<Record<s
   return headers;
 }
 
-/** Mulberry32: the same order on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function shuffled<T>(xs: T[], random: () => number): T[] {
   const out = [...xs];

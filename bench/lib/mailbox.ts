@@ -27,7 +27,7 @@ export const GENERATOR_VERSION = 1;
 export const BENCH_USER = { username: 'bench', password: 'bench-password-0001', email: 'bench@bench.example' };
 
 /** Mulberry32: a tiny seeded PRNG, so "random" flags and senders are the same on every run. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
