@@ -423,7 +423,9 @@ function expansionFrom(series: Series, fromWall: number): Starts {
       }
     }
   }
-  const ruleDates = series.rdates.filter((t) => t.compare(position) >= 0);
+  // RDATEs before the position cannot start in the range once the rule has been skipped ahead; without a skip,
+  // all of them count, even those before DTSTART (RFC 5545 does not forbid them, and clients write them).
+  const ruleDates = series.rdates.filter((t) => t.compare(position) >= 0 || position.compare(series.dtstart) === 0);
   if (iterator && ruleDates.length === 0) {
     const rule = iterator;
     return {
