@@ -105,7 +105,7 @@ export const CONFIG_TABLE = {
   pushFcmServiceAccountFile: { env: 'PIGEON_PUSH_FCM_SERVICE_ACCOUNT_FILE', kind: 'string', default: '', doc: "A Firebase service account's JSON key (its project_id names the project) for FCM HTTP v1; empty: no FCM." },
   pushFcmOrigin: { env: 'PIGEON_PUSH_FCM_ORIGIN', kind: 'string', default: 'https://fcm.googleapis.com', doc: "FCM's endpoint." },
   pushRatePerDevice: { env: 'PIGEON_PUSH_RATE_PER_DEVICE', kind: 'int', default: '30', min: 1, max: 100000, doc: 'Background pushes one device may be sent per minute; more wait (and coalesce by collapse key).' },
-  pushRateGlobal: { env: 'PIGEON_PUSH_RATE_GLOBAL', kind: 'int', default: '500', min: 1, max: 1000000, doc: 'Background pushes per second over all devices, per sending process; more wait.' },
+  pushRateGlobal: { env: 'PIGEON_PUSH_RATE_GLOBAL', kind: 'int', default: '500', min: 1, max: 1000000, doc: 'Background pushes per second over all devices; with PostgreSQL over all nodes together (a window shared in the database); more wait.' },
   pushAllowPrivateEndpoints: { env: 'PIGEON_PUSH_ALLOW_PRIVATE_ENDPOINTS', kind: 'bool', default: 'false', doc: 'Accept Web Push endpoints on loopback, private or link-local addresses (tests, a push service on the local network). False: such endpoints are refused at registration, so a client cannot make the server send requests into its own network.' },
 } as const satisfies Record<string, Entry>;
 

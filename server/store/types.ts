@@ -1329,6 +1329,14 @@ export interface StoreMethods {
     dropDeliveriesOfDevice(userId: string, deviceRecordId: string): number;
     /** Deliveries by state (metrics, tests). */
     queueSize(): { queued: number; sending: number };
+    /**
+     * Takes sends from rate-limit windows every drainer shares (with PostgreSQL: the nodes', in `rate_limits`): per
+     * key, at most `limit` sends in a window of `windowMs` that starts at the first request after the last one ended
+     * (the callers' clocks). Each request asks `want` sends and is granted 0..want; answers, in order, the grants
+     * and when each key's window ends. Ask for keys in a fixed order (sorted): a key's row stays locked to the unit's
+     * end. SQLite: one process drains a file, so its windows are this store's own (in memory).
+     */
+    takeSendBudget(requests: Array<{ key: string; want: number }>, limit: number, windowMs: number, now: number): Array<{ granted: number; resetAt: number }>;
 
     /** Sets (or replaces) the event's pending reminder; a sent one is replaced too. */
     putReminder(reminder: PushReminderRecord): void;

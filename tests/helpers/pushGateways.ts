@@ -170,7 +170,8 @@ export interface ReceivedWebPush extends Arrival {
   ttl: number;
   urgency: string;
   topic: string | undefined;
-  vapid: { claims: Record<string, unknown>; k: string };
+  /** The VAPID token's claims, its key, and the token itself (`t`: to see a token reused). */
+  vapid: { claims: Record<string, unknown>; k: string; t: string };
   /** The decrypted payload (UTF-8). */
   plaintext: string;
   /** Size of the encrypted body as sent. */
@@ -346,7 +347,7 @@ export async function startWebPushService(options: { now?: () => number; answerD
       ttl: Number(ttlHeader),
       urgency,
       topic,
-      vapid: { claims: jwt.claims, k },
+      vapid: { claims: jwt.claims, k, t },
       plaintext,
       bodyBytes: body.length,
       recordSize: decrypted.recordSize,

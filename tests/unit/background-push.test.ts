@@ -22,7 +22,8 @@ import {
   syncMessage,
 } from '../../server/push/background/compose';
 import { targetOf } from '../../server/push/background/drain';
-import { backoffMs, DeviceBuckets, perMinuteBucket, perSecondBucket, TokenBucket } from '../../server/push/background/limits';
+import { backoffMs, DeviceBuckets, perMinuteBucket, perSecondBucket, SharedLimits, TokenBucket } from '../../server/push/background/limits';
+import { sendBudgetGrant } from '../../server/store/sqlite/push';
 import type { BackgroundPushPolicy } from '../../server/push/background/types';
 
 const MINUTE = 60_000;
@@ -160,6 +161,21 @@ describe('token buckets', () => {
     expect(buckets.take('b', 0)).toBe(0);
     buckets.sweep(60_000);
     expect(buckets.size).toBe(0);
+  });
+
+  it("grants a shared window's sends from what was asked in it, whoever asked before", () => {
+    // Limit 5: asked 3 (→ 3), then 3 more (6 asked: → 2), then 1 (7 asked: → 0).
+    expect([sendBudgetGrant(3, 3, 5), sendBudgetGrant(6, 3, 5), sendBudgetGrant(7, 1, 5)]).toEqual([3, 2, 0]);
+  });
+
+  it('claims no more once the shared global window is spent, until it ends', () => {
+    const limits = new SharedLimits(10, 30);
+    expect(limits.open(0)).toBe(true);
+    limits.spent(1000);
+    expect(limits.open(999)).toBe(false);
+    limits.spent(500); // an older window's answer does not shorten it
+    expect(limits.open(999)).toBe(false);
+    expect(limits.open(1000)).toBe(true);
   });
 });
 

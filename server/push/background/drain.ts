@@ -14,7 +14,9 @@
  *   maxAttempts; the channel's failure noted, and a channel failing maxChannelFailures times in a row is deleted;
  * - rejected → dropped, the channel's failure noted.
  * A delivery deferred by the rate limits gets its attempt back (`release(..., deferred)`); limits are sized so that
- * this is rare.
+ * this is rare. With `shared` limits (several drainers: PostgreSQL) the buckets are not used: each claim takes its
+ * sends from the windows every drainer shares, in the claiming unit itself (see SharedLimits, `withinLimits`), and
+ * what gets none is released there for its window's end; a delivery is then rate-limited before it is held at all.
  *
  * Cost under load (bench/push.ts): a committed SQLite transaction is the expensive part (it blocks the event loop),
  * so the drain commits as few as it can:
@@ -43,7 +45,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../../clock';
 import type { ClaimedPushDelivery, PushChannelRecord, Step, Store, TxStore, User } from '../../store/types';
 import type { Gateway, PushKind, PushMessage, PushTarget, SendOutcome } from '../gateways/types';
-import { backoffMs, DeviceBuckets, type TokenBucket } from './limits';
+import { backoffMs, DeviceBuckets, SharedLimits, type TokenBucket } from './limits';
 import type { BackgroundPushOptions, BackgroundPushPolicy } from './types';
 
 export type DrainOutcome = 'sent' | 'gone' | 'retried' | 'dropped' | 'deferred';
@@ -114,6 +116,8 @@ export interface DrainDeps {
   options: BackgroundPushOptions;
   deviceBuckets: DeviceBuckets;
   globalBucket: TokenBucket;
+  /** Limits every drainer shares (in the store); when set, the two buckets above are not used. */
+  shared?: SharedLimits;
   metrics?: DrainMetrics;
   random?: () => number;
   /** Aborted on stop: sends in flight are given up (their leases cover them). */
@@ -148,8 +152,15 @@ const MEMO_LIMIT = 10_000;
 /** A user's and a device's state, looked at for one claim, serve the next claims of the same drain this long. */
 const LOOKUP_REUSE_MS = 1000;
 
+/** What a claiming unit answers: how many the claim found, those with a send granted, those released for later. */
+interface Claim {
+  found: number;
+  granted: ClaimedPushDelivery[];
+  held: ClaimedPushDelivery[];
+}
+
 export function createDrain(deps: DrainDeps) {
-  const { store, clock, log, options } = deps;
+  const { store, clock, log, options, shared } = deps;
   const random = deps.random ?? Math.random;
   const memo = new Map<string, ChannelNote>();
 
@@ -248,7 +259,7 @@ export function createDrain(deps: DrainDeps) {
       return drop('no gateway for the kind');
     }
 
-    // Rate limits: over either, back to the queue for when a token will be there.
+    // Rate limits: over either, back to the queue for when a token will be there (shared: granted at the claim).
     const now = clock.now();
     const deferred = (waitMs: number, which: string): DeliveryResult => ({
       outcome: 'deferred',
@@ -257,12 +268,12 @@ export function createDrain(deps: DrainDeps) {
       },
       after: () => log.debug({ ...facts, waitMs }, `background push deferred (${which} rate limit)`),
     });
-    const deviceWait = deps.deviceBuckets.take(channel.deviceRecordId, now);
+    const deviceWait = shared ? 0 : deps.deviceBuckets.take(channel.deviceRecordId, now);
     if (deviceWait > 0) {
       rated();
       return deferred(deviceWait, 'device');
     }
-    const globalWait = deps.globalBucket.take(now);
+    const globalWait = shared ? 0 : deps.globalBucket.take(now);
     rated();
     if (globalWait > 0) {
       deps.deviceBuckets.giveBack(channel.deviceRecordId);
@@ -331,6 +342,50 @@ export function createDrain(deps: DrainDeps) {
   }
 
   /**
+   * The shared limits' part of a claiming unit: the claimed deliveries take their sends, per device (the keys sorted,
+   * so two drainers lock the windows' rows in one order), then over all for those the devices allowed. What gets
+   * none goes back to the queue for its window's end, its attempt given back; a short global grant marks the window
+   * spent. Without shared limits, everything claimed is granted (the buckets judge it later).
+   */
+  function* withinLimits(tx: TxStore, claimed: ClaimedPushDelivery[], now: number): Step<Claim> {
+    if (!shared || claimed.length === 0) return { found: claimed.length, granted: claimed, held: [] };
+    const perDevice = new Map<string, number>();
+    for (const c of claimed) perDevice.set(c.channel.deviceRecordId, (perDevice.get(c.channel.deviceRecordId) ?? 0) + 1);
+    const devices = [...perDevice.keys()].sort();
+    const deviceGrants = yield* tx.push.takeSendBudget(
+      devices.map((d) => ({ key: SharedLimits.deviceKey(d), want: perDevice.get(d)! })),
+      shared.perDevicePerMinute,
+      SharedLimits.DEVICE_WINDOW_MS,
+      now,
+    );
+    const left = new Map(devices.map((d, i) => [d, { ...deviceGrants[i]! }]));
+    const allowed: ClaimedPushDelivery[] = [];
+    const held: Array<{ claimed: ClaimedPushDelivery; until: number }> = [];
+    for (const c of claimed) {
+      const grant = left.get(c.channel.deviceRecordId)!;
+      if (grant.granted > 0) {
+        grant.granted -= 1;
+        allowed.push(c);
+      } else held.push({ claimed: c, until: grant.resetAt });
+    }
+    let granted = allowed;
+    if (allowed.length > 0) {
+      const [global] = yield* tx.push.takeSendBudget([{ key: SharedLimits.GLOBAL_KEY, want: allowed.length }], shared.perSecond, SharedLimits.GLOBAL_WINDOW_MS, now);
+      if (global!.granted < allowed.length) {
+        shared.spent(global!.resetAt);
+        granted = allowed.slice(0, global!.granted);
+        for (const c of allowed.slice(global!.granted)) held.push({ claimed: c, until: global!.resetAt });
+      }
+    }
+    for (const h of held) yield* tx.push.release(h.claimed.delivery.userId, h.claimed.delivery.id, h.until, true);
+    return { found: claimed.length, granted, held: held.map((h) => h.claimed) };
+  }
+
+  function* claimStep(tx: TxStore, now: number, limit: number): Step<Claim> {
+    return yield* withinLimits(tx, yield* tx.push.claim(now, limit, options.leaseMs), now);
+  }
+
+  /**
    * Commits these results: one unit for all, which then claims the next deliveries when `next` asks (the slots the
    * results free, so one commit both records and refills). When that unit fails: one unit per result, without the
    * claim (so one bad result sinks only itself). `recorded[i]` is undefined for a result that could not be
@@ -339,14 +394,14 @@ export function createDrain(deps: DrainDeps) {
   async function record(
     batch: Array<{ claimed: ClaimedPushDelivery; result: DeliveryResult }>,
     next?: { now: number; limit: number },
-  ): Promise<{ recorded: Array<DeliveryResult | undefined>; claimed?: ClaimedPushDelivery[] }> {
+  ): Promise<{ recorded: Array<DeliveryResult | undefined>; claimed?: Claim }> {
     const writes = batch.filter((b) => b.result.write);
     try {
-      let claimed: ClaimedPushDelivery[] | undefined;
+      let claimed: Claim | undefined;
       if (writes.length > 0 || next) {
         claimed = await store.run(function* (tx) {
           for (const b of writes) yield* b.result.write!(tx);
-          return next ? yield* tx.push.claim(next.now, next.limit, options.leaseMs) : undefined;
+          return next ? yield* claimStep(tx, next.now, next.limit) : undefined;
         });
       }
       return { recorded: batch.map((b) => b.result), claimed };
@@ -418,14 +473,18 @@ export function createDrain(deps: DrainDeps) {
     /** How many to claim now, with `freed` slots about to be freed. */
     function room(now: number, freed = 0): number {
       if (deps.signal?.aborted || exhausted || claiming || claimedTotal >= maxClaimed) return 0;
-      return Math.max(0, Math.min(concurrency - held + freed, deps.globalBucket.available(now) - unrated, maxClaimed - claimedTotal));
+      // Shared limits are taken at the claim: nothing to count here but whether the global window is spent.
+      const budget = shared ? (shared.open(now) ? Infinity : 0) : deps.globalBucket.available(now) - unrated;
+      return Math.max(0, Math.min(concurrency - held + freed, budget, maxClaimed - claimedTotal));
     }
 
-    function took(claimed: ClaimedPushDelivery[], limit: number, now: number) {
-      claimedTotal += claimed.length;
-      if (claimed.length < limit) exhausted = true;
+    function took(claim: Claim, limit: number, now: number) {
+      claimedTotal += claim.found;
+      if (claim.found < limit) exhausted = true;
+      // Released in the claiming unit (committed by now): counted, never held.
+      for (const c of claim.held) countOutcome(c, 'deferred');
       const l = freshLookups(now);
-      for (const c of claimed) start(c, l);
+      for (const c of claim.granted) start(c, l);
     }
 
     function countOutcome(claimed: ClaimedPushDelivery, outcome: DrainOutcome) {
@@ -514,9 +573,12 @@ export function createDrain(deps: DrainDeps) {
       const limit = flushing ? 0 : room(now);
       if (limit > 0) {
         claiming = true;
-        let claimed: ClaimedPushDelivery[] = [];
+        let claimed: Claim = { found: 0, granted: [], held: [] };
         try {
-          claimed = await store.push.claim(now, limit, options.leaseMs);
+          // Shared limits: the claim and its grants in one unit; else the claim alone (its own transaction).
+          claimed = shared
+            ? await store.run((tx) => claimStep(tx, now, limit))
+            : await store.push.claim(now, limit, options.leaseMs).then((c) => ({ found: c.length, granted: c, held: [] }));
         } catch (err) {
           log.warn({ err }, 'background push claim failed');
         } finally {

@@ -15,7 +15,7 @@ import { setMaxListeners } from 'node:events';
 import { systemClock } from '../../clock';
 import { composeUnit, PolicyAnswers, runWithPolicy, type ComposeContext } from './compose';
 import { createDrain, drainMetrics } from './drain';
-import { DeviceBuckets, perSecondBucket } from './limits';
+import { DeviceBuckets, perSecondBucket, SharedLimits } from './limits';
 import { createReminderClock } from './reminders';
 import { DEFAULT_BACKGROUND_PUSH_OPTIONS, type BackgroundPush, type BackgroundPushDeps, type BackgroundPushOptions, type PassReport } from './types';
 
@@ -46,6 +46,9 @@ export function createBackgroundPush(deps: BackgroundPushDeps): BackgroundPush {
     options,
     deviceBuckets: new DeviceBuckets(options.perDevicePerMinute),
     globalBucket: perSecondBucket(options.globalPerSecond, clock.now()),
+    // PostgreSQL: every node's leader drains the one queue, so the limits are windows in the database all of them
+    // share. SQLite: only the leader of the one server on the file drains, so its own buckets are the whole limit.
+    shared: store.backend === 'postgres' ? new SharedLimits(options.globalPerSecond, options.perDevicePerMinute) : undefined,
     metrics: drainMetrics(deps.metrics),
     signal: stopping.signal,
   });

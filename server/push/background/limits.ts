@@ -1,7 +1,7 @@
 /**
  * Rate limits and retry timing of the background push drain: token buckets (one per device, one for the whole
- * process) and exponential backoff with jitter. Pure: every function takes the time (and the random source) as an
- * argument, so tests drive them exactly.
+ * process), or the windows every drainer shares (SharedLimits), and exponential backoff with jitter. Pure: every
+ * function takes the time (and the random source) as an argument, so tests drive them exactly.
  */
 
 /**
@@ -92,6 +92,40 @@ export class DeviceBuckets {
 
   get size(): number {
     return this.buckets.size;
+  }
+}
+
+/**
+ * The drain's limits when several drainers share the queue (PostgreSQL: each node's leader drains): the buckets above
+ * would give each drainer the whole budget, so N nodes would send N times it. Instead every claim takes its sends
+ * from windows in the store (`push.takeSendBudget`, in the claiming unit): per device, `perDevicePerMinute` in a
+ * minute; over all, `perSecond` in a second. A claimed delivery that gets no send goes back to the queue for its
+ * window's end. What is held here is only when the global window was last found spent, so no claim is made (or
+ * round trip spent) before it ends.
+ */
+export class SharedLimits {
+  static readonly GLOBAL_KEY = 'global';
+  static readonly GLOBAL_WINDOW_MS = 1000;
+  static readonly DEVICE_WINDOW_MS = 60_000;
+  private spentUntil = 0;
+
+  constructor(
+    readonly perSecond: number,
+    readonly perDevicePerMinute: number,
+  ) {}
+
+  static deviceKey(deviceRecordId: string): string {
+    return `device ${deviceRecordId}`;
+  }
+
+  /** Whether a claim may be made now (false while the global window is known to be spent). */
+  open(now: number): boolean {
+    return now >= this.spentUntil;
+  }
+
+  /** The global window was spent (a grant fell short): no claims until it ends. */
+  spent(resetAt: number): void {
+    this.spentUntil = Math.max(this.spentUntil, resetAt);
   }
 }
 

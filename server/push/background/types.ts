@@ -7,7 +7,9 @@
  *   "sync now", new-mail alerts (with what the app protection policy and the message's label let it show), the
  *   badge; the reminder clock (reminders.ts) queues calendar reminders when they fall due, and their cancellations;
  * - the drain (drain.ts) claims due messages with a lease, sends them through the gateways (server/push/gateways),
- *   and acts on the outcome: done, channel gone, retry with backoff, rejected; rate limits per device and overall;
+ *   and acts on the outcome: done, channel gone, retry with backoff, rejected; rate limits per device and overall
+ *   (limits.ts: this process's buckets with SQLite, where one process drains; windows in the database that every
+ *   node's drainer shares with PostgreSQL);
  * - the channel routes (routes.ts) let an app register, list and remove its channels.
  *
  * It runs in the leading process (server/main.ts), woken by this process's commits and polling for other
@@ -25,9 +27,12 @@ export type PreviewLevel = 'full' | 'senderOnly' | 'none';
 export interface BackgroundPushOptions {
   /** Messages sent at once, over all gateways. */
   concurrency: number;
-  /** Per device: at most this many messages a minute (a token bucket of that size); more wait, coalescing. */
+  /**
+   * Per device: at most this many messages a minute (a token bucket of that size; PostgreSQL: a one-minute window
+   * every node shares); more wait, coalescing.
+   */
   perDevicePerMinute: number;
-  /** Over all devices, in this process: at most this many sends a second; more wait. */
+  /** Over all devices: at most this many sends a second (PostgreSQL: over all nodes, a shared window); more wait. */
   globalPerSecond: number;
   /** How long a claim holds a message being sent; after it (a crash), the message is claimed again. */
   leaseMs: number;

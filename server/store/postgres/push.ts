@@ -12,12 +12,14 @@
  *   its changes. The taken mailboxes stay locked by the unit (recorded in `tx.locked`), so its reads need no more.
  * - A claim locks due rows with FOR UPDATE SKIP LOCKED in push_deliveries_due order, so concurrent drainers (the
  *   nodes' leaders) claim disjoint sets, and answers each with its channel in the same statement.
+ * - Send budgets (the drain's rate limits, shared by every node) are rows of `rate_limits` (0007, the token
+ *   endpoint's table) under their own limiter name: one upsert per request batch, each row locked to the unit's end.
  */
 import type { PushOutboxEntry, TxStore } from '../types';
 import { jsonValue } from '../rows';
 import { newId } from '../../ids';
 import { exclusiveLockKey } from './exclusive';
-import { byOutboxAge, channelCounts, queueCounts, toPushChannel, toPushDelivery, toPushOutbox, toPushReminder } from '../sqlite/push';
+import { byOutboxAge, channelCounts, queueCounts, SEND_BUDGET_CAP, sendBudgetGrant, toPushChannel, toPushDelivery, toPushOutbox, toPushReminder } from '../sqlite/push';
 import { json, limitParam, rowCount, rows, type Row, type Tx } from './tx';
 
 /**
@@ -33,6 +35,9 @@ const CHANNEL_COLUMNS =
   'user_id, id, tenant_id, device_record_id, device_id, client_id, session_version, kind, address, keys, events, created_at, updated_at, last_success_at, failures';
 const DELIVERY_COLUMNS = 'user_id, id, channel_id, collapse_key, message, state, attempts, not_before, lease_until, origin_at, created_at';
 const REMINDER_COLUMNS = 'user_id, item_id, occurrence_start, due_at, sent_at';
+
+/** The `rate_limits` limiter name of background push's send budgets (the token endpoint's are others). */
+export const SEND_BUDGET_LIMITER = 'background push sends';
 
 const channelOf = (r: Row | undefined) => r && toPushChannel(r, jsonValue);
 const ms = (n: number) => Math.round(n);
@@ -175,6 +180,32 @@ export function pushSteps(tx: Tx): Pick<TxStore, 'push'> {
             deferred ? 1 : 0,
           ])) === 1
         );
+      },
+      *takeSendBudget(requests, limit, windowMs, now) {
+        if (requests.length === 0) return [];
+        // Rows are locked in the order given (callers sort); a key twice in one upsert is an error, so they are summed.
+        const wants = new Map<string, number>();
+        for (const r of requests) wants.set(r.key, (wants.get(r.key) ?? 0) + r.want);
+        const found = yield* rows(
+          tx,
+          `INSERT INTO rate_limits AS r (name, key, hits, reset_at)
+             SELECT $1, x.k, least(x.w, $4::int), $5::bigint + $6::bigint FROM unnest($2::text[], $3::int[]) WITH ORDINALITY AS x(k, w, i) ORDER BY x.i
+           ON CONFLICT (name, key) DO UPDATE SET
+             hits = CASE WHEN r.reset_at <= $5::bigint THEN excluded.hits ELSE least(r.hits + excluded.hits, $4::int) END,
+             reset_at = CASE WHEN r.reset_at <= $5::bigint THEN excluded.reset_at ELSE r.reset_at END
+           RETURNING key, hits, reset_at`,
+          [SEND_BUDGET_LIMITER, [...wants.keys()], [...wants.values()], SEND_BUDGET_CAP, ms(now), Math.max(1, ms(windowMs))],
+        );
+        const byKey = new Map(found.map((r) => [String(r.key), { hits: Number(r.hits), resetAt: Number(r.reset_at) }]));
+        // A key asked twice shares its row's grant: the first request takes what it can, the next what is left.
+        const left = new Map<string, number>();
+        return requests.map(({ key, want }) => {
+          const row = byKey.get(key)!;
+          if (!left.has(key)) left.set(key, sendBudgetGrant(row.hits, wants.get(key)!, limit));
+          const granted = Math.min(want, left.get(key)!);
+          left.set(key, left.get(key)! - granted);
+          return { granted, resetAt: row.resetAt };
+        });
       },
       *dropDeliveriesOfDevice(userId, deviceRecordId) {
         return yield* rowCount(

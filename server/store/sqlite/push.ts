@@ -110,12 +110,22 @@ export const SQLITE_OUTBOX_UPSERT = `INSERT INTO push_outbox (user_id, from_mods
   SELECT @user, @from, @to, @at WHERE EXISTS (SELECT 1 FROM push_channels WHERE user_id = @user)
   ON CONFLICT (user_id) DO UPDATE SET from_modseq = min(from_modseq, excluded.from_modseq), to_modseq = max(to_modseq, excluded.to_modseq)`;
 
+/**
+ * Send budgets (`takeSendBudget`) count what was ASKED in a window (`hits`), not what was granted: a request's grant
+ * then follows from the count after it alone — what the window had before is `hits − want` — so PostgreSQL answers
+ * it from one upsert's RETURNING, whoever else asked meanwhile. Asked beyond the limit is capped (no overflow).
+ */
+export const SEND_BUDGET_CAP = 1_000_000_000;
+export const sendBudgetGrant = (hitsAfter: number, want: number, limit: number) => Math.max(0, Math.min(want, limit - (hitsAfter - want)));
+
 const CHANNEL_COLUMNS =
   'id, tenant_id, user_id, device_record_id, device_id, client_id, session_version, kind, address, keys_json, events_json, created_at, updated_at, last_success_at, failures';
 
 export function pushRepositories(sql: Sql, transaction: <T>(fn: () => T) => T): Pick<StoreMethods, 'push'> {
   const channel = (r: Row | undefined) => r && toPushChannel(r, jsonText);
   const channelById = (id: string) => channel(sql(`SELECT ${CHANNEL_COLUMNS} FROM push_channels WHERE id = ?`).get(id) as Row | undefined);
+  // One drainer per file: the send budgets' windows live here (a rolled-back unit's grants stay spent: that errs low).
+  const budgets = new Map<string, { hits: number; resetAt: number }>();
 
   return {
     push: {
@@ -265,6 +275,15 @@ export function pushRepositories(sql: Sql, transaction: <T>(fn: () => T) => T): 
             userId,
           ).changes === 1
         );
+      },
+      takeSendBudget(requests, limit, windowMs, now) {
+        if (budgets.size > 10_000) for (const [key, w] of budgets) if (w.resetAt <= now) budgets.delete(key);
+        return requests.map(({ key, want }) => {
+          let w = budgets.get(key);
+          if (!w || w.resetAt <= now) budgets.set(key, (w = { hits: 0, resetAt: now + windowMs }));
+          w.hits = Math.min(w.hits + want, SEND_BUDGET_CAP);
+          return { granted: sendBudgetGrant(w.hits, want, limit), resetAt: w.resetAt };
+        });
       },
       dropDeliveriesOfDevice(userId, deviceRecordId) {
         return sql(
