@@ -6,7 +6,8 @@
 import { RIGHTS_MANAGEMENT } from '../protection/reader';
 import { errors } from '../errors';
 import type { Clock } from '../clock';
-import type { AccessState, DeviceAccessRule, DeviceDescription, DeviceInventoryRow, DeviceRecord, Step, Store, TxStore, User } from '../store/types';
+import type { AccessState, DeviceAccessRule, DeviceDescription, DeviceInventoryRow, DeviceInventorySort, DeviceRecord, Step, Store, TxStore, User } from '../store/types';
+import { asciiLower, compareCodePoints } from '../store/inventory';
 import { effectiveAccess, type EffectiveAccess } from './access';
 import type { CutReason, DeviceSignals } from './signals';
 
@@ -63,7 +64,13 @@ export interface InventoryPaging {
 
 type SortValue = string | number | null;
 
-function parseSort(raw: string): { raw: string; key: DeviceSortKey; dir: 1 | -1 } {
+export interface ParsedSort {
+  raw: string;
+  key: DeviceSortKey;
+  dir: 1 | -1;
+}
+
+export function parseSort(raw: string): ParsedSort {
   const desc = raw.startsWith('-');
   const key = desc ? raw.slice(1) : raw;
   if (!(DEVICE_SORT_KEYS as readonly string[]).includes(key)) {
@@ -78,24 +85,26 @@ function sortValue(d: DeviceInventoryRow, accessState: string, key: DeviceSortKe
       return d.lastSuccessSyncTime;
     case 'firstSyncTime':
       return d.firstSyncTime;
+    // Folded and compared as the store's page query does (server/store/inventory.ts): both paths order alike.
     case 'friendlyName':
-      return d.friendlyName?.toLowerCase() ?? null;
+      return d.friendlyName === null ? null : asciiLower(d.friendlyName);
     case 'user':
-      return d.username?.toLowerCase() ?? null;
+      return asciiLower(d.username);
     case 'deviceModel':
-      return d.deviceModel?.toLowerCase() ?? null;
+      return d.deviceModel === null ? null : asciiLower(d.deviceModel);
     case 'clientType':
-      return d.clientType?.toLowerCase() ?? null;
+      return d.clientType === null ? null : asciiLower(d.clientType);
     case 'accessState':
       return accessState;
   }
 }
 
-/** A total order: null before any value, then the value, then the record id. */
+/** A total order: null before any value, then the value (text in code point order, as SQL's), then the record id. */
 function compareKeyed(ak: SortValue, aid: string, bk: SortValue, bid: string): number {
   if (ak !== bk) {
     if (ak === null) return -1;
     if (bk === null) return 1;
+    if (typeof ak === 'string' && typeof bk === 'string') return compareCodePoints(ak, bk);
     if (ak < bk) return -1;
     if (ak > bk) return 1;
   }
@@ -107,7 +116,7 @@ function encodeCursor(sort: string, k: SortValue, id: string): string {
   return Buffer.from(JSON.stringify([sort, k, id])).toString('base64url');
 }
 
-function decodeCursor(cursor: string, sort: string): { k: SortValue; id: string } {
+function decodeCursor(cursor: string, sort: string, key: DeviceSortKey): { k: SortValue; id: string } {
   const bad = () => errors.invalidRequest('cursor is not one this list answered (start again without it).', [{ field: 'cursor', message: 'not a cursor of this list' }]);
   let parsed: unknown;
   try {
@@ -118,8 +127,40 @@ function decodeCursor(cursor: string, sort: string): { k: SortValue; id: string 
   if (!Array.isArray(parsed) || parsed.length !== 3) throw bad();
   const [s, k, id] = parsed as unknown[];
   if (s !== sort) throw errors.invalidRequest('cursor belongs to another sort order (start again without it).', [{ field: 'cursor', message: 'another sort order' }]);
-  if (typeof id !== 'string' || !(k === null || typeof k === 'string' || (typeof k === 'number' && Number.isFinite(k)))) throw bad();
-  return { k, id };
+  // The key's type is the sort key's: the store compares it with a column (a time is a whole number of ms).
+  const timed = key === 'lastSyncTime' || key === 'firstSyncTime';
+  if (typeof id !== 'string' || !(k === null || (timed ? Number.isSafeInteger(k) : typeof k === 'string'))) throw bad();
+  return { k: k as SortValue, id };
+}
+
+type Keyed<R> = { d: R; a: EffectiveAccess; k: SortValue };
+
+/**
+ * The inventory decided in memory, for what the store cannot page (an access state is computed from the tenant's
+ * rules, not stored): filters `rows` by access state and `q` (`emails`: the owners' addresses by user id), orders
+ * them when `ordered`, and answers the `limit` after `after` (every row without `limit`), the filtered total, and
+ * whether more follow. The store's page query (`devices.inventoryPage`) answers the same pages.
+ */
+export function inventoryInMemory<R extends DeviceInventoryRow>(
+  rows: Array<{ d: R; a: EffectiveAccess }>,
+  o: { emails: ReadonlyMap<string, string>; q?: string; accessState?: AccessState; sort: ParsedSort; after?: { k: SortValue; id: string }; limit?: number; ordered: boolean },
+): { page: Array<Keyed<R>>; total: number; more: boolean } {
+  const { sort, after, limit } = o;
+  if (o.accessState !== undefined) rows = rows.filter(({ a }) => a.state === o.accessState);
+  if (o.q !== undefined && o.q !== '') {
+    // ASCII case folding, as the store's query folds (server/store/inventory.ts).
+    const needle = asciiLower(o.q);
+    rows = rows.filter(({ d }) =>
+      [d.friendlyName, d.deviceId, d.deviceModel, d.username].some((f) => f !== null && asciiLower(f).includes(needle)) ||
+      asciiLower(o.emails.get(d.userId) ?? '').includes(needle),
+    );
+  }
+  const total = rows.length;
+  let keyed = rows.map((r) => ({ ...r, k: sortValue(r.d, r.a.state, sort.key) }));
+  if (o.ordered || after !== undefined) keyed.sort((x, y) => sort.dir * compareKeyed(x.k, x.d.id, y.k, y.d.id));
+  if (after) keyed = keyed.filter((r) => sort.dir * compareKeyed(r.k, r.d.id, after.k, after.id) > 0);
+  if (limit === undefined) return { page: keyed, total, more: false };
+  return { page: keyed.slice(0, limit), total, more: keyed.length > limit };
 }
 
 export function createDeviceService(opts: DeviceServiceOptions) {
@@ -408,55 +449,69 @@ export function createDeviceService(opts: DeviceServiceOptions) {
     /**
      * The admin inventory (`GET /admin/v1/devices`): every device of the admin's tenant with its owner's username,
      * filtered by `user` (a username or id; one not of the tenant: nothing), `clientType`, `deviceModel`, the
-     * effective `accessState` and `q` (a case-insensitive substring of the friendly name, device id, model, or the
-     * owner's username or address); sorted by `sort` (DEVICE_SORT_KEYS, `-` for descending, ties by record id); one
-     * page of `limit` after `cursor` (keyset: a device added or removed meanwhile never repeats or skips one).
-     * `total` counts the whole filtered set; `nextCursor` is null on the last page. Without `limit` every device is
-     * answered, in store order unless `sort` is given, as before paging existed.
+     * effective `accessState` and `q` (a substring of the friendly name, device id, model, or the owner's username or
+     * address, ASCII letters in either case); sorted by `sort` (DEVICE_SORT_KEYS, `-` for descending, text keys
+     * ASCII case folded, ties by record id); one page of `limit` after `cursor` (keyset: a device added or removed
+     * meanwhile never repeats or skips one). `total` counts the whole filtered set; `nextCursor` is null on the last
+     * page. Without `limit` every device is answered, in store order unless `sort` is given, as before paging existed.
      *
-     * A page reads the light inventory rows of every device (store `devices.inventoryRows`), decides their access
-     * in memory (the tenant's rules read once), and reads the full record, compliance and app protection state of
-     * its own devices only: a page of 50 among 10,000 devices costs one light read of 10,000 rows and ~150 small ones.
+     * A page whose order and filters are all stored columns (every sort but `accessState`, no `accessState` filter)
+     * is one keyset query in the store (`devices.inventoryPage`, an index walk for the orders on device columns) and
+     * a count; its access states are decided for its own devices only (the tenant's rules read once), whose full
+     * record, compliance and app protection state are then read by id. Any other page reads the light rows of every
+     * device (`devices.inventoryRows`) and decides in memory (`inventoryInMemory`); the two answer the same pages and
+     * read each other's cursors.
      */
     async inventoryPage(actor: Actor, filter: InventoryFilter & InventoryPaging) {
       await flushLastSeen(); // admins see current last-seen times
       const sort = parseSort(filter.sort ?? DEFAULT_DEVICE_SORT);
-      const after = filter.cursor === undefined ? undefined : decodeCursor(filter.cursor, sort.raw);
+      const after = filter.cursor === undefined ? undefined : decodeCursor(filter.cursor, sort.raw, sort.key);
       let userId: string | undefined;
       if (filter.user !== undefined) {
         const u = (await store.users.byUsername(filter.user)) ?? (await store.users.byId(filter.user));
         if (!u || u.tenantId !== actor.tenantId) return { devices: [], total: 0, nextCursor: null };
         userId = u.id;
       }
-      const paged = filter.limit !== undefined;
+      const limit = filter.limit;
       const storeFilter = { tenantId: actor.tenantId, userId, clientType: filter.clientType, deviceModel: filter.deviceModel };
-      // A page reads the light rows of every device and the full records of its own; no limit reads every record.
-      const found: Array<DeviceInventoryRow | (DeviceRecord & { username: string })> = paged ? await store.devices.inventoryRows(storeFilter) : await store.devices.list(storeFilter);
       const t = await tenantAccess(actor.tenantId);
-      let rows = found.map((d) => ({ d, a: effectiveAccess(d, t.rules, t.defaultState) }));
-      if (filter.accessState !== undefined) rows = rows.filter(({ a }) => a.state === filter.accessState);
-      if (filter.q !== undefined && filter.q !== '') {
-        const needle = filter.q.toLowerCase();
-        const emails = new Map((await store.users.list()).filter((u) => u.tenantId === actor.tenantId).map((u) => [u.id, u.email.toLowerCase()]));
-        rows = rows.filter(({ d }) =>
-          [d.friendlyName, d.deviceId, d.deviceModel, d.username].some((f) => f !== null && f.toLowerCase().includes(needle)) ||
-          (emails.get(d.userId) ?? '').includes(needle),
-        );
+      const decide = <R extends DeviceInventoryRow>(d: R) => ({ d, a: effectiveAccess(d, t.rules, t.defaultState) });
+      let result: { page: Array<Keyed<DeviceInventoryRow | (DeviceRecord & { username: string })>>; total: number; more: boolean };
+      if (limit !== undefined && sort.key !== 'accessState' && filter.accessState === undefined) {
+        const query = { ...storeFilter, q: filter.q };
+        const storeSort: DeviceInventorySort = { key: sort.key, dir: sort.dir };
+        // One row more than the page tells whether another page follows.
+        const found = await store.devices.inventoryPage(query, storeSort, after, limit + 1);
+        const total = await store.devices.inventoryCount(query);
+        const page = found.slice(0, limit).map((d) => ({ ...decide(d), k: sortValue(d, '', sort.key) }));
+        result = { page, total, more: found.length > limit };
+      } else {
+        // A page reads the light rows of every device and the full records of its own; no limit reads every record.
+        const found: Array<DeviceInventoryRow | (DeviceRecord & { username: string })> =
+          limit !== undefined ? await store.devices.inventoryRows(storeFilter) : await store.devices.list(storeFilter);
+        const emails =
+          filter.q !== undefined && filter.q !== ''
+            ? new Map((await store.users.list()).filter((u) => u.tenantId === actor.tenantId).map((u) => [u.id, u.email]))
+            : new Map<string, string>();
+        result = inventoryInMemory(found.map(decide), {
+          emails,
+          q: filter.q,
+          accessState: filter.accessState,
+          sort,
+          after,
+          limit,
+          ordered: limit !== undefined || filter.sort !== undefined,
+        });
       }
-      const total = rows.length;
-      let keyed = rows.map((r) => ({ ...r, k: sortValue(r.d, r.a.state, sort.key) }));
-      if (paged || filter.sort !== undefined || after !== undefined) keyed.sort((x, y) => sort.dir * compareKeyed(x.k, x.d.id, y.k, y.d.id));
-      if (after) keyed = keyed.filter((r) => sort.dir * compareKeyed(r.k, r.d.id, after.k, after.id) > 0);
-      const page = paged ? keyed.slice(0, filter.limit) : keyed;
-      const last = page[page.length - 1];
-      const nextCursor = paged && keyed.length > filter.limit! && last ? encodeCursor(sort.raw, last.k, last.d.id) : null;
+      const last = result.page[result.page.length - 1];
+      const nextCursor = result.more && last ? encodeCursor(sort.raw, last.k, last.d.id) : null;
       const shown = [];
-      for (const { d, a } of page) {
+      for (const { d, a } of result.page) {
         const record = 'epoch' in d ? d : await store.devices.byId(d.id);
         if (!record) continue; // removed since the rows were read
         shown.push(await withAccessState(viewOf(record, a, d.username), record, actor.tenantId));
       }
-      return { devices: shown, total, nextCursor };
+      return { devices: shown, total: result.total, nextCursor };
     },
 
     async adminDevice(actor: Actor, id: string) {

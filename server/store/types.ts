@@ -346,6 +346,17 @@ export interface DeviceFilter {
   deviceModel?: string;
 }
 
+/** `DeviceFilter` and `q`: a substring of the friendly name, device id, model, owner's username or address (ASCII case folded). */
+export interface DeviceInventoryFilter extends DeviceFilter {
+  q?: string;
+}
+
+/** The inventory's orders the store can page (server/store/inventory.ts); `dir` -1 is descending. */
+export interface DeviceInventorySort {
+  key: 'lastSyncTime' | 'firstSyncTime' | 'friendlyName' | 'user' | 'deviceModel' | 'clientType';
+  dir: 1 | -1;
+}
+
 export interface DeviceAccessRule {
   id: string;
   tenantId: string;
@@ -935,6 +946,14 @@ export interface StoreMethods {
     list(filter: DeviceFilter): Array<DeviceRecord & { username: string }>;
     /** `list`'s devices as DeviceInventoryRow, in no particular order (the admin inventory sorts and pages them). */
     inventoryRows(filter: DeviceFilter): DeviceInventoryRow[];
+    /**
+     * One page of the inventory in `sort`'s order (NULL first ascending, text keys ASCII case folded, ties by record
+     * id, all reversed descending): at most `limit` rows after `after` (the last row's key as `sort` reads it, and
+     * its id). server/store/inventory.ts.
+     */
+    inventoryPage(filter: DeviceInventoryFilter, sort: DeviceInventorySort, after: { k: string | number | null; id: string } | undefined, limit: number): DeviceInventoryRow[];
+    /** How many devices `inventoryPage` pages through for `filter`. */
+    inventoryCount(filter: DeviceInventoryFilter): number;
     create(userId: string, deviceId: string, description: DeviceDescription, now: number): DeviceRecord;
     updateDescription(id: string, description: DeviceDescription, now: number): void;
     setAdminDecision(id: string, decision: AccessState | null, now: number): void;

@@ -249,6 +249,15 @@ describe('bad parameters', () => {
     expect({ status: res.status, code: res.body.code }).toEqual({ status: 400, code: 'invalidRequest' });
   });
 
+  test("a cursor whose key is not of its order's type is 400 (the store compares it with a column)", async () => {
+    const forged = (sort: string, k: unknown) => Buffer.from(JSON.stringify([sort, k, 'some-id'])).toString('base64url');
+    for (const [sort, k] of [['-lastSyncTime', 'abc'], ['firstSyncTime', 1.5], ['friendlyName', 5]] as const) {
+      const res = await admin().get(`${L}?limit=10&sort=${sort}&cursor=${forged(sort, k)}`);
+      expect({ sort, status: res.status, code: res.body.code }).toEqual({ sort, status: 400, code: 'invalidRequest' });
+    }
+    expect((await admin().get(`${L}?limit=10&sort=-lastSyncTime&cursor=${forged('-lastSyncTime', null)}`)).status).toBe(200);
+  });
+
   test('a user is refused (403), with or without paging', async () => {
     const user = await signIn(ctx, 'amy', PW);
     const res = await asCaller(ctx, { access: user.access_token }).get(`${L}?limit=10`);

@@ -15,6 +15,7 @@ import {
   type WipeState,
 } from '../types';
 import { INVENTORY_COLUMNS, toAudit, toDevice, toInventoryRow, toRule, jsonValue } from '../rows';
+import { POSTGRES_INVENTORY, inventoryCountSql, inventoryPageSql, numbered } from '../inventory';
 import { json, limitParam, readLock, rows, rowCount, type Row, type Tx } from './tx';
 
 const descriptionParams = (d: DeviceDescription) => [
@@ -92,6 +93,15 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
         [filter.tenantId, filter.userId ?? null, filter.clientType ?? null, filter.deviceModel ?? null],
       );
       return found.map(toInventoryRow);
+    },
+    *inventoryPage(filter, sort, after, limit) {
+      const q = inventoryPageSql(POSTGRES_INVENTORY, INVENTORY_COLUMNS, filter, sort, after, limit);
+      return (yield* rows(tx, numbered(q.text), q.params)).map(toInventoryRow);
+    },
+    *inventoryCount(filter) {
+      const q = inventoryCountSql(POSTGRES_INVENTORY, filter);
+      const [r] = yield* rows<{ n: string | number }>(tx, numbered(q.text), q.params);
+      return Number(r!.n);
     },
     *create(userId, deviceId, d, now) {
       const [r] = yield* rows(

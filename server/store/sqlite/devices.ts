@@ -16,6 +16,7 @@ import {
   type WipeState,
 } from '../types';
 import { INVENTORY_COLUMNS, toAudit, toDevice, toInventoryRow, toRule, jsonText } from '../rows';
+import { SQLITE_INVENTORY, inventoryCountSql, inventoryPageSql } from '../inventory';
 
 type Row = Record<string, unknown>;
 export type Sql = (text: string) => Statement;
@@ -99,6 +100,14 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
         deviceModel: filter.deviceModel ?? null,
       }) as Row[];
       return rows.map(toInventoryRow);
+    },
+    inventoryPage(filter, sort, after, limit) {
+      const q = inventoryPageSql(SQLITE_INVENTORY, INVENTORY_COLUMNS, filter, sort, after, limit);
+      return (sql(q.text).all(...q.params) as Row[]).map(toInventoryRow);
+    },
+    inventoryCount(filter) {
+      const q = inventoryCountSql(SQLITE_INVENTORY, filter);
+      return (sql(q.text).get(...q.params) as { n: number }).n;
     },
     create(userId, deviceId, d, now) {
       const id = newId();
