@@ -17,7 +17,7 @@ import { createAuthService } from './identity/passwordGrant';
 import { createIdentityProvider } from './identity/provider';
 import { certificatePageUrl, signInPages } from './identity/interactions';
 import type { ClientCertTrust } from './identity/clientCert';
-import { providerEndpoints } from './identity/routes';
+import { addressKey, providerEndpoints, tokenAddressLimit } from './identity/routes';
 import { IDENTITY_STYLESHEET } from './identity/style';
 import { authenticate, createAuthenticator, expressOrigin, requireAdmin } from './auth/authenticate';
 import { createExternalIssuers, loadExternalIssuers } from './auth/externalIssuers';
@@ -77,6 +77,7 @@ import { webPages } from './web/routes';
 import { createWebSessions } from './web/sessions';
 import { cookieAuthentication } from './web/cookieAuth';
 import { providerPoster } from './web/tokenClient';
+import { tokenBudget, withTokenBudget } from './web/tokenBudget';
 
 export interface AppDeps {
   config: Config;
@@ -369,11 +370,14 @@ export function createApp(deps: AppDeps) {
   app.use(signIn.routes);
   // The web pages (server/web/): shells, assets and the sign-in round trip, before the API mounts below (/admin/ is
   // a page, /admin/v1 the API). Their session cookie authenticates /admin/v1 and /account/v1 only, never /v1.
-  const webPost = providerPoster(idp, keys.serverSecret);
-  const webSessions = createWebSessions({ serverSecret: keys.serverSecret, accessTokens, post: webPost, now, refreshTokenTtlSeconds: config.refreshTokenTtl });
+  // The token endpoint's per-address budget, shared with the pages' in-process code exchanges and refreshes.
+  const tokenLimit = tokenAddressLimit({ tokenRequestsPerIp: config.tokenRequestsPerIp, rateLimitWindowSeconds: config.rateLimitWindow, rateLimitStore: deps.cluster?.rateLimitStore });
+  const webBudget = tokenBudget(tokenLimit, addressKey, config.tokenRequestsPerIp);
+  const webPost = providerPoster(idp, keys.serverSecret, webBudget);
+  const webSessions = createWebSessions({ serverSecret: keys.serverSecret, accessTokens, post: webPost, now, refreshTokenTtlSeconds: config.refreshTokenTtl, refreshes: store.webRefresh });
   const webAuthenticate = (token: string) => authenticator('GET', '/web/session', { authorization: `Bearer ${token}` }, { protocol: 'https', host: undefined });
-  app.use(webPages({ issuer, store, sessions: webSessions, post: webPost, now, authenticate: webAuthenticate }));
-  const webCookie = cookieAuthentication(webSessions, new URL(issuer).origin);
+  app.use(webPages({ issuer, store, sessions: withTokenBudget(webSessions, webBudget, now), post: webPost, now, authenticate: webAuthenticate, budget: webBudget }));
+  const webCookie = cookieAuthentication(withTokenBudget(webSessions, webBudget, now), new URL(issuer).origin);
   app.use('/admin/v1', webCookie);
   app.use('/account/v1', webCookie, authenticate(authenticator));
   app.use('/v1', authenticate(authenticator), deviceGate(devices, accessCheck), deviceLimit);
@@ -404,6 +408,7 @@ export function createApp(deps: AppDeps) {
       rateLimitWindowSeconds: config.rateLimitWindow,
       passwordGrant: config.passwordGrant,
       rateLimitStore: deps.cluster?.rateLimitStore,
+      addressLimit: tokenLimit,
     },
     devices,
     sync: {

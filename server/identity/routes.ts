@@ -2,7 +2,7 @@
  * The OAuth endpoints Pigeon shares with its identity provider (token, revocation) and the provider's own paths.
  */
 import type { Request, RequestHandler, Response } from 'express';
-import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions, type Store as RateLimitStore } from 'express-rate-limit';
+import { rateLimit, ipKeyGenerator, type Options as RateLimitOptions, type RateLimitRequestHandler, type Store as RateLimitStore } from 'express-rate-limit';
 import { errors, oauthErrors } from '../errors';
 import type { Call, Route } from '../http/table';
 import type { AuthService, GrantRequestContext } from './passwordGrant';
@@ -26,6 +26,34 @@ export interface AuthRoutesOptions {
    * Workers count in the primary (server/cluster.ts), so N workers never mean N times the budget.
    */
   rateLimitStore?: (name: string) => RateLimitStore;
+  /**
+   * The per-address budget of the token and revocation endpoints, when the caller shares it with the web pages'
+   * in-process token calls (web/tokenBudget.ts); built here from the options above when not given.
+   */
+  addressLimit?: RateLimitRequestHandler;
+}
+
+/** The key of the per-address budget: the client address (an IPv6 address by its /56). */
+export const addressKey = (req: Request): string => ipKeyGenerator(req.ip ?? 'unknown');
+
+/**
+ * The token and revocation endpoints' budget per client address: generous, so a NAT full of legitimate users is not
+ * locked out. One instance serves the endpoints and the web pages' token calls, which the server makes in process
+ * for the browser (web/tokenClient.ts): a sign-in or refresh through the pages costs what a direct call would.
+ */
+export function tokenAddressLimit(o: { tokenRequestsPerIp: number; rateLimitWindowSeconds: number; rateLimitStore?: (name: string) => RateLimitStore }): RateLimitRequestHandler {
+  return rateLimit({
+    windowMs: o.rateLimitWindowSeconds * 1000,
+    limit: o.tokenRequestsPerIp,
+    standardHeaders: 'draft-6',
+    legacyHeaders: false,
+    keyGenerator: addressKey,
+    handler: (req, _res, next, options) => {
+      const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime() ?? Date.now() + options.windowMs;
+      next(errors.rateLimited(Math.max(1, Math.ceil((reset - Date.now()) / 1000))));
+    },
+    store: o.rateLimitStore?.('address'),
+  });
 }
 
 /** Token responses must never be cached (RFC 6749 §5.1). */
@@ -87,16 +115,7 @@ export function authRoutes(o: AuthRoutesOptions): Route[] {
     const reset = (req as { rateLimit?: { resetTime?: Date } }).rateLimit?.resetTime?.getTime() ?? Date.now() + options.windowMs;
     next(errors.rateLimited(Math.max(1, Math.ceil((reset - Date.now()) / 1000))));
   };
-  // Per client address: generous, so a NAT full of legitimate users is not locked out.
-  const perAddress = rateLimit({
-    windowMs,
-    limit: o.tokenRequestsPerIp,
-    standardHeaders: 'draft-6',
-    legacyHeaders: false,
-    keyGenerator: (req) => ipKeyGenerator(req.ip ?? 'unknown'),
-    handler: limited,
-    store: o.rateLimitStore?.('address'),
-  });
+  const perAddress = o.addressLimit ?? tokenAddressLimit(o);
   // Failed password grants (only failures count). A guessing run is capped per (username, client address), and a
   // run spread over many addresses by a slower budget per username; neither can lock the user out of a device that
   // proves it already holds a live sign-in of theirs (its refresh token on the grant) — such a device has a budget

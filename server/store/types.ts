@@ -1381,6 +1381,43 @@ export interface StoreMethods {
     /** Deletes at most `limit` incidents whose expiry is at or before `now` (their blobs are released); answers how many. */
     purgeExpired(now: number, limit: number): number;
   };
+
+  /**
+   * Web-session refreshes shared by every process and node (server/web/sessions.ts): one refresh per refresh token,
+   * its result kept briefly for requests still carrying the old cookie. A row past its `expiresAt` counts as absent.
+   */
+  webRefresh: {
+    /**
+     * Claims the refresh of `key`: `claimed` when the caller now holds it — there was no row, or only an expired one
+     * (a lapsed lease: its holder died; or a result no longer remembered) — with a lease until `now + leaseMs`;
+     * otherwise the row as it is. Of concurrent claims of one key exactly one is `claimed`.
+     */
+    claim(key: string, now: number, leaseMs: number): 'claimed' | WebRefreshRecord;
+    /**
+     * Records the held refresh's result (`''`: it failed), remembered until `expiresAt`; `successor` names the new
+     * session (a hash of its refresh token) for `forget`. False when the row is gone.
+     */
+    complete(key: string, result: string, successor: string | null, expiresAt: number): boolean;
+    read(key: string): WebRefreshRecord | undefined;
+    /**
+     * Signing out: the result naming `successor` becomes `''` (no session), and so does every one leading to it (a
+     * row whose successor is such a row's key: an older cookie refreshed into it); answers how many rows changed.
+     */
+    forget(successor: string): number;
+    /** Deletes the rows expired at `now`; answers how many. */
+    purge(now: number): number;
+  };
+}
+
+/** A web-session refresh (StoreMethods.webRefresh). */
+export interface WebRefreshRecord {
+  /** SHA-256 of the old refresh token, base64url. */
+  key: string;
+  claimedAt: number;
+  /** Null while the refresh runs; the new session sealed (never a token in plain text); `''` when there is none. */
+  result: string | null;
+  /** The lease's end while the refresh runs, then the end of the remembered result. */
+  expiresAt: number;
 }
 
 // Units of work (server/store/unit.ts says how they run).

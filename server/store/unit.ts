@@ -81,6 +81,7 @@ const GROUPS = [
   'conversations',
   'diagnostics',
   'push',
+  'webRefresh',
 ] as const satisfies ReadonlyArray<keyof StoreMethods>;
 
 // Every group is listed: a group added to StoreMethods and not here fails to compile.

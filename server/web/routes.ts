@@ -10,13 +10,14 @@ import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import type { Store } from '../store/types';
 import type { AuthContext } from '../auth/authenticate';
-import { errors } from '../errors';
+import { ApiError, errors } from '../errors';
 import { WEB_CALLBACK_PATH, WEB_CLIENT_ID } from './client';
 import { loadAssets, serveAssets } from './assets';
 import { checkCsrf } from './cookieAuth';
-import { clearCookie, cookieValue, LOGIN_COOKIE, LOGIN_TTL_MS, randomToken, setCookie, type LoginState } from './session';
+import { clearCookie, cookieValue, LOGIN_COOKIE, LOGIN_TTL_MS, randomToken, SESSION_COOKIE, setCookie, type LoginState, type WebSession } from './session';
 import type { WebSessions } from './sessions';
 import type { ProviderPoster } from './tokenClient';
+import type { TokenBudget } from './tokenBudget';
 
 /** The pages' policy: our own script and style only, API calls to ourselves, nothing framed, no <base>. */
 export const WEB_CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -35,6 +36,10 @@ const html = (title: string, body: string, script = true) =>
   `</head><body>${body}</body></html>`;
 
 const SHELL = html('Pigeon', '<div id="app"><main id="main"><p>Loading…</p></main></div><noscript><p class="notice">These pages need JavaScript.</p></noscript>');
+
+/** The sign-in message when the address has spent its token budget (the token endpoint's rate limit). */
+const limitedText = (seconds: number) =>
+  `Too many sign-ins and session refreshes came from your network address. Try again in ${seconds < 120 ? `${seconds} seconds` : `${Math.ceil(seconds / 60)} minutes`}.`;
 
 function send(res: Response, status: number, page: string) {
   res.status(status).setHeader('Content-Security-Policy', WEB_CSP);
@@ -65,6 +70,8 @@ export interface WebPagesOptions {
   now(): number;
   /** The API's own check of an access token (auth/authenticate.ts): 401 when it is no longer good. */
   authenticate(accessToken: string): Promise<AuthContext>;
+  /** The token endpoint's per-address budget, which the sign-in's code exchange spends (tokenBudget.ts). */
+  budget?: TokenBudget;
 }
 
 export function webPages(o: WebPagesOptions): express.Router {
@@ -75,8 +82,18 @@ export function webPages(o: WebPagesOptions): express.Router {
 
   router.use('/web/assets', serveAssets(loadAssets()));
 
+  const limited = (res: Response, seconds: number, link = { href: '/web/login', label: 'Sign in again' }) => {
+    res.setHeader('Retry-After', String(seconds));
+    send(res, 429, messagePage('Too many sign-ins', limitedText(seconds), link));
+  };
+
   const shell = (adminOnly: boolean) => async (req: Request, res: Response) => {
-    const session = await sessions.current(req, res);
+    // A session whose token has expired while its address's budget is spent waits (429), its cookie kept.
+    const session = await sessions.current(req, res).catch((err: unknown) => {
+      if (err instanceof ApiError && err.status === 429) return limited(res, Number(err.headers['Retry-After']) || 1, { href: req.path, label: 'Try again' });
+      throw err;
+    });
+    if (res.headersSent) return;
     if (!session) return res.redirect(302, `/web/login?returnTo=${encodeURIComponent(req.path)}`);
     if (adminOnly && session.role !== 'admin') {
       return send(res, 403, messagePage('Not an administrator', 'The admin center is for administrators of your organization.', { href: DEFAULT_RETURN, label: 'Go to My devices' }));
@@ -86,6 +103,9 @@ export function webPages(o: WebPagesOptions): express.Router {
 
   // Authorization code + PKCE (S256) as the pigeon-web client; the verifier and state wait in a sealed cookie.
   const login = async (req: Request, res: Response) => {
+    // Said before the sign-in pages rather than after them: their code exchange would be refused.
+    const wait = (await o.budget?.wait(req)) ?? 0;
+    if (wait > 0) return limited(res, wait);
     const verifier = randomToken();
     const started: LoginState = { verifier, state: randomToken(16), returnTo: safeReturn(req.query.returnTo), expiresAt: o.now() + LOGIN_TTL_MS };
     setCookie(res, LOGIN_COOKIE, await sessions.sealer.seal(started), { maxAgeMs: LOGIN_TTL_MS, sameSite: 'Lax' });
@@ -116,6 +136,7 @@ export function webPages(o: WebPagesOptions): express.Router {
       return send(res, 400, messagePage('Sign-in problem', 'The sign-in did not complete.', again));
     }
     const answer = await o.post(req, '/oauth2/token', { grant_type: 'authorization_code', code: req.query.code, redirect_uri: redirectUri, code_verifier: started.verifier });
+    if (answer.status === 429) return limited(res, answer.retryAfter ?? 1);
     if (!(await sessions.start(res, answer))) return send(res, 400, messagePage('Sign-in problem', 'The sign-in could not be completed.', again));
     res.setHeader('Cache-Control', 'no-store');
     res.redirect(303, started.returnTo);
@@ -156,7 +177,13 @@ export function webPages(o: WebPagesOptions): express.Router {
   }).all(notAllowed(['GET', 'HEAD']));
 
   router.route('/web/logout').post(async (req, res) => {
-    const session = await sessions.current(req, res);
+    const session = await sessions.current(req, res).catch(async (err: unknown) => {
+      // An expired token on an address whose budget is spent cannot be refreshed, but signing out must still work:
+      // the cookie's own session is checked and its refresh token revoked.
+      if (!(err instanceof ApiError && err.status === 429)) throw err;
+      const jwe = cookieValue(req.headers, SESSION_COOKIE);
+      return jwe ? sessions.sealer.open<WebSession>(jwe) : undefined;
+    });
     if (session) checkCsrf(req.method, req.headers, session, ownOrigin);
     await sessions.end(req, res, session);
     res.status(204).end();

@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { IdentityProvider } from '../identity/provider';
 import { WEB_CLIENT_ID, webClientSecret } from './client';
+import type { TokenBudget } from './tokenBudget';
 
 /** Just enough of a ServerResponse for Koa (which oidc-provider runs on) to write one small answer into. */
 class CapturedResponse extends EventEmitter {
@@ -61,15 +62,30 @@ class CapturedResponse extends EventEmitter {
 export interface TokenAnswer {
   status: number;
   body: Record<string, unknown>;
+  /** A 429: the seconds until the address's token budget allows another call. */
+  retryAfter?: number;
 }
 
 export type ProviderPoster = (via: IncomingMessage, path: string, form: Record<string, string>) => Promise<TokenAnswer>;
 
-/** Posts a form as the web client (its id and derived secret added) to one of the provider's endpoints. */
-export function providerPoster(idp: Pick<IdentityProvider, 'handle'>, serverSecret: Buffer): ProviderPoster {
+/**
+ * Posts a form as the web client (its id and derived secret added) to one of the provider's endpoints. Each call is
+ * counted against `budget`, the token endpoint's per-address limit, as the same call made directly would be: an
+ * exchange or refresh over the limit is answered 429 here without reaching the provider. A revocation is counted
+ * but never refused: signing out must always end the sign-in, and each one needed a counted exchange to exist.
+ */
+export function providerPoster(idp: Pick<IdentityProvider, 'handle'>, serverSecret: Buffer, budget?: TokenBudget): ProviderPoster {
   const secret = webClientSecret(serverSecret);
-  return (via, path, form) =>
-    new Promise((resolve, reject) => {
+  return async (via, path, form) => {
+    const wait = budget ? await budget.spend(via) : 0;
+    if (wait > 0 && path === '/oauth2/token') {
+      return { status: 429, body: { error: 'rate_limited', error_description: `Too many token requests from this address; retry after ${wait} s.` }, retryAfter: wait };
+    }
+    return post(via, path, form);
+  };
+
+  function post(via: IncomingMessage, path: string, form: Record<string, string>): Promise<TokenAnswer> {
+    return new Promise((resolve, reject) => {
       const raw = Buffer.from(new URLSearchParams({ ...form, client_id: WEB_CLIENT_ID, client_secret: secret }).toString());
       const headers = {
         host: via.headers.host ?? '',
@@ -104,4 +120,5 @@ export function providerPoster(idp: Pick<IdentityProvider, 'handle'>, serverSecr
         reject(err);
       }
     });
+  }
 }

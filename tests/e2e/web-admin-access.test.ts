@@ -175,10 +175,30 @@ test('an admin adds an access rule that refuses a device, edits conditional acce
   expect(await result.textContent()).toMatch(/Yes.*failure.*unmet: mfa/);
   await inspect(p, 'what-if');
 
-  // Switched to report-only from the list, the policy no longer decides.
+  // Switched to report-only from the list, the policy no longer decides. The state is chosen with the keyboard on
+  // the closed select, passing through "Off": nothing is saved until Apply, then exactly one PUT.
   await nav(p, 'Conditional access');
-  await p.page.getByLabel('State of Everyone needs MFA').selectOption('reportOnly');
+  const writes: string[] = [];
+  const onRequest = (r: { method(): string; url(): string }) => {
+    if (r.method() !== 'GET' && r.url().includes('/admin/v1/conditional-access/')) writes.push(`${r.method()} ${new URL(r.url()).pathname}`);
+  };
+  p.page.on('request', onRequest);
+  const stateSelect = p.page.getByLabel('State of Everyone needs MFA', { exact: true });
+  const apply = p.page.getByRole('button', { name: 'Apply the state of Everyone needs MFA', exact: true });
+  expect(await apply.isDisabled()).toBe(true);
+  await stateSelect.focus();
+  for (const key of ['ArrowDown', 'ArrowDown', 'ArrowUp']) await p.page.keyboard.press(key);
+  expect(await stateSelect.inputValue()).toBe('reportOnly');
+  await p.page.locator('button[aria-label="Apply the state of Everyone needs MFA"]:not([disabled])').waitFor();
+  // The server still has it on; a request the key presses had started would have been seen before this one's.
+  const unsaved = (await p.page.evaluate("fetch('/admin/v1/conditional-access/policies/mfa-everyone').then((r) => r.json())")) as { state: string };
+  expect(unsaved.state).toBe('on');
+  expect(writes).toEqual([]);
+  await apply.click();
   await p.page.getByText('Everyone needs MFA is now report-only.').waitFor();
+  await p.page.locator('button[aria-label="Apply the state of Everyone needs MFA"][disabled]').waitFor();
+  expect(writes).toEqual(['PUT /admin/v1/conditional-access/policies/mfa-everyone']);
+  p.page.off('request', onRequest);
   await inspect(p, 'policies');
   await nav(p, 'What If');
   await p.page.getByLabel('User', { exact: true }).selectOption({ label: 'Bob (bob)' });
@@ -222,6 +242,33 @@ test('an admin adds an access rule that refuses a device, edits conditional acce
   await inspect(p, 'user-detail');
   expect(await p.page.evaluate('window.__sameDocument')).toBe(true); // every step above without a reload
 
+  // Her own account (known from GET /web/session): marked in the list, and the actions the API refuses on it are
+  // not offered — focusable but inert, described by the reason shown next to them.
+  await nav(p, 'Users');
+  const own = p.page.locator('table.users tbody tr', { hasText: '(you)' });
+  await own.waitFor();
+  expect(await own.locator('td[data-label="Username"]').textContent()).toBe('ada');
+  await own.getByRole('link', { name: 'Ada', exact: true }).click();
+  await heading(p, 'Ada');
+  for (const name of ['Disable', 'Reset password', 'Revoke sessions', 'Reset two-step verification']) {
+    const action = p.page.getByRole('button', { name, exact: true });
+    expect(await action.getAttribute('aria-disabled')).toBe('true');
+    const describedBy = (await action.getAttribute('aria-describedby')) ?? '';
+    expect(await p.page.locator(`#${describedBy}`).textContent()).toMatch(/your own account\. You cannot disable it, reset its password, revoke its sessions or reset its two-step verification/);
+  }
+  const ownWrites: string[] = [];
+  const onOwnRequest = (r: { method(): string; url(): string }) => void (r.method() !== 'GET' && ownWrites.push(r.url()));
+  p.page.on('request', onOwnRequest);
+  // Reached and pressed from the keyboard, it does nothing.
+  await p.page.getByRole('button', { name: 'Disable', exact: true }).focus();
+  expect(await p.page.evaluate('document.activeElement.dataset.action')).toBe('disable');
+  await p.page.keyboard.press('Enter');
+  await p.page.evaluate("fetch('/web/session').then((r) => r.status)"); // a round trip after the key press's effects
+  expect(await p.page.getByRole('dialog').count()).toBe(0);
+  expect(ownWrites).toEqual([]);
+  p.page.off('request', onOwnRequest);
+  await inspect(p, 'user-own-account');
+
   // An app protection policy from the template, then deleted after a confirmation naming it.
   await nav(p, 'App protection');
   await p.page.getByRole('link', { name: 'New app protection policy', exact: true }).click();
@@ -259,5 +306,11 @@ test('an admin adds an access rule that refuses a device, edits conditional acce
   await fitsWidth(p);
   await p.expectAccessible();
   await p.screenshot('users-390');
+  // The policy list's state select and its Apply button, in a card.
+  await nav(p, 'Conditional access');
+  await p.page.locator('tr[data-item="mfa-everyone"]').waitFor();
+  await fitsWidth(p);
+  await p.expectAccessible();
+  await p.screenshot('policies-390');
   await p.expectNoCspViolations();
 }, 180_000);

@@ -17,10 +17,10 @@ import { MIGRATIONS_DIR as SQLITE_MIGRATIONS_DIR } from '../../server/store/sqli
 import { freshDatabase, type FreshDatabase } from '../helpers/postgres';
 
 /**
- * Not distributed: small tables every node reads whole (Citus reference tables), the migrations' own, and the token
- * endpoint's rate-limit counts (keyed by address and username).
+ * Not distributed: small tables every node reads whole (Citus reference tables), the migrations' own, the token
+ * endpoint's rate-limit counts (keyed by address and username) and the web sessions' refreshes (keyed by a token hash).
  */
-const GLOBAL = ['identity_records', 'node_secrets', 'rate_limits', 'schema_migrations', 'tenants'];
+const GLOBAL = ['identity_records', 'node_secrets', 'rate_limits', 'schema_migrations', 'tenants', 'web_refreshes'];
 /** Migrations with no SQLite counterpart: what they hold lives in files and in memory with SQLite (README.md). */
 const POSTGRES_ONLY_MIGRATIONS = ['0006_node_secrets.sql', '0007_rate_limits.sql'];
 const TENANT_DATA = [

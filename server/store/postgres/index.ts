@@ -50,6 +50,7 @@ import { mailboxViewSteps } from './mailboxViews';
 import { conversationSteps } from './conversations';
 import { diagnosticsSteps } from './diagnostics';
 import { PG_OUTBOX_UPSERT, pushSteps } from './push';
+import { webRefreshSteps } from './webRefresh';
 import { sharedCounters, sharedSecrets, type SharedCounters, type SharedSecrets } from './shared';
 import { textParam, type Tx } from './tx';
 
@@ -107,6 +108,7 @@ const LONE_READS = new Set([
   'diagnostics.byId', 'diagnostics.listByUser',
   'push.channel', 'push.channelsOfDevice', 'push.channelsOfUser', 'push.countChannels', 'push.outboxSize', 'push.queueSize',
   'push.reminder', 'push.dueReminders',
+  'webRefresh.read',
   'mailboxSettings.get', 'autoReplies.pending', 'autoReplies.ofPeriod',
   'sharedMailboxes.get', 'sharedMailboxes.list', 'sharedMailboxes.member', 'sharedMailboxes.members', 'sharedMailboxes.ofMember',
 ]);
@@ -150,7 +152,7 @@ const invalidationKey = (change: Invalidation) =>
   : 'all';
 
 /** The methods of every group, as steps over `tx`. */
-const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx), ...diagnosticsSteps(tx), ...pushSteps(tx) }) as TxStore;
+const stepsOver = (tx: Tx): TxStore => ({ ...accountSteps(tx), ...deviceSteps(tx), ...mailSteps(tx), ...contentSteps(tx), ...identitySteps(tx), ...accessSteps(tx), ...protectionSteps(tx), ...directorySteps(tx), ...mailboxViewSteps(tx), ...conversationSteps(tx), ...diagnosticsSteps(tx), ...pushSteps(tx), ...webRefreshSteps(tx) }) as TxStore;
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 

@@ -16,6 +16,7 @@ import { mailboxViewRepositories } from './mailboxViews';
 import { conversationRepositories } from './conversations';
 import { diagnosticsRepositories } from './diagnostics';
 import { pushRepositories, SQLITE_OUTBOX_UPSERT } from './push';
+import { webRefreshRepositories } from './webRefresh';
 import {
   DEFAULT_REGION,
   type CommittedChange,
@@ -349,6 +350,7 @@ export function openSqliteStore(file: string): SqliteStore {
     ...conversationRepositories(sql),
     ...diagnosticsRepositories(sql),
     ...pushRepositories(sql, transaction),
+    ...webRefreshRepositories(sql, transaction),
   };
 
   // Cluster-wide jobs: one process per file runs them (the leader), so only this store's own overlap is refused.

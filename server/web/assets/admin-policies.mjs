@@ -1,7 +1,8 @@
 // The access configuration's collections, one generic page each: conditional-access policies, app protection
 // policies, named locations and groups (GET/POST <api>, GET/PUT/DELETE <api>/{id}). The common fields (id, name and a
 // policy's state) are form fields; the rest of the entry is edited as JSON, and the API's validation errors are shown
-// next to the form. A conditional-access policy's state is also switched from the list.
+// next to the form. A conditional-access policy's state is also switched from the list: chosen in its select, saved
+// only by that row's Apply button (a select saving on `change` saved every state arrow keys passed through).
 import { html, useEffect, useRef, useState } from './vendor/preact-htm.mjs';
 import { api } from './api.mjs';
 import { ConfirmDialog, Link, Status, usePoll } from './ui.mjs';
@@ -77,15 +78,29 @@ export function CollectionList({ kind, navigate }) {
   const c = COLLECTIONS[kind];
   const [data, error, reload] = usePoll(() => api(c.api), [kind]);
   const [status, setStatus] = useState({ message: '' });
+  // The state chosen in each row's select but not applied yet, by id (kept across the list's polls).
+  const [chosen, setChosen] = useState({});
+  const [saving, setSaving] = useState(null);
   const items = data?.[c.listKey];
+  const choose = (id, state) => setChosen((all) => ({ ...all, [id]: state }));
+  // A choice the saved list now shows (applied here, or made elsewhere) is no longer pending.
+  useEffect(() => {
+    if (!items) return;
+    setChosen((all) => {
+      const pending = Object.entries(all).filter(([id, state]) => items.find((i) => i.id === id)?.state !== state);
+      return pending.length === Object.keys(all).length ? all : Object.fromEntries(pending);
+    });
+  }, [data]);
 
-  async function setState(item, state) {
+  async function applyState(item, state) {
+    setSaving(item.id);
     try {
       await api(`${c.api}/${encodeURIComponent(item.id)}`, { method: 'PUT', body: { ...item, state } });
       setStatus({ message: `${item.name} is now ${STATES.find(([k]) => k === state)[1].toLowerCase()}.` });
     } catch (err) {
       setStatus({ message: `${item.name}: ${err.message}`, error: true });
     } finally {
+      setSaving(null);
       reload();
     }
   }
@@ -97,6 +112,7 @@ export function CollectionList({ kind, navigate }) {
     <div class="actions"><${Link} class="button" href=${`${c.base}/new`} navigate=${navigate}>New ${c.singular}</${Link}></div>
     ${error && html`<${Status} error message=${error.message} />`}
     <${Status} ...${status} />
+    ${c.hasState && items?.length > 0 && html`<p id="state-hint" class="hint">Choose a policy’s state, then Apply it; nothing is saved before.</p>`}
     ${items === undefined
       ? html`<p>Loading…</p>`
       : items.length === 0
@@ -110,18 +126,29 @@ export function CollectionList({ kind, navigate }) {
                   <td data-label="Name"><${Link} href=${itemHref(c, item.id)} navigate=${navigate}>${item.name}</${Link}></td>
                   <td data-label="ID"><code>${item.id}</code></td>
                   <td data-label="Summary">${c.summary(item)}</td>
-                  ${c.hasState &&
-                  html`<td data-label="State">
-                    <label class="visually-hidden" for=${`state-${item.id}`}>State of ${item.name}</label>
-                    <select id=${`state-${item.id}`} class="compact" value=${item.state} onChange=${(e) => setState(item, e.currentTarget.value)}>
-                      ${STATES.map(([v, l]) => html`<option value=${v} selected=${v === item.state}>${l}</option>`)}
-                    </select>
-                  </td>`}
+                  ${c.hasState && html`<td data-label="State"><${StateChoice} item=${item} value=${chosen[item.id] ?? item.state} busy=${saving === item.id} onChoose=${choose} onApply=${applyState} /></td>`}
                 </tr>`,
               )}
             </tbody>
           </table>`}
   </section>`;
+}
+
+/**
+ * A policy's state in the list: the select only chooses (no request, whatever keys or events move it); Apply saves
+ * the choice, and is enabled only while the choice differs from the saved state.
+ */
+function StateChoice({ item, value, busy, onChoose, onApply }) {
+  const id = `state-${item.id}`;
+  const changed = value !== item.state;
+  const pick = (e) => onChoose(item.id, e.currentTarget.value);
+  return html`<div class="row-actions">
+    <label class="visually-hidden" for=${id}>State of ${item.name}</label>
+    <select id=${id} class="compact" value=${value} onChange=${pick} onInput=${pick}>
+      ${STATES.map(([v, l]) => html`<option value=${v} selected=${v === value}>${l}</option>`)}
+    </select>
+    <button type="button" aria-label=${`Apply the state of ${item.name}`} aria-describedby="state-hint" disabled=${!changed || busy} onClick=${() => onApply(item, value)}>Apply</button>
+  </div>`;
 }
 
 /** The entry without its common fields, as the JSON editor shows it. */

@@ -1,13 +1,18 @@
 // The tenant's users (/admin/v1/users…): search and paging, create, and one user's page with disable / enable,
-// reset password (a generated one is shown once), revoke sessions and reset MFA, each confirmed by name.
+// reset password (a generated one is shown once), revoke sessions and reset MFA, each confirmed by name. The
+// admin's own account is marked, and the actions the API refuses on it are not offered (they say why instead).
 import { html, useEffect, useRef, useState } from './vendor/preact-htm.mjs';
-import { api } from './api.mjs';
+import { api, whoAmI } from './api.mjs';
 import { ConfirmDialog, Link, Status, Time, useAction, usePoll } from './ui.mjs';
 import { CursorPager, FormErrors, SelectField, TextField, problemOf, useDebounced } from './access-ui.mjs';
 
 const PAGE_SIZE = 25;
 const userHref = (id) => `/admin/users/${encodeURIComponent(id)}`;
 const nameOfUser = (u) => u.displayName || u.username;
+/** Whether `u` is the signed-in administrator, by the id GET /web/session gave. */
+const isMe = (u) => u.id === whoAmI()?.user.id;
+/** What the API refuses on one's own account (admin/userManagement.ts): another administrator must do them. */
+const NOT_ON_SELF = new Set(['disable', 'reset-password', 'revoke-sessions', 'reset-mfa']);
 
 export function UserList({ navigate }) {
   const [q, setQ] = useState('');
@@ -40,7 +45,7 @@ export function UserList({ navigate }) {
             <tbody>
               ${page.users.map(
                 (u) => html`<tr key=${u.id} data-user=${u.id}>
-                  <td data-label="Name"><${Link} href=${userHref(u.id)} navigate=${navigate}>${nameOfUser(u)}</${Link}></td>
+                  <td data-label="Name"><${Link} href=${userHref(u.id)} navigate=${navigate}>${nameOfUser(u)}</${Link}>${isMe(u) && html` <span class="muted">(you)</span>`}</td>
                   <td data-label="Username">${u.username}</td>
                   <td data-label="Email">${u.email}</td>
                   <td data-label="Role">${u.role}</td>
@@ -143,6 +148,13 @@ export function UserDetail({ id, navigate }) {
   if (!user) return html`<section>${back}<h1 ref=${heading} tabindex="-1">User</h1><p>Loading…</p></section>`;
   const name = nameOfUser(user);
   const actions = [user.disabled ? 'enable' : 'disable', 'reset-password', 'revoke-sessions', ...(user.mfa?.enrolled ? ['reset-mfa'] : [])];
+  const me = isMe(user);
+  // On one's own account the refused actions stay visible but inert (aria-disabled keeps them focusable, so a
+  // keyboard or screen-reader user reaches them and hears the reason through aria-describedby).
+  const button = (a) =>
+    me && NOT_ON_SELF.has(a)
+      ? html`<button type="button" aria-disabled="true" aria-describedby="self-note" data-action=${a}>${ACTIONS[a].label}</button>`
+      : html`<button type="button" class=${a === 'enable' ? '' : 'danger'} disabled=${busy} data-action=${a} onClick=${() => setConfirming(a)}>${ACTIONS[a].label}</button>`;
   const fields = [
     ['Username', user.username],
     ['Email', user.email],
@@ -158,8 +170,9 @@ export function UserDetail({ id, navigate }) {
     ${back}
     <h1 id="page-title" ref=${heading} tabindex="-1">${name}</h1>
     <div class="actions" role="group" aria-label="Actions">
-      ${actions.map((a) => html`<button type="button" class=${a === 'enable' ? '' : 'danger'} disabled=${busy} onClick=${() => setConfirming(a)}>${ACTIONS[a].label}</button>`)}
+      ${actions.map(button)}
     </div>
+    ${me && html`<p id="self-note" class="hint">This is your own account. You cannot disable it, reset its password, revoke its sessions or reset its two-step verification here; another administrator can.</p>`}
     <${Status} ...${status} />
     ${password &&
     html`<div class="one-time panel" role="region" aria-labelledby="otp-title">

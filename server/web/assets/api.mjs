@@ -26,12 +26,18 @@ export async function api(path, { method = 'GET', body } = {}) {
   return res.status === 204 ? null : res.json();
 }
 
+let signedIn = null;
+
 /** The session as the page may know it: who, which role, and the CSRF token (kept in this module only). */
 export async function loadSession() {
   const session = await api('/web/session');
   csrfToken = session.csrfToken;
-  return { user: session.user, role: session.role, tenant: session.tenant };
+  signedIn = { user: session.user, role: session.role, tenant: session.tenant };
+  return signedIn;
 }
+
+/** Who is signed in, as GET /web/session said (null before it answered): pages compare record ids with it. */
+export const whoAmI = () => signedIn;
 
 export async function signOut() {
   await api('/web/logout', { method: 'POST' }).catch(() => undefined);
