@@ -48,7 +48,9 @@ export async function verifyPassword(password: string, stored: string | null): P
 
 /** Dev and demo passwords must still be of a sane size; real policy belongs to the identity provider. */
 export function passwordProblem(password: string): string | undefined {
-  if (password.length < 8) return 'must be at least 8 characters';
-  if (password.length > 1024) return 'must be at most 1024 characters';
+  // Characters as people (and JSON Schema's minLength) count them: code points, not UTF-16 units — an emoji is one.
+  const length = [...password].length;
+  if (length < 8) return 'must be at least 8 characters';
+  if (length > 1024) return 'must be at most 1024 characters';
   return undefined;
 }

@@ -94,6 +94,12 @@ describe('create', () => {
     expect(JSON.stringify(await auditActions())).not.toContain('dora-initial-pw');
   });
 
+  test('a password of exactly 8 characters, 5 of them emoji (13 UTF-16 units), is taken and signs in', async () => {
+    const res = await admin().post(U, { username: 'gina', role: 'user', password: '\u{1F600}\u{1F601}\u{1F602}\u{1F603}🐦bir' });
+    expect(res.status).toBe(201);
+    expect((await passwordGrant(ctx, res.body.username, '\u{1F600}\u{1F601}\u{1F602}\u{1F603}🐦bir')).status).toBe(200);
+  });
+
   test('without a password: an account that cannot sign in with one until reset; role admin; defaults', async () => {
     const res = await admin().post(U, { username: 'ellen@users.example', role: 'admin' });
     expect(res.status).toBe(201);
@@ -107,6 +113,9 @@ describe('create', () => {
     [{ username: 'x'.repeat(129), password: 'long-enough-pw' }, 'username'],
     [{ username: 'alice', password: 'long-enough-pw' }, 'username'],
     [{ username: 'frank', password: 'short' }, 'password'],
+    // 5 characters in 8 UTF-16 units (found by the fuzz suite): the policy counts characters, as the document does
+    [{ username: 'frank', password: '\u0000\u{10000}\u0000\u{10000}\u{10000}' }, 'password'],
+    [{ username: 'frank', password: '\u{1F600}'.repeat(1025) }, 'password'],
     [{ username: 'frank', password: 'long-enough-pw', role: 'owner' }, 'role'],
     [{ username: 'frank', email: 'not-an-address' }, 'email'],
     [{ username: 'frank', tenantId: 'x' }, 'tenantId'],
