@@ -148,6 +148,11 @@ export interface CrashOptions {
   cycles: number;
   workers: number;
   windowMs: [number, number];
+  /**
+   * Writes each cycle must have acknowledged before its fault (waited for past the window, at most 20 s more): the
+   * floor is then the cycle's own doing, not the machine's speed under whatever else it runs.
+   */
+  minAckedPerCycle?: number;
   inboxItems?: number;
   itemsPerWorker?: number;
   dataDir: string;
@@ -372,9 +377,12 @@ export async function runCrashCycles(opts: CrashOptions): Promise<CrashReport> {
       }
     }
 
+    const ackedBefore = report.ackedTotal;
     const running = [...seed.owned.map((_, w) => worker(w)), reader()];
     const windowMs = opts.windowMs[0] + Math.random() * (opts.windowMs[1] - opts.windowMs[0]);
     await new Promise((r) => setTimeout(r, windowMs));
+    const floorBy = performance.now() + 20_000;
+    while (report.ackedTotal - ackedBefore < (opts.minAckedPerCycle ?? 0) && performance.now() < floorBy) await new Promise((r) => setTimeout(r, 10));
     if (fault === 'kill') {
       stopping = faulted = true;
       server.proc.kill('SIGKILL');

@@ -61,7 +61,7 @@ async function withTarget<T>(backend: string, fn: (dataDir: string, databaseUrl:
 test.each(STORE_BACKENDS)(`%s: ${CYCLES} kill -9 cycles under acknowledged writes lose nothing`, (backend) =>
   withTarget(backend, async (dataDir, databaseUrl) => {
     const report = await runCrashCycles({
-      cycles: CYCLES, workers: WORKERS, windowMs: [100, DEEP ? 1500 : 800], dataDir, databaseUrl, log: process.env.CRASH_VERBOSE ? console.log : undefined,
+      cycles: CYCLES, workers: WORKERS, windowMs: [100, DEEP ? 1500 : 800], minAckedPerCycle: 10, dataDir, databaseUrl, log: process.env.CRASH_VERBOSE ? console.log : undefined,
     });
     describeReport(`crash (${backend})`, report);
     expect(short(report.problems)).toEqual([]);
