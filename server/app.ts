@@ -77,7 +77,7 @@ import { webPages } from './web/routes';
 import { createWebSessions } from './web/sessions';
 import { cookieAuthentication } from './web/cookieAuth';
 import { providerPoster } from './web/tokenClient';
-import { tokenBudget, withTokenBudget } from './web/tokenBudget';
+import { tokenBudget } from './web/tokenBudget';
 
 export interface AppDeps {
   config: Config;
@@ -376,8 +376,8 @@ export function createApp(deps: AppDeps) {
   const webPost = providerPoster(idp, keys.serverSecret, webBudget);
   const webSessions = createWebSessions({ serverSecret: keys.serverSecret, accessTokens, post: webPost, now, refreshTokenTtlSeconds: config.refreshTokenTtl, refreshes: store.webRefresh });
   const webAuthenticate = (token: string) => authenticator('GET', '/web/session', { authorization: `Bearer ${token}` }, { protocol: 'https', host: undefined });
-  app.use(webPages({ issuer, store, sessions: withTokenBudget(webSessions, webBudget, now), post: webPost, now, authenticate: webAuthenticate, budget: webBudget }));
-  const webCookie = cookieAuthentication(withTokenBudget(webSessions, webBudget, now), new URL(issuer).origin);
+  app.use(webPages({ issuer, store, sessions: webSessions, post: webPost, now, authenticate: webAuthenticate, budget: webBudget }));
+  const webCookie = cookieAuthentication(webSessions, new URL(issuer).origin);
   app.use('/admin/v1', webCookie);
   app.use('/account/v1', webCookie, authenticate(authenticator));
   app.use('/v1', authenticate(authenticator), deviceGate(devices, accessCheck), deviceLimit);

@@ -135,8 +135,10 @@ export function createWebSessions(o: WebSessionsOptions) {
       if (!jwe) return undefined;
       let session = await sealer.open<WebSession>(jwe);
       if (session && session.expiresAt - o.now() < REFRESH_MARGIN_MS) {
+        const held: WebSession = session;
         session = session.refreshExpiresAt > o.now() ? await refresh(req, session) : undefined;
-        if (session) await write(res, session);
+        // A refresh the token budget refused keeps the session as it was: its cookie stays as it is.
+        if (session && session !== held) await write(res, session);
       }
       if (!session) clearCookie(res, SESSION_COOKIE);
       return session;

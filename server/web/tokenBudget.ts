@@ -3,14 +3,13 @@
  * refreshes for the browser in process (tokenClient.ts), so these calls never pass the endpoint's limiter: here
  * they are counted by that same limiter (identity/routes.ts, `tokenAddressLimit`), under the browser's address, so
  * signing in or refreshing through the pages costs what the same call made directly would — no more budget for
- * whoever drives the pages, and a limited address is limited here too.
+ * whoever drives the pages, and a limited address is limited here too. A refresh refused this way never reached the
+ * provider, so its token is unused: sessions.ts keeps a session whose access token still works, else answers 429.
  */
 import type { IncomingMessage } from 'node:http';
 import type { Request, Response } from 'express';
 import type { RateLimitRequestHandler } from 'express-rate-limit';
-import { ApiError, errors } from '../errors';
-import { cookieValue, SESSION_COOKIE, type WebSession } from './session';
-import type { WebSessions } from './sessions';
+import { ApiError } from '../errors';
 
 export interface TokenBudget {
   /** Counts one token-endpoint call from the request's address: 0 when it may go ahead, else the seconds to wait. */
@@ -40,34 +39,6 @@ export function tokenBudget(limit: RateLimitRequestHandler, key: (req: Request) 
       const reset = info?.resetTime?.getTime() ?? 0;
       // The limiter refuses a call once it would make the count exceed `max`.
       return info && info.totalHits >= max && reset > Date.now() ? Math.max(1, Math.ceil((reset - Date.now()) / 1000)) : 0;
-    },
-  };
-}
-
-/**
- * Ahead of a refresh: when the address's budget is spent, a session whose access token still works keeps it (and its
- * cookie) instead of being refreshed — a refused refresh would otherwise end the session (sessions.ts drops a
- * session whose refresh fails) — and one whose access token has expired is answered 429 with its cookie kept, so it
- * refreshes once the window has passed. Looked at only when the token is near its end: PEEK_MARGIN_MS is at least
- * the margin at which sessions.ts refreshes, so no refresh starts without this look, and the budget's store (shared
- * between processes and nodes) is not asked on every request.
- */
-const PEEK_MARGIN_MS = 5 * 60_000;
-
-export function withTokenBudget(sessions: WebSessions, budget: TokenBudget, now: () => number): WebSessions {
-  return {
-    ...sessions,
-    async current(req: Request, res: Response): Promise<WebSession | undefined> {
-      const jwe = cookieValue(req.headers, SESSION_COOKIE);
-      const held = jwe ? await sessions.sealer.open<WebSession>(jwe) : undefined;
-      if (held && held.expiresAt - now() < PEEK_MARGIN_MS && held.refreshExpiresAt > now()) {
-        const wait = await budget.wait(req);
-        if (wait > 0) {
-          if (held.expiresAt > now()) return held;
-          throw errors.rateLimited(wait);
-        }
-      }
-      return sessions.current(req, res);
     },
   };
 }
