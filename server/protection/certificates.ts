@@ -13,6 +13,7 @@ import crypto from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
+import { readBer } from './ber';
 
 /** Input that is not a usable certificate; the message is shown to the user (in a 400) and says what is wrong. */
 export class CertificateInputError extends Error {
@@ -162,8 +163,8 @@ function decodeBase64(text: string, problem: string): Uint8Array {
 /** Parses exactly one certificate; says so when the bytes are a private key, a PKCS#12 file or anything else. */
 function readCertificate(der: Uint8Array): x509.X509Certificate {
   if (isPrivateKey(der)) throw new CertificateInputError(PRIVATE_KEY_MESSAGE);
-  const asn1 = asn1js.fromBER(der);
-  if (asn1.offset === -1) throw new CertificateInputError('this is not a certificate (the data is not a DER structure)');
+  const asn1 = readBer(der);
+  if (!asn1) throw new CertificateInputError('this is not a certificate (the data is not a DER structure)');
   if (isPkcs12(asn1.result)) {
     throw new CertificateInputError('this is a PKCS#12 (.p12/.pfx) file, which holds your private key: export and publish only the certificate');
   }

@@ -11,6 +11,7 @@ import nodeCrypto, { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
+import { readBer } from './ber';
 
 /** Malformed input, no matching recipient, refused algorithm, bad signature, untrusted signer... */
 export class CmsError extends Error {
@@ -93,8 +94,8 @@ function pemBlock(pem: string, label: string): ArrayBuffer {
 
 /** One BER/DER value filling `bytes` exactly (trailing bytes are refused: they would not be covered by anything). */
 function parseAsn1(bytes: ArrayBuffer, what: string): asn1js.AsnType {
-  const parsed = asn1js.fromBER(bytes);
-  if (parsed.offset === -1 || parsed.result.error) throw new CmsError(`${what}: not valid BER/DER`);
+  const parsed = readBer(bytes);
+  if (!parsed) throw new CmsError(`${what}: not valid BER/DER`);
   if (parsed.offset !== bytes.byteLength) throw new CmsError(`${what}: trailing bytes after the structure`);
   return parsed.result;
 }

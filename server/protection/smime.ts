@@ -23,6 +23,7 @@
 import { webcrypto } from 'node:crypto';
 import * as asn1js from 'asn1js';
 import * as pkijs from 'pkijs';
+import { readBer } from './ber';
 import { describeCertificate } from './certificates';
 
 export interface SmimeSigner {
@@ -363,8 +364,8 @@ function describeSigner(certificate: pkijs.Certificate, fromAddresses: string[])
 
 function readContentInfo(der: Buffer): pkijs.ContentInfo | undefined {
   if (!der.length) return undefined;
-  const asn1 = asn1js.fromBER(new Uint8Array(der));
-  if (asn1.offset === -1) return undefined;
+  const asn1 = readBer(new Uint8Array(der));
+  if (!asn1) return undefined;
   try {
     return new pkijs.ContentInfo({ schema: asn1.result });
   } catch {

@@ -239,6 +239,8 @@ describe('decryptWith refuses with CmsError, never another error', () => {
     await expectCmsError(decryptWith(Buffer.concat([der, Buffer.from([0])]), [ours]), /trailing/);
     await expectCmsError(decryptWith(Buffer.alloc(0), [ours]));
     await expectCmsError(decryptWith(crypto.randomBytes(600), [ours]));
+    // An odd-length BMPString, on which asn1js throws a RangeError rather than reporting bad BER.
+    await expectCmsError(decryptWith(Buffer.from('30031e0141', 'hex'), [ours]), /not valid BER/);
     await expectCmsError(decryptWith(await signContent(content, ours, Date.now()), [ours]), /content type/);
   });
 

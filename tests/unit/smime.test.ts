@@ -193,6 +193,8 @@ describe('detached signatures (multipart/signed)', () => {
       withSignatureBody(message, crypto.randomBytes(600).toString('base64')),
       withSignatureBody(message, 'this is not base64 at all: %%%'),
       withSignatureBody(message, ''),
+      // An odd-length BMPString: asn1js throws a RangeError rather than reporting bad BER.
+      withSignatureBody(message, Buffer.from('30031e0141', 'hex').toString('base64')),
       bytes(latin1(message).slice(0, Math.floor(message.length * 0.8))), // cut short inside the signature
       bytes(latin1(message).replace(/; boundary="[^"]+"/, '')), // no boundary
     ];
@@ -235,6 +237,12 @@ describe('opaque signatures (application/pkcs7-mime; smime-type=signed-data)', (
   test('unreadable signed-data is invalid, never a throw', async () => {
     const message = bytes(latin1(signedMessage(pki.alice, { opaque: true })).replace(/\r?\n\r?\n[\s\S]*$/, '\n\nbm90IGNtcw==\n'));
     expect(await inspector.inspect(message, now())).toMatchObject({ kind: 'signed', signature: { status: 'invalid', signer: null } });
+  });
+
+  test('a body asn1js throws on (odd-length BMPString) is not S/MIME we can read, never a throw', async () => {
+    const body = Buffer.from('1e0141', 'hex').toString('base64');
+    const message = bytes(latin1(signedMessage(pki.alice, { opaque: true })).replace(/\r?\n\r?\n[\s\S]*$/, `\n\n${body}\n`));
+    await expect(inspector.inspect(message, now())).resolves.toMatchObject({ kind: 'signed', signature: { status: 'invalid' } });
   });
 });
 
