@@ -876,7 +876,7 @@ export interface ClaimedPushDelivery {
 
 /**
  * A calendar reminder due: one per event (the next occurrence's reminder; recurring events are rescheduled after
- * each). `sentAt` set: the reminder went out and a change to the event must send its cancellation.
+ * each). `sentAt` set: the row's own reminder went out (the event has no later occurrence to move on to).
  */
 export interface PushReminderRecord {
   userId: string;
@@ -885,6 +885,19 @@ export interface PushReminderRecord {
   occurrenceStart: number;
   dueAt: number;
   sentAt: number | null;
+  /**
+   * The last reminder of the event that went out, while its occurrence has not ended: it is on the device's screen,
+   * so a change that withdraws that occurrence owes a cancellation. For a recurring event this is the occurrence
+   * before the row's pending one; for a sent row, the row's own.
+   */
+  shown: ShownReminder | null;
+}
+
+export interface ShownReminder {
+  occurrenceStart: number;
+  dueAt: number;
+  /** When the occurrence ends (ms): after it, nothing is owed. */
+  until: number;
 }
 
 export interface StoreMethods {
@@ -1364,10 +1377,13 @@ export interface StoreMethods {
     deleteReminder(userId: string, itemId: string): PushReminderRecord | undefined;
     /** Reminders not sent whose due time is at or before `now`, soonest first, at most `limit`. */
     dueReminders(now: number, limit: number): PushReminderRecord[];
-    /** Marks a reminder sent; false when it changed meanwhile (another due time) or is gone. */
-    markReminderSent(userId: string, itemId: string, dueAt: number, now: number): boolean;
-    /** Deletes sent reminders whose occurrence started before `before`; answers how many. */
-    purgeReminders(before: number): number;
+    /**
+     * Marks a reminder sent; false when it changed meanwhile (another due time) or is gone. `shownUntil`: the end of
+     * its occurrence, recorded as the row's `shown` (null: nothing was shown, e.g. a reminder too late to show).
+     */
+    markReminderSent(userId: string, itemId: string, dueAt: number, now: number, shownUntil: number | null): boolean;
+    /** Deletes sent reminders whose occurrence started before `startedBefore` and is not shown after `now`; how many. */
+    purgeReminders(startedBefore: number, now: number): number;
   };
 
   /** Diagnostics incidents (mailbox data: each belongs to a user, and its zip is a blob of that user's). */

@@ -22,6 +22,7 @@ import { openTestStore, STORE_BACKENDS, type StoreBackend, type TestStore } from
 const TIMEOUT_MS = 5000;
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
+const DAY = 24 * HOUR;
 const DESCRIPTION = { friendlyName: null, deviceType: null, deviceModel: null, deviceOS: null, clientType: null, clientVersion: null, userAgent: null, capabilities: [] };
 
 const apnsTeam = { teamId: 'TEAM123456', keyId: 'KEY7654321', topic: 'org.pigeon.mail' };
@@ -450,7 +451,7 @@ describe.each(STORE_BACKENDS)('background push engine (%s store, real gateway cl
     const start = w.clock.now() + 2 * HOUR;
     const item = await w.store.items.create({ userId: w.user.id, folderId: w.calendar.id, type: 'event', receivedAt: start, subject: 'Standup', data: event(start) as unknown as Record<string, unknown> }, w.clock.now());
     await w.push.runOnce();
-    expect(await w.store.push.reminder(w.user.id, item.id)).toEqual({ userId: w.user.id, itemId: item.id, occurrenceStart: start, dueAt: start - 15 * MINUTE, sentAt: null });
+    expect(await w.store.push.reminder(w.user.id, item.id)).toEqual({ userId: w.user.id, itemId: item.id, occurrenceStart: start, dueAt: start - 15 * MINUTE, sentAt: null, shown: null });
     const reminders = () => apnsTo(apnsToken).filter((r) => r.payload.type === 'reminder' || r.payload.type === 'reminderCancel');
 
     w.clock.set(start - 15 * MINUTE - 1000);
@@ -496,10 +497,55 @@ describe.each(STORE_BACKENDS)('background push engine (%s store, real gateway cl
     expect(fired[0]!.payload.alert).toEqual({ title: 'Upcoming event', body: `Starts at ${new Date(start).toISOString()}` });
     expect(fired[0]!.plaintext).not.toContain('Daily sync');
     const next = start + 24 * HOUR;
-    expect(await w.store.push.reminder(w.user.id, item.id)).toEqual({ userId: w.user.id, itemId: item.id, occurrenceStart: next, dueAt: next - 15 * MINUTE, sentAt: null });
+    expect(await w.store.push.reminder(w.user.id, item.id)).toEqual({
+      userId: w.user.id,
+      itemId: item.id,
+      occurrenceStart: next,
+      dueAt: next - 15 * MINUTE,
+      sentAt: null,
+      shown: { occurrenceStart: start, dueAt: start - 15 * MINUTE, until: start + HOUR },
+    });
     w.clock.set(next - 15 * MINUTE);
     await w.push.runOnce();
     expect(webPushes(web.subscription).filter((p) => p.payload.type === 'reminder')).toHaveLength(2);
+  });
+
+  it("cancels a recurring event's reminder already shown when the series moves while that occurrence is on, and not after it", async () => {
+    const w = await world();
+    const phone = await w.device('phone-0013');
+    const apnsToken = token();
+    await w.channel(phone, 'apns', apnsToken, { topic: apnsTeam.topic, environment: 'production' });
+    const reminders = () => apnsTo(apnsToken).filter((r) => r.payload.type === 'reminder' || r.payload.type === 'reminderCancel');
+    const start = w.clock.now() + HOUR;
+    const daily = event(start, { recurrence: { rrule: 'FREQ=DAILY;COUNT=5', exdates: [], rdates: [] } });
+    const item = await w.store.items.create({ userId: w.user.id, folderId: w.calendar.id, type: 'event', receivedAt: start, subject: 'Daily sync', data: daily as unknown as Record<string, unknown> }, w.clock.now());
+    await w.push.runOnce();
+    w.clock.set(start - 15 * MINUTE);
+    await w.push.runOnce();
+    expect(reminders().map((r) => r.payload.type)).toEqual(['reminder']);
+    expect((await w.store.push.reminder(w.user.id, item.id))!.occurrenceStart).toBe(start + DAY); // moved on
+
+    // During the first occurrence, the organiser moves the whole series an hour later: the first occurrence the
+    // phone shows is gone, so it is cancelled; the next reminder is the moved first occurrence's, not yet due.
+    w.clock.set(start + 10 * MINUTE);
+    const later = { ...daily, start: new Date(start + HOUR).toISOString(), end: new Date(start + 2 * HOUR).toISOString() };
+    await w.store.items.replace(w.user.id, item.id, { subject: 'Daily sync', bodyText: null, receivedAt: start + HOUR, data: later as unknown as Record<string, unknown> }, w.clock.now());
+    await w.push.runOnce();
+    expect(reminders().map((r) => r.payload.type)).toEqual(['reminder', 'reminderCancel']);
+    const cancel = reminders()[1]!;
+    expect(cancel.headers['apns-collapse-id']).toBe(`reminder:${item.id}`);
+    expect(cancel.payload).toMatchObject({ type: 'reminderCancel', data: { type: 'reminderCancel', itemId: item.id } });
+    expect(await w.store.push.reminder(w.user.id, item.id)).toMatchObject({ occurrenceStart: start + HOUR, sentAt: null, shown: null });
+
+    // The moved occurrence's reminder fires; once that occurrence has ended, deleting the series owes nothing.
+    w.clock.set(start + 45 * MINUTE);
+    await w.push.runOnce();
+    expect(reminders().map((r) => r.payload.type)).toEqual(['reminder', 'reminderCancel', 'reminder']);
+    w.clock.set(start + 2 * HOUR);
+    await w.store.items.delete(w.user.id, item.id, w.clock.now());
+    await w.push.runOnce();
+    expect(reminders().map((r) => r.payload.type)).toEqual(['reminder', 'reminderCancel', 'reminder']);
+    expect(await w.store.push.reminder(w.user.id, item.id)).toBeUndefined();
   });
 
   it('sends a delivery whose drainer crashed mid-send again, with the same id, once its lease lapses', async () => {

@@ -13,6 +13,7 @@ import {
   newMailText,
   nextReminder,
   planReminder,
+  shownUntil,
   PolicyAnswers,
   reminderAlert,
   reminderCancel,
@@ -25,6 +26,7 @@ import { targetOf } from '../../server/push/background/drain';
 import { backoffMs, DeviceBuckets, perMinuteBucket, perSecondBucket, SharedLimits, TokenBucket } from '../../server/push/background/limits';
 import { sendBudgetGrant } from '../../server/store/sqlite/push';
 import type { BackgroundPushPolicy } from '../../server/push/background/types';
+import type { PushReminderRecord } from '../../server/store/types';
 
 const MINUTE = 60_000;
 const HOUR = 60 * MINUTE;
@@ -236,27 +238,70 @@ describe('reminders', () => {
   it('plans a changed event: put, keep, replace, delete, and cancel a sent reminder whose occurrence moved or went', () => {
     const now = start - DAY;
     const put = planReminder('u', 'e', undefined, event(), now);
-    expect(put).toEqual({ action: 'put', cancel: false, reminder: { userId: 'u', itemId: 'e', occurrenceStart: start, dueAt: start - 15 * MINUTE, sentAt: null } });
-    const pending = { userId: 'u', itemId: 'e', occurrenceStart: start, dueAt: start - 15 * MINUTE, sentAt: null };
+    expect(put).toEqual({ action: 'put', cancel: false, reminder: { userId: 'u', itemId: 'e', occurrenceStart: start, dueAt: start - 15 * MINUTE, sentAt: null, shown: null } });
+    const pending: PushReminderRecord = { userId: 'u', itemId: 'e', occurrenceStart: start, dueAt: start - 15 * MINUTE, sentAt: null, shown: null };
     expect(planReminder('u', 'e', pending, event(), now)).toEqual({ action: 'keep' });
     expect(planReminder('u', 'e', pending, event({ reminderMinutesBeforeStart: 30 }), now)).toMatchObject({ action: 'put', cancel: false, reminder: { dueAt: start - 30 * MINUTE } });
     expect(planReminder('u', 'e', pending, undefined, now)).toEqual({ action: 'delete', cancel: false });
     expect(planReminder('u', 'e', undefined, undefined, now)).toEqual({ action: 'keep' });
 
-    // Sent, five minutes before the start.
-    const sent = { ...pending, sentAt: start - 15 * MINUTE };
+    // Sent, five minutes before the start: on the screen until the occurrence ends (an hour after its start).
+    const sent = { ...pending, sentAt: start - 15 * MINUTE, shown: { occurrenceStart: start, dueAt: start - 15 * MINUTE, until: shownUntil(event(), start) } };
+    expect(sent.shown.until).toBe(start + HOUR);
     const soon = start - 5 * MINUTE;
     expect(reminderStillStands(event(), sent)).toBe(true);
     expect(planReminder('u', 'e', sent, event({ location: 'Room 2' }), soon)).toEqual({ action: 'keep' });
     expect(planReminder('u', 'e', sent, undefined, soon)).toEqual({ action: 'delete', cancel: true });
     expect(planReminder('u', 'e', sent, event({ isCancelled: true }), soon)).toEqual({ action: 'delete', cancel: true });
     const moved = event({ start: '2026-03-02T11:00:00.000Z', end: '2026-03-02T12:00:00.000Z' });
-    expect(planReminder('u', 'e', sent, moved, soon)).toMatchObject({ action: 'put', cancel: true, reminder: { occurrenceStart: start + 2 * HOUR, sentAt: null } });
+    expect(planReminder('u', 'e', sent, moved, soon)).toMatchObject({ action: 'put', cancel: true, reminder: { occurrenceStart: start + 2 * HOUR, sentAt: null, shown: null } });
     // After the occurrence ended, no cancellation is owed.
     expect(planReminder('u', 'e', sent, event({ isCancelled: true }), start + 2 * HOUR)).toEqual({ action: 'delete', cancel: false });
-    // Deleted event: its occurrence counts as going on for a day.
-    expect(planReminder('u', 'e', sent, undefined, start + 3 * HOUR)).toEqual({ action: 'delete', cancel: true });
-    expect(planReminder('u', 'e', sent, undefined, start + DAY)).toEqual({ action: 'delete', cancel: false });
+    // Deleted event: the end recorded when the reminder fired still decides.
+    expect(planReminder('u', 'e', sent, undefined, start + 30 * MINUTE)).toEqual({ action: 'delete', cancel: true });
+    expect(planReminder('u', 'e', sent, undefined, start + HOUR)).toEqual({ action: 'delete', cancel: false });
+    // A reminder that fired too late to be shown (shown: null) owes nothing.
+    expect(planReminder('u', 'e', { ...sent, shown: null }, undefined, soon)).toEqual({ action: 'delete', cancel: false });
+  });
+
+  it("recurring event: the occurrence just reminded is cancelled when the series changes under it, while it is on", () => {
+    const first = Date.UTC(2026, 2, 2, 8);
+    const daily = event({ start: '2026-03-02T08:00:00.000Z', end: '2026-03-02T08:30:00.000Z', recurrence: { rrule: 'FREQ=DAILY;COUNT=3', exdates: [], rdates: [] } });
+    // The first occurrence's reminder fired: the row holds the second's, and shows the first until 08:30.
+    const shown = { occurrenceStart: first, dueAt: first - 15 * MINUTE, until: shownUntil(daily, first) };
+    expect(shown.until).toBe(first + 30 * MINUTE);
+    const row: PushReminderRecord = { userId: 'u', itemId: 'e', occurrenceStart: first + DAY, dueAt: first + DAY - 15 * MINUTE, sentAt: null, shown };
+    const during = first + 10 * MINUTE;
+
+    // A change that keeps the first occurrence (the subject, a location): nothing to do.
+    expect(planReminder('u', 'e', row, { ...daily, location: 'Room 2' }, during)).toEqual({ action: 'keep' });
+    // The series moved an hour later: the first occurrence is no longer there, so its reminder is cancelled.
+    const later = { ...daily, start: '2026-03-02T09:00:00.000Z', end: '2026-03-02T09:30:00.000Z' };
+    expect(planReminder('u', 'e', row, later, during)).toEqual({
+      action: 'put',
+      cancel: true,
+      reminder: { userId: 'u', itemId: 'e', occurrenceStart: first + HOUR, dueAt: first + HOUR - 15 * MINUTE, sentAt: null, shown: null },
+    });
+    // Only the first occurrence excluded (EXDATE), or cancelled as an exception: cancelled, the next reminder stays.
+    const excluded = { ...daily, recurrence: { ...daily.recurrence!, exdates: ['2026-03-02T08:00:00.000Z'] } };
+    expect(planReminder('u', 'e', row, excluded, during)).toEqual({ action: 'put', cancel: true, reminder: { ...row, shown: null } });
+    const cancelledException = { ...daily, exceptions: [{ recurrenceId: '2026-03-02T08:00:00.000Z', start: '2026-03-02T08:00:00.000Z', end: '2026-03-02T08:30:00.000Z', subject: null, location: null, isCancelled: true }] };
+    expect(planReminder('u', 'e', row, cancelledException, during)).toMatchObject({ action: 'put', cancel: true });
+    // The series deleted, or cancelled as a whole.
+    expect(planReminder('u', 'e', row, undefined, during)).toEqual({ action: 'delete', cancel: true });
+    expect(planReminder('u', 'e', row, { ...daily, isCancelled: true }, during)).toEqual({ action: 'delete', cancel: true });
+    // After the first occurrence ended, nothing is owed; the row forgets it.
+    expect(planReminder('u', 'e', row, undefined, first + 30 * MINUTE)).toEqual({ action: 'delete', cancel: false });
+    expect(planReminder('u', 'e', row, { ...daily, location: 'Room 2' }, first + HOUR)).toEqual({ action: 'put', cancel: false, reminder: { ...row, shown: null } });
+
+    // Cut to one occurrence (no next reminder) while the first is on: the row stays, as the shown one's, so that a
+    // later change can still cancel it; and a change after that which withdraws it does.
+    const cut = { ...daily, recurrence: { ...daily.recurrence!, rrule: 'FREQ=DAILY;COUNT=1' } };
+    const kept = planReminder('u', 'e', row, cut, during);
+    expect(kept).toEqual({ action: 'put', cancel: false, reminder: { userId: 'u', itemId: 'e', occurrenceStart: first, dueAt: first - 15 * MINUTE, sentAt: during, shown } });
+    const keptRow = (kept as { reminder: PushReminderRecord }).reminder;
+    expect(planReminder('u', 'e', keptRow, cut, during + MINUTE)).toEqual({ action: 'keep' });
+    expect(planReminder('u', 'e', keptRow, undefined, during + MINUTE)).toEqual({ action: 'delete', cancel: true });
   });
 });
 

@@ -21,18 +21,17 @@
  * ## Reminders
  *
  * One row per event (push_reminders): the reminder of its next occurrence not yet started. A change to an event
- * recomputes it; a reminder already sent whose occurrence moved, was cancelled or deleted (and has not ended)
- * queues a `reminderCancel` under the reminder's own collapse key, replacing it if it is still queued. When a
- * recurring event's reminder fires, the row moves on to the next occurrence at once (the sent mark of the occurrence
- * just reminded goes with it: a change to the event after that sends no cancellation for it — a known limit of the
- * one-row model). The end of an occurrence whose event was deleted is not known any more: it counts as ended a day
- * after its start.
+ * recomputes it. The row also keeps the reminder that last went out (`shown`) with the end of its occurrence, as
+ * it was when it fired; a change that withdraws that occurrence before it ends (moved, cancelled, deleted, other
+ * reminder minutes) queues a `reminderCancel` under the reminder's own collapse key, replacing it if it is still
+ * queued. When a recurring event's reminder fires, the row moves on to the next occurrence at once and the one just
+ * reminded becomes its `shown`, so a change to the series while that occurrence is on cancels it too.
  */
 import crypto from 'node:crypto';
 import { nextOccurrence, occurrences } from '../../calendar/recurrence';
 import { zonedToUtc, isIanaZone } from '../../calendar/timezones';
 import type { EventData } from '../../calendar/model';
-import type { Folder, Item, NewPushDelivery, PushChannelRecord, PushEventKind, PushReminderRecord, SortKey, TxStore, User } from '../../store/types';
+import type { Folder, Item, NewPushDelivery, PushChannelRecord, PushEventKind, PushReminderRecord, ShownReminder, SortKey, TxStore, User } from '../../store/types';
 import type { PushMessage } from '../gateways/types';
 import type { BackgroundPushOptions, BackgroundPushPolicy, PreviewLevel } from './types';
 
@@ -199,31 +198,49 @@ export function reminderStillStands(data: EventData | undefined | null, reminder
   }
 }
 
+/** Until when a reminder that fires now for this occurrence stays on the screen: its occurrence's end. */
+export function shownUntil(data: EventData, occurrenceStart: number): number {
+  return occurrenceStart + Math.max(eventDurationMs(data), 1);
+}
+
 export type ReminderPlan =
   | { action: 'keep' }
   | { action: 'put'; reminder: PushReminderRecord; cancel: boolean }
   | { action: 'delete'; cancel: boolean };
 
+const sameShown = (a: ShownReminder | null, b: ShownReminder | null) =>
+  a === b || (!!a && !!b && a.occurrenceStart === b.occurrenceStart && a.dueAt === b.dueAt && a.until === b.until);
+
+const sameRow = (a: PushReminderRecord, b: PushReminderRecord) =>
+  a.occurrenceStart === b.occurrenceStart && a.dueAt === b.dueAt && a.sentAt === b.sentAt && sameShown(a.shown, b.shown);
+
 /**
  * What a change to an event does to its reminder row: `existing` the row, `data` the event as it is now (undefined:
  * deleted, moved out of the calendar, or not an event any more).
+ *
+ * Two things are decided. The reminder on the screen (`existing.shown`, until its occurrence ends): when the event no
+ * longer has that occurrence with that due time (moved, cancelled, deleted, other reminder minutes), a cancellation
+ * is owed and it is forgotten. The next reminder: of the next occurrence not yet started; except that a sent row
+ * whose own occurrence still stands and is still the next one keeps its row (it must not fire twice). A row with no
+ * next reminder stays while a reminder is shown, so a later change can still cancel it.
  */
 export function planReminder(userId: string, itemId: string, existing: PushReminderRecord | undefined, data: EventData | undefined, now: number): ReminderPlan {
   const computed = nextReminder(data, now);
-  const put = (cancel: boolean): ReminderPlan =>
-    computed ? { action: 'put', reminder: { userId, itemId, occurrenceStart: computed.occurrenceStart, dueAt: computed.dueAt, sentAt: null }, cancel } : { action: 'delete', cancel };
-  if (!existing) return computed ? put(false) : { action: 'keep' };
-  const same = computed && computed.occurrenceStart === existing.occurrenceStart && computed.dueAt === existing.dueAt;
-  if (existing.sentAt === null) return same ? { action: 'keep' } : put(false);
-  // Sent: the reminder is on the device's screen (or on its way) until its occurrence ends.
-  if (reminderStillStands(data, existing)) {
-    // Unchanged. When its occurrence has started, the next one's reminder takes the row.
-    if (same || !computed || computed.occurrenceStart <= existing.occurrenceStart) return { action: 'keep' };
-    return put(false);
+  if (!existing) {
+    return computed ? { action: 'put', reminder: { userId, itemId, ...computed, sentAt: null, shown: null }, cancel: false } : { action: 'keep' };
   }
-  const end = existing.occurrenceStart + (data && typeof data.start === 'string' ? eventDurationMs(data) : DAY);
-  const ended = now >= Math.max(end, existing.occurrenceStart + 1);
-  return put(!ended);
+  const showing = existing.shown && now < existing.shown.until ? existing.shown : null;
+  const withdrawn = !!showing && !reminderStillStands(data, showing);
+  const shown = withdrawn ? null : showing;
+  if (existing.sentAt !== null && !withdrawn && computed && computed.occurrenceStart <= existing.occurrenceStart) return { action: 'keep' };
+  const row: PushReminderRecord | null = computed
+    ? { userId, itemId, ...computed, sentAt: null, shown }
+    : shown
+      ? { userId, itemId, occurrenceStart: shown.occurrenceStart, dueAt: shown.dueAt, sentAt: existing.sentAt ?? now, shown }
+      : null;
+  if (!row) return { action: 'delete', cancel: withdrawn };
+  if (!withdrawn && sameRow(existing, row)) return { action: 'keep' };
+  return { action: 'put', reminder: row, cancel: withdrawn };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -478,7 +495,9 @@ export function fireRemindersUnit(ctx: ComposeContext, limit: number) {
         users.set(reminder.userId, owner);
       }
       const user = owner.user;
-      if (user && ctx.now < reminder.occurrenceStart + REMINDER_STALE_MS) {
+      const data = item.data as unknown as EventData;
+      const shows = !!user && ctx.now < reminder.occurrenceStart + REMINDER_STALE_MS;
+      if (shows) {
         const allows = messageAllows(item, (label) => ctx.answers.labelAllowsPreview(user.tenantId, label));
         for (const channel of owner.channels) {
           if (!wants(channel, 'reminder')) continue;
@@ -486,12 +505,14 @@ export function fireRemindersUnit(ctx: ComposeContext, limit: number) {
           batch.add(channel, reminderAlert(item, level, reminder.occurrenceStart, ctx.now), reminder.dueAt, ctx.now);
         }
       }
-      yield* tx.push.markReminderSent(reminder.userId, reminder.itemId, reminder.dueAt, ctx.now);
-      const data = item.data as unknown as EventData;
+      const until = shows && remindable(data) ? shownUntil(data, reminder.occurrenceStart) : null;
+      yield* tx.push.markReminderSent(reminder.userId, reminder.itemId, reminder.dueAt, ctx.now, until);
       if (data?.recurrence) {
         const next = nextReminder(data, Math.max(reminder.occurrenceStart + 1, ctx.now));
         if (next && next.occurrenceStart > reminder.occurrenceStart) {
-          yield* tx.push.putReminder({ userId: reminder.userId, itemId: reminder.itemId, occurrenceStart: next.occurrenceStart, dueAt: next.dueAt, sentAt: null });
+          // The row moves on; the occurrence just reminded stays as `shown` until it ends (a change may cancel it).
+          const shown = until === null ? null : { occurrenceStart: reminder.occurrenceStart, dueAt: reminder.dueAt, until };
+          yield* tx.push.putReminder({ userId: reminder.userId, itemId: reminder.itemId, ...next, sentAt: null, shown });
           batch.noteReminder(next.dueAt);
         }
       }

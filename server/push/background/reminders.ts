@@ -15,7 +15,8 @@ import type { BackgroundPushOptions, BackgroundPushPolicy } from './types';
 const FIRE_BATCH = 100;
 /** Units per pass (a pass then yields to the drain; the rest fire on the next). */
 const FIRE_UNITS = 20;
-/** Sent reminders are forgotten a day after their occurrence started (a cancellation is owed until it ends). */
+/** Sent reminders are forgotten a day after their occurrence started, and not before it ended (a cancellation is
+ *  owed until then). */
 const PURGE_AFTER_MS = 86_400_000;
 const PURGE_EVERY_MS = 3_600_000;
 /** The reminder timer looks at least this many polls apart even when it knows of no reminder. */
@@ -56,7 +57,7 @@ export function createReminderClock(deps: ReminderClockDeps) {
     const now = clock.now();
     if (now - lastPurge >= PURGE_EVERY_MS) {
       lastPurge = now;
-      await store.push.purgeReminders(now - PURGE_AFTER_MS);
+      await store.push.purgeReminders(now - PURGE_AFTER_MS, now);
     }
     return fired;
   }

@@ -19,7 +19,7 @@ import type { PushOutboxEntry, TxStore } from '../types';
 import { jsonValue } from '../rows';
 import { newId } from '../../ids';
 import { exclusiveLockKey } from './exclusive';
-import { byOutboxAge, channelCounts, queueCounts, SEND_BUDGET_CAP, sendBudgetGrant, toPushChannel, toPushDelivery, toPushOutbox, toPushReminder } from '../sqlite/push';
+import { byOutboxAge, channelCounts, queueCounts, SEND_BUDGET_CAP, sendBudgetGrant, toPushChannel, toPushDelivery, toPushOutbox, shownColumns, toPushReminder } from '../sqlite/push';
 import { json, limitParam, rowCount, rows, type Row, type Tx } from './tx';
 
 /**
@@ -34,7 +34,7 @@ export const PG_OUTBOX_UPSERT = `INSERT INTO push_outbox AS o (user_id, from_mod
 const CHANNEL_COLUMNS =
   'user_id, id, tenant_id, device_record_id, device_id, client_id, session_version, kind, address, keys, events, created_at, updated_at, last_success_at, failures';
 const DELIVERY_COLUMNS = 'user_id, id, channel_id, collapse_key, message, state, attempts, not_before, lease_until, origin_at, created_at';
-const REMINDER_COLUMNS = 'user_id, item_id, occurrence_start, due_at, sent_at';
+const REMINDER_COLUMNS = 'user_id, item_id, occurrence_start, due_at, sent_at, shown_start, shown_due_at, shown_until';
 
 /** The `rate_limits` limiter name of background push's send budgets (the token endpoint's are others). */
 export const SEND_BUDGET_LIMITER = 'background push sends';
@@ -222,10 +222,11 @@ export function pushSteps(tx: Tx): Pick<TxStore, 'push'> {
       *putReminder(r) {
         yield* rowCount(
           tx,
-          `INSERT INTO push_reminders (${REMINDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5)
+          `INSERT INTO push_reminders (${REMINDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            ON CONFLICT (user_id, item_id) DO UPDATE SET
-             occurrence_start = excluded.occurrence_start, due_at = excluded.due_at, sent_at = excluded.sent_at`,
-          [r.userId, r.itemId, ms(r.occurrenceStart), ms(r.dueAt), r.sentAt === null ? null : ms(r.sentAt)],
+             occurrence_start = excluded.occurrence_start, due_at = excluded.due_at, sent_at = excluded.sent_at,
+             shown_start = excluded.shown_start, shown_due_at = excluded.shown_due_at, shown_until = excluded.shown_until`,
+          [r.userId, r.itemId, ms(r.occurrenceStart), ms(r.dueAt), r.sentAt === null ? null : ms(r.sentAt), ...shownColumns(r).map((v) => (v === null ? null : ms(v)))],
         );
       },
       *reminder(userId, itemId) {
@@ -245,17 +246,25 @@ export function pushSteps(tx: Tx): Pick<TxStore, 'push'> {
           )
         ).map(toPushReminder);
       },
-      *markReminderSent(userId, itemId, dueAt, now) {
+      *markReminderSent(userId, itemId, dueAt, now, shownUntil) {
         return (
           (yield* rowCount(
             tx,
-            'UPDATE push_reminders SET sent_at = $4 WHERE user_id = $1 AND item_id = $2 AND due_at = $3 AND sent_at IS NULL',
-            [userId, itemId, ms(dueAt), ms(now)],
+            `UPDATE push_reminders SET sent_at = $4,
+               shown_start = CASE WHEN $5::bigint IS NULL THEN NULL ELSE occurrence_start END,
+               shown_due_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE due_at END,
+               shown_until = $5::bigint
+             WHERE user_id = $1 AND item_id = $2 AND due_at = $3 AND sent_at IS NULL`,
+            [userId, itemId, ms(dueAt), ms(now), shownUntil === null ? null : ms(shownUntil)],
           )) === 1
         );
       },
-      *purgeReminders(before) {
-        return yield* rowCount(tx, 'DELETE FROM push_reminders WHERE sent_at IS NOT NULL AND occurrence_start < $1', [ms(before)]);
+      *purgeReminders(startedBefore, now) {
+        return yield* rowCount(
+          tx,
+          'DELETE FROM push_reminders WHERE sent_at IS NOT NULL AND occurrence_start < $1 AND (shown_until IS NULL OR shown_until <= $2)',
+          [ms(startedBefore), ms(now)],
+        );
       },
     },
   };

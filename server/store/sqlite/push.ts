@@ -84,7 +84,12 @@ export const toPushReminder = (r: Row): PushReminderRecord => ({
   occurrenceStart: Number(r.occurrence_start),
   dueAt: Number(r.due_at),
   sentAt: num(r.sent_at),
+  shown: r.shown_start === null || r.shown_start === undefined ? null : { occurrenceStart: Number(r.shown_start), dueAt: Number(r.shown_due_at), until: Number(r.shown_until) },
 });
+
+/** The shown_start, shown_due_at and shown_until values of a reminder (all null when nothing is shown). */
+export const shownColumns = (r: PushReminderRecord): [number | null, number | null, number | null] =>
+  r.shown ? [r.shown.occurrenceStart, r.shown.dueAt, r.shown.until] : [null, null, null];
 
 /** Oldest first, ties by user id: the order `takeOutbox` answers in. */
 export const byOutboxAge = (a: PushOutboxEntry, b: PushOutboxEntry) => a.createdAt - b.createdAt || (a.userId < b.userId ? -1 : a.userId > b.userId ? 1 : 0);
@@ -297,10 +302,12 @@ export function pushRepositories(sql: Sql, transaction: <T>(fn: () => T) => T): 
 
       putReminder(r) {
         sql(
-          `INSERT INTO push_reminders (user_id, item_id, occurrence_start, due_at, sent_at) VALUES (?, ?, ?, ?, ?)
+          `INSERT INTO push_reminders (user_id, item_id, occurrence_start, due_at, sent_at, shown_start, shown_due_at, shown_until)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (user_id, item_id) DO UPDATE SET
-             occurrence_start = excluded.occurrence_start, due_at = excluded.due_at, sent_at = excluded.sent_at`,
-        ).run(r.userId, r.itemId, r.occurrenceStart, r.dueAt, r.sentAt);
+             occurrence_start = excluded.occurrence_start, due_at = excluded.due_at, sent_at = excluded.sent_at,
+             shown_start = excluded.shown_start, shown_due_at = excluded.shown_due_at, shown_until = excluded.shown_until`,
+        ).run(r.userId, r.itemId, r.occurrenceStart, r.dueAt, r.sentAt, ...shownColumns(r));
       },
       reminder(userId, itemId) {
         const r = sql('SELECT * FROM push_reminders WHERE user_id = ? AND item_id = ?').get(userId, itemId) as Row | undefined;
@@ -315,18 +322,22 @@ export function pushRepositories(sql: Sql, transaction: <T>(fn: () => T) => T): 
           sql('SELECT * FROM push_reminders WHERE sent_at IS NULL AND due_at <= ? ORDER BY due_at, user_id, item_id LIMIT ?').all(now, limit) as Row[]
         ).map(toPushReminder);
       },
-      markReminderSent(userId, itemId, dueAt, now) {
+      markReminderSent(userId, itemId, dueAt, now, shownUntil) {
         return (
-          sql('UPDATE push_reminders SET sent_at = ? WHERE user_id = ? AND item_id = ? AND due_at = ? AND sent_at IS NULL').run(
-            now,
-            userId,
-            itemId,
-            dueAt,
-          ).changes === 1
+          sql(
+            `UPDATE push_reminders SET sent_at = ?,
+               shown_start = CASE WHEN ? IS NULL THEN NULL ELSE occurrence_start END,
+               shown_due_at = CASE WHEN ? IS NULL THEN NULL ELSE due_at END,
+               shown_until = ?
+             WHERE user_id = ? AND item_id = ? AND due_at = ? AND sent_at IS NULL`,
+          ).run(now, shownUntil, shownUntil, shownUntil, userId, itemId, dueAt).changes === 1
         );
       },
-      purgeReminders(before) {
-        return sql('DELETE FROM push_reminders WHERE sent_at IS NOT NULL AND occurrence_start < ?').run(before).changes;
+      purgeReminders(startedBefore, now) {
+        return sql('DELETE FROM push_reminders WHERE sent_at IS NOT NULL AND occurrence_start < ? AND (shown_until IS NULL OR shown_until <= ?)').run(
+          startedBefore,
+          now,
+        ).changes;
       },
     },
   };

@@ -19,7 +19,7 @@
  * The queue, the outbox and the due reminders are global: each test removes what it made (afterEach), so the next
  * one starts with an empty queue.
  */
-import type { ClaimedPushDelivery, DeviceRecord, NewPushChannel, NewPushDelivery, PushChannelRecord, Store, User } from '../../../server/store/types';
+import type { ClaimedPushDelivery, DeviceRecord, NewPushChannel, NewPushDelivery, PushChannelRecord, PushReminderRecord, Store, User } from '../../../server/store/types';
 import { DAY, HOUR, MINUTE, NOW, description, eachBackend, email, highestModseq, newMailbox, newUser, recordCommits, unique } from './fixtures';
 
 let made: { users: Set<string>; reminders: Array<[string, string]> } = { users: new Set(), reminders: [] };
@@ -452,7 +452,7 @@ eachBackend('push', (t, backend) => {
   describe('reminders', () => {
     const remind = (userId: string, itemId: string, dueAt: number) => {
       made.reminders.push([userId, itemId]);
-      return { userId, itemId, occurrenceStart: dueAt + 15 * MINUTE, dueAt, sentAt: null };
+      return { userId, itemId, occurrenceStart: dueAt + 15 * MINUTE, dueAt, sentAt: null, shown: null } as PushReminderRecord;
     };
 
     test('put, replace, due soonest first, marked sent at the due time read, purged once sent and started', async () => {
@@ -472,24 +472,36 @@ eachBackend('push', (t, backend) => {
       // Moved meanwhile: the sender's due time is stale.
       const moved = { ...a, dueAt: T + 20, occurrenceStart: T + 20 + 15 * MINUTE };
       await store.push.putReminder(moved);
-      expect(await store.push.markReminderSent(user.id, a.itemId, a.dueAt, T + 30)).toBe(false);
-      expect(await store.push.markReminderSent(user.id, a.itemId, moved.dueAt, T + 30)).toBe(true);
-      expect(await store.push.markReminderSent(user.id, a.itemId, moved.dueAt, T + 31)).toBe(false);
-      expect(await store.push.reminder(user.id, a.itemId)).toEqual({ ...moved, sentAt: T + 30 });
-      expect(await store.push.markReminderSent(user.id, 'no-such-event', T, T)).toBe(false);
+      const until = moved.occurrenceStart + HOUR;
+      expect(await store.push.markReminderSent(user.id, a.itemId, a.dueAt, T + 30, until)).toBe(false);
+      expect(await store.push.markReminderSent(user.id, a.itemId, moved.dueAt, T + 30, until)).toBe(true);
+      expect(await store.push.markReminderSent(user.id, a.itemId, moved.dueAt, T + 31, until)).toBe(false);
+      // Marked sent, it is the one shown until its occurrence ends.
+      const shown = { occurrenceStart: moved.occurrenceStart, dueAt: moved.dueAt, until };
+      expect(await store.push.reminder(user.id, a.itemId)).toEqual({ ...moved, sentAt: T + 30, shown });
+      expect(await store.push.markReminderSent(user.id, 'no-such-event', T, T, null)).toBe(false);
       expect(await store.push.dueReminders(T + HOUR, 10)).toEqual([b, c]);
 
-      // A sent reminder is replaced too (the next occurrence of a recurring event).
-      const next = { ...moved, occurrenceStart: T + DAY, dueAt: T + DAY - 15 * MINUTE };
+      // A sent reminder is replaced too (the next occurrence of a recurring event), keeping the one shown.
+      const next = { ...moved, occurrenceStart: T + DAY, dueAt: T + DAY - 15 * MINUTE, shown };
       await store.push.putReminder(next);
       expect(await store.push.reminder(user.id, a.itemId)).toEqual(next);
-      await store.push.markReminderSent(user.id, b.itemId, b.dueAt, T + 40);
+      // Sent too late to be shown: nothing is.
+      await store.push.markReminderSent(user.id, b.itemId, b.dueAt, T + 40, null);
+      expect((await store.push.reminder(user.id, b.itemId))!.shown).toBeNull();
 
       // The purge: sent reminders whose occurrence started before the cutoff.
-      expect(await store.push.purgeReminders(b.occurrenceStart)).toBe(0);
-      expect(await store.push.purgeReminders(b.occurrenceStart + 1)).toBe(1);
+      expect(await store.push.purgeReminders(b.occurrenceStart, T + 2 * DAY)).toBe(0);
+      expect(await store.push.purgeReminders(b.occurrenceStart + 1, T + 2 * DAY)).toBe(1);
       expect(await store.push.reminder(user.id, b.itemId)).toBeUndefined();
-      expect(await store.push.purgeReminders(T + 2 * DAY)).toBe(0); // the others are not sent
+      expect(await store.push.purgeReminders(T + 2 * DAY, T + 2 * DAY)).toBe(0); // the others are not sent
+
+      // ... and only once the one shown has ended (a long event's reminder is owed its cancellation until then).
+      const long = remind(user.id, unique('event'), T);
+      await store.push.putReminder(long);
+      await store.push.markReminderSent(user.id, long.itemId, long.dueAt, T, T + 3 * DAY);
+      expect(await store.push.purgeReminders(T + 2 * DAY, T + 2 * DAY)).toBe(0);
+      expect(await store.push.purgeReminders(T + 2 * DAY, T + 3 * DAY)).toBe(1);
 
       expect(await store.push.deleteReminder(user.id, c.itemId)).toEqual(c);
       expect(await store.push.deleteReminder(user.id, c.itemId)).toBeUndefined();
