@@ -575,6 +575,69 @@ describe.each(STORE_BACKENDS)('background push engine (%s store, real gateway cl
     expect(await w.store.push.queueSize()).toEqual({ queued: 0, sending: 0 });
   });
 
+  it("wakes a shared mailbox's full-access members with a silent sync naming it, and nobody else", async () => {
+    const w = await world();
+    const now = w.clock.now();
+    const shared = await w.store.run(function* (tx) {
+      const mailbox = yield* tx.users.create(
+        { tenantId: w.user.tenantId, username: '#shared:support@pigeon.test', email: 'support@pigeon.test', displayName: 'Support', role: 'user', passwordHash: null },
+        now,
+      );
+      yield* tx.mailboxes.create(mailbox.id, now);
+      yield* tx.sharedMailboxes.create(mailbox.id, now);
+      return mailbox;
+    });
+    const sharedInbox = (await w.store.folders.byKind(shared.id, 'inbox'))!;
+    const sharedCalendar = (await w.store.folders.byKind(shared.id, 'calendar'))!;
+    const member = (rights: { fullAccess: boolean; sendAs?: boolean }) =>
+      w.store.sharedMailboxes.putMember({ mailboxId: shared.id, memberId: w.user.id, fullAccess: rights.fullAccess, sendAs: rights.sendAs ?? false, sendOnBehalf: false, createdAt: now, updatedAt: now });
+    const deliverToShared = (subject: string) =>
+      w.store.items.create({ userId: shared.id, folderId: sharedInbox.id, type: 'email', receivedAt: w.clock.now(), subject, from: { name: 'Customer', address: 'c@example.com' } }, w.clock.now());
+
+    const phone = await w.device('phone-0014');
+    const web = await w.webPushChannel(phone);
+    // Not a member yet: a change in the shared mailbox is not even noted for push.
+    await deliverToShared('Before joining');
+    expect(await w.store.push.outboxSize()).toBe(0);
+
+    await member({ fullAccess: true });
+    const item = await deliverToShared('Where is my order?');
+    await w.store.items.create({ userId: shared.id, folderId: sharedCalendar.id, type: 'event', receivedAt: w.clock.now() + HOUR, subject: 'Team call', data: event(w.clock.now() + HOUR) as unknown as Record<string, unknown> }, w.clock.now());
+    expect(await w.store.push.outboxSize()).toBe(1);
+    await w.push.runOnce();
+    const got = webPushes(web.subscription);
+    expect(got.map((p) => p.payload.type)).toEqual(['sync']);
+    expect(got[0]!.payload).toMatchObject({ type: 'sync', data: { type: 'sync', mailbox: shared.id } });
+    expect(got[0]!.payload.badge).toBeUndefined(); // the badge is the member's own Inbox
+    expect(got[0]!.plaintext).not.toContain('Where is my order?');
+    expect(got[0]!.plaintext).not.toContain(item.id);
+    // No reminder is kept for the shared calendar (nobody would get it).
+    expect(await w.store.push.dueReminders(w.clock.now() + DAY, 10)).toEqual([]);
+
+    // The member's own change and the shared one in the same pass: two syncs, neither collapsing the other.
+    await w.mail();
+    await deliverToShared('Second question');
+    await w.push.runOnce();
+    const second = webPushes(web.subscription).slice(1);
+    expect(second.filter((p) => p.payload.type === 'sync').map((p) => (p.payload.data as { mailbox?: string }).mailbox ?? 'own').sort()).toEqual(['own', shared.id].sort());
+
+    // Rights without full access (send-as alone is refused by the API; a row saying fullAccess false reads nothing):
+    // nothing more, and nothing is noted.
+    const before = webPushes(web.subscription).length;
+    await member({ fullAccess: false });
+    await deliverToShared('After leaving');
+    expect(await w.store.push.outboxSize()).toBe(0);
+    await w.push.runOnce();
+    expect(webPushes(web.subscription)).toHaveLength(before);
+
+    // A full-access member again, but the device is blocked or wiped: its channel gets nothing.
+    await member({ fullAccess: true });
+    w.policy.blockedDevices.add(phone.deviceId);
+    await deliverToShared('While wiped');
+    await w.push.runOnce();
+    expect(webPushes(web.subscription)).toHaveLength(before);
+  });
+
   it('runs on its own once started: a kick composes and drains at once; stop waits for the pass', async () => {
     const w = await world({ pollMs: 60_000 });
     const phone = await w.device('phone-0012');

@@ -96,6 +96,15 @@ export function syncMessage(badge?: number): QueuedMessage {
   return { type: 'sync', collapseKey: 'sync', ttlSeconds: ALERT_TTL_SECONDS, urgency: 'normal', data: { type: 'sync' }, ...(badge !== undefined ? { badge } : {}) };
 }
 
+/**
+ * "Sync now" for a shared mailbox the channel's user is a full-access member of: its own collapse key (it must not
+ * replace the member's own sync), the mailbox in `data` (the app syncs it with X-Mailbox), and no badge (the badge
+ * is the member's own Inbox).
+ */
+export function sharedSyncMessage(mailboxId: string): QueuedMessage {
+  return { type: 'sync', collapseKey: `sync:${mailboxId}`, ttlSeconds: ALERT_TTL_SECONDS, urgency: 'normal', data: { type: 'sync', mailbox: mailboxId } };
+}
+
 export function badgeMessage(badge: number): QueuedMessage {
   return { type: 'badge', collapseKey: 'badge', ttlSeconds: ALERT_TTL_SECONDS, urgency: 'normal', data: { type: 'badge' }, badge };
 }
@@ -431,6 +440,22 @@ function* reconcileReminders(tx: TxStore, userId: string, folders: Folder[], fro
 }
 
 /**
+ * A shared mailbox changed: each full-access member's reachable channels that want `sync` get a silent sync naming
+ * it. Nothing else: no alerts (a team mailbox would ring every member's phone for every message), no badge, and no
+ * reminders of its calendar (the mailbox has no channels of its own, so none are kept for it).
+ */
+function* wakeMembers(tx: TxStore, mailbox: User, originAt: number, batch: Batch, ctx: ComposeContext) {
+  for (const member of yield* tx.sharedMailboxes.members(mailbox.id)) {
+    if (!member.fullAccess) continue;
+    const user = yield* tx.users.byId(member.memberId);
+    if (!user || user.disabled || user.tenantId !== mailbox.tenantId) continue;
+    for (const channel of yield* reachableChannels(tx, user, ctx)) {
+      if (wants(channel, 'sync')) batch.add(channel, sharedSyncMessage(mailbox.id), originAt, ctx.now);
+    }
+  }
+}
+
+/**
  * One composing unit: takes at most `limit` outbox entries and queues their messages. Throws NeedPolicy (rolling
  * everything back) when it needed policy answers it does not have yet.
  */
@@ -442,6 +467,10 @@ export function composeUnit(ctx: ComposeContext, limit: number) {
     for (const entry of entries) {
       const user = yield* tx.users.byId(entry.userId);
       if (!user || user.disabled) continue;
+      if (yield* tx.sharedMailboxes.get(user.id)) {
+        yield* wakeMembers(tx, user, entry.createdAt, batch, ctx);
+        continue;
+      }
       const channels = yield* reachableChannels(tx, user, ctx);
       const folders = yield* tx.folders.listByUser(user.id);
       const cancels = yield* reconcileReminders(tx, user.id, folders, entry.fromModseq, batch, ctx.now);

@@ -24,11 +24,14 @@ import { json, limitParam, rowCount, rows, type Row, type Tx } from './tx';
 
 /**
  * The commit-time outbox write, for every mailbox the transaction changed at once (unnest of user ids, first
- * modseqs − 1 and last modseqs, sorted by user id; $4 the time): only users with a channel, widening an existing span.
+ * modseqs − 1 and last modseqs, sorted by user id; $4 the time): only users with a channel, and shared mailboxes
+ * with a full-access member who has one, widening an existing span.
  */
 export const PG_OUTBOX_UPSERT = `INSERT INTO push_outbox AS o (user_id, from_modseq, to_modseq, created_at)
   SELECT x.u, x.f, x.t, $4::bigint FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS x(u, f, t)
   WHERE EXISTS (SELECT 1 FROM push_channels c WHERE c.user_id = x.u)
+    OR EXISTS (SELECT 1 FROM shared_mailbox_members m WHERE m.mailbox_id = x.u AND m.full_access
+               AND EXISTS (SELECT 1 FROM push_channels c WHERE c.user_id = m.member_id))
   ON CONFLICT (user_id) DO UPDATE SET from_modseq = least(o.from_modseq, excluded.from_modseq), to_modseq = greatest(o.to_modseq, excluded.to_modseq)`;
 
 const CHANNEL_COLUMNS =

@@ -108,11 +108,14 @@ export const queueCounts = (rows: Array<{ state: string; n: unknown }>): { queue
 };
 
 /**
- * The commit-time outbox write for one user (index.ts): only when the user has a channel (one probe of
- * push_channels_user when not), widening an existing entry's span and keeping its first commit's time.
+ * The commit-time outbox write for one mailbox (index.ts): only when its user has a channel, or it is a shared
+ * mailbox one of whose full-access members has one (two index probes, push_channels_user and the members' primary
+ * key, when neither), widening an existing entry's span and keeping its first commit's time.
  */
 export const SQLITE_OUTBOX_UPSERT = `INSERT INTO push_outbox (user_id, from_modseq, to_modseq, created_at)
   SELECT @user, @from, @to, @at WHERE EXISTS (SELECT 1 FROM push_channels WHERE user_id = @user)
+    OR EXISTS (SELECT 1 FROM shared_mailbox_members m WHERE m.mailbox_id = @user AND m.full_access = 1
+               AND EXISTS (SELECT 1 FROM push_channels c WHERE c.user_id = m.member_id))
   ON CONFLICT (user_id) DO UPDATE SET from_modseq = min(from_modseq, excluded.from_modseq), to_modseq = max(to_modseq, excluded.to_modseq)`;
 
 /**
