@@ -435,7 +435,7 @@ export function createApp(deps: AppDeps) {
       onSoftReset: (device) => push.notifyDevice(device.id, 'softReset', { reason: 'viewChanged', epoch: device.epoch }),
       protection,
     },
-    shared: createSharedMailboxes({ store, clock, audit: devices.audit }),
+    shared: createSharedMailboxes({ store, clock, audit: devices.audit, signals: deviceSignals }),
     conversations: {
       conversations: createConversationService({ store, clock, mail }),
       syncConversations: createConversationSync({ store, clock, codec, trimAfterMs: config.windowTrimAfter * 1000 }),

@@ -16,6 +16,7 @@ import { parse, text } from '../http/validate';
 import type { Actor, DeviceService } from '../devices/service';
 import type { AdminService } from '../admin/service';
 import type { SharedMailbox, SharedMailboxMember, Store, User } from '../store/types';
+import type { DeviceSignals } from '../devices/signals';
 
 const address = z.string().trim().max(254).pipe(z.email());
 const CreateShared = z.strictObject({ email: address, displayName: text(256).pipe(z.string().trim().min(1)) });
@@ -36,8 +37,11 @@ function memberView(member: SharedMailboxMember, user: User | undefined) {
   };
 }
 
-export function createSharedMailboxes(deps: { store: Store; clock: Clock; audit: DeviceService['audit'] }) {
+export function createSharedMailboxes(deps: { store: Store; clock: Clock; audit: DeviceService['audit']; signals?: Pick<DeviceSignals, 'recheck'> }) {
   const { store, clock, audit } = deps;
+  // A member's rights changed: their live push channels (in every worker) check their membership now, so a removed
+  // member's stream of the shared mailbox ends at once, not at its next heartbeat.
+  const recheckMember = (tenantId: string, memberId: string) => deps.signals?.recheck({ tenantId, userId: memberId });
 
   async function ownShared(actor: Actor, mailboxId: string): Promise<SharedMailbox> {
     const shared = await store.sharedMailboxes.get(mailboxId);
@@ -103,6 +107,7 @@ export function createSharedMailboxes(deps: { store: Store; clock: Clock; audit:
         });
         yield* audit(tx, actor, now, before ? 'sharedMailbox.member.update' : 'sharedMailbox.member.add', 'user', mailboxId, { memberId, ...rights });
       });
+      if (!rights.fullAccess) recheckMember(actor.tenantId, memberId);
       return view(shared);
     },
 
@@ -113,6 +118,7 @@ export function createSharedMailboxes(deps: { store: Store; clock: Clock; audit:
         if (!(yield* tx.sharedMailboxes.removeMember(mailboxId, memberId))) throw errors.notFound('This user is not a member of the shared mailbox.');
         yield* audit(tx, actor, now, 'sharedMailbox.member.remove', 'user', mailboxId, { memberId });
       });
+      recheckMember(actor.tenantId, memberId);
       return view(shared);
     },
 

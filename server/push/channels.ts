@@ -1,7 +1,8 @@
 /**
- * Live push channels (event streams and pings) and the rules they share: one live channel per device (a newer one
- * ends the older, so duplicate long-polls from a flaky network never pile up — Z-Push #55), a per-user cap, and the
- * re-check of the caller's right to stay connected.
+ * Live push channels (event streams and pings) and the rules they share: one live channel per device and mailbox (a
+ * newer one ends the older, so duplicate long-polls from a flaky network never pile up — Z-Push #55 — while a device
+ * may watch its own mailbox and a shared one at once), a per-user cap, and the re-check of the caller's right to
+ * stay connected.
  */
 import type { Logger } from 'pino';
 import { ApiError, errors } from '../errors';
@@ -14,9 +15,9 @@ import type { EventBus } from './bus';
 import type { SyncWatermarks } from './watermarks';
 
 export type EndReason =
-  | 'replaced' // a newer stream or ping of the same device
+  | 'replaced' // a newer stream or ping of the same device for the same mailbox
   | 'cut' // the device was blocked, quarantined, wiped or removed
-  | 'revoked' // a re-check failed (an access rule, a password change, a disabled user)
+  | 'revoked' // a re-check failed (an access rule, a password change, a disabled user, a shared mailbox's membership)
   | 'expired' // the access token reached its exp
   | 'shutdown'
   | 'clientGone'
@@ -37,7 +38,13 @@ export interface Channel {
 
 /** Who holds a channel: captured from the request when it opens, re-checked while it lives. */
 export interface Caller {
+  /** The person: the device gate, the session, the token, conditional access and the per-user cap are theirs. */
   userId: string;
+  /**
+   * The watched mailbox's user id: the caller's own (= userId), or a shared mailbox named by `X-Mailbox`. Every read
+   * of mailbox data and the bus subscription use it.
+   */
+  mailboxId: string;
   tenantId: string;
   deviceId: string;
   /** The device record: a removed and re-registered device is another record, and its old channels must end. */
@@ -87,42 +94,50 @@ export interface PushContext {
 /** A client over the cap is told to come back later; by then an old stream has usually timed out. */
 const CAP_RETRY_AFTER_SECONDS = 30;
 
+/** A channel's slot in the registry: one live channel per device record and watched mailbox. */
+export const channelKey = (caller: Pick<Caller, 'recordId' | 'mailboxId'>): string => `${caller.recordId} ${caller.mailboxId}`;
+
 export class ChannelRegistry {
-  private readonly byDevice = new Map<string, Channel>();
+  /** Device record → watched mailbox → its live channel. */
+  private readonly byDevice = new Map<string, Map<string, Channel>>();
   private readonly perUser = new Map<string, number>();
   /** This process's live channels by user: which to re-check when a user's or a device's record changes. */
   private readonly byUser = new Map<string, Set<Channel>>();
+  /** This process's live channels by watched mailbox: who hears of the mailbox's settings or its deletion. */
+  private readonly byMailbox = new Map<string, Set<Channel>>();
   private closed = false;
 
   constructor(private readonly maxPerUser: number) {}
 
   /**
-   * Makes `channel` its device's one live channel, ending the older one. Throws 429 when the user already holds
-   * the maximum (the device's own older channel does not count: it is about to end) and 503 after shutdown began.
-   * Checked before anything is written, so a refused request gets a proper problem response.
+   * Makes `channel` the one live channel of its device for its mailbox, ending the older one. Throws 429 when the
+   * user already holds the maximum (the older channel it replaces does not count: it is about to end) and 503 after
+   * shutdown began. Checked before anything is written, so a refused request gets a proper problem response.
    */
   open(channel: Channel): void {
     if (this.closed) throw errors.unavailable('The server is shutting down; reconnect shortly.');
-    const { userId, recordId } = channel.caller;
-    const older = this.byDevice.get(recordId);
+    const { userId, recordId, mailboxId } = channel.caller;
+    const older = this.byDevice.get(recordId)?.get(mailboxId);
     const held = (this.perUser.get(userId) ?? 0) - (older ? 1 : 0);
     if (held >= this.maxPerUser) throw errors.rateLimited(CAP_RETRY_AFTER_SECONDS);
     older?.end('replaced'); // releases itself
-    this.byDevice.set(recordId, channel);
+    let device = this.byDevice.get(recordId);
+    if (!device) this.byDevice.set(recordId, (device = new Map()));
+    device.set(mailboxId, channel);
     this.perUser.set(userId, (this.perUser.get(userId) ?? 0) + 1);
-    let mine = this.byUser.get(userId);
-    if (!mine) this.byUser.set(userId, (mine = new Set()));
-    mine.add(channel);
+    addTo(this.byUser, userId, channel);
+    addTo(this.byMailbox, mailboxId, channel);
   }
 
   /** Called by a channel when it ends. A channel that was already replaced is no longer registered: no-op. */
   release(channel: Channel): void {
-    const { userId, recordId } = channel.caller;
-    if (this.byDevice.get(recordId) !== channel) return;
-    this.byDevice.delete(recordId);
-    const mine = this.byUser.get(userId);
-    mine?.delete(channel);
-    if (mine?.size === 0) this.byUser.delete(userId);
+    const { userId, recordId, mailboxId } = channel.caller;
+    const device = this.byDevice.get(recordId);
+    if (device?.get(mailboxId) !== channel) return;
+    device.delete(mailboxId);
+    if (device.size === 0) this.byDevice.delete(recordId);
+    removeFrom(this.byUser, userId, channel);
+    removeFrom(this.byMailbox, mailboxId, channel);
     const n = (this.perUser.get(userId) ?? 1) - 1;
     if (n > 0) this.perUser.set(userId, n);
     else this.perUser.delete(userId);
@@ -135,42 +150,63 @@ export class ChannelRegistry {
     return out;
   }
 
-  /** This process's live channels of a user. */
+  /** This process's live channels of a user (whatever mailbox they watch). */
   channelsOf(userId: string): Channel[] {
     return [...(this.byUser.get(userId) ?? [])];
   }
 
-  /** The live channel of a device record, if this process holds one. */
-  channelOfDevice(recordId: string): Channel | undefined {
-    return this.byDevice.get(recordId);
+  /** This process's live channels watching a mailbox (its owner's and its members'). */
+  channelsOfMailbox(mailboxId: string): Channel[] {
+    return [...(this.byMailbox.get(mailboxId) ?? [])];
   }
 
-  /** Ends the live channel of a device record (a device cut). */
+  /** The live channels of a device record this process holds (its own mailbox's and shared ones'). */
+  channelsOfDevice(recordId: string): Channel[] {
+    return [...(this.byDevice.get(recordId)?.values() ?? [])];
+  }
+
+  /** Ends every live channel of a device record (a device cut). */
   endDevice(recordId: string, reason: EndReason): void {
-    this.byDevice.get(recordId)?.end(reason);
+    for (const channel of this.channelsOfDevice(recordId)) channel.end(reason);
   }
 
   /** Shutdown: ends every channel and refuses new ones, so a drain does not wait for streams that never end. */
   closeAll(): number {
     this.closed = true;
-    const all = [...this.byDevice.values()];
+    const all = this.all();
     for (const channel of all) channel.end('shutdown');
     return all.length;
   }
 
   count(kind?: Channel['kind']): number {
-    if (!kind) return this.byDevice.size;
-    let n = 0;
-    for (const c of this.byDevice.values()) if (c.kind === kind) n++;
-    return n;
+    return this.all().filter((c) => !kind || c.kind === kind).length;
   }
+
+  private all(): Channel[] {
+    const out: Channel[] = [];
+    for (const device of this.byDevice.values()) out.push(...device.values());
+    return out;
+  }
+}
+
+function addTo(map: Map<string, Set<Channel>>, key: string, channel: Channel): void {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  set.add(channel);
+}
+
+function removeFrom(map: Map<string, Set<Channel>>, key: string, channel: Channel): void {
+  const set = map.get(key);
+  set?.delete(channel);
+  if (set?.size === 0) map.delete(key);
 }
 
 /**
  * Is the caller still allowed to hold a channel? The device gate again (access rules and the organisation default
- * change without a cut signal), the same device record, and the user's session (a password change or "revoke
- * sessions" ends every access token at once; a long-lived stream must not outlive that). Returns the error the
- * gate would answer now, or undefined when all is well. Never rejects.
+ * change without a cut signal), the same device record, the user's session (a password change or "revoke
+ * sessions" ends every access token at once; a long-lived stream must not outlive that), and for a shared mailbox
+ * the membership (removed, no full access any more, or the mailbox gone: 404 mailboxNotFound, as the resolver
+ * answers). Returns the error the gate would answer now, or undefined when all is well. Never rejects.
  */
 export async function recheck(ctx: PushContext, caller: Caller): Promise<ApiError | undefined> {
   try {
@@ -182,6 +218,9 @@ export async function recheck(ctx: PushContext, caller: Caller): Promise<ApiErro
     }
     if (ctx.clock.now() >= caller.expiresAt) return errors.unauthorized('The access token has expired.');
     if (ctx.access) await ctx.access({ auth: caller.auth, device, method: 'GET', path: '/events', ip: caller.ip });
+    if (caller.mailboxId !== caller.userId && !(await ctx.store.sharedMailboxes.member(caller.mailboxId, caller.userId))?.fullAccess) {
+      return errors.mailboxNotFound();
+    }
     return undefined;
   } catch (err) {
     if (err instanceof ApiError) return err;

@@ -7,7 +7,8 @@
  *   from its own SQLite connection, which sees the commit (it was committed before it was published). With
  *   PostgreSQL every worker is a node whose store hears every other node's commits (LISTEN/NOTIFY), so the bus stays
  *   in the process (`commitsFromStore`): relaying them as well would deliver each twice.
- * - Channels. The per-user cap and the one-live-channel-per-device rule hold across the workers:
+ * - Channels. The per-user cap and the one-live-channel-per-device-and-mailbox rule hold across the workers (a
+ *   channel's `r` in these messages is its channelKey, device record and mailbox, which the primary only compares):
  *   `ClusterChannelRegistry` tells the primary of each channel it opens and releases; the primary keeps the book of
  *   every worker's channels (`ChannelBook`), tells a worker when its channel of a device was replaced by one opened
  *   elsewhere, and relays each open and release to the others, so every worker counts a user's channels everywhere
@@ -27,7 +28,7 @@ import type { Logger } from 'pino';
 import { errors } from '../errors';
 import type { CommittedChange } from '../store/types';
 import { InProcessBus, type ChangeListener, type EventBus } from './bus';
-import { ChannelRegistry, type Channel } from './channels';
+import { ChannelRegistry, channelKey, type Channel } from './channels';
 import type { SyncWatermarks } from './watermarks';
 import type { PushCluster } from './index';
 
@@ -123,27 +124,30 @@ export class ClusterChannelRegistry extends ChannelRegistry {
   }
 
   override open(channel: Channel): void {
-    const { userId, recordId } = channel.caller;
+    const { userId } = channel.caller;
+    // Keyed by device record and mailbox (channelKey): the primary's book replaces only a channel of the same pair.
+    const key = channelKey(channel.caller);
     if (!this.closing) {
-      const older = this.mine.has(recordId) || this.remote.has(recordId);
+      const older = this.mine.has(key) || this.remote.has(key);
       const held = (this.minePerUser.get(userId) ?? 0) + (this.remotePerUser.get(userId) ?? 0) - (older ? 1 : 0);
       if (held >= this.cap) throw errors.rateLimited(CAP_RETRY_AFTER_SECONDS);
     }
-    super.open(channel); // 503 once shutdown began; ends this process's older channel of the device (→ release)
+    super.open(channel); // 503 once shutdown began; ends this process's older channel of the pair (→ release)
     const id = ++this.seq;
-    this.mine.set(recordId, { channel, id });
+    this.mine.set(key, { channel, id });
     add(this.minePerUser, userId, 1);
-    this.link.send({ pigeon: 'ch+', u: userId, r: recordId, id });
+    this.link.send({ pigeon: 'ch+', u: userId, r: key, id });
   }
 
   override release(channel: Channel): void {
-    const { userId, recordId } = channel.caller;
+    const { userId } = channel.caller;
+    const key = channelKey(channel.caller);
     super.release(channel);
-    const entry = this.mine.get(recordId);
+    const entry = this.mine.get(key);
     if (entry?.channel !== channel) return;
-    this.mine.delete(recordId);
+    this.mine.delete(key);
     add(this.minePerUser, userId, -1);
-    this.link.send({ pigeon: 'ch-', r: recordId, id: entry.id });
+    this.link.send({ pigeon: 'ch-', r: key, id: entry.id });
   }
 
   override closeAll(): number {

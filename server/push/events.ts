@@ -1,5 +1,5 @@
 /**
- * `GET /v1/events`: one Server-Sent Events stream per device (protocol.md §8).
+ * `GET /v1/events`: one Server-Sent Events stream per device and mailbox (protocol.md §8).
  *
  * An event says *that* folders changed, never what: `event: changed` with the changed folders' unread counts (the
  * badge) and whether the hierarchy moved; the app then syncs. The first change after a quiet spell is sent at
@@ -7,7 +7,8 @@
  * batch, a thread of deliveries) costs the app one sync, not many. Counts are read from the folder rows when the
  * event is written — after the commits it covers — so they are exact.
  *
- * `id:` is the mailbox's highest modseq when the event was written: it only grows, and a reconnect that sends it
+ * `id:` is the watched mailbox's highest modseq when the event was written (a shared mailbox's stream: that
+ * mailbox's own sequence): it only grows, and a reconnect that sends it
  * back as `Last-Event-ID` learns at once what changed meanwhile. On connect the stream also sends a bare `id:`
  * (no data: EventSource dispatches nothing but remembers it), so even a stream that never saw an event can resume.
  *
@@ -38,7 +39,10 @@ export interface ChangedEvent {
   hierarchyChanged: boolean;
 }
 
-/** What changed after `since` (a modseq), or null when that cannot be told (then the app must check everything). */
+/**
+ * What changed in a mailbox (its user id) after `since` (a modseq), or null when that cannot be told (then the app
+ * must check everything).
+ */
 export async function changedSince(ctx: PushContext, userId: string, since: number): Promise<{ folders: Folder[]; hierarchyChanged: boolean } | null> {
   const mailbox = await ctx.store.mailboxes.get(userId);
   // From the future (a restored backup) or older than the tombstones kept: the history cannot answer.
@@ -97,7 +101,7 @@ export class EventStream implements Channel {
     ctx.registry.open(this);
     // Subscribed before the catch-up reads: a commit while they run is heard (and perhaps seen by them too: at worst
     // one event too many, never one too few). Its event waits until the catch-up is written.
-    this.unsubscribe = ctx.bus.subscribe(caller.userId, (change) => this.onChange(change));
+    this.unsubscribe = ctx.bus.subscribe(caller.mailboxId, (change) => this.onChange(change));
     this.busy = true;
     try {
       await this.catchUp(lastEventId);
@@ -125,12 +129,12 @@ export class EventStream implements Channel {
   /** Last-Event-ID: one event at once naming what changed since, or (when unknown) everything. */
   private async catchUp(lastEventId: string | undefined): Promise<void> {
     const { ctx, caller } = this;
-    const highest = (await ctx.store.mailboxes.get(caller.userId))?.highestModseq ?? 0;
+    const highest = (await ctx.store.mailboxes.get(caller.mailboxId))?.highestModseq ?? 0;
     if (lastEventId === undefined) return this.write(`id: ${highest}\n\n`);
     const since = /^\d{1,15}$/.test(lastEventId.trim()) ? Number(lastEventId.trim()) : NaN;
-    const changed = Number.isFinite(since) ? await changedSince(ctx, caller.userId, since) : null;
+    const changed = Number.isFinite(since) ? await changedSince(ctx, caller.mailboxId, since) : null;
     if (changed && changed.folders.length === 0 && !changed.hierarchyChanged) return this.write(`id: ${highest}\n\n`);
-    const folders = changed ? changed.folders : await ctx.store.folders.listByUser(caller.userId);
+    const folders = changed ? changed.folders : await ctx.store.folders.listByUser(caller.mailboxId);
     this.send(highest, { folders: counts(folders), hierarchyChanged: changed ? changed.hierarchyChanged : true });
   }
 
@@ -184,8 +188,8 @@ export class EventStream implements Channel {
     const denied = await recheck(ctx, caller);
     if (denied) return this.end('revoked', denied);
     // The mailbox before the folders: the folders read then show at least what the event's id claims.
-    const highest = Math.max((await ctx.store.mailboxes.get(caller.userId))?.highestModseq ?? 0, modseq);
-    const found = await Promise.all(ids.map((id) => ctx.store.folders.byId(caller.userId, id)));
+    const highest = Math.max((await ctx.store.mailboxes.get(caller.mailboxId))?.highestModseq ?? 0, modseq);
+    const found = await Promise.all(ids.map((id) => ctx.store.folders.byId(caller.mailboxId, id)));
     const folders: Folder[] = [];
     for (const folder of found) {
       if (folder) folders.push(folder);
@@ -223,7 +227,7 @@ export class EventStream implements Channel {
     clearTimeout(this.expiry);
     this.unsubscribe?.();
     this.ctx.registry.release(this);
-    this.ctx.log.debug({ userId: this.caller.userId, device: this.caller.deviceId, reason, requestId: this.requestId }, 'event stream ended');
+    this.ctx.log.debug({ userId: this.caller.userId, mailboxId: this.caller.mailboxId, device: this.caller.deviceId, reason, requestId: this.requestId }, 'event stream ended');
     // A slow consumer is cut off (its backlog is dropped); otherwise the response ends after what was pushed.
     if (reason === 'slowConsumer') this.body.destroy();
     else if (reason !== 'clientGone') this.body.push(null);

@@ -1,6 +1,7 @@
 /**
  * Push (protocol.md §8), built once per app in createApp: the bus fed from the store's commit hook, the channel
- * registry, the sync watermarks for ping, and the routes. Device cuts end a device's channel at once.
+ * registry, the sync watermarks for ping, and the routes. Device cuts end a device's channels at once (its own
+ * mailbox's and the shared mailboxes' it watches).
  *
  * With workers (server/cluster.ts) each process builds its own, and `cluster` (push/clusterBus.ts) joins them: the
  * bus carries every worker's commits to every worker's channels, the registry counts and replaces channels across
@@ -89,6 +90,9 @@ export function createPush(deps: PushDeps) {
         if (change.kind === 'device' && channel.caller.deviceId !== change.deviceId) continue;
         judge(channel);
       }
+      // A shared mailbox's own row changed (deleted, say): its members' channels check their membership now.
+      if (change.kind !== 'user') continue;
+      for (const channel of registry.channelsOfMailbox(change.userId)) if (channel.caller.userId !== change.userId) judge(channel);
     }
   });
   // Conditional access asked for a re-check (here or in another worker): a compliance change, a policy, a risk.
@@ -127,8 +131,9 @@ export function createPush(deps: PushDeps) {
      * The item-sync route reports every token it issues: its modseq is how far the device has now synced the
      * folder. The token was just made by this server for this device and folder, so decoding cannot fail here.
      */
-    recordSync(device: DeviceRecord, folderId: string, token: string): void {
-      const position = deps.codec.decode(token, 'i', { userId: device.userId, deviceRecordId: device.id, deviceId: device.deviceId, folderId });
+    recordSync(device: DeviceRecord, folderId: string, token: string, mailboxId: string = device.userId): void {
+      // A shared mailbox's token is bound to that mailbox; folder ids are unique across mailboxes, so one note book.
+      const position = deps.codec.decode(token, 'i', { userId: mailboxId, deviceRecordId: device.id, deviceId: device.deviceId, folderId });
       // Workers: a ping may arrive at another process; it must know this sync too, or it would answer "changed" at
       // once. Only a note that moved is sent, so a no-change poll costs no message.
       if (share && watermarks.get(device.id, folderId) !== position.m) share(device.id, folderId, position.m);
@@ -136,15 +141,16 @@ export function createPush(deps: PushDeps) {
     },
 
     /**
-     * Tells one device's stream something without ending it (a soft reset: `softReset`), or every stream of a user
-     * (`mailboxSettingsChanged`). This process's channels only: a stream held by another worker or node learns it
-     * at its next sync (its tokens answer 410 viewChanged; settings carry their version).
+     * Tells one device's streams something without ending them (a soft reset: `softReset`), or every stream watching
+     * a mailbox (`mailboxSettingsChanged`: its owner's, and for a shared mailbox its members'). This process's
+     * channels only: a stream held by another worker or node learns it at its next sync (its tokens answer 410
+     * viewChanged; settings carry their version).
      */
     notifyDevice(recordId: string, event: string, data: Record<string, unknown>): void {
-      registry.channelOfDevice(recordId)?.notify?.(event, data);
+      for (const channel of registry.channelsOfDevice(recordId)) channel.notify?.(event, data);
     },
-    notifyUser(userId: string, event: string, data: Record<string, unknown>): void {
-      for (const channel of registry.channelsOf(userId)) channel.notify?.(event, data);
+    notifyUser(mailboxId: string, event: string, data: Record<string, unknown>): void {
+      for (const channel of registry.channelsOfMailbox(mailboxId)) channel.notify?.(event, data);
     },
 
     /** Shutdown: ends every stream and ping (pings answer `{"changed": []}`) and refuses new ones. */

@@ -56,7 +56,7 @@ export class PingWait implements Channel {
     }
 
     const watched = new Set(this.folders.map((f) => f.id));
-    this.unsubscribe = ctx.bus.subscribe(caller.userId, (change: CommittedChange) => {
+    this.unsubscribe = ctx.bus.subscribe(caller.mailboxId, (change: CommittedChange) => {
       const hits = change.folderIds.filter((id) => watched.has(id));
       if (hits.length) this.answer(hits);
     });
@@ -116,10 +116,13 @@ export class PingWait implements Channel {
   }
 }
 
-/** The folders a ping watches, each once; another user's folder id is not found either (404 folderNotFound). */
-export async function watchedFolders(ctx: PushContext, userId: string, ids: readonly string[]): Promise<Folder[]> {
+/**
+ * The folders a ping watches, each once, in the watched mailbox; a folder of another mailbox (another user's, or the
+ * caller's own in a shared mailbox's ping) is not found either (404 folderNotFound).
+ */
+export async function watchedFolders(ctx: PushContext, mailboxId: string, ids: readonly string[]): Promise<Folder[]> {
   const unique = [...new Set(ids)];
-  const folders = await Promise.all(unique.map((id) => ctx.store.folders.byId(userId, id)));
+  const folders = await Promise.all(unique.map((id) => ctx.store.folders.byId(mailboxId, id)));
   return folders.map((folder, i) => {
     if (!folder) throw errors.folderNotFound(`No such folder: ${unique[i]}.`);
     return folder;

@@ -1,10 +1,13 @@
 /**
  * The push routes: `GET /v1/events` (SSE) and `POST /v1/ping` (long-poll). Both sit behind authentication and the
- * device gate like every `/v1` route; validation happens here, the channels own the rest.
+ * device gate like every `/v1` route; validation happens here, the channels own the rest. Both act on a mailbox:
+ * with `X-Mailbox` they watch a shared mailbox the caller is a full-access member of (the table resolves it, and
+ * answers 404 mailboxNotFound for anyone else, before the handler runs).
  */
 import { z } from 'zod';
 import { errors } from '../errors';
 import type { Call, Route } from '../http/table';
+import { mailboxOf } from '../http/mailbox';
 import { parse } from '../http/validate';
 import type { Caller, PushContext } from './channels';
 import { EventStream, SSE_HEADERS } from './events';
@@ -23,6 +26,7 @@ function callerOf(call: Call): Caller {
   const device = call.device;
   return {
     userId: auth.userId,
+    mailboxId: mailboxOf(call),
     tenantId: auth.tenantId,
     deviceId: device.deviceId,
     recordId: device.id,
@@ -38,6 +42,7 @@ export function pushRoutes(ctx: PushContext): Route[] {
     {
       method: 'GET',
       path: '/v1/events',
+      mailbox: true,
       handler: async (call) => {
         // What a stream would answer, without opening one (HEAD must not take the device's channel).
         if (call.method === 'HEAD') return { status: 200, headers: SSE_HEADERS };
@@ -50,6 +55,7 @@ export function pushRoutes(ctx: PushContext): Route[] {
     {
       method: 'POST',
       path: '/v1/ping',
+      mailbox: true,
       handler: async (call) => {
         const body = parse(Ping, call.body);
         const [lo, hi] = ctx.options.pingSeconds;
@@ -59,7 +65,7 @@ export function pushRoutes(ctx: PushContext): Route[] {
           ]);
         }
         const caller = callerOf(call);
-        const folders = await watchedFolders(ctx, caller.userId, body.folderIds);
+        const folders = await watchedFolders(ctx, caller.mailboxId, body.folderIds);
         const changed = await new PingWait(ctx, caller, folders).start(body.heartbeatSeconds, call.signal);
         return { status: 200, headers: { 'Cache-Control': 'no-store' }, body: { changed } };
       },

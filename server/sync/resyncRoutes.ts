@@ -59,8 +59,8 @@ export function resyncRoutes(d: {
           answer.created = await protection.overlayViews(answer.created, reader, { maxBytes: body.bodyBytes, wanted: bodyBytes > 0 });
           answer.updated = await protection.overlayViews(answer.updated, reader, { wanted: false });
         }
-        // Push learns how far the device synced, as after item sync (its own mailbox only: a shared one is polled).
-        if (userId === call.auth.userId) d.onItemsSynced?.(device, folder.id, answer.token);
+        // Push learns how far the device synced, as after item sync.
+        d.onItemsSynced?.(device, folder.id, answer.token, userId);
         return { body: answer };
       },
     },

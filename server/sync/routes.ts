@@ -48,8 +48,11 @@ export interface SyncRouteDeps {
   syncFolders: ReturnType<typeof createFolderSync>;
   /** Opens protected mail for devices that may read it (server/protection/); items are shown as stored without it. */
   protection?: ProtectionService;
-  /** Told of every item-sync token issued (push keeps each device's last-synced modseq per folder, for ping). */
-  onItemsSynced?: (device: DeviceRecord, folderId: string, token: string) => void;
+  /**
+   * Told of every item-sync token issued (push keeps each device's last-synced modseq per folder, for ping), with the
+   * mailbox it is bound to: the caller's own or a shared one (which a ping with X-Mailbox watches).
+   */
+  onItemsSynced?: (device: DeviceRecord, folderId: string, token: string, mailboxId: string) => void;
 }
 
 export function syncRoutes(d: SyncRouteDeps): Route[] {
@@ -121,8 +124,8 @@ export function syncRoutes(d: SyncRouteDeps): Route[] {
           bodyBytes: q.bodyBytes ?? 0,
         });
         if (protection) page.created = await protection.overlayViews(page.created, readerOf(call), { maxBytes: q.bodyBytes, wanted: (q.bodyBytes ?? 0) > 0 });
-        // In memory only: a sync still writes nothing. Push watches the caller's own mailbox (a shared one is polled).
-        if (userId === call.auth.userId) d.onItemsSynced?.(device, folder.id, page.token);
+        // In memory only: a sync still writes nothing.
+        d.onItemsSynced?.(device, folder.id, page.token, userId);
         return { json: pageJson(page) }; // `body: page` would serialise every entry a second time
       },
     },

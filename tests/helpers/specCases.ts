@@ -404,7 +404,7 @@ export const NOT_ID_QUERY = new Set(['maxChanges', 'loadMore', 'bodyBytes', 'bod
 /** Header parameters whose name ends in "id" but that name nothing another user owns. */
 export const NOT_ID_HEADERS: Record<string, string> = {
   'X-Request-Id': "the caller's own correlation id, echoed back",
-  'Last-Event-ID': "a change counter of the caller's own mailbox",
+  'Last-Event-ID': "a change counter of the watched mailbox (the caller's own, or the shared one X-Mailbox names)",
 };
 
 /** Body members that look like ids but are not resource ids, by dotted path (any operation). */
