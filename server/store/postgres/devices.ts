@@ -104,12 +104,17 @@ export function deviceSteps(tx: Tx): Pick<TxStore, 'devices' | 'deviceAccess' | 
       return Number(r!.n);
     },
     *create(userId, deviceId, d, now) {
+      // The owner's tenant, copied for the inventory's indexes (schema/postgres/0020_device_tenant.sql); a user's
+      // tenant never changes. Read by a statement of its own, not a subquery of the insert, so that the insert
+      // stays a statement on one user's rows (schema/postgres/README.md, data locality). No user: NULL, refused.
+      const [owner] = yield* rows<{ tenant_id: string }>(tx, 'SELECT tenant_id FROM users WHERE id = $1', [userId]);
       const [r] = yield* rows(
         tx,
         `INSERT INTO devices (user_id, id, device_id, friendly_name, device_type, device_model, device_os, client_type,
-           client_version, user_agent, capabilities, first_sync_time, last_sync_attempt_time, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12, $12) RETURNING *`,
-        [userId, newId(), deviceId, ...descriptionParams(d), now],
+           client_version, user_agent, capabilities, first_sync_time, last_sync_attempt_time, created_at, updated_at,
+           tenant_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12, $12, $13) RETURNING *`,
+        [userId, newId(), deviceId, ...descriptionParams(d), now, owner?.tenant_id ?? null],
       );
       tx.invalidate({ kind: 'device', userId, deviceId });
       return toDeviceRow(r!);

@@ -111,11 +111,14 @@ export function deviceRepositories(sql: Sql, invalidate: Invalidate): Pick<Store
     },
     create(userId, deviceId, d, now) {
       const id = newId();
+      // The owner's tenant, copied for the inventory's indexes (schema/sqlite/0018_device_tenant.sql); a user's
+      // tenant never changes. No user: NULL, refused like the missing user itself.
       sql(
         `INSERT INTO devices (id, user_id, device_id, friendly_name, device_type, device_model, device_os, client_type,
-           client_version, user_agent, capabilities, first_sync_time, last_sync_attempt_time, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      ).run(id, userId, deviceId, ...descriptionParams(d), now, now, now, now);
+           client_version, user_agent, capabilities, first_sync_time, last_sync_attempt_time, created_at, updated_at,
+           tenant_id)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT tenant_id FROM users WHERE id = ?))`,
+      ).run(id, userId, deviceId, ...descriptionParams(d), now, now, now, now, userId);
       invalidate({ kind: 'device', userId, deviceId });
       return devices.byId(id)!;
     },

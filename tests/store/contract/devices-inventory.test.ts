@@ -9,7 +9,10 @@
  *   of the folded name, device id, model, owner's username or address (`%`, `_` and `\` are ordinary characters);
  * - a property: random devices (mixed case, NULLs, LIKE metacharacters, equal keys), filters, orders and page sizes
  *   — walking every page gives exactly the service's in-memory order (server/devices/service.ts
- *   `inventoryInMemory`, the path for the orders the store cannot page), and the count its total.
+ *   `inventoryInMemory`, the path for the orders the store cannot page), and the count its total;
+ * - a property over several tenants whose devices are made interleaved, with equal keys across tenants: each
+ *   tenant's walk holds exactly the devices made for its users, in order, whatever the others hold (the pages read
+ *   the devices' copy of the tenant, schema/sqlite/0018_device_tenant.sql; the expected order reads the owners').
  */
 import fc from 'fast-check';
 import type { DeviceInventoryFilter, DeviceInventoryRow, DeviceInventorySort, Store, User } from '../../../server/store/types';
@@ -176,6 +179,49 @@ eachBackend('device inventory paging', (t) => {
         expect(total).toBe(expected.length);
       }),
       { numRuns: RUNS },
+    );
+  }, 120_000);
+
+  test('property: tenants interleaved, each tenant\'s pages hold exactly its own devices in order', async () => {
+    const { store } = t();
+    const maybe = <T>(a: fc.Arbitrary<T>) => fc.option(a, { nil: null, freq: 3 });
+    const scenario = fc.record({
+      devices: fc.array(
+        fc.record({
+          tenant: fc.nat(3),
+          owner: fc.nat(1),
+          friendlyName: maybe(fc.constantFrom('a', 'A', 'b', 'z')),
+          clientType: maybe(fc.constantFrom('Pigeon', 'pigeon')),
+          first: fc.nat(2),
+          last: maybe(fc.nat(2)),
+        }),
+        { maxLength: 24 },
+      ),
+      sort: fc.constantFrom(...STORE_KEYS.flatMap((k) => [k, `-${k}`])),
+      limit: fc.integer({ min: 1, max: 5 }),
+    });
+    await fc.assert(
+      fc.asyncProperty(scenario, async (s) => {
+        const tenants = await Promise.all([0, 1, 2, 3].map(() => newTenant(store)));
+        const owners: User[][] = [];
+        for (const tenant of tenants) {
+          owners.push([await newUser(store, { tenantId: tenant.id }), await newUser(store, { tenantId: tenant.id })]);
+        }
+        const made: string[][] = tenants.map(() => []);
+        for (const [i, d] of s.devices.entries()) {
+          const owner = owners[d.tenant]![d.owner]!;
+          const device = await store.devices.create(owner.id, `m-${i}`, description({ friendlyName: d.friendlyName, clientType: d.clientType }), NOW + d.first);
+          if (d.last !== null) await store.devices.touch(device.id, NOW + 9, NOW + d.last);
+          made[d.tenant]!.push(device.id);
+        }
+        for (const [i, tenant] of tenants.entries()) {
+          const { got, expected, total } = await walk(store, { tenantId: tenant.id }, s.sort, s.limit, emailsOf(owners[i]!));
+          expect(got.map((d) => d.id)).toEqual(expected.map((d) => d.id));
+          expect(got.map((d) => d.id).sort()).toEqual([...made[i]!].sort());
+          expect(total).toBe(made[i]!.length);
+        }
+      }),
+      { numRuns: Math.max(10, Math.round(RUNS / 4)) },
     );
   }, 120_000);
 });
