@@ -131,7 +131,7 @@ export function createPush(deps: PushDeps) {
      * The item-sync route reports every token it issues: its modseq is how far the device has now synced the
      * folder. The token was just made by this server for this device and folder, so decoding cannot fail here.
      */
-    recordSync(device: DeviceRecord, folderId: string, token: string, mailboxId: string = device.userId): void {
+    recordSync(device: DeviceRecord, folderId: string, token: string, mailboxId: string): void {
       // A shared mailbox's token is bound to that mailbox; folder ids are unique across mailboxes, so one note book.
       const position = deps.codec.decode(token, 'i', { userId: mailboxId, deviceRecordId: device.id, deviceId: device.deviceId, folderId });
       // Workers: a ping may arrive at another process; it must know this sync too, or it would answer "changed" at
